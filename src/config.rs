@@ -1,0 +1,1 @@
+//! Node configuration from TOML; every field has a working default.

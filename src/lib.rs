@@ -1,0 +1,10 @@
+//! rungs: a live-video edge node. RTMP in, low-latency HLS out.
+
+pub mod config;
+pub mod hub;
+pub mod ingest;
+pub mod media;
+pub mod metrics;
+pub mod package;
+pub mod registry;
+pub mod serve;

@@ -1,0 +1,1 @@
+//! AAC helpers: AudioSpecificConfig parsing.

@@ -1,0 +1,1 @@
+//! H.264 helpers: AVCDecoderConfigurationRecord and SPS parsing.

@@ -1,0 +1,104 @@
+//! Media units shared by every stage: encoded packets, codec parameters and the node timebase.
+
+pub mod aac;
+pub mod h264;
+
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// The node's one timebase for packet timestamps: 90 kHz ticks, as in MPEG systems.
+pub const TIMEBASE: u32 = 90_000;
+
+/// Converts milliseconds (the RTMP/FLV clock) to node ticks.
+pub fn ms_to_ticks(ms: i64) -> i64 {
+    ms * i64::from(TIMEBASE) / 1000
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    Video,
+    Audio,
+}
+
+/// H.264 decoder configuration as the publisher sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VideoParams {
+    /// AVCDecoderConfigurationRecord (ISO/IEC 14496-15), as carried in the FLV
+    /// sequence header and written verbatim into the `avcC` box.
+    pub avcc: Bytes,
+    pub width: u32,
+    pub height: u32,
+    pub profile_idc: u8,
+    pub constraint_flags: u8,
+    pub level_idc: u8,
+    /// Bytes in each NAL unit length prefix of the samples (1, 2 or 4).
+    pub nal_length_size: u8,
+}
+
+impl VideoParams {
+    /// RFC 6381 codec string, `avc1.PPCCLL`.
+    pub fn codec_string(&self) -> String {
+        format!(
+            "avc1.{:02x}{:02x}{:02x}",
+            self.profile_idc, self.constraint_flags, self.level_idc
+        )
+    }
+}
+
+/// AAC decoder configuration as the publisher sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AudioParams {
+    /// AudioSpecificConfig (ISO/IEC 14496-3), written verbatim into `esds`.
+    pub asc: Bytes,
+    /// Audio object type (2 = AAC-LC).
+    pub object_type: u8,
+    pub sample_rate: u32,
+    pub channels: u8,
+    /// PCM samples per AAC frame (1024, or 960 for the rare short-frame mode).
+    pub samples_per_frame: u32,
+}
+
+impl AudioParams {
+    /// RFC 6381 codec string, `mp4a.40.N`.
+    pub fn codec_string(&self) -> String {
+        format!("mp4a.40.{}", self.object_type)
+    }
+}
+
+/// One encoded access unit (video) or one raw AAC frame (audio).
+#[derive(Clone, Debug)]
+pub struct Packet {
+    pub track: TrackKind,
+    /// Decode timestamp in [`TIMEBASE`] ticks.
+    pub dts: i64,
+    /// Presentation timestamp in [`TIMEBASE`] ticks.
+    pub pts: i64,
+    pub keyframe: bool,
+    /// Video: NAL units each prefixed by a big-endian length of
+    /// `VideoParams::nal_length_size` bytes (the FLV and ISO-BMFF sample form).
+    /// Audio: one raw AAC frame without ADTS header.
+    pub data: Bytes,
+}
+
+/// What an ingest session hands to its channel, in order.
+#[derive(Clone, Debug)]
+pub enum IngestEvent {
+    /// New or changed video configuration; applies to the packets after it.
+    VideoConfig(Arc<VideoParams>),
+    /// New or changed audio configuration; applies to the packets after it.
+    AudioConfig(Arc<AudioParams>),
+    Packet(Packet),
+}
+
+/// Errors from parsing codec configuration and bitstreams.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("truncated {what}: need {need} bytes, have {have}")]
+    Truncated {
+        what: &'static str,
+        need: usize,
+        have: usize,
+    },
+    #[error("invalid {what}: {why}")]
+    Invalid { what: &'static str, why: String },
+}

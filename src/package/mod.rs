@@ -1,0 +1,1 @@
+//! LL-HLS packaging: fMP4 writer, segmenter, playlists and the part store.

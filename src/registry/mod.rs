@@ -1,0 +1,1 @@
+//! SQLite channel store: channels and their stream keys survive restarts.

@@ -1,0 +1,1 @@
+//! HTTP serving: HLS, the control API, metrics and the player page.

@@ -1,1 +1,2 @@
 //! HTTP serving: HLS, the control API, metrics and the player page.
+pub mod hls;

@@ -1,0 +1,1 @@
+//! fMP4/CMAF boxes: init segments and moof+mdat fragments for one track.

@@ -1,0 +1,1 @@
+//! HLS routes: playlists with blocking reload and skip, init segments, parts and segments.

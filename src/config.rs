@@ -1,1 +1,251 @@
 //! Node configuration from TOML; every field has a working default.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub rtmp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// Host (and optional port) players and publishers use to reach this node,
+    /// e.g. `edge1.example.com`. Default: `localhost`.
+    pub public_host: String,
+    pub api: ApiConfig,
+    pub ingest: IngestConfig,
+    pub hls: HlsConfig,
+    pub player: PlayerConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Bearer token for `/api/v1`. When unset, one is generated at first start
+    /// into `<data_dir>/admin-token` (mode 0600).
+    pub admin_token: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// How long a channel waits for its publisher to come back before the
+    /// stream ends.
+    pub reconnect_grace_s: f64,
+    /// How long an ended stream's playlists stay up (with EXT-X-ENDLIST) before
+    /// the channel answers 404.
+    pub ended_linger_s: f64,
+    /// Packets buffered between a publisher and its channel's packager.
+    pub queue_packets: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HlsConfig {
+    /// LL-HLS part target; constant for the life of a stream.
+    pub part_target_s: f64,
+    /// Segment target; segments are cut at source keyframes near it.
+    pub segment_target_s: f64,
+    /// Segments listed in each media playlist.
+    pub playlist_segments: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlayerConfig {
+    /// hls.js build served to the `/play/<id>` page.
+    pub hls_js: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./rungs-data"),
+            rtmp_addr: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            public_host: "localhost".into(),
+            api: ApiConfig::default(),
+            ingest: IngestConfig::default(),
+            hls: HlsConfig::default(),
+            player: PlayerConfig::default(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            reconnect_grace_s: 10.0,
+            ended_linger_s: 30.0,
+            queue_packets: 2048,
+        }
+    }
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            part_target_s: 0.2,
+            segment_target_s: 2.0,
+            playlist_segments: 20,
+        }
+    }
+}
+
+impl Default for PlayerConfig {
+    fn default() -> Self {
+        PlayerConfig {
+            hls_js: PathBuf::from("node_modules/hls.js/dist/hls.min.js"),
+        }
+    }
+}
+
+fn seconds(name: &str, v: f64, min: f64, max: f64) -> Result<Duration, ConfigError> {
+    if !(min..=max).contains(&v) {
+        return Err(ConfigError::Invalid(format!(
+            "{name} = {v} is outside {min}..={max} seconds"
+        )));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl Config {
+    /// Reads `path` if given, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let cfg: Config = match path {
+            None => Config::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: p.to_path_buf(),
+                    source: Box::new(source),
+                })?
+            }
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.reconnect_grace()?;
+        self.ended_linger()?;
+        let part = seconds("hls.part_target_s", self.hls.part_target_s, 0.05, 2.0)?;
+        let seg = seconds("hls.segment_target_s", self.hls.segment_target_s, 0.5, 20.0)?;
+        if seg < part * 2 {
+            return Err(ConfigError::Invalid(
+                "hls.segment_target_s must be at least twice hls.part_target_s".into(),
+            ));
+        }
+        if self.hls.playlist_segments < 8 {
+            return Err(ConfigError::Invalid(
+                "hls.playlist_segments must be at least 8 so delta updates can skip".into(),
+            ));
+        }
+        if self.ingest.queue_packets < 64 {
+            return Err(ConfigError::Invalid(
+                "ingest.queue_packets must be at least 64".into(),
+            ));
+        }
+        if self.public_host.is_empty() || self.public_host.contains(['/', ' ']) {
+            return Err(ConfigError::Invalid(
+                "public_host must be a host name or address".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn reconnect_grace(&self) -> Result<Duration, ConfigError> {
+        seconds(
+            "ingest.reconnect_grace_s",
+            self.ingest.reconnect_grace_s,
+            0.0,
+            3600.0,
+        )
+    }
+
+    pub fn ended_linger(&self) -> Result<Duration, ConfigError> {
+        seconds(
+            "ingest.ended_linger_s",
+            self.ingest.ended_linger_s,
+            0.0,
+            3600.0,
+        )
+    }
+
+    /// `rtmp://host:port/live`, what a publisher puts in its server field.
+    pub fn rtmp_ingest_url(&self) -> String {
+        format!(
+            "rtmp://{}:{}/live",
+            self.public_host,
+            self.rtmp_addr.port()
+        )
+    }
+
+    /// Base of every playback URL, `http://host:port`.
+    pub fn http_base_url(&self) -> String {
+        format!("http://{}:{}", self.public_host, self.http_addr.port())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None).expect("defaults");
+        assert_eq!(c.rtmp_ingest_url(), "rtmp://localhost:1935/live");
+        assert_eq!(c.http_base_url(), "http://localhost:8080");
+    }
+
+    #[test]
+    fn shipped_config_is_the_defaults() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rungs.toml");
+        let c = Config::load(Some(&p)).expect("deploy/rungs.toml");
+        assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn file_overrides_and_rejects_nonsense() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("rungs.toml");
+        std::fs::write(
+            &p,
+            "public_host = \"edge.example\"\n[hls]\npart_target_s = 0.333\n",
+        )
+        .expect("write");
+        let c = Config::load(Some(&p)).expect("load");
+        assert_eq!(c.hls.part_target_s, 0.333);
+        assert_eq!(c.hls.segment_target_s, 2.0);
+        assert_eq!(c.public_host, "edge.example");
+
+        std::fs::write(&p, "[hls]\npart_target_s = 5.0\n").expect("write");
+        assert!(Config::load(Some(&p)).is_err());
+        std::fs::write(&p, "typo_field = 1\n").expect("write");
+        let err = Config::load(Some(&p)).expect_err("unknown field");
+        assert!(err.to_string().contains("typo_field"), "{err}");
+    }
+}

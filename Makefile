@@ -1,0 +1,59 @@
+# rungs: `make run` starts a node with a demo channel, `make test` runs the whole suite.
+# Both install what is missing first (Debian packages, npm packages), idempotently.
+
+SHELL := /bin/bash
+DATA_DIR ?= ./rungs-data
+BIN := target/release/rungs
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages: FFmpeg (libraries for the transcoder, CLI for tests), the
+# toolchain bindgen needs, Chromium for the browser tests, Node for hls.js.
+APT_PACKAGES := pkg-config clang libclang-dev ffmpeg \
+	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
+	libavfilter-dev libavdevice-dev chromium
+
+.PHONY: run test deps apt-deps build lint bench clean
+
+deps: apt-deps node_modules/.package-lock.json
+
+# Checks each package every time (dpkg-query is fast) and installs only what is missing.
+apt-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$${missing// /}" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+node_modules/.package-lock.json: package.json | apt-deps
+	npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+build: deps
+	cargo build --release
+
+run: build
+	@mkdir -p $(DATA_DIR)
+	@if [ "$$($(BIN) channel list --data-dir $(DATA_DIR) --json)" = "[]" ]; then \
+		$(BIN) channel create --data-dir $(DATA_DIR) --name demo >/dev/null; fi
+	@echo "== Publish and watch ======================================================"
+	@$(BIN) channel list --data-dir $(DATA_DIR)
+	@echo "== Node log (Ctrl-C to stop) ==============================================="
+	exec $(BIN) serve --data-dir $(DATA_DIR)
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+test: deps lint
+	cargo test --all-targets -- --test-threads=2
+
+bench: deps
+	cargo bench --bench latency
+
+clean:
+	cargo clean
+	rm -rf node_modules .deps

@@ -1,0 +1,144 @@
+//! The owner thread of one live channel: it feeds the packager in order and
+//! decides when a lost publisher's stream ends.
+//!
+//! It never touches sockets and never blocks ingest: publishers reach it
+//! through a bounded queue and drop whole GOPs when it is full.
+
+use crate::media::IngestEvent;
+use crate::metrics::METRICS;
+use crate::package::{ChannelPackager, ChannelStore};
+use crossbeam_channel::{Receiver, Sender, select};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// One media event stamped when ingest handed it over.
+pub(super) struct Stamped {
+    pub session: u64,
+    pub event: IngestEvent,
+    pub now: SystemTime,
+    pub arrival: Instant,
+}
+
+pub(super) enum Control {
+    /// A publisher session ended (connection closed or refused mid-stream).
+    Disconnected,
+    /// The channel was deleted: end the stream now.
+    Terminate,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    /// Session id of the connected publisher, if any.
+    pub publisher: Option<u64>,
+    /// The stream has ended (EXT-X-ENDLIST written); a new publisher starts a
+    /// new stream in a new `LiveChannel`.
+    pub ended: bool,
+}
+
+/// What the hub's table holds for a channel that is live or lingering.
+pub(super) struct LiveChannel {
+    pub id: String,
+    pub store: Arc<ChannelStore>,
+    pub events: Sender<Stamped>,
+    pub control: Sender<Control>,
+    pub state: Mutex<State>,
+}
+
+pub(super) type Table = Arc<Mutex<HashMap<String, Arc<LiveChannel>>>>;
+
+pub(super) struct Timing {
+    pub grace: Duration,
+    pub linger: Duration,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here leaves the data consistent, so a panic in
+    // another holder does not make it unsafe to continue.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs until the stream has ended and lingered, or the channel was replaced.
+pub(super) fn run(
+    table: Table,
+    me: Arc<LiveChannel>,
+    mut packager: ChannelPackager,
+    events: Receiver<Stamped>,
+    control: Receiver<Control>,
+    timing: Timing,
+) {
+    let mut session: Option<u64> = None;
+    let mut grace_until: Option<Instant> = None;
+    loop {
+        let timeout = grace_until
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        select! {
+            recv(events) -> msg => {
+                let Ok(s) = msg else { break };
+                if session != Some(s.session) {
+                    // Packets of a new session after an earlier one are a reconnect.
+                    if session.is_some() {
+                        packager.discontinuity();
+                    }
+                    session = Some(s.session);
+                }
+                if lock(&me.state).publisher.is_some() {
+                    grace_until = None;
+                }
+                packager.push(s.event, s.now, s.arrival);
+            }
+            recv(control) -> msg => match msg {
+                Ok(Control::Disconnected) => {
+                    if lock(&me.state).publisher.is_none() {
+                        tracing::info!(channel = %me.id, grace_s = timing.grace.as_secs_f64(),
+                            "publisher gone; waiting for it to come back");
+                        grace_until = Some(Instant::now() + timing.grace);
+                    }
+                }
+                Ok(Control::Terminate) | Err(_) => {
+                    end_stream(&me, &mut packager, false, "channel deleted");
+                    break;
+                }
+            },
+            default(timeout) => {
+                if grace_until.is_some_and(|t| Instant::now() >= t) {
+                    grace_until = None;
+                    if end_stream(&me, &mut packager, true, "publisher did not come back") {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Keep serving the ended playlists so players see EXT-X-ENDLIST, then 404.
+    // Any control message (or its absence) ends the linger the same way.
+    let _ = control.recv_timeout(timing.linger);
+    let mut t = lock(&table);
+    if t.get(&me.id).is_some_and(|c| Arc::ptr_eq(c, &me)) {
+        t.remove(&me.id);
+    }
+}
+
+/// Ends the stream unless `unless_published` and a publisher came back.
+/// Returns whether it ended. `ended` flips under the state lock, so a
+/// publisher arriving at the same moment either wins the channel back or
+/// starts a new stream; never both.
+fn end_stream(
+    me: &LiveChannel,
+    packager: &mut ChannelPackager,
+    unless_published: bool,
+    why: &str,
+) -> bool {
+    let mut st = lock(&me.state);
+    if st.ended || (unless_published && st.publisher.is_some()) {
+        return false;
+    }
+    st.ended = true;
+    st.publisher = None;
+    drop(st);
+    packager.end();
+    METRICS.live_channels.dec();
+    tracing::info!(channel = %me.id, reason = why, "stream ended");
+    true
+}

@@ -1,0 +1,180 @@
+//! The channel control API under `/api/v1/channels`, guarded by the admin bearer token.
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::registry::{Channel, RegistryError};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// A channel as the CLI and the API show it to its owner.
+#[derive(Debug, Serialize)]
+pub struct ChannelView {
+    pub id: String,
+    pub name: String,
+    pub stream_key: String,
+    pub ingest: IngestUrls,
+    pub playback_url: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IngestUrls {
+    pub rtmp: String,
+}
+
+impl ChannelView {
+    pub fn new(ch: &Channel, cfg: &Config) -> Self {
+        ChannelView {
+            id: ch.id.clone(),
+            name: ch.name.clone(),
+            stream_key: ch.stream_key.clone(),
+            ingest: IngestUrls {
+                rtmp: cfg.rtmp_ingest_url(),
+            },
+            playback_url: format!("{}/hls/{}/master.m3u8", cfg.http_base_url(), ch.id),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Api {
+    hub: Arc<Hub>,
+    cfg: Arc<Config>,
+    token: Arc<str>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    name: String,
+}
+
+pub fn routes(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>) -> Router {
+    Router::new()
+        .route("/api/v1/channels", get(list).post(create))
+        .route("/api/v1/channels/{id}", get(show).delete(remove))
+        .route("/api/v1/channels/{id}/rotate-key", post(rotate))
+        .with_state(Api {
+            hub,
+            cfg,
+            token: admin_token,
+        })
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(serde_json::json!({ "error": msg.into() })),
+    )
+        .into_response()
+}
+
+fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(api.token.as_bytes())) {
+        Ok(())
+    } else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong admin token");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        Err(r)
+    }
+}
+
+fn registry_error(e: RegistryError) -> Response {
+    match e {
+        RegistryError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        RegistryError::InvalidName(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        RegistryError::Db { .. } => {
+            tracing::error!(error = %e, "channel registry");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "channel registry unavailable")
+        }
+    }
+}
+
+fn ok_json(status: StatusCode, body: impl Serialize) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+async fn list(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    match api.hub.registry().list() {
+        Ok(chs) => {
+            let views: Vec<_> = chs.iter().map(|c| ChannelView::new(c, &api.cfg)).collect();
+            ok_json(StatusCode::OK, views)
+        }
+        Err(e) => registry_error(e),
+    }
+}
+
+async fn create(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<Json<CreateRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match api.hub.registry().create(&req.name) {
+        Ok(ch) => {
+            tracing::info!(channel = %ch.id, "channel created");
+            ok_json(StatusCode::CREATED, ChannelView::new(&ch, &api.cfg))
+        }
+        Err(e) => registry_error(e),
+    }
+}
+
+async fn show(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    match api.hub.registry().get(&id) {
+        Ok(ch) => ok_json(StatusCode::OK, ChannelView::new(&ch, &api.cfg)),
+        Err(e) => registry_error(e),
+    }
+}
+
+async fn remove(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    match api.hub.registry().delete(&id) {
+        Ok(()) => {
+            api.hub.terminate(&id);
+            tracing::info!(channel = %id, "channel deleted");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => registry_error(e),
+    }
+}
+
+async fn rotate(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return r;
+    }
+    match api.hub.registry().rotate_key(&id) {
+        Ok(ch) => {
+            tracing::info!(channel = %ch.id, "stream key rotated");
+            ok_json(StatusCode::OK, ChannelView::new(&ch, &api.cfg))
+        }
+        Err(e) => registry_error(e),
+    }
+}

@@ -1,0 +1,59 @@
+//! The `/play/<id>` page: hls.js in low-latency mode, showing the live latency.
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const PAGE: &str = include_str!("player.html");
+
+pub fn routes(hls_js: PathBuf) -> Router {
+    Router::new()
+        .route("/play/{id}", get(page))
+        .route("/assets/hls.min.js", get(script))
+        .with_state(Arc::new(hls_js))
+}
+
+/// Channel ids are lowercase hex; anything else is refused before it could
+/// reach the HTML.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+async fn page(Path(id): Path<String>) -> Response {
+    if !valid_id(&id) {
+        return (StatusCode::NOT_FOUND, "no such channel").into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PAGE.replace("{{CHANNEL}}", &id),
+    )
+        .into_response()
+}
+
+async fn script(State(path): State<Arc<PathBuf>>) -> Response {
+    match tokio::fs::read(path.as_path()).await {
+        Ok(js) => (
+            [
+                (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            js,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "hls.js missing; run `npm install` or `make run`");
+            (
+                StatusCode::NOT_FOUND,
+                "hls.js is not installed on this node: run `make run` or `npm install`",
+            )
+                .into_response()
+        }
+    }
+}

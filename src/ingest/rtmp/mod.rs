@@ -1,1 +1,8 @@
 //! RTMP ingest: sans-IO session and FLV tag parsing; `io` is the only part that touches sockets.
+
+pub mod flv;
+pub mod guard;
+pub mod io;
+pub mod session;
+
+pub use io::serve;

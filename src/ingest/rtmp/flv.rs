@@ -1,0 +1,375 @@
+//! FLV tag body parsing for RTMP audio and video messages (Adobe FLV spec v10.1, E.4.2 and
+//! E.4.3). Sans-IO and zero-copy: payloads are slices of the message `Bytes`. Recognises what
+//! it refuses (legacy codecs, Enhanced RTMP) so the refusal can name it.
+
+use crate::media::TrackKind;
+use bytes::Bytes;
+
+/// E.4.3.1 CodecID 7.
+const CODEC_AVC: u8 = 7;
+/// E.4.2.1 SoundFormat 10.
+const SOUND_FORMAT_AAC: u8 = 10;
+/// Enhanced RTMP v1/v2: bit 7 of the video tag's first byte (IsExHeader).
+const VIDEO_EX_HEADER: u8 = 0x80;
+/// Enhanced RTMP v2: SoundFormat 9, reserved in FLV v10.1, announces an audio ExHeader.
+const SOUND_FORMAT_EX_HEADER: u8 = 9;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlvError {
+    /// The body ends before a field it must contain.
+    #[error("truncated {} tag: need {need} bytes, have {have}", kind(*.track))]
+    Truncated {
+        track: TrackKind,
+        need: usize,
+        have: usize,
+    },
+    /// A field holds a value the spec does not allow.
+    #[error("invalid {} tag at byte {offset}: {why}", kind(*.track))]
+    Invalid {
+        track: TrackKind,
+        offset: usize,
+        why: String,
+    },
+    /// Well-formed as far as we can tell, but a codec or format this node does not ingest.
+    #[error("unsupported {} codec: {codec}", kind(*.track))]
+    Unsupported { track: TrackKind, codec: String },
+}
+
+fn kind(track: TrackKind) -> &'static str {
+    match track {
+        TrackKind::Video => "video",
+        TrackKind::Audio => "audio",
+    }
+}
+
+/// A parsed video tag body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VideoTag {
+    /// AVCPacketType 0: an AVCDecoderConfigurationRecord.
+    SequenceHeader(Bytes),
+    /// AVCPacketType 1: one access unit of length-prefixed NAL units.
+    Frame {
+        keyframe: bool,
+        /// CompositionTime (SI24), milliseconds from dts to pts.
+        composition_time_ms: i32,
+        data: Bytes,
+    },
+    /// AVCPacketType 2: end of sequence; nothing to decode.
+    EndOfSequence,
+    /// FrameType 5: a video info/command frame (seek markers), not a picture.
+    Command,
+}
+
+/// A parsed audio tag body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AudioTag {
+    /// AACPacketType 0: an AudioSpecificConfig.
+    SequenceHeader(Bytes),
+    /// AACPacketType 1: one raw AAC frame.
+    Frame(Bytes),
+}
+
+/// Parses an FLV VIDEODATA body (E.4.3.1) as carried in an RTMP video message.
+pub fn parse_video_tag(body: Bytes) -> Result<VideoTag, FlvError> {
+    const T: TrackKind = TrackKind::Video;
+    let first = *body.first().ok_or(FlvError::Truncated {
+        track: T,
+        need: 1,
+        have: 0,
+    })?;
+    if first & VIDEO_EX_HEADER != 0 {
+        return Err(enhanced_video(&body));
+    }
+    let frame_type = first >> 4;
+    let codec_id = first & 0x0f;
+    if codec_id != CODEC_AVC {
+        return Err(FlvError::Unsupported {
+            track: T,
+            codec: video_codec_name(codec_id),
+        });
+    }
+    // E.4.3.1 FrameType: 1 key, 2 inter, 3 disposable inter (H.263 only), 4 generated key
+    // (server use only), 5 video info/command frame.
+    let keyframe = match frame_type {
+        1 | 4 => true,
+        2 | 3 => false,
+        // E.4.3.1: "If FrameType = 5, instead of a video payload, the message stream
+        // contains a UI8" (a command), so there is no AVCPacketType to read.
+        5 => return Ok(VideoTag::Command),
+        other => {
+            return Err(FlvError::Invalid {
+                track: T,
+                offset: 0,
+                why: format!("reserved FrameType {other}"),
+            });
+        }
+    };
+    // E.4.3.1 AVCVIDEOPACKET: AVCPacketType (UI8), CompositionTime (SI24), Data.
+    if body.len() < 5 {
+        return Err(FlvError::Truncated {
+            track: T,
+            need: 5,
+            have: body.len(),
+        });
+    }
+    let cts_raw = (u32::from(body[2]) << 16) | (u32::from(body[3]) << 8) | u32::from(body[4]);
+    // Sign-extend 24 bits: shift the value to the top of an i32 and back.
+    let composition_time_ms = ((cts_raw << 8) as i32) >> 8;
+    let data = body.slice(5..);
+    match body[1] {
+        0 => Ok(VideoTag::SequenceHeader(data)),
+        1 => Ok(VideoTag::Frame {
+            keyframe,
+            composition_time_ms,
+            data,
+        }),
+        2 => Ok(VideoTag::EndOfSequence),
+        other => Err(FlvError::Invalid {
+            track: T,
+            offset: 1,
+            why: format!("AVCPacketType {other}"),
+        }),
+    }
+}
+
+/// Parses an FLV AUDIODATA body (E.4.2.1) as carried in an RTMP audio message.
+pub fn parse_audio_tag(body: Bytes) -> Result<AudioTag, FlvError> {
+    const T: TrackKind = TrackKind::Audio;
+    let first = *body.first().ok_or(FlvError::Truncated {
+        track: T,
+        need: 1,
+        have: 0,
+    })?;
+    let format = first >> 4;
+    if format == SOUND_FORMAT_EX_HEADER {
+        // Enhanced RTMP v2 audio: AudioPacketType in the low nibble, then a FourCC.
+        return Err(FlvError::Unsupported {
+            track: T,
+            codec: match body.get(1..5) {
+                Some(fourcc) => format!("Enhanced RTMP audio (FourCC {})", fourcc_name(fourcc)),
+                None => "Enhanced RTMP audio".to_string(),
+            },
+        });
+    }
+    if format != SOUND_FORMAT_AAC {
+        return Err(FlvError::Unsupported {
+            track: T,
+            codec: sound_format_name(format).to_string(),
+        });
+    }
+    // E.4.2.1: for AAC, SoundRate, SoundSize and SoundType are fixed values the player
+    // ignores; the AudioSpecificConfig is authoritative, so they are not checked.
+    let packet_type = *body.get(1).ok_or(FlvError::Truncated {
+        track: T,
+        need: 2,
+        have: body.len(),
+    })?;
+    let data = body.slice(2..);
+    match packet_type {
+        0 => Ok(AudioTag::SequenceHeader(data)),
+        1 => Ok(AudioTag::Frame(data)),
+        other => Err(FlvError::Invalid {
+            track: T,
+            offset: 1,
+            why: format!("AACPacketType {other}"),
+        }),
+    }
+}
+
+/// The error for a video tag with the Enhanced RTMP ExHeader bit: name the FourCC so the
+/// operator can see what the encoder is set to (OBS sends `hvc1` or `av01` when HEVC or AV1
+/// is chosen).
+fn enhanced_video(body: &[u8]) -> FlvError {
+    // Enhanced RTMP: UB[4] PacketType in the low nibble; 6 = Multitrack, which puts an
+    // AvMultitrackType/PacketType byte before the FourCC.
+    let packet_type = body.first().map_or(0, |b| b & 0x0f);
+    let (fourcc, what) = if packet_type == 6 {
+        (body.get(2..6), "Enhanced RTMP multitrack video")
+    } else {
+        (body.get(1..5), "Enhanced RTMP video")
+    };
+    match fourcc {
+        Some(f) => FlvError::Unsupported {
+            track: TrackKind::Video,
+            codec: format!("{what} (FourCC {})", fourcc_name(f)),
+        },
+        None => FlvError::Truncated {
+            track: TrackKind::Video,
+            need: if packet_type == 6 { 6 } else { 5 },
+            have: body.len(),
+        },
+    }
+}
+
+/// A FourCC for a log line: quoted when printable, hex otherwise (peer bytes never reach a
+/// log unescaped).
+fn fourcc_name(f: &[u8]) -> String {
+    if f.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("'{}'", String::from_utf8_lossy(f))
+    } else {
+        format!(
+            "0x{}",
+            f.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    }
+}
+
+/// E.4.3.1 CodecID names.
+fn video_codec_name(id: u8) -> String {
+    match id {
+        1 => "JPEG".into(),
+        2 => "Sorenson H.263".into(),
+        3 => "Screen video".into(),
+        4 => "On2 VP6".into(),
+        5 => "On2 VP6 with alpha channel".into(),
+        6 => "Screen video version 2".into(),
+        // Not in the spec; some CDNs' FLV extensions use 12 for HEVC.
+        12 => "codec id 12 (HEVC, non-standard FLV extension)".into(),
+        other => format!("codec id {other}"),
+    }
+}
+
+/// E.4.2.1 SoundFormat names.
+fn sound_format_name(format: u8) -> &'static str {
+    match format {
+        0 => "Linear PCM, platform endian",
+        1 => "ADPCM",
+        2 => "MP3",
+        3 => "Linear PCM, little endian",
+        4 => "Nellymoser 16 kHz mono",
+        5 => "Nellymoser 8 kHz mono",
+        6 => "Nellymoser",
+        7 => "G.711 A-law",
+        8 => "G.711 mu-law",
+        11 => "Speex",
+        14 => "MP3 8 kHz",
+        15 => "Device-specific sound",
+        _ => "reserved SoundFormat",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(b: &[u8]) -> Result<VideoTag, FlvError> {
+        parse_video_tag(Bytes::copy_from_slice(b))
+    }
+
+    fn audio(b: &[u8]) -> Result<AudioTag, FlvError> {
+        parse_audio_tag(Bytes::copy_from_slice(b))
+    }
+
+    fn unsupported(r: Result<impl std::fmt::Debug, FlvError>) -> String {
+        match r {
+            Err(FlvError::Unsupported { codec, .. }) => codec,
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn avc_sequence_header_and_frames() {
+        assert_eq!(
+            video(&[0x17, 0, 0, 0, 0, 1, 0x64]).ok(),
+            Some(VideoTag::SequenceHeader(Bytes::from_static(&[1, 0x64])))
+        );
+        assert_eq!(
+            video(&[0x17, 1, 0, 0, 0x50, 0, 0, 0, 1, 0x65]).ok(),
+            Some(VideoTag::Frame {
+                keyframe: true,
+                composition_time_ms: 80,
+                data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+            })
+        );
+        // Negative composition time, inter frame.
+        assert_eq!(
+            video(&[0x27, 1, 0xff, 0xff, 0xd8, 0xaa]).ok(),
+            Some(VideoTag::Frame {
+                keyframe: false,
+                composition_time_ms: -40,
+                data: Bytes::from_static(&[0xaa]),
+            })
+        );
+        assert_eq!(
+            video(&[0x17, 2, 0, 0, 0]).ok(),
+            Some(VideoTag::EndOfSequence)
+        );
+        assert_eq!(video(&[0x57, 0]).ok(), Some(VideoTag::Command));
+    }
+
+    #[test]
+    fn frame_payload_is_a_slice_of_the_message() {
+        let body = Bytes::from_static(&[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41]);
+        let Ok(VideoTag::Frame { data, .. }) = parse_video_tag(body.clone()) else {
+            panic!("frame expected");
+        };
+        assert_eq!(data.as_ptr(), body[5..].as_ptr());
+    }
+
+    #[test]
+    fn aac() {
+        assert_eq!(
+            audio(&[0xaf, 0, 0x12, 0x10]).ok(),
+            Some(AudioTag::SequenceHeader(Bytes::from_static(&[0x12, 0x10])))
+        );
+        assert_eq!(
+            audio(&[0xaf, 1, 0x21, 0x1b]).ok(),
+            Some(AudioTag::Frame(Bytes::from_static(&[0x21, 0x1b])))
+        );
+        assert!(matches!(
+            audio(&[0xaf, 2, 0]),
+            Err(FlvError::Invalid { offset: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_vs_invalid_vs_unsupported() {
+        assert!(matches!(
+            video(&[]),
+            Err(FlvError::Truncated { need: 1, .. })
+        ));
+        assert!(matches!(
+            video(&[0x17, 1, 0]),
+            Err(FlvError::Truncated {
+                need: 5,
+                have: 3,
+                ..
+            })
+        ));
+        assert!(matches!(
+            audio(&[0xaf]),
+            Err(FlvError::Truncated { need: 2, .. })
+        ));
+        assert!(matches!(
+            video(&[0x07, 1, 0, 0, 0]),
+            Err(FlvError::Invalid { offset: 0, .. })
+        ));
+        assert!(matches!(
+            video(&[0x17, 3, 0, 0, 0]),
+            Err(FlvError::Invalid { offset: 1, .. })
+        ));
+        assert_eq!(unsupported(video(&[0x22, 0])), "Sorenson H.263");
+        assert_eq!(unsupported(video(&[0x14, 0])), "On2 VP6");
+        assert_eq!(unsupported(audio(&[0x2f, 0])), "MP3");
+        assert_eq!(unsupported(audio(&[0xb6, 0])), "Speex");
+    }
+
+    #[test]
+    fn enhanced_rtmp_names_the_fourcc() {
+        // OBS 30 HEVC: IsExHeader | FrameType 1 | PacketType 1 (CodedFrames), 'hvc1'.
+        let c = unsupported(video(b"\x91hvc1\0\0\0\0"));
+        assert!(c.contains("'hvc1'"), "{c}");
+        let c = unsupported(video(b"\x90av01"));
+        assert!(c.contains("'av01'"), "{c}");
+        let c = unsupported(video(b"\x96\x01vp09"));
+        assert!(c.contains("multitrack") && c.contains("'vp09'"), "{c}");
+        let c = unsupported(video(b"\x90\x00\x01\xff\x02"));
+        assert!(c.contains("0x0001ff02"), "{c}");
+        assert!(matches!(
+            video(b"\x90hv"),
+            Err(FlvError::Truncated { need: 5, .. })
+        ));
+        let c = unsupported(audio(b"\x90Opus"));
+        assert!(c.contains("'Opus'"), "{c}");
+    }
+}

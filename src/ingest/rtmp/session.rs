@@ -1,0 +1,544 @@
+//! One RTMP publish connection as a sans-IO state machine: handshake, then rml_rtmp's
+//! `ServerSession`, with FLV tags turned into `IngestEvent`s. Fed bytes, returns events
+//! (bytes for the peer among them). It never decides whether a stream key may publish: it
+//! asks, and the caller answers with `accept_publish` or `refuse_publish`.
+
+use super::flv::{self, AudioTag, FlvError, VideoTag};
+use super::guard::{Guard, GuardError};
+use crate::media::{
+    AudioParams, IngestEvent, MediaError, Packet, TrackKind, VideoParams, aac, h264, ms_to_ticks,
+};
+use bytes::Bytes;
+use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent, ServerSessionResult,
+};
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+/// The one RTMP application this node ingests on: `rtmp://host/live/<stream key>`.
+pub const APP: &str = "live";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RtmpError {
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("RTMP session: {0}")]
+    Session(#[from] ServerSessionError),
+    #[error("refused chunk stream: {0}")]
+    Guard(#[from] GuardError),
+    #[error("FLV tag at {timestamp_ms} ms: {source}")]
+    Flv {
+        timestamp_ms: u32,
+        #[source]
+        source: FlvError,
+    },
+    #[error("{} sequence header at {timestamp_ms} ms: {source}", kind_name(*.track))]
+    Config {
+        track: TrackKind,
+        timestamp_ms: u32,
+        #[source]
+        source: MediaError,
+    },
+    #[error("video frame at {timestamp_ms} ms: {source}")]
+    Sample {
+        timestamp_ms: u32,
+        #[source]
+        source: MediaError,
+    },
+    /// rml_rtmp panicked on peer input that the guard did not foresee. The session is
+    /// dropped: its state after an unwind is unknown.
+    #[error("rml_rtmp panicked in {during} on peer input")]
+    LibraryPanic { during: &'static str },
+    #[error("no publish request is waiting for an answer")]
+    NoPendingPublish,
+    #[error("session is closed")]
+    Closed,
+}
+
+fn kind_name(track: TrackKind) -> &'static str {
+    match track {
+        TrackKind::Video => "video",
+        TrackKind::Audio => "audio",
+    }
+}
+
+impl RtmpError {
+    /// The codec's name when the session ended because the publisher sent a codec this node
+    /// does not ingest.
+    pub fn unsupported_codec(&self) -> Option<&str> {
+        match self {
+            RtmpError::Flv {
+                source: FlvError::Unsupported { codec, .. },
+                ..
+            } => Some(codec),
+            _ => None,
+        }
+    }
+}
+
+/// What the caller must act on, in order.
+#[derive(Clone)]
+pub enum SessionEvent {
+    /// Bytes for the peer. They must be written in order and none may be skipped: RTMP
+    /// chunk headers are compressed against the previous ones.
+    Send(Bytes),
+    /// The peer connected to an application other than [`APP`]. The refusal is in the
+    /// preceding `Send`; the session is closed.
+    ConnectRefused {
+        app: String,
+    },
+    /// The peer asks to publish. Answer with [`PublishSession::accept_publish`] or
+    /// [`PublishSession::refuse_publish`]; media is not delivered until accepted.
+    PublishRequested {
+        app: String,
+        stream_key: String,
+    },
+    Media(IngestEvent),
+    /// The peer ended its publish (deleteStream/closeStream).
+    PublishFinished,
+}
+
+impl fmt::Debug for SessionEvent {
+    // By hand so that the stream key, a secret, never reaches a log through `{:?}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionEvent::Send(b) => write!(f, "Send({} bytes)", b.len()),
+            SessionEvent::ConnectRefused { app } => write!(f, "ConnectRefused({app:?})"),
+            SessionEvent::PublishRequested { app, .. } => {
+                write!(
+                    f,
+                    "PublishRequested {{ app: {app:?}, stream_key: <redacted> }}"
+                )
+            }
+            SessionEvent::Media(m) => write!(f, "Media({m:?})"),
+            SessionEvent::PublishFinished => f.write_str("PublishFinished"),
+        }
+    }
+}
+
+pub struct PublishSession {
+    phase: Phase,
+    guard: Guard,
+    stream: StreamState,
+}
+
+enum Phase {
+    Handshake(Box<Handshake>),
+    Rtmp(Box<ServerSession>),
+    /// After an error, a panic or a refused connect: nothing more is read.
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Publish {
+    Idle,
+    Pending {
+        request_id: u32,
+    },
+    Publishing,
+    /// Refused or finished; a connection publishes at most once.
+    Done,
+}
+
+struct StreamState {
+    publish: Publish,
+    clock: Clock,
+    video: Option<Arc<VideoParams>>,
+    audio: Option<Arc<AudioParams>>,
+    dropped_before_config: u64,
+    /// Set when a result closes the session (a refused connect); applied after the results
+    /// of the current call are returned.
+    close: bool,
+}
+
+impl Default for PublishSession {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PublishSession {
+    pub fn new() -> Self {
+        PublishSession {
+            phase: Phase::Handshake(Box::new(Handshake::new(PeerType::Server))),
+            guard: Guard::new(),
+            stream: StreamState {
+                publish: Publish::Idle,
+                clock: Clock::default(),
+                video: None,
+                audio: None,
+                dropped_before_config: 0,
+                close: false,
+            },
+        }
+    }
+
+    /// Feeds bytes read from the peer. An error is final: the session is closed and the
+    /// connection should be too.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SessionEvent>, RtmpError> {
+        let mut events = Vec::new();
+        let result = self.feed_inner(bytes, &mut events);
+        if result.is_err() || self.stream.close {
+            self.phase = Phase::Closed;
+        }
+        result.map(|()| events)
+    }
+
+    /// Accepts the pending publish request; returns the response for the peer.
+    pub fn accept_publish(&mut self) -> Result<Vec<SessionEvent>, RtmpError> {
+        let result = self.answer_publish(None);
+        self.close_on_error(result)
+    }
+
+    /// Refuses the pending publish request with `NetStream.Publish.Denied` and a
+    /// description the peer will see (it must not contain the stream key); returns the
+    /// response for the peer.
+    pub fn refuse_publish(&mut self, description: &str) -> Result<Vec<SessionEvent>, RtmpError> {
+        let result = self.answer_publish(Some(description));
+        self.close_on_error(result)
+    }
+
+    fn close_on_error<T>(&mut self, result: Result<T, RtmpError>) -> Result<T, RtmpError> {
+        if result.is_err() {
+            self.phase = Phase::Closed;
+        }
+        result
+    }
+
+    /// `refusal`: None accepts, Some(description) refuses.
+    fn answer_publish(&mut self, refusal: Option<&str>) -> Result<Vec<SessionEvent>, RtmpError> {
+        let Publish::Pending { request_id } = self.stream.publish else {
+            return Err(RtmpError::NoPendingPublish);
+        };
+        let Phase::Rtmp(server) = &mut self.phase else {
+            return Err(RtmpError::Closed);
+        };
+        let results = match refusal {
+            None => {
+                self.stream.publish = Publish::Publishing;
+                unwind_to_error("accept_request", || server.accept_request(request_id))??
+            }
+            Some(description) => {
+                self.stream.publish = Publish::Done;
+                unwind_to_error("reject_request", || {
+                    server.reject_request(request_id, "NetStream.Publish.Denied", description)
+                })??
+            }
+        };
+        Ok(sends(results))
+    }
+
+    /// Media messages dropped because they came before their track's sequence header.
+    pub fn dropped_before_config(&self) -> u64 {
+        self.stream.dropped_before_config
+    }
+
+    fn feed_inner(
+        &mut self,
+        bytes: &[u8],
+        events: &mut Vec<SessionEvent>,
+    ) -> Result<(), RtmpError> {
+        match &mut self.phase {
+            Phase::Closed => Err(RtmpError::Closed),
+            Phase::Handshake(handshake) => {
+                match unwind_to_error("handshake", || handshake.process_bytes(bytes))?? {
+                    HandshakeProcessResult::InProgress { response_bytes } => {
+                        push_send(events, response_bytes);
+                        Ok(())
+                    }
+                    HandshakeProcessResult::Completed {
+                        response_bytes,
+                        remaining_bytes,
+                    } => {
+                        push_send(events, response_bytes);
+                        let (server, initial) = unwind_to_error("new session", || {
+                            ServerSession::new(ServerSessionConfig::new())
+                        })??;
+                        // Window ack size, peer bandwidth and chunk size go out before the
+                        // peer's first command is answered.
+                        events.extend(sends(initial));
+                        self.phase = Phase::Rtmp(Box::new(server));
+                        if remaining_bytes.is_empty() {
+                            Ok(())
+                        } else {
+                            self.feed_rtmp(&remaining_bytes, events)
+                        }
+                    }
+                }
+            }
+            Phase::Rtmp(_) => self.feed_rtmp(bytes, events),
+        }
+    }
+
+    fn feed_rtmp(&mut self, bytes: &[u8], events: &mut Vec<SessionEvent>) -> Result<(), RtmpError> {
+        let Phase::Rtmp(server) = &mut self.phase else {
+            return Err(RtmpError::Closed);
+        };
+        // The guard sees every byte before the session does; see guard.rs for why.
+        let guard = &mut self.guard;
+        unwind_to_error("chunk guard", || guard.check(bytes))??;
+        let results = unwind_to_error("handle_input", || server.handle_input(bytes))??;
+        self.stream.handle(server, results, events)
+    }
+}
+
+impl StreamState {
+    fn handle(
+        &mut self,
+        server: &mut ServerSession,
+        results: Vec<ServerSessionResult>,
+        events: &mut Vec<SessionEvent>,
+    ) -> Result<(), RtmpError> {
+        for result in results {
+            let event = match result {
+                ServerSessionResult::OutboundResponse(packet) => {
+                    push_send(events, packet.bytes);
+                    continue;
+                }
+                ServerSessionResult::UnhandleableMessageReceived(payload) => {
+                    tracing::trace!(type_id = payload.type_id, "rtmp: ignored message");
+                    continue;
+                }
+                ServerSessionResult::RaisedEvent(event) => event,
+            };
+            match event {
+                ServerSessionEvent::ConnectionRequested {
+                    request_id,
+                    app_name,
+                } => {
+                    if app_name == APP {
+                        let r = unwind_to_error("accept_request", || {
+                            server.accept_request(request_id)
+                        })??;
+                        events.extend(sends(r));
+                    } else {
+                        let description = format!(
+                            "unknown application {app_name:?}: publish to rtmp://<host>/{APP}/<stream key>"
+                        );
+                        let r = unwind_to_error("reject_request", || {
+                            server.reject_request(
+                                request_id,
+                                "NetConnection.Connect.Rejected",
+                                &description,
+                            )
+                        })??;
+                        events.extend(sends(r));
+                        events.push(SessionEvent::ConnectRefused { app: app_name });
+                        self.close = true;
+                        return Ok(());
+                    }
+                }
+                ServerSessionEvent::PublishStreamRequested {
+                    request_id,
+                    app_name,
+                    stream_key,
+                    mode: _,
+                } => {
+                    if self.publish == Publish::Idle {
+                        self.publish = Publish::Pending { request_id };
+                        events.push(SessionEvent::PublishRequested {
+                            app: app_name,
+                            stream_key,
+                        });
+                    } else {
+                        // Answered at once so that no request is left outstanding in the
+                        // session (its request table would otherwise only grow).
+                        let r = unwind_to_error("reject_request", || {
+                            server.reject_request(
+                                request_id,
+                                "NetStream.Publish.BadName",
+                                "this connection already published a stream",
+                            )
+                        })??;
+                        events.extend(sends(r));
+                    }
+                }
+                ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
+                    let r = unwind_to_error("reject_request", || {
+                        server.reject_request(
+                            request_id,
+                            "NetStream.Play.Failed",
+                            "this node ingests only; play the stream over HLS",
+                        )
+                    })??;
+                    events.extend(sends(r));
+                }
+                ServerSessionEvent::PublishStreamFinished { .. } => {
+                    if self.publish == Publish::Publishing {
+                        self.publish = Publish::Done;
+                        events.push(SessionEvent::PublishFinished);
+                    }
+                }
+                ServerSessionEvent::VideoDataReceived {
+                    data, timestamp, ..
+                } => self.on_video(data, timestamp.value, events)?,
+                ServerSessionEvent::AudioDataReceived {
+                    data, timestamp, ..
+                } => self.on_audio(data, timestamp.value, events)?,
+                // onMetaData is advisory; the SPS and AudioSpecificConfig are authoritative.
+                // FCPublish, releaseStream and the like need no answer.
+                other => {
+                    tracing::trace!(event = ?std::mem::discriminant(&other), "rtmp: ignored event")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_video(
+        &mut self,
+        body: Bytes,
+        timestamp_ms: u32,
+        events: &mut Vec<SessionEvent>,
+    ) -> Result<(), RtmpError> {
+        let tag = flv::parse_video_tag(body).map_err(|source| RtmpError::Flv {
+            timestamp_ms,
+            source,
+        })?;
+        let ms = self.clock.extend(timestamp_ms);
+        match tag {
+            VideoTag::SequenceHeader(record) => {
+                // Some encoders repeat the sequence header before every keyframe.
+                if self.video.as_ref().is_some_and(|v| v.avcc == record) {
+                    return Ok(());
+                }
+                let params =
+                    h264::parse_avc_config(record).map_err(|source| RtmpError::Config {
+                        track: TrackKind::Video,
+                        timestamp_ms,
+                        source,
+                    })?;
+                let params = Arc::new(params);
+                self.video = Some(params.clone());
+                events.push(SessionEvent::Media(IngestEvent::VideoConfig(params)));
+            }
+            VideoTag::Frame {
+                keyframe,
+                composition_time_ms,
+                data,
+            } => {
+                let Some(video) = &self.video else {
+                    self.dropped_before_config += 1;
+                    return Ok(());
+                };
+                if data.is_empty() {
+                    return Ok(());
+                }
+                // Downstream (decoder, fMP4 samples) relies on the length prefixes.
+                h264::count_length_prefixed_nals(&data, video.nal_length_size).map_err(
+                    |source| RtmpError::Sample {
+                        timestamp_ms,
+                        source,
+                    },
+                )?;
+                events.push(SessionEvent::Media(IngestEvent::Packet(Packet {
+                    track: TrackKind::Video,
+                    dts: ms_to_ticks(ms),
+                    pts: ms_to_ticks(ms + i64::from(composition_time_ms)),
+                    keyframe,
+                    data,
+                })));
+            }
+            VideoTag::EndOfSequence | VideoTag::Command => {}
+        }
+        Ok(())
+    }
+
+    fn on_audio(
+        &mut self,
+        body: Bytes,
+        timestamp_ms: u32,
+        events: &mut Vec<SessionEvent>,
+    ) -> Result<(), RtmpError> {
+        let tag = flv::parse_audio_tag(body).map_err(|source| RtmpError::Flv {
+            timestamp_ms,
+            source,
+        })?;
+        let ms = self.clock.extend(timestamp_ms);
+        match tag {
+            AudioTag::SequenceHeader(asc) => {
+                if self.audio.as_ref().is_some_and(|a| a.asc == asc) {
+                    return Ok(());
+                }
+                let params =
+                    aac::parse_audio_specific_config(asc).map_err(|source| RtmpError::Config {
+                        track: TrackKind::Audio,
+                        timestamp_ms,
+                        source,
+                    })?;
+                let params = Arc::new(params);
+                self.audio = Some(params.clone());
+                events.push(SessionEvent::Media(IngestEvent::AudioConfig(params)));
+            }
+            AudioTag::Frame(data) => {
+                if self.audio.is_none() {
+                    self.dropped_before_config += 1;
+                    return Ok(());
+                }
+                if data.is_empty() {
+                    return Ok(());
+                }
+                let ticks = ms_to_ticks(ms);
+                events.push(SessionEvent::Media(IngestEvent::Packet(Packet {
+                    track: TrackKind::Audio,
+                    dts: ticks,
+                    pts: ticks,
+                    keyframe: true,
+                    data,
+                })));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Extends 32-bit RTMP millisecond timestamps to i64. RTMP spec 5.3.1.1: timestamps roll
+/// over every 2^32 ms and "adjacent timestamps" are "within 2^31 - 1 milliseconds of each
+/// other", so the signed 32-bit difference to the previous one is the step, whichever way the
+/// counter wrapped. Audio and video share the clock (one message stream).
+#[derive(Default)]
+struct Clock {
+    last: Option<(u32, i64)>,
+}
+
+impl Clock {
+    fn extend(&mut self, raw: u32) -> i64 {
+        let extended = match self.last {
+            None => i64::from(raw),
+            // Reinterpreting the wrapped difference as i32 is the serial-number comparison.
+            Some((last_raw, last)) => last + i64::from(raw.wrapping_sub(last_raw) as i32),
+        };
+        self.last = Some((raw, extended));
+        extended
+    }
+}
+
+/// Runs a call into rml_rtmp, turning a panic on peer input into an error. The callee's
+/// state after an unwind is not trusted: every caller closes the session on error, which is
+/// why asserting unwind safety is sound here.
+fn unwind_to_error<T>(during: &'static str, f: impl FnOnce() -> T) -> Result<T, RtmpError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| RtmpError::LibraryPanic { during })
+}
+
+fn push_send(events: &mut Vec<SessionEvent>, bytes: Vec<u8>) {
+    if !bytes.is_empty() {
+        events.push(SessionEvent::Send(Bytes::from(bytes)));
+    }
+}
+
+fn sends(results: Vec<ServerSessionResult>) -> Vec<SessionEvent> {
+    results
+        .into_iter()
+        .filter_map(|r| match r {
+            ServerSessionResult::OutboundResponse(p) if !p.bytes.is_empty() => {
+                Some(SessionEvent::Send(Bytes::from(p.bytes)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

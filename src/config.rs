@@ -1,5 +1,6 @@
 //! Node configuration from TOML; every field has a working default.
 
+use crate::package::PackageConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,7 +35,9 @@ pub struct Config {
     pub public_host: String,
     pub api: ApiConfig,
     pub ingest: IngestConfig,
-    pub hls: HlsConfig,
+    /// Parts, segments and playlist window (`part_target_s`, `segment_target_s`,
+    /// `playlist_segments`).
+    pub hls: PackageConfig,
     pub player: PlayerConfig,
 }
 
@@ -61,17 +64,6 @@ pub struct IngestConfig {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct HlsConfig {
-    /// LL-HLS part target; constant for the life of a stream.
-    pub part_target_s: f64,
-    /// Segment target; segments are cut at source keyframes near it.
-    pub segment_target_s: f64,
-    /// Segments listed in each media playlist.
-    pub playlist_segments: usize,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct PlayerConfig {
     /// hls.js build served to the `/play/<id>` page.
     pub hls_js: PathBuf,
@@ -86,7 +78,7 @@ impl Default for Config {
             public_host: "localhost".into(),
             api: ApiConfig::default(),
             ingest: IngestConfig::default(),
-            hls: HlsConfig::default(),
+            hls: PackageConfig::default(),
             player: PlayerConfig::default(),
         }
     }
@@ -98,16 +90,6 @@ impl Default for IngestConfig {
             reconnect_grace_s: 10.0,
             ended_linger_s: 30.0,
             queue_packets: 2048,
-        }
-    }
-}
-
-impl Default for HlsConfig {
-    fn default() -> Self {
-        HlsConfig {
-            part_target_s: 0.2,
-            segment_target_s: 2.0,
-            playlist_segments: 20,
         }
     }
 }
@@ -152,8 +134,19 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.reconnect_grace()?;
         self.ended_linger()?;
-        let part = seconds("hls.part_target_s", self.hls.part_target_s, 0.05, 2.0)?;
-        let seg = seconds("hls.segment_target_s", self.hls.segment_target_s, 0.5, 20.0)?;
+        let (part, seg) = (self.hls.part_target, self.hls.segment_target);
+        if !(0.05..=2.0).contains(&part.as_secs_f64()) {
+            return Err(ConfigError::Invalid(format!(
+                "hls.part_target_s = {} is outside 0.05..=2 seconds",
+                part.as_secs_f64()
+            )));
+        }
+        if !(1.0..=10.0).contains(&seg.as_secs_f64()) {
+            return Err(ConfigError::Invalid(format!(
+                "hls.segment_target_s = {} is outside 1..=10 seconds",
+                seg.as_secs_f64()
+            )));
+        }
         if seg < part * 2 {
             return Err(ConfigError::Invalid(
                 "hls.segment_target_s must be at least twice hls.part_target_s".into(),
@@ -197,11 +190,7 @@ impl Config {
 
     /// `rtmp://host:port/live`, what a publisher puts in its server field.
     pub fn rtmp_ingest_url(&self) -> String {
-        format!(
-            "rtmp://{}:{}/live",
-            self.public_host,
-            self.rtmp_addr.port()
-        )
+        format!("rtmp://{}:{}/live", self.public_host, self.rtmp_addr.port())
     }
 
     /// Base of every playback URL, `http://host:port`.
@@ -238,8 +227,8 @@ mod tests {
         )
         .expect("write");
         let c = Config::load(Some(&p)).expect("load");
-        assert_eq!(c.hls.part_target_s, 0.333);
-        assert_eq!(c.hls.segment_target_s, 2.0);
+        assert_eq!(c.hls.part_target, Duration::from_millis(333));
+        assert_eq!(c.hls.segment_target, Duration::from_secs(2));
         assert_eq!(c.public_host, "edge.example");
 
         std::fs::write(&p, "[hls]\npart_target_s = 5.0\n").expect("write");

@@ -1,1 +1,367 @@
-fn main() {}
+//! The `rungs` command line: serve | channel.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use rungs::config::Config;
+use rungs::hub::{Hub, HubConfig};
+use rungs::metrics::METRICS;
+use rungs::registry::{Channel, Registry};
+use rungs::serve::api::ChannelView;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "rungs",
+    version,
+    about = "Live-video edge node: RTMP in, low-latency HLS out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the node: RTMP ingest, LL-HLS, API and metrics.
+    Serve(ServeArgs),
+    /// Create, list, delete channels and rotate their stream keys.
+    Channel {
+        #[command(subcommand)]
+        cmd: ChannelCmd,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// TOML config file; every field has a default.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where channels and the admin token live (default ./rungs-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// RTMP listen address (default 0.0.0.0:1935).
+    #[arg(long)]
+    rtmp_addr: Option<SocketAddr>,
+    /// HTTP listen address (default 0.0.0.0:8080).
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum ChannelCmd {
+    /// Create a channel; it can be published to at once.
+    Create {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        name: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List channels with their publish and playback URLs.
+    List {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a channel; a live stream on it ends.
+    Delete {
+        #[command(flatten)]
+        common: Common,
+        id: String,
+    },
+    /// Give a channel a new stream key; the old one stops working.
+    RotateKey {
+        #[command(flatten)]
+        common: Common,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Common {
+    fn load(&self) -> Result<Config> {
+        let mut cfg = Config::load(self.config.as_deref())?;
+        if let Some(d) = &self.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        Ok(cfg)
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Serve(args) => serve(args),
+        Cmd::Channel { cmd } => channel(cmd),
+    }
+}
+
+fn open_registry(cfg: &Config) -> Result<Registry> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    Ok(Registry::open(&cfg.data_dir)?)
+}
+
+fn channel(cmd: ChannelCmd) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        ChannelCmd::Create { common, name, json } => {
+            let cfg = common.load()?;
+            let ch = open_registry(&cfg)?.create(&name)?;
+            print_channels(&mut out, &cfg, &[ch], json, true)?;
+        }
+        ChannelCmd::List { common, json } => {
+            let cfg = common.load()?;
+            let chs = open_registry(&cfg)?.list()?;
+            print_channels(&mut out, &cfg, &chs, json, false)?;
+        }
+        ChannelCmd::Delete { common, id } => {
+            let cfg = common.load()?;
+            open_registry(&cfg)?.delete(&id)?;
+            writeln!(out, "deleted channel {id}")?;
+        }
+        ChannelCmd::RotateKey { common, id, json } => {
+            let cfg = common.load()?;
+            let ch = open_registry(&cfg)?.rotate_key(&id)?;
+            print_channels(&mut out, &cfg, &[ch], json, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// `single` prints one JSON object rather than an array.
+fn print_channels(
+    out: &mut impl Write,
+    cfg: &Config,
+    chs: &[Channel],
+    json: bool,
+    single: bool,
+) -> Result<()> {
+    let views: Vec<ChannelView> = chs.iter().map(|c| ChannelView::new(c, cfg)).collect();
+    if json {
+        match (single, views.as_slice()) {
+            (true, [v]) => serde_json::to_writer(&mut *out, v)?,
+            _ => serde_json::to_writer(&mut *out, &views)?,
+        }
+        writeln!(out)?;
+        return Ok(());
+    }
+    for v in &views {
+        let play = format!("{}/play/{}", cfg.http_base_url(), v.id);
+        writeln!(
+            out,
+            "channel {name} (id {id})\n\
+             \x20 RTMP server   {rtmp}\n\
+             \x20 stream key    {key}\n\
+             \x20 ffmpeg        ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
+             -c:v libx264 -preset veryfast -tune zerolatency -g 60 -c:a aac -b:a 128k -f flv {rtmp}/{key}\n\
+             \x20 OBS           Settings > Stream: Service \"Custom...\", Server {rtmp}, Stream Key {key};\n\
+             \x20               Settings > Output (Advanced): Keyframe Interval 2 s\n\
+             \x20 watch         {play}\n\
+             \x20 HLS           {hls}\n",
+            name = v.name,
+            id = v.id,
+            rtmp = v.ingest.rtmp,
+            key = v.stream_key,
+            hls = v.playback_url,
+        )?;
+    }
+    if views.is_empty() {
+        writeln!(
+            out,
+            "no channels; create one with `rungs channel create --name NAME`"
+        )?;
+    }
+    Ok(())
+}
+
+/// The configured token, or the one in the data dir, or a new one written
+/// there (mode 0600) and printed this once.
+fn admin_token(cfg: &Config) -> Result<String> {
+    if let Some(t) = &cfg.api.admin_token {
+        if t.len() < 16 {
+            bail!("api.admin_token must be at least 16 characters");
+        }
+        return Ok(t.clone());
+    }
+    let path = cfg.data_dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => bail!("{} is empty; delete it to get a new token", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let token = rungs::registry::random_key().replacen("sk_", "at_", 1);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    eprintln!(
+        "admin API token (saved to {}, shown only now): {token}",
+        path.display()
+    );
+    Ok(token)
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut cfg = args.common.load()?;
+    if let Some(a) = args.rtmp_addr {
+        cfg.rtmp_addr = a;
+    }
+    if let Some(a) = args.http_addr {
+        cfg.http_addr = a;
+    }
+    let registry = Arc::new(open_registry(&cfg)?);
+    let token: Arc<str> = admin_token(&cfg)?.into();
+    let hub = Hub::new(
+        registry,
+        HubConfig {
+            package: cfg.hls.clone(),
+            reconnect_grace: cfg.reconnect_grace()?,
+            ended_linger: cfg.ended_linger()?,
+            queue_packets: cfg.ingest.queue_packets,
+        },
+    );
+    METRICS.start_time.set(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+    );
+    let cfg = Arc::new(cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rungs-io")
+        .build()?;
+    rt.block_on(async move {
+        let rtmp = tokio::net::TcpListener::bind(cfg.rtmp_addr)
+            .await
+            .with_context(|| format!("binding RTMP to {}", cfg.rtmp_addr))?;
+        let http = tokio::net::TcpListener::bind(cfg.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP to {}", cfg.http_addr))?;
+        tracing::info!(rtmp = %cfg.rtmp_addr, http = %cfg.http_addr, data_dir = %cfg.data_dir.display(), "rungs listening");
+        tokio::spawn(rungs::ingest::rtmp::serve(rtmp, hub.clone()));
+        let app = rungs::serve::router(hub, cfg.clone(), token);
+        axum::serve(http, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("HTTP server")?;
+        tracing::info!("shutting down");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses_the_documented_forms() {
+        Cli::try_parse_from([
+            "rungs",
+            "serve",
+            "--config",
+            "x.toml",
+            "--data-dir",
+            "d",
+            "--rtmp-addr",
+            "127.0.0.1:1935",
+            "--http-addr",
+            "127.0.0.1:8080",
+        ])
+        .expect("serve");
+        Cli::try_parse_from([
+            "rungs",
+            "channel",
+            "create",
+            "--data-dir",
+            "d",
+            "--name",
+            "n",
+            "--json",
+        ])
+        .expect("create");
+        Cli::try_parse_from(["rungs", "channel", "list", "--data-dir", "d"]).expect("list");
+        Cli::try_parse_from(["rungs", "channel", "delete", "--data-dir", "d", "abc"])
+            .expect("delete");
+        Cli::try_parse_from(["rungs", "channel", "rotate-key", "--data-dir", "d", "abc"])
+            .expect("rotate");
+    }
+
+    #[test]
+    fn admin_token_is_generated_once_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let t1 = admin_token(&cfg).expect("token");
+        let t2 = admin_token(&cfg).expect("token");
+        assert_eq!(t1, t2);
+        let mode = std::fs::metadata(dir.path().join("admin-token"))
+            .expect("file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn json_output_is_one_object() {
+        let cfg = Config::default();
+        let ch = Channel {
+            id: "abc".into(),
+            name: "n".into(),
+            stream_key: "sk_x".into(),
+            created_at: 0,
+        };
+        let mut buf = Vec::new();
+        print_channels(&mut buf, &cfg, &[ch], true, true).expect("print");
+        let v: serde_json::Value = serde_json::from_slice(&buf).expect("json");
+        assert_eq!(v["ingest"]["rtmp"], "rtmp://localhost:1935/live");
+        assert_eq!(
+            v["playback_url"],
+            "http://localhost:8080/hls/abc/master.m3u8"
+        );
+    }
+}

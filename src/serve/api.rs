@@ -99,7 +99,10 @@ fn registry_error(e: RegistryError) -> Response {
         RegistryError::InvalidName(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
         RegistryError::Db { .. } => {
             tracing::error!(error = %e, "channel registry");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "channel registry unavailable")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "channel registry unavailable",
+            )
         }
     }
 }

@@ -1,1 +1,445 @@
 //! HLS routes: playlists with blocking reload and skip, init segments, parts and segments.
+//!
+//! Owns the HTTP mapping: delivery-directive parsing, status codes, content
+//! types and cache headers. Must never wait on its own (the store does the
+//! blocking) and never add CORS (the caller layers it on).
+
+use crate::package::playlist::Skip;
+use crate::package::{ChannelStore, MediaFile, PlaylistRequest, StoreError};
+use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+/// Media names never repeat (they carry the stream id and MSN), so a cache
+/// may keep them forever.
+const MEDIA_CACHE: &str = "public, max-age=31536000, immutable";
+/// A blocking reload's URL names what it waited for: any copy answers the
+/// same question, so a CDN may share it briefly.
+const BLOCKING_PLAYLIST_CACHE: &str = "public, max-age=60";
+/// A plain playlist changes with every part.
+const LIVE_PLAYLIST_CACHE: &str = "no-cache";
+const ERROR_CACHE: &str = "no-store";
+
+/// How routes find a channel's store by id.
+pub trait Lookup: Fn(&str) -> Option<Arc<ChannelStore>> + Clone + Send + Sync + 'static {}
+impl<F> Lookup for F where F: Fn(&str) -> Option<Arc<ChannelStore>> + Clone + Send + Sync + 'static {}
+
+/// `/hls/{id}/master.m3u8`, `/hls/{id}/{rendition}/index.m3u8` (with
+/// `_HLS_msn`, `_HLS_part`, `_HLS_skip`) and the media files they name.
+pub fn routes<F>(lookup: F) -> Router
+where
+    F: Fn(&str) -> Option<Arc<ChannelStore>> + Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/hls/{id}/master.m3u8", get(master::<F>))
+        .route("/hls/{id}/{rendition}/{file}", get(rendition_file::<F>))
+        .with_state(lookup)
+}
+
+async fn master<F: Lookup>(
+    State(lookup): State<F>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(id)) = path else {
+        return error(StoreError::NotFound);
+    };
+    let Some(store) = lookup(&id) else {
+        return error(StoreError::NotFound);
+    };
+    match store.master_playlist().await {
+        Ok(text) => playlist(text, LIVE_PLAYLIST_CACHE),
+        Err(e) => error(e),
+    }
+}
+
+async fn rendition_file<F: Lookup>(
+    State(lookup): State<F>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let Ok(Path((id, rendition, file))) = path else {
+        return error(StoreError::NotFound);
+    };
+    let Some(store) = lookup(&id) else {
+        return error(StoreError::NotFound);
+    };
+    if file != "index.m3u8" {
+        return match store.media_file(&rendition, &file).await {
+            Ok(f) => media(f),
+            Err(e) => error(e),
+        };
+    }
+    let Ok(Query(pairs)) = query else {
+        return error(StoreError::BadRequest("malformed query"));
+    };
+    let req = match directives(&pairs) {
+        Ok(r) => r,
+        Err(why) => return error(StoreError::BadRequest(why)),
+    };
+    let cache = if req.msn.is_some() {
+        BLOCKING_PLAYLIST_CACHE
+    } else {
+        LIVE_PLAYLIST_CACHE
+    };
+    match store.media_playlist(&rendition, req).await {
+        Ok(text) => playlist(text, cache),
+        Err(e) => error(e),
+    }
+}
+
+/// Reads the delivery directives. RFC 8216bis 6.2.5: "Query parameters for
+/// Playlist requests that begin with the string _HLS_ are reserved"; other
+/// parameters (cache busters, tokens) are not ours to judge.
+fn directives(pairs: &[(String, String)]) -> Result<PlaylistRequest, &'static str> {
+    let mut req = PlaylistRequest::default();
+    for (key, value) in pairs {
+        match key.as_str() {
+            "_HLS_msn" => set(
+                &mut req.msn,
+                decimal(value).ok_or("_HLS_msn is not a decimal-integer")?,
+            )?,
+            "_HLS_part" => set(
+                &mut req.part,
+                decimal(value).ok_or("_HLS_part is not a decimal-integer")?,
+            )?,
+            "_HLS_skip" => {
+                let skip = match value.as_str() {
+                    "YES" => Skip::Segments,
+                    "v2" => Skip::SegmentsAndDateRanges,
+                    _ => return Err("_HLS_skip must be YES or v2"),
+                };
+                set(&mut req.skip, skip)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(req)
+}
+
+fn set<T>(slot: &mut Option<T>, value: T) -> Result<(), &'static str> {
+    if slot.replace(value).is_some() {
+        return Err("a delivery directive is repeated");
+    }
+    Ok(())
+}
+
+/// RFC 8216bis 4.2 decimal-integer: digits only, no sign or spaces.
+fn decimal<T: std::str::FromStr>(s: &str) -> Option<T> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn playlist(text: String, cache: &'static str) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(PLAYLIST_TYPE),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+fn media(f: MediaFile) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(f.content_type),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static(MEDIA_CACHE)),
+        ],
+        f.bytes,
+    )
+        .into_response()
+}
+
+fn error(e: StoreError) -> Response {
+    let status = match e {
+        StoreError::NotFound => StatusCode::NOT_FOUND,
+        StoreError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        // RFC 8216bis 6.2.5.2: "SHOULD return Service Unavailable, such as
+        // HTTP 503" after blocking for more than three target durations.
+        StoreError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (
+        status,
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static(ERROR_CACHE)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+        ],
+        format!("{e}\n"),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::package::PackageConfig;
+    use crate::package::store::{RenditionInfo, Update};
+    use axum::body::{Body, to_bytes};
+    use axum::http::Request;
+    use bytes::Bytes;
+    use std::time::{Duration, UNIX_EPOCH};
+    use tower::ServiceExt as _;
+
+    /// A channel `live` with one complete segment and two parts of the next.
+    fn app() -> (Router, Arc<ChannelStore>) {
+        let store = ChannelStore::new("live", &PackageConfig::default());
+        let (video, audio): (Arc<str>, Arc<str>) = (Arc::from("source"), Arc::from("audio"));
+        let mut updates = vec![Update::StreamStart {
+            sid: "s1".into(),
+            part_target: Duration::from_millis(202),
+            new_playlist: true,
+            next_msn: 0,
+        }];
+        for (r, info) in [
+            (
+                &video,
+                RenditionInfo::Video {
+                    codecs: "avc1.64001f".into(),
+                    width: 1280,
+                    height: 720,
+                },
+            ),
+            (
+                &audio,
+                RenditionInfo::Audio {
+                    codecs: "mp4a.40.2".into(),
+                },
+            ),
+        ] {
+            updates.push(Update::Init {
+                rendition: r.clone(),
+                info,
+                uri: "init-s1-1.mp4".into(),
+                bytes: Bytes::from_static(b"init"),
+            });
+            for (msn, parts) in [(0, 10), (1, 2)] {
+                updates.push(Update::SegmentStart {
+                    rendition: r.clone(),
+                    msn,
+                    discontinuity: false,
+                    program_date_time: UNIX_EPOCH,
+                    map_uri: "init-s1-1.mp4".into(),
+                });
+                for i in 0..parts {
+                    updates.push(Update::Part {
+                        rendition: r.clone(),
+                        msn,
+                        duration: Duration::from_millis(200),
+                        independent: i == 0,
+                        bytes: Bytes::from_static(b"moof"),
+                    });
+                }
+                if msn == 0 {
+                    updates.push(Update::SegmentEnd {
+                        rendition: r.clone(),
+                        msn,
+                        duration: Duration::from_secs(2),
+                        gap: false,
+                        samples: 60,
+                    });
+                }
+            }
+        }
+        store.apply(updates);
+        let lookup = {
+            let store = store.clone();
+            move |id: &str| (id == "live").then(|| store.clone())
+        };
+        (routes(lookup), store)
+    }
+
+    async fn get(app: &Router, uri: &str) -> (StatusCode, String, String, Bytes) {
+        let res = app
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        let (ctype, cache) = {
+            let header = |name| {
+                res.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            (header(header::CONTENT_TYPE), header(header::CACHE_CONTROL))
+        };
+        let status = res.status();
+        let body = to_bytes(res.into_body(), 1 << 20).await.expect("body");
+        (status, ctype, cache, body)
+    }
+
+    #[tokio::test]
+    async fn playlists_and_media_with_their_headers() {
+        let (app, _) = app();
+        let (s, ctype, cache, body) = get(&app, "/hls/live/master.m3u8").await;
+        assert_eq!(
+            (s, ctype.as_str(), cache.as_str()),
+            (StatusCode::OK, PLAYLIST_TYPE, "no-cache")
+        );
+        assert!(String::from_utf8_lossy(&body).contains("source/index.m3u8"));
+
+        let (s, ctype, cache, body) = get(&app, "/hls/live/source/index.m3u8?token=abc").await;
+        assert_eq!(
+            (s, ctype.as_str(), cache.as_str()),
+            (StatusCode::OK, PLAYLIST_TYPE, "no-cache")
+        );
+        assert!(
+            String::from_utf8_lossy(&body)
+                .contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s1-1.2.m4s\"")
+        );
+
+        let (s, _, cache, _) = get(
+            &app,
+            "/hls/live/source/index.m3u8?_HLS_msn=1&_HLS_part=1&_HLS_skip=YES",
+        )
+        .await;
+        assert_eq!(
+            (s, cache.as_str()),
+            (StatusCode::OK, BLOCKING_PLAYLIST_CACHE)
+        );
+
+        let (s, ctype, cache, body) = get(&app, "/hls/live/source/s1-1.1.m4s").await;
+        assert_eq!(
+            (s, ctype.as_str(), cache.as_str()),
+            (StatusCode::OK, "video/mp4", MEDIA_CACHE)
+        );
+        assert_eq!(&body[..], b"moof");
+        let (s, ctype, _, _) = get(&app, "/hls/live/audio/init-s1-1.mp4").await;
+        assert_eq!((s, ctype.as_str()), (StatusCode::OK, "audio/mp4"));
+        let (s, _, _, body) = get(&app, "/hls/live/source/s1-0.m4s").await;
+        assert_eq!((s, body.len()), (StatusCode::OK, 40));
+    }
+
+    #[tokio::test]
+    async fn refusals_are_400_or_404_and_never_cached() {
+        let (app, _) = app();
+        let cases = [
+            (
+                "/hls/live/source/index.m3u8?_HLS_part=1",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/hls/live/source/index.m3u8?_HLS_msn=abc",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/hls/live/source/index.m3u8?_HLS_msn=-1",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/hls/live/source/index.m3u8?_HLS_msn=1&_HLS_msn=2",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/hls/live/source/index.m3u8?_HLS_msn=1&_HLS_part=x",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/hls/live/source/index.m3u8?_HLS_skip=maybe",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/hls/live/source/index.m3u8?_HLS_msn=9",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "/hls/live/source/index.m3u8?_HLS_msn=1&_HLS_part=40",
+                StatusCode::BAD_REQUEST,
+            ),
+            ("/hls/nope/master.m3u8", StatusCode::NOT_FOUND),
+            ("/hls/nope/source/index.m3u8", StatusCode::NOT_FOUND),
+            ("/hls/live/720p/index.m3u8", StatusCode::NOT_FOUND),
+            ("/hls/live/source/s1-0.99.m4s", StatusCode::NOT_FOUND),
+            ("/hls/live/source/s1-70.0.m4s", StatusCode::NOT_FOUND),
+            ("/hls/live/source/secret.txt", StatusCode::NOT_FOUND),
+            (
+                "/hls/live/source/..%2F..%2Fetc%2Fpasswd",
+                StatusCode::NOT_FOUND,
+            ),
+        ];
+        for (uri, want) in cases {
+            let (s, _, cache, _) = get(&app, uri).await;
+            assert_eq!(s, want, "{uri}");
+            assert_eq!(cache, ERROR_CACHE, "{uri}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blocked_reload_gets_its_playlist_or_503() {
+        let (app, store) = app();
+        let waiting = tokio::spawn({
+            let app = app.clone();
+            async move { get(&app, "/hls/live/source/index.m3u8?_HLS_msn=1&_HLS_part=2").await }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished());
+        store.apply(vec![Update::Part {
+            rendition: Arc::from("source"),
+            msn: 1,
+            duration: Duration::from_millis(200),
+            independent: false,
+            bytes: Bytes::from_static(b"moof"),
+        }]);
+        let (s, _, _, body) = waiting.await.expect("task");
+        assert_eq!(s, StatusCode::OK);
+        assert!(String::from_utf8_lossy(&body).contains("s1-1.2.m4s"));
+
+        // Nothing will satisfy segment 2 in three target durations.
+        let (s, _, cache, _) = get(&app, "/hls/live/source/index.m3u8?_HLS_msn=2").await;
+        assert_eq!(
+            (s, cache.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, ERROR_CACHE)
+        );
+    }
+
+    #[test]
+    fn directives_parse_strictly() {
+        let pairs = |q: &[(&str, &str)]| {
+            q.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            directives(&pairs(&[
+                ("_HLS_msn", "12"),
+                ("_HLS_part", "3"),
+                ("_HLS_skip", "v2"),
+                ("x", "y")
+            ])),
+            Ok(PlaylistRequest {
+                msn: Some(12),
+                part: Some(3),
+                skip: Some(Skip::SegmentsAndDateRanges)
+            })
+        );
+        for bad in [
+            ("_HLS_msn", ""),
+            ("_HLS_msn", "+1"),
+            ("_HLS_msn", "1.0"),
+            ("_HLS_part", "99999999999"),
+            ("_HLS_skip", "yes"),
+        ] {
+            assert!(directives(&pairs(&[bad])).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,10 +1,10 @@
 //! The `/play/<id>` page: hls.js in low-latency mode, showing the live latency.
 
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use std::path::PathBuf;
 use std::sync::Arc;
 

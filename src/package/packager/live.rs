@@ -1,0 +1,458 @@
+//! A producing stream: the video and audio segmenters, the timestamp
+//! mapping onto the channel timeline, and turning segmenter events into
+//! store updates.
+//!
+//! Must never let the timeline go backwards within a rendition, and never
+//! publish an audio segment under a different MSN than video's for the same
+//! time.
+
+use super::{Held, Persist, fmp4_samples};
+use crate::media::{AudioParams, TIMEBASE};
+use crate::metrics::METRICS;
+use crate::package::align::{AudioAligner, Release};
+use crate::package::fmp4;
+use crate::package::plan;
+use crate::package::segmenter::{Event, Part, Sample, Segmenter};
+use crate::package::store::Update;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// A decode-time step longer than this (or any step backwards) is the
+/// publisher's clock jumping, not a pause: the timeline continues instead.
+const MAX_FRAME_GAP: i64 = 5 * TIMEBASE as i64;
+const TRACK_ID: u32 = 1;
+
+#[derive(Debug)]
+pub(super) struct Live {
+    pub sid: String,
+    /// Publisher ticks + offset = channel timeline ticks (90 kHz).
+    pub offset: i64,
+    /// Wall clock at a timeline time, for EXT-X-PROGRAM-DATE-TIME. Derived
+    /// from media time so every rendition maps dates the same way (RFC
+    /// 8216bis 6.2.4: "consistent mappings of date and time to media
+    /// timestamps").
+    pub anchor: (SystemTime, u64),
+    /// Last regular frame duration, for the final frame and clock jumps.
+    pub frame_ticks: u64,
+    pub video: VideoTrack,
+    pub audio: Option<AudioTrack>,
+}
+
+#[derive(Debug)]
+pub(super) struct VideoTrack {
+    pub seg: Segmenter,
+    /// The newest frame: its duration is known when the next one arrives.
+    pub pending: Option<PendingVideo>,
+    pub init_uri: String,
+    /// After a configuration change, frames until the next keyframe cannot
+    /// be decoded with the new parameters.
+    pub need_keyframe: bool,
+    /// Timeline time of the newest frame: audio up to here can be placed.
+    pub edge: u64,
+    /// The next segment starts with EXT-X-DISCONTINUITY.
+    pub discontinuity: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct PendingVideo {
+    pub t: u64,
+    pub cts: i32,
+    pub keyframe: bool,
+    pub data: Bytes,
+    pub arrival: Instant,
+}
+
+#[derive(Debug)]
+pub(super) struct AudioTrack {
+    pub seg: Segmenter,
+    pub params: Arc<AudioParams>,
+    pub init_uri: String,
+    /// Decode time (samples) the next frame should have; tfdt counts samples
+    /// rather than trusting the publisher's millisecond clock.
+    pub next_ts: Option<u64>,
+    pub aligner: AudioAligner<AudioFrame>,
+    pub discontinuity: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct AudioFrame {
+    data: Bytes,
+    arrival: Instant,
+}
+
+/// Timeline ticks (90 kHz) to a track's timescale, rounded down.
+pub(super) fn to_track(t: u64, rate: u32) -> u64 {
+    let v = u128::from(t) * u128::from(rate) / u128::from(TIMEBASE);
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+/// A track's ticks to the timeline, rounded up so an end stays an end.
+fn to_timeline(t: u64, rate: u32) -> u64 {
+    let v = (u128::from(t) * u128::from(TIMEBASE)).div_ceil(u128::from(rate.max(1)));
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+impl Live {
+    pub fn video_packet(&mut self, p: &mut Persist, held: Held, out: &mut Vec<Update>) {
+        let Held { pkt, arrival, .. } = held;
+        if self.video.need_keyframe {
+            if !pkt.keyframe {
+                return;
+            }
+            self.video.need_keyframe = false;
+        }
+        let mut t = pkt.dts.saturating_add(self.offset);
+        if let Some(prev) = self.video.pending.take() {
+            let prev_t = i64::try_from(prev.t).unwrap_or(i64::MAX);
+            let mut dur = t - prev_t;
+            if dur <= 0 || dur > MAX_FRAME_GAP {
+                tracing::warn!(channel = %p.channel_id, step_ms = dur / 90, "video timestamps jumped; the timeline continues");
+                dur = i64::try_from(self.frame_ticks).unwrap_or(3000);
+                self.offset += prev_t + dur - t;
+                t = prev_t + dur;
+            } else if dur.unsigned_abs() <= self.video.seg.rules().part_target {
+                self.frame_ticks = dur.unsigned_abs();
+            }
+            let duration = u32::try_from(dur).unwrap_or(u32::MAX);
+            let events = self.push_video(prev, duration, Some(pkt.keyframe));
+            self.video_events(p, events, arrival, out);
+        }
+        let Ok(t) = u64::try_from(t) else { return };
+        let cts = pkt
+            .pts
+            .saturating_sub(pkt.dts)
+            .clamp(i64::from(i32::MIN), i64::from(i32::MAX));
+        self.video.pending = Some(PendingVideo {
+            t,
+            cts: cts as i32,
+            keyframe: pkt.keyframe,
+            data: pkt.data,
+            arrival,
+        });
+        self.video.edge = t;
+        self.release_audio(p, arrival, out);
+    }
+
+    pub fn audio_packet(&mut self, p: &mut Persist, held: Held, out: &mut Vec<Update>) {
+        let Held { pkt, arrival, .. } = held;
+        let Some(a) = &mut self.audio else { return };
+        let Ok(t) = u64::try_from(pkt.dts.saturating_add(self.offset)) else {
+            return;
+        };
+        let dropped = a.aligner.hold(
+            t,
+            AudioFrame {
+                data: pkt.data,
+                arrival,
+            },
+        );
+        if dropped > 0 {
+            tracing::debug!(channel = %p.channel_id, dropped, "audio frames dropped: too late or video missing");
+        }
+        self.release_audio(p, arrival, out);
+    }
+
+    /// Ends the current segment in every rendition so that a new init
+    /// segment can start with a discontinuity at the same MSN everywhere.
+    /// `video_changed`: the pending frame used the old video parameters and
+    /// must go into the old segment.
+    pub fn reconfigure(&mut self, p: &mut Persist, video_changed: bool, out: &mut Vec<Update>) {
+        let now = p.last_arrival.unwrap_or_else(Instant::now);
+        if video_changed {
+            self.flush_pending(p, now, out);
+        }
+        self.cut_all(p, now, out);
+        self.video.discontinuity = true;
+        if let Some(a) = &mut self.audio {
+            a.aligner.clear_frames();
+            a.discontinuity = true;
+        }
+    }
+
+    /// The stream stops: the last frame takes the previous frame's duration,
+    /// every rendition ends its segment, and the channel timeline moves on.
+    pub fn flush(&mut self, p: &mut Persist, out: &mut Vec<Update>) {
+        let now = p.last_arrival.unwrap_or_else(Instant::now);
+        self.flush_pending(p, now, out);
+        self.cut_all(p, now, out);
+        let video_end = self.video.seg.end();
+        let audio_end = self
+            .audio
+            .as_ref()
+            .map_or(0, |a| to_timeline(a.seg.end(), a.params.sample_rate));
+        p.timeline_end = p.timeline_end.max(video_end).max(audio_end);
+    }
+
+    fn flush_pending(&mut self, p: &mut Persist, now: Instant, out: &mut Vec<Update>) {
+        if let Some(prev) = self.video.pending.take() {
+            let duration = u32::try_from(self.frame_ticks).unwrap_or(u32::MAX);
+            let events = self.push_video(prev, duration, None);
+            self.video_events(p, events, now, out);
+        }
+    }
+
+    fn cut_all(&mut self, p: &mut Persist, now: Instant, out: &mut Vec<Update>) {
+        if self.video.seg.is_open() {
+            let end = self.video.seg.end();
+            let next = self.video.seg.msn() + 1;
+            let events = self.video.seg.cut(end, next);
+            self.video_events(p, events, now, out);
+        }
+        let end = self.video.seg.end();
+        if let Some(a) = &mut self.audio {
+            let released = a.aligner.flush(end);
+            self.audio_releases(p, released, now, out);
+        }
+    }
+
+    fn push_video(
+        &mut self,
+        prev: PendingVideo,
+        duration: u32,
+        next_is_keyframe: Option<bool>,
+    ) -> Vec<Event> {
+        let sample = Sample {
+            dts: prev.t,
+            duration,
+            cts: prev.cts,
+            keyframe: prev.keyframe,
+            data: prev.data,
+        };
+        self.video.seg.push(sample, prev.arrival, next_is_keyframe)
+    }
+
+    fn release_audio(&mut self, p: &mut Persist, now: Instant, out: &mut Vec<Update>) {
+        let Some(a) = &mut self.audio else { return };
+        let released = a.aligner.release(self.video.edge);
+        self.audio_releases(p, released, now, out);
+    }
+
+    fn audio_releases(
+        &mut self,
+        p: &mut Persist,
+        released: Vec<Release<AudioFrame>>,
+        now: Instant,
+        out: &mut Vec<Update>,
+    ) {
+        for r in released {
+            let Some(a) = &mut self.audio else { return };
+            let events = match r {
+                Release::Frame(t, frame) => a.frame(t, frame),
+                Release::Cut { at, next_msn } => {
+                    a.seg.cut(to_track(at, a.params.sample_rate), next_msn)
+                }
+            };
+            self.audio_events(p, events, now, out);
+        }
+    }
+
+    fn wall(&self, t: u64) -> SystemTime {
+        let (wall, at) = self.anchor;
+        if t >= at {
+            wall + plan::duration(t - at, TIMEBASE)
+        } else {
+            wall.checked_sub(plan::duration(at - t, TIMEBASE))
+                .unwrap_or(wall)
+        }
+    }
+
+    fn video_events(
+        &mut self,
+        p: &mut Persist,
+        events: Vec<Event>,
+        now: Instant,
+        out: &mut Vec<Update>,
+    ) {
+        for e in events {
+            match e {
+                Event::SegmentStart { msn, dts, .. } => out.push(Update::SegmentStart {
+                    rendition: p.source.clone(),
+                    msn,
+                    discontinuity: std::mem::take(&mut self.video.discontinuity),
+                    program_date_time: self.wall(dts),
+                    map_uri: self.video.init_uri.clone(),
+                }),
+                Event::Part(part) => {
+                    publish_part(
+                        &p.channel_id,
+                        &p.source,
+                        &mut p.video_seq,
+                        part,
+                        TIMEBASE,
+                        now,
+                        out,
+                    );
+                }
+                Event::SegmentEnd {
+                    msn,
+                    start_dts,
+                    end_dts,
+                    samples,
+                    gap,
+                } => {
+                    out.push(segment_end(
+                        &p.channel_id,
+                        &p.source,
+                        msn,
+                        start_dts,
+                        end_dts,
+                        samples,
+                        gap,
+                        TIMEBASE,
+                    ));
+                    p.next_msn = msn + 1;
+                    if let Some(a) = &mut self.audio {
+                        a.aligner.video_cut(end_dts, msn + 1);
+                    }
+                }
+            }
+        }
+    }
+
+    fn audio_events(
+        &mut self,
+        p: &mut Persist,
+        events: Vec<Event>,
+        now: Instant,
+        out: &mut Vec<Update>,
+    ) {
+        let anchor_wall = |t: u64, rate: u32| self.wall(to_timeline(t, rate));
+        let Some(a) = &self.audio else { return };
+        let rate = a.params.sample_rate;
+        let mut discontinuity = a.discontinuity;
+        for e in events {
+            match e {
+                Event::SegmentStart { msn, dts, .. } => out.push(Update::SegmentStart {
+                    rendition: p.audio.clone(),
+                    msn,
+                    discontinuity: std::mem::take(&mut discontinuity),
+                    program_date_time: anchor_wall(dts, rate),
+                    map_uri: a.init_uri.clone(),
+                }),
+                Event::Part(part) => {
+                    publish_part(
+                        &p.channel_id,
+                        &p.audio,
+                        &mut p.audio_seq,
+                        part,
+                        rate,
+                        now,
+                        out,
+                    );
+                }
+                Event::SegmentEnd {
+                    msn,
+                    start_dts,
+                    end_dts,
+                    samples,
+                    gap,
+                } => out.push(segment_end(
+                    &p.channel_id,
+                    &p.audio,
+                    msn,
+                    start_dts,
+                    end_dts,
+                    samples,
+                    gap,
+                    rate,
+                )),
+            }
+        }
+        if let Some(a) = &mut self.audio {
+            a.discontinuity = discontinuity;
+        }
+    }
+}
+
+impl AudioTrack {
+    /// Places one AAC frame at timeline time `t`.
+    fn frame(&mut self, t: u64, frame: AudioFrame) -> Vec<Event> {
+        let spf = self.params.samples_per_frame.max(1);
+        let ts = to_track(t, self.params.sample_rate);
+        let dts = match self.next_ts {
+            // Within a frame of where counting says: count, so that
+            // millisecond rounding in the publisher's clock never shows.
+            Some(expected) if ts.abs_diff(expected) <= u64::from(spf) => expected,
+            // Overlaps audio already packaged.
+            Some(expected) if ts < expected => return Vec::new(),
+            // The publisher's audio clock jumped: resynchronise.
+            _ => ts,
+        };
+        self.next_ts = Some(dts + u64::from(spf));
+        let sample = Sample {
+            dts,
+            duration: spf,
+            cts: 0,
+            keyframe: true,
+            data: frame.data,
+        };
+        self.seg.push(sample, frame.arrival, None)
+    }
+}
+
+/// Writes a part's fragment and the update that publishes it.
+fn publish_part(
+    channel: &str,
+    rendition: &Arc<str>,
+    seq: &mut u32,
+    part: Part,
+    timescale: u32,
+    now: Instant,
+    out: &mut Vec<Update>,
+) {
+    let first_arrival = part.first_arrival;
+    let duration = plan::duration(part.duration, timescale);
+    let (msn, independent, dts) = (part.msn, part.independent, part.dts);
+    let samples = fmp4_samples(part.samples);
+    match fmp4::fragment(*seq, TRACK_ID, dts, &samples) {
+        Ok(bytes) => {
+            *seq = seq.wrapping_add(1).max(1);
+            out.push(Update::Part {
+                rendition: rendition.clone(),
+                msn,
+                duration,
+                independent,
+                bytes,
+            });
+            METRICS
+                .parts_published
+                .with_label_values(&[channel, rendition])
+                .inc();
+            let latency = now.saturating_duration_since(first_arrival);
+            METRICS
+                .ingest_to_part
+                .with_label_values(&[channel, rendition])
+                .observe(latency.as_secs_f64());
+        }
+        Err(e) => {
+            // Nothing a publisher sends should get here; losing one part
+            // beats stopping the channel.
+            tracing::error!(channel, %rendition, msn, error = %e, "cannot write a part; dropped");
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn segment_end(
+    channel: &str,
+    rendition: &Arc<str>,
+    msn: u64,
+    start: u64,
+    end: u64,
+    samples: u32,
+    gap: bool,
+    timescale: u32,
+) -> Update {
+    METRICS
+        .segments_published
+        .with_label_values(&[channel, rendition])
+        .inc();
+    Update::SegmentEnd {
+        rendition: rendition.clone(),
+        msn,
+        duration: plan::duration(end.saturating_sub(start), timescale),
+        gap,
+        samples,
+    }
+}

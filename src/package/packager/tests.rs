@@ -1,0 +1,400 @@
+//! The packager end to end with the real fMP4 writer: ingest events in,
+//! playlists and media read back from the store.
+
+use super::*;
+use crate::metrics::METRICS;
+use crate::package::store::PlaylistRequest;
+use bytes::Bytes;
+
+/// The avcC FFmpeg 5.1's libx264 wrapper wrote for 320x240 High profile.
+const HIGH_AVCC: &[u8] = &[
+    0x01, 0x64, 0x00, 0x0d, 0xff, 0xe1, 0x00, 0x19, 0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9, 0x41, 0x41,
+    0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0x99,
+    0x60, 0x01, 0x00, 0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0, 0xfd, 0xf8, 0xf8, 0x00,
+];
+
+fn video_params(width: u32) -> Arc<VideoParams> {
+    Arc::new(VideoParams {
+        avcc: Bytes::from_static(HIGH_AVCC),
+        width,
+        height: 240,
+        profile_idc: 0x64,
+        constraint_flags: 0x00,
+        level_idc: 0x0d,
+        nal_length_size: 4,
+    })
+}
+
+fn audio_params() -> Arc<AudioParams> {
+    Arc::new(AudioParams {
+        // AAC-LC, 44.1 kHz, stereo.
+        asc: Bytes::from_static(&[0x12, 0x10]),
+        object_type: 2,
+        sample_rate: 44_100,
+        channels: 2,
+        samples_per_frame: 1024,
+    })
+}
+
+/// RTMP-like media: millisecond timestamps, 30 fps video with a keyframe
+/// every `gop` frames, AAC at 44.1 kHz, interleaved by time.
+fn media(from_ms: i64, secs: i64, gop: i64, audio: bool) -> Vec<Packet> {
+    let mut out = Vec::new();
+    for i in 0..secs * 30 {
+        let ms = from_ms + i * 1000 / 30;
+        out.push(Packet {
+            track: TrackKind::Video,
+            dts: ms * 90,
+            pts: ms * 90,
+            keyframe: i % gop == 0,
+            data: Bytes::from(vec![0, 0, 0, 1, if i % gop == 0 { 0x65 } else { 0x41 }]),
+        });
+    }
+    if audio {
+        for k in 0..secs * 44_100 / 1024 {
+            let ms = from_ms + k * 1024 * 1000 / 44_100;
+            out.push(Packet {
+                track: TrackKind::Audio,
+                dts: ms * 90,
+                pts: ms * 90,
+                keyframe: true,
+                data: Bytes::from(vec![0x21, 0x10, k as u8]),
+            });
+        }
+    }
+    out.sort_by_key(|p| (p.dts, p.track == TrackKind::Audio));
+    out
+}
+
+struct Rig {
+    pk: ChannelPackager,
+    store: Arc<ChannelStore>,
+    wall0: SystemTime,
+    t0: Instant,
+}
+
+impl Rig {
+    fn new(channel: &str) -> Rig {
+        let store = ChannelStore::new(channel, &PackageConfig::default());
+        Rig {
+            pk: ChannelPackager::new(channel, store.clone(), PackageConfig::default()),
+            store,
+            wall0: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            t0: Instant::now(),
+        }
+    }
+
+    /// Pushes an event as if it arrived `at_ms` after the rig started.
+    fn push(&mut self, e: IngestEvent, at_ms: i64) {
+        let at = Duration::from_millis(at_ms.max(0) as u64);
+        self.pk.push(e, self.wall0 + at, self.t0 + at);
+    }
+
+    fn configs(&mut self, width: u32, audio: bool, at_ms: i64) {
+        self.push(IngestEvent::VideoConfig(video_params(width)), at_ms);
+        if audio {
+            self.push(IngestEvent::AudioConfig(audio_params()), at_ms);
+        }
+    }
+
+    fn feed(&mut self, packets: Vec<Packet>, arrival_offset_ms: i64) {
+        for p in packets {
+            let at = p.dts / 90 + arrival_offset_ms;
+            self.push(IngestEvent::Packet(p), at);
+        }
+    }
+
+    async fn playlist(&self, rendition: &str) -> String {
+        self.store
+            .media_playlist(rendition, PlaylistRequest::default())
+            .await
+            .expect("playlist")
+    }
+}
+
+fn values<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .collect()
+}
+
+fn extinfs(text: &str) -> Vec<f64> {
+    values(text, "#EXTINF:")
+        .iter()
+        .map(|v| v.trim_end_matches(',').parse().expect("EXTINF is a number"))
+        .collect()
+}
+
+fn part_uris(text: &str) -> Vec<String> {
+    values(text, "#EXT-X-PART:")
+        .iter()
+        .filter_map(|v| {
+            v.split("URI=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// tfdt of a moof+mdat, found by fourcc: the test knows what it wrote.
+fn tfdt(fragment: &[u8]) -> u64 {
+    let at = fragment
+        .windows(4)
+        .position(|w| w == b"tfdt")
+        .expect("tfdt");
+    let body = &fragment[at + 4..];
+    if body[0] == 1 {
+        u64::from_be_bytes(body[4..12].try_into().expect("8 bytes"))
+    } else {
+        u64::from(u32::from_be_bytes(body[4..8].try_into().expect("4 bytes")))
+    }
+}
+
+#[tokio::test]
+async fn audio_and_video_playlists_line_up() {
+    let mut rig = Rig::new("pk-align");
+    rig.configs(320, true, 0);
+    rig.feed(media(0, 11, 60, true), 0);
+    let video = rig.playlist("source").await;
+    let audio = rig.playlist("audio").await;
+
+    for text in [&video, &audio] {
+        assert!(
+            text.contains("#EXT-X-PART-INF:PART-TARGET=0.202\n"),
+            "{text}"
+        );
+        assert!(text.contains("PART-HOLD-BACK=0.606"));
+        for d in values(text, "#EXT-X-PART:DURATION=") {
+            let d: f64 = d
+                .split(',')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("duration");
+            assert!(d <= 0.202, "{d}");
+        }
+    }
+    assert_eq!(
+        values(&video, "#EXT-X-MEDIA-SEQUENCE:"),
+        values(&audio, "#EXT-X-MEDIA-SEQUENCE:")
+    );
+    let (v, a) = (extinfs(&video), extinfs(&audio));
+    assert_eq!(v.len(), 5, "{video}");
+    assert_eq!(v.len(), a.len());
+    for (v, a) in v.iter().zip(&a) {
+        assert!((v - 2.0).abs() < 1e-9, "video segments follow the 2 s GOP");
+        assert!((v - a).abs() <= 1024.0 / 44_100.0, "audio {a} vs video {v}");
+    }
+    // Same time, same date in both renditions.
+    let (vd, ad) = (
+        values(&video, "#EXT-X-PROGRAM-DATE-TIME:"),
+        values(&audio, "#EXT-X-PROGRAM-DATE-TIME:"),
+    );
+    assert_eq!(vd[0], "2023-11-14T22:13:20.000Z");
+    let secs = |d: &str| d[17..23].parse::<f64>().expect("seconds");
+    for (v, a) in vd.iter().zip(&ad).take(3) {
+        // Each date is its segment's first sample: audio's is the AAC frame
+        // nearest video's cut.
+        assert!((secs(v) - secs(a)).abs() <= 1024.0 / 44_100.0, "{v} vs {a}");
+    }
+    assert!(video.contains("#EXT-X-RENDITION-REPORT:URI=\"../audio/index.m3u8\""));
+    assert!(audio.contains("#EXT-X-RENDITION-REPORT:URI=\"../source/index.m3u8\""));
+
+    // Parts are real fragments whose decode times run on without holes.
+    let mut expected = None;
+    for uri in part_uris(&audio) {
+        let f = rig.store.media_file("audio", &uri).await.expect("part");
+        assert_eq!(&f.bytes[4..8], b"moof");
+        let t = tfdt(&f.bytes);
+        if let Some(e) = expected {
+            assert_eq!(t, e, "{uri}");
+        }
+        let frames = f
+            .bytes
+            .windows(3)
+            .filter(|w| w[0] == 0x21 && w[1] == 0x10)
+            .count() as u64;
+        expected = Some(t + frames * 1024);
+    }
+    let segment = values(&video, "")
+        .into_iter()
+        .find(|l| l.ends_with(".m4s"))
+        .expect("segment uri");
+    let seg = rig
+        .store
+        .media_file("source", segment)
+        .await
+        .expect("segment");
+    assert_eq!(&seg.bytes[4..8], b"moof");
+    let map = values(&video, "#EXT-X-MAP:URI=\"")[0].trim_end_matches('"');
+    assert_eq!(
+        &rig.store
+            .media_file("source", map)
+            .await
+            .expect("init")
+            .bytes[4..8],
+        b"ftyp"
+    );
+
+    let master = rig.store.master_playlist().await.expect("master");
+    assert!(
+        master.contains(
+            "CODECS=\"avc1.64000d,mp4a.40.2\",RESOLUTION=320x240,FRAME-RATE=30,AUDIO=\"audio\""
+        ),
+        "{master}"
+    );
+    assert!(master.contains("#EXT-X-INDEPENDENT-SEGMENTS"));
+    let parts = METRICS
+        .parts_published
+        .with_label_values(&["pk-align", "source"])
+        .get();
+    assert!(parts >= 50, "{parts}");
+    assert!(
+        METRICS
+            .ingest_to_part
+            .with_label_values(&["pk-align", "audio"])
+            .get_sample_count()
+            > 0
+    );
+}
+
+#[tokio::test]
+async fn nothing_is_packaged_before_a_config_and_a_keyframe() {
+    let mut rig = Rig::new("pk-start");
+    rig.feed(media(0, 1, 30, true), 0);
+    rig.configs(320, false, 1000);
+    // Starts mid-GOP: frames before the next keyframe are dropped.
+    rig.feed(media(1000, 5, 30, false).into_iter().skip(10).collect(), 0);
+    let text = rig.playlist("source").await;
+    let first_part = values(&text, "#EXT-X-PART:").into_iter().next();
+    assert!(first_part.is_none_or(|p| p.ends_with("INDEPENDENT=YES")));
+    assert!(
+        values(&text, "#EXT-X-PROGRAM-DATE-TIME:")[0].starts_with("2023-11-14T22:13:22.000Z"),
+        "{text}"
+    );
+    assert_eq!(rig.store.renditions(), ["source"]);
+}
+
+#[tokio::test]
+async fn a_reconnect_continues_the_playlist_after_a_discontinuity() {
+    let mut rig = Rig::new("pk-reconnect");
+    rig.configs(320, true, 0);
+    rig.feed(media(0, 5, 60, true), 0);
+    rig.pk.discontinuity();
+    let paused = rig.playlist("source").await;
+    assert!(!paused.contains("PRELOAD-HINT"));
+    assert_eq!(
+        extinfs(&paused).len(),
+        3,
+        "the interrupted segment is flushed"
+    );
+
+    // The publisher comes back with its clock restarted at zero.
+    rig.configs(320, true, 7000);
+    rig.feed(media(0, 5, 60, true), 7000);
+    rig.pk.end();
+    for rendition in ["source", "audio"] {
+        let text = rig.playlist(rendition).await;
+        assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+        assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+        let uris: Vec<&str> = values(&text, "")
+            .into_iter()
+            .filter(|l| l.ends_with(".m4s"))
+            .collect();
+        assert_eq!(uris.len(), 6);
+        let sids: std::collections::BTreeSet<&str> = uris
+            .iter()
+            .map(|u| u.split('-').next().unwrap_or(""))
+            .collect();
+        assert_eq!(sids.len(), 2, "each stream names its own media");
+        // Media sequence numbers run on and decode times never go back.
+        let mut last = 0;
+        for (i, uri) in uris.iter().enumerate() {
+            assert!(uri.ends_with(&format!("-{i}.m4s")), "{uri}");
+            let bytes = rig
+                .store
+                .media_file(rendition, uri)
+                .await
+                .expect("segment")
+                .bytes;
+            let t = tfdt(&bytes);
+            assert!(t >= last, "{rendition} {uri}: {t} < {last}");
+            last = t;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_new_resolution_gets_a_new_init_segment_and_a_discontinuity_everywhere() {
+    let mut rig = Rig::new("pk-reconfig");
+    rig.configs(320, true, 0);
+    rig.feed(media(0, 3, 60, true), 0);
+    rig.push(IngestEvent::VideoConfig(video_params(640)), 3000);
+    rig.feed(media(3000, 3, 60, true), 0);
+    let video = rig.playlist("source").await;
+    let audio = rig.playlist("audio").await;
+    let maps = values(&video, "#EXT-X-MAP:URI=");
+    assert_eq!(maps.len(), 2, "{video}");
+    assert_ne!(maps[0], maps[1]);
+    for text in [&video, &audio] {
+        assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+    }
+    let msn_after = |text: &str| {
+        let at = text.find("#EXT-X-DISCONTINUITY\n").expect("discontinuity");
+        text[at..]
+            .lines()
+            .find(|l| l.ends_with(".m4s") && !l.starts_with('#'))
+            .map(str::to_owned)
+    };
+    let (v, a) = (msn_after(&video), msn_after(&audio));
+    assert_eq!(
+        v.as_ref().map(|u| u.rsplit('-').next()),
+        a.as_ref().map(|u| u.rsplit('-').next())
+    );
+}
+
+#[tokio::test]
+async fn a_later_stream_after_the_end_starts_a_new_playlist() {
+    let mut rig = Rig::new("pk-end");
+    rig.configs(320, false, 0);
+    rig.feed(media(0, 3, 60, false), 0);
+    rig.pk.end();
+    let ended = rig.playlist("source").await;
+    assert!(ended.ends_with("#EXT-X-ENDLIST\n"), "{ended}");
+    rig.configs(320, false, 60_000);
+    rig.feed(media(0, 5, 60, false), 60_000);
+    let text = rig.playlist("source").await;
+    assert!(!text.contains("ENDLIST"));
+    assert!(
+        text.contains("#EXT-X-MEDIA-SEQUENCE:2\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"),
+        "{text}"
+    );
+    assert!(!text.contains("#EXT-X-DISCONTINUITY\n"));
+}
+
+#[tokio::test]
+async fn audio_waits_for_video() {
+    let mut rig = Rig::new("pk-audio-first");
+    rig.configs(320, true, 0);
+    let (audio, video): (Vec<Packet>, Vec<Packet>) = media(0, 6, 60, true)
+        .into_iter()
+        .partition(|p| p.track == TrackKind::Audio);
+    // Three seconds of audio before any video arrives.
+    let early: Vec<Packet> = audio.iter().filter(|p| p.dts < 270_000).cloned().collect();
+    rig.feed(early, 0);
+    assert!(rig.store.renditions().is_empty());
+    let mut rest: Vec<Packet> = video
+        .into_iter()
+        .chain(audio.into_iter().filter(|p| p.dts >= 270_000))
+        .collect();
+    rest.sort_by_key(|p| p.dts);
+    rig.feed(rest, 0);
+    let (v, a) = (
+        extinfs(&rig.playlist("source").await),
+        extinfs(&rig.playlist("audio").await),
+    );
+    assert_eq!(v.len(), 2);
+    assert_eq!(a.len(), 2);
+    assert!((v[0] - a[0]).abs() <= 1024.0 / 44_100.0);
+}

@@ -1,0 +1,456 @@
+//! Media and multivariant playlist text from typed models.
+//!
+//! Pure: renders what it is given. Must never decide what a playlist
+//! contains (the store does) and never block or read a clock.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// RFC 8216bis 4.4.3.8: "The Skip Boundary MUST be at least six times the
+/// Target Duration."
+const SKIP_BOUNDARY_TARGETS: u32 = 6;
+/// Apple HLS authoring spec 14.3: "The PART-HOLD-BACK value MUST be at least
+/// three times the Part Target Duration."
+const PART_HOLD_BACK_PARTS: u32 = 3;
+/// RFC 8216bis 6.2.2: "EXT-X-PART tags SHOULD be removed from the Playlist
+/// after they are greater than three Target Durations from the end of the
+/// Playlist."
+const PART_LIST_TARGETS: u32 = 3;
+
+/// `_HLS_skip`: which Playlist Delta Update the client asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// `YES`: skip old segments.
+    Segments,
+    /// `v2`: skip old segments and old EXT-X-DATERANGE tags.
+    SegmentsAndDateRanges,
+}
+
+/// One partial segment as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub uri: String,
+    pub duration: Duration,
+    /// Starts with a keyframe.
+    pub independent: bool,
+}
+
+/// Tags that apply to a segment and must precede its first part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentHead {
+    pub msn: u64,
+    pub discontinuity: bool,
+    /// EXT-X-MAP URI in force for this segment.
+    pub map_uri: String,
+    pub program_date_time: SystemTime,
+}
+
+/// A complete media segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub head: SegmentHead,
+    pub uri: String,
+    pub duration: Duration,
+    /// No media: listed with EXT-X-GAP so sequence numbers stay aligned.
+    pub gap: bool,
+    pub parts: Vec<Part>,
+}
+
+/// The segment being filled: its head and the parts published so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenSegment {
+    pub head: SegmentHead,
+    pub parts: Vec<Part>,
+}
+
+/// The last part of another rendition, for EXT-X-RENDITION-REPORT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenditionReport {
+    /// Relative to the playlist that carries the report.
+    pub uri: String,
+    pub last_msn: u64,
+    pub last_part: Option<u32>,
+}
+
+/// Everything a live media playlist says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaPlaylist {
+    /// EXT-X-TARGETDURATION, seconds. Never changes for a playlist.
+    pub target_duration: u32,
+    /// PART-TARGET. Never changes for a playlist.
+    pub part_target: Duration,
+    /// Media sequence number of `segments[0]`.
+    pub media_sequence: u64,
+    pub discontinuity_sequence: u64,
+    pub segments: Vec<Segment>,
+    pub open: Option<OpenSegment>,
+    /// URI of the next part, while a stream is producing.
+    pub preload_hint: Option<String>,
+    pub ended: bool,
+}
+
+impl MediaPlaylist {
+    pub fn new(target_duration: u32, part_target: Duration, media_sequence: u64) -> Self {
+        MediaPlaylist {
+            target_duration,
+            part_target,
+            media_sequence,
+            discontinuity_sequence: 0,
+            segments: Vec::new(),
+            open: None,
+            preload_hint: None,
+            ended: false,
+        }
+    }
+
+    /// MSN of the last complete segment, if any.
+    pub fn last_msn(&self) -> Option<u64> {
+        self.segments.last().map(|s| s.head.msn)
+    }
+
+    /// MSN of the segment being filled, or that will be filled next.
+    pub fn next_msn(&self) -> u64 {
+        match (&self.open, self.segments.last()) {
+            (Some(o), _) => o.head.msn,
+            (None, Some(s)) => s.head.msn + 1,
+            (None, None) => self.media_sequence,
+        }
+    }
+
+    /// (MSN, part index) of the newest part listed anywhere.
+    pub fn last_part(&self) -> Option<(u64, u32)> {
+        if let Some(o) = &self.open
+            && let Some(last) = o.parts.len().checked_sub(1)
+        {
+            return Some((o.head.msn, last as u32));
+        }
+        let s = self.segments.iter().rev().find(|s| !s.parts.is_empty())?;
+        Some((s.head.msn, s.parts.len() as u32 - 1))
+    }
+
+    /// Whether the playlist already holds part `part` of segment `msn` (or
+    /// something later), per RFC 8216bis 6.2.5.2: a complete segment holds
+    /// all its parts, and "If the Client requests a Part Index greater than
+    /// that of the final Partial Segment of the Parent Segment, the Server
+    /// MUST treat the request as one for Part Index 0 of the following
+    /// Parent Segment."
+    pub fn has_part(&self, msn: u64, part: u32) -> bool {
+        if msn < self.media_sequence {
+            return true;
+        }
+        if let Some(seg) = self.segment(msn) {
+            return (part as usize) < seg.parts.len() || self.has_part(msn + 1, 0);
+        }
+        match &self.open {
+            Some(o) if o.head.msn == msn => (part as usize) < o.parts.len(),
+            _ => false,
+        }
+    }
+
+    /// Whether the playlist holds complete segment `msn` or a later one.
+    pub fn has_segment(&self, msn: u64) -> bool {
+        self.last_msn().is_some_and(|last| last >= msn) || msn < self.media_sequence
+    }
+
+    /// The complete segment `msn`, if listed.
+    pub fn segment(&self, msn: u64) -> Option<&Segment> {
+        let i = usize::try_from(msn.checked_sub(self.media_sequence)?).ok()?;
+        self.segments.get(i)
+    }
+
+    /// PART-HOLD-BACK: three PART-TARGETs exactly.
+    pub fn part_hold_back(&self) -> Duration {
+        self.part_target * PART_HOLD_BACK_PARTS
+    }
+
+    /// CAN-SKIP-UNTIL: six target durations.
+    pub fn skip_boundary(&self) -> Duration {
+        Duration::from_secs(u64::from(self.target_duration * SKIP_BOUNDARY_TARGETS))
+    }
+
+    /// How many leading segments a delta update replaces with EXT-X-SKIP:
+    /// those whose end is further than the Skip Boundary from the end of
+    /// the last segment.
+    fn skippable(&self) -> usize {
+        let boundary = self.skip_boundary();
+        let mut after = Duration::ZERO;
+        let mut keep = 0;
+        for s in self.segments.iter().rev() {
+            if after > boundary {
+                break;
+            }
+            after += s.duration;
+            keep += 1;
+        }
+        self.segments.len() - keep
+    }
+
+    /// Index of the first segment whose parts are still listed.
+    fn first_with_parts(&self) -> usize {
+        let limit = Duration::from_secs(u64::from(self.target_duration * PART_LIST_TARGETS));
+        let mut after = Duration::ZERO;
+        let mut first = self.segments.len();
+        for (i, s) in self.segments.iter().enumerate().rev() {
+            if after >= limit {
+                break;
+            }
+            after += s.duration;
+            first = i;
+        }
+        first
+    }
+}
+
+/// Renders a media playlist, as a delta update when `skip` asks for one.
+pub fn render_media(pl: &MediaPlaylist, skip: Option<Skip>, reports: &[RenditionReport]) -> String {
+    // RFC 8216bis 6.2.5.1: "A Server MUST ignore the _HLS_skip directive if
+    // the Playlist [...] contains an EXT-X-ENDLIST tag."
+    let skip = skip.filter(|_| !pl.ended);
+    let skipped = if skip.is_some() { pl.skippable() } else { 0 };
+    let skip_dateranges = skipped > 0 && skip == Some(Skip::SegmentsAndDateRanges);
+    let mut out = String::with_capacity(4096);
+    let w = &mut out;
+    line(w, "#EXTM3U");
+    // RFC 8216bis 8: "A Playlist MUST indicate an EXT-X-VERSION of 9 or
+    // higher if it contains: The EXT-X-SKIP tag" and "of 10 or higher if it
+    // contains: An EXT-X-SKIP tag that replaces EXT-X-DATERANGE tags".
+    let _ = writeln!(w, "#EXT-X-VERSION:{}", if skip_dateranges { 10 } else { 9 });
+    let _ = writeln!(w, "#EXT-X-TARGETDURATION:{}", pl.target_duration);
+    let hold_back = secs3(pl.part_hold_back());
+    if pl.ended {
+        // PART-HOLD-BACK "is REQUIRED if the Playlist contains the
+        // EXT-X-PART-INF tag"; blocking and skipping mean nothing once ended
+        // (and Apple's player rejects CAN-BLOCK-RELOAD beside ENDLIST).
+        let _ = writeln!(w, "#EXT-X-SERVER-CONTROL:PART-HOLD-BACK={hold_back}");
+    } else {
+        let _ = writeln!(
+            w,
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={hold_back},CAN-SKIP-UNTIL={},CAN-SKIP-DATERANGES=YES",
+            secs3(pl.skip_boundary())
+        );
+    }
+    let _ = writeln!(w, "#EXT-X-PART-INF:PART-TARGET={}", secs3(pl.part_target));
+    let _ = writeln!(w, "#EXT-X-MEDIA-SEQUENCE:{}", pl.media_sequence);
+    // Apple HLS authoring spec 8.17: "If live (linear) content will ever
+    // contain an EXT-X-DISCONTINUITY tag, the EXT-X-DISCONTINUITY-SEQUENCE
+    // tag MUST always be present." A publisher can always reconnect.
+    let _ = writeln!(
+        w,
+        "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+        pl.discontinuity_sequence
+    );
+    if skipped > 0 {
+        if skip_dateranges {
+            // RFC 8216bis 4.4.5.2: RECENTLY-REMOVED-DATERANGES "is REQUIRED
+            // if the Client requested an update that skips EXT-X-DATERANGE
+            // tags"; this node writes no date ranges yet, so it is empty.
+            let _ = writeln!(
+                w,
+                "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped},RECENTLY-REMOVED-DATERANGES=\"\""
+            );
+        } else {
+            let _ = writeln!(w, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+        }
+    }
+    let first_parts = pl.first_with_parts();
+    let mut map: Option<&str> = None;
+    for (i, s) in pl.segments.iter().enumerate().skip(skipped) {
+        head(w, &s.head, &mut map);
+        if i >= first_parts {
+            for p in &s.parts {
+                part(w, p);
+            }
+        }
+        if s.gap {
+            line(w, "#EXT-X-GAP");
+        }
+        let _ = writeln!(w, "#EXTINF:{},", secs5(s.duration));
+        line(w, &s.uri);
+    }
+    if let Some(o) = &pl.open {
+        head(w, &o.head, &mut map);
+        for p in &o.parts {
+            part(w, p);
+        }
+    }
+    if !pl.ended
+        && let Some(uri) = &pl.preload_hint
+    {
+        // RFC 8216bis 4.4.5.3: "A Playlist containing an EXT-X-ENDLIST tag
+        // MUST NOT contain an EXT-X-PRELOAD-HINT tag."
+        let _ = writeln!(w, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{uri}\"");
+    }
+    for r in reports {
+        let _ = write!(
+            w,
+            "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={}",
+            r.uri, r.last_msn
+        );
+        if let Some(p) = r.last_part {
+            let _ = write!(w, ",LAST-PART={p}");
+        }
+        line(w, "");
+    }
+    if pl.ended {
+        line(w, "#EXT-X-ENDLIST");
+    }
+    out
+}
+
+/// The tags before a segment's first part. RFC 8216bis 4.4.4.9: tags
+/// "applied to a Parent Segment [...] MUST appear before the first
+/// EXT-X-PART tag of that Parent Segment."
+fn head<'a>(w: &mut String, h: &'a SegmentHead, map: &mut Option<&'a str>) {
+    if h.discontinuity {
+        line(w, "#EXT-X-DISCONTINUITY");
+    }
+    // Repeated after EXT-X-SKIP too: the first listed segment must not rely
+    // on a MAP tag that the delta update skipped.
+    if *map != Some(h.map_uri.as_str()) {
+        let _ = writeln!(w, "#EXT-X-MAP:URI=\"{}\"", h.map_uri);
+        *map = Some(&h.map_uri);
+    }
+    let _ = writeln!(
+        w,
+        "#EXT-X-PROGRAM-DATE-TIME:{}",
+        program_date_time(h.program_date_time)
+    );
+}
+
+fn part(w: &mut String, p: &Part) {
+    let _ = write!(
+        w,
+        "#EXT-X-PART:DURATION={},URI=\"{}\"",
+        secs5(p.duration),
+        p.uri
+    );
+    if p.independent {
+        w.push_str(",INDEPENDENT=YES");
+    }
+    line(w, "");
+}
+
+fn line(w: &mut String, s: &str) {
+    w.push_str(s);
+    w.push('\n');
+}
+
+/// Seconds with millisecond precision, for values that are whole
+/// milliseconds (PART-TARGET and what derives from it).
+fn secs3(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
+/// Seconds with 10 µs precision: EXTINF sums must stay within a frame of the
+/// media over many segments (Apple HLS authoring spec 8.1), which
+/// milliseconds alone would not over a long playlist.
+fn secs5(d: Duration) -> String {
+    format!("{:.5}", d.as_secs_f64())
+}
+
+/// ISO 8601 UTC with milliseconds and `Z`, e.g. `2025-01-31T12:00:00.123Z`.
+pub fn program_date_time(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`), to avoid a date crate for one format.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// One EXT-X-STREAM-INF entry of the multivariant playlist.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Variant {
+    pub uri: String,
+    /// Peak segment bit rate of the video plus the audio it plays with.
+    pub bandwidth: u64,
+    pub average_bandwidth: u64,
+    /// RFC 6381 codecs of every rendition the variant plays.
+    pub codecs: String,
+    pub resolution: Option<(u32, u32)>,
+    pub frame_rate: Option<f64>,
+    pub audio_group: Option<String>,
+}
+
+/// One EXT-X-MEDIA TYPE=AUDIO entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AudioMedia {
+    pub group_id: String,
+    pub name: String,
+    pub uri: String,
+    pub default: bool,
+}
+
+/// Renders the multivariant playlist with m3u8-rs, which can express every
+/// tag it needs.
+pub fn render_master(
+    independent_segments: bool,
+    variants: &[Variant],
+    audio: &[AudioMedia],
+) -> String {
+    use m3u8_rs::{
+        AlternativeMedia, AlternativeMediaType, MasterPlaylist, Resolution, VariantStream,
+    };
+    let pl = MasterPlaylist {
+        independent_segments,
+        alternatives: audio
+            .iter()
+            .map(|a| AlternativeMedia {
+                media_type: AlternativeMediaType::Audio,
+                uri: Some(a.uri.clone()),
+                group_id: a.group_id.clone(),
+                name: a.name.clone(),
+                default: a.default,
+                autoselect: true,
+                ..Default::default()
+            })
+            .collect(),
+        variants: variants
+            .iter()
+            .map(|v| VariantStream {
+                uri: v.uri.clone(),
+                bandwidth: v.bandwidth,
+                average_bandwidth: Some(v.average_bandwidth),
+                codecs: Some(v.codecs.clone()),
+                resolution: v.resolution.map(|(width, height)| Resolution {
+                    width: u64::from(width),
+                    height: u64::from(height),
+                }),
+                // Apple HLS authoring spec 9.15: "Each EXT-X-STREAM-INF tag
+                // that includes video content MUST have a FRAME-RATE
+                // attribute"; RFC 8216bis rounds it to three decimals.
+                frame_rate: v.frame_rate.map(|f| (f * 1000.0).round() / 1000.0),
+                audio: v.audio_group.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let mut buf = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = pl.write_to(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[cfg(test)]
+mod tests;

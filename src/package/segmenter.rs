@@ -1,0 +1,304 @@
+//! Cuts one rendition's samples into LL-HLS parts and segments.
+//!
+//! Owns the part and segment boundary rules of RFC 8216bis for one track.
+//! Pure: time is the samples' own timestamps; it never reads a clock, never
+//! writes boxes and never touches the store. It must never emit a part
+//! longer than PART-TARGET.
+
+use bytes::Bytes;
+use std::time::Instant;
+
+/// One access unit (video) or AAC frame (audio) whose duration is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// Decode time in the track timescale, monotonic within the rendition.
+    pub dts: u64,
+    /// Ticks until the next sample's decode time.
+    pub duration: u32,
+    /// Presentation minus decode time, in ticks.
+    pub cts: i32,
+    pub keyframe: bool,
+    pub data: Bytes,
+}
+
+/// Who decides where segments end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutPolicy {
+    /// Video: cut before a keyframe once the segment holds at least `min`
+    /// ticks; cut at a part boundary, keyframe or not, rather than let a
+    /// segment grow past `max` ticks.
+    Keyframes { min: u64, max: u64 },
+    /// Audio: cut only when told, where the video rendition cut, so that
+    /// segment N of every rendition covers the same time.
+    External,
+}
+
+/// The limits one segmenter works to, in its track's timescale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// PART-TARGET in ticks.
+    pub part_target: u64,
+    /// A part closes as soon as it holds this many samples, without waiting
+    /// to see whether the next one would still fit.
+    pub samples_per_part: u32,
+    pub cuts: CutPolicy,
+}
+
+/// What the segmenter produced, in playlist order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A segment begins; its parts follow.
+    SegmentStart {
+        msn: u64,
+        dts: u64,
+        independent: bool,
+    },
+    Part(Part),
+    /// The segment is complete. `gap` marks a segment with no media at all,
+    /// kept so that media sequence numbers stay aligned across renditions.
+    SegmentEnd {
+        msn: u64,
+        start_dts: u64,
+        end_dts: u64,
+        samples: u32,
+        gap: bool,
+    },
+}
+
+/// A closed part: one fMP4 fragment's worth of samples.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub msn: u64,
+    pub index: u32,
+    /// The fragment's base media decode time.
+    pub dts: u64,
+    /// Sum of the samples' durations.
+    pub duration: u64,
+    /// Starts with a random access point.
+    pub independent: bool,
+    pub samples: Vec<Sample>,
+    /// Ingest arrival of the first sample, for the latency histogram.
+    pub first_arrival: Instant,
+}
+
+#[derive(Debug)]
+struct OpenSegment {
+    start: u64,
+    end: u64,
+    parts: u32,
+    samples: u32,
+}
+
+#[derive(Debug)]
+struct OpenPart {
+    dts: u64,
+    duration: u64,
+    independent: bool,
+    samples: Vec<Sample>,
+    first_arrival: Instant,
+}
+
+/// Parts and segment boundaries for one rendition.
+#[derive(Debug)]
+pub struct Segmenter {
+    rules: Rules,
+    msn: u64,
+    /// Where the next segment starts if it gets no sample (a gap segment).
+    boundary: u64,
+    segment: Option<OpenSegment>,
+    part: Option<OpenPart>,
+}
+
+impl Segmenter {
+    /// A segmenter whose first segment is `msn`, starting no earlier than
+    /// `start` (track ticks).
+    pub fn new(rules: Rules, msn: u64, start: u64) -> Self {
+        Segmenter {
+            rules,
+            msn,
+            boundary: start,
+            segment: None,
+            part: None,
+        }
+    }
+
+    /// Media sequence number of the segment being filled (or the next one).
+    pub fn msn(&self) -> u64 {
+        self.msn
+    }
+
+    /// End of the last sample taken, or the next segment's start.
+    pub fn end(&self) -> u64 {
+        self.segment.as_ref().map_or(self.boundary, |s| s.end)
+    }
+
+    /// A segment has samples and has not ended yet.
+    pub fn is_open(&self) -> bool {
+        self.segment.is_some()
+    }
+
+    pub fn rules(&self) -> Rules {
+        self.rules
+    }
+
+    /// Takes the next sample in decode order. `next_is_keyframe` is a peek at
+    /// the sample after it, when known: it lets the segment (and its final
+    /// part) close now instead of one frame later.
+    pub fn push(
+        &mut self,
+        mut sample: Sample,
+        arrival: Instant,
+        next_is_keyframe: Option<bool>,
+    ) -> Vec<Event> {
+        let mut out = Vec::new();
+        let target = self.rules.part_target;
+        // A sample longer than a part (a publisher stall) would make its part
+        // break "MUST be less than or equal to the Part Target Duration"
+        // (RFC 8216bis 4.4.4.9); shortening it leaves a hole in the media
+        // timeline instead, which players step over.
+        let clamped = u64::from(sample.duration) > target;
+        if clamped {
+            sample.duration = u32::try_from(target).unwrap_or(u32::MAX);
+        }
+        let dur = u64::from(sample.duration);
+
+        // A hole or overlap in the timeline: samples inside a fragment are
+        // back to back, so a new fragment (with its own tfdt) must start.
+        if let Some(p) = &self.part
+            && p.dts + p.duration != sample.dts
+        {
+            self.close_part(&mut out);
+        }
+        if let (CutPolicy::Keyframes { max, .. }, Some(seg)) = (self.rules.cuts, &self.segment)
+            && (sample.dts + dur).saturating_sub(seg.start) > max
+        {
+            let next = self.msn + 1;
+            self.end_segment(&mut out, next);
+        }
+        if let Some(p) = &self.part
+            && p.duration + dur > target
+        {
+            self.close_part(&mut out);
+        }
+
+        let all_independent = self.rules.cuts == CutPolicy::External;
+        let seg = self.segment.get_or_insert_with(|| {
+            out.push(Event::SegmentStart {
+                msn: self.msn,
+                dts: sample.dts,
+                independent: all_independent || sample.keyframe,
+            });
+            OpenSegment {
+                start: sample.dts,
+                end: sample.dts,
+                parts: 0,
+                samples: 0,
+            }
+        });
+        seg.end = sample.dts + dur;
+        seg.samples += 1;
+        let seg_len = seg.end - seg.start;
+        let part = self.part.get_or_insert_with(|| OpenPart {
+            dts: sample.dts,
+            duration: 0,
+            independent: all_independent || sample.keyframe,
+            samples: Vec::new(),
+            first_arrival: arrival,
+        });
+        part.duration += dur;
+        part.samples.push(sample);
+        let part_full = clamped || part.samples.len() >= self.rules.samples_per_part as usize;
+
+        match self.rules.cuts {
+            CutPolicy::Keyframes { min, max } => {
+                if next_is_keyframe == Some(true) && seg_len >= min {
+                    let next = self.msn + 1;
+                    self.end_segment(&mut out, next);
+                } else if part_full {
+                    self.close_part(&mut out);
+                    // No keyframe in time: cut here, at a part boundary, while
+                    // every part is still whole, rather than one sample before
+                    // the limit.
+                    if seg_len + target > max {
+                        let next = self.msn + 1;
+                        self.end_segment(&mut out, next);
+                    }
+                }
+            }
+            CutPolicy::External => {
+                if part_full {
+                    self.close_part(&mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// Ends the current segment where the caller says (audio following a
+    /// video cut, or the end of a stream); the next one is `next_msn`.
+    ///
+    /// A segment that received nothing still ends, as a gap of the time from
+    /// its start to `end`: skipping it would shift this rendition's media
+    /// sequence numbers against the others'.
+    pub fn cut(&mut self, end: u64, next_msn: u64) -> Vec<Event> {
+        let mut out = Vec::new();
+        if self.segment.is_some() {
+            self.end_segment(&mut out, next_msn);
+        } else {
+            let start = self.boundary;
+            // A zero-length EXTINF is meaningless; one tick keeps the slot.
+            let end = end.max(start + 1);
+            out.push(Event::SegmentStart {
+                msn: self.msn,
+                dts: start,
+                independent: true,
+            });
+            out.push(Event::SegmentEnd {
+                msn: self.msn,
+                start_dts: start,
+                end_dts: end,
+                samples: 0,
+                gap: true,
+            });
+            self.boundary = end;
+            self.msn = next_msn;
+        }
+        out
+    }
+
+    fn close_part(&mut self, out: &mut Vec<Event>) {
+        let Some(p) = self.part.take() else { return };
+        let seg = self
+            .segment
+            .as_mut()
+            .expect("a part is only open inside an open segment");
+        out.push(Event::Part(Part {
+            msn: self.msn,
+            index: seg.parts,
+            dts: p.dts,
+            duration: p.duration,
+            independent: p.independent,
+            samples: p.samples,
+            first_arrival: p.first_arrival,
+        }));
+        seg.parts += 1;
+    }
+
+    fn end_segment(&mut self, out: &mut Vec<Event>, next_msn: u64) {
+        self.close_part(out);
+        if let Some(seg) = self.segment.take() {
+            out.push(Event::SegmentEnd {
+                msn: self.msn,
+                start_dts: seg.start,
+                end_dts: seg.end,
+                samples: seg.samples,
+                gap: false,
+            });
+            self.boundary = seg.end;
+            self.msn = next_msn;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,447 @@
+//! The part store: one channel's playlists, init segments, parts and
+//! segments in RAM, shared by the packaging thread (writes) and HTTP
+//! handlers (reads, blocking reloads).
+//!
+//! Owns the live window and when media leaves it. Must never hold its lock
+//! across an await, never let a waiter poll (they await a watch), and never
+//! keep more than the playlist window plus a small margin.
+
+mod read;
+
+pub use read::{MediaFile, PlaylistRequest, StoreError};
+
+use super::PackageConfig;
+use super::names;
+use super::playlist::{MediaPlaylist, OpenSegment, Part, Segment, SegmentHead};
+use bytes::{Bytes, BytesMut};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// Segments whose media stays downloadable after leaving the playlist.
+/// RFC 8216bis 6.2.2: a removed segment must stay available until "the time
+/// at which it first appeared in the Playlist plus the segment's
+/// Availability Duration" (its duration plus the playlist's).
+const SEGMENT_MARGIN: usize = 3;
+/// Init segments kept per rendition; older ones serve no listed segment.
+const INITS_KEPT: usize = 4;
+
+/// What a rendition carries, for the multivariant playlist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RenditionInfo {
+    Video {
+        codecs: String,
+        width: u32,
+        height: u32,
+    },
+    Audio {
+        codecs: String,
+    },
+}
+
+impl RenditionInfo {
+    fn content_type(&self) -> &'static str {
+        match self {
+            RenditionInfo::Video { .. } => "video/mp4",
+            RenditionInfo::Audio { .. } => "audio/mp4",
+        }
+    }
+}
+
+/// One change from the packager. A batch is applied atomically: RFC 8216bis
+/// 6.2.1: "Changes to the Playlist file MUST be made atomically from the
+/// point of view of the clients".
+#[derive(Clone, Debug)]
+pub(crate) enum Update {
+    /// A publisher's media starts flowing. `new_playlist`: the previous
+    /// playlist ended (or there was none), so this one starts afresh at
+    /// `next_msn` with a newly chosen PART-TARGET.
+    StreamStart {
+        sid: String,
+        part_target: Duration,
+        new_playlist: bool,
+        next_msn: u64,
+    },
+    /// A rendition's (new) init segment; creates the rendition on first use.
+    Init {
+        rendition: Arc<str>,
+        info: RenditionInfo,
+        uri: String,
+        bytes: Bytes,
+    },
+    SegmentStart {
+        rendition: Arc<str>,
+        msn: u64,
+        discontinuity: bool,
+        program_date_time: SystemTime,
+        map_uri: String,
+    },
+    Part {
+        rendition: Arc<str>,
+        msn: u64,
+        duration: Duration,
+        independent: bool,
+        bytes: Bytes,
+    },
+    SegmentEnd {
+        rendition: Arc<str>,
+        msn: u64,
+        duration: Duration,
+        gap: bool,
+        samples: u32,
+    },
+    /// The publisher went away; no part is coming until the next stream.
+    Pause,
+    /// The presentation ended: every playlist gets EXT-X-ENDLIST.
+    End,
+}
+
+/// Measured per complete segment, for BANDWIDTH and FRAME-RATE.
+#[derive(Clone, Copy, Debug)]
+struct SegmentStats {
+    bytes: usize,
+    duration: Duration,
+    samples: u32,
+    independent: bool,
+    gap: bool,
+}
+
+#[derive(Debug)]
+struct Stored {
+    sid: String,
+    parts: Vec<Bytes>,
+    /// Part bytes were released; the whole segment may remain.
+    parts_dropped: bool,
+    whole: Option<Bytes>,
+}
+
+#[derive(Debug)]
+struct Rendition {
+    name: Arc<str>,
+    info: RenditionInfo,
+    /// Produced by the current (or last) stream; inactive ones are left out
+    /// of the multivariant playlist and rendition reports.
+    active: bool,
+    playlist: MediaPlaylist,
+    inits: VecDeque<(String, Bytes)>,
+    media: BTreeMap<u64, Stored>,
+    stats: VecDeque<SegmentStats>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    renditions: Vec<Rendition>,
+    /// The stream producing now; `None` between publishers and after the end.
+    sid: Option<String>,
+    part_target: Duration,
+}
+
+impl Inner {
+    fn rendition(&self, name: &str) -> Option<&Rendition> {
+        self.renditions.iter().find(|r| &*r.name == name)
+    }
+
+    fn rendition_mut(&mut self, name: &str) -> Option<&mut Rendition> {
+        self.renditions.iter_mut().find(|r| &*r.name == name)
+    }
+}
+
+/// One channel's packaged media, shared between its packager and HTTP.
+#[derive(Debug)]
+pub struct ChannelStore {
+    channel_id: String,
+    cfg: PackageConfig,
+    inner: Mutex<Inner>,
+    /// Bumped after every batch of updates; waiters await its change.
+    version: watch::Sender<u64>,
+}
+
+impl ChannelStore {
+    pub fn new(channel_id: &str, cfg: &PackageConfig) -> Arc<Self> {
+        let cfg = cfg.sanitized();
+        Arc::new(ChannelStore {
+            channel_id: channel_id.to_owned(),
+            inner: Mutex::new(Inner {
+                renditions: Vec::new(),
+                sid: None,
+                part_target: cfg.part_target,
+            }),
+            cfg,
+            version: watch::Sender::new(0),
+        })
+    }
+
+    pub fn channel_id(&self) -> &str {
+        &self.channel_id
+    }
+
+    /// Names of the renditions the current (or last) stream produced.
+    pub fn renditions(&self) -> Vec<String> {
+        self.lock()
+            .renditions
+            .iter()
+            .filter(|r| r.active)
+            .map(|r| r.name.to_string())
+            .collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while applying updates leaves a half-applied batch; serving
+        // it is still better than taking every HTTP request down with it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn target_duration(&self) -> u32 {
+        self.cfg.target_duration()
+    }
+
+    /// Applies one batch from the packager and wakes every waiter once.
+    pub(crate) fn apply(&self, updates: Vec<Update>) {
+        if updates.is_empty() {
+            return;
+        }
+        {
+            let mut inner = self.lock();
+            for u in updates {
+                self.apply_one(&mut inner, u);
+            }
+            let sid = inner.sid.clone();
+            for r in &mut inner.renditions {
+                let pl = &mut r.playlist;
+                // RFC 8216bis 6.2.6: "A hinted resource MUST be available for
+                // request when its EXT-X-PRELOAD-HINT tag is added": only a
+                // producing stream hints, and the part routes hold the
+                // request until the part exists.
+                pl.preload_hint = match (&sid, r.active && !pl.ended) {
+                    (Some(sid), true) => {
+                        let next = pl.open.as_ref().map_or(0, |o| o.parts.len() as u32);
+                        Some(names::part(sid, pl.next_msn(), next))
+                    }
+                    _ => None,
+                };
+            }
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    fn apply_one(&self, inner: &mut Inner, u: Update) {
+        let td = self.target_duration();
+        match u {
+            Update::StreamStart {
+                sid,
+                part_target,
+                new_playlist,
+                next_msn,
+            } => {
+                inner.sid = Some(sid);
+                if new_playlist {
+                    inner.part_target = part_target;
+                    for r in &mut inner.renditions {
+                        r.active = false;
+                        let dseq = r.playlist.discontinuity_sequence + 1;
+                        r.playlist = MediaPlaylist::new(td, part_target, next_msn);
+                        r.playlist.discontinuity_sequence = dseq;
+                        r.stats.clear();
+                    }
+                }
+            }
+            Update::Init {
+                rendition,
+                info,
+                uri,
+                bytes,
+            } => {
+                let part_target = inner.part_target;
+                let r = match inner.renditions.iter().position(|r| r.name == rendition) {
+                    Some(i) => &mut inner.renditions[i],
+                    None => {
+                        inner.renditions.push(Rendition {
+                            name: rendition,
+                            info: info.clone(),
+                            active: true,
+                            playlist: MediaPlaylist::new(td, part_target, 0),
+                            inits: VecDeque::new(),
+                            media: BTreeMap::new(),
+                            stats: VecDeque::new(),
+                        });
+                        let last = inner.renditions.len() - 1;
+                        &mut inner.renditions[last]
+                    }
+                };
+                r.active = true;
+                r.info = info;
+                r.inits.push_back((uri, bytes));
+                while r.inits.len() > INITS_KEPT {
+                    r.inits.pop_front();
+                }
+            }
+            Update::SegmentStart {
+                rendition,
+                msn,
+                discontinuity,
+                program_date_time,
+                map_uri,
+            } => {
+                let Some(sid) = inner.sid.clone() else { return };
+                let Some(r) = inner.rendition_mut(&rendition) else {
+                    return;
+                };
+                let pl = &mut r.playlist;
+                if pl.segments.is_empty() && pl.open.is_none() {
+                    // A rendition that joins late (or a fresh playlist)
+                    // starts at whatever MSN the channel is at.
+                    pl.media_sequence = msn;
+                }
+                debug_assert_eq!(msn, pl.next_msn(), "{rendition}: segments are consecutive");
+                pl.open = Some(OpenSegment {
+                    head: SegmentHead {
+                        msn,
+                        discontinuity,
+                        map_uri,
+                        program_date_time,
+                    },
+                    parts: Vec::new(),
+                });
+                r.media.insert(
+                    msn,
+                    Stored {
+                        sid,
+                        parts: Vec::new(),
+                        parts_dropped: false,
+                        whole: None,
+                    },
+                );
+            }
+            Update::Part {
+                rendition,
+                msn,
+                duration,
+                independent,
+                bytes,
+            } => {
+                let Some(r) = inner.rendition_mut(&rendition) else {
+                    return;
+                };
+                let (Some(open), Some(stored)) = (r.playlist.open.as_mut(), r.media.get_mut(&msn))
+                else {
+                    return;
+                };
+                debug_assert_eq!(open.head.msn, msn);
+                let index = open.parts.len() as u32;
+                open.parts.push(Part {
+                    uri: names::part(&stored.sid, msn, index),
+                    duration,
+                    independent,
+                });
+                stored.parts.push(bytes);
+            }
+            Update::SegmentEnd {
+                rendition,
+                msn,
+                duration,
+                gap,
+                samples,
+            } => {
+                let Some(r) = inner.rendition_mut(&rendition) else {
+                    return;
+                };
+                self.end_segment(r, msn, duration, gap, samples);
+            }
+            Update::Pause => inner.sid = None,
+            Update::End => {
+                inner.sid = None;
+                for r in inner.renditions.iter_mut().filter(|r| r.active) {
+                    r.playlist.open = None;
+                    r.playlist.ended = true;
+                }
+            }
+        }
+    }
+
+    fn end_segment(
+        &self,
+        r: &mut Rendition,
+        msn: u64,
+        duration: Duration,
+        gap: bool,
+        samples: u32,
+    ) {
+        let Some(open) = r.playlist.open.take() else {
+            return;
+        };
+        debug_assert_eq!(open.head.msn, msn);
+        let Some(stored) = r.media.get_mut(&msn) else {
+            return;
+        };
+        let len = stored.parts.iter().map(Bytes::len).sum();
+        let mut whole = BytesMut::with_capacity(len);
+        for p in &stored.parts {
+            whole.extend_from_slice(p);
+        }
+        stored.whole = (!gap).then(|| whole.freeze());
+        r.stats.push_back(SegmentStats {
+            bytes: len,
+            duration,
+            samples,
+            independent: open.parts.first().is_some_and(|p| p.independent),
+            gap,
+        });
+        let pl = &mut r.playlist;
+        pl.segments.push(Segment {
+            uri: names::segment(&stored.sid, msn),
+            head: open.head,
+            duration,
+            gap,
+            parts: open.parts,
+        });
+        // RFC 8216bis 6.2.2: the media sequence "MUST be incremented by 1 for
+        // every Media Segment that is removed", and "If the server removes an
+        // EXT-X-DISCONTINUITY tag [...] it MUST increment the value of the
+        // EXT-X-DISCONTINUITY-SEQUENCE tag".
+        while pl.segments.len() > self.cfg.playlist_segments {
+            let gone = pl.segments.remove(0);
+            pl.media_sequence += 1;
+            if gone.head.discontinuity {
+                pl.discontinuity_sequence += 1;
+            }
+        }
+        while r.stats.len() > self.cfg.playlist_segments {
+            r.stats.pop_front();
+        }
+        // Count-based, not MSN-based: after a new playlist starts, the old
+        // stream's tail must stay downloadable for players finishing it.
+        while r.media.len() > self.cfg.playlist_segments + SEGMENT_MARGIN + 1 {
+            r.media.pop_first();
+        }
+        let keep_parts = self.parts_kept();
+        let complete: Vec<u64> = r
+            .media
+            .iter()
+            .filter(|(_, s)| s.whole.is_some())
+            .map(|(m, _)| *m)
+            .collect();
+        for m in complete.iter().rev().skip(keep_parts) {
+            if let Some(s) = r.media.get_mut(m) {
+                s.parts = Vec::new();
+                s.parts_dropped = true;
+            }
+        }
+    }
+
+    /// Complete segments whose parts stay downloadable. RFC 8216bis 6.2.2:
+    /// "EXT-X-PART tags SHOULD be removed from the Playlist after they are
+    /// greater than three Target Durations from the end of the Playlist.
+    /// Clients MUST be able to download the Partial Segment for at least
+    /// three Target Durations after the EXT-X-PART tag is removed".
+    fn parts_kept(&self) -> usize {
+        let six_targets = 6_000 * u128::from(self.target_duration());
+        let segs = six_targets.div_ceil(self.cfg.segment_target.as_millis().max(1));
+        usize::try_from(segs)
+            .unwrap_or(usize::MAX)
+            .saturating_add(2)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,384 @@
+//! The store's read side: playlists (with blocking reload and delta
+//! updates), the multivariant playlist, and media files with preload-hint
+//! blocking.
+//!
+//! Owns how long a request may wait and which requests are refused. Must
+//! never hold the store lock across an await and never poll: a waiter
+//! re-checks only when the store's watch version changes.
+
+use super::{ChannelStore, Inner, RenditionInfo};
+use crate::metrics::METRICS;
+use crate::package::names::{self, MediaName};
+use crate::package::playlist::{self, AudioMedia, RenditionReport, Skip, Variant};
+use bytes::Bytes;
+use std::time::Duration;
+
+/// Why a request gets no content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("not available in time")]
+    Unavailable,
+}
+
+/// A media playlist request's delivery directives (RFC 8216bis 6.2.5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlaylistRequest {
+    /// `_HLS_msn`
+    pub msn: Option<u64>,
+    /// `_HLS_part`
+    pub part: Option<u32>,
+    /// `_HLS_skip`
+    pub skip: Option<Skip>,
+}
+
+/// An init segment, part or segment ready to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaFile {
+    pub bytes: Bytes,
+    pub content_type: &'static str,
+}
+
+/// Holds the blocked-requests gauge up while a request waits; dropping the
+/// request's future (a client that hangs up) lowers it too.
+struct Blocked;
+
+impl Blocked {
+    fn new() -> Self {
+        METRICS.blocked_requests.inc();
+        Blocked
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        METRICS.blocked_requests.dec();
+    }
+}
+
+impl ChannelStore {
+    /// RFC 8216bis 6.2.5.2: "A Server that cannot provide the requested
+    /// Playlist after blocking for more than three Target Durations SHOULD
+    /// return Service Unavailable, such as HTTP 503." Parts and first
+    /// playlists wait as long.
+    fn wait_limit(&self) -> Duration {
+        Duration::from_secs(3 * u64::from(self.target_duration()))
+    }
+
+    /// Re-runs `probe` under the lock whenever the store changes, until it
+    /// answers or `wait_limit` passes (then [`StoreError::Unavailable`]).
+    async fn wait_for<T>(
+        &self,
+        mut probe: impl FnMut(&Inner) -> Option<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        // Subscribing before the first look means no change can slip in
+        // between the look and the wait.
+        let mut rx = self.version.subscribe();
+        if let Some(answer) = probe(&self.lock()) {
+            return answer;
+        }
+        let _blocked = Blocked::new();
+        let deadline = tokio::time::sleep(self.wait_limit());
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                changed = rx.changed() => {
+                    // The sender lives in `self`, which outlives this call.
+                    if changed.is_err() {
+                        return Err(StoreError::Unavailable);
+                    }
+                }
+                () = &mut deadline => return Err(StoreError::Unavailable),
+            }
+            if let Some(answer) = probe(&self.lock()) {
+                return answer;
+            }
+        }
+    }
+
+    /// A media playlist, once it satisfies `req`'s delivery directives.
+    pub async fn media_playlist(
+        &self,
+        rendition: &str,
+        req: PlaylistRequest,
+    ) -> Result<String, StoreError> {
+        // RFC 8216bis 6.2.5.2: "If the Playlist URI contains an _HLS_part
+        // directive but no _HLS_msn directive, the Server MUST return Bad
+        // Request, such as HTTP 400."
+        if req.part.is_some() && req.msn.is_none() {
+            return Err(StoreError::BadRequest("_HLS_part without _HLS_msn"));
+        }
+        self.wait_for(|inner| {
+            let Some(r) = inner.rendition(rendition) else {
+                return Some(Err(StoreError::NotFound));
+            };
+            let pl = &r.playlist;
+            let ready = if pl.ended {
+                // "A Server MUST ignore _HLS_msn and _HLS_part if the
+                // Playlist contains an EXT-X-ENDLIST tag."
+                true
+            } else if let Some(msn) = req.msn {
+                if let Some(why) = too_far(pl, msn, req.part) {
+                    return Some(Err(StoreError::BadRequest(why)));
+                }
+                // "the Server MUST defer responding to the request until the
+                // Playlist contains a Media Segment with a Media Sequence
+                // Number of M or later" (or, with _HLS_part, "the Partial
+                // Segment with Part Index N and with a Media Sequence Number
+                // of M or later").
+                match req.part {
+                    Some(part) => pl.has_part(msn, part),
+                    None => pl.has_segment(msn),
+                }
+            } else {
+                // A first load before any media would be an empty playlist.
+                !pl.segments.is_empty() || pl.open.as_ref().is_some_and(|o| !o.parts.is_empty())
+            };
+            ready.then(|| Ok(self.render(inner, rendition, req.skip)))
+        })
+        .await
+    }
+
+    fn render(&self, inner: &Inner, rendition: &str, skip: Option<Skip>) -> String {
+        let mut reports = Vec::new();
+        let mut pl = None;
+        for r in &inner.renditions {
+            if &*r.name == rendition {
+                pl = Some(&r.playlist);
+                continue;
+            }
+            if !r.active {
+                continue;
+            }
+            // RFC 8216bis B.1: "Each Media Playlist MUST contain one
+            // EXT-X-RENDITION-REPORT tag for each Media Playlist (Rendition)
+            // in the Multivariant Playlist, except for the Media Playlist to
+            // which the EXT-X-RENDITION-REPORT tag is being added".
+            let (last_msn, last_part) = match (r.playlist.last_part(), r.playlist.last_msn()) {
+                (Some((msn, part)), _) => (msn, Some(part)),
+                (None, Some(msn)) => (msn, None),
+                (None, None) => continue,
+            };
+            reports.push(RenditionReport {
+                uri: format!("../{}/index.m3u8", r.name),
+                last_msn,
+                last_part,
+            });
+        }
+        pl.map(|pl| playlist::render_media(pl, skip, &reports))
+            .unwrap_or_default()
+    }
+
+    /// The multivariant playlist, once every rendition has a complete
+    /// segment to measure (a live channel without one waits a few seconds).
+    pub async fn master_playlist(&self) -> Result<String, StoreError> {
+        self.wait_for(|inner| {
+            let active: Vec<_> = inner.renditions.iter().filter(|r| r.active).collect();
+            let has_video = active
+                .iter()
+                .any(|r| matches!(r.info, RenditionInfo::Video { .. }));
+            let measured = active.iter().all(|r| !r.stats.is_empty());
+            (has_video && measured).then(|| Ok(self.render_master(inner)))
+        })
+        .await
+    }
+
+    fn render_master(&self, inner: &Inner) -> String {
+        let half_target = self.cfg.segment_target / 2;
+        let audio: Vec<_> = inner
+            .renditions
+            .iter()
+            .filter(|r| r.active)
+            .filter_map(|r| match &r.info {
+                RenditionInfo::Audio { codecs } => Some((r, codecs)),
+                RenditionInfo::Video { .. } => None,
+            })
+            .collect();
+        let (audio_peak, audio_avg) = audio
+            .first()
+            .map_or((0, 0), |(r, _)| bitrates(r, half_target));
+        let mut independent = true;
+        let mut variants = Vec::new();
+        for r in inner.renditions.iter().filter(|r| r.active) {
+            let RenditionInfo::Video {
+                codecs,
+                width,
+                height,
+            } = &r.info
+            else {
+                continue;
+            };
+            let (peak, avg) = bitrates(r, half_target);
+            independent &= r.stats.iter().all(|s| s.independent || s.gap);
+            let (frames, secs) = r
+                .stats
+                .iter()
+                .filter(|s| !s.gap)
+                .fold((0u64, 0f64), |(f, d), s| {
+                    (f + u64::from(s.samples), d + s.duration.as_secs_f64())
+                });
+            let mut all_codecs = codecs.clone();
+            if let Some((_, a)) = audio.first() {
+                all_codecs.push(',');
+                all_codecs.push_str(a);
+            }
+            variants.push(Variant {
+                uri: format!("{}/index.m3u8", r.name),
+                // Apple HLS authoring spec 9.13: "The BANDWIDTH attribute
+                // MUST be the largest sum of peak segment bit rates that's
+                // produced by any playable combination of renditions."
+                bandwidth: peak + audio_peak,
+                average_bandwidth: avg + audio_avg,
+                codecs: all_codecs,
+                resolution: Some((*width, *height)),
+                frame_rate: (secs > 0.0).then(|| frames as f64 / secs),
+                audio_group: (!audio.is_empty()).then(|| "audio".to_owned()),
+            });
+        }
+        let media: Vec<AudioMedia> = audio
+            .iter()
+            .enumerate()
+            .map(|(i, (r, _))| AudioMedia {
+                group_id: "audio".to_owned(),
+                name: r.name.to_string(),
+                uri: format!("{}/index.m3u8", r.name),
+                default: i == 0,
+            })
+            .collect();
+        playlist::render_master(independent, &variants, &media)
+    }
+
+    /// An init segment, part or segment of `rendition` by file name. A part
+    /// that is hinted but not yet produced is waited for.
+    pub async fn media_file(&self, rendition: &str, file: &str) -> Result<MediaFile, StoreError> {
+        let name = names::parse(file).ok_or(StoreError::NotFound)?;
+        let advance = self.advance_part_limit();
+        self.wait_for(|inner| {
+            let Some(r) = inner.rendition(rendition) else {
+                return Some(Err(StoreError::NotFound));
+            };
+            let found = |bytes: Option<&Bytes>| {
+                bytes.map(|b| MediaFile {
+                    bytes: b.clone(),
+                    content_type: r.info.content_type(),
+                })
+            };
+            match &name {
+                MediaName::Init { .. } => Some(
+                    found(r.inits.iter().find(|(uri, _)| uri == file).map(|(_, b)| b))
+                        .ok_or(StoreError::NotFound),
+                ),
+                MediaName::Segment { sid, msn } => Some(
+                    found(
+                        r.media
+                            .get(msn)
+                            .filter(|s| &s.sid == sid)
+                            .and_then(|s| s.whole.as_ref()),
+                    )
+                    .ok_or(StoreError::NotFound),
+                ),
+                MediaName::Part { sid, msn, part } => {
+                    if let Some(stored) = r.media.get(msn) {
+                        if &stored.sid != sid || stored.parts_dropped {
+                            return Some(Err(StoreError::NotFound));
+                        }
+                        if let Some(bytes) = stored.parts.get(*part as usize) {
+                            return Some(found(Some(bytes)).ok_or(StoreError::NotFound));
+                        }
+                        if stored.whole.is_some() {
+                            // RFC 8216bis 6.2.6: a server "MAY choose not to
+                            // publish previously-hinted resources if the
+                            // planned segmentation changes [...] The server
+                            // SHOULD respond to client requests for those
+                            // resources with 'Not Found'". The segment ended
+                            // before this part.
+                            return Some(Err(StoreError::NotFound));
+                        }
+                    }
+                    // Not produced yet: wait only for the live edge of the
+                    // current stream, the hinted part and a little beyond.
+                    // RFC 8216bis 6.2.6: "The server SHOULD respond with 'Not
+                    // Found' [...] to a request for a resource that it cannot
+                    // find and that is not specified by an
+                    // EXT-X-PRELOAD-HINT tag in an active Media Playlist."
+                    let live = inner.sid.as_deref() == Some(sid.as_str()) && !r.playlist.ended;
+                    let next = r.playlist.next_msn();
+                    let produced = r.playlist.open.as_ref().map_or(0, |o| o.parts.len() as u32);
+                    let near = (*msn == next && *part < produced + advance)
+                        || (*msn == next + 1 && *part < advance);
+                    if live && near {
+                        None
+                    } else {
+                        Some(Err(StoreError::NotFound))
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// RFC 8216bis 6.2.5.2: "The Advance Part Limit is three divided by the
+    /// Part Target Duration if the Part Target Duration is less than one
+    /// second, or three otherwise." As a whole number of parts.
+    fn advance_part_limit(&self) -> u32 {
+        let pt = self.lock().part_target.as_secs_f64();
+        if pt > 0.0 && pt < 1.0 {
+            (3.0 / pt).floor() as u32
+        } else {
+            3
+        }
+    }
+}
+
+/// RFC 8216bis 6.2.5.2: "If the _HLS_msn is greater than the Media Sequence
+/// Number of the last Media Segment in the current Playlist plus two, or if
+/// the _HLS_part exceeds the last Partial Segment in the current Playlist by
+/// the Advance Part Limit, then the server SHOULD immediately return Bad
+/// Request, such as HTTP 400."
+fn too_far(pl: &playlist::MediaPlaylist, msn: u64, part: Option<u32>) -> Option<&'static str> {
+    // Before any complete segment the "last" one is the one before the first.
+    let last = pl
+        .last_msn()
+        .map_or(i128::from(pl.media_sequence) - 1, i128::from);
+    if i128::from(msn) > last + 2 {
+        return Some("_HLS_msn is more than two segments ahead");
+    }
+    let part = part?;
+    let pt = pl.part_target.as_secs_f64();
+    let limit = if pt > 0.0 && pt < 1.0 { 3.0 / pt } else { 3.0 };
+    let ahead = match pl.last_part() {
+        Some((m, p)) if msn == m => f64::from(part) - f64::from(p),
+        Some((m, _)) if msn < m => 0.0,
+        // The next segment's parts come after the rest of the current one:
+        // counting only `part` itself is lenient, never wrongly strict.
+        _ => f64::from(part) + 1.0,
+    };
+    (ahead > limit).then_some("_HLS_part is beyond the Advance Part Limit")
+}
+
+/// (peak, average) bits per second over the rendition's listed segments.
+/// Segments shorter than half the target (the tail before a discontinuity)
+/// are left out of the peak: a lone keyframe would inflate it.
+fn bitrates(r: &super::Rendition, min_for_peak: Duration) -> (u64, u64) {
+    let mut peak = 0f64;
+    let mut fallback_peak = 0f64;
+    let (mut bits, mut secs) = (0f64, 0f64);
+    for s in r.stats.iter().filter(|s| !s.gap && !s.duration.is_zero()) {
+        let d = s.duration.as_secs_f64();
+        let rate = s.bytes as f64 * 8.0 / d;
+        fallback_peak = fallback_peak.max(rate);
+        if s.duration >= min_for_peak {
+            peak = peak.max(rate);
+        }
+        bits += s.bytes as f64 * 8.0;
+        secs += d;
+    }
+    if peak == 0.0 {
+        peak = fallback_peak;
+    }
+    let avg = if secs > 0.0 { bits / secs } else { 0.0 };
+    (peak.ceil() as u64, avg.ceil() as u64)
+}

@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod package;
 pub mod registry;
 pub mod serve;
+pub mod transcode;

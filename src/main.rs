@@ -7,7 +7,7 @@ use rungs::hub::{Hub, HubConfig};
 use rungs::metrics::METRICS;
 use rungs::registry::{Channel, Registry};
 use rungs::serve::api::ChannelView;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -227,6 +227,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let mut cfg = args.common.load()?;
     if let Some(a) = args.rtmp_addr {

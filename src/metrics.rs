@@ -149,9 +149,7 @@ impl Metrics {
     pub fn forget_channel(&self, channel: &str, renditions: &[&str]) {
         let _ = self.keyframe_interval.remove_label_values(&[channel]);
         let _ = self.ingest_dropped_packets.remove_label_values(&[channel]);
-        for ingest in ["rtmp"] {
-            let _ = self.ingest_bytes.remove_label_values(&[channel, ingest]);
-        }
+        let _ = self.ingest_bytes.remove_label_values(&[channel, "rtmp"]);
         for track in ["video", "audio"] {
             let _ = self.ingest_frames.remove_label_values(&[channel, track]);
         }

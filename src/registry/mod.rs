@@ -66,7 +66,8 @@ impl Registry {
         let conn = Connection::open(&path).map_err(db)?;
         // The node and the CLI may write at the same moment; wait rather than fail.
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         Ok(Registry {
             path,
@@ -219,7 +220,10 @@ mod tests {
         assert_eq!(b.name, "beta");
         assert_ne!(a.id, b.id);
         assert!(a.stream_key.len() >= 3 + 32, "key has at least 128 bits");
-        assert_eq!(reg.find_by_key(&a.stream_key).expect("find"), Some(a.clone()));
+        assert_eq!(
+            reg.find_by_key(&a.stream_key).expect("find"),
+            Some(a.clone())
+        );
         assert_eq!(reg.find_by_key("sk_nope").expect("find"), None);
         assert_eq!(reg.find_by_key("").expect("find"), None);
 

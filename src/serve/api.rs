@@ -75,7 +75,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -89,7 +89,7 @@ fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
         );
-        Err(r)
+        Err(Box::new(r))
     }
 }
 
@@ -113,7 +113,7 @@ fn ok_json(status: StatusCode, body: impl Serialize) -> Response {
 
 async fn list(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&api, &headers) {
-        return r;
+        return *r;
     }
     match api.hub.registry().list() {
         Ok(chs) => {
@@ -130,7 +130,7 @@ async fn create(
     body: Result<Json<CreateRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     if let Err(r) = authorize(&api, &headers) {
-        return r;
+        return *r;
     }
     let Json(req) = match body {
         Ok(b) => b,
@@ -147,7 +147,7 @@ async fn create(
 
 async fn show(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorize(&api, &headers) {
-        return r;
+        return *r;
     }
     match api.hub.registry().get(&id) {
         Ok(ch) => ok_json(StatusCode::OK, ChannelView::new(&ch, &api.cfg)),
@@ -157,7 +157,7 @@ async fn show(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>
 
 async fn remove(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorize(&api, &headers) {
-        return r;
+        return *r;
     }
     match api.hub.registry().delete(&id) {
         Ok(()) => {
@@ -171,7 +171,7 @@ async fn remove(State(api): State<Api>, headers: HeaderMap, Path(id): Path<Strin
 
 async fn rotate(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorize(&api, &headers) {
-        return r;
+        return *r;
     }
     match api.hub.registry().rotate_key(&id) {
         Ok(ch) => {

@@ -56,25 +56,6 @@ fn peer_description(e: &PublishError) -> &'static str {
     }
 }
 
-/// The hub's handle for a live publish, counted in `publishers{ingest="rtmp"}` for as long
-/// as it exists; dropping it ends the publish.
-struct LivePublisher {
-    publisher: Publisher,
-}
-
-impl LivePublisher {
-    fn new(publisher: Publisher) -> Self {
-        METRICS.publishers.with_label_values(&[INGEST]).inc();
-        LivePublisher { publisher }
-    }
-}
-
-impl Drop for LivePublisher {
-    fn drop(&mut self) {
-        METRICS.publishers.with_label_values(&[INGEST]).dec();
-    }
-}
-
 /// Why a connection ended, for one log line at the end.
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
@@ -101,7 +82,8 @@ struct Connection {
     peer: SocketAddr,
     hub: Arc<Hub>,
     session: PublishSession,
-    live: Option<LivePublisher>,
+    /// The hub counts it in `publishers{ingest}`; dropping it ends the publish.
+    live: Option<Publisher>,
 }
 
 async fn connection(socket: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
@@ -141,9 +123,7 @@ async fn connection(socket: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
 
 impl Connection {
     fn channel_id(&self) -> Option<String> {
-        self.live
-            .as_ref()
-            .map(|l| l.publisher.channel_id().to_string())
+        self.live.as_ref().map(|l| l.channel_id().to_string())
     }
 
     async fn run(&mut self) -> Result<(), ConnError> {
@@ -179,7 +159,7 @@ impl Connection {
             SessionEvent::Media(media) => {
                 // The session yields media only after accept_publish, so `live` is set.
                 if let Some(live) = &self.live {
-                    live.publisher.send(media);
+                    live.send(media);
                 }
             }
             SessionEvent::ConnectRefused { app } => {
@@ -205,8 +185,8 @@ impl Connection {
     async fn on_publish(&mut self, stream_key: &str) -> Result<Next, ConnError> {
         match self.hub.start_publish(stream_key, INGEST) {
             Ok(publisher) => {
-                let live = LivePublisher::new(publisher);
-                tracing::info!(peer = %self.peer, channel = %live.publisher.channel_id(), "rtmp: publishing");
+                let live = publisher;
+                tracing::info!(peer = %self.peer, channel = %live.channel_id(), "rtmp: publishing");
                 self.live = Some(live);
                 for event in self.session.accept_publish()? {
                     if let SessionEvent::Send(bytes) = event {

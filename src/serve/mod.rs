@@ -11,10 +11,11 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::METRICS;
 use axum::Router;
-use axum::http::{Method, header};
+use axum::http::{Extensions, HeaderMap, Method, StatusCode, Version, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use std::sync::Arc;
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
 
 /// The node's whole HTTP surface.
@@ -28,8 +29,16 @@ pub fn router(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>) -> Router 
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
         .expose_headers([header::CONTENT_LENGTH, header::AGE]);
+    // Apple's HLS authoring spec (10.1): playlists MUST be compressed with gzip
+    // when the client accepts it. Media is already compressed; leave it be.
+    let gzip = CompressionLayer::new()
+        .gzip(true)
+        .compress_when(|_: StatusCode, _: Version, h: &HeaderMap, _: &Extensions| {
+            h.get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/vnd.apple.mpegurl"))
+        });
     Router::new()
-        .merge(hls::routes(lookup).layer(cors))
+        .merge(hls::routes(lookup).layer(cors).layer(gzip))
         .merge(api::routes(hub, cfg.clone(), admin_token))
         .merge(player::routes(cfg.player.hls_js.clone()))
         .route("/metrics", get(metrics))

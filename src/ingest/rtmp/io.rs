@@ -104,26 +104,29 @@ async fn connection(socket: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
     let dropped = conn.session.dropped_before_config();
     match result {
         Ok(()) => {
-            tracing::info!(%peer, ?channel, dropped_before_config = dropped, "rtmp: connection closed")
+            tracing::info!(%peer, %channel, dropped_before_config = dropped, "rtmp: connection closed")
         }
         Err(ConnError::Rtmp(e)) => match e.unsupported_codec() {
             Some(codec) => {
-                tracing::warn!(%peer, ?channel, codec, "rtmp: unsupported codec, closing");
+                tracing::warn!(%peer, %channel, codec, "rtmp: unsupported codec, closing");
                 METRICS
                     .ingest_rejected
                     .with_label_values(&[INGEST, "unsupported_codec"])
                     .inc();
             }
-            None => tracing::info!(%peer, ?channel, error = %e, "rtmp: session error"),
+            None => tracing::info!(%peer, %channel, error = %e, "rtmp: session error"),
         },
-        Err(e) => tracing::info!(%peer, ?channel, error = %e, "rtmp: connection ended"),
+        Err(e) => tracing::info!(%peer, %channel, error = %e, "rtmp: connection ended"),
     }
     // `conn` drops here: the publisher (if any) and the gauge go with it.
 }
 
 impl Connection {
-    fn channel_id(&self) -> Option<String> {
-        self.live.as_ref().map(|l| l.channel_id().to_string())
+    /// The channel id for log lines, `-` before a publish was accepted.
+    fn channel_id(&self) -> String {
+        self.live
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |l| l.channel_id().to_string())
     }
 
     async fn run(&mut self) -> Result<(), ConnError> {
@@ -175,7 +178,7 @@ impl Connection {
                 return self.on_publish(&stream_key).await;
             }
             SessionEvent::PublishFinished => {
-                tracing::info!(peer = %self.peer, channel = ?self.channel_id(), "rtmp: publish finished");
+                tracing::info!(peer = %self.peer, channel = %self.channel_id(), "rtmp: publish finished");
                 return Ok(Next::Close);
             }
         }
@@ -197,11 +200,11 @@ impl Connection {
             }
             Err(e) => {
                 let channel = match &e {
-                    PublishError::AlreadyLive(id) => Some(id.as_str()),
-                    _ => None,
+                    PublishError::AlreadyLive(id) => id.as_str(),
+                    _ => "-",
                 };
                 // `e`'s message never contains the key (hub's contract).
-                tracing::warn!(peer = %self.peer, ?channel, reason = e.reason(), error = %e, "rtmp: publish refused");
+                tracing::warn!(peer = %self.peer, %channel, reason = e.reason(), error = %e, "rtmp: publish refused");
                 METRICS
                     .ingest_rejected
                     .with_label_values(&[INGEST, e.reason()])

@@ -31,12 +31,12 @@ pub fn router(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>) -> Router 
         .expose_headers([header::CONTENT_LENGTH, header::AGE]);
     // Apple's HLS authoring spec (10.1): playlists MUST be compressed with gzip
     // when the client accepts it. Media is already compressed; leave it be.
-    let gzip = CompressionLayer::new()
-        .gzip(true)
-        .compress_when(|_: StatusCode, _: Version, h: &HeaderMap, _: &Extensions| {
+    let gzip = CompressionLayer::new().gzip(true).compress_when(
+        |_: StatusCode, _: Version, h: &HeaderMap, _: &Extensions| {
             h.get(header::CONTENT_TYPE)
                 .is_some_and(|v| v.as_bytes().starts_with(b"application/vnd.apple.mpegurl"))
-        });
+        },
+    );
     Router::new()
         .merge(hls::routes(lookup).layer(cors).layer(gzip))
         .merge(api::routes(hub, cfg.clone(), admin_token))

@@ -2,6 +2,11 @@
 //! and `ssim` filters compute them, so a dashboard number can be checked with
 //! the CLI. Owns only the arithmetic: which frames to sample is the caller's
 //! choice. Rows are spread over the current rayon pool.
+//!
+//! PSNR agrees with FFmpeg to all six printed decimals. SSIM agrees with
+//! FFmpeg's C code exactly (`ffmpeg -cpuflags 0`); its x86 SIMD path differs
+//! from that C code by ~4e-5 on some plane widths (seen on the 427-wide
+//! chroma of 854x480; every other width we tested matches exactly).
 
 use rayon::prelude::*;
 

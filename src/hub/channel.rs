@@ -23,6 +23,10 @@ pub(super) struct Stamped {
 pub(super) enum Control {
     /// A publisher session ended (connection closed or refused mid-stream).
     Disconnected,
+    /// The publisher that started this stream left before sending video, or
+    /// was refused: end the stream without a grace period, and without a
+    /// linger when nothing was ever packaged.
+    Abandoned,
     /// The channel was deleted: end the stream now.
     Terminate,
 }
@@ -96,6 +100,15 @@ pub(super) fn run(
                         grace_until = Some(Instant::now() + timing.grace);
                     }
                 }
+                Ok(Control::Abandoned) => {
+                    if end_stream(&me, &mut packager, true, "publisher refused or left before sending video") {
+                        if me.store.renditions().is_empty() {
+                            remove(&table, &me);
+                            return;
+                        }
+                        break;
+                    }
+                }
                 Ok(Control::Terminate) | Err(_) => {
                     end_stream(&me, &mut packager, false, "channel deleted");
                     break;
@@ -114,8 +127,13 @@ pub(super) fn run(
     // Keep serving the ended playlists so players see EXT-X-ENDLIST, then 404.
     // Any control message (or its absence) ends the linger the same way.
     let _ = control.recv_timeout(timing.linger);
-    let mut t = lock(&table);
-    if t.get(&me.id).is_some_and(|c| Arc::ptr_eq(c, &me)) {
+    remove(&table, &me);
+}
+
+/// Takes the channel out of the table unless a newer stream replaced it.
+fn remove(table: &Table, me: &Arc<LiveChannel>) {
+    let mut t = lock(table);
+    if t.get(&me.id).is_some_and(|c| Arc::ptr_eq(c, me)) {
         t.remove(&me.id);
     }
 }

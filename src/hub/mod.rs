@@ -94,14 +94,14 @@ impl Hub {
                 st.publisher = Some(session);
                 drop(st);
                 tracing::info!(channel = %channel.id, ingest, "publisher reconnected within grace");
-                return Ok(Publisher::new(live.clone(), session, ingest));
+                return Ok(Publisher::new(live.clone(), session, ingest, false));
             }
         }
         let live = self.spawn_channel(&channel.id, session)?;
         table.insert(channel.id.clone(), live.clone());
         METRICS.live_channels.inc();
         tracing::info!(channel = %channel.id, ingest, "stream started");
-        Ok(Publisher::new(live, session, ingest))
+        Ok(Publisher::new(live, session, ingest, true))
     }
 
     fn spawn_channel(&self, id: &str, session: u64) -> Result<Arc<LiveChannel>, PublishError> {
@@ -158,6 +158,8 @@ pub struct Publisher {
     live: Arc<LiveChannel>,
     session: u64,
     ingest: &'static str,
+    /// This publisher started the stream (it did not take over one in grace).
+    started_stream: bool,
     gate: Mutex<Gate>,
 }
 
@@ -170,15 +172,26 @@ struct Gate {
     video_config: Option<IngestEvent>,
     audio_config: Option<IngestEvent>,
     last_keyframe_dts: Option<i64>,
+    /// Some video reached the channel: only then is there a stream to keep
+    /// alive through a reconnect grace period.
+    sent_video: bool,
+    /// Ingest refused what this publisher sent (e.g. an unsupported codec).
+    refused: bool,
 }
 
 impl Publisher {
-    fn new(live: Arc<LiveChannel>, session: u64, ingest: &'static str) -> Self {
+    fn new(
+        live: Arc<LiveChannel>,
+        session: u64,
+        ingest: &'static str,
+        started_stream: bool,
+    ) -> Self {
         METRICS.publishers.with_label_values(&[ingest]).inc();
         Publisher {
             live,
             session,
             ingest,
+            started_stream,
             gate: Mutex::new(Gate::default()),
         }
     }
@@ -234,6 +247,9 @@ impl Publisher {
             tracing::info!(channel = id, "channel caught up; resuming at a keyframe");
         }
         let is_packet = matches!(event, IngestEvent::Packet(_));
+        if matches!(&event, IngestEvent::Packet(p) if p.track == TrackKind::Video) {
+            gate.sent_video = true;
+        }
         if !self.enqueue(event) {
             gate.dropping = true;
             if is_packet {
@@ -247,6 +263,13 @@ impl Publisher {
                 "channel is behind; dropping until the next keyframe"
             );
         }
+    }
+
+    /// Ingest refused this publisher's media: when it goes, its stream ends
+    /// at once instead of waiting for it to come back, since it would be
+    /// refused again.
+    pub fn refuse(&self) {
+        lock(&self.gate).refused = true;
     }
 
     fn count_drop(&self, event: &IngestEvent) {
@@ -276,11 +299,22 @@ impl Publisher {
 impl Drop for Publisher {
     fn drop(&mut self) {
         METRICS.publishers.with_label_values(&[self.ingest]).dec();
+        let (sent_video, refused) = {
+            let g = lock(&self.gate);
+            (g.sent_video, g.refused)
+        };
         let mut st = lock(&self.live.state);
         if st.publisher == Some(self.session) {
             st.publisher = None;
             drop(st);
-            let _ = self.live.control.send(Control::Disconnected);
+            // A publisher that left before any video, or whose media was
+            // refused, did not make a stream worth a grace period.
+            let msg = if self.started_stream && (refused || !sent_video) {
+                Control::Abandoned
+            } else {
+                Control::Disconnected
+            };
+            let _ = self.live.control.send(msg);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Media units shared by every stage: encoded packets, codec parameters and the node timebase.
 
 pub mod aac;
+pub mod annexb;
 pub mod h264;
 
 use bytes::Bytes;

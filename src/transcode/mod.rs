@@ -1,7 +1,10 @@
 //! Decoded-video processing between decode and encode: pooled frames, the
 //! ladder scaler and the quality probe. Nothing here touches sockets or tokio.
 
+pub mod decode;
+pub mod encode;
 pub mod frame;
+pub mod ladder;
 pub mod quality;
 pub mod scale;
 

@@ -109,16 +109,34 @@ async fn connection(socket: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
         Err(ConnError::Rtmp(e)) => match e.unsupported_codec() {
             Some(codec) => {
                 tracing::warn!(%peer, %channel, codec, "rtmp: unsupported codec, closing");
-                METRICS
-                    .ingest_rejected
-                    .with_label_values(&[INGEST, "unsupported_codec"])
-                    .inc();
+                reject("unsupported_codec");
+                if let Some(p) = &conn.live {
+                    p.refuse();
+                }
             }
-            None => tracing::info!(%peer, %channel, error = %e, "rtmp: session error"),
+            None => {
+                tracing::info!(%peer, %channel, error = %e, "rtmp: session error, closing");
+                reject(match e {
+                    RtmpError::Handshake(_) => "bad_handshake",
+                    _ => "protocol_error",
+                });
+            }
         },
+        Err(e @ ConnError::NoPublish) => {
+            tracing::info!(%peer, %channel, error = %e, "rtmp: connection ended");
+            reject("no_publish_timeout");
+        }
         Err(e) => tracing::info!(%peer, %channel, error = %e, "rtmp: connection ended"),
     }
     // `conn` drops here: the publisher (if any) and the gauge go with it.
+}
+
+/// Counts a connection refused or cut off for what the peer sent.
+fn reject(reason: &'static str) {
+    METRICS
+        .ingest_rejected
+        .with_label_values(&[INGEST, reason])
+        .inc();
 }
 
 impl Connection {
@@ -167,10 +185,7 @@ impl Connection {
             }
             SessionEvent::ConnectRefused { app } => {
                 tracing::info!(peer = %self.peer, ?app, "rtmp: refused unknown application");
-                METRICS
-                    .ingest_rejected
-                    .with_label_values(&[INGEST, "unknown_app"])
-                    .inc();
+                reject("unknown_app");
                 self.linger().await;
                 return Ok(Next::Close);
             }
@@ -205,10 +220,7 @@ impl Connection {
                 };
                 // `e`'s message never contains the key (hub's contract).
                 tracing::warn!(peer = %self.peer, %channel, reason = e.reason(), error = %e, "rtmp: publish refused");
-                METRICS
-                    .ingest_rejected
-                    .with_label_values(&[INGEST, e.reason()])
-                    .inc();
+                reject(e.reason());
                 for event in self.session.refuse_publish(peer_description(&e))? {
                     if let SessionEvent::Send(bytes) = event {
                         self.send(bytes).await?;

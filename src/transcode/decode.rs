@@ -1,0 +1,562 @@
+//! `VideoDecoder`: H.264 samples in, pooled YUV 4:2:0 frames out, through FFmpeg's software
+//! decoder. Owns the FFmpeg decoder context and nothing else: it never scales, converts pixel
+//! formats or touches threads of its own beyond FFmpeg's frame threads.
+
+use std::collections::VecDeque;
+
+use ffmpeg::codec::threading;
+use ffmpeg::format::Pixel;
+use ffmpeg::packet::{Flags, Mut as _};
+use ffmpeg_next as ffmpeg;
+
+use crate::media::{Packet, TIMEBASE, VideoParams};
+use crate::transcode::frame::{Frame, FrameError, FramePool, Size};
+
+pub type Result<T, E = DecodeError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("FFmpeg has no H.264 decoder")]
+    NoDecoder,
+    #[error(
+        "cannot open the H.264 decoder for {size} ({nal_length_size}-byte NAL lengths): {source}"
+    )]
+    Open {
+        size: Size,
+        nal_length_size: u8,
+        source: ffmpeg::Error,
+    },
+    #[error("H.264 decoder refused the packet at pts {pts} ({bytes} bytes): {source}")]
+    Packet {
+        pts: i64,
+        bytes: usize,
+        source: ffmpeg::Error,
+    },
+    #[error("H.264 decoder failed after the packet at pts {pts}: {source}")]
+    Receive { pts: i64, source: ffmpeg::Error },
+    #[error(
+        "decoded pixel format {format:?} at pts {pts} is not supported (only yuv420p/yuvj420p)"
+    )]
+    PixelFormat { format: Pixel, pts: i64 },
+    #[error("decoded picture at pts {pts} is {decoded}, the frame pool holds {pool}")]
+    SizeChanged { decoded: Size, pool: Size, pts: i64 },
+    #[error("decoded picture at pts {pts} has no timestamp")]
+    NoTimestamp { pts: i64 },
+    #[error("decoded picture at pts {pts}: {source}")]
+    Frame { pts: i64, source: FrameError },
+}
+
+/// One decoded picture and whether its source access unit was a keyframe: every transcoded
+/// rung places an IDR on exactly those frames.
+#[derive(Debug)]
+pub struct DecodedFrame {
+    pub frame: Frame,
+    pub keyframe: bool,
+}
+
+/// Source keyframe flags waiting for their pictures. A decoder holds at most 16 reference
+/// pictures plus one per frame thread, so a few dozen entries cover any stream; past that the
+/// oldest entry is dropped (its picture then reads as not a keyframe unless FFmpeg flags it).
+const PENDING_FLAGS: usize = 64;
+
+pub struct VideoDecoder {
+    decoder: ffmpeg::decoder::Video,
+    /// Reused for every packet: its data points at the caller's sample only for the duration
+    /// of one `send_packet`.
+    packet: ffmpeg::Packet,
+    /// Reused for every picture; FFmpeg unrefs it at each `receive_frame`.
+    picture: ffmpeg::frame::Video,
+    /// (pts, keyframe) of packets sent and not yet seen as pictures.
+    pending: VecDeque<(i64, bool)>,
+    size: Size,
+}
+
+impl VideoDecoder {
+    /// Opens a software H.264 decoder for samples described by `params` (the avcC record goes
+    /// in as extradata, so samples stay length-prefixed). `threads` > 1 enables frame
+    /// threading, which delays output by `threads - 1` pictures; 0 lets FFmpeg pick.
+    pub fn new(params: &VideoParams, threads: usize) -> Result<Self> {
+        let size = Size::new(params.width, params.height);
+        let open_err = |source| DecodeError::Open {
+            size,
+            nal_length_size: params.nal_length_size,
+            source,
+        };
+        init_ffmpeg();
+        let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::H264).ok_or(DecodeError::NoDecoder)?;
+        let mut ctx = ffmpeg::codec::Context::new_with_codec(codec);
+        set_extradata(&mut ctx, &params.avcc).map_err(open_err)?;
+        ctx.set_threading(threading::Config {
+            kind: if threads == 1 {
+                threading::Type::None
+            } else {
+                threading::Type::Frame
+            },
+            count: threads,
+            ..Default::default()
+        });
+        let mut dec = ctx.decoder();
+        dec.set_packet_time_base(ffmpeg::Rational::new(1, TIMEBASE as i32));
+        let decoder = dec
+            .open_as(codec)
+            .and_then(|o| o.video())
+            .map_err(open_err)?;
+        Ok(Self {
+            decoder,
+            packet: ffmpeg::Packet::empty(),
+            picture: ffmpeg::frame::Video::empty(),
+            pending: VecDeque::with_capacity(PENDING_FLAGS),
+            size,
+        })
+    }
+
+    /// Size of the pictures this decoder was opened for; the pool passed in must match.
+    pub fn size(&self) -> Size {
+        self.size
+    }
+
+    /// Decodes one access unit and appends the pictures it completes, in presentation order,
+    /// to `out`. With B-frames a packet often completes none, or one sent earlier.
+    ///
+    /// An error concerns this packet only: the decoder stays usable, and a later keyframe
+    /// resynchronises it.
+    pub fn decode(
+        &mut self,
+        packet: &Packet,
+        pool: &FramePool,
+        out: &mut Vec<DecodedFrame>,
+    ) -> Result<()> {
+        let bytes = packet.data.len();
+        let send_err = |source| DecodeError::Packet {
+            pts: packet.pts,
+            bytes,
+            source,
+        };
+        // An empty packet would read as end of stream to FFmpeg; refuse it here instead.
+        let size = i32::try_from(bytes)
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| send_err(ffmpeg::Error::InvalidData))?;
+        if self.pending.len() == PENDING_FLAGS {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((packet.pts, packet.keyframe));
+        self.packet.set_pts(Some(packet.pts));
+        self.packet.set_dts(Some(packet.dts));
+        self.packet.set_flags(if packet.keyframe {
+            Flags::KEY
+        } else {
+            Flags::empty()
+        });
+        let sent = {
+            let raw = self.packet.as_mut_ptr();
+            // SAFETY: ffmpeg-next has no way to point a packet at borrowed bytes with
+            // timestamps set. `raw` is our own packet, which has no `buf`, so FFmpeg treats the
+            // data as not reference-counted: avcodec_send_packet copies it into a padded
+            // buffer of its own before returning and never writes through the pointer. The
+            // pointer is cleared right after, while `packet.data` is still borrowed.
+            unsafe {
+                (*raw).data = packet.data.as_ptr().cast_mut();
+                (*raw).size = size;
+            }
+            let sent = self.decoder.send_packet(&self.packet);
+            // SAFETY: as above; resets the borrowed pointer before anything else can see it.
+            unsafe {
+                (*raw).data = std::ptr::null_mut();
+                (*raw).size = 0;
+            }
+            sent
+        };
+        match sent {
+            Ok(()) => {}
+            // Every call drains all pictures, so the decoder only refuses input when the
+            // packet itself is bad; keep its flag from matching a later picture.
+            Err(e) => {
+                self.pending.pop_back();
+                // Pictures completed before the bad packet are still good.
+                self.receive(pool, out, packet.pts)?;
+                return Err(send_err(e));
+            }
+        }
+        self.receive(pool, out, packet.pts)
+    }
+
+    /// Drains the pictures still inside the decoder at the end of a stream (or before a
+    /// configuration change) and leaves it ready for a new keyframe.
+    pub fn flush(&mut self, pool: &FramePool, out: &mut Vec<DecodedFrame>) -> Result<()> {
+        let last = self.pending.back().map_or(0, |p| p.0);
+        if let Err(source) = self.decoder.send_eof() {
+            return Err(DecodeError::Receive { pts: last, source });
+        }
+        let drained = self.receive(pool, out, last);
+        // Back to a fresh state even after an error, so the next keyframe decodes.
+        self.decoder.flush();
+        self.pending.clear();
+        drained
+    }
+
+    fn receive(&mut self, pool: &FramePool, out: &mut Vec<DecodedFrame>, pts: i64) -> Result<()> {
+        loop {
+            match self.decoder.receive_frame(&mut self.picture) {
+                Ok(()) => {}
+                Err(ffmpeg::Error::Other {
+                    errno: ffmpeg::error::EAGAIN,
+                })
+                | Err(ffmpeg::Error::Eof) => return Ok(()),
+                Err(source) => return Err(DecodeError::Receive { pts, source }),
+            }
+            let frame = self.take_picture(pool, pts)?;
+            out.push(frame);
+        }
+    }
+
+    /// Copies the picture FFmpeg just returned into a pooled frame.
+    fn take_picture(&mut self, pool: &FramePool, packet_pts: i64) -> Result<DecodedFrame> {
+        let pic = &self.picture;
+        let pts = pic
+            .pts()
+            .or_else(|| pic.timestamp())
+            .ok_or(DecodeError::NoTimestamp { pts: packet_pts })?;
+        let format = pic.format();
+        if !matches!(format, Pixel::YUV420P | Pixel::YUVJ420P) {
+            return Err(DecodeError::PixelFormat { format, pts });
+        }
+        let decoded = Size::new(pic.width(), pic.height());
+        if decoded != pool.size() {
+            return Err(DecodeError::SizeChanged {
+                decoded,
+                pool: pool.size(),
+                pts,
+            });
+        }
+        // The source packet's flag is authoritative (it is what the ingest and the packager
+        // saw); FFmpeg's own flag covers a picture whose entry fell out of the window.
+        let keyframe = match self.pending.iter().position(|(p, _)| *p == pts) {
+            Some(i) => self.pending.remove(i).is_some_and(|(_, key)| key),
+            None => pic.is_key(),
+        };
+        let mut frame = pool
+            .get()
+            .map_err(|source| DecodeError::Frame { pts, source })?;
+        frame
+            .copy_from_planes([
+                (pic.data(0), pic.stride(0)),
+                (pic.data(1), pic.stride(1)),
+                (pic.data(2), pic.stride(2)),
+            ])
+            .map_err(|source| DecodeError::Frame { pts, source })?;
+        frame.set_pts(pts);
+        Ok(DecodedFrame { frame, keyframe })
+    }
+}
+
+/// Runs `ffmpeg_next::init` once per process. It fills the table that FFmpeg error messages
+/// are printed from (without it they print as empty strings) and writes that table without
+/// locking, so it must not run twice concurrently. Every constructor in `transcode` calls it.
+pub(crate) fn init_ffmpeg() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Only device registration can fail, and no code here uses devices.
+        let _ = ffmpeg::init();
+    });
+}
+
+/// Gives the decoder the avcC record so it reads length-prefixed samples.
+fn set_extradata(ctx: &mut ffmpeg::codec::Context, avcc: &[u8]) -> Result<(), ffmpeg::Error> {
+    let len = i32::try_from(avcc.len()).map_err(|_| ffmpeg::Error::InvalidData)?;
+    let padded = avcc.len() + ffmpeg::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
+    // SAFETY: ffmpeg-next has no extradata setter. The buffer comes from av_mallocz (FFmpeg
+    // frees extradata with av_free when the context is freed), is checked for null, holds
+    // `len` bytes plus the zeroed padding FFmpeg's bit readers require, and the context is
+    // not yet opened, so nothing else reads the field concurrently.
+    unsafe {
+        let buf = ffmpeg::ffi::av_mallocz(padded).cast::<u8>();
+        if buf.is_null() {
+            return Err(ffmpeg::Error::Other {
+                errno: ffmpeg::error::ENOMEM,
+            });
+        }
+        std::ptr::copy_nonoverlapping(avcc.as_ptr(), buf, avcc.len());
+        let raw = ctx.as_mut_ptr();
+        (*raw).extradata = buf;
+        (*raw).extradata_size = len;
+    }
+    Ok(())
+}
+
+/// H.264 clips made by the FFmpeg CLI and demuxed with the project's own FLV tag parser, the
+/// path RTMP ingest takes. Shared by the decode and encode tests.
+#[cfg(test)]
+pub(crate) mod test_clip {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use crate::ingest::rtmp::flv::{VideoTag, parse_video_tag};
+    use crate::media::h264::parse_avc_config;
+    use crate::media::{Packet, TrackKind, VideoParams, ms_to_ticks};
+    use crate::transcode::ffmpeg_cli;
+
+    pub struct Clip {
+        pub params: Arc<VideoParams>,
+        pub packets: Vec<Packet>,
+    }
+
+    /// Encodes `frames` frames of the lavfi `graph` with libx264 and `x264_args` into FLV.
+    pub fn flv(dir: &Path, name: &str, graph: &str, frames: usize, x264_args: &[&str]) -> Clip {
+        let path = dir.join(format!("{name}.flv"));
+        let frames = frames.to_string();
+        let out = path.to_str().expect("temp paths are UTF-8");
+        let mut args = vec!["-f", "lavfi", "-i", graph, "-frames:v", &frames];
+        args.extend(["-c:v", "libx264"]);
+        args.extend(x264_args);
+        args.extend(["-f", "flv", out]);
+        ffmpeg_cli::run(&args);
+        demux(&std::fs::read(&path).expect("ffmpeg wrote the FLV"))
+    }
+
+    /// FLV file structure (Adobe FLV spec E.2-E.4.1): 9-byte header, then tags each
+    /// followed by a 4-byte PreviousTagSize.
+    fn demux(file: &[u8]) -> Clip {
+        assert_eq!(&file[..3], b"FLV", "not an FLV file");
+        let u24 = |b: &[u8]| (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let mut pos = u32::from_be_bytes(file[5..9].try_into().unwrap()) as usize + 4;
+        let (mut params, mut packets) = (None, Vec::new());
+        while pos + 11 <= file.len() {
+            let kind = file[pos];
+            let len = u24(&file[pos + 1..]) as usize;
+            let ms = i64::from(u24(&file[pos + 4..]) | (u32::from(file[pos + 7]) << 24));
+            let body = Bytes::copy_from_slice(&file[pos + 11..pos + 11 + len]);
+            pos += 11 + len + 4;
+            if kind != 9 {
+                continue;
+            }
+            match parse_video_tag(body).expect("ffmpeg writes valid video tags") {
+                VideoTag::SequenceHeader(record) => {
+                    params = Some(Arc::new(parse_avc_config(record).expect("valid avcC")));
+                }
+                VideoTag::Frame {
+                    keyframe,
+                    composition_time_ms,
+                    data,
+                } => packets.push(Packet {
+                    track: TrackKind::Video,
+                    dts: ms_to_ticks(ms),
+                    pts: ms_to_ticks(ms + i64::from(composition_time_ms)),
+                    keyframe,
+                    data,
+                }),
+                _ => {}
+            }
+        }
+        Clip {
+            params: params.expect("the FLV has an AVC sequence header"),
+            packets,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_clip::{Clip, flv};
+    use super::*;
+    use crate::transcode::ffmpeg_cli;
+    use crate::transcode::quality::psnr;
+    use bytes::Bytes;
+
+    const GRAPH: &str = "testsrc2=size=640x360:rate=30";
+    /// Closed 30-frame GOPs with B-frames, so output order differs from decode order.
+    const SOURCE: &[&str] = &[
+        "-preset",
+        "veryfast",
+        "-g",
+        "30",
+        "-keyint_min",
+        "30",
+        "-sc_threshold",
+        "0",
+        "-bf",
+        "2",
+        "-pix_fmt",
+        "yuv420p",
+    ];
+
+    #[test]
+    fn decoder_can_move_to_its_thread() {
+        fn is_send<T: Send>() {}
+        is_send::<VideoDecoder>();
+    }
+
+    fn decode_all(clip: &Clip, threads: usize) -> Vec<DecodedFrame> {
+        let mut dec = VideoDecoder::new(&clip.params, threads).unwrap();
+        let pool = FramePool::new(dec.size(), 128).unwrap();
+        let mut out = Vec::new();
+        for p in &clip.packets {
+            dec.decode(p, &pool, &mut out).unwrap();
+        }
+        dec.flush(&pool, &mut out).unwrap();
+        out
+    }
+
+    fn keyframe_indices(frames: &[DecodedFrame]) -> Vec<usize> {
+        let keys = frames.iter().enumerate().filter(|(_, f)| f.keyframe);
+        keys.map(|(i, _)| i).collect()
+    }
+
+    #[test]
+    fn decodes_in_presentation_order_with_source_keyframes() {
+        let dir = tempfile::tempdir().unwrap();
+        let clip = flv(dir.path(), "src", GRAPH, 90, SOURCE);
+        assert_eq!(clip.packets.len(), 90);
+        assert!(
+            clip.packets.iter().any(|p| p.pts != p.dts),
+            "the clip should have B-frames"
+        );
+        for threads in [1, 2] {
+            let frames = decode_all(&clip, threads);
+            assert_eq!(frames.len(), 90, "threads {threads}");
+            assert!(
+                frames
+                    .windows(2)
+                    .all(|w| w[0].frame.pts() < w[1].frame.pts())
+            );
+            assert_eq!(keyframe_indices(&frames), [0, 30, 60], "threads {threads}");
+            let mut pts: Vec<i64> = clip.packets.iter().map(|p| p.pts).collect();
+            pts.sort_unstable();
+            let ours: Vec<i64> = frames.iter().map(|f| f.frame.pts()).collect();
+            assert_eq!(ours, pts, "pts carried through");
+        }
+
+        // Bit-exact with the FFmpeg CLI decoding the same file.
+        let size = Size::new(640, 360);
+        let yuv = dir.path().join("cli.yuv");
+        let (input, out) = (dir.path().join("src.flv"), yuv.to_str().unwrap().to_owned());
+        let input = input.to_str().unwrap();
+        ffmpeg_cli::run(&["-i", input, "-frames:v", "60", "-f", "rawvideo", &out]);
+        let cli = ffmpeg_cli::read_frames(&yuv, size);
+        let ours = decode_all(&clip, 2);
+        for (i, (a, b)) in cli.iter().zip(&ours).enumerate() {
+            let p = psnr(a, &b.frame).unwrap();
+            assert!(
+                p.average.is_infinite(),
+                "frame {i} differs from ffmpeg: {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_corrupt_packet_is_an_error_and_decoding_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let clip = flv(dir.path(), "src", GRAPH, 90, SOURCE);
+        let mut dec = VideoDecoder::new(&clip.params, 1).unwrap();
+        let pool = FramePool::new(dec.size(), 128).unwrap();
+        let mut out = Vec::new();
+        let mut errors = 0;
+        for (i, p) in clip.packets.iter().enumerate() {
+            let mut p = p.clone();
+            if i == 35 {
+                p.data = Bytes::new();
+            } else if i == 40 {
+                // A NAL length larger than the sample.
+                p.data = Bytes::from_static(&[0, 0, 0x40, 0, 0x41, 0x9a, 1, 2, 3]);
+            } else if i == 45 {
+                // A plausible slice header followed by noise.
+                let noise: Vec<u8> = (0..600u32)
+                    .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                    .collect();
+                let mut data = (noise.len() as u32 + 1).to_be_bytes().to_vec();
+                data.push(0x41);
+                data.extend(noise);
+                p.data = data.into();
+            }
+            if let Err(e) = dec.decode(&p, &pool, &mut out) {
+                eprintln!("packet {i}: {e}");
+                assert!(matches!(
+                    e,
+                    DecodeError::Packet { .. } | DecodeError::Receive { .. }
+                ));
+                errors += 1;
+            }
+        }
+        dec.flush(&pool, &mut out).unwrap();
+        assert!(
+            errors >= 2,
+            "the empty packet and the bad NAL length must be reported"
+        );
+        // The last GOP starts at a keyframe after the damage and decodes intact.
+        let last: Vec<_> = out
+            .iter()
+            .filter(|f| f.frame.pts() >= clip_pts(&clip, 60))
+            .collect();
+        assert_eq!(last.len(), 30);
+        assert!(last[0].keyframe);
+        let reference = decode_all(&clip, 1);
+        for (a, b) in last.iter().zip(&reference[60..]) {
+            assert!(psnr(&a.frame, &b.frame).unwrap().average.is_infinite());
+        }
+    }
+
+    /// The pts of the `n`th picture in presentation order.
+    fn clip_pts(clip: &Clip, n: usize) -> i64 {
+        let mut pts: Vec<i64> = clip.packets.iter().map(|p| p.pts).collect();
+        pts.sort_unstable();
+        pts[n]
+    }
+
+    #[test]
+    fn other_pixel_formats_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = ["-preset", "veryfast", "-pix_fmt", "yuv444p"];
+        let clip = flv(dir.path(), "444", GRAPH, 3, &args);
+        let mut dec = VideoDecoder::new(&clip.params, 1).unwrap();
+        let pool = FramePool::new(dec.size(), 8).unwrap();
+        let mut out = Vec::new();
+        let mut result = Ok(());
+        for p in &clip.packets {
+            result = result.and(dec.decode(p, &pool, &mut out));
+        }
+        result = result.and(dec.flush(&pool, &mut out));
+        let err = result.unwrap_err();
+        assert!(matches!(err, DecodeError::PixelFormat { .. }), "{err}");
+        assert!(err.to_string().contains("YUV444P"), "{err}");
+    }
+
+    #[test]
+    fn a_cut_config_record_is_survivable() {
+        let mut params = VideoParams {
+            // The SPS length says 40 bytes, one follows.
+            avcc: Bytes::from_static(&[1, 0x64, 0, 0x1e, 0xff, 0xe1, 0, 40, 0x67]),
+            width: 640,
+            height: 360,
+            profile_idc: 0x64,
+            constraint_flags: 0,
+            level_idc: 0x1e,
+            nal_length_size: 4,
+        };
+        // FFmpeg 5.1 logs "Error decoding the extradata" and opens anyway; then packets fail
+        // for want of parameter sets. Either way: errors with context, no panic.
+        match VideoDecoder::new(&params, 1) {
+            Err(e) => assert!(e.to_string().contains("640x360"), "{e}"),
+            Ok(mut dec) => {
+                let pool = FramePool::new(dec.size(), 2).unwrap();
+                let packet = Packet {
+                    track: crate::media::TrackKind::Video,
+                    dts: 0,
+                    pts: 0,
+                    keyframe: true,
+                    data: Bytes::from_static(&[0, 0, 0, 3, 0x65, 0x88, 0x84]),
+                };
+                let mut out = Vec::new();
+                let _ = dec.decode(&packet, &pool, &mut out);
+                let _ = dec.flush(&pool, &mut out);
+                assert!(out.is_empty());
+            }
+        }
+        params.avcc = Bytes::new();
+        assert!(
+            VideoDecoder::new(&params, 1).is_ok(),
+            "no extradata is allowed"
+        );
+    }
+}

@@ -4,8 +4,8 @@
 //! base units. Labels carry channel ids, never stream keys or tokens.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::LazyLock;
 
@@ -33,6 +33,22 @@ pub struct Metrics {
     pub ingest_to_part: HistogramVec,
     /// Node start time as a Unix timestamp, for uptime panels.
     pub start_time: Gauge,
+    /// PSNR (dB) of each rung's encoded output against its scaled input, sampled.
+    pub rung_psnr: GaugeVec,
+    /// SSIM of each rung's encoded output against its scaled input, sampled.
+    pub rung_ssim: GaugeVec,
+    /// Frames encoded per rung.
+    pub rung_frames: IntCounterVec,
+    /// Encoder wall time per rung, for encode fps and the real-time ratio.
+    pub rung_encode_seconds: CounterVec,
+    /// Wall seconds per second of media for the last GOP per rung (< 1 keeps up).
+    pub rung_realtime_ratio: GaugeVec,
+    /// Frames waiting for each rung's encoder.
+    pub rung_queue_frames: IntGaugeVec,
+    /// Whole GOPs a rung dropped because its encoder fell behind.
+    pub rung_dropped_gops: IntCounterVec,
+    /// From a source frame's arrival at ingest to its encoded rung frame.
+    pub transcode_latency: HistogramVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -112,6 +128,67 @@ impl Metrics {
                 "Unix time at which the node started.",
             )
             .expect("static metric definition"),
+            rung_psnr: GaugeVec::new(
+                Opts::new(
+                    "rungs_rung_psnr_db",
+                    "PSNR of a rung's encoded output against its scaled input (sampled frames).",
+                ),
+                &["channel", "rung"],
+            )
+            .expect("static metric definition"),
+            rung_ssim: GaugeVec::new(
+                Opts::new(
+                    "rungs_rung_ssim",
+                    "SSIM of a rung's encoded output against its scaled input (sampled frames).",
+                ),
+                &["channel", "rung"],
+            )
+            .expect("static metric definition"),
+            rung_frames: counter(
+                "rungs_rung_frames_encoded_total",
+                "Frames encoded per rung.",
+                &["channel", "rung", "backend"],
+            ),
+            rung_encode_seconds: CounterVec::new(
+                Opts::new(
+                    "rungs_rung_encode_seconds_total",
+                    "Wall seconds spent encoding per rung; frames / this = encode fps.",
+                ),
+                &["channel", "rung", "backend"],
+            )
+            .expect("static metric definition"),
+            rung_realtime_ratio: GaugeVec::new(
+                Opts::new(
+                    "rungs_rung_realtime_ratio",
+                    "Encode wall time over media time for a rung's last GOP; above 1 falls behind.",
+                ),
+                &["channel", "rung"],
+            )
+            .expect("static metric definition"),
+            rung_queue_frames: IntGaugeVec::new(
+                Opts::new(
+                    "rungs_rung_queue_frames",
+                    "Scaled frames waiting for a rung's encoder.",
+                ),
+                &["channel", "rung"],
+            )
+            .expect("static metric definition"),
+            rung_dropped_gops: counter(
+                "rungs_rung_dropped_gops_total",
+                "Whole GOPs a rung dropped because its encoder fell behind.",
+                &["channel", "rung"],
+            ),
+            transcode_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "rungs_transcode_latency_seconds",
+                    "From a source frame's arrival at ingest to its encoded frame in a rung.",
+                )
+                .buckets(vec![
+                    0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0,
+                ]),
+                &["channel", "rung"],
+            )
+            .expect("static metric definition"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -127,6 +204,14 @@ impl Metrics {
             Box::new(m.blocked_requests.clone()),
             Box::new(m.ingest_to_part.clone()),
             Box::new(m.start_time.clone()),
+            Box::new(m.rung_psnr.clone()),
+            Box::new(m.rung_ssim.clone()),
+            Box::new(m.rung_frames.clone()),
+            Box::new(m.rung_encode_seconds.clone()),
+            Box::new(m.rung_realtime_ratio.clone()),
+            Box::new(m.rung_queue_frames.clone()),
+            Box::new(m.rung_dropped_gops.clone()),
+            Box::new(m.transcode_latency.clone()),
         ];
         for c in collectors {
             m.registry

@@ -1,0 +1,564 @@
+//! The transcode pipeline of one stream: decode once, scale into the ladder,
+//! encode every rung on its own thread, measure what the encoders made.
+//!
+//! Threads: one decode+scale thread (scaling fans out over rayon) and one
+//! encoder thread per rung, joined by crossbeam bounded channels; frames come
+//! from per-rung pools, so steady state allocates nothing per frame. Live, a
+//! rung admits or drops each GOP whole at its first frame (a rung whose
+//! encoder is behind skips a GOP and catches up), and the caller never
+//! blocks. Offline, every stage simply waits for the next. It never touches
+//! sockets or the packager: results come out as [`Output`]s.
+
+mod encoder;
+
+use crate::media::{Packet, VideoParams};
+use crate::metrics::METRICS;
+use crate::transcode::decode::{DecodedFrame, VideoDecoder};
+use crate::transcode::encode::FrameRate;
+use crate::transcode::frame::{Frame, FramePool, Size};
+use crate::transcode::ladder::{Ladders, Rung};
+use crate::transcode::scale::Scaler;
+use crate::transcode::scale::cpu::CpuScaler;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+pub use encoder::RungSummary;
+use encoder::{EncJob, RungWorker};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
+
+/// How the pipeline treats a slow stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// Never block the caller; rungs drop whole GOPs when behind.
+    Live,
+    /// Wait: every frame of every rung is encoded.
+    Offline,
+}
+
+/// Encoder knobs shared by every rung.
+#[derive(Clone, Debug)]
+pub struct EncoderTuning {
+    /// x264 preset.
+    pub preset: String,
+    /// Short lookahead and no B-frames, so a rung holds only a few frames.
+    pub low_latency: bool,
+    /// x264 threads per rung (0: x264 decides).
+    pub threads: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub ladder: String,
+    pub ladders: Arc<Ladders>,
+    pub pace: Pace,
+    pub encoder: EncoderTuning,
+    pub decoder_threads: usize,
+    /// Frames queued per rung encoder.
+    pub queue_frames: usize,
+    /// Measure PSNR/SSIM on one frame in this many (0: off).
+    pub quality_every: u32,
+    /// The source frame rate when the container says it; else estimated
+    /// from the first two frames.
+    pub frame_rate: Option<FrameRate>,
+}
+
+/// What the pipeline hands back, in order.
+#[derive(Debug)]
+pub enum Output {
+    /// The ladder for the current source; `rung` indices below refer to it.
+    /// Comes again (after the old rungs' last packets) when the source
+    /// changes size.
+    Plan(Vec<Rung>),
+    /// A rung encoder's parameter sets, before its first packet.
+    Config {
+        rung: usize,
+        params: Arc<VideoParams>,
+    },
+    /// One encoded frame; `keyframe` is an IDR placed on a source keyframe.
+    Packet {
+        rung: usize,
+        packet: Packet,
+        now: SystemTime,
+        arrival: Instant,
+    },
+    /// A rung's encoder finished (end of stream or source change).
+    Summary { rung: usize, summary: RungSummary },
+}
+
+enum Input {
+    Config(Arc<VideoParams>),
+    Packet {
+        packet: Packet,
+        now: SystemTime,
+        arrival: Instant,
+    },
+}
+
+/// Handle on a running pipeline. Dropping it (or [`Pipeline::finish`])
+/// flushes every stage.
+pub struct Pipeline {
+    channel: String,
+    pace: Pace,
+    input: Option<Sender<Input>>,
+    output: Receiver<Output>,
+    thread: Option<JoinHandle<()>>,
+    /// Live: the input queue overflowed, so the rest of this GOP cannot be
+    /// decoded; skip to the next keyframe.
+    skipping: bool,
+}
+
+/// Source packets queued for the decoder: about two GOPs of 1080p60.
+const INPUT_QUEUE: usize = 256;
+
+impl Pipeline {
+    pub fn start(channel: &str, cfg: PipelineConfig) -> std::io::Result<Self> {
+        let (in_tx, in_rx) = crossbeam_channel::bounded(INPUT_QUEUE);
+        // Unbounded: encoders produce at a bounded rate and the consumer
+        // (the channel thread, or the offline writer) only ever drains it, so
+        // a bound here could only deadlock an offline run.
+        let (out_tx, out_rx) = crossbeam_channel::unbounded();
+        let pace = cfg.pace;
+        let name = channel.to_string();
+        let thread = std::thread::Builder::new()
+            .name(format!("dec-{channel}"))
+            .spawn(move || DecodeStage::new(name, cfg, out_tx).run(in_rx))?;
+        Ok(Pipeline {
+            channel: channel.to_string(),
+            pace,
+            input: Some(in_tx),
+            output: out_rx,
+            thread: Some(thread),
+            skipping: false,
+        })
+    }
+
+    /// Results, in order. Drain it regularly.
+    pub fn outputs(&self) -> &Receiver<Output> {
+        &self.output
+    }
+
+    /// A new source configuration. Never dropped: it is rare and the decoder
+    /// needs it to make sense of what follows.
+    pub fn push_config(&mut self, params: Arc<VideoParams>) {
+        if let Some(tx) = &self.input {
+            let _ = tx.send(Input::Config(params));
+        }
+    }
+
+    /// One source video packet.
+    pub fn push_packet(&mut self, packet: Packet, now: SystemTime, arrival: Instant) {
+        let Some(tx) = &self.input else { return };
+        if self.skipping {
+            if !packet.keyframe {
+                return;
+            }
+            self.skipping = false;
+        }
+        let keyframe = packet.keyframe;
+        let msg = Input::Packet {
+            packet,
+            now,
+            arrival,
+        };
+        match self.pace {
+            Pace::Offline => {
+                let _ = tx.send(msg);
+            }
+            Pace::Live => {
+                if let Err(TrySendError::Full(_)) = tx.try_send(msg) {
+                    // The decoder is more than a queue behind: every rung
+                    // loses the rest of this GOP rather than stall ingest.
+                    self.skipping = true;
+                    tracing::warn!(channel = %self.channel, keyframe, "decoder behind; skipping to the next keyframe");
+                    METRICS
+                        .rung_dropped_gops
+                        .with_label_values(&[&self.channel, "*"])
+                        .inc();
+                }
+            }
+        }
+    }
+
+    /// Flushes every stage and waits for it. Outputs stay readable.
+    pub fn finish(&mut self) {
+        self.input = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The decode+scale thread's state for one source configuration.
+struct Active {
+    decoder: VideoDecoder,
+    source_pool: FramePool,
+    plan: Vec<Rung>,
+    scaler: Option<CpuScaler>,
+    workers: Vec<RungWorker>,
+    /// A frame decoded before the frame rate was known.
+    held: Option<DecodedFrame>,
+}
+
+struct DecodeStage {
+    channel: String,
+    cfg: PipelineConfig,
+    out: Sender<Output>,
+    active: Option<Active>,
+    params: Option<Arc<VideoParams>>,
+    decoded: Vec<DecodedFrame>,
+    scaled: Vec<Frame>,
+    /// (pts, wall clock, arrival) of packets sent to the decoder and not yet
+    /// seen as frames; decoders hold a few dozen at most.
+    times: std::collections::VecDeque<(i64, SystemTime, Instant)>,
+}
+
+/// Pending (pts, times) entries kept for frames still inside the decoder.
+const MAX_TIMES: usize = 128;
+
+impl DecodeStage {
+    fn new(channel: String, cfg: PipelineConfig, out: Sender<Output>) -> Self {
+        DecodeStage {
+            channel,
+            cfg,
+            out,
+            active: None,
+            params: None,
+            decoded: Vec::new(),
+            scaled: Vec::new(),
+            times: std::collections::VecDeque::with_capacity(MAX_TIMES),
+        }
+    }
+
+    fn run(mut self, input: Receiver<Input>) {
+        for msg in input {
+            match msg {
+                Input::Config(p) => self.configure(p),
+                Input::Packet {
+                    packet,
+                    now,
+                    arrival,
+                } => self.packet(packet, now, arrival),
+            }
+        }
+        self.close();
+    }
+
+    fn configure(&mut self, params: Arc<VideoParams>) {
+        if self.params.as_deref() == Some(&*params) {
+            return;
+        }
+        self.close();
+        self.params = Some(params.clone());
+        let size = Size::new(params.width, params.height);
+        let plan = match self.cfg.ladders.plan(&self.cfg.ladder, size) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(channel = %self.channel, error = %e, "no ladder; passing the source through only");
+                Vec::new()
+            }
+        };
+        let _ = self.out.send(Output::Plan(plan.clone()));
+        if plan.is_empty() {
+            return;
+        }
+        let opened = VideoDecoder::new(&params, self.cfg.decoder_threads).and_then(|d| {
+            // The decoder holds a few frames and the scaler one.
+            let pool = FramePool::new(size, 8 + self.cfg.decoder_threads).map_err(|source| {
+                crate::transcode::decode::DecodeError::Frame { pts: 0, source }
+            })?;
+            Ok((d, pool))
+        });
+        match opened {
+            Ok((decoder, source_pool)) => {
+                self.active = Some(Active {
+                    decoder,
+                    source_pool,
+                    plan,
+                    scaler: None,
+                    workers: Vec::new(),
+                    held: None,
+                });
+            }
+            Err(e) => {
+                tracing::error!(channel = %self.channel, error = %e, "cannot decode the source; rungs stay empty")
+            }
+        }
+    }
+
+    fn packet(&mut self, packet: Packet, now: SystemTime, arrival: Instant) {
+        let Some(active) = &mut self.active else {
+            return;
+        };
+        if self.times.len() == MAX_TIMES {
+            self.times.pop_front();
+        }
+        self.times.push_back((packet.pts, now, arrival));
+        let mut decoded = std::mem::take(&mut self.decoded);
+        if let Err(e) = active
+            .decoder
+            .decode(&packet, &active.source_pool, &mut decoded)
+        {
+            tracing::warn!(channel = %self.channel, error = %e, "source packet did not decode");
+        }
+        for frame in decoded.drain(..) {
+            self.frame(frame);
+        }
+        self.decoded = decoded;
+    }
+
+    /// Wall clock and arrival of the packet that carried `pts`.
+    fn times_of(&mut self, pts: i64) -> (SystemTime, Instant) {
+        while let Some(&(p, now, arrival)) = self.times.front() {
+            if p == pts {
+                return (now, arrival);
+            }
+            // Frames leave the decoder in pts order: anything earlier is gone.
+            if p < pts && self.times.len() > 1 {
+                self.times.pop_front();
+                continue;
+            }
+            break;
+        }
+        self.times
+            .iter()
+            .find(|t| t.0 == pts)
+            .map(|t| (t.1, t.2))
+            .unwrap_or_else(|| (SystemTime::now(), Instant::now()))
+    }
+
+    fn frame(&mut self, df: DecodedFrame) {
+        let Some(active) = &mut self.active else {
+            return;
+        };
+        if active.workers.is_empty() {
+            let rate = match (self.cfg.frame_rate, &active.held) {
+                (Some(r), _) => r,
+                (None, None) => {
+                    active.held = Some(df);
+                    return;
+                }
+                (None, Some(first)) => estimate_rate(first.frame.pts(), df.frame.pts()),
+            };
+            if let Err(e) = self.start_rungs(rate) {
+                tracing::error!(channel = %self.channel, error = %e, "cannot start rung encoders");
+                self.active = None;
+                return;
+            }
+            if let Some(first) = self.active.as_mut().and_then(|a| a.held.take()) {
+                self.scale_and_send(first);
+            }
+        }
+        self.scale_and_send(df);
+    }
+
+    fn start_rungs(&mut self, rate: FrameRate) -> Result<(), String> {
+        let Some(active) = &mut self.active else {
+            return Ok(());
+        };
+        let sizes: Vec<Size> = active.plan.iter().map(|r| r.size).collect();
+        let source = active.decoder.size();
+        active.scaler = Some(CpuScaler::new(source, &sizes).map_err(|e| e.to_string())?);
+        for (i, rung) in active.plan.iter().enumerate() {
+            let w = RungWorker::start(&self.channel, i, rung, rate, &self.cfg, self.out.clone())
+                .map_err(|e| format!("rung {}: {e}", rung.name))?;
+            active.workers.push(w);
+        }
+        tracing::info!(channel = %self.channel, %source, rate = %rate,
+            rungs = ?active.plan.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), "transcoding");
+        Ok(())
+    }
+
+    fn scale_and_send(&mut self, df: DecodedFrame) {
+        let pts = df.frame.pts();
+        let keyframe = df.keyframe;
+        let (now, arrival) = self.times_of(pts);
+        let Some(active) = &mut self.active else {
+            return;
+        };
+        let Some(scaler) = &mut active.scaler else {
+            return;
+        };
+        let live = self.cfg.pace == Pace::Live;
+        // Admission is decided per rung at the GOP's first frame.
+        if keyframe {
+            for w in &mut active.workers {
+                w.admit_gop(live);
+            }
+        }
+        self.scaled.clear();
+        for w in &mut active.workers {
+            match w.frame() {
+                Ok(f) => self.scaled.push(f),
+                Err(e) => {
+                    tracing::error!(channel = %self.channel, error = %e, "no frame for a rung");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = scaler.scale(&df.frame, &mut self.scaled) {
+            tracing::error!(channel = %self.channel, error = %e, "scaling failed");
+            return;
+        }
+        drop(df);
+        for (w, frame) in active.workers.iter_mut().zip(self.scaled.drain(..)) {
+            w.send(EncJob {
+                frame,
+                force_idr: keyframe,
+                now,
+                arrival,
+            });
+        }
+    }
+
+    /// Flushes the decoder and every rung encoder of the current source.
+    fn close(&mut self) {
+        let Some(mut active) = self.active.take() else {
+            return;
+        };
+        let mut decoded = std::mem::take(&mut self.decoded);
+        let _ = active.decoder.flush(&active.source_pool, &mut decoded);
+        self.active = Some(active);
+        for frame in decoded.drain(..) {
+            self.frame(frame);
+        }
+        self.decoded = decoded;
+        if let Some(active) = self.active.take() {
+            for w in active.workers {
+                w.finish();
+            }
+        }
+    }
+}
+
+/// Frame rate from two consecutive presentation times (90 kHz ticks), as an
+/// exact rational so 29.97 stays 29.97.
+fn estimate_rate(a: i64, b: i64) -> FrameRate {
+    let delta = (b - a).clamp(1, i64::from(crate::media::TIMEBASE));
+    FrameRate::new(crate::media::TIMEBASE, u32::try_from(delta).unwrap_or(3000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transcode::decode::test_clip;
+    use crate::transcode::ladder::STANDARD;
+    use std::collections::BTreeMap;
+
+    fn config(pace: Pace) -> PipelineConfig {
+        PipelineConfig {
+            ladder: STANDARD.into(),
+            ladders: Arc::new(Ladders::default()),
+            pace,
+            encoder: EncoderTuning {
+                preset: "veryfast".into(),
+                low_latency: pace == Pace::Live,
+                threads: 1,
+            },
+            decoder_threads: 1,
+            queue_frames: 8,
+            quality_every: 5,
+            frame_rate: None,
+        }
+    }
+
+    /// Per rung: (pts, keyframe) of every packet, config seen, summary.
+    type Collected = BTreeMap<usize, (Vec<(i64, bool)>, bool, Option<RungSummary>)>;
+
+    fn collect(outputs: &Receiver<Output>) -> (Vec<Vec<Rung>>, Collected) {
+        let (mut plans, mut rungs) = (Vec::new(), Collected::new());
+        for o in outputs.try_iter() {
+            match o {
+                Output::Plan(p) => plans.push(p),
+                Output::Config { rung, .. } => rungs.entry(rung).or_default().1 = true,
+                Output::Packet { rung, packet, .. } => {
+                    let e = rungs.entry(rung).or_default();
+                    assert!(e.1, "rung {rung}: a packet before its config");
+                    e.0.push((packet.pts, packet.keyframe));
+                }
+                Output::Summary { rung, summary } => {
+                    rungs.entry(rung).or_default().2 = Some(summary)
+                }
+            }
+        }
+        (plans, rungs)
+    }
+
+    #[test]
+    fn offline_ladder_has_every_frame_and_idrs_exactly_on_source_keyframes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 720p source, GOP 20 frames with an extra keyframe-free stretch.
+        let clip = test_clip::flv(
+            dir.path(),
+            "src",
+            "testsrc2=size=1280x720:rate=30",
+            50,
+            &[
+                "-g",
+                "20",
+                "-keyint_min",
+                "20",
+                "-sc_threshold",
+                "0",
+                "-bf",
+                "2",
+            ],
+        );
+        let source_keys: Vec<i64> = clip
+            .packets
+            .iter()
+            .filter(|p| p.keyframe)
+            .map(|p| p.pts)
+            .collect();
+        assert_eq!(source_keys.len(), 3);
+
+        let mut p = Pipeline::start("test", config(Pace::Offline)).expect("start");
+        p.push_config(clip.params.clone());
+        for pkt in clip.packets.iter().cloned() {
+            p.push_packet(pkt, SystemTime::now(), Instant::now());
+        }
+        p.finish();
+        let (plans, rungs) = collect(p.outputs());
+        let names: Vec<&str> = plans[0].iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["480p", "360p", "160p"]);
+        assert_eq!(rungs.len(), 3);
+        for (i, (packets, configured, summary)) in &rungs {
+            assert!(configured);
+            assert_eq!(packets.len(), 50, "rung {i}: every frame encoded");
+            let mut keys: Vec<i64> = packets.iter().filter(|p| p.1).map(|p| p.0).collect();
+            keys.sort_unstable();
+            assert_eq!(
+                keys, source_keys,
+                "rung {i}: IDRs exactly on source keyframes"
+            );
+            let s = summary.as_ref().expect("summary");
+            assert_eq!(s.frames, 50);
+            let psnr = s.psnr.as_ref().expect("sampled psnr").average;
+            assert!(psnr > 30.0, "rung {i}: PSNR {psnr}");
+            let ssim = s.ssim.as_ref().expect("sampled ssim").all;
+            assert!(ssim > 0.9, "rung {i}: SSIM {ssim}");
+        }
+    }
+
+    #[test]
+    fn a_passthrough_ladder_starts_no_encoders() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clip = test_clip::flv(dir.path(), "src", "testsrc2=size=640x360:rate=30", 10, &[]);
+        let mut cfg = config(Pace::Live);
+        cfg.ladder = crate::transcode::ladder::PASSTHROUGH.into();
+        let mut p = Pipeline::start("test", cfg).expect("start");
+        p.push_config(clip.params.clone());
+        for pkt in clip.packets.iter().cloned() {
+            p.push_packet(pkt, SystemTime::now(), Instant::now());
+        }
+        p.finish();
+        let (plans, rungs) = collect(p.outputs());
+        assert_eq!(plans, vec![Vec::<Rung>::new()]);
+        assert!(rungs.is_empty());
+    }
+}

@@ -1,0 +1,365 @@
+//! One rung's encoder thread: frames in from the decode stage, encoded
+//! packets out, and the sampled quality of what it encoded.
+//!
+//! The decode stage decides at each GOP's first frame whether this rung
+//! takes the GOP (live: only when its queue is nearly empty), so a rung
+//! loses whole GOPs, never part of one.
+
+use super::{Output, PipelineConfig};
+use crate::media::{Packet, TrackKind};
+use crate::metrics::METRICS;
+use crate::transcode::decode::VideoDecoder;
+use crate::transcode::encode::{EncodedPacket, EncoderSettings, FrameRate, X264Encoder};
+use crate::transcode::frame::{Frame, FramePool, Plane};
+use crate::transcode::ladder::Rung;
+use crate::transcode::quality::{self, FrameMse, Psnr, PsnrMean, Ssim, SsimMean};
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::VecDeque;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
+
+/// A rung admits a GOP only when at most this many frames wait for it: an
+/// encoder that keeps up drains its queue within a frame or two.
+const ADMIT_DEPTH: usize = 4;
+/// Sampled reference frames kept while the encoder and its check decoder
+/// catch up with them.
+const REFERENCES: usize = 6;
+/// Frames an encoder holds at most (lookahead, B-frames, threads).
+const MAX_TIMES: usize = 64;
+
+pub(super) struct EncJob {
+    pub frame: Frame,
+    pub force_idr: bool,
+    pub now: SystemTime,
+    pub arrival: Instant,
+}
+
+/// The decode stage's handle on one rung.
+pub(super) struct RungWorker {
+    channel: String,
+    name: String,
+    pool: FramePool,
+    tx: Option<Sender<EncJob>>,
+    thread: Option<JoinHandle<()>>,
+    admitted: bool,
+    /// Target of the scaler while this rung skips a GOP.
+    scratch: Option<Frame>,
+}
+
+/// Quality of one rung over the whole run, sent when its encoder finishes.
+#[derive(Clone, Debug, Default)]
+pub struct RungSummary {
+    pub frames: u64,
+    pub bytes: u64,
+    pub psnr: Option<Psnr>,
+    pub ssim: Option<Ssim>,
+}
+
+impl RungWorker {
+    pub fn start(
+        channel: &str,
+        index: usize,
+        rung: &Rung,
+        rate: FrameRate,
+        cfg: &PipelineConfig,
+        out: Sender<Output>,
+    ) -> Result<Self, String> {
+        let mut settings =
+            EncoderSettings::live(rung.size.width, rung.size.height, rate, rung.bitrate_bps);
+        settings.preset = cfg.encoder.preset.clone();
+        settings.low_latency = cfg.encoder.low_latency;
+        settings.threads = cfg.encoder.threads;
+        let encoder = X264Encoder::new(&settings).map_err(|e| e.to_string())?;
+        let checker = if cfg.quality_every > 0 {
+            Some(VideoDecoder::new(encoder.params(), 1).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let queue = cfg.queue_frames.max(2);
+        // Queue + the frame being encoded + the one being scaled + scratch.
+        let pool = FramePool::new(rung.size, queue + 3).map_err(|e| e.to_string())?;
+        let refs = FramePool::new(rung.size, REFERENCES).map_err(|e| e.to_string())?;
+        let check_pool = FramePool::new(rung.size, 8).map_err(|e| e.to_string())?;
+        let _ = out.send(Output::Config {
+            rung: index,
+            params: encoder.params().clone(),
+        });
+        let (tx, rx) = crossbeam_channel::bounded(queue);
+        let mut thread = EncoderThread {
+            channel: channel.to_string(),
+            name: rung.name.clone(),
+            index,
+            encoder,
+            checker,
+            quality_every: u64::from(cfg.quality_every),
+            refs,
+            pending_refs: VecDeque::with_capacity(REFERENCES),
+            check_pool,
+            times: VecDeque::with_capacity(MAX_TIMES),
+            packets: Vec::new(),
+            checked: Vec::new(),
+            out,
+            summary: RungSummary::default(),
+            psnr: PsnrMean::default(),
+            ssim: SsimMean::default(),
+            gop: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("enc-{}", rung.name))
+            .spawn(move || thread.run(rx))
+            .map_err(|e| e.to_string())?;
+        Ok(RungWorker {
+            channel: channel.to_string(),
+            name: rung.name.clone(),
+            pool,
+            tx: Some(tx),
+            thread: Some(handle),
+            admitted: true,
+            scratch: None,
+        })
+    }
+
+    /// Decides whether this rung takes the GOP that starts now.
+    pub fn admit_gop(&mut self, live: bool) {
+        let depth = self.tx.as_ref().map_or(0, |t| t.len());
+        METRICS
+            .rung_queue_frames
+            .with_label_values(&[&self.channel, &self.name])
+            .set(depth as i64);
+        let admit = !live || depth <= ADMIT_DEPTH;
+        if !admit && self.admitted {
+            tracing::warn!(channel = %self.channel, rung = %self.name, queued = depth,
+                "encoder behind; dropping a GOP");
+        }
+        if !admit {
+            METRICS
+                .rung_dropped_gops
+                .with_label_values(&[&self.channel, &self.name])
+                .inc();
+        }
+        self.admitted = admit;
+    }
+
+    /// A frame for the scaler to fill for this rung.
+    pub fn frame(&mut self) -> Result<Frame, crate::transcode::frame::FrameError> {
+        if !self.admitted
+            && let Some(f) = self.scratch.take()
+        {
+            return Ok(f);
+        }
+        self.pool.get()
+    }
+
+    /// Queues a scaled frame, or keeps it as scratch when the GOP was dropped.
+    pub fn send(&mut self, job: EncJob) {
+        if !self.admitted {
+            self.scratch = Some(job.frame);
+            return;
+        }
+        if let Some(tx) = &self.tx {
+            // Blocking is bounded: a GOP is only admitted to a nearly empty queue.
+            let _ = tx.send(job);
+        }
+    }
+
+    /// Flushes the encoder and waits for its last packets to be sent.
+    pub fn finish(mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct EncoderThread {
+    channel: String,
+    name: String,
+    index: usize,
+    encoder: X264Encoder,
+    /// Decodes this rung's own output for the quality samples.
+    checker: Option<VideoDecoder>,
+    quality_every: u64,
+    refs: FramePool,
+    pending_refs: VecDeque<Frame>,
+    /// Pictures out of the check decoder.
+    check_pool: FramePool,
+    /// (pts, wall clock, arrival) of frames inside the encoder.
+    times: VecDeque<(i64, SystemTime, Instant)>,
+    packets: Vec<EncodedPacket>,
+    checked: Vec<crate::transcode::decode::DecodedFrame>,
+    out: Sender<Output>,
+    summary: RungSummary,
+    psnr: PsnrMean,
+    ssim: SsimMean,
+    /// (pts of the GOP's IDR, encode seconds spent on it so far).
+    gop: Option<(i64, f64)>,
+}
+
+impl EncoderThread {
+    fn run(&mut self, rx: Receiver<EncJob>) {
+        for job in rx {
+            self.encode(job);
+        }
+        let started = Instant::now();
+        let mut packets = std::mem::take(&mut self.packets);
+        if let Err(e) = self.encoder.flush(&mut packets) {
+            tracing::warn!(channel = %self.channel, rung = %self.name, error = %e, "encoder flush failed");
+        }
+        self.account(started, 0);
+        self.emit(&mut packets);
+        self.packets = packets;
+        self.summary.psnr = self.psnr.psnr();
+        self.summary.ssim = self.ssim.ssim();
+        let _ = self.out.send(Output::Summary {
+            rung: self.index,
+            summary: self.summary.clone(),
+        });
+    }
+
+    fn encode(&mut self, job: EncJob) {
+        let pts = job.frame.pts();
+        if self.times.len() >= MAX_TIMES {
+            self.times.pop_front();
+        }
+        self.times.push_back((pts, job.now, job.arrival));
+        self.sample(&job.frame);
+        if job.force_idr {
+            if let Some((start, secs)) = self.gop.take() {
+                let media = (pts - start) as f64 / f64::from(crate::media::TIMEBASE);
+                if media > 0.0 {
+                    METRICS
+                        .rung_realtime_ratio
+                        .with_label_values(&[&self.channel, &self.name])
+                        .set(secs / media);
+                }
+            }
+            self.gop = Some((pts, 0.0));
+        }
+        let started = Instant::now();
+        let mut packets = std::mem::take(&mut self.packets);
+        if let Err(e) = self.encoder.encode(&job.frame, job.force_idr, &mut packets) {
+            tracing::warn!(channel = %self.channel, rung = %self.name, error = %e, "frame did not encode");
+        }
+        drop(job);
+        self.account(started, 1);
+        self.emit(&mut packets);
+        self.packets = packets;
+    }
+
+    fn account(&mut self, started: Instant, frames: u64) {
+        let secs = started.elapsed().as_secs_f64();
+        if let Some(g) = &mut self.gop {
+            g.1 += secs;
+        }
+        let labels = [self.channel.as_str(), self.name.as_str(), "x264"];
+        METRICS
+            .rung_encode_seconds
+            .with_label_values(&labels)
+            .inc_by(secs);
+        METRICS
+            .rung_frames
+            .with_label_values(&labels)
+            .inc_by(frames);
+    }
+
+    /// Keeps a copy of every `quality_every`-th input frame to compare with
+    /// what the encoder made of it.
+    fn sample(&mut self, frame: &Frame) {
+        if self.checker.is_none() || self.summary.frames % self.quality_every.max(1) != 0 {
+            self.summary.frames += 1;
+            return;
+        }
+        self.summary.frames += 1;
+        let Ok(mut copy) = self.refs.get() else {
+            // All references are still waiting for their decoded frames.
+            return;
+        };
+        let planes = Plane::ALL.map(|p| (frame.plane(p), frame.stride(p)));
+        if copy.copy_from_planes(planes).is_ok() {
+            copy.set_pts(frame.pts());
+            self.pending_refs.push_back(copy);
+        }
+    }
+
+    fn emit(&mut self, packets: &mut Vec<EncodedPacket>) {
+        for p in packets.drain(..) {
+            let (now, arrival) = self.times_of(p.pts);
+            METRICS
+                .transcode_latency
+                .with_label_values(&[&self.channel, &self.name])
+                .observe(arrival.elapsed().as_secs_f64());
+            self.summary.bytes += p.data.len() as u64;
+            let packet = Packet {
+                track: TrackKind::Video,
+                dts: p.dts,
+                pts: p.pts,
+                keyframe: p.keyframe,
+                data: p.data,
+            };
+            self.check(&packet);
+            let _ = self.out.send(Output::Packet {
+                rung: self.index,
+                packet,
+                now,
+                arrival,
+            });
+        }
+    }
+
+    /// Decodes the rung's own output and scores the sampled frames.
+    fn check(&mut self, packet: &Packet) {
+        let Some(checker) = &mut self.checker else {
+            return;
+        };
+        // Every packet goes through the decoder, sampled or not, to keep
+        // its reference chain intact.
+        let mut decoded = std::mem::take(&mut self.checked);
+        if checker
+            .decode(packet, &self.check_pool, &mut decoded)
+            .is_err()
+        {
+            decoded.clear();
+        }
+        for d in decoded.drain(..) {
+            let pts = d.frame.pts();
+            while self.pending_refs.front().is_some_and(|r| r.pts() < pts) {
+                self.pending_refs.pop_front();
+            }
+            if let Some(r) = self.pending_refs.front()
+                && r.pts() == pts
+            {
+                if let Ok(mse) = FrameMse::new(r, &d.frame) {
+                    self.score(mse, quality::ssim(r, &d.frame).ok());
+                }
+                self.pending_refs.pop_front();
+            }
+        }
+        self.checked = decoded;
+    }
+
+    fn score(&mut self, mse: FrameMse, ssim: Option<Ssim>) {
+        let labels = [self.channel.as_str(), self.name.as_str()];
+        METRICS
+            .rung_psnr
+            .with_label_values(&labels)
+            .set(mse.psnr().average);
+        self.psnr.add(mse);
+        if let Some(s) = ssim {
+            METRICS.rung_ssim.with_label_values(&labels).set(s.all);
+            self.ssim.add(s);
+        }
+    }
+
+    fn times_of(&mut self, pts: i64) -> (SystemTime, Instant) {
+        match self.times.iter().position(|t| t.0 == pts) {
+            Some(i) => {
+                let t = self.times[i];
+                // Output is in decode order; with B-frames an earlier pts
+                // can still be inside the encoder, so only this entry goes.
+                self.times.remove(i);
+                (t.1, t.2)
+            }
+            None => (SystemTime::now(), Instant::now()),
+        }
+    }
+}

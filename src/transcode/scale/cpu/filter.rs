@@ -1,0 +1,178 @@
+//! The filter tables: the kernels, one axis's Q14 weights and windows
+//! ([`AxisFilter`]), and both passes of one plane ([`PlaneFilter`]). Built once,
+//! in `f64`, when a scaler is made; never touched per frame.
+
+use super::{H_SHIFT, TAP_ALIGN, WEIGHT_BITS};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernel {
+    /// Lanczos with 3 lobes: what libswscale's `lanczos` flag uses.
+    #[default]
+    Lanczos3,
+    /// Keys cubic with a = -0.5: two thirds of Lanczos-3's taps, softer.
+    CatmullRom,
+}
+
+impl Kernel {
+    fn radius(self) -> f64 {
+        match self {
+            Kernel::Lanczos3 => 3.0,
+            Kernel::CatmullRom => 2.0,
+        }
+    }
+
+    fn eval(self, x: f64) -> f64 {
+        use std::f64::consts::PI;
+        let x = x.abs();
+        match self {
+            Kernel::Lanczos3 if x == 0.0 => 1.0,
+            Kernel::Lanczos3 if x < 3.0 => {
+                3.0 * (PI * x).sin() * (PI * x / 3.0).sin() / (PI * PI * x * x)
+            }
+            Kernel::CatmullRom if x <= 1.0 => 1.5 * x * x * x - 2.5 * x * x + 1.0,
+            Kernel::CatmullRom if x < 2.0 => -0.5 * x * x * x + 2.5 * x * x - 4.0 * x + 2.0,
+            _ => 0.0,
+        }
+    }
+}
+
+/// The filter of one axis of one plane: for output sample `i`, `taps`
+/// weights (`weights[i * taps..][..taps]`, Q14) applied to the input samples
+/// from `starts[i]` on. Every window lies inside the input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AxisFilter {
+    /// Input samples on this axis.
+    input: usize,
+    taps: usize,
+    starts: Vec<u32>,
+    weights: Vec<i16>,
+}
+
+impl AxisFilter {
+    /// Builds the tables as the module documentation specifies.
+    pub fn new(kernel: Kernel, src: usize, dst: usize) -> Self {
+        assert!(src > 0 && dst > 0, "axis sizes are validated by Layout");
+        let scale = src as f64 / dst as f64;
+        let stretch = scale.max(1.0);
+        let reach = kernel.radius() * stretch;
+        let needed = ((2.0 * reach).ceil() as usize).max(1);
+        let taps = needed.min(src);
+        let one = f64::from(1u32 << WEIGHT_BITS);
+
+        let mut starts = Vec::with_capacity(dst);
+        let mut weights = Vec::with_capacity(dst * taps);
+        let mut raw = vec![0.0f64; taps];
+        for i in 0..dst {
+            let centre = (i as f64 + 0.5) * scale - 0.5;
+            let first = (centre - reach).floor() as i64 + 1;
+            let start = first.clamp(0, (src - taps) as i64);
+            raw.fill(0.0);
+            for j in first..first + needed as i64 {
+                let folded = j.clamp(0, src as i64 - 1);
+                raw[(folded - start) as usize] += kernel.eval((j as f64 - centre) / stretch);
+            }
+            let total: f64 = raw.iter().sum();
+            let (mut running, mut prev) = (0.0, 0i64);
+            for r in &raw {
+                running += r;
+                let q = (running / total * one).round() as i64;
+                weights.push((q - prev) as i16);
+                prev = q;
+            }
+            starts.push(start as u32);
+        }
+        Self {
+            input: src,
+            taps,
+            starts,
+            weights,
+        }
+    }
+
+    pub fn taps(&self) -> usize {
+        self.taps
+    }
+
+    /// The same filter with zero weights added up to a multiple of `align`
+    /// taps, windows shifted left where they would pass the edge: identical
+    /// results, loops of a length known at compile time.
+    fn padded(&self, align: usize) -> Self {
+        let taps = self.taps.next_multiple_of(align).min(self.input);
+        let mut starts = Vec::with_capacity(self.starts.len());
+        let mut weights = Vec::with_capacity(self.starts.len() * taps);
+        for i in 0..self.starts.len() {
+            let (start, w) = self.at(i);
+            let shifted = start.min(self.input - taps);
+            let lead = start - shifted;
+            weights.extend(std::iter::repeat_n(0, lead));
+            weights.extend_from_slice(w);
+            weights.extend(std::iter::repeat_n(0, taps - self.taps - lead));
+            starts.push(shifted as u32);
+        }
+        Self {
+            input: self.input,
+            taps,
+            starts,
+            weights,
+        }
+    }
+
+    pub fn starts(&self) -> &[u32] {
+        &self.starts
+    }
+
+    pub fn weights(&self) -> &[i16] {
+        &self.weights
+    }
+
+    pub(super) fn at(&self, i: usize) -> (usize, &[i16]) {
+        (
+            self.starts[i] as usize,
+            &self.weights[i * self.taps..][..self.taps],
+        )
+    }
+
+    /// Largest sum of positive weights: bounds the intermediate's range.
+    fn max_gain(&self) -> i32 {
+        let gains = self.weights.chunks_exact(self.taps);
+        gains
+            .map(|w| w.iter().map(|&x| i32::from(x.max(0))).sum())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Both passes for one plane of one rung.
+#[derive(Debug)]
+pub(super) struct PlaneFilter {
+    /// Padded to a multiple of [`TAP_ALIGN`] taps.
+    pub(super) h: AxisFilter,
+    pub(super) v: AxisFilter,
+    /// Input rows the vertical pass reads, hence the rows the horizontal
+    /// pass must produce.
+    pub(super) rows: std::ops::Range<usize>,
+}
+
+impl PlaneFilter {
+    pub(super) fn new(kernel: Kernel, src: (usize, usize), dst: (usize, usize)) -> Self {
+        let h = AxisFilter::new(kernel, src.0, dst.0);
+        let v = AxisFilter::new(kernel, src.1, dst.1);
+        // The i16 intermediate holds 255 * gain / 256; Lanczos-3's gain is <= 1.28.
+        assert!(
+            (255 * h.max_gain()) >> H_SHIFT <= i32::from(i16::MAX),
+            "kernel overshoot overflows i16"
+        );
+        let h = h.padded(TAP_ALIGN);
+        let first = v.starts[0] as usize;
+        let last = *v.starts.last().expect("dst > 0") as usize + v.taps;
+        Self {
+            h,
+            v,
+            rows: first..last,
+        }
+    }
+
+    pub(super) fn scratch_len(&self, dst_stride: usize) -> usize {
+        self.rows.len() * dst_stride
+    }
+}

@@ -49,10 +49,12 @@ lint: deps
 	cargo clippy --all-targets -- -D warnings
 
 test: deps lint
-	cargo test --all-targets -- --test-threads=2
+	cargo test -- --test-threads=2
 
+# Latency from outside the node (release build) and the CPU scaler's per-frame cost.
 bench: deps
 	cargo bench --bench latency
+	cargo bench --bench scale
 
 clean:
 	cargo clean

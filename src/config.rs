@@ -1,7 +1,9 @@
 //! Node configuration from TOML; every field has a working default.
 
 use crate::package::PackageConfig;
+use crate::transcode::ladder::{Ladders, RungSpec};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,7 +40,46 @@ pub struct Config {
     /// Parts, segments and playlist window (`part_target_s`, `segment_target_s`,
     /// `playlist_segments`).
     pub hls: PackageConfig,
+    pub transcode: TranscodeConfig,
     pub player: PlayerConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscodeConfig {
+    /// Ladder of channels created without one: `standard`, `passthrough` or
+    /// a name from `ladders`.
+    pub default_ladder: String,
+    /// Custom ladders, e.g. `mobile = [{ name = "540p", height = 540, bitrate_kbps = 1500 }]`.
+    /// A ladder named `standard` replaces the built-in one.
+    pub ladders: BTreeMap<String, Vec<RungSpec>>,
+    /// x264 preset for every rung.
+    pub preset: String,
+    /// Short lookahead and no B-frames, so each rung adds only a few frames of delay.
+    pub low_latency: bool,
+    /// x264 threads per rung (0: x264 decides; 1 suits many rungs on few cores).
+    pub encoder_threads: usize,
+    /// Source decoder threads (each one past the first delays output a frame).
+    pub decoder_threads: usize,
+    /// Scaled frames queued per rung before it drops a GOP.
+    pub queue_frames: usize,
+    /// Measure PSNR/SSIM on one frame in this many (0: off).
+    pub quality_every: u32,
+}
+
+impl Default for TranscodeConfig {
+    fn default() -> Self {
+        TranscodeConfig {
+            default_ladder: crate::transcode::ladder::STANDARD.into(),
+            ladders: BTreeMap::new(),
+            preset: "veryfast".into(),
+            low_latency: true,
+            encoder_threads: 1,
+            decoder_threads: 1,
+            queue_frames: 30,
+            quality_every: 30,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -79,6 +120,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             ingest: IngestConfig::default(),
             hls: PackageConfig::default(),
+            transcode: TranscodeConfig::default(),
             player: PlayerConfig::default(),
         }
     }
@@ -131,7 +173,22 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Built-in ladders plus the configured ones.
+    pub fn ladders(&self) -> Result<Ladders, ConfigError> {
+        let l = Ladders::with_custom(&self.transcode.ladders)
+            .map_err(|e| ConfigError::Invalid(format!("transcode.ladders: {e}")))?;
+        l.check(&self.transcode.default_ladder)
+            .map_err(|e| ConfigError::Invalid(format!("transcode.default_ladder: {e}")))?;
+        Ok(l)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        self.ladders()?;
+        if !(2..=600).contains(&self.transcode.queue_frames) {
+            return Err(ConfigError::Invalid(
+                "transcode.queue_frames must be 2..=600".into(),
+            ));
+        }
         self.reconnect_grace()?;
         self.ended_linger()?;
         let (part, seg) = (self.hls.part_target, self.hls.segment_target);
@@ -232,6 +289,16 @@ mod tests {
         assert_eq!(c.public_host, "edge.example");
 
         std::fs::write(&p, "[hls]\npart_target_s = 5.0\n").expect("write");
+        assert!(Config::load(Some(&p)).is_err());
+        std::fs::write(
+            &p,
+            "[transcode]\ndefault_ladder = \"mobile\"\n\
+             [transcode.ladders]\nmobile = [{ name = \"540p\", height = 540, bitrate_kbps = 1500 }]\n",
+        )
+        .expect("write");
+        let c = Config::load(Some(&p)).expect("custom ladder");
+        assert!(c.ladders().expect("ladders").contains("mobile"));
+        std::fs::write(&p, "[transcode]\ndefault_ladder = \"nope\"\n").expect("write");
         assert!(Config::load(Some(&p)).is_err());
         std::fs::write(&p, "typo_field = 1\n").expect("write");
         let err = Config::load(Some(&p)).expect_err("unknown field");

@@ -7,6 +7,7 @@ use rungs::hub::{Hub, HubConfig};
 use rungs::metrics::METRICS;
 use rungs::registry::{Channel, Registry};
 use rungs::serve::api::ChannelView;
+use rungs::transcode::pipeline::{EncoderTuning, Pace, PipelineConfig};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
@@ -65,6 +66,9 @@ enum ChannelCmd {
         common: Common,
         #[arg(long)]
         name: String,
+        /// ABR ladder: standard (default), passthrough, or one from the config.
+        #[arg(long)]
+        ladder: Option<String>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -119,9 +123,16 @@ fn open_registry(cfg: &Config) -> Result<Registry> {
 fn channel(cmd: ChannelCmd) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cmd {
-        ChannelCmd::Create { common, name, json } => {
+        ChannelCmd::Create {
+            common,
+            name,
+            ladder,
+            json,
+        } => {
             let cfg = common.load()?;
-            let ch = open_registry(&cfg)?.create(&name)?;
+            let ladder = ladder.unwrap_or_else(|| cfg.transcode.default_ladder.clone());
+            cfg.ladders()?.check(&ladder)?;
+            let ch = open_registry(&cfg)?.create(&name, &ladder)?;
             print_channels(&mut out, &cfg, &[ch], json, true)?;
         }
         ChannelCmd::List { common, json } => {
@@ -164,7 +175,7 @@ fn print_channels(
         let play = format!("{}/play/{}", cfg.http_base_url(), v.id);
         writeln!(
             out,
-            "channel {name} (id {id})\n\
+            "channel {name} (id {id}, ladder {ladder})\n\
              \x20 RTMP server   {rtmp}\n\
              \x20 stream key    {key}\n\
              \x20 ffmpeg        ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
@@ -175,6 +186,7 @@ fn print_channels(
              \x20 HLS           {hls}\n",
             name = v.name,
             id = v.id,
+            ladder = v.ladder,
             rtmp = v.ingest.rtmp,
             key = v.stream_key,
             hls = v.playback_url,
@@ -245,6 +257,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             reconnect_grace: cfg.reconnect_grace()?,
             ended_linger: cfg.ended_linger()?,
             queue_packets: cfg.ingest.queue_packets,
+            transcode: pipeline_config(&cfg)?,
         },
     );
     METRICS.start_time.set(
@@ -274,6 +287,25 @@ fn serve(args: ServeArgs) -> Result<()> {
             .context("HTTP server")?;
         tracing::info!("shutting down");
         Ok(())
+    })
+}
+
+/// The live pipeline settings from config; each channel sets its ladder.
+fn pipeline_config(cfg: &Config) -> Result<PipelineConfig> {
+    let t = &cfg.transcode;
+    Ok(PipelineConfig {
+        ladder: t.default_ladder.clone(),
+        ladders: Arc::new(cfg.ladders()?),
+        pace: Pace::Live,
+        encoder: EncoderTuning {
+            preset: t.preset.clone(),
+            low_latency: t.low_latency,
+            threads: t.encoder_threads,
+        },
+        decoder_threads: t.decoder_threads,
+        queue_frames: t.queue_frames,
+        quality_every: t.quality_every,
+        frame_rate: None,
     })
 }
 
@@ -354,6 +386,7 @@ mod tests {
             id: "abc".into(),
             name: "n".into(),
             stream_key: "sk_x".into(),
+            ladder: "standard".into(),
             created_at: 0,
         };
         let mut buf = Vec::new();

@@ -5,8 +5,10 @@
 //! through a bounded queue and drop whole GOPs when it is full.
 
 use crate::media::IngestEvent;
+use crate::media::TrackKind;
 use crate::metrics::METRICS;
-use crate::package::{ChannelPackager, ChannelStore};
+use crate::package::{ChannelPackager, ChannelStore, RungDecl, RungEvent};
+use crate::transcode::pipeline::{Output, Pipeline, PipelineConfig};
 use crossbeam_channel::{Receiver, Sender, select};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -56,6 +58,95 @@ pub(super) struct Timing {
     pub linger: Duration,
 }
 
+/// The channel's transcoding: a pipeline started at the first video
+/// configuration of each publish session, flushed when the session ends.
+pub(super) struct Transcode {
+    /// `None` for a passthrough channel.
+    template: Option<PipelineConfig>,
+    pipeline: Option<Pipeline>,
+}
+
+impl Transcode {
+    pub fn new(template: Option<PipelineConfig>) -> Self {
+        Transcode {
+            template,
+            pipeline: None,
+        }
+    }
+
+    fn outputs(&self) -> Receiver<Output> {
+        self.pipeline
+            .as_ref()
+            .map_or_else(crossbeam_channel::never, |p| p.outputs().clone())
+    }
+
+    fn feed(&mut self, id: &str, event: &IngestEvent, now: SystemTime, arrival: Instant) {
+        match event {
+            IngestEvent::VideoConfig(params) => {
+                if self.pipeline.is_none()
+                    && let Some(cfg) = &self.template
+                {
+                    match Pipeline::start(id, cfg.clone()) {
+                        Ok(p) => self.pipeline = Some(p),
+                        Err(e) => {
+                            tracing::error!(channel = id, error = %e, "cannot start transcoding; source only")
+                        }
+                    }
+                }
+                if let Some(p) = &mut self.pipeline {
+                    p.push_config(params.clone());
+                }
+            }
+            IngestEvent::Packet(pkt) if pkt.track == TrackKind::Video => {
+                if let Some(p) = &mut self.pipeline {
+                    p.push_packet(pkt.clone(), now, arrival);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Waits for every rung to encode what it has and packages the rest, so
+    /// nothing of this session arrives after the packager moved on.
+    fn flush(&mut self, packager: &mut ChannelPackager) {
+        if let Some(mut p) = self.pipeline.take() {
+            p.finish();
+            for out in p.outputs().try_iter() {
+                apply(packager, out);
+            }
+        }
+    }
+}
+
+fn apply(packager: &mut ChannelPackager, out: Output) {
+    match out {
+        Output::Plan(rungs) => packager.set_rungs(
+            rungs
+                .into_iter()
+                .map(|r| RungDecl {
+                    name: r.name,
+                    width: r.size.width,
+                    height: r.size.height,
+                    bitrate_bps: r.bitrate_bps,
+                })
+                .collect(),
+        ),
+        Output::Config { rung, params } => packager.push_rung(
+            rung,
+            RungEvent::Config(params),
+            SystemTime::now(),
+            Instant::now(),
+        ),
+        Output::Packet {
+            rung,
+            packet,
+            now,
+            arrival,
+        } => packager.push_rung(rung, RungEvent::Packet(packet), now, arrival),
+        Output::Summary { .. } => {}
+    }
+}
+
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section here leaves the data consistent, so a panic in
     // another holder does not make it unsafe to continue.
@@ -70,6 +161,7 @@ pub(super) fn run(
     events: Receiver<Stamped>,
     control: Receiver<Control>,
     timing: Timing,
+    mut transcode: Transcode,
 ) {
     let mut session: Option<u64> = None;
     let mut grace_until: Option<Instant> = None;
@@ -77,12 +169,14 @@ pub(super) fn run(
         let timeout = grace_until
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
+        let outputs = transcode.outputs();
         select! {
             recv(events) -> msg => {
                 let Ok(s) = msg else { break };
                 if session != Some(s.session) {
                     // Packets of a new session after an earlier one are a reconnect.
                     if session.is_some() {
+                        transcode.flush(&mut packager);
                         packager.discontinuity();
                     }
                     session = Some(s.session);
@@ -90,10 +184,19 @@ pub(super) fn run(
                 if lock(&me.state).publisher.is_some() {
                     grace_until = None;
                 }
-                packager.push(s.event, s.now, s.arrival);
+                // The source is packaged first: its cuts decide where the
+                // rungs, which come later, cut.
+                packager.push(s.event.clone(), s.now, s.arrival);
+                transcode.feed(&me.id, &s.event, s.now, s.arrival);
+            }
+            recv(outputs) -> msg => {
+                if let Ok(out) = msg {
+                    apply(&mut packager, out);
+                }
             }
             recv(control) -> msg => match msg {
                 Ok(Control::Disconnected) => {
+                    transcode.flush(&mut packager);
                     if lock(&me.state).publisher.is_none() {
                         tracing::info!(channel = %me.id, grace_s = timing.grace.as_secs_f64(),
                             "publisher gone; waiting for it to come back");
@@ -101,6 +204,7 @@ pub(super) fn run(
                     }
                 }
                 Ok(Control::Abandoned) => {
+                    transcode.flush(&mut packager);
                     if end_stream(&me, &mut packager, true, "publisher refused or left before sending video") {
                         if me.store.renditions().is_empty() {
                             remove(&table, &me);
@@ -110,6 +214,7 @@ pub(super) fn run(
                     }
                 }
                 Ok(Control::Terminate) | Err(_) => {
+                    transcode.flush(&mut packager);
                     end_stream(&me, &mut packager, false, "channel deleted");
                     break;
                 }

@@ -10,7 +10,9 @@ use crate::media::{IngestEvent, TrackKind};
 use crate::metrics::METRICS;
 use crate::package::{ChannelPackager, ChannelStore, PackageConfig};
 use crate::registry::Registry;
-use channel::{Control, LiveChannel, Stamped, State, Table, Timing, lock};
+use crate::transcode::ladder::Ladders;
+use crate::transcode::pipeline::PipelineConfig;
+use channel::{Control, LiveChannel, Stamped, State, Table, Timing, Transcode, lock};
 use crossbeam_channel::TrySendError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +47,8 @@ pub struct HubConfig {
     pub reconnect_grace: Duration,
     pub ended_linger: Duration,
     pub queue_packets: usize,
+    /// Transcoding settings; each channel's own ladder replaces `ladder`.
+    pub transcode: PipelineConfig,
 }
 
 /// The node-wide table of channels and their owners.
@@ -67,6 +71,11 @@ impl Hub {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The ladders channels may use.
+    pub fn ladders(&self) -> &Ladders {
+        &self.cfg.transcode.ladders
     }
 
     /// Claims the channel whose stream key is `stream_key` for a new publisher.
@@ -97,14 +106,32 @@ impl Hub {
                 return Ok(Publisher::new(live.clone(), session, ingest, false));
             }
         }
-        let live = self.spawn_channel(&channel.id, session)?;
+        let live = self.spawn_channel(&channel.id, &channel.ladder, session)?;
         table.insert(channel.id.clone(), live.clone());
         METRICS.live_channels.inc();
         tracing::info!(channel = %channel.id, ingest, "stream started");
         Ok(Publisher::new(live, session, ingest, true))
     }
 
-    fn spawn_channel(&self, id: &str, session: u64) -> Result<Arc<LiveChannel>, PublishError> {
+    fn spawn_channel(
+        &self,
+        id: &str,
+        ladder: &str,
+        session: u64,
+    ) -> Result<Arc<LiveChannel>, PublishError> {
+        // A ladder removed from the config since the channel was made falls
+        // back to the source alone rather than refusing the publisher.
+        let transcode = match self.ladders().check(ladder) {
+            Ok(()) if ladder != crate::transcode::ladder::PASSTHROUGH => Some(PipelineConfig {
+                ladder: ladder.to_string(),
+                ..self.cfg.transcode.clone()
+            }),
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(channel = id, error = %e, "passing the source through only");
+                None
+            }
+        };
         let store = ChannelStore::new(id, &self.cfg.package);
         let packager = ChannelPackager::new(id, store.clone(), self.cfg.package.clone());
         let (events_tx, events_rx) = crossbeam_channel::bounded(self.cfg.queue_packets);
@@ -126,7 +153,12 @@ impl Hub {
         };
         std::thread::Builder::new()
             .name(format!("chan-{id}"))
-            .spawn(move || channel::run(table, me, packager, events_rx, control_rx, timing))
+            .spawn(move || {
+                let transcode = Transcode::new(transcode);
+                channel::run(
+                    table, me, packager, events_rx, control_rx, timing, transcode,
+                )
+            })
             .map_err(|e| PublishError::Registry(format!("starting channel thread: {e}")))?;
         Ok(live)
     }

@@ -35,6 +35,8 @@ pub struct Channel {
     pub id: String,
     pub name: String,
     pub stream_key: String,
+    /// ABR ladder preset (`standard`, `passthrough` or one from config).
+    pub ladder: String,
     pub created_at: u64,
 }
 
@@ -48,9 +50,16 @@ CREATE TABLE IF NOT EXISTS channels (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
     stream_key  TEXT NOT NULL UNIQUE,
-    created_at  INTEGER NOT NULL
+    created_at  INTEGER NOT NULL,
+    ladder      TEXT NOT NULL DEFAULT 'standard'
 );
 ";
+
+/// Columns added after the first release, applied to older databases.
+const MIGRATIONS: [(&str, &str); 1] = [(
+    "ladder",
+    "ALTER TABLE channels ADD COLUMN ladder TEXT NOT NULL DEFAULT 'standard'",
+)];
 
 /// Longest accepted channel name, in characters.
 const MAX_NAME: usize = 200;
@@ -69,6 +78,18 @@ impl Registry {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        for (column, sql) in MIGRATIONS {
+            let present: bool = conn
+                .query_row(
+                    "SELECT COUNT(*) > 0 FROM pragma_table_info('channels') WHERE name = ?1",
+                    [column],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if !present {
+                conn.execute_batch(sql).map_err(db)?;
+            }
+        }
         Ok(Registry {
             path,
             conn: Mutex::new(conn),
@@ -89,7 +110,9 @@ impl Registry {
         f(&conn).map_err(|e| self.db(e))
     }
 
-    pub fn create(&self, name: &str) -> Result<Channel> {
+    /// Creates a channel. `ladder` must already be checked against the
+    /// node's ladders; the registry only stores it.
+    pub fn create(&self, name: &str, ladder: &str) -> Result<Channel> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control)
         {
@@ -101,16 +124,19 @@ impl Registry {
             id: random_id(),
             name: name.to_string(),
             stream_key: random_key(),
+            ladder: ladder.to_string(),
             created_at: unix_now(),
         };
         self.with(|c| {
             c.execute(
-                "INSERT INTO channels (id, name, stream_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO channels (id, name, stream_key, created_at, ladder) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
                     channel.id,
                     channel.name,
                     channel.stream_key,
-                    channel.created_at as i64
+                    channel.created_at as i64,
+                    channel.ladder
                 ],
             )
         })?;
@@ -120,7 +146,7 @@ impl Registry {
     pub fn list(&self) -> Result<Vec<Channel>> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, name, stream_key, created_at FROM channels ORDER BY created_at, id",
+                "SELECT id, name, stream_key, created_at, ladder FROM channels ORDER BY created_at, id",
             )?;
             let rows = stmt.query_map([], row_to_channel)?;
             rows.collect()
@@ -130,7 +156,7 @@ impl Registry {
     pub fn get(&self, id: &str) -> Result<Channel> {
         self.with(|c| {
             c.query_row(
-                "SELECT id, name, stream_key, created_at FROM channels WHERE id = ?1",
+                "SELECT id, name, stream_key, created_at, ladder FROM channels WHERE id = ?1",
                 [id],
                 row_to_channel,
             )
@@ -180,6 +206,7 @@ fn row_to_channel(r: &rusqlite::Row<'_>) -> rusqlite::Result<Channel> {
         name: r.get(1)?,
         stream_key: r.get(2)?,
         created_at: r.get::<_, i64>(3)?.max(0) as u64,
+        ladder: r.get(4)?,
     })
 }
 
@@ -215,9 +242,10 @@ mod tests {
     fn create_find_rotate_delete_survive_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let reg = Registry::open(dir.path()).expect("open");
-        let a = reg.create("alpha").expect("create");
-        let b = reg.create(" beta ").expect("create");
+        let a = reg.create("alpha", "standard").expect("create");
+        let b = reg.create(" beta ", "passthrough").expect("create");
         assert_eq!(b.name, "beta");
+        assert_eq!(b.ladder, "passthrough");
         assert_ne!(a.id, b.id);
         assert!(a.stream_key.len() >= 3 + 32, "key has at least 128 bits");
         assert_eq!(
@@ -248,12 +276,27 @@ mod tests {
     }
 
     #[test]
+    fn a_database_from_before_ladders_gets_the_column() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = Connection::open(dir.path().join("channels.sqlite3")).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE channels (id TEXT PRIMARY KEY, name TEXT NOT NULL,
+             stream_key TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL);
+             INSERT INTO channels VALUES ('c1', 'old', 'sk_old', 1);",
+        )
+        .expect("old schema");
+        drop(conn);
+        let reg = Registry::open(dir.path()).expect("migrate");
+        assert_eq!(reg.get("c1").expect("get").ladder, "standard");
+    }
+
+    #[test]
     fn rejects_bad_names() {
         let dir = tempfile::tempdir().expect("tempdir");
         let reg = Registry::open(dir.path()).expect("open");
-        assert!(reg.create("   ").is_err());
-        assert!(reg.create("a\nb").is_err());
-        assert!(reg.create(&"x".repeat(201)).is_err());
+        assert!(reg.create("   ", "standard").is_err());
+        assert!(reg.create("a\nb", "standard").is_err());
+        assert!(reg.create(&"x".repeat(201), "standard").is_err());
     }
 
     #[test]
@@ -261,7 +304,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let node = Registry::open(dir.path()).expect("open");
         let cli = Registry::open(dir.path()).expect("open");
-        let ch = cli.create("live-now").expect("create");
+        let ch = cli.create("live-now", "standard").expect("create");
         assert_eq!(node.find_by_key(&ch.stream_key).expect("find"), Some(ch));
     }
 }

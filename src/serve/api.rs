@@ -18,6 +18,7 @@ pub struct ChannelView {
     pub id: String,
     pub name: String,
     pub stream_key: String,
+    pub ladder: String,
     pub ingest: IngestUrls,
     pub playback_url: String,
 }
@@ -33,6 +34,7 @@ impl ChannelView {
             id: ch.id.clone(),
             name: ch.name.clone(),
             stream_key: ch.stream_key.clone(),
+            ladder: ch.ladder.clone(),
             ingest: IngestUrls {
                 rtmp: cfg.rtmp_ingest_url(),
             },
@@ -52,6 +54,8 @@ struct Api {
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
     name: String,
+    /// Ladder preset; the node's default when absent.
+    ladder: Option<String>,
 }
 
 pub fn routes(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>) -> Router {
@@ -136,7 +140,13 @@ async fn create(
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    match api.hub.registry().create(&req.name) {
+    let ladder = req
+        .ladder
+        .unwrap_or_else(|| api.cfg.transcode.default_ladder.clone());
+    if let Err(e) = api.hub.ladders().check(&ladder) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    match api.hub.registry().create(&req.name, &ladder) {
         Ok(ch) => {
             tracing::info!(channel = %ch.id, "channel created");
             ok_json(StatusCode::CREATED, ChannelView::new(&ch, &api.cfg))

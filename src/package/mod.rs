@@ -1,8 +1,10 @@
-//! LL-HLS packaging: fMP4 writer, segmenter, playlists and the part store.
+//! LL-HLS packaging: fMP4 writer, segmenter, playlists and the part store,
+//! for the source, its transcoded rungs and audio; and HLS VOD output.
 //!
 //! Owns the packaging configuration and the module map. Must never do I/O:
 //! everything under `package` is sans-IO except the store's waiting, which
-//! only awaits a `tokio::sync::watch`.
+//! only awaits a `tokio::sync::watch`, and `vod/fs.rs`, which writes a VOD
+//! directory for the offline transcode command.
 
 mod align;
 pub mod fmp4;
@@ -12,9 +14,13 @@ pub mod plan;
 pub mod playlist;
 pub mod segmenter;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testmedia;
+pub mod vod;
 
-pub use packager::ChannelPackager;
+pub use packager::{ChannelPackager, RungDecl, RungEvent};
 pub use store::{ChannelStore, MediaFile, PlaylistRequest, StoreError};
+pub use vod::{VodError, VodSummary, VodWriter};
 
 use serde::{Deserialize, Deserializer, de::Error as _};
 use std::time::Duration;

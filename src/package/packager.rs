@@ -1,13 +1,18 @@
-//! One channel's packaging: ingest events in, fMP4 parts, segments and
-//! playlist updates out to its [`ChannelStore`].
+//! One channel's packaging: ingest events and transcoded rung packets in,
+//! fMP4 parts, segments and playlist updates out to its [`ChannelStore`]
+//! (or to a buffer, for VOD).
 //!
 //! Owns the channel timeline (timestamps continue across publisher
-//! reconnects, so tfdt never goes back), stream ids, init segments and the
-//! alignment of audio to video. Sans-IO: wall clock and arrival time are
-//! inputs. Must never block (it runs on the channel's packaging thread) and
-//! never read a clock.
+//! reconnects, so tfdt never goes back), stream ids, init segments, the
+//! alignment of audio to video and of rungs to the source, and the rung
+//! ladder. Sans-IO: wall clock and arrival time are inputs. Must never
+//! block (it runs on the channel's packaging thread) and never read a clock.
 
 mod live;
+mod rung;
+mod trail;
+
+pub use rung::{RungDecl, RungEvent};
 
 use super::align::AudioAligner;
 use super::plan::{self, FrameProbe};
@@ -16,11 +21,12 @@ use super::store::{ChannelStore, RenditionInfo, Update};
 use super::{PackageConfig, fmp4, names};
 use crate::media::{AudioParams, IngestEvent, Packet, TIMEBASE, TrackKind, VideoParams};
 use live::{AudioTrack, Live, PendingVideo, VideoTrack};
+use rung::{Ctx, Rung};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Rendition names. Transcoded rungs will add their own.
+/// Rendition names. Transcoded rungs are named by their [`RungDecl`].
 pub const SOURCE: &str = "source";
 pub const AUDIO: &str = "audio";
 
@@ -72,23 +78,65 @@ struct Persist {
     /// EXT-X-DISCONTINUITY in the same playlist.
     resume: bool,
     last_arrival: Option<Instant>,
+    /// The wall clock and instant of the last source push, to turn a rung
+    /// push's wall clock into an instant for the latency histogram.
+    clock: Option<(SystemTime, Instant)>,
+}
+
+impl Persist {
+    /// The instant at wall clock `now`, as the source's pushes relate them.
+    fn instant_at(&self, now: SystemTime) -> Option<Instant> {
+        let (wall, at) = self.clock?;
+        match now.duration_since(wall) {
+            Ok(ahead) => at.checked_add(ahead),
+            Err(behind) => at.checked_sub(behind.duration()),
+        }
+    }
+}
+
+/// Where updates go.
+#[derive(Debug)]
+enum Sink {
+    /// A live channel's store, applied batch by batch.
+    Store(Arc<ChannelStore>),
+    /// Kept for the caller to take (VOD output).
+    Buffer(Vec<Update>),
 }
 
 /// Packages one channel's ingest into its store.
 #[derive(Debug)]
 pub struct ChannelPackager {
-    store: Arc<ChannelStore>,
+    sink: Sink,
     video_params: Option<Arc<VideoParams>>,
     audio_params: Option<Arc<AudioParams>>,
     early_audio: VecDeque<Held>,
     phase: Phase,
     p: Persist,
+    /// The transcoded rungs, top down, as the last `set_rungs` gave them.
+    rungs: Vec<Rung>,
 }
 
 impl ChannelPackager {
     pub fn new(channel_id: &str, store: Arc<ChannelStore>, cfg: PackageConfig) -> Self {
+        Self::with_sink(channel_id, Sink::Store(store), cfg)
+    }
+
+    /// A packager whose updates are kept for [`Self::take_updates`].
+    pub(crate) fn buffered(channel_id: &str, cfg: PackageConfig) -> Self {
+        Self::with_sink(channel_id, Sink::Buffer(Vec::new()), cfg)
+    }
+
+    /// The updates produced since the last call (buffered packagers only).
+    pub(crate) fn take_updates(&mut self) -> Vec<Update> {
+        match &mut self.sink {
+            Sink::Buffer(b) => std::mem::take(b),
+            Sink::Store(_) => Vec::new(),
+        }
+    }
+
+    fn with_sink(channel_id: &str, sink: Sink, cfg: PackageConfig) -> Self {
         ChannelPackager {
-            store,
+            sink,
             video_params: None,
             audio_params: None,
             early_audio: VecDeque::new(),
@@ -107,7 +155,16 @@ impl ChannelPackager {
                 audio_seq: 1,
                 resume: false,
                 last_arrival: None,
+                clock: None,
             },
+            rungs: Vec::new(),
+        }
+    }
+
+    fn emit(&mut self, out: Vec<Update>) {
+        match &mut self.sink {
+            Sink::Store(store) => store.apply(out),
+            Sink::Buffer(b) => b.extend(out),
         }
     }
 
@@ -116,6 +173,7 @@ impl ChannelPackager {
     /// ingest-to-part latency histogram).
     pub fn push(&mut self, event: IngestEvent, now: SystemTime, arrival: Instant) {
         self.p.last_arrival = Some(arrival);
+        self.p.clock = Some((now, arrival));
         let mut out = Vec::new();
         match event {
             IngestEvent::VideoConfig(params) => self.video_config(params, &mut out),
@@ -128,7 +186,115 @@ impl ChannelPackager {
                 }
             }
         }
-        self.store.apply(out);
+        self.emit(out);
+    }
+
+    /// The transcoded rungs of the current stream, top down; empty for
+    /// passthrough only. Rung indexes in [`Self::push_rung`] refer to the
+    /// latest call. A rung that keeps its name keeps its playlist; a new
+    /// one starts at its first keyframe's segment; a dropped one finishes
+    /// its open segment and leaves the multivariant playlist. Call it in
+    /// order with `push_rung`: after the last packet of the old ladder,
+    /// before the first of the new.
+    pub fn set_rungs(&mut self, rungs: Vec<RungDecl>) {
+        let mut out = Vec::new();
+        let mut old = std::mem::take(&mut self.rungs);
+        let now = self.p.last_arrival.unwrap_or_else(Instant::now);
+        let mut ladder: Vec<Rung> = Vec::with_capacity(rungs.len());
+        for (rank, decl) in (1u32..).zip(rungs) {
+            let taken = ladder
+                .iter()
+                .any(|r| r.valid && r.name.as_ref() == decl.name);
+            let kept = old
+                .iter()
+                .position(|r| r.valid && !taken && r.name.as_ref() == decl.name);
+            let rung = match kept {
+                Some(i) => {
+                    let mut r = old.remove(i);
+                    r.decl = decl;
+                    r
+                }
+                None => {
+                    let mut r = Rung::new(decl);
+                    if taken {
+                        tracing::error!(channel = %self.p.channel_id, rung = %r.name, "two rungs of one name; the second is ignored");
+                        r.valid = false;
+                    }
+                    if let Phase::Live(live) = &self.phase {
+                        let mut ctx = Ctx {
+                            edge: live.video.edge,
+                            p: &mut self.p,
+                            live,
+                            now,
+                        };
+                        r.start_stream(&mut ctx, &mut out);
+                    }
+                    r
+                }
+            };
+            if rung.valid {
+                out.push(rung.declare(rank));
+            }
+            ladder.push(rung);
+        }
+        for mut gone in old.into_iter().filter(|r| r.valid) {
+            if let Phase::Live(live) = &self.phase {
+                let edge = live.video.edge;
+                let mut ctx = Ctx {
+                    p: &mut self.p,
+                    live,
+                    edge,
+                    now,
+                };
+                gone.finish(&mut ctx, None, &mut out);
+            }
+            out.push(Update::Retire {
+                rendition: gone.name.clone(),
+            });
+        }
+        self.rungs = ladder;
+        self.emit(out);
+    }
+
+    /// Takes one event of rung `rung` (an index into the last
+    /// [`Self::set_rungs`]). `now` is the wall clock as the event reaches
+    /// the packager; `arrival` is when ingest received the source frame it
+    /// was made from, so `ingest_to_part` covers the transcoding too.
+    pub fn push_rung(&mut self, rung: usize, event: RungEvent, now: SystemTime, arrival: Instant) {
+        let Some(r) = self.rungs.get_mut(rung).filter(|r| r.valid) else {
+            tracing::debug!(channel = %self.p.channel_id, rung, "event for a rung not in the ladder; ignored");
+            return;
+        };
+        let mut out = Vec::new();
+        match (&self.phase, event) {
+            (Phase::Live(live), event) => {
+                let estimate = self.p.instant_at(now).unwrap_or(arrival);
+                let now = [Some(estimate), self.p.last_arrival, Some(arrival)]
+                    .into_iter()
+                    .flatten()
+                    .max()
+                    .unwrap_or(arrival);
+                let mut ctx = Ctx {
+                    edge: live.video.edge,
+                    p: &mut self.p,
+                    live,
+                    now,
+                };
+                match event {
+                    RungEvent::Config(params) => r.config(params, Some(&mut ctx), &mut out),
+                    RungEvent::Packet(pkt) if pkt.track == TrackKind::Video => {
+                        r.packet(&mut ctx, pkt, arrival, &mut out);
+                    }
+                    RungEvent::Packet(_) => {}
+                }
+            }
+            (_, RungEvent::Config(params)) => r.config(params, None, &mut out),
+            (Phase::Probing { .. }, RungEvent::Packet(pkt)) if pkt.track == TrackKind::Video => {
+                r.hold_early(pkt, arrival);
+            }
+            (Phase::Idle | Phase::Probing { .. }, RungEvent::Packet(_)) => {}
+        }
+        self.emit(out);
     }
 
     /// The publisher is gone (it may come back): flush what was packaged and
@@ -139,7 +305,7 @@ impl ChannelPackager {
             self.p.resume = true;
             out.push(Update::Pause);
         }
-        self.store.apply(out);
+        self.emit(out);
     }
 
     /// The presentation is over: flush the final part and segment and end
@@ -151,7 +317,10 @@ impl ChannelPackager {
             out.push(Update::End);
         }
         self.p.resume = false;
-        self.store.apply(out);
+        for r in &mut self.rungs {
+            r.end_playlist();
+        }
+        self.emit(out);
     }
 
     fn video_config(&mut self, params: Arc<VideoParams>, out: &mut Vec<Update>) {
@@ -227,7 +396,20 @@ impl ChannelPackager {
                     self.go_live(out);
                 }
             }
-            Phase::Live(live) => live.video_packet(&mut self.p, held, out),
+            Phase::Live(live) => {
+                live.video_packet(&mut self.p, held, out);
+                // The source moved on: rung frames it got past can be placed.
+                let now = self.p.last_arrival.unwrap_or_else(Instant::now);
+                let mut ctx = Ctx {
+                    edge: live.video.edge,
+                    p: &mut self.p,
+                    live,
+                    now,
+                };
+                for r in self.rungs.iter_mut().filter(|r| r.valid) {
+                    r.release(&mut ctx, out);
+                }
+            }
         }
     }
 
@@ -301,6 +483,7 @@ impl ChannelPackager {
                 discontinuity: resume,
             },
             audio: None,
+            trail: Default::default(),
             sid,
         });
         if let Some(audio) = self.audio_params.clone() {
@@ -310,11 +493,38 @@ impl ChannelPackager {
                 a.discontinuity = resume;
             }
         }
+        let now = first.arrival;
+        let mut ctx = Ctx {
+            edge: live.video.edge,
+            p: &mut self.p,
+            live: &live,
+            now,
+        };
+        for (rank, r) in (1u32..).zip(&mut self.rungs) {
+            if r.valid {
+                // After StreamStart, which deactivates a new playlist's
+                // renditions: every rung of the ladder is listed again.
+                out.push(r.declare(rank));
+                r.start_stream(&mut ctx, out);
+            }
+        }
         for held in video {
             live.video_packet(&mut self.p, held, out);
         }
         for held in std::mem::take(&mut self.early_audio) {
             live.audio_packet(&mut self.p, held, out);
+        }
+        let now = self.p.last_arrival.unwrap_or_else(Instant::now);
+        let mut ctx = Ctx {
+            edge: live.video.edge,
+            p: &mut self.p,
+            live: &live,
+            now,
+        };
+        for r in self.rungs.iter_mut().filter(|r| r.valid) {
+            for (pkt, arrival) in r.take_early() {
+                r.packet(&mut ctx, pkt, arrival, out);
+            }
         }
         self.phase = Phase::Live(live);
     }
@@ -322,10 +532,27 @@ impl ChannelPackager {
     /// Flushes a live stream; true if there was one.
     fn stop(&mut self, out: &mut Vec<Update>) -> bool {
         self.early_audio.clear();
+        for r in &mut self.rungs {
+            r.take_early();
+        }
         match std::mem::take(&mut self.phase) {
             Phase::Idle | Phase::Probing { .. } => false,
             Phase::Live(mut live) => {
                 live.flush(&mut self.p, out);
+                // Every rung ends where the source ended, with gaps for
+                // what it never produced, so the next stream continues
+                // every playlist at the same MSN.
+                let until = live.trail.last_msn();
+                let now = self.p.last_arrival.unwrap_or_else(Instant::now);
+                let mut ctx = Ctx {
+                    p: &mut self.p,
+                    live: &live,
+                    edge: u64::MAX,
+                    now,
+                };
+                for r in self.rungs.iter_mut().filter(|r| r.valid) {
+                    r.finish(&mut ctx, until, out);
+                }
                 true
             }
         }
@@ -437,5 +664,7 @@ fn fmp4_samples(samples: Vec<super::segmenter::Sample>) -> Vec<fmp4::Sample> {
         .collect()
 }
 
+#[cfg(test)]
+mod rung_tests;
 #[cfg(test)]
 mod tests;

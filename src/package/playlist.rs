@@ -297,6 +297,77 @@ pub fn render_media(pl: &MediaPlaylist, skip: Option<Skip>, reports: &[Rendition
     out
 }
 
+/// One segment of a VOD media playlist.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VodSegment {
+    pub uri: String,
+    pub duration: Duration,
+    pub gap: bool,
+    pub discontinuity: bool,
+    /// EXT-X-MAP URI in force for this segment.
+    pub map_uri: String,
+}
+
+/// A complete on-demand media playlist: no parts, no blocking, no dates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VodPlaylist {
+    pub media_sequence: u64,
+    pub discontinuity_sequence: u64,
+    /// The configured target; a longer segment raises it.
+    pub target_duration: u32,
+    pub segments: Vec<VodSegment>,
+}
+
+/// Renders a VOD media playlist.
+pub fn render_vod(pl: &VodPlaylist) -> String {
+    // RFC 8216bis 4.4.3.1: "The EXTINF duration of each Media Segment in
+    // the Playlist file, when rounded to the nearest integer, MUST be less
+    // than or equal to the Target Duration".
+    let longest = pl
+        .segments
+        .iter()
+        .map(|s| s.duration.as_secs_f64().round() as u32)
+        .max()
+        .unwrap_or(0);
+    let mut out = String::with_capacity(64 * pl.segments.len() + 256);
+    let w = &mut out;
+    line(w, "#EXTM3U");
+    // RFC 8216bis 8: EXT-X-MAP in a playlist without EXT-X-I-FRAMES-ONLY
+    // needs compatibility version 6.
+    line(w, "#EXT-X-VERSION:6");
+    let _ = writeln!(
+        w,
+        "#EXT-X-TARGETDURATION:{}",
+        pl.target_duration.max(longest).max(1)
+    );
+    line(w, "#EXT-X-PLAYLIST-TYPE:VOD");
+    let _ = writeln!(w, "#EXT-X-MEDIA-SEQUENCE:{}", pl.media_sequence);
+    if pl.discontinuity_sequence > 0 {
+        let _ = writeln!(
+            w,
+            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+            pl.discontinuity_sequence
+        );
+    }
+    let mut map: Option<&str> = None;
+    for s in &pl.segments {
+        if s.discontinuity {
+            line(w, "#EXT-X-DISCONTINUITY");
+        }
+        if map != Some(s.map_uri.as_str()) {
+            let _ = writeln!(w, "#EXT-X-MAP:URI=\"{}\"", s.map_uri);
+            map = Some(&s.map_uri);
+        }
+        if s.gap {
+            line(w, "#EXT-X-GAP");
+        }
+        let _ = writeln!(w, "#EXTINF:{},", secs5(s.duration));
+        line(w, &s.uri);
+    }
+    line(w, "#EXT-X-ENDLIST");
+    out
+}
+
 /// The tags before a segment's first part. RFC 8216bis 4.4.4.9: tags
 /// "applied to a Parent Segment [...] MUST appear before the first
 /// EXT-X-PART tag of that Parent Segment."

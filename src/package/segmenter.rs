@@ -28,8 +28,10 @@ pub enum CutPolicy {
     /// ticks; cut at a part boundary, keyframe or not, rather than let a
     /// segment grow past `max` ticks.
     Keyframes { min: u64, max: u64 },
-    /// Audio: cut only when told, where the video rendition cut, so that
-    /// segment N of every rendition covers the same time.
+    /// Followers (audio, transcoded rungs): cut only when told, where the
+    /// source video rendition cut, so that segment N of every rendition
+    /// covers the same time. Independence still comes from the samples'
+    /// keyframe flags (every AAC frame is one; a rung's are its IDRs).
     External,
 }
 
@@ -181,12 +183,11 @@ impl Segmenter {
             self.close_part(&mut out);
         }
 
-        let all_independent = self.rules.cuts == CutPolicy::External;
         let seg = self.segment.get_or_insert_with(|| {
             out.push(Event::SegmentStart {
                 msn: self.msn,
                 dts: sample.dts,
-                independent: all_independent || sample.keyframe,
+                independent: sample.keyframe,
             });
             OpenSegment {
                 start: sample.dts,
@@ -201,7 +202,7 @@ impl Segmenter {
         let part = self.part.get_or_insert_with(|| OpenPart {
             dts: sample.dts,
             duration: 0,
-            independent: all_independent || sample.keyframe,
+            independent: sample.keyframe,
             samples: Vec::new(),
             first_arrival: arrival,
         });

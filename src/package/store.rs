@@ -91,6 +91,20 @@ pub(crate) enum Update {
         gap: bool,
         samples: u32,
     },
+    /// A transcoded rung the packager will produce: listed in the
+    /// multivariant playlist (at its declared bit rate) before its first
+    /// segment exists. `rank` orders variants: the source is 0, rungs follow
+    /// top down. Creates the rendition on first use.
+    Declare {
+        rendition: Arc<str>,
+        width: u32,
+        height: u32,
+        bitrate_bps: u64,
+        rank: u32,
+    },
+    /// The rendition is no longer produced (the ladder was re-planned
+    /// without it): left out of the multivariant playlist and reports.
+    Retire { rendition: Arc<str> },
     /// The publisher went away; no part is coming until the next stream.
     Pause,
     /// The presentation ended: every playlist gets EXT-X-ENDLIST.
@@ -123,6 +137,14 @@ struct Rendition {
     /// Produced by the current (or last) stream; inactive ones are left out
     /// of the multivariant playlist and rendition reports.
     active: bool,
+    /// Variant order in the multivariant playlist (source 0, rungs top down).
+    rank: u32,
+    /// A transcoded rung's declared bit rate, used for BANDWIDTH until its
+    /// segments are measured. `None` for the source and audio.
+    declared_bps: Option<u64>,
+    /// `info` comes from an init segment of the current geometry (a declared
+    /// rung knows its codecs only once its encoder's configuration arrives).
+    configured: bool,
     playlist: MediaPlaylist,
     inits: VecDeque<(String, Bytes)>,
     media: BTreeMap<u64, Stored>,
@@ -135,6 +157,25 @@ struct Inner {
     /// The stream producing now; `None` between publishers and after the end.
     sid: Option<String>,
     part_target: Duration,
+    /// EXT-X-DISCONTINUITY-SEQUENCE a rendition created now starts with.
+    dseq_base: u64,
+}
+
+impl Rendition {
+    fn new(name: Arc<str>, info: RenditionInfo, playlist: MediaPlaylist) -> Self {
+        Rendition {
+            name,
+            info,
+            active: true,
+            rank: 0,
+            declared_bps: None,
+            configured: false,
+            playlist,
+            inits: VecDeque::new(),
+            media: BTreeMap::new(),
+            stats: VecDeque::new(),
+        }
+    }
 }
 
 impl Inner {
@@ -166,6 +207,7 @@ impl ChannelStore {
                 renditions: Vec::new(),
                 sid: None,
                 part_target: cfg.part_target,
+                dseq_base: 0,
             }),
             cfg,
             version: watch::Sender::new(0),
@@ -237,9 +279,22 @@ impl ChannelStore {
                 inner.sid = Some(sid);
                 if new_playlist {
                     inner.part_target = part_target;
+                    // One sequence for every rendition: players pair
+                    // renditions' segments by it. A playlist that replaces
+                    // one clients may have seen counts on from it; a rung
+                    // declared before any media starts where the source does.
+                    let seen = inner.renditions.iter().any(|r| {
+                        let p = &r.playlist;
+                        p.ended || p.open.is_some() || !p.segments.is_empty()
+                    });
+                    let newest = inner
+                        .renditions
+                        .iter()
+                        .map(|r| r.playlist.discontinuity_sequence);
+                    let dseq = newest.max().map_or(0, |d| d + u64::from(seen));
+                    inner.dseq_base = dseq;
                     for r in &mut inner.renditions {
                         r.active = false;
-                        let dseq = r.playlist.discontinuity_sequence + 1;
                         r.playlist = MediaPlaylist::new(td, part_target, next_msn);
                         r.playlist.discontinuity_sequence = dseq;
                         r.stats.clear();
@@ -252,24 +307,9 @@ impl ChannelStore {
                 uri,
                 bytes,
             } => {
-                let part_target = inner.part_target;
-                let r = match inner.renditions.iter().position(|r| r.name == rendition) {
-                    Some(i) => &mut inner.renditions[i],
-                    None => {
-                        inner.renditions.push(Rendition {
-                            name: rendition,
-                            info: info.clone(),
-                            active: true,
-                            playlist: MediaPlaylist::new(td, part_target, 0),
-                            inits: VecDeque::new(),
-                            media: BTreeMap::new(),
-                            stats: VecDeque::new(),
-                        });
-                        let last = inner.renditions.len() - 1;
-                        &mut inner.renditions[last]
-                    }
-                };
+                let r = rendition_or_new(inner, rendition, &info, td);
                 r.active = true;
+                r.configured = true;
                 r.info = info;
                 r.inits.push_back((uri, bytes));
                 while r.inits.len() > INITS_KEPT {
@@ -284,16 +324,41 @@ impl ChannelStore {
                 map_uri,
             } => {
                 let Some(sid) = inner.sid.clone() else { return };
-                let Some(r) = inner.rendition_mut(&rendition) else {
+                let window = self.cfg.playlist_segments;
+                let Some(i) = inner.renditions.iter().position(|r| r.name == rendition) else {
                     return;
                 };
-                let pl = &mut r.playlist;
-                if pl.segments.is_empty() && pl.open.is_none() {
-                    // A rendition that joins late (or a fresh playlist)
-                    // starts at whatever MSN the channel is at.
-                    pl.media_sequence = msn;
+                let pl = &inner.renditions[i].playlist;
+                let next = pl.next_msn();
+                let fresh = pl.segments.is_empty() && pl.open.is_none();
+                if !fresh && msn < next {
+                    tracing::warn!(channel = %self.channel_id, %rendition, msn, next, "a segment that is already listed; ignored");
+                    return;
                 }
-                debug_assert_eq!(msn, pl.next_msn(), "{rendition}: segments are consecutive");
+                let missing = if fresh || msn == next {
+                    Vec::new()
+                } else {
+                    gap_fill(inner, next, msn, window, td)
+                };
+                if fresh {
+                    // A rendition that joins late (or a fresh playlist)
+                    // starts at whatever MSN the channel is at, counting
+                    // discontinuities as the renditions already there do.
+                    let dsn = dsn_elsewhere(inner, i, msn);
+                    let pl = &mut inner.renditions[i].playlist;
+                    pl.media_sequence = msn;
+                    if let Some(d) = dsn {
+                        pl.discontinuity_sequence = d.saturating_sub(u64::from(discontinuity));
+                    }
+                }
+                let r = &mut inner.renditions[i];
+                let pl = &mut r.playlist;
+                if !missing.is_empty() {
+                    tracing::warn!(channel = %self.channel_id, %rendition, from = next, to = msn, "segments never produced are listed as gaps");
+                    pl.open = None;
+                    self.push_gaps(r, missing, &map_uri, program_date_time);
+                }
+                let pl = &mut r.playlist;
                 pl.open = Some(OpenSegment {
                     head: SegmentHead {
                         msn,
@@ -327,7 +392,9 @@ impl ChannelStore {
                 else {
                     return;
                 };
-                debug_assert_eq!(open.head.msn, msn);
+                if open.head.msn != msn {
+                    return;
+                }
                 let index = open.parts.len() as u32;
                 open.parts.push(Part {
                     uri: names::part(&stored.sid, msn, index),
@@ -348,6 +415,37 @@ impl ChannelStore {
                 };
                 self.end_segment(r, msn, duration, gap, samples);
             }
+            Update::Declare {
+                rendition,
+                width,
+                height,
+                bitrate_bps,
+                rank,
+            } => {
+                let info = RenditionInfo::Video {
+                    codecs: String::new(),
+                    width,
+                    height,
+                };
+                let r = rendition_or_new(inner, rendition, &info, td);
+                r.active = true;
+                r.rank = rank;
+                r.declared_bps = Some(bitrate_bps);
+                // A new geometry needs the new encoder's codecs before the
+                // multivariant playlist can name them.
+                let same_size = matches!(&r.info,
+                    RenditionInfo::Video { width: w, height: h, .. } if (*w, *h) == (width, height));
+                if !same_size {
+                    r.info = info;
+                    r.configured = false;
+                }
+            }
+            Update::Retire { rendition } => {
+                if let Some(r) = inner.rendition_mut(&rendition) {
+                    r.active = false;
+                    r.playlist.open = None;
+                }
+            }
             Update::Pause => inner.sid = None,
             Update::End => {
                 inner.sid = None;
@@ -367,10 +465,12 @@ impl ChannelStore {
         gap: bool,
         samples: u32,
     ) {
+        if r.playlist.open.as_ref().is_none_or(|o| o.head.msn != msn) {
+            return;
+        }
         let Some(open) = r.playlist.open.take() else {
             return;
         };
-        debug_assert_eq!(open.head.msn, msn);
         let Some(stored) = r.media.get_mut(&msn) else {
             return;
         };
@@ -429,6 +529,51 @@ impl ChannelStore {
         }
     }
 
+    /// Lists `durations` as gap segments after the rendition's last one.
+    fn push_gaps(
+        &self,
+        r: &mut Rendition,
+        durations: Vec<(u64, Duration)>,
+        map_uri: &str,
+        program_date_time: SystemTime,
+    ) {
+        let pl = &mut r.playlist;
+        if let Some(&(first, _)) = durations.first()
+            && first > pl.next_msn()
+        {
+            // Further behind than the window: the old segments are gone
+            // from view anyway.
+            pl.media_sequence = first;
+            pl.segments.clear();
+        }
+        let total: Duration = durations.iter().map(|(_, d)| *d).sum();
+        let mut date = program_date_time
+            .checked_sub(total)
+            .unwrap_or(program_date_time);
+        for (msn, duration) in durations {
+            pl.segments.push(Segment {
+                head: SegmentHead {
+                    msn,
+                    discontinuity: false,
+                    map_uri: map_uri.to_owned(),
+                    program_date_time: date,
+                },
+                uri: names::segment("gap", msn),
+                duration,
+                gap: true,
+                parts: Vec::new(),
+            });
+            date += duration;
+        }
+        while pl.segments.len() > self.cfg.playlist_segments {
+            let gone = pl.segments.remove(0);
+            pl.media_sequence += 1;
+            if gone.head.discontinuity {
+                pl.discontinuity_sequence += 1;
+            }
+        }
+    }
+
     /// Complete segments whose parts stay downloadable. RFC 8216bis 6.2.2:
     /// "EXT-X-PART tags SHOULD be removed from the Playlist after they are
     /// greater than three Target Durations from the end of the Playlist.
@@ -441,6 +586,70 @@ impl ChannelStore {
             .unwrap_or(usize::MAX)
             .saturating_add(2)
     }
+}
+
+/// The rendition called `name`, created with `info` if it is new.
+fn rendition_or_new<'a>(
+    inner: &'a mut Inner,
+    name: Arc<str>,
+    info: &RenditionInfo,
+    td: u32,
+) -> &'a mut Rendition {
+    let i = match inner.renditions.iter().position(|r| r.name == name) {
+        Some(i) => i,
+        None => {
+            let mut playlist = MediaPlaylist::new(td, inner.part_target, 0);
+            playlist.discontinuity_sequence = inner.dseq_base;
+            inner
+                .renditions
+                .push(Rendition::new(name, info.clone(), playlist));
+            inner.renditions.len() - 1
+        }
+    };
+    &mut inner.renditions[i]
+}
+
+/// The Discontinuity Sequence Number of segment `msn` in a rendition other
+/// than `except` that lists it: RFC 8216bis 6.2.2, "the value of the
+/// EXT-X-DISCONTINUITY-SEQUENCE tag plus the number of EXT-X-DISCONTINUITY
+/// tags in the Playlist preceding the URI line of the segment" (its own
+/// tag included).
+fn dsn_elsewhere(inner: &Inner, except: usize, msn: u64) -> Option<u64> {
+    inner
+        .renditions
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != except)
+        .map(|(_, r)| &r.playlist)
+        .find_map(|pl| {
+            let open = pl.open.as_ref().filter(|o| o.head.msn == msn);
+            if pl.segment(msn).is_none() && open.is_none() {
+                return None;
+            }
+            let heads = pl.segments.iter().map(|s| &s.head);
+            let tags = heads
+                .chain(open.map(|o| &o.head))
+                .filter(|h| h.msn <= msn && h.discontinuity)
+                .count();
+            Some(pl.discontinuity_sequence + tags as u64)
+        })
+}
+
+/// (MSN, duration) of the segments `from..to` that a rendition skipped
+/// (a rung re-added to the ladder long after it left), at most a window's
+/// worth: each takes the duration another rendition listed for that MSN, so
+/// that every rendition keeps the same numbering, or the target duration.
+fn gap_fill(inner: &Inner, from: u64, to: u64, window: usize, td: u32) -> Vec<(u64, Duration)> {
+    let from = from.max(to.saturating_sub(window as u64));
+    (from..to)
+        .map(|msn| {
+            let listed = inner
+                .renditions
+                .iter()
+                .find_map(|o| o.playlist.segment(msn).map(|s| s.duration));
+            (msn, listed.unwrap_or(Duration::from_secs(u64::from(td))))
+        })
+        .collect()
 }
 
 #[cfg(test)]

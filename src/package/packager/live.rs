@@ -6,6 +6,7 @@
 //! publish an audio segment under a different MSN than video's for the same
 //! time.
 
+use super::trail::SourceTrail;
 use super::{Held, Persist, fmp4_samples};
 use crate::media::{AudioParams, TIMEBASE};
 use crate::metrics::METRICS;
@@ -37,6 +38,8 @@ pub(super) struct Live {
     pub frame_ticks: u64,
     pub video: VideoTrack,
     pub audio: Option<AudioTrack>,
+    /// The source's recent segment starts and frame times, for rungs.
+    pub trail: SourceTrail,
 }
 
 #[derive(Debug)]
@@ -61,6 +64,13 @@ pub(super) struct PendingVideo {
     pub keyframe: bool,
     pub data: Bytes,
     pub arrival: Instant,
+}
+
+impl PendingVideo {
+    /// Timeline presentation time.
+    fn pts(&self) -> u64 {
+        self.t.saturating_add_signed(i64::from(self.cts))
+    }
 }
 
 #[derive(Debug)]
@@ -115,14 +125,16 @@ impl Live {
                 self.frame_ticks = dur.unsigned_abs();
             }
             let duration = u32::try_from(dur).unwrap_or(u32::MAX);
+            let pts = prev.pts();
             let events = self.push_video(prev, duration, Some(pkt.keyframe));
-            self.video_events(p, events, arrival, out);
+            self.video_events(p, events, Some(pts), arrival, out);
         }
         let Ok(t) = u64::try_from(t) else { return };
         let cts = pkt
             .pts
             .saturating_sub(pkt.dts)
             .clamp(i64::from(i32::MIN), i64::from(i32::MAX));
+        self.trail.frame(pkt.pts, t.saturating_add_signed(cts));
         self.video.pending = Some(PendingVideo {
             t,
             cts: cts as i32,
@@ -187,8 +199,9 @@ impl Live {
     fn flush_pending(&mut self, p: &mut Persist, now: Instant, out: &mut Vec<Update>) {
         if let Some(prev) = self.video.pending.take() {
             let duration = u32::try_from(self.frame_ticks).unwrap_or(u32::MAX);
+            let pts = prev.pts();
             let events = self.push_video(prev, duration, None);
-            self.video_events(p, events, now, out);
+            self.video_events(p, events, Some(pts), now, out);
         }
     }
 
@@ -197,7 +210,7 @@ impl Live {
             let end = self.video.seg.end();
             let next = self.video.seg.msn() + 1;
             let events = self.video.seg.cut(end, next);
-            self.video_events(p, events, now, out);
+            self.video_events(p, events, None, now, out);
         }
         let end = self.video.seg.end();
         if let Some(a) = &mut self.audio {
@@ -247,7 +260,7 @@ impl Live {
         }
     }
 
-    fn wall(&self, t: u64) -> SystemTime {
+    pub fn wall(&self, t: u64) -> SystemTime {
         let (wall, at) = self.anchor;
         if t >= at {
             wall + plan::duration(t - at, TIMEBASE)
@@ -257,22 +270,32 @@ impl Live {
         }
     }
 
+    /// `first_pts`: timeline pts of the sample whose push produced `events`
+    /// (the one a new segment starts with), `None` for a cut.
     fn video_events(
         &mut self,
         p: &mut Persist,
         events: Vec<Event>,
+        first_pts: Option<u64>,
         now: Instant,
         out: &mut Vec<Update>,
     ) {
         for e in events {
             match e {
-                Event::SegmentStart { msn, dts, .. } => out.push(Update::SegmentStart {
-                    rendition: p.source.clone(),
-                    msn,
-                    discontinuity: std::mem::take(&mut self.video.discontinuity),
-                    program_date_time: self.wall(dts),
-                    map_uri: self.video.init_uri.clone(),
-                }),
+                Event::SegmentStart { msn, dts, .. } => {
+                    let discontinuity = std::mem::take(&mut self.video.discontinuity);
+                    let program_date_time = self.wall(dts);
+                    let pts = first_pts.unwrap_or(dts);
+                    self.trail
+                        .segment_start(msn, pts, program_date_time, discontinuity);
+                    out.push(Update::SegmentStart {
+                        rendition: p.source.clone(),
+                        msn,
+                        discontinuity,
+                        program_date_time,
+                        map_uri: self.video.init_uri.clone(),
+                    });
+                }
                 Event::Part(part) => {
                     publish_part(
                         &p.channel_id,
@@ -291,6 +314,8 @@ impl Live {
                     samples,
                     gap,
                 } => {
+                    self.trail
+                        .segment_end(msn, end_dts.saturating_sub(start_dts));
                     out.push(segment_end(
                         &p.channel_id,
                         &p.source,
@@ -392,7 +417,7 @@ impl AudioTrack {
 }
 
 /// Writes a part's fragment and the update that publishes it.
-fn publish_part(
+pub(super) fn publish_part(
     channel: &str,
     rendition: &Arc<str>,
     seq: &mut u32,
@@ -434,7 +459,7 @@ fn publish_part(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn segment_end(
+pub(super) fn segment_end(
     channel: &str,
     rendition: &Arc<str>,
     msn: u64,

@@ -13,7 +13,7 @@ const HIGH_AVCC: &[u8] = &[
     0x60, 0x01, 0x00, 0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0, 0xfd, 0xf8, 0xf8, 0x00,
 ];
 
-fn video_params(width: u32) -> Arc<VideoParams> {
+pub(super) fn video_params(width: u32) -> Arc<VideoParams> {
     Arc::new(VideoParams {
         avcc: Bytes::from_static(HIGH_AVCC),
         width,
@@ -25,7 +25,7 @@ fn video_params(width: u32) -> Arc<VideoParams> {
     })
 }
 
-fn audio_params() -> Arc<AudioParams> {
+pub(super) fn audio_params() -> Arc<AudioParams> {
     Arc::new(AudioParams {
         // AAC-LC, 44.1 kHz, stereo.
         asc: Bytes::from_static(&[0x12, 0x10]),
@@ -38,7 +38,7 @@ fn audio_params() -> Arc<AudioParams> {
 
 /// RTMP-like media: millisecond timestamps, 30 fps video with a keyframe
 /// every `gop` frames, AAC at 44.1 kHz, interleaved by time.
-fn media(from_ms: i64, secs: i64, gop: i64, audio: bool) -> Vec<Packet> {
+pub(super) fn media(from_ms: i64, secs: i64, gop: i64, audio: bool) -> Vec<Packet> {
     let mut out = Vec::new();
     for i in 0..secs * 30 {
         let ms = from_ms + i * 1000 / 30;
@@ -66,15 +66,15 @@ fn media(from_ms: i64, secs: i64, gop: i64, audio: bool) -> Vec<Packet> {
     out
 }
 
-struct Rig {
-    pk: ChannelPackager,
-    store: Arc<ChannelStore>,
-    wall0: SystemTime,
-    t0: Instant,
+pub(super) struct Rig {
+    pub(super) pk: ChannelPackager,
+    pub(super) store: Arc<ChannelStore>,
+    pub(super) wall0: SystemTime,
+    pub(super) t0: Instant,
 }
 
 impl Rig {
-    fn new(channel: &str) -> Rig {
+    pub(super) fn new(channel: &str) -> Rig {
         let store = ChannelStore::new(channel, &PackageConfig::default());
         Rig {
             pk: ChannelPackager::new(channel, store.clone(), PackageConfig::default()),
@@ -85,26 +85,26 @@ impl Rig {
     }
 
     /// Pushes an event as if it arrived `at_ms` after the rig started.
-    fn push(&mut self, e: IngestEvent, at_ms: i64) {
+    pub(super) fn push(&mut self, e: IngestEvent, at_ms: i64) {
         let at = Duration::from_millis(at_ms.max(0) as u64);
         self.pk.push(e, self.wall0 + at, self.t0 + at);
     }
 
-    fn configs(&mut self, width: u32, audio: bool, at_ms: i64) {
+    pub(super) fn configs(&mut self, width: u32, audio: bool, at_ms: i64) {
         self.push(IngestEvent::VideoConfig(video_params(width)), at_ms);
         if audio {
             self.push(IngestEvent::AudioConfig(audio_params()), at_ms);
         }
     }
 
-    fn feed(&mut self, packets: Vec<Packet>, arrival_offset_ms: i64) {
+    pub(super) fn feed(&mut self, packets: Vec<Packet>, arrival_offset_ms: i64) {
         for p in packets {
             let at = p.dts / 90 + arrival_offset_ms;
             self.push(IngestEvent::Packet(p), at);
         }
     }
 
-    async fn playlist(&self, rendition: &str) -> String {
+    pub(super) async fn playlist(&self, rendition: &str) -> String {
         self.store
             .media_playlist(rendition, PlaylistRequest::default())
             .await
@@ -112,20 +112,20 @@ impl Rig {
     }
 }
 
-fn values<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+pub(super) fn values<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
     text.lines()
         .filter_map(|l| l.strip_prefix(prefix))
         .collect()
 }
 
-fn extinfs(text: &str) -> Vec<f64> {
+pub(super) fn extinfs(text: &str) -> Vec<f64> {
     values(text, "#EXTINF:")
         .iter()
         .map(|v| v.trim_end_matches(',').parse().expect("EXTINF is a number"))
         .collect()
 }
 
-fn part_uris(text: &str) -> Vec<String> {
+pub(super) fn part_uris(text: &str) -> Vec<String> {
     values(text, "#EXT-X-PART:")
         .iter()
         .filter_map(|v| {
@@ -139,7 +139,7 @@ fn part_uris(text: &str) -> Vec<String> {
 }
 
 /// tfdt of a moof+mdat, found by fourcc: the test knows what it wrote.
-fn tfdt(fragment: &[u8]) -> u64 {
+pub(super) fn tfdt(fragment: &[u8]) -> u64 {
     let at = fragment
         .windows(4)
         .position(|w| w == b"tfdt")

@@ -6,7 +6,7 @@
 //! never hold the store lock across an await and never poll: a waiter
 //! re-checks only when the store's watch version changes.
 
-use super::{ChannelStore, Inner, RenditionInfo};
+use super::{ChannelStore, Inner, Rendition, RenditionInfo};
 use crate::metrics::METRICS;
 use crate::package::names::{self, MediaName};
 use crate::package::playlist::{self, AudioMedia, RenditionReport, Skip, Variant};
@@ -172,18 +172,33 @@ impl ChannelStore {
             .unwrap_or_default()
     }
 
-    /// The multivariant playlist, once every rendition has a complete
-    /// segment to measure (a live channel without one waits a few seconds).
+    /// The multivariant playlist, once the source and audio have a complete
+    /// segment to measure and every declared rung knows its codecs (a live
+    /// channel without them waits a few seconds). Past the wait, whatever
+    /// can be described truthfully is listed, as long as the source is.
     pub async fn master_playlist(&self) -> Result<String, StoreError> {
-        self.wait_for(|inner| {
-            let active: Vec<_> = inner.renditions.iter().filter(|r| r.active).collect();
-            let has_video = active
-                .iter()
-                .any(|r| matches!(r.info, RenditionInfo::Video { .. }));
-            let measured = active.iter().all(|r| !r.stats.is_empty());
-            (has_video && measured).then(|| Ok(self.render_master(inner)))
-        })
-        .await
+        let answer = self
+            .wait_for(|inner| {
+                let active = || inner.renditions.iter().filter(|r| r.active);
+                let complete = source_measured(inner)
+                    && active().all(|r| match r.declared_bps {
+                        Some(_) => r.configured,
+                        None => !r.stats.is_empty(),
+                    });
+                complete.then(|| Ok(self.render_master(inner)))
+            })
+            .await;
+        match answer {
+            Err(StoreError::Unavailable) => {
+                let inner = self.lock();
+                if source_measured(&inner) {
+                    Ok(self.render_master(&inner))
+                } else {
+                    Err(StoreError::Unavailable)
+                }
+            }
+            other => other,
+        }
     }
 
     fn render_master(&self, inner: &Inner) -> String {
@@ -200,9 +215,20 @@ impl ChannelStore {
         let (audio_peak, audio_avg) = audio
             .first()
             .map_or((0, 0), |(r, _)| bitrates(r, half_target));
+        let mut video: Vec<&Rendition> = inner
+            .renditions
+            .iter()
+            .filter(|r| r.active && r.configured)
+            .filter(|r| matches!(r.info, RenditionInfo::Video { .. }))
+            .collect();
+        // Source first, then the rungs top down.
+        video.sort_by_key(|r| r.rank);
+        // A rung without segments yet plays at the source's frame rate (Apple
+        // HLS authoring spec 9.15 wants FRAME-RATE on every video variant).
+        let source_rate = video.iter().find_map(|r| frame_rate(r));
         let mut independent = true;
         let mut variants = Vec::new();
-        for r in inner.renditions.iter().filter(|r| r.active) {
+        for r in video {
             let RenditionInfo::Video {
                 codecs,
                 width,
@@ -211,15 +237,13 @@ impl ChannelStore {
             else {
                 continue;
             };
-            let (peak, avg) = bitrates(r, half_target);
+            let (peak, avg) = match (bitrates(r, half_target), r.declared_bps) {
+                // Before any measurement: the declared rate plus 10% for the
+                // encoder's overshoot.
+                ((0, 0), Some(declared)) => (declared + declared / 10, declared),
+                (measured, _) => measured,
+            };
             independent &= r.stats.iter().all(|s| s.independent || s.gap);
-            let (frames, secs) = r
-                .stats
-                .iter()
-                .filter(|s| !s.gap)
-                .fold((0u64, 0f64), |(f, d), s| {
-                    (f + u64::from(s.samples), d + s.duration.as_secs_f64())
-                });
             let mut all_codecs = codecs.clone();
             if let Some((_, a)) = audio.first() {
                 all_codecs.push(',');
@@ -234,7 +258,7 @@ impl ChannelStore {
                 average_bandwidth: avg + audio_avg,
                 codecs: all_codecs,
                 resolution: Some((*width, *height)),
-                frame_rate: (secs > 0.0).then(|| frames as f64 / secs),
+                frame_rate: frame_rate(r).or(source_rate),
                 audio_group: (!audio.is_empty()).then(|| "audio".to_owned()),
             });
         }
@@ -359,10 +383,38 @@ fn too_far(pl: &playlist::MediaPlaylist, msn: u64, part: Option<u32>) -> Option<
     (ahead > limit).then_some("_HLS_part is beyond the Advance Part Limit")
 }
 
+/// The source (a video rendition that was not declared as a rung) has a
+/// complete segment, and audio too if there is audio.
+fn source_measured(inner: &Inner) -> bool {
+    let (mut video, mut audio) = (false, true);
+    for r in inner.renditions.iter().filter(|r| r.active) {
+        match r.info {
+            RenditionInfo::Video { .. } if r.declared_bps.is_none() => {
+                video |= !r.stats.is_empty();
+            }
+            RenditionInfo::Audio { .. } => audio &= !r.stats.is_empty(),
+            RenditionInfo::Video { .. } => {}
+        }
+    }
+    video && audio
+}
+
+/// Frames per second measured over the rendition's listed media segments.
+fn frame_rate(r: &Rendition) -> Option<f64> {
+    let (frames, secs) = r
+        .stats
+        .iter()
+        .filter(|s| !s.gap)
+        .fold((0u64, 0f64), |(f, d), s| {
+            (f + u64::from(s.samples), d + s.duration.as_secs_f64())
+        });
+    (secs > 0.0 && frames > 0).then(|| frames as f64 / secs)
+}
+
 /// (peak, average) bits per second over the rendition's listed segments.
 /// Segments shorter than half the target (the tail before a discontinuity)
 /// are left out of the peak: a lone keyframe would inflate it.
-fn bitrates(r: &super::Rendition, min_for_peak: Duration) -> (u64, u64) {
+fn bitrates(r: &Rendition, min_for_peak: Duration) -> (u64, u64) {
     let mut peak = 0f64;
     let mut fallback_peak = 0f64;
     let (mut bits, mut secs) = (0f64, 0f64);

@@ -1,0 +1,266 @@
+//! VOD directories: playlists and files from synthetic media, and real
+//! H.264/AAC that ffprobe must decode through the HLS demuxer.
+
+use super::*;
+use crate::media::{AudioParams, IngestEvent, Packet, TrackKind, VideoParams};
+use crate::package::packager::{RungDecl, RungEvent};
+use crate::package::{PackageConfig, testmedia};
+use std::path::Path;
+
+/// Rung frames come this many frames after their source frame.
+const LAG_FRAMES: i64 = 20;
+
+fn params(width: u32, height: u32) -> Arc<VideoParams> {
+    // The avcC FFmpeg 5.1's libx264 wrapper wrote for 320x240 High profile.
+    const HIGH_AVCC: &[u8] = &[
+        0x01, 0x64, 0x00, 0x0d, 0xff, 0xe1, 0x00, 0x19, 0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9, 0x41,
+        0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1,
+        0x42, 0x99, 0x60, 0x01, 0x00, 0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0, 0xfd, 0xf8, 0xf8,
+        0x00,
+    ];
+    Arc::new(VideoParams {
+        avcc: Bytes::from_static(HIGH_AVCC),
+        width,
+        height,
+        profile_idc: 0x64,
+        constraint_flags: 0,
+        level_idc: 0x0d,
+        nal_length_size: 4,
+    })
+}
+
+fn decl(name: &str, width: u32, height: u32, bitrate_bps: u64) -> RungDecl {
+    RungDecl {
+        name: name.into(),
+        width,
+        height,
+        bitrate_bps,
+    }
+}
+
+/// Source video and audio, and each rung's copy of the video
+/// `LAG_FRAMES` later, in the order an offline transcoder produces them.
+enum Ev {
+    Source(Packet),
+    Rung(usize, Packet),
+}
+
+fn schedule(
+    video: &[Packet],
+    audio: &[Packet],
+    rungs: usize,
+    drop: impl Fn(usize, usize) -> bool,
+) -> Vec<Ev> {
+    let frame = video.get(1).map_or(3000, |p| p.dts - video[0].dts);
+    let mut timed: Vec<(i64, usize, Ev)> = Vec::new();
+    for (i, p) in video.iter().enumerate() {
+        timed.push((p.dts, 0, Ev::Source(p.clone())));
+        for r in (0..rungs).filter(|&r| !drop(r, i)) {
+            timed.push((p.dts + LAG_FRAMES * frame, 1, Ev::Rung(r, p.clone())));
+        }
+    }
+    for p in audio {
+        timed.push((p.dts, 0, Ev::Source(p.clone())));
+    }
+    timed.sort_by_key(|(t, order, _)| (*t, *order));
+    timed.into_iter().map(|(_, _, e)| e).collect()
+}
+
+fn write_vod(
+    dir: &Path,
+    video: (Arc<VideoParams>, Vec<Packet>),
+    audio: Option<(Arc<AudioParams>, Vec<Packet>)>,
+    ladder: &[(RungDecl, Arc<VideoParams>)],
+    drop: impl Fn(usize, usize) -> bool,
+) -> VodSummary {
+    let mut w = VodWriter::new(dir, PackageConfig::default()).expect("writer");
+    w.push(IngestEvent::VideoConfig(video.0)).expect("push");
+    if let Some((params, _)) = &audio {
+        w.push(IngestEvent::AudioConfig(params.clone()))
+            .expect("push");
+    }
+    w.set_rungs(ladder.iter().map(|(d, _)| d.clone()).collect())
+        .expect("set_rungs");
+    for (i, (_, p)) in ladder.iter().enumerate() {
+        w.push_rung(i, RungEvent::Config(p.clone()))
+            .expect("config");
+    }
+    let audio_packets = audio.map(|a| a.1).unwrap_or_default();
+    for e in schedule(&video.1, &audio_packets, ladder.len(), drop) {
+        match e {
+            Ev::Source(p) => w.push(IngestEvent::Packet(p)),
+            Ev::Rung(r, p) => w.push_rung(r, RungEvent::Packet(p)),
+        }
+        .expect("push");
+    }
+    w.finish().expect("finish")
+}
+
+/// 30 fps video with a keyframe every `gop` frames, and 44.1 kHz AAC.
+fn synthetic(secs: i64, gop: i64) -> (Vec<Packet>, Vec<Packet>) {
+    let video = (0..secs * 30)
+        .map(|i| {
+            let t = i * 3000;
+            Packet {
+                track: TrackKind::Video,
+                dts: t,
+                pts: t,
+                keyframe: i % gop == 0,
+                data: Bytes::from(vec![0, 0, 0, 1, if i % gop == 0 { 0x65 } else { 0x41 }]),
+            }
+        })
+        .collect();
+    let audio = (0..secs * 44_100 / 1024)
+        .map(|k| {
+            let t = k * 1024 * 90_000 / 44_100;
+            Packet {
+                track: TrackKind::Audio,
+                dts: t,
+                pts: t,
+                keyframe: true,
+                data: Bytes::from(vec![0x21, 0x10, k as u8]),
+            }
+        })
+        .collect();
+    (video, audio)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn a_synthetic_vod_has_a_playlist_per_rendition_and_a_master() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("out");
+    let (video, audio) = synthetic(9, 60);
+    let audio_params = Arc::new(AudioParams {
+        asc: Bytes::from_static(&[0x12, 0x10]),
+        object_type: 2,
+        sample_rate: 44_100,
+        channels: 2,
+        samples_per_frame: 1024,
+    });
+    let ladder = [
+        (decl("720p", 1280, 720, 3_000_000), params(1280, 720)),
+        (decl("360p", 640, 360, 700_000), params(640, 360)),
+    ];
+    // 360p's encoder dropped the GOP from 4 s to 6 s.
+    let summary = write_vod(
+        &dir,
+        (params(1920, 1080), video),
+        Some((audio_params, audio)),
+        &ladder,
+        |r, i| r == 1 && (120..180).contains(&i),
+    );
+    let names: Vec<&str> = summary.renditions.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["source", "720p", "360p", "audio"]);
+    for r in &summary.renditions {
+        assert_eq!(r.segments, 5, "{r:?}");
+        assert!(r.bytes > 0);
+        let secs = r.duration.as_secs_f64();
+        assert!((secs - 9.0).abs() < 0.05, "{r:?}");
+    }
+
+    let master = read(&dir.join("master.m3u8"));
+    let parsed = m3u8_rs::parse_master_playlist_res(master.as_bytes()).expect("master");
+    let uris: Vec<&str> = parsed.variants.iter().map(|v| v.uri.as_str()).collect();
+    assert_eq!(
+        uris,
+        ["source/index.m3u8", "720p/index.m3u8", "360p/index.m3u8"]
+    );
+    assert!(
+        master.contains("RESOLUTION=1280x720,FRAME-RATE=30,AUDIO=\"audio\""),
+        "{master}"
+    );
+    assert!(master.contains("CODECS=\"avc1.64000d,mp4a.40.2\""));
+    assert_eq!(
+        parsed.alternatives[0].uri.as_deref(),
+        Some("audio/index.m3u8")
+    );
+
+    for name in names {
+        let folder = dir.join(name);
+        let text = read(&folder.join("index.m3u8"));
+        assert!(text.starts_with("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MEDIA-SEQUENCE:0\n"), "{text}");
+        assert!(text.ends_with("#EXT-X-ENDLIST\n"));
+        assert!(!text.contains("EXT-X-PART"), "no LL-HLS tags in VOD");
+        let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("media");
+        assert_eq!(parsed.segments.len(), 5);
+        let map = text
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MAP:URI=\""))
+            .expect("map")
+            .trim_end_matches('"');
+        assert!(folder.join(map).is_file(), "{name}/{map}");
+        for s in &parsed.segments {
+            let gap = s.unknown_tags.iter().any(|t| t.tag == "X-GAP");
+            assert_eq!(folder.join(&s.uri).is_file(), !gap, "{name}/{}", s.uri);
+        }
+    }
+    let gaps = read(&dir.join("360p/index.m3u8"))
+        .matches("#EXT-X-GAP")
+        .count();
+    assert_eq!(gaps, 1);
+}
+
+/// Frames ffprobe decodes from a playlist's first stream, which must raise
+/// nothing at error level on the way.
+fn decoded_frames(playlist: &Path) -> u64 {
+    let args = format!(
+        "-v error -count_frames -show_entries stream=nb_read_frames -of csv=p=0 {}",
+        playlist.display()
+    );
+    let dir = playlist.parent().expect("folder");
+    let out = testmedia::tool(dir, "ffprobe", &args);
+    assert!(
+        out.stderr.is_empty(),
+        "{}: {}",
+        playlist.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("frame count: {text:?}"))
+}
+
+#[test]
+fn ffprobe_decodes_every_rendition_of_a_real_vod() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (video_params, video) = testmedia::h264(tmp.path(), 150, 60, 2);
+    let (audio_params, audio) = testmedia::aac(tmp.path(), 5);
+    assert!(video.iter().any(|p| p.pts != p.dts), "B-frames");
+    let audio_frames = audio.len() as u64;
+    let dir = tmp.path().join("vod");
+    // The same samples stand in for a transcoded rung.
+    let ladder = [(decl("720p", 320, 240, 500_000), video_params.clone())];
+    let summary = write_vod(
+        &dir,
+        (video_params, video),
+        Some((audio_params, audio)),
+        &ladder,
+        |_, _| false,
+    );
+    assert_eq!(summary.renditions.len(), 3);
+    assert_eq!(decoded_frames(&dir.join("source/index.m3u8")), 150);
+    assert_eq!(decoded_frames(&dir.join("720p/index.m3u8")), 150);
+    // Audio past the end of video is not packaged: a frame or two short.
+    let audio = decoded_frames(&dir.join("audio/index.m3u8"));
+    assert!(
+        audio + 3 >= audio_frames && audio <= audio_frames,
+        "{audio} of {audio_frames}"
+    );
+    // The multivariant playlist opens too, with every variant.
+    let master = dir.join("master.m3u8");
+    let out = testmedia::tool(
+        &dir,
+        "ffprobe",
+        &format!(
+            "-v error -show_entries program=program_id -of csv=p=0 {}",
+            master.display()
+        ),
+    );
+    let programs = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(programs, 2, "one program per variant");
+}

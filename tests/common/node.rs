@@ -1,0 +1,321 @@
+//! The node under test: started on free ports in its own data directory,
+//! driven through its CLI, stopped by signal. Its log (and those of the
+//! processes attached to it) is printed when a test panics; the child is
+//! always killed on Drop, never left running.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::http::Http;
+use super::metrics::Metrics;
+use super::{free_port, node_bin, signal, tail};
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub part_target_s: f64,
+    pub segment_target_s: f64,
+    pub reconnect_grace_s: f64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            part_target_s: 0.2,
+            segment_target_s: 2.0,
+            reconnect_grace_s: 10.0,
+        }
+    }
+}
+
+pub struct Node {
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+    pub data_dir: PathBuf,
+    pub rtmp_port: u16,
+    pub http_port: u16,
+    pub log_path: PathBuf,
+    pub token: String,
+    pub http: Http,
+    bin: PathBuf,
+    /// Logs of other processes to print when the test fails.
+    extra_logs: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub id: String,
+    pub name: String,
+    pub stream_key: String,
+    pub json: serde_json::Value,
+}
+
+impl Channel {
+    pub fn from_json(v: serde_json::Value) -> Channel {
+        let s = |k: &str| {
+            v[k].as_str()
+                .unwrap_or_else(|| panic!("channel JSON has no string {k:?}: {v}"))
+                .to_string()
+        };
+        Channel {
+            id: s("id"),
+            name: s("name"),
+            stream_key: s("stream_key"),
+            json: v,
+        }
+    }
+}
+
+impl Node {
+    /// Starts a node in a fresh temporary data directory.
+    pub fn start(cfg: NodeConfig) -> Node {
+        let tmp = tempfile::Builder::new()
+            .prefix("rungs-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let dir = tmp.path().to_path_buf();
+        let mut n = Node::start_in(&dir, cfg, &node_bin());
+        n._tmp = Some(tmp);
+        n
+    }
+
+    /// Starts a node on `dir` (kept by the caller), on fresh ports.
+    pub fn start_in(dir: &Path, cfg: NodeConfig, bin: &Path) -> Node {
+        // A free port can be taken by a parallel test between our probe and
+        // the node's bind: retry on fresh ports when the node reports that.
+        for _ in 0..2 {
+            if let Some(n) = Node::try_start_in(dir, cfg.clone(), bin, true) {
+                return n;
+            }
+        }
+        Node::try_start_in(dir, cfg, bin, false).unwrap()
+    }
+
+    fn try_start_in(
+        dir: &Path,
+        cfg: NodeConfig,
+        bin: &Path,
+        retry_on_addr_in_use: bool,
+    ) -> Option<Node> {
+        assert!(
+            bin.exists(),
+            "node binary {} is missing: build it (`cargo build`, or run `make test`)",
+            bin.display()
+        );
+        fs::create_dir_all(dir).unwrap();
+        let rtmp_port = free_port();
+        let http_port = free_port();
+        let cfg_path = dir.join("e2e-config.toml");
+        fs::write(
+            &cfg_path,
+            format!(
+                "[hls]\npart_target_s = {}\nsegment_target_s = {}\n\n[ingest]\nreconnect_grace_s = {}\n",
+                cfg.part_target_s, cfg.segment_target_s, cfg.reconnect_grace_s
+            ),
+        )
+        .unwrap();
+        // A node restarted on the same dir appends to a new log file.
+        let mut k = 0;
+        let log_path = loop {
+            let p = dir.join(format!("node-{k}.log"));
+            if !p.exists() {
+                break p;
+            }
+            k += 1;
+        };
+        let log = File::create(&log_path).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--rtmp-addr")
+            .arg(format!("127.0.0.1:{rtmp_port}"))
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .arg("--config")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let mut node = Node {
+            child: Some(child),
+            _tmp: None,
+            data_dir: dir.to_path_buf(),
+            rtmp_port,
+            http_port,
+            log_path,
+            token: String::new(),
+            http: Http::new(),
+            bin: bin.to_path_buf(),
+            extra_logs: Arc::new(Mutex::new(Vec::new())),
+        };
+        if !node.wait_healthy(Duration::from_secs(30), retry_on_addr_in_use) {
+            return None;
+        }
+        let tok_path = dir.join("admin-token");
+        node.token = fs::read_to_string(&tok_path)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (the node must write its admin token there)",
+                    tok_path.display()
+                )
+            })
+            .trim()
+            .to_string();
+        assert!(!node.token.is_empty(), "admin-token is empty");
+        Some(node)
+    }
+
+    /// False if the node exited because an address was in use (and the
+    /// caller asked to retry); panics on any other failure.
+    fn wait_healthy(&mut self, timeout: Duration, retry_on_addr_in_use: bool) -> bool {
+        let url = self.url("/healthz");
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let log = self.log().to_ascii_lowercase();
+                if retry_on_addr_in_use && log.contains("in use") {
+                    self.child = None;
+                    return false;
+                }
+                panic!(
+                    "node exited before /healthz answered ({st}); log:\n{}",
+                    tail(&self.log_path, 80)
+                );
+            }
+            if self.http.try_get(&url).is_ok_and(|r| r.status == 200) {
+                return true;
+            }
+            if Instant::now() > end {
+                panic!(
+                    "GET /healthz did not answer 200 within {timeout:?}; log:\n{}",
+                    tail(&self.log_path, 80)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.http_port, path)
+    }
+
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{}", self.rtmp_port, key)
+    }
+
+    pub fn master_url(&self, id: &str) -> String {
+        self.url(&format!("/hls/{id}/master.m3u8"))
+    }
+
+    pub fn media_url(&self, id: &str, rendition: &str) -> String {
+        self.url(&format!("/hls/{id}/{rendition}/index.m3u8"))
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn attach_log(&self, p: &Path) {
+        self.extra_logs.lock().unwrap().push(p.to_path_buf());
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Runs `rungs ARGS... --data-dir DIR` and returns its stdout; panics on failure.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(&self.bin)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run rungs CLI");
+        assert!(
+            out.status.success(),
+            "rungs {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("CLI stdout is UTF-8")
+    }
+
+    /// `rungs channel create --json`: exactly one JSON object on stdout.
+    pub fn create_channel(&self, name: &str) -> Channel {
+        let out = self.cli(&["channel", "create", "--name", name, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
+            panic!("`channel create --json` did not print one JSON object ({e}): {out:?}")
+        });
+        assert!(
+            v.is_object(),
+            "channel create --json printed {v}, not an object"
+        );
+        let ch = Channel::from_json(v);
+        assert_eq!(ch.name, name);
+        ch
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let r = self.http.get(&self.url("/metrics"));
+        assert_eq!(r.status, 200, "GET /metrics");
+        Metrics::parse(&r.text())
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; waits for the exit.
+    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
+        signal(c.id(), "-TERM");
+        let end = Instant::now() + grace;
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() > end {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "===== node log ({}), last 150 lines =====\n{}",
+                self.log_path.display(),
+                tail(&self.log_path, 150)
+            );
+            for p in self.extra_logs.lock().unwrap().iter() {
+                eprintln!(
+                    "===== {} (last 30 lines) =====\n{}",
+                    p.display(),
+                    tail(p, 30)
+                );
+            }
+            if std::env::var_os("RUNGS_E2E_KEEP").is_some()
+                && let Some(t) = self._tmp.take()
+            {
+                eprintln!("keeping {}", t.keep().display());
+            }
+        }
+    }
+}

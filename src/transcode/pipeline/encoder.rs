@@ -265,11 +265,11 @@ impl EncoderThread {
     /// Keeps a copy of every `quality_every`-th input frame to compare with
     /// what the encoder made of it.
     fn sample(&mut self, frame: &Frame) {
-        if self.checker.is_none() || self.summary.frames % self.quality_every.max(1) != 0 {
-            self.summary.frames += 1;
+        let index = self.summary.frames;
+        self.summary.frames += 1;
+        if self.checker.is_none() || !index.is_multiple_of(self.quality_every.max(1)) {
             return;
         }
-        self.summary.frames += 1;
         let Ok(mut copy) = self.refs.get() else {
             // All references are still waiting for their decoded frames.
             return;

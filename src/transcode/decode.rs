@@ -258,6 +258,10 @@ pub(crate) fn init_ffmpeg() {
     ONCE.call_once(|| {
         // Only device registration can fail, and no code here uses devices.
         let _ = ffmpeg::init();
+        // libx264 prints its settings and statistics at info level for every
+        // encoder it opens; a node opens several per stream. Our own logs say
+        // what matters, so FFmpeg only speaks about errors.
+        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
     });
 }
 

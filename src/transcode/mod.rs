@@ -8,6 +8,7 @@ pub mod ladder;
 pub mod pipeline;
 pub mod quality;
 pub mod scale;
+pub mod source;
 
 /// Drives the FFmpeg CLI for tests that compare against libswscale and
 /// FFmpeg's metric filters. Panics loudly when `ffmpeg` is missing: those

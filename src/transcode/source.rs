@@ -1,0 +1,298 @@
+//! Reads a media file (any container FFmpeg demuxes) as the node's ingest
+//! events: H.264 video and AAC audio, timestamps in the node timebase.
+//!
+//! The offline `rungs transcode` command feeds these to the same packager
+//! and pipeline a live channel uses. Never decodes: packets pass as they are,
+//! converted only from Annex B (MPEG-TS) to length-prefixed NAL units.
+
+use crate::media::aac::parse_audio_specific_config;
+use crate::media::annexb::{
+    NAL_AUD, NAL_PPS, NAL_SPS, annexb_to_length_prefixed, avc_config_from_annexb, nal_type,
+};
+use crate::media::h264::parse_avc_config;
+use crate::media::{
+    AudioParams, IngestEvent, MediaError, Packet, TIMEBASE, TrackKind, VideoParams,
+};
+use crate::transcode::decode::init_ffmpeg;
+use crate::transcode::encode::FrameRate;
+use bytes::{Bytes, BytesMut};
+use ffmpeg_next as ffmpeg;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: ffmpeg::Error,
+    },
+    #[error("{path} has no video stream")]
+    NoVideo { path: PathBuf },
+    #[error("{path}: video is {codec}; only H.264 can be transcoded")]
+    Codec { path: PathBuf, codec: String },
+    #[error("{path}: H.264 parameter sets: {source}")]
+    Params { path: PathBuf, source: MediaError },
+    #[error("{path}: reading packets: {source}")]
+    Read {
+        path: PathBuf,
+        source: ffmpeg::Error,
+    },
+}
+
+/// A demuxed file, read packet by packet.
+pub struct FileSource {
+    path: PathBuf,
+    input: ffmpeg::format::context::Input,
+    video_index: usize,
+    video_tb: ffmpeg::Rational,
+    audio_index: Option<usize>,
+    audio_tb: ffmpeg::Rational,
+    /// The file carries Annex B (start codes), as MPEG-TS does.
+    annexb: bool,
+    pending: VecDeque<IngestEvent>,
+    scratch: BytesMut,
+    pub video: Arc<VideoParams>,
+    pub audio: Option<Arc<AudioParams>>,
+    /// The container's average frame rate, when it states one.
+    pub frame_rate: Option<FrameRate>,
+    /// Media duration in seconds, when the container states it.
+    pub duration_s: Option<f64>,
+}
+
+/// The codec parameters' extradata (avcC, Annex B parameter sets or an
+/// AudioSpecificConfig).
+fn extradata(stream: &ffmpeg::format::stream::Stream<'_>) -> Bytes {
+    let params = stream.parameters();
+    // SAFETY: ffmpeg-next exposes no extradata getter. The parameters belong
+    // to the open input, which outlives this call; FFmpeg keeps
+    // `extradata_size` bytes at `extradata` (or null with size 0), and the
+    // bytes are copied before the borrow ends.
+    unsafe {
+        let raw = params.as_ptr();
+        let (data, len) = ((*raw).extradata, (*raw).extradata_size);
+        match usize::try_from(len) {
+            Ok(n) if n > 0 && !data.is_null() => {
+                Bytes::copy_from_slice(std::slice::from_raw_parts(data, n))
+            }
+            _ => Bytes::new(),
+        }
+    }
+}
+
+impl FileSource {
+    pub fn open(path: &Path) -> Result<Self, SourceError> {
+        init_ffmpeg();
+        let path_buf = path.to_path_buf();
+        let input = ffmpeg::format::input(&path).map_err(|source| SourceError::Open {
+            path: path_buf.clone(),
+            source,
+        })?;
+        let video = input
+            .streams()
+            .best(ffmpeg::media::Type::Video)
+            .ok_or_else(|| SourceError::NoVideo {
+                path: path_buf.clone(),
+            })?;
+        let codec = video.parameters().id();
+        if codec != ffmpeg::codec::Id::H264 {
+            return Err(SourceError::Codec {
+                path: path_buf,
+                codec: format!("{codec:?}"),
+            });
+        }
+        let extra = extradata(&video);
+        let params_err = |source| SourceError::Params {
+            path: path_buf.clone(),
+            source,
+        };
+        // avcC starts with configurationVersion 1; anything else is Annex B.
+        let annexb = extra.first() != Some(&1);
+        let record = if annexb {
+            avc_config_from_annexb(&extra).map_err(params_err)?
+        } else {
+            extra
+        };
+        let video_params = Arc::new(parse_avc_config(record).map_err(params_err)?);
+        let rate = video.avg_frame_rate();
+        let frame_rate = (rate.numerator() > 0 && rate.denominator() > 0).then(|| {
+            FrameRate::new(
+                rate.numerator().unsigned_abs(),
+                rate.denominator().unsigned_abs(),
+            )
+        });
+        let (video_index, video_tb) = (video.index(), video.time_base());
+
+        let audio = input.streams().best(ffmpeg::media::Type::Audio).and_then(|a| {
+            if a.parameters().id() != ffmpeg::codec::Id::AAC {
+                tracing::warn!(path = %path.display(), codec = ?a.parameters().id(), "audio is not AAC; leaving it out");
+                return None;
+            }
+            match parse_audio_specific_config(extradata(&a)) {
+                Ok(p) => Some((a.index(), a.time_base(), Arc::new(p))),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "AAC without a usable AudioSpecificConfig; leaving audio out");
+                    None
+                }
+            }
+        });
+        let duration = input.duration();
+        let duration_s =
+            (duration > 0).then(|| duration as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE));
+
+        let mut pending = VecDeque::new();
+        pending.push_back(IngestEvent::VideoConfig(video_params.clone()));
+        if let Some((_, _, p)) = &audio {
+            pending.push_back(IngestEvent::AudioConfig(p.clone()));
+        }
+        Ok(FileSource {
+            path: path_buf,
+            input,
+            video_index,
+            video_tb,
+            audio_index: audio.as_ref().map(|a| a.0),
+            audio_tb: audio.as_ref().map_or(video_tb, |a| a.1),
+            annexb,
+            pending,
+            scratch: BytesMut::new(),
+            video: video_params,
+            audio: audio.map(|a| a.2),
+            frame_rate,
+            duration_s,
+        })
+    }
+
+    /// The next event in file order; `None` at the end.
+    pub fn next_event(&mut self) -> Result<Option<IngestEvent>, SourceError> {
+        if let Some(e) = self.pending.pop_front() {
+            return Ok(Some(e));
+        }
+        let node = ffmpeg::Rational::new(1, TIMEBASE as i32);
+        let mut packet = ffmpeg::Packet::empty();
+        loop {
+            match packet.read(&mut self.input) {
+                Ok(()) => {}
+                Err(ffmpeg::Error::Eof) => return Ok(None),
+                Err(source) => {
+                    return Err(SourceError::Read {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            }
+            let index = packet.stream();
+            let (track, tb) = if index == self.video_index {
+                (TrackKind::Video, self.video_tb)
+            } else if Some(index) == self.audio_index {
+                (TrackKind::Audio, self.audio_tb)
+            } else {
+                continue;
+            };
+            packet.rescale_ts(tb, node);
+            let Some(data) = packet.data() else { continue };
+            let (Some(dts), Some(pts)) =
+                (packet.dts().or(packet.pts()), packet.pts().or(packet.dts()))
+            else {
+                continue;
+            };
+            let data = if track == TrackKind::Video && self.annexb {
+                self.scratch.clear();
+                // In-band parameter sets repeat the config; delimiters mean nothing in MP4.
+                let keep = |n: &[u8]| !matches!(nal_type(n), NAL_SPS | NAL_PPS | NAL_AUD);
+                if annexb_to_length_prefixed(data, &mut self.scratch, keep).is_err() {
+                    continue;
+                }
+                self.scratch.split().freeze()
+            } else {
+                Bytes::copy_from_slice(data)
+            };
+            return Ok(Some(IngestEvent::Packet(Packet {
+                track,
+                dts,
+                pts,
+                keyframe: track == TrackKind::Audio || packet.is_key(),
+                data,
+            })));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transcode::ffmpeg_cli;
+
+    fn count(path: &Path) -> (usize, usize, usize) {
+        let mut src = FileSource::open(path).expect("open");
+        let (mut v, mut a, mut k) = (0, 0, 0);
+        while let Some(e) = src.next_event().expect("read") {
+            if let IngestEvent::Packet(p) = e {
+                match p.track {
+                    TrackKind::Video => {
+                        v += 1;
+                        k += usize::from(p.keyframe);
+                    }
+                    TrackKind::Audio => a += 1,
+                }
+            }
+        }
+        (v, a, k)
+    }
+
+    #[test]
+    fn reads_mp4_and_mpegts_alike() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for ext in ["mp4", "ts"] {
+            let out = dir.path().join(format!("in.{ext}"));
+            ffmpeg_cli::run(&[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                "2",
+                "-c:v",
+                "libx264",
+                "-g",
+                "25",
+                "-c:a",
+                "aac",
+                out.to_str().expect("utf-8"),
+            ]);
+            let src = FileSource::open(&out).expect("open");
+            assert_eq!((src.video.width, src.video.height), (320, 240), "{ext}");
+            assert_eq!(src.frame_rate, Some(FrameRate::new(25, 1)), "{ext}");
+            let (v, a, k) = count(&out);
+            assert_eq!(v, 50, "{ext}: video packets");
+            assert_eq!(k, 2, "{ext}: keyframes");
+            if ext == "mp4" {
+                assert!(a >= 90, "{ext}: audio packets {a}");
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_transcode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("in.mkv");
+        ffmpeg_cli::run(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-t",
+            "1",
+            "-c:v",
+            "mpeg4",
+            out.to_str().expect("utf-8"),
+        ]);
+        let err = FileSource::open(&out).err().expect("mpeg4 refused");
+        assert!(err.to_string().contains("only H.264"), "{err}");
+        assert!(FileSource::open(&dir.path().join("missing.mp4")).is_err());
+    }
+}

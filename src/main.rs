@@ -34,6 +34,27 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ChannelCmd,
     },
+    /// Transcode a file into an HLS VOD ladder as fast as the machine goes.
+    Transcode(TranscodeArgs),
+}
+
+#[derive(Args)]
+struct TranscodeArgs {
+    /// TOML config file (ladders, encoder settings).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Any file FFmpeg reads with H.264 video (and AAC audio).
+    #[arg(long)]
+    input: PathBuf,
+    /// Directory for master.m3u8 and one folder per rung.
+    #[arg(long)]
+    output: PathBuf,
+    /// Ladder: standard (default), passthrough, or one from the config.
+    #[arg(long)]
+    ladder: Option<String>,
+    /// Print a JSON summary on stdout instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -111,7 +132,57 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Serve(args) => serve(args),
         Cmd::Channel { cmd } => channel(cmd),
+        Cmd::Transcode(args) => transcode(args),
     }
+}
+
+fn transcode(args: TranscodeArgs) -> Result<()> {
+    let cfg = Config::load(args.config.as_deref())?;
+    let mut pipeline = pipeline_config(&cfg)?;
+    if let Some(l) = args.ladder {
+        pipeline.ladders.check(&l)?;
+        pipeline.ladder = l;
+    }
+    // Offline there is no latency to protect: x264's own lookahead and
+    // B-frames, as the FFmpeg CLI would use them.
+    pipeline.encoder.low_latency = false;
+    let report = rungs::transcode::offline::run(rungs::transcode::offline::Options {
+        input: &args.input,
+        output: &args.output,
+        pipeline,
+        package: cfg.hls.clone(),
+        progress: !args.json && std::io::stderr().is_terminal(),
+    })?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &report)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{} frames in {:.2} s ({:.1} fps), ladder {} -> {}/master.m3u8",
+        report.frames, report.seconds, report.fps, report.ladder, report.output
+    )?;
+    for r in &report.renditions {
+        let size = match (r.width, r.height) {
+            (Some(w), Some(h)) => format!("{w}x{h}"),
+            _ => "-".into(),
+        };
+        let quality = match (r.psnr_db, r.ssim) {
+            (Some(p), Some(s)) => format!("  PSNR {p:.2} dB  SSIM {s:.4}"),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "  {:<8} {:>9}  {:>6} kb/s  {:>9} bytes{quality}",
+            r.name,
+            size,
+            r.bitrate_bps / 1000,
+            r.bytes
+        )?;
+    }
+    Ok(())
 }
 
 fn open_registry(cfg: &Config) -> Result<Registry> {
@@ -359,6 +430,18 @@ mod tests {
             .expect("delete");
         Cli::try_parse_from(["rungs", "channel", "rotate-key", "--data-dir", "d", "abc"])
             .expect("rotate");
+        Cli::try_parse_from([
+            "rungs",
+            "transcode",
+            "--input",
+            "in.mp4",
+            "--output",
+            "out",
+            "--ladder",
+            "standard",
+            "--json",
+        ])
+        .expect("transcode");
     }
 
     #[test]

@@ -407,3 +407,53 @@ source/index.m3u8
     let empty = ChannelStore::new("ch2", &PackageConfig::default());
     assert_eq!(empty.master_playlist().await, Err(StoreError::Unavailable));
 }
+
+#[tokio::test(start_paused = true)]
+async fn late_and_skipping_renditions_keep_the_channel_numbering() {
+    let s = started("s1", 0, true);
+    segment(&s, 0);
+    s.apply(vec![Update::Pause]);
+    start(&s, "s2", 1, false);
+    for r in [src(), aud()] {
+        seg_start(&s, &r, 1, true);
+        part(&s, &r, 1, true);
+        seg_end(&s, &r, 1);
+    }
+    segment(&s, 2);
+    // A rung declared now starts at MSN 3, after the discontinuity: its
+    // sequence must count it as the others do.
+    let rung: Arc<str> = Arc::from("480p");
+    s.apply(vec![Update::Declare {
+        rendition: rung.clone(),
+        width: 854,
+        height: 480,
+        bitrate_bps: 1_000_000,
+        rank: 1,
+    }]);
+    for msn in 3..7 {
+        segment(&s, msn);
+        // The rung's encoder produced nothing for 4 and 5.
+        if msn == 3 || msn == 6 {
+            seg_start(&s, &rung, msn, false);
+            part(&s, &rung, msn, true);
+            seg_end(&s, &rung, msn);
+        }
+    }
+    let text = s
+        .media_playlist("480p", req(None, None))
+        .await
+        .expect("playlist");
+    let source = s
+        .media_playlist("source", req(None, None))
+        .await
+        .expect("playlist");
+    assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+    assert!(source.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"));
+    // MSNs 4 and 5 were never produced: listed as gaps, so 6 is still 6.
+    assert_eq!(text.matches("#EXT-X-GAP\n#EXTINF:2.00000,\n").count(), 2, "{text}");
+    assert!(text.contains("s2-6.m4s"), "{text}");
+    s.apply(vec![Update::Retire {
+        rendition: rung.clone(),
+    }]);
+    assert_eq!(s.renditions(), ["source", "audio"]);
+}

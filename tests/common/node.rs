@@ -254,8 +254,19 @@ impl Node {
     }
 
     /// `rungs channel create --json`: exactly one JSON object on stdout.
+    /// Creates a `passthrough` channel: these tests are about the source
+    /// path (LL-HLS rules, ingest, channels); tests/ladder.rs creates
+    /// transcoded ones.
     pub fn create_channel(&self, name: &str) -> Channel {
-        let out = self.cli(&["channel", "create", "--name", name, "--json"]);
+        let out = self.cli(&[
+            "channel",
+            "create",
+            "--name",
+            name,
+            "--ladder",
+            "passthrough",
+            "--json",
+        ]);
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
             panic!("`channel create --json` did not print one JSON object ({e}): {out:?}")
         });

@@ -1,23 +1,30 @@
 //! Pre-screens the post-handshake RTMP chunk stream before rml_rtmp's `ServerSession` parses
 //! it, refusing what would make that library panic, overflow the stack or grow without bound.
-//! Sans-IO; it never alters the bytes, it only says yes or no.
+//! Sans-IO; it never alters the bytes, it only says yes or no. It must never hand rml_rtmp,
+//! not even its own copy of the chunk deserializer, bytes that make it panic.
 //!
 //! Why it exists (rml_rtmp 0.8.0 / rml_amf0 0.3.0, read from their sources):
 //! - AMF0 values are decoded recursively with no depth limit: a few kilobytes of nested
 //!   objects overflow the stack, which aborts the whole process (not catchable).
 //! - `amf0_command::deserialize` does `drain(..3)` and `handle_amf0_data_set_data_frame`
 //!   indexes `data[0]`/`remove(1)` without checking lengths: short messages panic.
-//! - The chunk deserializer keeps one partial payload for all chunk streams; an interleaved
-//!   shorter message underflows `length - current_payload_length` (a panic in debug builds,
-//!   and in release a payload that only grows).
+//! - The chunk deserializer keeps one partial payload for all chunk streams, so it cannot
+//!   take a chunk of another message before the current one completes (see
+//!   [`GuardError::Interleaved`]), and it underflows on an extended timestamp delta below
+//!   0xFFFFFF (see [`GuardError::ExtendedTimestamp`]).
 //! - Every `createStream` adds an entry to a map that is never pruned.
 //!
-//! The guard runs its own `ChunkDeserializer` over the same bytes, so it sees each message
-//! before the session does. Both are the same deterministic code fed the same bytes and the
-//! same chunk size changes, so they agree on message boundaries.
+//! The guard reads each chunk header itself (RTMP spec 5.3.1: basic header, message header
+//! types 0-3, extended timestamp), the way rml_rtmp's `ChunkDeserializer` reads it, and
+//! refuses the two chunk shapes above before any deserializer sees the header's bytes. Then
+//! it passes the chunk to its own `ChunkDeserializer`, so it sees each message before the
+//! session does. Both deserializers are the same deterministic code fed the same bytes and
+//! the same chunk size changes, so they agree on message boundaries; the guard checks that
+//! its header reading agrees with them at every message end.
 
 use rml_rtmp::chunk_io::{ChunkDeserializationError, ChunkDeserializer};
 use rml_rtmp::messages::{MessagePayload, RtmpMessage};
+use std::collections::HashMap;
 
 /// Bytes the peer may send without completing an RTMP message. A message's length field is
 /// 24 bits (16 MiB); real encoders send video frames well under 8 MiB, and this bound also
@@ -41,6 +48,16 @@ const TYPE_AMF3_COMMAND: u8 = 17;
 const TYPE_AMF0_DATA: u8 = 18;
 const TYPE_AMF0_COMMAND: u8 = 20;
 
+/// RTMP spec 5.3.1.3: "The Extended Timestamp field is used to encode timestamps or
+/// timestamp deltas greater than or equal to 16777215 (0xFFFFFF) [...] this field is
+/// present in Type 0, 1, or 2 chunks" whose 24-bit timestamp field is 0xFFFFFF. Like
+/// rml_rtmp (deserializer.rs:336), a type 3 chunk carries one when the field it inherits is.
+const EXTENDED_TIMESTAMP: u32 = 0xff_ffff;
+/// Longest chunk header: 3-byte basic header, type 0 message header, extended timestamp.
+const MAX_CHUNK_HEADER: usize = 3 + 11 + 4;
+/// Chunk size until the peer sends SetChunkSize (RTMP spec 5.4.1; rml_rtmp's initial one).
+const INITIAL_CHUNK_SIZE: usize = 128;
+
 /// AMF0 markers (AMF0 spec 2.1), as rml_amf0 0.3 accepts them.
 const NUMBER: u8 = 0x00;
 const BOOLEAN: u8 = 0x01;
@@ -52,10 +69,55 @@ const ECMA_ARRAY: u8 = 0x08;
 const OBJECT_END: u8 = 0x09;
 const STRICT_ARRAY: u8 = 0x0a;
 
+/// Chunk offsets (`offset`) count bytes of the chunk stream, from the first byte after the
+/// handshake, to the chunk's basic header.
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
     #[error("chunk stream: {0}")]
     Chunk(#[from] ChunkDeserializationError),
+    #[error(
+        "type {fmt} chunk on chunk stream {csid} at offset {offset} with no type 0 chunk before it on that stream"
+    )]
+    NoPreviousChunk { fmt: u8, csid: u32, offset: u64 },
+    /// A chunk that is not the next chunk of the incomplete message. RTMP allows messages on
+    /// different chunk streams to interleave (spec 5.3.1: "chunks [...] from different
+    /// streams" are multiplexed), but rml_rtmp 0.8's `ChunkDeserializer` keeps a single
+    /// partial payload for all chunk streams (`current_payload_data`, deserializer.rs:25): it
+    /// appends the other message's bytes to the incomplete one (:392), and underflows
+    /// `length - current_payload_length` (:371) when the other message is shorter than what
+    /// is buffered (a panic with overflow checks on, `capacity overflow` in
+    /// `BytesMut::reserve` (:388) without). The same goes for a type 0-2 header, which starts
+    /// a new message (spec 5.3.1.2.4: all chunks of a message but the first "SHOULD" be type
+    /// 3), on the incomplete message's own chunk stream. FFmpeg and OBS (librtmp) write each
+    /// message's chunks back to back, so they never do this.
+    #[error(
+        "type {fmt} chunk on chunk stream {csid} at offset {offset} before the {length}-byte message on chunk stream {incomplete_csid} completed ({received} bytes received); interleaved messages are not supported"
+    )]
+    Interleaved {
+        fmt: u8,
+        csid: u32,
+        offset: u64,
+        incomplete_csid: u32,
+        length: usize,
+        received: usize,
+    },
+    /// A type 1-3 chunk that starts a message with a timestamp delta field of 0xFFFFFF and an
+    /// extended timestamp below 0xFFFFFF: against spec 5.3.1.3 (quoted at
+    /// `EXTENDED_TIMESTAMP`), and rml_rtmp 0.8 computes `timestamp - MAX_INITIAL_TIMESTAMP`
+    /// (deserializer.rs:358), which underflows (a panic with overflow checks on).
+    #[error(
+        "type {fmt} chunk on chunk stream {csid} at offset {offset}: extended timestamp delta {extended:#x} is below 0xFFFFFF"
+    )]
+    ExtendedTimestamp {
+        fmt: u8,
+        csid: u32,
+        offset: u64,
+        extended: u32,
+    },
+    /// The guard's header reading and its `ChunkDeserializer` disagree on where a message
+    /// ends: a bug in the guard, so the stream cannot be vouched for.
+    #[error("chunk guard out of step with the deserializer at chunk offset {offset}")]
+    OutOfStep { offset: u64 },
     #[error(
         "{bytes} bytes received without completing an RTMP message (limit {MAX_PENDING_BYTES})"
     )]
@@ -82,11 +144,126 @@ pub enum GuardError {
 
 pub struct Guard {
     chunks: ChunkDeserializer,
-    /// Bytes fed since a message last completed (counted per `check` call, so an
-    /// overestimate by at most one call's input).
+    /// Where the guard is in the chunk stream.
+    stage: Stage,
+    /// The current chunk header's bytes, while it is incomplete (`header_len` of them).
+    header: [u8; MAX_CHUNK_HEADER],
+    header_len: usize,
+    /// What a type 1-3 header inherits, per chunk stream id.
+    streams: HashMap<u32, StreamHeader>,
+    /// The message whose chunks are arriving, if it is not complete.
+    incomplete: Option<Incomplete>,
+    /// The current chunk size, as SetChunkSize messages set it.
+    chunk_size: usize,
+    /// Bytes of the chunk stream checked so far, and where the current chunk started.
+    offset: u64,
+    chunk_offset: u64,
+    /// Bytes checked since a message last completed.
     pending: usize,
     commands: u32,
     create_streams: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Reading a chunk header.
+    Header,
+    /// This many payload bytes of the current chunk are still to come.
+    Payload { left: usize },
+}
+
+/// What a type 1-3 chunk header takes from the preceding chunk on its chunk stream (RTMP
+/// spec 5.3.1.2).
+#[derive(Clone, Copy, Debug)]
+struct StreamHeader {
+    message_length: u32,
+    timestamp_field: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Incomplete {
+    csid: u32,
+    length: usize,
+    received: usize,
+}
+
+/// One chunk header, read as rml_rtmp 0.8's `ChunkDeserializer` reads it.
+#[derive(Debug, PartialEq, Eq)]
+struct ChunkHeader {
+    /// Chunk type (RTMP spec 5.3.1.1 "fmt"): 0 full, 1 no stream id, 2 timestamp delta only,
+    /// 3 none.
+    fmt: u8,
+    csid: u32,
+    /// Header bytes, basic header to extended timestamp.
+    len: usize,
+    message_length: u32,
+    /// The 24-bit timestamp (type 0) or timestamp delta (1, 2) field; type 3 inherits it.
+    timestamp_field: u32,
+    extended_timestamp: Option<u32>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum HeaderRead {
+    Incomplete,
+    /// Type 1-3 chunk on a chunk stream with no earlier header to take values from.
+    NoPrevious {
+        fmt: u8,
+        csid: u32,
+    },
+    Complete(ChunkHeader),
+}
+
+/// Reads the chunk header at the start of `buf` (RTMP spec 5.3.1).
+fn read_chunk_header(buf: &[u8], streams: &HashMap<u32, StreamHeader>) -> HeaderRead {
+    let Some(&first) = buf.first() else {
+        return HeaderRead::Incomplete;
+    };
+    let fmt = first >> 6;
+    // 5.3.1.1: ids 2-63 in one byte; 0: 64 + the second byte; 1: 64 + a 16-bit little-endian
+    // value in bytes 2-3.
+    let (csid, basic_len) = match (first & 0x3f, buf.get(1), buf.get(2)) {
+        (0, Some(&b1), _) => (64 + u32::from(b1), 2),
+        (1, Some(&b1), Some(&b2)) => (64 + u32::from(b1) + 256 * u32::from(b2), 3),
+        (0 | 1, ..) => return HeaderRead::Incomplete,
+        (id, ..) => (u32::from(id), 1),
+    };
+    let previous = match streams.get(&csid) {
+        Some(previous) => *previous,
+        // A type 0 header takes nothing from earlier ones.
+        None if fmt == 0 => StreamHeader {
+            message_length: 0,
+            timestamp_field: 0,
+        },
+        None => return HeaderRead::NoPrevious { fmt, csid },
+    };
+    // 5.3.1.2.1-4: message headers of 11, 7, 3 and 0 bytes.
+    let message_header_len = [11, 7, 3, 0][usize::from(fmt)];
+    let Some(message_header) = buf.get(basic_len..basic_len + message_header_len) else {
+        return HeaderRead::Incomplete;
+    };
+    let u24 = |b: &[u8]| u32::from_be_bytes([0, b[0], b[1], b[2]]);
+    let (timestamp_field, message_length) = match fmt {
+        0 | 1 => (u24(&message_header[0..3]), u24(&message_header[3..6])),
+        2 => (u24(&message_header[0..3]), previous.message_length),
+        _ => (previous.timestamp_field, previous.message_length),
+    };
+    let mut len = basic_len + message_header_len;
+    let mut extended_timestamp = None;
+    if timestamp_field == EXTENDED_TIMESTAMP {
+        let Some(b) = buf.get(len..len + 4) else {
+            return HeaderRead::Incomplete;
+        };
+        extended_timestamp = Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        len += 4;
+    }
+    HeaderRead::Complete(ChunkHeader {
+        fmt,
+        csid,
+        len,
+        message_length,
+        timestamp_field,
+        extended_timestamp,
+    })
 }
 
 impl Default for Guard {
@@ -99,6 +276,14 @@ impl Guard {
     pub fn new() -> Self {
         Guard {
             chunks: ChunkDeserializer::new(),
+            stage: Stage::Header,
+            header: [0; MAX_CHUNK_HEADER],
+            header_len: 0,
+            streams: HashMap::new(),
+            incomplete: None,
+            chunk_size: INITIAL_CHUNK_SIZE,
+            offset: 0,
+            chunk_offset: 0,
             pending: 0,
             commands: 0,
             create_streams: 0,
@@ -106,20 +291,151 @@ impl Guard {
     }
 
     /// Checks the next bytes of the chunk stream. They must be exactly the bytes the session
-    /// is about to be given, in order. An error means the session must not see them.
+    /// is about to be given, in order. An error means the session must not see them, and is
+    /// final: the guard's state after one is unspecified.
     pub fn check(&mut self, bytes: &[u8]) -> Result<(), GuardError> {
-        self.pending = self.pending.saturating_add(bytes.len());
-        let mut input = bytes;
-        while let Some(message) = self.chunks.get_next_message(input)? {
-            // The deserializer buffers everything it was given; later calls pass nothing new.
-            input = &[];
-            self.pending = bytes.len();
-            self.inspect(&message)?;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let used = match self.stage {
+                Stage::Header => self.header_bytes(rest)?,
+                Stage::Payload { left } => {
+                    let n = left.min(rest.len());
+                    let left = left - n;
+                    self.stage = if left == 0 {
+                        Stage::Header
+                    } else {
+                        Stage::Payload { left }
+                    };
+                    self.advance(n);
+                    let completes = left == 0 && self.incomplete.is_none();
+                    self.deserialize(&rest[..n], completes)?;
+                    n
+                }
+            };
+            rest = &rest[used..];
         }
         if self.pending > MAX_PENDING_BYTES {
             return Err(GuardError::NoProgress {
                 bytes: self.pending,
             });
+        }
+        Ok(())
+    }
+
+    /// Collects header bytes from `rest`; returns how many it used. Once the header is
+    /// complete and acceptable, passes it to the deserializer and moves on to the payload.
+    fn header_bytes(&mut self, rest: &[u8]) -> Result<usize, GuardError> {
+        if self.header_len == 0 {
+            self.chunk_offset = self.offset;
+        }
+        let had = self.header_len;
+        let take = rest.len().min(MAX_CHUNK_HEADER - had);
+        self.header[had..had + take].copy_from_slice(&rest[..take]);
+        self.header_len += take;
+        let header = match read_chunk_header(&self.header[..self.header_len], &self.streams) {
+            HeaderRead::Incomplete => {
+                self.advance(take);
+                return Ok(take);
+            }
+            HeaderRead::NoPrevious { fmt, csid } => {
+                return Err(GuardError::NoPreviousChunk {
+                    fmt,
+                    csid,
+                    offset: self.chunk_offset,
+                });
+            }
+            HeaderRead::Complete(header) => header,
+        };
+        // A header is at most MAX_CHUNK_HEADER bytes and was incomplete with `had` of them.
+        let used = header.len - had;
+        self.header_len = 0;
+        self.advance(used);
+        let payload = self.start_chunk(&header)?;
+        let bytes = self.header;
+        self.deserialize(
+            &bytes[..header.len],
+            payload == 0 && self.incomplete.is_none(),
+        )?;
+        self.stage = if payload == 0 {
+            Stage::Header
+        } else {
+            Stage::Payload { left: payload }
+        };
+        Ok(used)
+    }
+
+    /// Refuses what rml_rtmp cannot take (see the `GuardError` variants), then records the
+    /// chunk; returns its payload length.
+    fn start_chunk(&mut self, h: &ChunkHeader) -> Result<usize, GuardError> {
+        if let Some(m) = self.incomplete
+            && (h.fmt != 3 || h.csid != m.csid)
+        {
+            return Err(GuardError::Interleaved {
+                fmt: h.fmt,
+                csid: h.csid,
+                offset: self.chunk_offset,
+                incomplete_csid: m.csid,
+                length: m.length,
+                received: m.received,
+            });
+        }
+        if let Some(extended) = h.extended_timestamp
+            && h.fmt != 0
+            && self.incomplete.is_none()
+            && extended < EXTENDED_TIMESTAMP
+        {
+            return Err(GuardError::ExtendedTimestamp {
+                fmt: h.fmt,
+                csid: h.csid,
+                offset: self.chunk_offset,
+                extended,
+            });
+        }
+        self.streams.insert(
+            h.csid,
+            StreamHeader {
+                message_length: h.message_length,
+                timestamp_field: h.timestamp_field,
+            },
+        );
+        // As deserializer.rs:369-374 computes it. A continuation is a type 3 chunk on the
+        // incomplete message's stream (checked above), so it has that message's length and
+        // `received < length`; and the chunk size cannot have changed since the message's
+        // first chunk was cut at it, so `length > chunk_size`.
+        let length = h.message_length as usize;
+        let received = self.incomplete.map_or(0, |m| m.received);
+        let payload = if length > self.chunk_size {
+            (length - received).min(self.chunk_size)
+        } else {
+            length
+        };
+        let received = received + payload;
+        self.incomplete = (received < length).then_some(Incomplete {
+            csid: h.csid,
+            length,
+            received,
+        });
+        Ok(payload)
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.offset += n as u64;
+        self.pending = self.pending.saturating_add(n);
+    }
+
+    /// Passes bytes of the current chunk to the deserializer and inspects the message they
+    /// complete. `completes`: whether the guard's header reading says they end a message.
+    fn deserialize(&mut self, bytes: &[u8], completes: bool) -> Result<(), GuardError> {
+        let message = self.chunks.get_next_message(bytes)?;
+        // A chunk ends at most one message, and only at its end.
+        if message.is_some() != completes || self.chunks.get_next_message(&[])?.is_some() {
+            return Err(GuardError::OutOfStep {
+                offset: self.chunk_offset,
+            });
+        }
+        if let Some(message) = message {
+            self.pending = 0;
+            self.inspect(&message)?;
         }
         Ok(())
     }
@@ -132,6 +448,7 @@ impl Guard {
                 match message.to_rtmp_message() {
                     Ok(RtmpMessage::SetChunkSize { size }) if size > 0 => {
                         self.chunks.set_max_chunk_size(size as usize)?;
+                        self.chunk_size = size as usize;
                     }
                     // RTMP spec 5.4.1: "The maximum chunk size SHOULD be at least 128 bytes,
                     // and MUST be at least 1 byte." A zero size would stall the parser.
@@ -504,6 +821,244 @@ mod tests {
             }
         }
         assert!(matches!(result, Err(GuardError::NoProgress { .. })));
+    }
+
+    /// Fuzzing find (fuzz/README.md): a 256-byte message on chunk stream 3 cut after its
+    /// first 128-byte chunk, then a whole 16-byte message on chunk stream 4.
+    const INTERLEAVED: &[u8] = &[
+        0x03, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x08, 0x00, 0x00, 0x00, 0x00, //
+        0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa,
+        0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa,
+        0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa,
+        0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa,
+        0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa,
+        0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa,
+        0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa,
+        0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa,
+        0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10,
+        0x08, 0x00, 0x00, 0x00, 0x00, //
+        0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb, 0xbb,
+        0xbb,
+    ];
+    /// Fuzzing find: a 4-byte message, then a type 1 chunk with timestamp delta 0xFFFFFF and
+    /// extended timestamp 0.
+    const EXTENDED_DELTA_ZERO: &[u8] = &[
+        0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x08, 0x00, 0x00, 0x00, 0x01, //
+        0xaa, 0xaa, 0xaa, 0xaa, //
+        0x43, 0xff, 0xff, 0xff, 0x00, 0x00, 0x04, 0x08, 0x00, 0x00, 0x00, 0x00, //
+        0xbb, 0xbb, 0xbb, 0xbb,
+    ];
+
+    /// Feeds `bytes` whole, then cut after every byte, and in reads of 7 bytes; all three
+    /// must end alike. Returns the result of feeding it whole.
+    fn check_all_cuts(bytes: &[u8]) -> Result<(), GuardError> {
+        let whole = Guard::new().check(bytes);
+        for n in [1, 7] {
+            let mut g = Guard::new();
+            let cut = bytes.chunks(n).try_for_each(|b| g.check(b));
+            assert_eq!(
+                format!("{cut:?}"),
+                format!("{whole:?}"),
+                "reads of {n} bytes"
+            );
+        }
+        whole
+    }
+
+    /// Pins that rml_rtmp 0.8 itself panics on these inputs with overflow checks on (as in
+    /// the dev profile): if an upgrade fixes it, the refusals can go.
+    #[cfg(debug_assertions)]
+    #[test]
+    fn rml_rtmp_0_8_panics_on_the_fuzz_finds() {
+        for bytes in [INTERLEAVED, EXTENDED_DELTA_ZERO] {
+            let panicked = std::panic::catch_unwind(|| {
+                let mut d = ChunkDeserializer::new();
+                let mut input = bytes;
+                while let Ok(Some(_)) = d.get_next_message(input) {
+                    input = &[];
+                }
+            })
+            .is_err();
+            assert!(panicked);
+        }
+    }
+
+    #[test]
+    fn a_message_interleaved_into_an_incomplete_one_is_refused() {
+        let result = check_all_cuts(INTERLEAVED);
+        assert!(
+            matches!(
+                result,
+                Err(GuardError::Interleaved {
+                    fmt: 0,
+                    csid: 4,
+                    offset: 140,
+                    incomplete_csid: 3,
+                    length: 256,
+                    received: 128,
+                })
+            ),
+            "{result:?}"
+        );
+        // Refused as soon as the header is complete, before rml_rtmp reads any of it.
+        let mut g = Guard::new();
+        assert!(g.check(&INTERLEAVED[..151]).is_ok());
+        assert!(g.check(&INTERLEAVED[151..152]).is_err());
+
+        // A type 1 header on the incomplete message's own chunk stream starts a new message.
+        let mut bytes = INTERLEAVED[..140].to_vec();
+        bytes.extend([0x43, 0, 0, 0, 0, 0x01, 0x00, 0x08]);
+        assert!(matches!(
+            check_all_cuts(&bytes),
+            Err(GuardError::Interleaved {
+                fmt: 1,
+                csid: 3,
+                ..
+            })
+        ));
+        // The type 3 continuation of the message is what rml_rtmp expects.
+        let mut bytes = INTERLEAVED[..140].to_vec();
+        bytes.push(0xc3);
+        bytes.extend([0xcc; 128]);
+        bytes.extend(&INTERLEAVED[140..]);
+        assert!(check_all_cuts(&bytes).is_ok());
+    }
+
+    #[test]
+    fn an_extended_timestamp_delta_below_0xffffff_is_refused() {
+        let result = check_all_cuts(EXTENDED_DELTA_ZERO);
+        assert!(
+            matches!(
+                result,
+                Err(GuardError::ExtendedTimestamp {
+                    fmt: 1,
+                    csid: 3,
+                    offset: 16,
+                    extended: 0,
+                })
+            ),
+            "{result:?}"
+        );
+        // Type 2, and a type 3 chunk starting a message after a header whose field was
+        // 0xFFFFFF, are read the same way.
+        let type_2 = [
+            &EXTENDED_DELTA_ZERO[..16],
+            &[0x83, 0xff, 0xff, 0xff, 0, 0, 0, 5],
+        ]
+        .concat();
+        assert!(matches!(
+            check_all_cuts(&type_2),
+            Err(GuardError::ExtendedTimestamp {
+                fmt: 2,
+                extended: 5,
+                ..
+            })
+        ));
+        let type_0 = [0x03, 0xff, 0xff, 0xff, 0, 0, 4, 8, 0, 0, 0, 0, 1, 0, 0, 0];
+        let type_3 = [&type_0[..], &[0xaa; 4], &[0xc3, 0, 0xff, 0xff, 0xfe]].concat();
+        assert!(matches!(
+            check_all_cuts(&type_3),
+            Err(GuardError::ExtendedTimestamp {
+                fmt: 3,
+                offset: 20,
+                extended: 0xff_fffe,
+                ..
+            })
+        ));
+        // A type 0 extended timestamp is absolute, and deltas of 0xFFFFFF and more are fine.
+        let mut ok = [&type_0[..], &[0xaa; 4]].concat();
+        ok.extend([
+            0x43, 0xff, 0xff, 0xff, 0, 0, 4, 8, 0, 0xff, 0xff, 0xff, 0xbb, 0xbb, 0xbb,
+        ]);
+        ok.extend([0xbb, 0xc3, 1, 0, 0, 0, 0xcc, 0xcc, 0xcc, 0xcc]);
+        ok.extend([0x03, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0]);
+        assert!(check_all_cuts(&ok).is_ok());
+    }
+
+    #[test]
+    fn continuation_chunks_with_extended_timestamps_and_chunk_size_changes_pass() {
+        fn message(ser: &mut ChunkSerializer, type_id: u8, ms: u32, len: usize) -> Vec<u8> {
+            let payload = MessagePayload {
+                timestamp: RtmpTimestamp::new(ms),
+                type_id,
+                message_stream_id: 1,
+                data: Bytes::from(vec![type_id; len]),
+            };
+            ser.serialize(&payload, false, false)
+                .expect("serializable")
+                .bytes
+        }
+        // Video (type 9) and audio (8) on their own chunk streams, with messages of several
+        // chunks, timestamps past 0xFFFFFF (type 0 and type 1-3 extended timestamps) and a
+        // chunk size change.
+        let mut ser = ChunkSerializer::new();
+        let mut all = [
+            message(&mut ser, 9, 0, 1000),
+            message(&mut ser, 8, 0, 10),
+            message(&mut ser, 9, 0x100_0000, 300),
+            message(&mut ser, 9, 0x200_0000, 300),
+            message(&mut ser, 8, 0x200_0000, 10),
+            message(&mut ser, 9, 0x200_0040, 129),
+        ]
+        .concat();
+        let size = ser
+            .set_max_chunk_size(4096, RtmpTimestamp::new(0))
+            .expect("chunk size");
+        all.extend(size.bytes);
+        all.extend(message(&mut ser, 9, 0x200_0080, 5000));
+        all.extend(message(&mut ser, 9, 0x200_00c0, 0));
+        all.extend(message(&mut ser, 8, 0x200_00c0, 4096));
+        assert!(check_all_cuts(&all).is_ok());
+        let mut g = Guard::new();
+        g.check(&all).expect("accepted");
+        assert_eq!((g.stage, g.pending, g.chunk_size), (Stage::Header, 0, 4096));
+    }
+
+    #[test]
+    fn a_type_1_chunk_on_a_new_chunk_stream_is_refused() {
+        assert!(matches!(
+            Guard::new().check(&[0x02, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0x45]),
+            Err(GuardError::NoPreviousChunk {
+                fmt: 1,
+                csid: 5,
+                offset: 12,
+            })
+        ));
+    }
+
+    #[test]
+    fn two_and_three_byte_basic_headers() {
+        // Chunk stream ids 64 + 6 and 64 + 0x0102.
+        let bytes = [
+            &[0x00, 6, 0, 0, 0, 0, 0, 1, 8, 0, 0, 0, 0, 0xaa][..],
+            &[0x01, 2, 1, 0, 0, 0, 0, 0, 1, 8, 0, 0, 0, 0, 0xbb],
+            &[0xc0, 6, 0xaa, 0xc1, 2, 1, 0xbb],
+        ]
+        .concat();
+        assert!(check_all_cuts(&bytes).is_ok());
+        let mut streams = HashMap::new();
+        streams.insert(
+            322,
+            StreamHeader {
+                message_length: 7,
+                timestamp_field: 0,
+            },
+        );
+        assert_eq!(
+            read_chunk_header(&[0xc1, 2, 1], &streams),
+            HeaderRead::Complete(ChunkHeader {
+                fmt: 3,
+                csid: 322,
+                len: 3,
+                message_length: 7,
+                timestamp_field: 0,
+                extended_timestamp: None,
+            })
+        );
+        assert_eq!(
+            read_chunk_header(&[0xc1, 2], &streams),
+            HeaderRead::Incomplete
+        );
     }
 
     #[test]

@@ -651,27 +651,23 @@ fn guard_stops_inputs_that_panic_rml_rtmp() {
 fn interleaved_chunk_streams_end_the_session() {
     // A 300-byte video message's first 128-byte chunk on chunk stream 4, then a complete
     // 100-byte audio message on chunk stream 5: rml_rtmp keeps one partial payload for all
-    // chunk streams and underflows. Debug builds panic (contained); release builds grow the
-    // payload until the guard's pending limit.
+    // chunk streams and would underflow, so the guard refuses it before rml_rtmp sees it.
     let mut session = handshaken();
     let mut bytes = vec![0x04, 0, 0, 0, 0, 0x01, 0x2c, 9, 1, 0, 0, 0];
     bytes.extend([0u8; 128]);
     bytes.extend([0x05, 0, 0, 0, 0, 0, 100, 8, 1, 0, 0, 0]);
     bytes.extend([0u8; 100]);
-    let mut result = session.feed(&bytes).map(|_| ());
-    let more = [[0xc5].as_slice(), &[0u8; 100]].concat();
-    for _ in 0..(super::super::guard::MAX_PENDING_BYTES / 100 + 2) {
-        if result.is_err() {
-            break;
-        }
-        result = session.feed(&more).map(|_| ());
-    }
+    let result = session.feed(&bytes).map(|_| ());
     assert!(
         matches!(
             result,
-            Err(RtmpError::LibraryPanic { .. })
-                | Err(RtmpError::Guard(GuardError::NoProgress { .. }))
+            Err(RtmpError::Guard(GuardError::Interleaved {
+                csid: 5,
+                incomplete_csid: 4,
+                ..
+            }))
         ),
         "{result:?}"
     );
+    assert!(matches!(session.feed(&[0xc5]), Err(RtmpError::Closed)));
 }

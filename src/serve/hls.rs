@@ -412,6 +412,52 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_rung_without_media_is_listed_and_its_playlist_waits_then_503() {
+        let (app, store) = app();
+        let rung: Arc<str> = Arc::from("480p");
+        store.apply(vec![
+            Update::Declare {
+                rendition: rung.clone(),
+                width: 854,
+                height: 480,
+                bitrate_bps: 1_000_000,
+                rank: 1,
+            },
+            Update::Init {
+                rendition: rung,
+                info: RenditionInfo::Video {
+                    codecs: "avc1.4d401e".into(),
+                    width: 854,
+                    height: 480,
+                },
+                uri: "init-s1-3.mp4".into(),
+                bytes: Bytes::from_static(b"init"),
+            },
+        ]);
+        let (s, _, _, body) = get(&app, "/hls/live/master.m3u8").await;
+        assert_eq!(s, StatusCode::OK);
+        let text = String::from_utf8_lossy(&body);
+        // Declared rate plus 10%, plus the fixture audio's 160 b/s; the
+        // source's frame rate until the rung's own is measured.
+        assert!(
+            text.contains(
+                "BANDWIDTH=1100160,AVERAGE-BANDWIDTH=1000160,CODECS=\"avc1.4d401e,mp4a.40.2\",RESOLUTION=854x480,FRAME-RATE=30,"
+            ),
+            "{text}"
+        );
+        assert!(text.find("source/index.m3u8") < text.find("480p/index.m3u8"));
+        let (s, _, _, _) = get(&app, "/hls/live/480p/init-s1-3.mp4").await;
+        assert_eq!(s, StatusCode::OK);
+        let started = tokio::time::Instant::now();
+        let (s, _, cache, _) = get(&app, "/hls/live/480p/index.m3u8").await;
+        assert_eq!(
+            (s, cache.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, ERROR_CACHE)
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(6), "bounded wait");
+    }
+
     #[test]
     fn directives_parse_strictly() {
         let pairs = |q: &[(&str, &str)]| {

@@ -32,11 +32,11 @@ impl ChannelPackager {
             let kept = old
                 .iter()
                 .position(|r| r.valid && !taken && r.name.as_ref() == decl.name);
-            let rung = match kept {
+            let (mut rung, joins) = match kept {
                 Some(i) => {
                     let mut r = old.remove(i);
                     r.decl = decl;
-                    r
+                    (r, false)
                 }
                 None => {
                     let mut r = Rung::new(decl);
@@ -44,20 +44,21 @@ impl ChannelPackager {
                         tracing::error!(channel = %self.p.channel_id, rung = %r.name, "two rungs of one name; the second is ignored");
                         r.valid = false;
                     }
-                    if let Phase::Live(live) = &self.phase {
-                        let mut ctx = Ctx {
-                            edge: live.video.edge,
-                            p: &mut self.p,
-                            live,
-                            now,
-                        };
-                        r.start_stream(&mut ctx, &mut out);
-                    }
-                    r
+                    (r, true)
                 }
             };
             if rung.valid {
                 out.push(rung.declare(rank));
+                // A rung new to a live stream joins it at its first keyframe.
+                if joins && let Phase::Live(live) = &self.phase {
+                    let mut ctx = Ctx {
+                        edge: live.video.edge,
+                        p: &mut self.p,
+                        live,
+                        now,
+                    };
+                    rung.start_stream(&mut ctx, &mut out);
+                }
             }
             ladder.push(rung);
         }

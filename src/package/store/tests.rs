@@ -447,10 +447,17 @@ async fn late_and_skipping_renditions_keep_the_channel_numbering() {
         .media_playlist("source", req(None, None))
         .await
         .expect("playlist");
-    assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:3\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
+    assert!(
+        text.contains("#EXT-X-MEDIA-SEQUENCE:3\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"),
+        "{text}"
+    );
     assert!(source.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"));
     // MSNs 4 and 5 were never produced: listed as gaps, so 6 is still 6.
-    assert_eq!(text.matches("#EXT-X-GAP\n#EXTINF:2.00000,\n").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("#EXT-X-GAP\n#EXTINF:2.00000,\n").count(),
+        2,
+        "{text}"
+    );
     assert!(text.contains("s2-6.m4s"), "{text}");
     s.apply(vec![Update::Retire {
         rendition: rung.clone(),

@@ -206,7 +206,7 @@ pub(super) fn run(
                 Ok(Control::Abandoned) => {
                     transcode.flush(&mut packager);
                     if end_stream(&me, &mut packager, true, "publisher refused or left before sending video") {
-                        if me.store.renditions().is_empty() {
+                        if !me.store.has_media() {
                             remove(&table, &me);
                             return;
                         }

@@ -175,12 +175,16 @@ impl Hub {
             .is_some_and(|c| !lock(&c.state).ended)
     }
 
-    /// Ends the channel's stream at once (the channel was deleted). Its
-    /// publisher's further media is discarded.
+    /// Ends the channel's stream at once and stops exporting its metrics
+    /// (the channel was deleted). Its publisher's further media is discarded.
     pub fn terminate(&self, channel_id: &str) {
         if let Some(c) = lock(&self.table).get(channel_id) {
             let _ = c.control.send(Control::Terminate);
         }
+        let mut renditions = self.ladders().rung_names();
+        renditions.extend(["source", "audio"]);
+        let renditions: Vec<&str> = renditions.into_iter().collect();
+        METRICS.forget_channel(channel_id, &renditions);
     }
 }
 

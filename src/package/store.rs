@@ -231,6 +231,18 @@ impl ChannelStore {
             .collect()
     }
 
+    /// Whether any rendition ever published a part or segment: a stream that
+    /// never did has nothing for players to wait for.
+    pub fn has_media(&self) -> bool {
+        self.lock().renditions.iter().any(|r| {
+            !r.playlist.segments.is_empty()
+                || r.playlist
+                    .open
+                    .as_ref()
+                    .is_some_and(|o| !o.parts.is_empty())
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while applying updates leaves a half-applied batch; serving
         // it is still better than taking every HTTP request down with it.

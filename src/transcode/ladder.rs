@@ -112,6 +112,15 @@ impl Ladders {
         Ok(l)
     }
 
+    /// Every rung name of every ladder.
+    pub fn rung_names(&self) -> std::collections::BTreeSet<&str> {
+        self.ladders
+            .values()
+            .flatten()
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.ladders.contains_key(name)
     }

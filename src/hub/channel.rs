@@ -7,8 +7,8 @@
 use crate::media::IngestEvent;
 use crate::media::TrackKind;
 use crate::metrics::METRICS;
-use crate::package::{ChannelPackager, ChannelStore, RungDecl, RungEvent};
-use crate::transcode::pipeline::{Output, Pipeline, PipelineConfig};
+use crate::package::{ChannelPackager, ChannelStore, RungEvent};
+use crate::transcode::pipeline::{Output, Pipeline, PipelineConfig, rung_decls};
 use crossbeam_channel::{Receiver, Sender, select};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -120,17 +120,7 @@ impl Transcode {
 
 fn apply(packager: &mut ChannelPackager, out: Output) {
     match out {
-        Output::Plan(rungs) => packager.set_rungs(
-            rungs
-                .into_iter()
-                .map(|r| RungDecl {
-                    name: r.name,
-                    width: r.size.width,
-                    height: r.size.height,
-                    bitrate_bps: r.bitrate_bps,
-                })
-                .collect(),
-        ),
+        Output::Plan(rungs) => packager.set_rungs(rung_decls(rungs)),
         Output::Config { rung, params } => packager.push_rung(
             rung,
             RungEvent::Config(params),

@@ -7,9 +7,9 @@
 
 use crate::media::{IngestEvent, TrackKind};
 use crate::package::vod::{VodError, VodWriter};
-use crate::package::{PackageConfig, RungDecl, RungEvent};
+use crate::package::{PackageConfig, RungEvent};
 use crate::transcode::ladder::Rung;
-use crate::transcode::pipeline::{Output, Pace, Pipeline, PipelineConfig, RungSummary};
+use crate::transcode::pipeline::{Output, Pace, Pipeline, PipelineConfig, RungSummary, rung_decls};
 use crate::transcode::source::{FileSource, SourceError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -85,17 +85,7 @@ impl Ladder {
         match out {
             Output::Plan(rungs) => {
                 self.plan = rungs.clone();
-                writer.set_rungs(
-                    rungs
-                        .into_iter()
-                        .map(|r| RungDecl {
-                            name: r.name,
-                            width: r.size.width,
-                            height: r.size.height,
-                            bitrate_bps: r.bitrate_bps,
-                        })
-                        .collect(),
-                )
+                writer.set_rungs(rung_decls(rungs))
             }
             Output::Config { rung, params } => writer.push_rung(rung, RungEvent::Config(params)),
             Output::Packet { rung, packet, .. } => {

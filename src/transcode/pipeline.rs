@@ -107,6 +107,19 @@ pub struct Pipeline {
     skipping: bool,
 }
 
+/// The packager's view of a planned ladder.
+pub fn rung_decls(rungs: Vec<Rung>) -> Vec<crate::package::RungDecl> {
+    rungs
+        .into_iter()
+        .map(|r| crate::package::RungDecl {
+            name: r.name,
+            width: r.size.width,
+            height: r.size.height,
+            bitrate_bps: r.bitrate_bps,
+        })
+        .collect()
+}
+
 /// Source packets queued for the decoder: about two GOPs of 1080p60.
 const INPUT_QUEUE: usize = 256;
 

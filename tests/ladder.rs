@@ -1,0 +1,589 @@
+//! The ABR ladder end to end: a live-paced ffmpeg publisher into a
+//! `standard` (or `passthrough`) channel, and what players see of the rungs.
+//!
+//! - `ladder_1080p_live_has_five_aligned_rungs`: the multivariant playlist
+//!   lists the source and 720p/480p/360p/160p with the right attributes;
+//!   every rung's playlist passes the LL-HLS single-playlist rules of
+//!   `tests/llhls/rules.rs`; segments line up across the ladder (EXTINF,
+//!   PROGRAM-DATE-TIME, IDR first frame at the same pts); quality metrics.
+//! - `ladder_sizes_for_720p_and_odd_sources`: which rungs a 720p, a 1366x768
+//!   and a passthrough channel get, and the SPS size of each.
+//! - `browser_hlsjs_plays_ladder_switching_levels`: hls.js in headless
+//!   Chromium switches to every level while playing (needs /usr/bin/chromium
+//!   and `npm install`; fails, not skips, when they are missing).
+//!
+//! Helpers live under `tests/ladder/`: `publish` (a cheap ultrafast
+//! publisher, channels with a ladder), `h264` (avcC, SPS size, NAL types),
+//! `master` (variants and init sections), `align` (cross-rendition checks).
+//! Violations are collected in `common::Findings` and reported together.
+
+#[path = "ladder/align.rs"]
+mod align;
+mod common;
+#[path = "ladder/h264.rs"]
+mod h264;
+#[path = "ladder/master.rs"]
+mod master;
+#[path = "ladder/publish.rs"]
+mod publish;
+#[path = "llhls/rules.rs"]
+mod rules;
+
+use common::*;
+use master::{Want, want};
+use publish::{Source, create_channel, publish};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The `standard` rungs of a 1920x1080 source, top down, after the source.
+const RUNGS_1080: [Want; 4] = [
+    want("720p", 1280, 720, 3000),
+    want("480p", 854, 480, 1200),
+    want("360p", 640, 360, 700),
+    want("160p", 284, 160, 250),
+];
+
+/// `wants` as rendition names.
+fn names(wants: &[Want]) -> Vec<&'static str> {
+    wants.iter().map(|w| w.name).collect()
+}
+
+/// Waits until every rendition in `names` (and audio) lists `n` complete
+/// segments, within `timeout` in all.
+fn wait_all(http: &Http, node: &Node, id: &str, names: &[&str], n: usize, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    for name in names.iter().chain(&["audio"]) {
+        let url = node.media_url(id, name);
+        let left = end.saturating_duration_since(Instant::now());
+        if wait_playlist(http, &url, n, left).is_none() {
+            let r = http.try_get(&url);
+            panic!(
+                "{url} did not list {n} complete segments within {timeout:?}; last answer: {}",
+                r.map_or_else(|e| e, |r| format!("{} {}", r.status, r.text()))
+            );
+        }
+    }
+}
+
+/// A gauge or counter of one rung, or None when it is not exported.
+fn rung_metric(m: &Metrics, name: &str, id: &str, rung: &str) -> Option<f64> {
+    let found = m.find(name, &[("channel", id), ("rung", rung)]);
+    (!found.is_empty()).then(|| found.iter().map(|s| s.value).sum())
+}
+
+#[test]
+fn ladder_1080p_live_has_five_aligned_rungs() {
+    let f = Findings::default();
+    let node = Node::start(NodeConfig::default());
+    let http = Http::new();
+    let ch = create_channel(&node, "ladder-1080p", "standard");
+    let mut publisher = publish(&node, &ch, Source::new(1920, 1080, 4000, 120));
+    let mut wants = vec![want("source", 1920, 1080, 4000)];
+    wants.extend(RUNGS_1080);
+    let names = names(&wants);
+
+    // Every rendition has three complete segments.
+    let t0 = Instant::now();
+    wait_all(&http, &node, &ch.id, &names, 3, Duration::from_secs(60));
+    eprintln!("every rendition had 3 segments after {:?}", t0.elapsed());
+
+    // Multivariant playlist and init sections.
+    let master_url = node.master_url(&ch.id);
+    let mv = master::fetch(&f, &http, &master_url);
+    let variants = master::check_variants(&f, &mv, &master_url, &wants);
+    let inits = master::check_inits(&f, &http, &node, &ch.id, &wants, &variants);
+
+    // Every playlist on its own, then the segments across the ladder.
+    let snaps = align::snapshot(&f, &http, &node, &ch.id, &names);
+    align::check_same_targets(&f, &snaps);
+    let al = align::check_segments(&f, &snaps);
+    f.check(
+        al.common.len() >= 3,
+        "at least 3 segments complete in every rendition",
+        || format!("common MSNs {:?}", al.common),
+    );
+    // The last two segments without a gap anywhere: IDR at the same pts.
+    let clean: Vec<u64> = al
+        .common
+        .iter()
+        .copied()
+        .filter(|m| snaps.iter().all(|s| !s.pl.segment(*m).unwrap().gap))
+        .collect();
+    f.check(
+        clean.len() >= 2,
+        "at least 2 segments without a GAP in every rendition",
+        || format!("common {:?}, gaps {:?}", al.common, al.gaps),
+    );
+    let probe = &clean[clean.len().saturating_sub(2)..];
+    align::check_segment_starts(&f, &http, &node.data_dir, &snaps, &inits, probe);
+
+    // Gaps are allowed only where the rung dropped GOPs (and said so).
+    let m = node.metrics();
+    let mut notes = Vec::new();
+    for (rung, &n) in &al.gaps {
+        // A decoder that fell behind drops the GOP of every rung, counted
+        // under rung="*".
+        let dropped = ["*", rung.as_str()]
+            .iter()
+            .filter_map(|r| rung_metric(&m, "rungs_rung_dropped_gops_total", &ch.id, r))
+            .sum::<f64>();
+        notes.push(format!(
+            "{rung}: {n} of {} compared segments are GAPs, rungs_rung_dropped_gops_total = {dropped}",
+            al.common.len()
+        ));
+        f.check(
+            dropped > 0.0,
+            "GAP segments only where rungs_rung_dropped_gops_total counts dropped GOPs",
+            || notes.last().unwrap().clone(), // pushed just above
+        );
+        f.check(
+            2 * n <= al.common.len(),
+            "at most half the compared segments of a rung are GAPs",
+            || notes.last().unwrap().clone(), // pushed just above
+        );
+    }
+
+    // Quality and throughput metrics of every rung.
+    let mut latencies = Vec::new();
+    for w in &RUNGS_1080 {
+        let get = |name| rung_metric(&m, name, &ch.id, w.name);
+        let psnr = get("rungs_rung_psnr_db");
+        let ssim = get("rungs_rung_ssim");
+        let frames = get("rungs_rung_frames_encoded_total");
+        f.check(
+            psnr.is_some_and(|v| v > 30.0),
+            "rungs_rung_psnr_db > 30 for every rung",
+            || format!("{}: {psnr:?}", w.name),
+        );
+        f.check(
+            ssim.is_some_and(|v| v > 0.9),
+            "rungs_rung_ssim > 0.9 for every rung",
+            || format!("{}: {ssim:?}", w.name),
+        );
+        f.check(
+            frames.is_some_and(|v| v > 0.0),
+            "rungs_rung_frames_encoded_total > 0 for every rung",
+            || format!("{}: {frames:?}", w.name),
+        );
+        for name in [
+            "rungs_rung_encode_seconds_total",
+            "rungs_rung_realtime_ratio",
+            "rungs_rung_queue_frames",
+            "rungs_transcode_latency_seconds_count",
+        ] {
+            f.check(get(name).is_some(), "per-rung metric exported", || {
+                format!("{name}{{channel={},rung={}}} missing", ch.id, w.name)
+            });
+        }
+        let lat = m.histogram_quantile(
+            "rungs_transcode_latency_seconds",
+            &[("channel", &ch.id), ("rung", w.name)],
+            0.5,
+        );
+        latencies.push(format!("{} {:.2} s", w.name, lat.unwrap_or(f64::NAN)));
+        eprintln!(
+            "{}: psnr {psnr:?} ssim {ssim:?} frames {frames:?} realtime {:?} dropped GOPs {:?} transcode latency p50 {lat:?}",
+            w.name,
+            get("rungs_rung_realtime_ratio"),
+            get("rungs_rung_dropped_gops_total"),
+        );
+    }
+
+    f.check(
+        publisher.running(),
+        "publisher still running at the end",
+        || publisher.log(),
+    );
+    publisher.stop();
+    if !f.is_empty() && !notes.is_empty() {
+        eprintln!("GAP segments: {notes:#?}");
+    }
+    // A rung's live edge trails the source's by its transcode latency: say
+    // how busy the machine was, to tell a starved machine from a slow node.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    f.assert_empty(&format!(
+        "ladder_1080p_live_has_five_aligned_rungs (compared MSNs {:?}, probed {probe:?}; GAPs: {}; \
+         transcode latency p50: {}; load average {})",
+        al.common,
+        if notes.is_empty() {
+            "none".to_string()
+        } else {
+            notes.join("; ")
+        },
+        latencies.join(", "),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    ));
+}
+
+/// Waits for every rendition of `ch` to have a segment, then checks the
+/// multivariant playlist and each rendition's init against `wants`.
+fn check_ladder(f: &Findings, http: &Http, node: &Node, ch: &Channel, wants: &[Want]) {
+    let names = names(wants);
+    wait_all(http, node, &ch.id, &names, 1, Duration::from_secs(30));
+    let master_url = node.master_url(&ch.id);
+    let (mv, text) = master::wait_variants(http, &master_url, wants.len());
+    let variants = master::check_variants(f, &mv, &master_url, wants);
+    master::check_inits(f, http, node, &ch.id, wants, &variants);
+    eprintln!("{} ({}):\n{text}", ch.name, ch.id);
+}
+
+#[test]
+fn ladder_sizes_for_720p_and_odd_sources() {
+    let f = Findings::default();
+    let node = Node::start(NodeConfig::default());
+    let http = Http::new();
+    let hd = create_channel(&node, "ladder-720p", "standard");
+    let pass = create_channel(&node, "ladder-passthrough", "passthrough");
+    let odd = create_channel(&node, "ladder-1366x768", "standard");
+
+    // A 720p source gets no 720p rung (never the source's own height, never
+    // upscaled); a 480p passthrough channel gets no rungs at all.
+    let mut p_hd = publish(&node, &hd, Source::new(1280, 720, 2500, 30));
+    let mut p_pass = publish(&node, &pass, Source::new(854, 480, 1000, 30));
+    check_ladder(
+        &f,
+        &http,
+        &node,
+        &hd,
+        &[
+            want("source", 1280, 720, 2500),
+            want("480p", 854, 480, 1200),
+            want("360p", 640, 360, 700),
+            want("160p", 284, 160, 250),
+        ],
+    );
+    check_ladder(&f, &http, &node, &pass, &[want("source", 854, 480, 1000)]);
+    for rung in ["720p", "480p", "360p", "160p"] {
+        let url = node.media_url(&pass.id, rung);
+        let st = http.get(&url).status;
+        f.check(
+            st == 404,
+            "a passthrough channel has no rung playlists (404)",
+            || format!("GET {url}: {st}"),
+        );
+    }
+    let url = node.media_url(&hd.id, "720p");
+    let st = http.get(&url).status;
+    f.check(
+        st == 404,
+        "no rung at the source's own height (404)",
+        || format!("GET {url}: {st}"),
+    );
+    p_hd.stop();
+    p_pass.stop();
+
+    // 1366x768: rungs keep their height, widths follow 16:9-ish rounded to even.
+    let mut p_odd = publish(&node, &odd, Source::new(1366, 768, 2500, 30));
+    check_ladder(
+        &f,
+        &http,
+        &node,
+        &odd,
+        &[
+            want("source", 1366, 768, 2500),
+            want("720p", 1280, 720, 3000),
+            want("480p", 854, 480, 1200),
+            want("360p", 640, 360, 700),
+            want("160p", 284, 160, 250),
+        ],
+    );
+    p_odd.stop();
+    f.assert_empty("ladder_sizes_for_720p_and_odd_sources");
+}
+
+const PLAY_SECONDS: u32 = 25;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Panics with a clear message when the browser test cannot run here.
+fn require_browser(root: &std::path::Path) {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "browser test needs Chromium at {chromium}: install it (apt-get install chromium) or run `make test`"
+    );
+    for m in [
+        "node_modules/hls.js/dist/hls.min.js",
+        "node_modules/playwright-core/package.json",
+    ] {
+        assert!(
+            root.join(m).exists(),
+            "browser test needs {m}: run `npm install` at the repo root (or `make test`)"
+        );
+    }
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        node_ok,
+        "browser test needs node (Node.js 18+) on PATH: run `make test` after installing it"
+    );
+}
+
+/// One 100 ms sample of the video element.
+#[derive(Clone, Copy, Default)]
+struct PlaySample {
+    t: f64,
+    current_time: f64,
+    /// hls.currentLevel then.
+    level: i64,
+}
+
+/// Times currentTime stood still for more than `min` s after playback
+/// started: (from t, for how long, level playing when it stopped).
+fn stalls(samples: &[PlaySample], min: f64) -> Vec<(f64, f64, i64)> {
+    let mut out = Vec::new();
+    let Some(&first) = samples.first() else {
+        return out;
+    };
+    let mut moved = first;
+    let flush = |moved: PlaySample, t: f64, out: &mut Vec<_>| {
+        if t - moved.t > min {
+            out.push((moved.t, t - moved.t, moved.level));
+        }
+    };
+    for &s in &samples[1..] {
+        if s.current_time > moved.current_time + 1e-3 {
+            flush(moved, s.t, &mut out);
+            moved = s;
+        }
+    }
+    flush(moved, samples.last().map_or(0.0, |s| s.t), &mut out);
+    out
+}
+
+/// Per rung: GOPs dropped, transcode latency p50 and GAP segments listed
+/// now; and the machine's load average.
+fn node_side_report(http: &Http, node: &Node, id: &str, names: &[&str]) -> String {
+    let m = node.metrics();
+    let mut parts = Vec::new();
+    let all = rung_metric(&m, "rungs_rung_dropped_gops_total", id, "*").unwrap_or(0.0);
+    parts.push(format!("GOPs dropped by the decoder {all}"));
+    for name in &names[1..] {
+        let dropped = rung_metric(&m, "rungs_rung_dropped_gops_total", id, name).unwrap_or(0.0);
+        let lat = m
+            .histogram_quantile(
+                "rungs_transcode_latency_seconds",
+                &[("channel", id), ("rung", name)],
+                0.5,
+            )
+            .unwrap_or(f64::NAN);
+        let gaps = http
+            .try_get(&node.media_url(id, name))
+            .ok()
+            .and_then(|r| parse_media(&r.text()).ok())
+            .map_or(0, |pl| pl.segments.iter().filter(|s| s.gap).count());
+        parts.push(format!(
+            "{name}: dropped GOPs {dropped}, transcode p50 {lat:.2}s, GAP segments listed {gaps}"
+        ));
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    parts.push(format!("load average {}", load.trim()));
+    parts.join("; ")
+}
+
+#[test]
+fn browser_hlsjs_plays_ladder_switching_levels() {
+    let root = repo_root();
+    require_browser(&root);
+    let node = Node::start(NodeConfig::default());
+    let http = Http::new();
+    let ch = create_channel(&node, "ladder-browser", "standard");
+    let mut publisher = publish(&node, &ch, Source::new(1280, 720, 2500, 120));
+    let wants = [
+        want("source", 1280, 720, 2500),
+        want("480p", 854, 480, 1200),
+        want("360p", 640, 360, 700),
+        want("160p", 284, 160, 250),
+    ];
+    wait_all(
+        &http,
+        &node,
+        &ch.id,
+        &names(&wants),
+        2,
+        Duration::from_secs(40),
+    );
+
+    let out = Command::new("node")
+        .arg(root.join("tests/player/ladder.mjs"))
+        .arg(node.master_url(&ch.id))
+        .arg(PLAY_SECONDS.to_string())
+        .current_dir(&root)
+        .output()
+        .expect("run node tests/player/ladder.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "ladder.mjs printed no JSON (exit {}):\nstdout: {stdout}\nstderr: {stderr}",
+                out.status
+            )
+        });
+    let v: serde_json::Value = serde_json::from_str(line).expect("ladder.mjs JSON");
+    assert!(
+        v["ok"] == true,
+        "browser playback failed: {}\nswitches: {}\nreport: {}\nconsole: {}\nstderr: {stderr}",
+        v["error"],
+        v["switches"],
+        v["report"],
+        v["console"]
+    );
+    let rep = &v["report"];
+    let f = Findings::default();
+
+    // hls.js sees every variant with its size.
+    let levels = rep["levels"].as_array().cloned().unwrap_or_default();
+    let mut heights: Vec<u64> = levels.iter().filter_map(|l| l["height"].as_u64()).collect();
+    heights.sort_unstable();
+    f.check(
+        heights == [160, 360, 480, 720],
+        "hls.js parses source + 480p/360p/160p levels",
+        || format!("{levels:?}"),
+    );
+
+    // Every level was forced, switched to, and played.
+    let switches = v["switches"].as_array().cloned().unwrap_or_default();
+    f.check(
+        switches.len() == levels.len(),
+        "every level forced once",
+        || format!("{switches:?}"),
+    );
+    let switched_to = |lvl: u64, after: f64| {
+        rep["switched"].as_array().is_some_and(|a| {
+            a.iter().any(|s| {
+                s["level"].as_u64() == Some(lvl) && s["t"].as_f64().unwrap_or(0.0) >= after
+            })
+        })
+    };
+    for s in &switches {
+        let lvl = s["level"].as_u64().unwrap_or(u64::MAX);
+        let at = s["forcedAt"].as_f64().unwrap_or(0.0);
+        let height = levels
+            .get(lvl as usize)
+            .map_or(serde_json::Value::Null, |l| l["height"].clone());
+        f.check(
+            switched_to(lvl, at),
+            "LEVEL_SWITCHED for every forced level",
+            || {
+                format!(
+                    "level {lvl} ({height}p) forced at {at:.1}s: {s}; switched {}",
+                    rep["switched"]
+                )
+            },
+        );
+        f.check(
+            s["played"] == true,
+            "FRAG_CHANGED (a fragment of it played) for every forced level",
+            || {
+                format!(
+                    "level {lvl} ({height}p) forced at {at:.1}s: {s}; fragChanged {}",
+                    rep["fragChanged"]
+                )
+            },
+        );
+    }
+
+    let fatal: Vec<_> = rep["errors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["fatal"] == true)
+        .collect();
+    f.check(fatal.is_empty(), "no fatal hls.js errors", || {
+        format!("{fatal:?}")
+    });
+
+    // Playback kept advancing, without a stall longer than 1 s.
+    let started = rep["firstFrameS"].as_f64().unwrap_or(f64::NAN);
+    let samples: Vec<PlaySample> = rep["samples"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| PlaySample {
+            t: s["t"].as_f64().unwrap_or(0.0),
+            current_time: s["currentTime"].as_f64().unwrap_or(0.0),
+            level: s["level"].as_i64().unwrap_or(-1),
+        })
+        .filter(|s| s.t > started + 0.5)
+        .collect();
+    f.check(
+        samples.len() >= PLAY_SECONDS as usize * 8,
+        "enough playback samples (every 100 ms)",
+        || format!("{} samples", samples.len()),
+    );
+    let (first, last) = (
+        samples.first().copied().unwrap_or_default(),
+        samples.last().copied().unwrap_or_default(),
+    );
+    let played = last.current_time - first.current_time;
+    let wall = last.t - first.t;
+    f.check(
+        played >= 0.8 * wall,
+        "currentTime advanced >= 80% of wall time while switching",
+        || format!("played {played:.2}s in {wall:.2}s"),
+    );
+    let height = |lvl: i64| {
+        usize::try_from(lvl)
+            .ok()
+            .and_then(|i| levels.get(i))
+            .and_then(|l| l["height"].as_u64())
+            .map_or_else(|| format!("level {lvl}"), |h| format!("{h}p"))
+    };
+    let forced: Vec<String> = switches
+        .iter()
+        .map(|s| {
+            format!(
+                "{} at {:.1}s",
+                height(s["level"].as_i64().unwrap_or(-1)),
+                s["forcedAt"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    let stalled: Vec<String> = stalls(&samples, 0.3)
+        .iter()
+        .map(|(t, d, l)| format!("{d:.2}s from {t:.1}s playing {}", height(*l)))
+        .collect();
+    let longest = stalls(&samples, 0.0)
+        .iter()
+        .map(|s| s.1)
+        .fold(0.0, f64::max);
+    // What the node did meanwhile, to tell a starved rung from a player bug.
+    let node_side = node_side_report(&http, &node, &ch.id, &names(&wants));
+    f.check(longest <= 1.0, "no stall longer than 1 s", || {
+        format!(
+            "currentTime stood still {longest:.2}s; stalls over 0.3 s: {stalled:?}; forced {forced:?}; \
+             video events {}; hls.js errors {}; node: {node_side}",
+            rep["events"], rep["errors"]
+        )
+    });
+    eprintln!(
+        "hls.js: first frame {started:.2}s, played {played:.2}s in {wall:.2}s, longest stall {longest:.2}s, \
+         stalls over 0.3 s {stalled:?}, waiting {}, forced {forced:?}; node: {node_side}",
+        rep["waiting"]
+    );
+
+    f.check(
+        publisher.running(),
+        "publisher still running at the end",
+        || publisher.log(),
+    );
+    publisher.stop();
+    if !f.is_empty() {
+        eprintln!("browser console: {}", v["console"]);
+    }
+    f.assert_empty("browser_hlsjs_plays_ladder_switching_levels");
+}

@@ -23,6 +23,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 pub use encoder::RungSummary;
 use encoder::{EncJob, RungWorker};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
@@ -105,7 +106,12 @@ pub struct Pipeline {
     /// Live: the input queue overflowed, so the rest of this GOP cannot be
     /// decoded; skip to the next keyframe.
     skipping: bool,
+    /// pts of the last packet the decode stage finished (`i64::MIN`: none).
+    decoded_pts: Arc<AtomicI64>,
 }
+
+/// Live decoder backlog, in media time, past which a GOP is dropped: 1.5 s.
+const MAX_BACKLOG_TICKS: i64 = crate::media::TIMEBASE as i64 * 3 / 2;
 
 /// The packager's view of a planned ladder.
 pub fn rung_decls(rungs: Vec<Rung>) -> Vec<crate::package::RungDecl> {
@@ -132,9 +138,11 @@ impl Pipeline {
         let (out_tx, out_rx) = crossbeam_channel::unbounded();
         let pace = cfg.pace;
         let name = channel.to_string();
+        let decoded_pts = Arc::new(AtomicI64::new(i64::MIN));
+        let progress = decoded_pts.clone();
         let thread = std::thread::Builder::new()
             .name(format!("dec-{channel}"))
-            .spawn(move || DecodeStage::new(name, cfg, out_tx).run(in_rx))?;
+            .spawn(move || DecodeStage::new(name, cfg, out_tx).run(in_rx, &progress))?;
         Ok(Pipeline {
             channel: channel.to_string(),
             pace,
@@ -142,6 +150,7 @@ impl Pipeline {
             output: out_rx,
             thread: Some(thread),
             skipping: false,
+            decoded_pts,
         })
     }
 
@@ -168,6 +177,22 @@ impl Pipeline {
             self.skipping = false;
         }
         let keyframe = packet.keyframe;
+        if self.pace == Pace::Live && keyframe {
+            // A queue counted in packets would let a starved decoder fall
+            // seconds behind; in media time the backlog stays bounded, and
+            // the choice is made at a keyframe, so the rungs lose whole GOPs.
+            let done = self.decoded_pts.load(Ordering::Relaxed);
+            if done != i64::MIN && packet.pts - done > MAX_BACKLOG_TICKS {
+                self.skipping = true;
+                tracing::warn!(channel = %self.channel, backlog_s = (packet.pts - done) as f64 / f64::from(crate::media::TIMEBASE),
+                    "decoder behind; dropping this GOP in every rung");
+                METRICS
+                    .rung_dropped_gops
+                    .with_label_values(&[&self.channel, "*"])
+                    .inc();
+                return;
+            }
+        }
         let msg = Input::Packet {
             packet,
             now,
@@ -248,7 +273,7 @@ impl DecodeStage {
         }
     }
 
-    fn run(mut self, input: Receiver<Input>) {
+    fn run(mut self, input: Receiver<Input>, progress: &AtomicI64) {
         for msg in input {
             match msg {
                 Input::Config(p) => self.configure(p),
@@ -256,7 +281,11 @@ impl DecodeStage {
                     packet,
                     now,
                     arrival,
-                } => self.packet(packet, now, arrival),
+                } => {
+                    let pts = packet.pts;
+                    self.packet(packet, now, arrival);
+                    progress.store(pts, Ordering::Relaxed);
+                }
             }
         }
         self.close();

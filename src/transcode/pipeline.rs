@@ -182,7 +182,10 @@ impl Pipeline {
             // seconds behind; in media time the backlog stays bounded, and
             // the choice is made at a keyframe, so the rungs lose whole GOPs.
             let done = self.decoded_pts.load(Ordering::Relaxed);
-            if done != i64::MIN && packet.pts - done > MAX_BACKLOG_TICKS {
+            // An empty queue means caught up, whatever was skipped before.
+            let behind =
+                !tx.is_empty() && done != i64::MIN && packet.pts - done > MAX_BACKLOG_TICKS;
+            if behind {
                 self.skipping = true;
                 tracing::warn!(channel = %self.channel, backlog_s = (packet.pts - done) as f64 / f64::from(crate::media::TIMEBASE),
                     "decoder behind; dropping this GOP in every rung");
@@ -470,7 +473,12 @@ impl DecodeStage {
             self.frame(frame);
         }
         self.decoded = decoded;
-        if let Some(active) = self.active.take() {
+        if let Some(mut active) = self.active.take() {
+            // All rungs flush their lookahead and B-frames in parallel, not
+            // one after the other.
+            for w in &mut active.workers {
+                w.end_input();
+            }
             for w in active.workers {
                 w.finish();
             }

@@ -473,12 +473,7 @@ impl DecodeStage {
             self.frame(frame);
         }
         self.decoded = decoded;
-        if let Some(mut active) = self.active.take() {
-            // All rungs flush their lookahead and B-frames in parallel, not
-            // one after the other.
-            for w in &mut active.workers {
-                w.end_input();
-            }
+        if let Some(active) = self.active.take() {
             for w in active.workers {
                 w.finish();
             }

@@ -34,7 +34,18 @@ use master::{Want, want};
 use publish::{Source, create_channel, publish};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Each of these tests transcodes a live ladder in real time; two at once
+/// on a 2-core machine starve each other, so they take turns.
+static ONE_LADDER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LADDER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
 
 /// The `standard` rungs of a 1920x1080 source, top down, after the source.
 const RUNGS_1080: [Want; 4] = [
@@ -74,6 +85,7 @@ fn rung_metric(m: &Metrics, name: &str, id: &str, rung: &str) -> Option<f64> {
 
 #[test]
 fn ladder_1080p_live_has_five_aligned_rungs() {
+    let _turn = take_turn();
     let f = Findings::default();
     let node = Node::start(NodeConfig::default());
     let http = Http::new();
@@ -233,6 +245,7 @@ fn check_ladder(f: &Findings, http: &Http, node: &Node, ch: &Channel, wants: &[W
 
 #[test]
 fn ladder_sizes_for_720p_and_odd_sources() {
+    let _turn = take_turn();
     let f = Findings::default();
     let node = Node::start(NodeConfig::default());
     let http = Http::new();
@@ -391,6 +404,7 @@ fn node_side_report(http: &Http, node: &Node, id: &str, names: &[&str]) -> Strin
 
 #[test]
 fn browser_hlsjs_plays_ladder_switching_levels() {
+    let _turn = take_turn();
     let root = repo_root();
     require_browser(&root);
     let node = Node::start(NodeConfig::default());

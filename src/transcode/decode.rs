@@ -110,6 +110,19 @@ impl VideoDecoder {
         })
     }
 
+    /// Whether to skip the pictures no other picture refers to (non-reference B-frames) from
+    /// the next packet on. A skipped packet yields no picture; every other picture decodes
+    /// exactly as it would without skipping, since nothing predicts from the skipped ones.
+    /// A quality check that compares only sampled pictures uses this to decode about half the
+    /// work of a B-frame stream.
+    pub fn skip_non_reference(&mut self, skip: bool) {
+        self.decoder.skip_frame(if skip {
+            ffmpeg::Discard::NonReference
+        } else {
+            ffmpeg::Discard::Default
+        });
+    }
+
     /// Size of the pictures this decoder was opened for; the pool passed in must match.
     pub fn size(&self) -> Size {
         self.size

@@ -18,6 +18,7 @@ use crate::transcode::encode::FrameRate;
 use crate::transcode::frame::{Frame, FramePool, Size};
 use crate::transcode::ladder::{Ladders, Rung};
 use crate::transcode::scale::Scaler;
+use crate::transcode::scale::Threading;
 use crate::transcode::scale::cpu::CpuScaler;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 pub use encoder::RungSummary;
@@ -408,7 +409,15 @@ impl DecodeStage {
         };
         let sizes: Vec<Size> = active.plan.iter().map(|r| r.size).collect();
         let source = active.decoder.size();
-        active.scaler = Some(CpuScaler::new(source, &sizes).map_err(|e| e.to_string())?);
+        // Offline, the rung encoders alone keep every core busy: spreading
+        // each pass over rayon as well would only add two thread hand-overs
+        // per pass and plane (about a hundred a frame).
+        let threading = match self.cfg.pace {
+            Pace::Live => Threading::Rayon,
+            Pace::Offline => Threading::Caller,
+        };
+        let scaler = CpuScaler::new(source, &sizes).map_err(|e| e.to_string())?;
+        active.scaler = Some(scaler.with_threading(threading));
         for (i, rung) in active.plan.iter().enumerate() {
             let w = RungWorker::start(&self.channel, i, rung, rate, &self.cfg, self.out.clone())
                 .map_err(|e| format!("rung {}: {e}", rung.name))?;
@@ -473,7 +482,12 @@ impl DecodeStage {
             self.frame(frame);
         }
         self.decoded = decoded;
-        if let Some(active) = self.active.take() {
+        if let Some(mut active) = self.active.take() {
+            // All rungs flush their lookahead and B-frames in parallel, not
+            // one after the other.
+            for w in &mut active.workers {
+                w.end_input();
+            }
             for w in active.workers {
                 w.finish();
             }

@@ -162,9 +162,15 @@ impl RungWorker {
         }
     }
 
-    /// Flushes the encoder and waits for its last packets to be sent.
-    pub fn finish(mut self) {
+    /// Tells the encoder that no more frames come: it starts flushing.
+    pub fn end_input(&mut self) {
         self.tx = None;
+    }
+
+    /// Flushes the encoder and waits for its last packets to be sent. End
+    /// every rung's input first, so that they all flush at once.
+    pub fn finish(mut self) {
+        self.end_input();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -311,8 +317,11 @@ impl EncoderThread {
         let Some(checker) = &mut self.checker else {
             return;
         };
-        // Every packet goes through the decoder, sampled or not, to keep
-        // its reference chain intact.
+        // Every reference picture goes through the decoder, sampled or not,
+        // to keep the reference chain intact; a non-reference one only when
+        // it is a sample (nothing else will ever read it).
+        let sampled = self.pending_refs.iter().any(|r| r.pts() == packet.pts);
+        checker.skip_non_reference(!sampled);
         let mut decoded = std::mem::take(&mut self.checked);
         if checker
             .decode(packet, &self.check_pool, &mut decoded)

@@ -63,12 +63,15 @@
 //! cascaded; 480p 67.0 / 58.1 direct but 62.3 / 55.5 from 720p. A cascaded
 //! rung stays above 57 dB of the direct one: invisible after x264.
 
+mod avx2;
 mod filter;
 mod rows;
 #[cfg(test)]
 mod tests;
+mod vbmi;
 
 pub use filter::{AxisFilter, Kernel};
+pub use rows::Threading;
 
 use crate::transcode::frame::{Frame, Layout, Plane, Size};
 use crate::transcode::scale::{Result, ScaleError, Scaler, check_frames};
@@ -119,7 +122,8 @@ struct Step {
 }
 
 /// The CPU backend of [`Scaler`]: rows spread over the current rayon pool
-/// (run `scale` inside `ThreadPool::install` to pick one).
+/// (run `scale` inside `ThreadPool::install` to pick one), or all on the
+/// calling thread ([`CpuScaler::with_threading`]).
 #[derive(Debug)]
 pub struct CpuScaler {
     source: Size,
@@ -128,6 +132,7 @@ pub struct CpuScaler {
     steps: Vec<Step>,
     /// The horizontal pass's output, sized for the largest plane.
     mid: Vec<i16>,
+    threading: Threading,
 }
 
 impl CpuScaler {
@@ -171,7 +176,14 @@ impl CpuScaler {
             rungs: rungs.to_vec(),
             steps,
             mid: vec![0; mid_len],
+            threading: Threading::default(),
         })
+    }
+
+    /// Where the rows are computed; rayon unless told otherwise.
+    pub fn with_threading(mut self, threading: Threading) -> Self {
+        self.threading = threading;
+        self
     }
 
     /// What rung `rung` is scaled from: `None` for the source frame,
@@ -229,6 +241,7 @@ impl Scaler for CpuScaler {
                     output.plane_mut(plane),
                     dst_stride,
                     &mut self.mid,
+                    self.threading,
                 );
             }
             output.set_pts(src.pts());

@@ -3,7 +3,7 @@
 
 pub mod cpu;
 
-pub use cpu::{AxisFilter, Cascade, CpuScaler, Kernel, ScaleOptions};
+pub use cpu::{AxisFilter, Cascade, CpuScaler, Kernel, ScaleOptions, Threading};
 
 use crate::transcode::frame::{Frame, FrameError, Size};
 

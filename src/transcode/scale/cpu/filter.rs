@@ -2,6 +2,8 @@
 //! ([`AxisFilter`]), and both passes of one plane ([`PlaneFilter`]). Built once,
 //! in `f64`, when a scaler is made; never touched per frame.
 
+use super::avx2::HorizontalFilter;
+use super::vbmi::VbmiFilter;
 use super::{H_SHIFT, TAP_ALIGN, WEIGHT_BITS};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -96,7 +98,7 @@ impl AxisFilter {
     /// The same filter with zero weights added up to a multiple of `align`
     /// taps, windows shifted left where they would pass the edge: identical
     /// results, loops of a length known at compile time.
-    fn padded(&self, align: usize) -> Self {
+    pub(super) fn padded(&self, align: usize) -> Self {
         let taps = self.taps.next_multiple_of(align).min(self.input);
         let mut starts = Vec::with_capacity(self.starts.len());
         let mut weights = Vec::with_capacity(self.starts.len() * taps);
@@ -147,6 +149,10 @@ impl AxisFilter {
 pub(super) struct PlaneFilter {
     /// Padded to a multiple of [`TAP_ALIGN`] taps.
     pub(super) h: AxisFilter,
+    /// The same filter for the AVX2 pass, where it fits one.
+    pub(super) h_avx2: Option<HorizontalFilter>,
+    /// And for the AVX-512 VBMI pass.
+    pub(super) h_vbmi: Option<VbmiFilter>,
     pub(super) v: AxisFilter,
     /// Input rows the vertical pass reads, hence the rows the horizontal
     /// pass must produce.
@@ -162,11 +168,15 @@ impl PlaneFilter {
             (255 * h.max_gain()) >> H_SHIFT <= i32::from(i16::MAX),
             "kernel overshoot overflows i16"
         );
+        let h_avx2 = HorizontalFilter::new(&h);
+        let h_vbmi = VbmiFilter::new(&h);
         let h = h.padded(TAP_ALIGN);
         let first = v.starts[0] as usize;
         let last = *v.starts.last().expect("dst > 0") as usize + v.taps;
         Self {
             h,
+            h_avx2,
+            h_vbmi,
             v,
             rows: first..last,
         }

@@ -1,10 +1,13 @@
 //! The row kernels: the integer horizontal and vertical passes that apply
-//! the tables of [`super::filter`] to one plane, spread over rayon. They
+//! the tables of [`super::filter`] to one plane, spread over rayon or on the
+//! calling thread. They
 //! read the tables as given and must never compute weights themselves.
 
 use rayon::prelude::*;
 
+use super::avx2::{self, Avx2};
 use super::filter::{AxisFilter, PlaneFilter};
+use super::vbmi::Vbmi;
 use super::{H_SHIFT, TAP_ALIGN, V_SHIFT};
 
 /// Longest padded horizontal filter with its own unrolled loop: 160p
@@ -16,6 +19,18 @@ const V_CHUNK: usize = 32;
 /// large enough that task overhead stays negligible on 1080p.
 const ROWS_PER_TASK: usize = 8;
 
+/// Who runs the rows of a pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Threading {
+    /// Spread over the current rayon pool: the lowest latency per frame.
+    #[default]
+    Rayon,
+    /// All on the calling thread: no wake-ups and hand-overs (two per pass
+    /// and plane with rayon), for callers that already keep every core busy
+    /// with other threads, such as an offline transcode.
+    Caller,
+}
+
 pub(super) fn scale_plane(
     f: &PlaneFilter,
     src: &[u8],
@@ -23,34 +38,58 @@ pub(super) fn scale_plane(
     dst: &mut [u8],
     dst_stride: usize,
     mid: &mut [i16],
+    threading: Threading,
 ) {
+    let simd = Avx2::detect();
+    let vbmi = Vbmi::detect();
     let mid = &mut mid[..f.scratch_len(dst_stride)];
-    mid.par_chunks_exact_mut(dst_stride)
-        .with_min_len(ROWS_PER_TASK)
-        .enumerate()
-        .for_each(|(i, out)| {
-            let y = f.rows.start + i;
-            horizontal_row(&f.h, &src[y * src_stride..][..src_stride], out);
-        });
+    let horizontal = |(i, out): (usize, &mut [i16])| {
+        let y = f.rows.start + i;
+        let row = &src[y * src_stride..][..src_stride];
+        match (vbmi, &f.h_vbmi, simd, &f.h_avx2) {
+            (Some(vbmi), Some(h), _, _) => vbmi.horizontal_row(h, row, out),
+            (_, _, Some(simd), Some(h)) => simd.horizontal_row(h, row, out),
+            _ => horizontal_row(&f.h, row, out),
+        }
+    };
+    match threading {
+        Threading::Rayon => mid
+            .par_chunks_exact_mut(dst_stride)
+            .with_min_len(ROWS_PER_TASK)
+            .enumerate()
+            .for_each(horizontal),
+        Threading::Caller => mid
+            .chunks_exact_mut(dst_stride)
+            .enumerate()
+            .for_each(horizontal),
+    }
     let mid = &*mid;
-    dst.par_chunks_exact_mut(dst_stride)
-        .with_min_len(ROWS_PER_TASK)
-        .enumerate()
-        .for_each(|(y, out)| {
-            let (start, weights) = f.v.at(y);
-            vertical_row(
-                weights,
-                &mid[(start - f.rows.start) * dst_stride..],
-                dst_stride,
-                out,
-            );
-        });
+    let simd = simd.filter(|_| dst_stride.is_multiple_of(avx2::V_COLUMNS));
+    let vertical = |(y, out): (usize, &mut [u8])| {
+        let (start, weights) = f.v.at(y);
+        let mid = &mid[(start - f.rows.start) * dst_stride..];
+        match simd {
+            Some(simd) => simd.vertical_row(weights, mid, dst_stride, out),
+            None => vertical_row(weights, mid, dst_stride, out),
+        }
+    };
+    match threading {
+        Threading::Rayon => dst
+            .par_chunks_exact_mut(dst_stride)
+            .with_min_len(ROWS_PER_TASK)
+            .enumerate()
+            .for_each(vertical),
+        Threading::Caller => dst
+            .chunks_exact_mut(dst_stride)
+            .enumerate()
+            .for_each(vertical),
+    }
 }
 
 /// One input row through the horizontal filter into the intermediate; the
 /// columns past the output width are zeroed so the vertical pass can run
 /// over whole strides.
-fn horizontal_row(h: &AxisFilter, src: &[u8], out: &mut [i16]) {
+pub(super) fn horizontal_row(h: &AxisFilter, src: &[u8], out: &mut [i16]) {
     // One monomorphised loop per padded tap count, so LLVM sees the dot
     // product's length and unrolls it into whole vectors.
     type RowFn = fn(&AxisFilter, &[u8], &mut [i16]);
@@ -113,7 +152,7 @@ fn horizontal_row_any(h: &AxisFilter, src: &[u8], out: &mut [i16]) {
 /// One output row (whole stride) from the intermediate rows starting at
 /// `mid[0]`, [`V_CHUNK`] columns at a time so the accumulators stay in
 /// registers or L1 while every tap row streams past.
-fn vertical_row(weights: &[i16], mid: &[i16], mid_stride: usize, out: &mut [u8]) {
+pub(super) fn vertical_row(weights: &[i16], mid: &[i16], mid_stride: usize, out: &mut [u8]) {
     for (c, out) in out.as_chunks_mut::<V_CHUNK>().0.iter_mut().enumerate() {
         let mut acc = [1i32 << (V_SHIFT - 1); V_CHUNK];
         for (k, &w) in weights.iter().enumerate() {

@@ -114,25 +114,41 @@ fn optimised_passes_equal_the_written_spec() {
             kernel,
             cascade: Cascade::Direct,
         };
-        let mut scaler = CpuScaler::with_options(source, &rungs, options).unwrap();
-        let mut dst = frames(&rungs);
-        scaler.scale(&src, &mut dst).unwrap();
-        for (out, rung) in dst.iter().zip(rungs) {
-            for plane in Plane::ALL {
-                let size = out.layout().plane_size(plane);
-                let want = reference_plane(kernel, &src, plane, size);
-                let got: Vec<u8> = (0..size.1)
-                    .flat_map(|y| out.row(plane, y).to_vec())
-                    .collect();
-                assert!(
-                    got == want,
-                    "{kernel:?} {source}->{rung} {plane:?} differs from the spec"
-                );
-            }
+        for threading in [Threading::Rayon, Threading::Caller] {
+            let scaler = CpuScaler::with_options(source, &rungs, options).unwrap();
+            let mut scaler = scaler.with_threading(threading);
+            let mut dst = frames(&rungs);
+            scaler.scale(&src, &mut dst).unwrap();
+            check_against_spec(kernel, threading, &src, &dst);
         }
-        // Equal size is an exact copy: weights are a unit impulse.
-        assert_eq!(FrameMse::new(&src, &dst[4]).unwrap().average, 0.0);
     }
+}
+
+/// Every plane of every rung in `dst` against [`reference_plane`].
+fn check_against_spec(kernel: Kernel, threading: Threading, src: &Frame, dst: &[Frame]) {
+    for out in dst {
+        for plane in Plane::ALL {
+            let size = out.layout().plane_size(plane);
+            let want = reference_plane(kernel, src, plane, size);
+            let got: Vec<u8> = (0..size.1)
+                .flat_map(|y| out.row(plane, y).to_vec())
+                .collect();
+            assert!(
+                got == want,
+                "{kernel:?} {threading:?} {}->{} {plane:?} differs from the spec",
+                src.size(),
+                out.size()
+            );
+        }
+    }
+    // Equal size is an exact copy: weights are a unit impulse.
+    let same = dst.iter().find(|f| f.size() == src.size());
+    assert_eq!(
+        FrameMse::new(src, same.expect("an equal-size rung"))
+            .unwrap()
+            .average,
+        0.0
+    );
 }
 
 #[test]

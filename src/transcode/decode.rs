@@ -139,6 +139,18 @@ impl VideoDecoder {
         pool: &FramePool,
         out: &mut Vec<DecodedFrame>,
     ) -> Result<()> {
+        self.decode_kept(packet, pool, out, &mut |_| true)
+    }
+
+    /// [`VideoDecoder::decode`], but only the pictures whose pts `keep` accepts are copied
+    /// out; the others are decoded (later pictures may refer to them) and dropped.
+    pub fn decode_kept(
+        &mut self,
+        packet: &Packet,
+        pool: &FramePool,
+        out: &mut Vec<DecodedFrame>,
+        keep: &mut dyn FnMut(i64) -> bool,
+    ) -> Result<()> {
         let bytes = packet.data.len();
         let send_err = |source| DecodeError::Packet {
             pts: packet.pts,
@@ -187,11 +199,11 @@ impl VideoDecoder {
             Err(e) => {
                 self.pending.pop_back();
                 // Pictures completed before the bad packet are still good.
-                self.receive(pool, out, packet.pts)?;
+                self.receive(pool, out, packet.pts, keep)?;
                 return Err(send_err(e));
             }
         }
-        self.receive(pool, out, packet.pts)
+        self.receive(pool, out, packet.pts, keep)
     }
 
     /// Drains the pictures still inside the decoder at the end of a stream (or before a
@@ -201,14 +213,20 @@ impl VideoDecoder {
         if let Err(source) = self.decoder.send_eof() {
             return Err(DecodeError::Receive { pts: last, source });
         }
-        let drained = self.receive(pool, out, last);
+        let drained = self.receive(pool, out, last, &mut |_| true);
         // Back to a fresh state even after an error, so the next keyframe decodes.
         self.decoder.flush();
         self.pending.clear();
         drained
     }
 
-    fn receive(&mut self, pool: &FramePool, out: &mut Vec<DecodedFrame>, pts: i64) -> Result<()> {
+    fn receive(
+        &mut self,
+        pool: &FramePool,
+        out: &mut Vec<DecodedFrame>,
+        pts: i64,
+        keep: &mut dyn FnMut(i64) -> bool,
+    ) -> Result<()> {
         loop {
             match self.decoder.receive_frame(&mut self.picture) {
                 Ok(()) => {}
@@ -218,13 +236,19 @@ impl VideoDecoder {
                 | Err(ffmpeg::Error::Eof) => return Ok(()),
                 Err(source) => return Err(DecodeError::Receive { pts, source }),
             }
-            let frame = self.take_picture(pool, pts)?;
-            out.push(frame);
+            if let Some(frame) = self.take_picture(pool, pts, keep)? {
+                out.push(frame);
+            }
         }
     }
 
-    /// Copies the picture FFmpeg just returned into a pooled frame.
-    fn take_picture(&mut self, pool: &FramePool, packet_pts: i64) -> Result<DecodedFrame> {
+    /// Copies the picture FFmpeg just returned into a pooled frame, if `keep` wants it.
+    fn take_picture(
+        &mut self,
+        pool: &FramePool,
+        packet_pts: i64,
+        keep: &mut dyn FnMut(i64) -> bool,
+    ) -> Result<Option<DecodedFrame>> {
         let pic = &self.picture;
         let pts = pic
             .pts()
@@ -248,6 +272,9 @@ impl VideoDecoder {
             Some(i) => self.pending.remove(i).is_some_and(|(_, key)| key),
             None => pic.is_key(),
         };
+        if !keep(pts) {
+            return Ok(None);
+        }
         let mut frame = pool
             .get()
             .map_err(|source| DecodeError::Frame { pts, source })?;
@@ -259,7 +286,7 @@ impl VideoDecoder {
             ])
             .map_err(|source| DecodeError::Frame { pts, source })?;
         frame.set_pts(pts);
-        Ok(DecodedFrame { frame, keyframe })
+        Ok(Some(DecodedFrame { frame, keyframe }))
     }
 }
 

@@ -320,11 +320,14 @@ impl EncoderThread {
         // Every reference picture goes through the decoder, sampled or not,
         // to keep the reference chain intact; a non-reference one only when
         // it is a sample (nothing else will ever read it).
-        let sampled = self.pending_refs.iter().any(|r| r.pts() == packet.pts);
-        checker.skip_non_reference(!sampled);
+        let refs = &self.pending_refs;
+        let is_sample = |pts: i64| refs.iter().any(|r| r.pts() == pts);
+        checker.skip_non_reference(!is_sample(packet.pts));
         let mut decoded = std::mem::take(&mut self.checked);
+        // Only the samples are copied out of the decoder.
+        let mut keep = is_sample;
         if checker
-            .decode(packet, &self.check_pool, &mut decoded)
+            .decode_kept(packet, &self.check_pool, &mut decoded, &mut keep)
             .is_err()
         {
             decoded.clear();

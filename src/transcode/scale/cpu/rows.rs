@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::avx2::{self, Avx2};
 use super::filter::{AxisFilter, PlaneFilter};
-use super::vbmi::Vbmi;
+use super::vbmi::{self, Vbmi};
 use super::{H_SHIFT, TAP_ALIGN, V_SHIFT};
 
 /// Longest padded horizontal filter with its own unrolled loop: 160p
@@ -65,12 +65,14 @@ pub(super) fn scale_plane(
     }
     let mid = &*mid;
     let simd = simd.filter(|_| dst_stride.is_multiple_of(avx2::V_COLUMNS));
+    let vbmi = vbmi.filter(|_| dst_stride.is_multiple_of(vbmi::V_COLUMNS));
     let vertical = |(y, out): (usize, &mut [u8])| {
         let (start, weights) = f.v.at(y);
         let mid = &mid[(start - f.rows.start) * dst_stride..];
-        match simd {
-            Some(simd) => simd.vertical_row(weights, mid, dst_stride, out),
-            None => vertical_row(weights, mid, dst_stride, out),
+        match (vbmi, simd) {
+            (Some(vbmi), _) => vbmi.vertical_row(weights, mid, dst_stride, out),
+            (_, Some(simd)) => simd.vertical_row(weights, mid, dst_stride, out),
+            _ => vertical_row(weights, mid, dst_stride, out),
         }
     };
     match threading {

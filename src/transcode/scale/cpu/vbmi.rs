@@ -10,19 +10,24 @@
 //! scaler is built. A filter whose blocks do not fit (stronger downscales)
 //! keeps the AVX2 or portable pass.
 //!
+//! The vertical pass is [`super::avx2`]'s on 512-bit registers: 64 columns
+//! a step, two tap rows interleaved per `vpmaddwd`.
+//!
 //! Sums are exact in i32 in any order (see [`super::avx2`]), so the result
 //! equals the portable pass byte for byte.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::H_SHIFT;
 use super::filter::AxisFilter;
+use super::{H_SHIFT, V_SHIFT};
 
 /// Outputs per block: one i32 lane each in a 512-bit register.
 const BLOCK: usize = 16;
 /// Input bytes one load brings.
 const SPAN: usize = 64;
+/// Columns per vertical step; strides are multiples of it.
+pub(super) const V_COLUMNS: usize = 64;
 
 /// Proof that the CPU has AVX-512 F, BW and VBMI.
 #[derive(Clone, Copy, Debug)]
@@ -115,6 +120,25 @@ impl Vbmi {
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (h, src, out);
     }
+
+    /// [`super::rows`]' vertical pass for one output row: `mid` holds the tap
+    /// rows `mid_stride` apart, `out` is a whole stride (a multiple of
+    /// [`V_COLUMNS`]).
+    pub(super) fn vertical_row(
+        self,
+        weights: &[i16],
+        mid: &[i16],
+        mid_stride: usize,
+        out: &mut [u8],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Vbmi` exists only where AVX-512 F and BW were detected.
+        unsafe {
+            vertical_row(weights, mid, mid_stride, out)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (weights, mid, mid_stride, out);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -159,6 +183,59 @@ fn horizontal_row(h: &VbmiFilter, src: &[u8], out: &mut [i16]) {
     padding.fill(0);
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn vertical_row(weights: &[i16], mid: &[i16], mid_stride: usize, out: &mut [u8]) {
+    let round = _mm512_set1_epi32(1 << (V_SHIFT - 1));
+    // (weight pair, first row, second row): an odd last tap pairs with a
+    // zero weight on its own row.
+    let pair = |k: usize| {
+        let (b, row_b) = match weights.get(k + 1) {
+            Some(&b) => (b, k + 1),
+            None => (0, k),
+        };
+        let w = (i32::from(b) << 16) | i32::from(weights[k] as u16);
+        (_mm512_set1_epi32(w), k * mid_stride, row_b * mid_stride)
+    };
+    // After the final pack, the 64-bit words hold columns 0-7, 32-39, 8-15,
+    // 40-47, ...: this permutation puts them back in order.
+    let order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
+    let (chunks, rest) = out.as_chunks_mut::<V_COLUMNS>();
+    debug_assert!(rest.is_empty(), "strides are multiples of {V_COLUMNS}");
+    for (c, out) in chunks.iter_mut().enumerate() {
+        let column = c * V_COLUMNS;
+        let mut acc = [round; 4];
+        for k in (0..weights.len()).step_by(2) {
+            let (w, a, b) = pair(k);
+            let a = &mid[a + column..][..V_COLUMNS];
+            let b = &mid[b + column..][..V_COLUMNS];
+            for half in 0..2 {
+                // SAFETY: each slice holds 64 i16; this reads 32 at 32 * half.
+                let (a, b) = unsafe {
+                    (
+                        _mm512_loadu_si512(a[32 * half..].as_ptr().cast()),
+                        _mm512_loadu_si512(b[32 * half..].as_ptr().cast()),
+                    )
+                };
+                // Within each 128-bit lane: its columns 0-3 and 4-7.
+                let lo = _mm512_madd_epi16(_mm512_unpacklo_epi16(a, b), w);
+                let hi = _mm512_madd_epi16(_mm512_unpackhi_epi16(a, b), w);
+                acc[2 * half] = _mm512_add_epi32(acc[2 * half], lo);
+                acc[2 * half + 1] = _mm512_add_epi32(acc[2 * half + 1], hi);
+            }
+        }
+        let shift = |v| _mm512_srai_epi32::<{ V_SHIFT }>(v);
+        // packs undoes the unpack interleave within each lane (columns 0-31
+        // and 32-63 in lane order); packus clamps to 0..=255 as the spec does
+        // and interleaves the two halves per lane, which `order` undoes.
+        let first = _mm512_packs_epi32(shift(acc[0]), shift(acc[1]));
+        let second = _mm512_packs_epi32(shift(acc[2]), shift(acc[3]));
+        let bytes = _mm512_permutexvar_epi64(order, _mm512_packus_epi16(first, second));
+        // SAFETY: `out` holds 64 bytes.
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), bytes) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::filter::Kernel;
@@ -166,7 +243,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pass_equals_the_portable_one() {
+    fn passes_equal_the_portable_ones() {
         let Some(vbmi) = Vbmi::detect() else {
             eprintln!("no AVX-512 VBMI here: nothing to compare");
             return;
@@ -204,6 +281,28 @@ mod tests {
                 rows::horizontal_row(&axis.padded(TAP_ALIGN), &row, &mut want);
                 vbmi.horizontal_row(&h, &row, &mut got);
                 assert_eq!(got, want, "{kernel:?} {src}->{dst}");
+            }
+        }
+        // The vertical pass: the same weights over rows of intermediate values
+        // spanning the whole range the horizontal pass can produce.
+        for kernel in [Kernel::Lanczos3, Kernel::CatmullRom] {
+            for (src, dst) in axes.into_iter().chain([(1080, 160), (9, 9)]) {
+                let axis = AxisFilter::new(kernel, src, dst);
+                let stride = 192;
+                let mid: Vec<i16> = (0..src * stride)
+                    .map(|_| {
+                        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        ((state >> 16) % 25_341) as i16 - 4_510
+                    })
+                    .collect();
+                for y in 0..dst {
+                    let (start, weights) = axis.at(y);
+                    let mid = &mid[start * stride..];
+                    let (mut want, mut got) = (vec![1u8; stride], vec![2u8; stride]);
+                    rows::vertical_row(weights, mid, stride, &mut want);
+                    vbmi.vertical_row(weights, mid, stride, &mut got);
+                    assert_eq!(got, want, "{kernel:?} vertical {src}->{dst} row {y}");
+                }
             }
         }
         // Too strong a downscale for one load per 16 outputs.

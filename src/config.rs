@@ -63,8 +63,9 @@ pub struct TranscodeConfig {
     pub decoder_threads: usize,
     /// Scaled frames queued per rung before it drops a GOP.
     pub queue_frames: usize,
-    /// Measure PSNR/SSIM on one frame in this many (0: off).
-    pub quality_every: u32,
+    /// Decode one GOP in this many of each rung's output and measure PSNR/SSIM on
+    /// its every frame (0: off).
+    pub quality_every_gops: u32,
 }
 
 impl Default for TranscodeConfig {
@@ -77,7 +78,7 @@ impl Default for TranscodeConfig {
             encoder_threads: 1,
             decoder_threads: 1,
             queue_frames: 30,
-            quality_every: 30,
+            quality_every_gops: 5,
         }
     }
 }

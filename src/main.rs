@@ -143,9 +143,6 @@ fn transcode(args: TranscodeArgs) -> Result<()> {
         pipeline.ladders.check(&l)?;
         pipeline.ladder = l;
     }
-    // Offline there is no latency to protect: x264's own lookahead and
-    // B-frames, as the FFmpeg CLI would use them.
-    pipeline.encoder.low_latency = false;
     let report = rungs::transcode::offline::run(rungs::transcode::offline::Options {
         input: &args.input,
         output: &args.output,
@@ -375,7 +372,7 @@ fn pipeline_config(cfg: &Config) -> Result<PipelineConfig> {
         },
         decoder_threads: t.decoder_threads,
         queue_frames: t.queue_frames,
-        quality_every: t.quality_every,
+        quality_every_gops: t.quality_every_gops,
         frame_rate: None,
     })
 }

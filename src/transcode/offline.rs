@@ -277,7 +277,7 @@ mod tests {
                 },
                 decoder_threads: 1,
                 queue_frames: 8,
-                quality_every: 10,
+                quality_every_gops: 2,
                 frame_rate: Some(FrameRate::new(30, 1)),
             },
             package: PackageConfig::default(),

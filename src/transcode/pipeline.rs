@@ -57,8 +57,9 @@ pub struct PipelineConfig {
     pub decoder_threads: usize,
     /// Frames queued per rung encoder.
     pub queue_frames: usize,
-    /// Measure PSNR/SSIM on one frame in this many (0: off).
-    pub quality_every: u32,
+    /// Decode one GOP in this many of each rung's output and measure PSNR/SSIM
+    /// on its frames (0: off).
+    pub quality_every_gops: u32,
     /// The source frame rate when the container says it; else estimated
     /// from the first two frames.
     pub frame_rate: Option<FrameRate>,
@@ -521,7 +522,7 @@ mod tests {
             },
             decoder_threads: 1,
             queue_frames: 8,
-            quality_every: 5,
+            quality_every_gops: 2,
             frame_rate: None,
         }
     }

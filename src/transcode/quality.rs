@@ -1,14 +1,13 @@
 //! PSNR and SSIM between two pictures, computed the way FFmpeg 5.1's `psnr`
 //! and `ssim` filters compute them, so a dashboard number can be checked with
 //! the CLI. Owns only the arithmetic: which frames to sample is the caller's
-//! choice. Rows are spread over the current rayon pool.
+//! choice. Runs on the calling thread: callers are per-rung encoder threads,
+//! already one per core or more.
 //!
 //! PSNR agrees with FFmpeg to all six printed decimals. SSIM agrees with
 //! FFmpeg's C code exactly (`ffmpeg -cpuflags 0`); its x86 SIMD path differs
 //! from that C code by ~4e-5 on some plane widths (seen on the 427-wide
 //! chroma of 854x480; every other width we tested matches exactly).
-
-use rayon::prelude::*;
 
 use crate::transcode::frame::{Frame, Plane, Size};
 
@@ -91,8 +90,6 @@ impl<'a> PlaneView<'a> {
 pub fn sse(a: PlaneView<'_>, b: PlaneView<'_>) -> Result<u64> {
     a.same_size(&b)?;
     Ok((0..a.height)
-        .into_par_iter()
-        .with_min_len(16)
         .map(|y| {
             // A row of 16384 samples sums to at most 16384 * 255^2 < 2^32.
             let row: u32 = a
@@ -268,8 +265,9 @@ impl SsimMean {
     }
 }
 
-/// Sums over a 4x4 block: both means, the sum of both squares, the cross term.
-type BlockSums = [i64; 4];
+/// Sums over a 4x4 block: both means, the sum of both squares, the cross term
+/// (at most 16 * 2 * 255^2, so `u32` holds them and the loop vectorises).
+type BlockSums = [u32; 4];
 
 /// SSIM of one plane, x264's formulation that FFmpeg uses: statistics of
 /// 8x8 windows stepped by 4 samples (each window is 2x2 blocks of 4x4), the
@@ -288,45 +286,35 @@ pub fn plane_ssim(a: PlaneView<'_>, b: PlaneView<'_>) -> Result<f64> {
         out.clear();
         out.extend((0..blocks_x).map(|bx| block_sums(&a, &b, bx * 4, by * 4)));
     };
-    // Bands of window rows, each with its own two rows of block sums.
-    const BAND: usize = 8;
     let windows_y = blocks_y - 1;
-    let total: f64 = (0..windows_y.div_ceil(BAND))
-        .into_par_iter()
-        .map(|band| {
-            let (mut upper, mut lower) =
-                (Vec::with_capacity(blocks_x), Vec::with_capacity(blocks_x));
-            let first = band * BAND;
-            block_row(first, &mut lower);
-            let mut sum = 0.0;
-            for wy in first..(first + BAND).min(windows_y) {
-                std::mem::swap(&mut upper, &mut lower);
-                block_row(wy + 1, &mut lower);
-                // FFmpeg sums a row of windows in f32, then rows in f64.
-                let row: f32 = (0..blocks_x - 1)
-                    .map(|wx| {
-                        let mut s = [0; 4];
-                        for block in [upper[wx], upper[wx + 1], lower[wx], lower[wx + 1]] {
-                            for (s, x) in s.iter_mut().zip(block) {
-                                *s += x;
-                            }
-                        }
-                        window_ssim(s)
-                    })
-                    .sum();
-                sum += f64::from(row);
-            }
-            sum
-        })
-        .sum();
+    let (mut upper, mut lower) = (Vec::with_capacity(blocks_x), Vec::with_capacity(blocks_x));
+    block_row(0, &mut lower);
+    let mut total = 0.0;
+    for wy in 0..windows_y {
+        std::mem::swap(&mut upper, &mut lower);
+        block_row(wy + 1, &mut lower);
+        // FFmpeg sums a row of windows in f32, then rows in f64.
+        let row: f32 = (0..blocks_x - 1)
+            .map(|wx| {
+                let mut s = [0; 4];
+                for block in [upper[wx], upper[wx + 1], lower[wx], lower[wx + 1]] {
+                    for (s, x) in s.iter_mut().zip(block) {
+                        *s += i64::from(x);
+                    }
+                }
+                window_ssim(s)
+            })
+            .sum();
+        total += f64::from(row);
+    }
     Ok(total / ((blocks_x - 1) * windows_y) as f64)
 }
 
 fn block_sums(a: &PlaneView<'_>, b: &PlaneView<'_>, x: usize, y: usize) -> BlockSums {
-    let mut s = [0i64; 4];
+    let mut s = [0u32; 4];
     for dy in 0..4 {
         for (&p, &q) in a.row(y + dy)[x..x + 4].iter().zip(&b.row(y + dy)[x..x + 4]) {
-            let (p, q) = (i64::from(p), i64::from(q));
+            let (p, q) = (u32::from(p), u32::from(q));
             s[0] += p;
             s[1] += q;
             s[2] += p * p + q * q;
@@ -338,7 +326,7 @@ fn block_sums(a: &PlaneView<'_>, b: &PlaneView<'_>, x: usize, y: usize) -> Block
 
 /// One 8x8 window from its sums, FFmpeg's `ssim_end1` for 8-bit samples:
 /// integer moments, then the ratio in `f32`.
-fn window_ssim([s1, s2, ss, s12]: BlockSums) -> f32 {
+fn window_ssim([s1, s2, ss, s12]: [i64; 4]) -> f32 {
     // The usual (0.01 * 255)^2 and (0.03 * 255)^2, scaled to sums over 64
     // samples; truncated to integers exactly as FFmpeg does.
     const C1: i64 = (0.01 * 0.01 * 255.0 * 255.0 * 64.0 + 0.5) as i64;

@@ -1,6 +1,12 @@
 //! One rung's encoder thread: frames in from the decode stage, encoded
 //! packets out, and the sampled quality of what it encoded.
 //!
+//! Quality is measured by decoding the rung's own output (libx264 in FFmpeg
+//! 5.1 reports no per-frame error sums), one whole GOP in `quality_every_gops`:
+//! a decoder can start at an IDR, so the GOPs in between cost nothing, and
+//! every frame of a sampled GOP is scored, so the late frames of a GOP count
+//! as much as the IDR.
+//!
 //! The decode stage decides at each GOP's first frame whether this rung
 //! takes the GOP (live: only when its queue is nearly empty), so a rung
 //! loses whole GOPs, never part of one.
@@ -21,9 +27,10 @@ use std::time::{Instant, SystemTime};
 /// A rung admits a GOP only when at most this many frames wait for it: an
 /// encoder that keeps up drains its queue within a frame or two.
 const ADMIT_DEPTH: usize = 4;
-/// Sampled reference frames kept while the encoder and its check decoder
-/// catch up with them.
-const REFERENCES: usize = 6;
+/// Copies of sampled input frames kept while the encoder and its check decoder
+/// catch up with them: more than the encoder's delay (lookahead + B-frames),
+/// or later frames of a sampled GOP go unscored.
+const REFERENCES: usize = 16;
 /// Frames an encoder holds at most (lookahead, B-frames, threads).
 const MAX_TIMES: usize = 64;
 
@@ -70,7 +77,7 @@ impl RungWorker {
         settings.low_latency = cfg.encoder.low_latency;
         settings.threads = cfg.encoder.threads;
         let encoder = X264Encoder::new(&settings).map_err(|e| e.to_string())?;
-        let checker = if cfg.quality_every > 0 {
+        let checker = if cfg.quality_every_gops > 0 {
             Some(VideoDecoder::new(encoder.params(), 1).map_err(|e| e.to_string())?)
         } else {
             None
@@ -91,7 +98,10 @@ impl RungWorker {
             index,
             encoder,
             checker,
-            quality_every: u64::from(cfg.quality_every),
+            every_gops: u64::from(cfg.quality_every_gops),
+            gops: 0,
+            sampling: false,
+            checking: false,
             refs,
             pending_refs: VecDeque::with_capacity(REFERENCES),
             check_pool,
@@ -184,7 +194,13 @@ struct EncoderThread {
     encoder: X264Encoder,
     /// Decodes this rung's own output for the quality samples.
     checker: Option<VideoDecoder>,
-    quality_every: u64,
+    every_gops: u64,
+    /// GOPs this rung has started.
+    gops: u64,
+    /// The GOP going into the encoder is a sampled one.
+    sampling: bool,
+    /// The GOP coming out of the encoder is a sampled one.
+    checking: bool,
     refs: FramePool,
     pending_refs: VecDeque<Frame>,
     /// Pictures out of the check decoder.
@@ -228,7 +244,7 @@ impl EncoderThread {
             self.times.pop_front();
         }
         self.times.push_back((pts, job.now, job.arrival));
-        self.sample(&job.frame);
+        self.sample(&job.frame, job.force_idr);
         if job.force_idr {
             if let Some((start, secs)) = self.gop.take() {
                 let media = (pts - start) as f64 / f64::from(crate::media::TIMEBASE);
@@ -268,12 +284,15 @@ impl EncoderThread {
             .inc_by(frames);
     }
 
-    /// Keeps a copy of every `quality_every`-th input frame to compare with
-    /// what the encoder made of it.
-    fn sample(&mut self, frame: &Frame) {
-        let index = self.summary.frames;
+    /// Keeps a copy of each input frame of a sampled GOP to compare with what
+    /// the encoder made of it.
+    fn sample(&mut self, frame: &Frame, gop_start: bool) {
+        if gop_start || self.summary.frames == 0 {
+            self.sampling = self.checker.is_some() && self.gops.is_multiple_of(self.every_gops);
+            self.gops += 1;
+        }
         self.summary.frames += 1;
-        if self.checker.is_none() || !index.is_multiple_of(self.quality_every.max(1)) {
+        if !self.sampling {
             return;
         }
         let Ok(mut copy) = self.refs.get() else {
@@ -317,11 +336,19 @@ impl EncoderThread {
         let Some(checker) = &mut self.checker else {
             return;
         };
+        let refs = &self.pending_refs;
+        let is_sample = |pts: i64| refs.iter().any(|r| r.pts() == pts);
+        if packet.keyframe {
+            // A sampled GOP's IDR always has its copy: the copies of the GOP
+            // sampled before it were all matched or dropped long ago.
+            self.checking = is_sample(packet.pts);
+        }
+        if !self.checking {
+            return;
+        }
         // Every reference picture goes through the decoder, sampled or not,
         // to keep the reference chain intact; a non-reference one only when
         // it is a sample (nothing else will ever read it).
-        let refs = &self.pending_refs;
-        let is_sample = |pts: i64| refs.iter().any(|r| r.pts() == pts);
         checker.skip_non_reference(!is_sample(packet.pts));
         let mut decoded = std::mem::take(&mut self.checked);
         // Only the samples are copied out of the decoder.

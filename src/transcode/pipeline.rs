@@ -419,8 +419,12 @@ impl DecodeStage {
         };
         let scaler = CpuScaler::new(source, &sizes).map_err(|e| e.to_string())?;
         active.scaler = Some(scaler.with_threading(threading));
+        let largest = (0..sizes.len()).max_by_key(|&i| sizes[i].area());
+        let offline = self.cfg.pace == Pace::Offline;
         for (i, rung) in active.plan.iter().enumerate() {
-            let w = RungWorker::start(&self.channel, i, rung, rate, &self.cfg, self.out.clone())
+            let yields = offline && Some(i) != largest;
+            let out = self.out.clone();
+            let w = RungWorker::start(&self.channel, i, rung, rate, &self.cfg, out, yields)
                 .map_err(|e| format!("rung {}: {e}", rung.name))?;
             active.workers.push(w);
         }

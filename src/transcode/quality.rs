@@ -282,9 +282,11 @@ pub fn plane_ssim(a: PlaneView<'_>, b: PlaneView<'_>) -> Result<f64> {
             height: a.height,
         });
     }
-    let block_row = |by: usize, out: &mut Vec<BlockSums>| {
+    let mut columns = ColumnSums::new(blocks_x * 4);
+    let mut block_row = |by: usize, out: &mut Vec<BlockSums>| {
+        columns.add_rows(&a, &b, by * 4);
         out.clear();
-        out.extend((0..blocks_x).map(|bx| block_sums(&a, &b, bx * 4, by * 4)));
+        out.extend(columns.blocks());
     };
     let windows_y = blocks_y - 1;
     let (mut upper, mut lower) = (Vec::with_capacity(blocks_x), Vec::with_capacity(blocks_x));
@@ -310,18 +312,55 @@ pub fn plane_ssim(a: PlaneView<'_>, b: PlaneView<'_>) -> Result<f64> {
     Ok(total / ((blocks_x - 1) * windows_y) as f64)
 }
 
-fn block_sums(a: &PlaneView<'_>, b: &PlaneView<'_>, x: usize, y: usize) -> BlockSums {
-    let mut s = [0u32; 4];
-    for dy in 0..4 {
-        for (&p, &q) in a.row(y + dy)[x..x + 4].iter().zip(&b.row(y + dy)[x..x + 4]) {
-            let (p, q) = (u32::from(p), u32::from(q));
-            s[0] += p;
-            s[1] += q;
-            s[2] += p * p + q * q;
-            s[3] += p * q;
+/// Per-column sums over the four rows of a block row, kept as four plain
+/// arrays so that the loop over a row vectorises; a block's sums are then
+/// four neighbouring columns'.
+struct ColumnSums {
+    s1: Vec<u32>,
+    s2: Vec<u32>,
+    ss: Vec<u32>,
+    s12: Vec<u32>,
+}
+
+impl ColumnSums {
+    fn new(width: usize) -> Self {
+        let zeros = vec![0; width];
+        Self {
+            s1: zeros.clone(),
+            s2: zeros.clone(),
+            ss: zeros.clone(),
+            s12: zeros,
         }
     }
-    s
+
+    fn add_rows(&mut self, a: &PlaneView<'_>, b: &PlaneView<'_>, y: usize) {
+        let width = self.s1.len();
+        for v in [&mut self.s1, &mut self.s2, &mut self.ss, &mut self.s12] {
+            v.fill(0);
+        }
+        for row in y..y + 4 {
+            let (ra, rb) = (&a.row(row)[..width], &b.row(row)[..width]);
+            let columns = self.s1.iter_mut().zip(&mut self.s2).zip(&mut self.ss);
+            for ((((s1, s2), ss), s12), (&p, &q)) in
+                columns.zip(&mut self.s12).zip(ra.iter().zip(rb))
+            {
+                let (p, q) = (u32::from(p), u32::from(q));
+                *s1 += p;
+                *s2 += q;
+                *ss += p * p + q * q;
+                *s12 += p * q;
+            }
+        }
+    }
+
+    fn blocks(&self) -> impl Iterator<Item = BlockSums> + '_ {
+        let sum4 = |v: &[u32]| v.iter().sum::<u32>();
+        (self.s1.chunks_exact(4))
+            .zip(self.s2.chunks_exact(4))
+            .zip(self.ss.chunks_exact(4))
+            .zip(self.s12.chunks_exact(4))
+            .map(move |(((s1, s2), ss), s12)| [sum4(s1), sum4(s2), sum4(ss), sum4(s12)])
+    }
 }
 
 /// One 8x8 window from its sums, FFmpeg's `ssim_end1` for 8-bit samples:

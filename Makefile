@@ -55,6 +55,7 @@ test: deps lint
 bench: deps
 	cargo bench --bench latency
 	cargo bench --bench scale
+	cargo bench --bench ladder
 
 clean:
 	cargo clean

@@ -12,9 +12,15 @@ APT_PACKAGES := pkg-config clang libclang-dev ffmpeg \
 	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
 	libavfilter-dev libavdevice-dev chromium
 
+# NVRTC from PyPI compiles the CUDA kernels where there is no CUDA toolkit (CI):
+# the wheel is unpacked, not installed, so no Python environment is touched.
+NVRTC_WHEEL := nvidia-cuda-nvrtc-cu12==12.8.93
+NVRTC_LIB := $(CURDIR)/.nvrtc/nvidia/cuda_nvrtc/lib
+export LD_LIBRARY_PATH := $(NVRTC_LIB)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
+
 .PHONY: run test deps apt-deps build lint bench clean
 
-deps: apt-deps node_modules/.package-lock.json
+deps: apt-deps node_modules/.package-lock.json $(NVRTC_LIB)/libnvrtc.so.12
 
 # Checks each package every time (dpkg-query is fast) and installs only what is missing.
 apt-deps:
@@ -22,11 +28,19 @@ apt-deps:
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	python3 -m pip --version >/dev/null 2>&1 || missing="$$missing python3-pip"; \
 	if [ -n "$${missing// /}" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+$(NVRTC_LIB)/libnvrtc.so.12: | apt-deps
+	rm -rf .nvrtc .nvrtc.dl
+	python3 -m pip download -q --no-deps --only-binary=:all: -d .nvrtc.dl $(NVRTC_WHEEL)
+	python3 -m zipfile -e .nvrtc.dl/*.whl .nvrtc
+	rm -rf .nvrtc.dl
+	@test -f $@
 
 node_modules/.package-lock.json: package.json | apt-deps
 	npm install --no-audit --no-fund --loglevel=error

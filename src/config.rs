@@ -42,6 +42,28 @@ pub struct Config {
     pub hls: PackageConfig,
     pub transcode: TranscodeConfig,
     pub player: PlayerConfig,
+    pub gpu: GpuConfig,
+}
+
+/// Whether the GPU stages are used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuMode {
+    /// Where a usable GPU is found; the CPU otherwise.
+    #[default]
+    Auto,
+    /// Required: no usable GPU is a startup error that says why.
+    On,
+    /// CPU backends only.
+    Off,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GpuConfig {
+    pub enabled: GpuMode,
+    /// GPU indices (as `rungs probe` lists them) the node may use; empty: all.
+    pub devices: Vec<usize>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -123,6 +145,7 @@ impl Default for Config {
             hls: PackageConfig::default(),
             transcode: TranscodeConfig::default(),
             player: PlayerConfig::default(),
+            gpu: GpuConfig::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! rungs: a live-video edge node. RTMP in, low-latency HLS out.
 
 pub mod config;
+pub mod gpu;
 pub mod hub;
 pub mod ingest;
 pub mod media;

@@ -36,6 +36,19 @@ enum Cmd {
     },
     /// Transcode a file into an HLS VOD ladder as fast as the machine goes.
     Transcode(TranscodeArgs),
+    /// What this machine offers (CUDA driver, GPUs, NVDEC, NVENC, NVRTC) and
+    /// the backend each stage would use.
+    Probe(ProbeArgs),
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// TOML config file (its [gpu] section).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -133,11 +146,34 @@ fn main() -> Result<()> {
         Cmd::Serve(args) => serve(args),
         Cmd::Channel { cmd } => channel(cmd),
         Cmd::Transcode(args) => transcode(args),
+        Cmd::Probe(args) => probe(args),
     }
+}
+
+fn probe(args: ProbeArgs) -> Result<()> {
+    let cfg = Config::load(args.config.as_deref())?;
+    let found = rungs::gpu::probe::probe(&cfg.gpu);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &found)?;
+    } else {
+        write!(out, "{found}")?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// `gpu.enabled = "on"` without a usable GPU stops the start, saying why.
+fn check_gpu(cfg: &Config) -> Result<()> {
+    if cfg.gpu.enabled == rungs::config::GpuMode::On {
+        rungs::gpu::probe::probe(&cfg.gpu).require()?;
+    }
+    Ok(())
 }
 
 fn transcode(args: TranscodeArgs) -> Result<()> {
     let cfg = Config::load(args.config.as_deref())?;
+    check_gpu(&cfg)?;
     let mut pipeline = pipeline_config(&cfg)?;
     if let Some(l) = args.ladder {
         pipeline.ladders.check(&l)?;
@@ -310,6 +346,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let mut cfg = args.common.load()?;
+    check_gpu(&cfg)?;
     if let Some(a) = args.rtmp_addr {
         cfg.rtmp_addr = a;
     }

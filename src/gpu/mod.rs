@@ -1,0 +1,6 @@
+//! The GPU side of the node: what the machine offers (`probe`) and the CUDA
+//! kernels compiled at start (`kernels`). libcuda and libnvrtc are loaded at
+//! run time, so the same binary runs, CPU only, where they are missing.
+
+pub mod kernels;
+pub mod probe;

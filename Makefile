@@ -18,7 +18,7 @@ NVRTC_WHEEL := nvidia-cuda-nvrtc-cu12==12.8.93
 NVRTC_LIB := $(CURDIR)/.nvrtc/nvidia/cuda_nvrtc/lib
 export LD_LIBRARY_PATH := $(NVRTC_LIB)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: run test deps apt-deps build lint bench clean
+.PHONY: run test deps apt-deps build lint bench clean test-gpu bench-gpu gpu-bundle
 
 deps: apt-deps node_modules/.package-lock.json $(NVRTC_LIB)/libnvrtc.so.12
 
@@ -70,6 +70,19 @@ bench: deps
 	cargo bench --bench latency
 	cargo bench --bench scale
 	cargo bench --bench ladder
+
+# On a machine with an NVIDIA GPU and its driver: the gpu_* tests (GPU against
+# CPU results) and the kernel benchmark.
+test-gpu: deps
+	cargo test --release --test gpu -- --ignored --test-threads=1
+
+bench-gpu: deps
+	cargo bench --bench gpu
+
+# Both, packed for a GPU machine without Rust or FFmpeg (target/gpu-bundle.tar.xz,
+# then `tar xJf gpu-bundle.tar.xz && gpu-bundle/run.sh` there).
+gpu-bundle: deps
+	bench/gpu-bundle.sh
 
 clean:
 	cargo clean

@@ -2,5 +2,7 @@
 //! kernels compiled at start (`kernels`). libcuda and libnvrtc are loaded at
 //! run time, so the same binary runs, CPU only, where they are missing.
 
+pub mod device;
 pub mod kernels;
 pub mod probe;
+pub mod quality;

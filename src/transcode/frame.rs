@@ -136,8 +136,9 @@ impl Layout {
         self.planes[plane.index()].stride
     }
 
-    /// Bytes of pixel data, padding included, without the alignment slack.
-    fn buffer_len(&self) -> usize {
+    /// Bytes of pixel data, padding included, without the alignment slack:
+    /// the three planes back to back, as [`Frame::pixels`] holds them.
+    pub fn buffer_len(&self) -> usize {
         let v = &self.planes[2];
         v.offset + v.stride * v.height
     }
@@ -145,6 +146,11 @@ impl Layout {
     /// Bytes of the same picture packed with no padding (FFmpeg `rawvideo`).
     pub fn packed_len(&self) -> usize {
         self.planes.iter().map(|p| p.width * p.height).sum()
+    }
+
+    /// Where `plane` starts in [`Frame::pixels`].
+    pub fn offset(&self, plane: Plane) -> usize {
+        self.planes[plane.index()].offset
     }
 
     fn range(&self, plane: Plane) -> std::ops::Range<usize> {
@@ -184,6 +190,17 @@ impl Frame {
 
     pub fn set_pts(&mut self, pts: i64) {
         self.pts = pts;
+    }
+
+    /// The three planes back to back, padding included
+    /// ([`Layout::buffer_len`] bytes): what a device copy moves in one go.
+    pub fn pixels(&self) -> &[u8] {
+        &self.buf[self.base..self.base + self.layout.buffer_len()]
+    }
+
+    pub fn pixels_mut(&mut self) -> &mut [u8] {
+        let len = self.layout.buffer_len();
+        &mut self.buf[self.base..self.base + len]
     }
 
     /// All rows of `plane`, padding included: `stride * height` bytes.

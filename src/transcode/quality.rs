@@ -9,7 +9,7 @@
 //! from that C code by ~4e-5 on some plane widths (seen on the 427-wide
 //! chroma of 854x480; every other width we tested matches exactly).
 
-use crate::transcode::frame::{Frame, Plane, Size};
+use crate::transcode::frame::{Frame, Layout, Plane, Size};
 
 pub type Result<T, E = QualityError> = std::result::Result<T, E>;
 
@@ -119,21 +119,28 @@ impl FrameMse {
         if a.size() != b.size() {
             return Err(QualityError::SizeMismatch(a.size(), b.size()));
         }
-        let mut mse = [0.0; 3];
-        let mut samples = [0.0; 3];
-        for (i, plane) in Plane::ALL.into_iter().enumerate() {
-            let (w, h) = a.layout().plane_size(plane);
-            samples[i] = (w * h) as f64;
-            mse[i] = sse(PlaneView::of(a, plane), PlaneView::of(b, plane))? as f64 / samples[i];
+        let mut sums = [0; 3];
+        for (sum, plane) in sums.iter_mut().zip(Plane::ALL) {
+            *sum = sse(PlaneView::of(a, plane), PlaneView::of(b, plane))?;
         }
+        Ok(Self::from_sse(sums, a.layout()))
+    }
+
+    /// From each plane's sum of squared differences (the GPU meter's output).
+    pub fn from_sse(sse: [u64; 3], layout: &Layout) -> Self {
+        let samples = Plane::ALL.map(|p| {
+            let (w, h) = layout.plane_size(p);
+            (w * h) as f64
+        });
+        let mse: [f64; 3] = std::array::from_fn(|i| sse[i] as f64 / samples[i]);
         let total: f64 = samples.iter().sum();
         let average = mse.iter().zip(samples).map(|(m, s)| m * s / total).sum();
-        Ok(Self {
+        Self {
             y: mse[0],
             u: mse[1],
             v: mse[2],
             average,
-        })
+        }
     }
 
     pub fn psnr(&self) -> Psnr {
@@ -216,20 +223,28 @@ pub fn ssim(a: &Frame, b: &Frame) -> Result<Ssim> {
         return Err(QualityError::SizeMismatch(a.size(), b.size()));
     }
     let mut score = [0.0; 3];
-    let mut samples = [0.0; 3];
-    for (i, plane) in Plane::ALL.into_iter().enumerate() {
-        let (w, h) = a.layout().plane_size(plane);
-        samples[i] = (w * h) as f64;
-        score[i] = plane_ssim(PlaneView::of(a, plane), PlaneView::of(b, plane))?;
+    for (s, plane) in score.iter_mut().zip(Plane::ALL) {
+        *s = plane_ssim(PlaneView::of(a, plane), PlaneView::of(b, plane))?;
     }
-    let total: f64 = samples.iter().sum();
-    let all = score.iter().zip(samples).map(|(s, n)| s * n / total).sum();
-    Ok(Ssim {
-        y: score[0],
-        u: score[1],
-        v: score[2],
-        all,
-    })
+    Ok(Ssim::from_planes(score, a.layout()))
+}
+
+impl Ssim {
+    /// From each plane's score: `all` weighs them by sample count, as FFmpeg does.
+    pub fn from_planes(score: [f64; 3], layout: &Layout) -> Self {
+        let samples = Plane::ALL.map(|p| {
+            let (w, h) = layout.plane_size(p);
+            (w * h) as f64
+        });
+        let total: f64 = samples.iter().sum();
+        let all = score.iter().zip(samples).map(|(s, n)| s * n / total).sum();
+        Ssim {
+            y: score[0],
+            u: score[1],
+            v: score[2],
+            all,
+        }
+    }
 }
 
 /// SSIM over several frame pairs as FFmpeg reports it: plain means of the

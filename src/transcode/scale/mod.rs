@@ -1,9 +1,11 @@
 //! Scaling one decoded frame into every rung of a ladder: the `Scaler` trait
-//! the pipeline drives, and its CPU backend. Never allocates per frame.
+//! the pipeline drives, and its CPU and CUDA backends. Never allocates per frame.
 
 pub mod cpu;
+pub mod cuda;
 
 pub use cpu::{AxisFilter, Cascade, CpuScaler, Kernel, ScaleOptions, Threading};
+pub use cuda::{GpuScaleError, GpuScaler};
 
 use crate::transcode::frame::{Frame, FrameError, Size};
 
@@ -21,6 +23,8 @@ pub enum ScaleError {
     RungCount { want: usize, got: usize },
     #[error("output frame {index} is {got}, rung {index} is {want}")]
     RungSize { index: usize, want: Size, got: Size },
+    #[error("GPU: {0}")]
+    Device(String),
 }
 
 /// One input frame in, one output frame per rung out.
@@ -44,6 +48,11 @@ fn check_frames(source: Size, rungs: &[Size], src: &Frame, dst: &[Frame]) -> Res
             got: src.size(),
         });
     }
+    check_outputs(rungs, dst)
+}
+
+/// Checks the output frames alone (a source handed over in another form).
+fn check_outputs(rungs: &[Size], dst: &[Frame]) -> Result<()> {
     if dst.len() != rungs.len() {
         return Err(ScaleError::RungCount {
             want: rungs.len(),

@@ -1,0 +1,693 @@
+//! `GpuScaler`: the CPU scaler's filter (the same Q14 tables, the same
+//! integer steps) applied by `kernels/scale.cu` to every plane of every rung
+//! in one launch. Device buffers, filter tables and pinned staging buffers
+//! are allocated once, when the scaler is built; a frame costs one upload,
+//! one launch and one download on the scaler's own stream.
+//!
+//! Every rung is scaled from the source, as [`Cascade::Direct`] does on the
+//! CPU, so the two agree sample for sample.
+//!
+//! [`Cascade::Direct`]: super::Cascade::Direct
+
+use std::sync::Arc;
+
+use cudarc::driver::{
+    CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PinnedHostSlice, PushKernelArg,
+};
+
+use super::{
+    AxisFilter, Kernel, Result as ScaleResult, ScaleError, Scaler, check_frames, check_outputs,
+};
+use crate::gpu::device::{Gpu, GpuError, driver};
+use crate::transcode::frame::{Frame, Layout, Plane, Size};
+
+/// Threads per block: 32 columns (one warp reads a row segment) by 8 rows.
+const BLOCK: (u32, u32) = (32, 8);
+/// Row pitch alignment of the NV12 source on the device, as for our frames.
+const PITCH_ALIGN: usize = 64;
+
+/// One output plane of one rung; `kernels/scale.cu`'s `ScaleJob`, field for
+/// field (6 pointers, then 10 ints: 88 bytes, 8-aligned on both sides).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct ScaleJob {
+    src: u64,
+    dst: u64,
+    h_start: u64,
+    h_weight: u64,
+    v_start: u64,
+    v_weight: u64,
+    src_pitch: i32,
+    src_step: i32,
+    dst_pitch: i32,
+    dst_width: i32,
+    dst_height: i32,
+    h_taps: i32,
+    v_taps: i32,
+    first_block: i32,
+    blocks_x: i32,
+    pad: i32,
+}
+
+// SAFETY: plain old data of integers, laid out as the kernel's struct.
+unsafe impl DeviceRepr for ScaleJob {}
+
+/// The jobs of one launch, on the device.
+struct JobTable {
+    jobs: CudaSlice<ScaleJob>,
+    count: i32,
+    blocks: u32,
+}
+
+/// One axis's table on the device.
+struct DeviceFilter {
+    starts: CudaSlice<i32>,
+    weights: CudaSlice<i16>,
+    taps: i32,
+}
+
+/// Where the source planes are in the device's source buffer.
+#[derive(Clone, Copy)]
+struct SourcePlane {
+    offset: usize,
+    pitch: usize,
+    step: usize,
+}
+
+pub struct GpuScaler {
+    gpu: Arc<Gpu>,
+    stream: Arc<CudaStream>,
+    source: Size,
+    rungs: Vec<Size>,
+    layouts: Vec<Layout>,
+    /// The source picture: our I420 frame layout, or NV12 (Y, then UV).
+    src: CudaSlice<u8>,
+    /// Every rung's picture back to back, each in our frame layout.
+    dst: CudaSlice<u8>,
+    /// Where each rung starts in `dst`.
+    dst_offsets: Vec<usize>,
+    /// The tables the jobs point into: kept alive with them.
+    _filters: Vec<DeviceFilter>,
+    i420: JobTable,
+    nv12: JobTable,
+    nv12_layout: Nv12Layout,
+    /// Pinned staging: I420 going up (write-combined), NV12 going up, the
+    /// rungs coming down (cached: the CPU reads it).
+    up: PinnedHostSlice<u8>,
+    up_nv12: PinnedHostSlice<u8>,
+    down: PinnedHostSlice<u8>,
+}
+
+/// NV12 as the device holds it: Y rows, then interleaved UV rows.
+#[derive(Clone, Copy, Debug)]
+struct Nv12Layout {
+    y_pitch: usize,
+    uv_offset: usize,
+    uv_pitch: usize,
+    len: usize,
+}
+
+impl Nv12Layout {
+    fn new(size: Size) -> Self {
+        let (w, h) = (size.width as usize, size.height as usize);
+        let c = size.chroma();
+        let y_pitch = w.next_multiple_of(PITCH_ALIGN);
+        let uv_pitch = (2 * c.width as usize).next_multiple_of(PITCH_ALIGN);
+        let uv_offset = y_pitch * h;
+        Self {
+            y_pitch,
+            uv_offset,
+            uv_pitch,
+            len: uv_offset + uv_pitch * c.height as usize,
+        }
+    }
+}
+
+impl GpuScaler {
+    pub fn new(gpu: Arc<Gpu>, source: Size, rungs: &[Size]) -> ScaleResult<Self, GpuScaleError> {
+        if rungs.is_empty() {
+            return Err(ScaleError::NoRungs.into());
+        }
+        let stream = gpu.stream()?;
+        let src_layout = Layout::new(source).map_err(ScaleError::from)?;
+        let layouts = rungs
+            .iter()
+            .map(|&r| Layout::new(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ScaleError::from)?;
+        let nv12_layout = Nv12Layout::new(source);
+        let mut dst_offsets = Vec::with_capacity(rungs.len());
+        let mut dst_len = 0;
+        for l in &layouts {
+            dst_offsets.push(dst_len);
+            dst_len += l.buffer_len().next_multiple_of(PITCH_ALIGN);
+        }
+        let src_len = src_layout.buffer_len().max(nv12_layout.len);
+        let alloc = |len| stream.alloc_zeros::<u8>(len).map_err(driver("cuMemAlloc"));
+        let src = alloc(src_len)?;
+        let dst = alloc(dst_len)?;
+
+        // Tables per rung and plane kind (luma, chroma).
+        let mut filters = Vec::new();
+        let mut tables = Vec::new();
+        for layout in &layouts {
+            for plane in [Plane::Y, Plane::U] {
+                let (sw, sh) = src_layout.plane_size(plane);
+                let (dw, dh) = layout.plane_size(plane);
+                let h = upload(&stream, &AxisFilter::new(Kernel::Lanczos3, sw, dw))?;
+                let v = upload(&stream, &AxisFilter::new(Kernel::Lanczos3, sh, dh))?;
+                tables.push((filters.len(), filters.len() + 1));
+                filters.push(h);
+                filters.push(v);
+            }
+        }
+        let src_ptr = device_ptr(&src, &stream);
+        let dst_ptr = device_ptr(&dst, &stream);
+        let i420_planes = Plane::ALL.map(|p| SourcePlane {
+            offset: src_layout.offset(p),
+            pitch: src_layout.stride(p),
+            step: 1,
+        });
+        let nv = nv12_layout;
+        let nv12_planes = [
+            SourcePlane {
+                offset: 0,
+                pitch: nv.y_pitch,
+                step: 1,
+            },
+            SourcePlane {
+                offset: nv.uv_offset,
+                pitch: nv.uv_pitch,
+                step: 2,
+            },
+            SourcePlane {
+                offset: nv.uv_offset + 1,
+                pitch: nv.uv_pitch,
+                step: 2,
+            },
+        ];
+        let addresses: Vec<(Axis, Axis)> = tables
+            .iter()
+            .map(|&(h, v)| {
+                let axis = |f: &DeviceFilter| Axis {
+                    starts: device_ptr(&f.starts, &stream),
+                    weights: device_ptr(&f.weights, &stream),
+                    taps: f.taps,
+                };
+                (axis(&filters[h]), axis(&filters[v]))
+            })
+            .collect();
+        let table = |planes: [SourcePlane; 3]| -> Result<JobTable, GpuScaleError> {
+            let (jobs, blocks) =
+                build_jobs(src_ptr, planes, dst_ptr, &layouts, &dst_offsets, &addresses);
+            Ok(JobTable {
+                count: jobs.len() as i32,
+                jobs: stream.clone_htod(&jobs).map_err(driver("cuMemcpyHtoD"))?,
+                blocks,
+            })
+        };
+        let i420 = table(i420_planes)?;
+        let nv12 = table(nv12_planes)?;
+
+        let ctx = gpu.context();
+        // SAFETY: page-locked host memory of the given length; cudarc tracks
+        // the copies in flight on it and waits for them before handing out
+        // slices.
+        let (up, up_nv12, down) = unsafe {
+            (
+                ctx.alloc_pinned::<u8>(src_layout.buffer_len())
+                    .map_err(driver("cuMemHostAlloc"))?,
+                ctx.alloc_pinned::<u8>(nv.len)
+                    .map_err(driver("cuMemHostAlloc"))?,
+                ctx.alloc_pinned_with_flags::<u8>(dst_len, 0)
+                    .map_err(driver("cuMemHostAlloc"))?,
+            )
+        };
+        Ok(Self {
+            gpu,
+            stream,
+            source,
+            rungs: rungs.to_vec(),
+            layouts,
+            src,
+            dst,
+            dst_offsets,
+            _filters: filters,
+            i420,
+            nv12,
+            nv12_layout,
+            up,
+            up_nv12,
+            down,
+        })
+    }
+
+    /// Scales an NV12 picture (a hardware decoder's layout: `y` and
+    /// interleaved `uv` rows with their pitches) into `dst`, as [`Scaler::scale`]
+    /// does an I420 one.
+    pub fn scale_nv12(
+        &mut self,
+        y: (&[u8], usize),
+        uv: (&[u8], usize),
+        pts: i64,
+        dst: &mut [Frame],
+    ) -> Result<(), GpuScaleError> {
+        check_outputs(&self.rungs, dst)?;
+        let nv = self.nv12_layout;
+        let (w, h) = (self.source.width as usize, self.source.height as usize);
+        let c = self.source.chroma();
+        let (cw, ch) = (2 * c.width as usize, c.height as usize);
+        let short = |what: &'static str, got: usize, need: usize| GpuScaleError::ShortNv12 {
+            what,
+            got,
+            need,
+        };
+        let need_y = y.1 * (h - 1) + w;
+        if y.1 < w || y.0.len() < need_y {
+            return Err(short("Y", y.0.len(), need_y));
+        }
+        let need_uv = uv.1 * (ch - 1) + cw;
+        if uv.1 < cw || uv.0.len() < need_uv {
+            return Err(short("UV", uv.0.len(), need_uv));
+        }
+        let up = self
+            .up_nv12
+            .as_mut_slice()
+            .map_err(driver("cuEventSynchronize"))?;
+        for (row, d) in up[..nv.uv_offset].chunks_exact_mut(nv.y_pitch).enumerate() {
+            d[..w].copy_from_slice(&y.0[row * y.1..][..w]);
+        }
+        for (row, d) in up[nv.uv_offset..].chunks_exact_mut(nv.uv_pitch).enumerate() {
+            d[..cw].copy_from_slice(&uv.0[row * uv.1..][..cw]);
+        }
+        self.stream
+            .memcpy_htod(&self.up_nv12, &mut self.src)
+            .map_err(driver("cuMemcpyHtoDAsync"))?;
+        self.run(Source::Nv12, pts, dst)
+    }
+
+    fn scale_i420(&mut self, src: &Frame, dst: &mut [Frame]) -> Result<(), GpuScaleError> {
+        let up = self
+            .up
+            .as_mut_slice()
+            .map_err(driver("cuEventSynchronize"))?;
+        up.copy_from_slice(src.pixels());
+        self.stream
+            .memcpy_htod(&self.up, &mut self.src)
+            .map_err(driver("cuMemcpyHtoDAsync"))?;
+        self.run(Source::I420, src.pts(), dst)
+    }
+
+    fn run(&mut self, source: Source, pts: i64, dst: &mut [Frame]) -> Result<(), GpuScaleError> {
+        self.launch(source)?;
+        self.stream
+            .memcpy_dtoh(&self.dst, &mut self.down)
+            .map_err(driver("cuMemcpyDtoHAsync"))?;
+        let down = self.down.as_slice().map_err(driver("cuEventSynchronize"))?;
+        for ((frame, layout), &offset) in dst.iter_mut().zip(&self.layouts).zip(&self.dst_offsets) {
+            frame
+                .pixels_mut()
+                .copy_from_slice(&down[offset..offset + layout.buffer_len()]);
+            frame.set_pts(pts);
+        }
+        Ok(())
+    }
+
+    /// Queues the kernel alone on this scaler's stream, over whatever source
+    /// is on the device: what the GPU benchmark times, many at once.
+    pub fn launch_on_device(&mut self, nv12: bool) -> Result<(), GpuScaleError> {
+        self.launch(if nv12 { Source::Nv12 } else { Source::I420 })
+    }
+
+    /// Waits for everything queued on this scaler's stream.
+    pub fn synchronize(&self) -> Result<(), GpuScaleError> {
+        Ok(self
+            .stream
+            .synchronize()
+            .map_err(driver("cuStreamSynchronize"))?)
+    }
+
+    /// Device memory one launch must move at least: the source read once
+    /// and every rung written once.
+    pub fn min_bytes_per_frame(&self) -> usize {
+        let src = Layout::new(self.source).map_or(0, |l| l.packed_len());
+        src + self.layouts.iter().map(Layout::packed_len).sum::<usize>()
+    }
+
+    /// Time of a device-to-device copy of `bytes` on this scaler's stream,
+    /// averaged over `rounds`: the bandwidth ceiling the benchmark compares
+    /// the kernel with.
+    pub fn time_device_copy(&self, bytes: usize, rounds: u32) -> Result<f64, GpuScaleError> {
+        let alloc = |n| {
+            self.stream
+                .alloc_zeros::<u8>(n)
+                .map_err(driver("cuMemAlloc"))
+        };
+        let (from, mut to) = (alloc(bytes)?, alloc(bytes)?);
+        self.stream
+            .memcpy_dtod(&from, &mut to)
+            .map_err(driver("cuMemcpyDtoD"))?;
+        self.synchronize()?;
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            self.stream
+                .memcpy_dtod(&from, &mut to)
+                .map_err(driver("cuMemcpyDtoD"))?;
+        }
+        self.synchronize()?;
+        Ok(started.elapsed().as_secs_f64() / f64::from(rounds.max(1)))
+    }
+
+    fn launch(&mut self, source: Source) -> Result<(), GpuScaleError> {
+        let table = match source {
+            Source::I420 => &self.i420,
+            Source::Nv12 => &self.nv12,
+        };
+        let cfg = LaunchConfig {
+            grid_dim: (table.blocks, 1, 1),
+            block_dim: (BLOCK.0, BLOCK.1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut launch = self.stream.launch_builder(&self.gpu.scale_ladder);
+        launch.arg(&table.jobs);
+        launch.arg(&table.count);
+        // SAFETY: the kernel reads `src` and the tables and writes `dst`
+        // through the job table's pointers, all allocated above for exactly
+        // these sizes; the copies around it are on the same stream, so they
+        // are ordered with it.
+        unsafe { launch.launch(cfg) }.map_err(driver("cuLaunchKernel"))?;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Source {
+    I420,
+    Nv12,
+}
+
+impl Scaler for GpuScaler {
+    fn scale(&mut self, src: &Frame, dst: &mut [Frame]) -> ScaleResult<()> {
+        check_frames(self.source, &self.rungs, src, dst)?;
+        self.scale_i420(src, dst)
+            .map_err(|e| ScaleError::Device(e.to_string()))
+    }
+
+    fn rungs(&self) -> &[Size] {
+        &self.rungs
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuScaleError {
+    #[error(transparent)]
+    Scale(#[from] ScaleError),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error("NV12 {what} plane has {got} bytes, needs {need}")]
+    ShortNv12 {
+        what: &'static str,
+        got: usize,
+        need: usize,
+    },
+}
+
+/// One axis's table by address (device, or host in the emulation test).
+#[derive(Clone, Copy, Debug)]
+struct Axis {
+    starts: u64,
+    weights: u64,
+    taps: i32,
+}
+
+/// The launch's job table and its block count: for each rung, its Y, U and V
+/// planes; `filters[2 * rung]` is the rung's luma (horizontal, vertical)
+/// pair, `filters[2 * rung + 1]` its chroma pair.
+fn build_jobs(
+    src: u64,
+    planes: [SourcePlane; 3],
+    dst: u64,
+    layouts: &[Layout],
+    dst_offsets: &[usize],
+    filters: &[(Axis, Axis)],
+) -> (Vec<ScaleJob>, u32) {
+    let mut jobs = Vec::with_capacity(3 * layouts.len());
+    let mut blocks = 0u32;
+    for (r, layout) in layouts.iter().enumerate() {
+        for (i, plane) in Plane::ALL.into_iter().enumerate() {
+            let (h, v) = filters[2 * r + usize::from(plane != Plane::Y)];
+            let (w, ht) = layout.plane_size(plane);
+            let blocks_x = w.div_ceil(BLOCK.0 as usize) as u32;
+            let blocks_y = ht.div_ceil(BLOCK.1 as usize) as u32;
+            let s = planes[i];
+            jobs.push(ScaleJob {
+                src: src + s.offset as u64,
+                dst: dst + (dst_offsets[r] + layout.offset(plane)) as u64,
+                h_start: h.starts,
+                h_weight: h.weights,
+                v_start: v.starts,
+                v_weight: v.weights,
+                src_pitch: s.pitch as i32,
+                src_step: s.step as i32,
+                dst_pitch: layout.stride(plane) as i32,
+                dst_width: w as i32,
+                dst_height: ht as i32,
+                h_taps: h.taps,
+                v_taps: v.taps,
+                first_block: blocks as i32,
+                blocks_x: blocks_x as i32,
+                pad: 0,
+            });
+            blocks += blocks_x * blocks_y;
+        }
+    }
+    (jobs, blocks)
+}
+
+fn upload(stream: &Arc<CudaStream>, f: &AxisFilter) -> Result<DeviceFilter, GpuError> {
+    let starts: Vec<i32> = f.starts().iter().map(|&s| s as i32).collect();
+    Ok(DeviceFilter {
+        starts: stream.clone_htod(&starts).map_err(driver("cuMemcpyHtoD"))?,
+        weights: stream
+            .clone_htod(f.weights())
+            .map_err(driver("cuMemcpyHtoD"))?,
+        taps: f.taps() as i32,
+    })
+}
+
+/// The raw address of a buffer, for the job table; the guard's event only
+/// orders later uses on other streams, and these buffers live on one.
+fn device_ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
+    let (ptr, _guard) = slice.device_ptr(stream);
+    ptr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_layout_matches_the_kernel_struct() {
+        // 6 pointers then 10 ints, as in kernels/scale.cu.
+        assert_eq!(std::mem::size_of::<ScaleJob>(), 88);
+        assert_eq!(std::mem::align_of::<ScaleJob>(), 8);
+        assert_eq!(std::mem::offset_of!(ScaleJob, src_pitch), 48);
+        assert_eq!(std::mem::offset_of!(ScaleJob, pad), 84);
+    }
+
+    /// `kernels/scale.cu`, line for line, over host memory: checks the job
+    /// table (every output sample covered, every pointer and pitch right)
+    /// and the kernel's arithmetic against the CPU scaler, with no GPU.
+    fn emulate_launch(jobs: &[ScaleJob], blocks: u32) {
+        let job_count = jobs.len();
+        for block in 0..blocks as i32 {
+            for ty in 0..BLOCK.1 as i32 {
+                for tx in 0..BLOCK.0 as i32 {
+                    let mut j = 0;
+                    while j + 1 < job_count && block >= jobs[j + 1].first_block {
+                        j += 1;
+                    }
+                    let job = &jobs[j];
+                    let local = block - job.first_block;
+                    let x = (local % job.blocks_x) * BLOCK.0 as i32 + tx;
+                    let y = (local / job.blocks_x) * BLOCK.1 as i32 + ty;
+                    if x >= job.dst_width || y >= job.dst_height {
+                        continue;
+                    }
+                    // SAFETY: the addresses are the test's live host buffers.
+                    unsafe {
+                        let hw = (job.h_weight as *const i16).add(x as usize * job.h_taps as usize);
+                        let vw = (job.v_weight as *const i16).add(y as usize * job.v_taps as usize);
+                        let hs = *(job.h_start as *const i32).add(x as usize);
+                        let vs = *(job.v_start as *const i32).add(y as usize);
+                        let first = (job.src as *const u8).add(
+                            vs as usize * job.src_pitch as usize
+                                + hs as usize * job.src_step as usize,
+                        );
+                        let mut acc = 0i32;
+                        for k in 0..job.v_taps as usize {
+                            let row = first.add(k * job.src_pitch as usize);
+                            let mut h = 0i32;
+                            for t in 0..job.h_taps as usize {
+                                h += i32::from(*hw.add(t))
+                                    * i32::from(*row.add(t * job.src_step as usize));
+                            }
+                            acc += i32::from(*vw.add(k)) * ((h + (1 << 7)) >> 8);
+                        }
+                        let out = ((acc + (1 << 19)) >> 20).clamp(0, 255) as u8;
+                        *(job.dst as *mut u8)
+                            .add(y as usize * job.dst_pitch as usize + x as usize) = out;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_emulation_matches_the_cpu_scaler_for_i420_and_nv12() {
+        use crate::transcode::frame::FramePool;
+        use crate::transcode::scale::{Cascade, CpuScaler, ScaleOptions};
+
+        let source = Size::new(1366, 768);
+        let rungs = [Size::new(854, 480), Size::new(284, 160)];
+        let mut src = FramePool::new(source, 1).unwrap().get().unwrap();
+        // Deterministic texture with every frequency: a hash of the position.
+        for p in Plane::ALL {
+            let stride = src.stride(p);
+            for (i, b) in src.plane_mut(p).iter_mut().enumerate() {
+                let (x, y) = ((i % stride) as u32, (i / stride) as u32);
+                *b = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)).to_le_bytes()[1];
+            }
+        }
+        let direct = ScaleOptions {
+            cascade: Cascade::Direct,
+            ..ScaleOptions::default()
+        };
+        let mut cpu = CpuScaler::with_options(source, &rungs, direct).unwrap();
+        let mut want: Vec<Frame> = rungs
+            .iter()
+            .map(|&r| FramePool::new(r, 1).unwrap().get().unwrap())
+            .collect();
+        cpu.scale(&src, &mut want).unwrap();
+
+        let src_layout = Layout::new(source).unwrap();
+        let layouts: Vec<Layout> = rungs.iter().map(|&r| Layout::new(r).unwrap()).collect();
+        let mut tables = Vec::new();
+        for l in &layouts {
+            for plane in [Plane::Y, Plane::U] {
+                let (sw, sh) = src_layout.plane_size(plane);
+                let (dw, dh) = l.plane_size(plane);
+                let h = AxisFilter::new(Kernel::Lanczos3, sw, dw);
+                let v = AxisFilter::new(Kernel::Lanczos3, sh, dh);
+                let starts =
+                    |f: &AxisFilter| f.starts().iter().map(|&s| s as i32).collect::<Vec<_>>();
+                tables.push((
+                    starts(&h),
+                    h.weights().to_vec(),
+                    h.taps(),
+                    starts(&v),
+                    v.weights().to_vec(),
+                    v.taps(),
+                ));
+            }
+        }
+        let filters: Vec<(Axis, Axis)> = tables
+            .iter()
+            .map(|(hs, hw, ht, vs, vw, vt)| {
+                (
+                    Axis {
+                        starts: hs.as_ptr() as u64,
+                        weights: hw.as_ptr() as u64,
+                        taps: *ht as i32,
+                    },
+                    Axis {
+                        starts: vs.as_ptr() as u64,
+                        weights: vw.as_ptr() as u64,
+                        taps: *vt as i32,
+                    },
+                )
+            })
+            .collect();
+        let mut dst_offsets = Vec::new();
+        let mut len = 0;
+        for l in &layouts {
+            dst_offsets.push(len);
+            len += l.buffer_len().next_multiple_of(PITCH_ALIGN);
+        }
+
+        // I420 straight from our frame; NV12 interleaved into its own layout.
+        let nv = Nv12Layout::new(source);
+        let mut nv12 = vec![0u8; nv.len];
+        let (w, h) = src_layout.plane_size(Plane::Y);
+        let (cw, ch) = src_layout.plane_size(Plane::U);
+        for y in 0..h {
+            nv12[y * nv.y_pitch..][..w].copy_from_slice(src.row(Plane::Y, y));
+        }
+        for y in 0..ch {
+            for x in 0..cw {
+                nv12[nv.uv_offset + y * nv.uv_pitch + 2 * x] = src.row(Plane::U, y)[x];
+                nv12[nv.uv_offset + y * nv.uv_pitch + 2 * x + 1] = src.row(Plane::V, y)[x];
+            }
+        }
+        let i420_planes = Plane::ALL.map(|p| SourcePlane {
+            offset: src_layout.offset(p),
+            pitch: src_layout.stride(p),
+            step: 1,
+        });
+        let nv12_planes = [
+            SourcePlane {
+                offset: 0,
+                pitch: nv.y_pitch,
+                step: 1,
+            },
+            SourcePlane {
+                offset: nv.uv_offset,
+                pitch: nv.uv_pitch,
+                step: 2,
+            },
+            SourcePlane {
+                offset: nv.uv_offset + 1,
+                pitch: nv.uv_pitch,
+                step: 2,
+            },
+        ];
+        for (name, base, planes) in [
+            ("i420", src.pixels().as_ptr() as u64, i420_planes),
+            ("nv12", nv12.as_ptr() as u64, nv12_planes),
+        ] {
+            let mut out = vec![0xA5u8; len];
+            let (jobs, blocks) = build_jobs(
+                base,
+                planes,
+                out.as_mut_ptr() as u64,
+                &layouts,
+                &dst_offsets,
+                &filters,
+            );
+            emulate_launch(&jobs, blocks);
+            for (r, l) in layouts.iter().enumerate() {
+                for p in Plane::ALL {
+                    let (pw, ph) = l.plane_size(p);
+                    for y in 0..ph {
+                        let at = dst_offsets[r] + l.offset(p) + y * l.stride(p);
+                        assert_eq!(
+                            &out[at..at + pw],
+                            want[r].row(p, y),
+                            "{name} rung {} {p:?} row {y}",
+                            rungs[r]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nv12_layout_pitches_rows_like_our_frames() {
+        let l = Nv12Layout::new(Size::new(1366, 768));
+        assert_eq!(l.y_pitch, 1408);
+        assert_eq!(l.uv_pitch, 1408);
+        assert_eq!(l.uv_offset, 1408 * 768);
+        assert_eq!(l.len, 1408 * 768 + 1408 * 384);
+    }
+}

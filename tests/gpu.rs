@@ -1,0 +1,266 @@
+//! Tests that need an NVIDIA GPU (and its driver): named `gpu_*` and ignored
+//! by default, run by `make test-gpu`. The frames come from the FFmpeg CLI
+//! (testsrc2, and mandelbrot with grain), made once into `target/gpu-frames`
+//! (`make gpu-frames`); a GPU machine without FFmpeg reads them from the
+//! folder `RUNGS_GPU_FRAMES` names. This binary links no FFmpeg library, so
+//! it runs on such a machine as built here.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+
+use rungs::config::GpuConfig;
+use rungs::gpu::device::Gpu;
+use rungs::gpu::quality::GpuQuality;
+use rungs::transcode::frame::{Frame, FramePool, Plane, Size};
+use rungs::transcode::quality::{self, FrameMse};
+use rungs::transcode::scale::{Cascade, CpuScaler, GpuScaler, ScaleOptions, Scaler};
+
+const FRAMES: usize = 4;
+
+/// (name, lavfi graph, size, ladder below it)
+fn sources() -> Vec<(&'static str, &'static str, Size, Vec<Size>)> {
+    let ladder_1080 = vec![
+        Size::new(1280, 720),
+        Size::new(854, 480),
+        Size::new(640, 360),
+        Size::new(284, 160),
+    ];
+    vec![
+        (
+            "testsrc2-1080",
+            "testsrc2=size=1920x1080:rate=30",
+            Size::new(1920, 1080),
+            ladder_1080.clone(),
+        ),
+        (
+            "mandelbrot-grain-1080",
+            "mandelbrot=size=1920x1080:rate=30,noise=alls=12:allf=t+u",
+            Size::new(1920, 1080),
+            ladder_1080,
+        ),
+        (
+            "testsrc2-768",
+            "testsrc2=size=1366x768:rate=30",
+            Size::new(1366, 768),
+            vec![
+                Size::new(1280, 720),
+                Size::new(854, 480),
+                Size::new(640, 360),
+                Size::new(284, 160),
+            ],
+        ),
+    ]
+}
+
+/// Raw I420 frames of `name`: from `RUNGS_GPU_FRAMES/<name>.yuv` when set,
+/// else made with the FFmpeg CLI into `target/gpu-frames`.
+fn frames(name: &str, graph: &str, size: Size) -> Vec<Frame> {
+    let dir = std::env::var_os("RUNGS_GPU_FRAMES").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/gpu-frames"),
+        PathBuf::from,
+    );
+    let file = dir.join(format!("{name}.yuv"));
+    if !file.exists() {
+        std::fs::create_dir_all(&dir).expect("frames folder");
+        let made = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", graph, "-frames:v"])
+            .arg(FRAMES.to_string())
+            .args(["-pix_fmt", "yuv420p", "-f", "rawvideo"])
+            .arg(&file)
+            .status();
+        assert!(
+            made.is_ok_and(|s| s.success()),
+            "no {file:?}, and the FFmpeg CLI could not make it: run `make gpu-frames` \
+             where FFmpeg is and point RUNGS_GPU_FRAMES at the folder"
+        );
+    }
+    let data = std::fs::read(&file).expect("read the frames");
+    let pool = FramePool::new(size, FRAMES).expect("size");
+    let len = pool.get().expect("frame").layout().packed_len();
+    assert_eq!(
+        data.len(),
+        FRAMES * len,
+        "{file:?} holds {FRAMES} frames of {size}"
+    );
+    data.chunks_exact(len)
+        .map(|chunk| {
+            let mut f = pool.get().expect("pool holds every frame");
+            f.copy_from_packed(chunk).expect("packed length");
+            f
+        })
+        .collect()
+}
+
+fn gpu() -> Arc<Gpu> {
+    Gpu::open(&GpuConfig::default()).unwrap_or_else(|e| panic!("this test needs a GPU: {e}"))
+}
+
+/// Output frames filled with a value no scaler writes everywhere, so a
+/// sample the GPU leaves unwritten shows.
+fn poisoned(ladder: &[Size]) -> Vec<Frame> {
+    ladder
+        .iter()
+        .map(|&s| {
+            let mut f = FramePool::new(s, 1).expect("size").get().expect("frame");
+            f.pixels_mut().fill(0xA5);
+            f
+        })
+        .collect()
+}
+
+fn max_difference(a: &Frame, b: &Frame) -> u8 {
+    Plane::ALL
+        .into_iter()
+        .flat_map(|p| {
+            let (_, h) = a.layout().plane_size(p);
+            (0..h).flat_map(move |y| {
+                a.row(p, y)
+                    .iter()
+                    .zip(b.row(p, y))
+                    .map(|(x, z)| x.abs_diff(*z))
+            })
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// No GPU needed: makes (once) and checks the frames the GPU tests read, so
+/// that `make gpu-bundle` can carry them to a machine without FFmpeg.
+#[test]
+fn frames_for_the_gpu_tests_are_made_and_whole() {
+    for (name, graph, size, _) in sources() {
+        let f = frames(name, graph, size);
+        assert_eq!(f.len(), FRAMES);
+        // Real pictures, not a blank: more than a few distinct sample values.
+        let mut seen = [false; 256];
+        for &b in f[0].plane(Plane::Y) {
+            seen[usize::from(b)] = true;
+        }
+        assert!(
+            seen.iter().filter(|&&s| s).count() > 32,
+            "{name} looks blank"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: make test-gpu"]
+fn gpu_scale_matches_cpu_on_real_frames() {
+    let gpu = gpu();
+    for (name, graph, size, ladder) in sources() {
+        let direct = ScaleOptions {
+            cascade: Cascade::Direct,
+            ..ScaleOptions::default()
+        };
+        let mut cpu = CpuScaler::with_options(size, &ladder, direct).expect("cpu scaler");
+        let mut gpu_scaler = GpuScaler::new(gpu.clone(), size, &ladder).expect("gpu scaler");
+        for (i, src) in frames(name, graph, size).iter().enumerate() {
+            let (mut want, mut got) = (poisoned(&ladder), poisoned(&ladder));
+            cpu.scale(src, &mut want).expect("cpu scale");
+            gpu_scaler.scale(src, &mut got).expect("gpu scale");
+            for (r, (w, g)) in want.iter().zip(&got).enumerate() {
+                let d = max_difference(w, g);
+                assert!(
+                    d <= 1,
+                    "{name} frame {i} rung {}: GPU differs by {d}",
+                    ladder[r]
+                );
+                assert_eq!(g.pts(), src.pts());
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: make test-gpu"]
+fn gpu_scale_reads_nv12_as_it_reads_i420() {
+    let gpu = gpu();
+    let (name, graph, size, ladder) = sources().remove(1);
+    let mut scaler = GpuScaler::new(gpu, size, &ladder).expect("gpu scaler");
+    for src in frames(name, graph, size) {
+        // NV12 with pitches unlike ours, as a decoder might hand it over.
+        let (w, h) = (size.width as usize, size.height as usize);
+        let (cw, ch) = src.layout().plane_size(Plane::U);
+        let (y_pitch, uv_pitch) = (w + 32, 2 * cw + 96);
+        let mut y = vec![0u8; y_pitch * h];
+        let mut uv = vec![0u8; uv_pitch * ch];
+        for row in 0..h {
+            y[row * y_pitch..][..w].copy_from_slice(src.row(Plane::Y, row));
+        }
+        for row in 0..ch {
+            let (u, v) = (src.row(Plane::U, row), src.row(Plane::V, row));
+            for x in 0..cw {
+                uv[row * uv_pitch + 2 * x] = u[x];
+                uv[row * uv_pitch + 2 * x + 1] = v[x];
+            }
+        }
+        let (mut want, mut got) = (poisoned(&ladder), poisoned(&ladder));
+        scaler.scale(&src, &mut want).expect("i420");
+        scaler
+            .scale_nv12((&y, y_pitch), (&uv, uv_pitch), src.pts(), &mut got)
+            .expect("nv12");
+        for (r, (a, b)) in want.iter().zip(&got).enumerate() {
+            assert_eq!(max_difference(a, b), 0, "rung {}", ladder[r]);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: make test-gpu"]
+fn gpu_quality_matches_cpu_within_the_goal() {
+    let gpu = gpu();
+    for (name, graph, size, ladder) in sources() {
+        let src = frames(name, graph, size);
+        // Pairs as the node measures them: a rung against a degraded copy of
+        // itself (neighbouring frames: real, varied differences).
+        let rung = ladder[1];
+        let mut scaler = CpuScaler::new(size, &ladder).expect("scaler");
+        let scaled: Vec<Frame> = src
+            .iter()
+            .map(|f| {
+                let mut out = poisoned(&ladder);
+                scaler.scale(f, &mut out).expect("scale");
+                out.swap_remove(1)
+            })
+            .collect();
+        let pairs: Vec<(&Frame, &Frame)> = scaled.iter().zip(scaled.iter().skip(1)).collect();
+        let mut meter = GpuQuality::new(gpu.clone(), rung, pairs.len()).expect("meter");
+        let measured = meter.measure(&pairs).expect("measure");
+        for ((a, b), (mse, ssim)) in pairs.iter().zip(measured) {
+            let want_psnr = FrameMse::new(a, b).expect("cpu psnr").psnr();
+            let got_psnr = mse.psnr();
+            let want_ssim = quality::ssim(a, b).expect("cpu ssim");
+            for (w, g) in [
+                (want_psnr.y, got_psnr.y),
+                (want_psnr.u, got_psnr.u),
+                (want_psnr.v, got_psnr.v),
+                (want_psnr.average, got_psnr.average),
+            ] {
+                assert!((w - g).abs() <= 0.01, "{name}: PSNR {g} vs CPU {w}");
+            }
+            for (w, g) in [
+                (want_ssim.y, ssim.y),
+                (want_ssim.u, ssim.u),
+                (want_ssim.v, ssim.v),
+                (want_ssim.all, ssim.all),
+            ] {
+                assert!((w - g).abs() <= 1e-4, "{name}: SSIM {g} vs CPU {w}");
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: make test-gpu"]
+fn gpu_opens_the_device_and_loads_every_kernel() {
+    let gpu = gpu();
+    assert!(!gpu.name.is_empty());
+    // A second device selection that cannot exist is refused with the reason.
+    let none = GpuConfig {
+        devices: vec![999],
+        ..GpuConfig::default()
+    };
+    let err = Gpu::open(&none).expect_err("no GPU 999");
+    assert!(err.to_string().contains("gpu.devices"), "{err}");
+}

@@ -13,7 +13,7 @@ struct PlanePair {
     int height;
 };
 
-__device__ unsigned long long warp_sum(unsigned long long v)
+template <typename T> __device__ T warp_sum(T v)
 {
     for (int o = 16; o > 0; o >>= 1) {
         v += __shfl_down_sync(0xffffffffu, v, o);
@@ -21,12 +21,22 @@ __device__ unsigned long long warp_sum(unsigned long long v)
     return v;
 }
 
-__device__ double warp_sum(double v)
+// Adds every thread's `v` of the block into `*total` (one atomic per block).
+template <typename T> __device__ void block_add(T v, T* total)
 {
-    for (int o = 16; o > 0; o >>= 1) {
-        v += __shfl_down_sync(0xffffffffu, v, o);
+    __shared__ T warps[32];
+    v = warp_sum(v);
+    if ((threadIdx.x & 31) == 0) {
+        warps[threadIdx.x >> 5] = v;
     }
-    return v;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        int n = (blockDim.x + 31) >> 5;
+        v = warp_sum(threadIdx.x < n ? warps[threadIdx.x] : T(0));
+        if (threadIdx.x == 0) {
+            atomicAdd(total, v);
+        }
+    }
 }
 
 // Sum of squared differences per pair: grid.y indexes the pair, the blocks
@@ -44,19 +54,7 @@ extern "C" __global__ void sse_planes(const PlanePair* __restrict__ pairs,
             local += (unsigned long long)(d * d);
         }
     }
-    __shared__ unsigned long long warps[32];
-    local = warp_sum(local);
-    if ((threadIdx.x & 31) == 0) {
-        warps[threadIdx.x >> 5] = local;
-    }
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        int n = (blockDim.x + 31) >> 5;
-        local = warp_sum(threadIdx.x < n ? warps[threadIdx.x] : 0ull);
-        if (threadIdx.x == 0) {
-            atomicAdd(&sums[blockIdx.y], local);
-        }
-    }
+    block_add(local, &sums[blockIdx.y]);
 }
 
 // One 8x8 window as FFmpeg's ssim_end1 scores it: integer moments, the ratio
@@ -100,17 +98,5 @@ extern "C" __global__ void ssim_planes(const PlanePair* __restrict__ pairs,
         }
         local += (double)window_ssim(s1, s2, ss, s12);
     }
-    __shared__ double warps[32];
-    local = warp_sum(local);
-    if ((threadIdx.x & 31) == 0) {
-        warps[threadIdx.x >> 5] = local;
-    }
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        int n = (blockDim.x + 31) >> 5;
-        local = warp_sum(threadIdx.x < n ? warps[threadIdx.x] : 0.0);
-        if (threadIdx.x == 0) {
-            atomicAdd(&sums[blockIdx.y], local);
-        }
-    }
+    block_add(local, &sums[blockIdx.y]);
 }

@@ -107,7 +107,34 @@ struct Nv12Layout {
     len: usize,
 }
 
+/// Where Y, U and V are in our own frame layout.
+fn i420_planes(layout: &Layout) -> [SourcePlane; 3] {
+    Plane::ALL.map(|p| SourcePlane {
+        offset: layout.offset(p),
+        pitch: layout.stride(p),
+        step: 1,
+    })
+}
+
 impl Nv12Layout {
+    /// Y, then U and V read from the interleaved rows, every other byte.
+    fn planes(&self) -> [SourcePlane; 3] {
+        let chroma = |first| SourcePlane {
+            offset: self.uv_offset + first,
+            pitch: self.uv_pitch,
+            step: 2,
+        };
+        [
+            SourcePlane {
+                offset: 0,
+                pitch: self.y_pitch,
+                step: 1,
+            },
+            chroma(0),
+            chroma(1),
+        ]
+    }
+
     fn new(size: Size) -> Self {
         let (w, h) = (size.width as usize, size.height as usize);
         let c = size.chroma();
@@ -163,29 +190,9 @@ impl GpuScaler {
         }
         let src_ptr = device_ptr(&src, &stream);
         let dst_ptr = device_ptr(&dst, &stream);
-        let i420_planes = Plane::ALL.map(|p| SourcePlane {
-            offset: src_layout.offset(p),
-            pitch: src_layout.stride(p),
-            step: 1,
-        });
+        let i420_planes = i420_planes(&src_layout);
         let nv = nv12_layout;
-        let nv12_planes = [
-            SourcePlane {
-                offset: 0,
-                pitch: nv.y_pitch,
-                step: 1,
-            },
-            SourcePlane {
-                offset: nv.uv_offset,
-                pitch: nv.uv_pitch,
-                step: 2,
-            },
-            SourcePlane {
-                offset: nv.uv_offset + 1,
-                pitch: nv.uv_pitch,
-                step: 2,
-            },
-        ];
+        let nv12_planes = nv.planes();
         let addresses: Vec<(Axis, Axis)> = tables
             .iter()
             .map(|&(h, v)| {
@@ -629,28 +636,7 @@ mod tests {
                 nv12[nv.uv_offset + y * nv.uv_pitch + 2 * x + 1] = src.row(Plane::V, y)[x];
             }
         }
-        let i420_planes = Plane::ALL.map(|p| SourcePlane {
-            offset: src_layout.offset(p),
-            pitch: src_layout.stride(p),
-            step: 1,
-        });
-        let nv12_planes = [
-            SourcePlane {
-                offset: 0,
-                pitch: nv.y_pitch,
-                step: 1,
-            },
-            SourcePlane {
-                offset: nv.uv_offset,
-                pitch: nv.uv_pitch,
-                step: 2,
-            },
-            SourcePlane {
-                offset: nv.uv_offset + 1,
-                pitch: nv.uv_pitch,
-                step: 2,
-            },
-        ];
+        let (i420_planes, nv12_planes) = (i420_planes(&src_layout), nv.planes());
         for (name, base, planes) in [
             ("i420", src.pixels().as_ptr() as u64, i420_planes),
             ("nv12", nv12.as_ptr() as u64, nv12_planes),

@@ -8,11 +8,18 @@
 //   horizontal, per tap row:  mid = (sum(w[k] * src[start + k]) + (1 << 7)) >> 8
 //   vertical, per output:     out = clamp((sum(w[k] * mid[start + k]) + (1 << 19)) >> 20, 0, 255)
 //
-// with `>>` an arithmetic shift on int, as on the CPU. Each thread computes
-// one output sample from its v_taps x h_taps source window; the window's
-// rows are shared by the neighbouring threads of a block, so the source is
-// read from device memory about once and from L1/L2 otherwise. Every rung is
-// scaled from the source (no cascade: a launch has no order between blocks).
+// with `>>` an arithmetic shift on int, as on the CPU, and the intermediate
+// stored as a 16-bit int (the spec bounds it). A block makes a tile of 32
+// columns by `tile_h` rows of one output plane: first the horizontal pass of
+// every source row the tile's vertical windows touch, into shared memory
+// (each source sample is read once per tile), then the vertical pass from
+// there. Every rung is scaled from the source (no cascade: a launch has no
+// order between blocks).
+
+#define TILE_W 32
+// Source rows a tile may need; the host picks `tile_h` so that none needs
+// more (kept in step with MAX_ROWS in src/transcode/scale/cuda.rs).
+#define MAX_ROWS 512
 
 // The host fills a table of these (repr(C) on the Rust side, same order).
 struct ScaleJob {
@@ -30,12 +37,13 @@ struct ScaleJob {
     int h_taps;
     int v_taps;
     int first_block;           // this job's first block in the launch
-    int blocks_x;              // blocks across this output plane
-    int pad;
+    int blocks_x;              // tiles across this output plane
+    int tile_h;                // output rows per tile
 };
 
 extern "C" __global__ void scale_ladder(const ScaleJob* __restrict__ jobs, int job_count)
 {
+    __shared__ short mid[MAX_ROWS][TILE_W];
     int block = blockIdx.x;
     int j = 0;
     while (j + 1 < job_count && block >= jobs[j + 1].first_block) {
@@ -43,24 +51,35 @@ extern "C" __global__ void scale_ladder(const ScaleJob* __restrict__ jobs, int j
     }
     const ScaleJob& job = jobs[j];
     int local = block - job.first_block;
-    int x = (local % job.blocks_x) * blockDim.x + threadIdx.x;
-    int y = (local / job.blocks_x) * blockDim.y + threadIdx.y;
-    if (x >= job.dst_width || y >= job.dst_height) {
+    int x = (local % job.blocks_x) * TILE_W + threadIdx.x;
+    int y0 = (local / job.blocks_x) * job.tile_h;
+    int y1 = min(y0 + job.tile_h, job.dst_height);
+    int r0 = job.v_start[y0];
+    int rows = job.v_start[y1 - 1] + job.v_taps - r0;
+    if (x < job.dst_width) {
+        const short* hw = job.h_weight + (size_t)x * job.h_taps;
+        const unsigned char* column = job.src + (size_t)job.h_start[x] * job.src_step;
+        for (int r = threadIdx.y; r < rows; r += blockDim.y) {
+            const unsigned char* p = column + (size_t)(r0 + r) * job.src_pitch;
+            int h = 0;
+            for (int t = 0; t < job.h_taps; t++) {
+                h += hw[t] * (int)p[t * job.src_step];
+            }
+            mid[r][threadIdx.x] = (short)((h + (1 << 7)) >> 8);
+        }
+    }
+    __syncthreads();
+    if (x >= job.dst_width) {
         return;
     }
-    const short* hw = job.h_weight + (size_t)x * job.h_taps;
-    const short* vw = job.v_weight + (size_t)y * job.v_taps;
-    const unsigned char* first =
-        job.src + (size_t)job.v_start[y] * job.src_pitch + (size_t)job.h_start[x] * job.src_step;
-    int acc = 0;
-    for (int k = 0; k < job.v_taps; k++) {
-        const unsigned char* row = first + (size_t)k * job.src_pitch;
-        int h = 0;
-        for (int t = 0; t < job.h_taps; t++) {
-            h += hw[t] * (int)row[t * job.src_step];
+    for (int y = y0 + threadIdx.y; y < y1; y += blockDim.y) {
+        const short* vw = job.v_weight + (size_t)y * job.v_taps;
+        int first = job.v_start[y] - r0;
+        int acc = 0;
+        for (int k = 0; k < job.v_taps; k++) {
+            acc += vw[k] * (int)mid[first + k][threadIdx.x];
         }
-        acc += vw[k] * ((h + (1 << 7)) >> 8);
+        int out = (acc + (1 << 19)) >> 20;
+        job.dst[(size_t)y * job.dst_pitch + x] = (unsigned char)min(max(out, 0), 255);
     }
-    int out = (acc + (1 << 19)) >> 20;
-    job.dst[(size_t)y * job.dst_pitch + x] = (unsigned char)min(max(out, 0), 255);
 }

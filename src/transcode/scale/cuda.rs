@@ -23,6 +23,12 @@ use crate::transcode::frame::{Frame, Layout, Plane, Size};
 
 /// Threads per block: 32 columns (one warp reads a row segment) by 8 rows.
 const BLOCK: (u32, u32) = (32, 8);
+/// Output rows per tile at most: the more, the fewer source rows each tile
+/// filters horizontally for its neighbours' windows too.
+const TILE_H: usize = 32;
+/// Source rows a tile's intermediate holds (`MAX_ROWS` in kernels/scale.cu:
+/// 512 x 32 x 2 bytes of shared memory).
+const MAX_ROWS: usize = 512;
 /// Row pitch alignment of the NV12 source on the device, as for our frames.
 const PITCH_ALIGN: usize = 64;
 
@@ -46,7 +52,7 @@ struct ScaleJob {
     v_taps: i32,
     first_block: i32,
     blocks_x: i32,
-    pad: i32,
+    tile_h: i32,
 }
 
 // SAFETY: plain old data of integers, laid out as the kernel's struct.
@@ -64,6 +70,8 @@ struct DeviceFilter {
     starts: CudaSlice<i32>,
     weights: CudaSlice<i16>,
     taps: i32,
+    /// Vertical tables only: output rows per tile (see [`tile_height`]).
+    tile_h: i32,
 }
 
 /// Where the source planes are in the device's source buffer.
@@ -183,6 +191,9 @@ impl GpuScaler {
                 let (dw, dh) = layout.plane_size(plane);
                 let h = upload(&stream, &AxisFilter::new(Kernel::Lanczos3, sw, dw))?;
                 let v = upload(&stream, &AxisFilter::new(Kernel::Lanczos3, sh, dh))?;
+                if v.tile_h == 0 {
+                    return Err(GpuScaleError::TooSteep { from: sh, to: dh });
+                }
                 tables.push((filters.len(), filters.len() + 1));
                 filters.push(h);
                 filters.push(v);
@@ -200,6 +211,7 @@ impl GpuScaler {
                     starts: device_ptr(&f.starts, &stream),
                     weights: device_ptr(&f.weights, &stream),
                     taps: f.taps,
+                    tile_h: f.tile_h,
                 };
                 (axis(&filters[h]), axis(&filters[v]))
             })
@@ -411,6 +423,11 @@ pub enum GpuScaleError {
     Scale(#[from] ScaleError),
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    #[error(
+        "a downscale from {from} to {to} rows needs windows taller than the GPU kernel holds \
+         ({MAX_ROWS} rows)"
+    )]
+    TooSteep { from: usize, to: usize },
     #[error("NV12 {what} plane has {got} bytes, needs {need}")]
     ShortNv12 {
         what: &'static str,
@@ -425,6 +442,7 @@ struct Axis {
     starts: u64,
     weights: u64,
     taps: i32,
+    tile_h: i32,
 }
 
 /// The launch's job table and its block count: for each rung, its Y, U and V
@@ -445,7 +463,7 @@ fn build_jobs(
             let (h, v) = filters[2 * r + usize::from(plane != Plane::Y)];
             let (w, ht) = layout.plane_size(plane);
             let blocks_x = w.div_ceil(BLOCK.0 as usize) as u32;
-            let blocks_y = ht.div_ceil(BLOCK.1 as usize) as u32;
+            let blocks_y = ht.div_ceil(v.tile_h as usize) as u32;
             let s = planes[i];
             jobs.push(ScaleJob {
                 src: src + s.offset as u64,
@@ -463,7 +481,7 @@ fn build_jobs(
                 v_taps: v.taps,
                 first_block: blocks as i32,
                 blocks_x: blocks_x as i32,
-                pad: 0,
+                tile_h: v.tile_h,
             });
             blocks += blocks_x * blocks_y;
         }
@@ -471,9 +489,24 @@ fn build_jobs(
     (jobs, blocks)
 }
 
+/// Output rows per tile for a vertical filter: the most (up to [`TILE_H`])
+/// for which no tile's windows span more than [`MAX_ROWS`] source rows;
+/// `None` for a downscale so steep that one row's window does not fit.
+fn tile_height(v: &AxisFilter) -> Option<usize> {
+    let (starts, taps) = (v.starts(), v.taps());
+    let fits = |th: usize| {
+        (0..starts.len()).step_by(th).all(|y0| {
+            let last = (y0 + th).min(starts.len()) - 1;
+            (starts[last] - starts[y0]) as usize + taps <= MAX_ROWS
+        })
+    };
+    (1..=TILE_H).rev().find(|&th| fits(th))
+}
+
 fn upload(stream: &Arc<CudaStream>, f: &AxisFilter) -> Result<DeviceFilter, GpuError> {
     let starts: Vec<i32> = f.starts().iter().map(|&s| s as i32).collect();
     Ok(DeviceFilter {
+        tile_h: tile_height(f).map_or(0, |t| t as i32),
         starts: stream.clone_htod(&starts).map_err(driver("cuMemcpyHtoD"))?,
         weights: stream
             .clone_htod(f.weights())
@@ -499,51 +532,81 @@ mod tests {
         assert_eq!(std::mem::size_of::<ScaleJob>(), 88);
         assert_eq!(std::mem::align_of::<ScaleJob>(), 8);
         assert_eq!(std::mem::offset_of!(ScaleJob, src_pitch), 48);
-        assert_eq!(std::mem::offset_of!(ScaleJob, pad), 84);
+        assert_eq!(std::mem::offset_of!(ScaleJob, tile_h), 84);
     }
 
     /// `kernels/scale.cu`, line for line, over host memory: checks the job
     /// table (every output sample covered, every pointer and pitch right)
     /// and the kernel's arithmetic against the CPU scaler, with no GPU.
     fn emulate_launch(jobs: &[ScaleJob], blocks: u32) {
+        const TILE_W: usize = BLOCK.0 as usize;
         let job_count = jobs.len();
+        let mut mid = vec![[0i16; TILE_W]; MAX_ROWS];
         for block in 0..blocks as i32 {
+            let mut j = 0;
+            while j + 1 < job_count && block >= jobs[j + 1].first_block {
+                j += 1;
+            }
+            let job = &jobs[j];
+            let local = block - job.first_block;
+            let y0 = (local / job.blocks_x) * job.tile_h;
+            let y1 = (y0 + job.tile_h).min(job.dst_height);
+            // SAFETY (here and below): the addresses are the test's live host buffers.
+            let (r0, rows) = unsafe {
+                let v_start = job.v_start as *const i32;
+                let r0 = *v_start.add(y0 as usize);
+                (r0, *v_start.add(y1 as usize - 1) + job.v_taps - r0)
+            };
+            assert!(rows as usize <= MAX_ROWS, "a tile needs {rows} rows");
+            // Phase 1: every thread (tx, ty) of the block, horizontal pass.
             for ty in 0..BLOCK.1 as i32 {
-                for tx in 0..BLOCK.0 as i32 {
-                    let mut j = 0;
-                    while j + 1 < job_count && block >= jobs[j + 1].first_block {
-                        j += 1;
-                    }
-                    let job = &jobs[j];
-                    let local = block - job.first_block;
-                    let x = (local % job.blocks_x) * BLOCK.0 as i32 + tx;
-                    let y = (local / job.blocks_x) * BLOCK.1 as i32 + ty;
-                    if x >= job.dst_width || y >= job.dst_height {
+                for tx in 0..TILE_W as i32 {
+                    let x = (local % job.blocks_x) * TILE_W as i32 + tx;
+                    if x >= job.dst_width {
                         continue;
                     }
-                    // SAFETY: the addresses are the test's live host buffers.
                     unsafe {
                         let hw = (job.h_weight as *const i16).add(x as usize * job.h_taps as usize);
-                        let vw = (job.v_weight as *const i16).add(y as usize * job.v_taps as usize);
                         let hs = *(job.h_start as *const i32).add(x as usize);
-                        let vs = *(job.v_start as *const i32).add(y as usize);
-                        let first = (job.src as *const u8).add(
-                            vs as usize * job.src_pitch as usize
-                                + hs as usize * job.src_step as usize,
-                        );
-                        let mut acc = 0i32;
-                        for k in 0..job.v_taps as usize {
-                            let row = first.add(k * job.src_pitch as usize);
+                        let column =
+                            (job.src as *const u8).add(hs as usize * job.src_step as usize);
+                        let mut r = ty;
+                        while r < rows {
+                            let p = column.add((r0 + r) as usize * job.src_pitch as usize);
                             let mut h = 0i32;
                             for t in 0..job.h_taps as usize {
                                 h += i32::from(*hw.add(t))
-                                    * i32::from(*row.add(t * job.src_step as usize));
+                                    * i32::from(*p.add(t * job.src_step as usize));
                             }
-                            acc += i32::from(*vw.add(k)) * ((h + (1 << 7)) >> 8);
+                            mid[r as usize][tx as usize] = ((h + (1 << 7)) >> 8) as i16;
+                            r += BLOCK.1 as i32;
                         }
-                        let out = ((acc + (1 << 19)) >> 20).clamp(0, 255) as u8;
-                        *(job.dst as *mut u8)
-                            .add(y as usize * job.dst_pitch as usize + x as usize) = out;
+                    }
+                }
+            }
+            // __syncthreads(); phase 2: the vertical pass from the tile's rows.
+            for ty in 0..BLOCK.1 as i32 {
+                for tx in 0..TILE_W as i32 {
+                    let x = (local % job.blocks_x) * TILE_W as i32 + tx;
+                    if x >= job.dst_width {
+                        continue;
+                    }
+                    let mut y = y0 + ty;
+                    while y < y1 {
+                        unsafe {
+                            let vw =
+                                (job.v_weight as *const i16).add(y as usize * job.v_taps as usize);
+                            let first = *(job.v_start as *const i32).add(y as usize) - r0;
+                            let mut acc = 0i32;
+                            for k in 0..job.v_taps as usize {
+                                acc += i32::from(*vw.add(k))
+                                    * i32::from(mid[first as usize + k][tx as usize]);
+                            }
+                            let out = ((acc + (1 << 19)) >> 20).clamp(0, 255) as u8;
+                            *(job.dst as *mut u8)
+                                .add(y as usize * job.dst_pitch as usize + x as usize) = out;
+                        }
+                        y += BLOCK.1 as i32;
                     }
                 }
             }
@@ -556,7 +619,8 @@ mod tests {
         use crate::transcode::scale::{Cascade, CpuScaler, ScaleOptions};
 
         let source = Size::new(1366, 768);
-        let rungs = [Size::new(854, 480), Size::new(284, 160)];
+        // 64x36 is steep enough (21x) for tiles shorter than TILE_H.
+        let rungs = [Size::new(854, 480), Size::new(284, 160), Size::new(64, 36)];
         let mut src = FramePool::new(source, 1).unwrap().get().unwrap();
         // Deterministic texture with every frequency: a hash of the position.
         for p in Plane::ALL {
@@ -595,22 +659,25 @@ mod tests {
                     starts(&v),
                     v.weights().to_vec(),
                     v.taps(),
+                    tile_height(&v).expect("fits"),
                 ));
             }
         }
         let filters: Vec<(Axis, Axis)> = tables
             .iter()
-            .map(|(hs, hw, ht, vs, vw, vt)| {
+            .map(|(hs, hw, ht, vs, vw, vt, th)| {
                 (
                     Axis {
                         starts: hs.as_ptr() as u64,
                         weights: hw.as_ptr() as u64,
                         taps: *ht as i32,
+                        tile_h: 0,
                     },
                     Axis {
                         starts: vs.as_ptr() as u64,
                         weights: vw.as_ptr() as u64,
                         taps: *vt as i32,
+                        tile_h: *th as i32,
                     },
                 )
             })
@@ -666,6 +733,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn tiles_shrink_for_steep_downscales_and_refuse_impossible_ones() {
+        let v = |from, to| AxisFilter::new(Kernel::Lanczos3, from, to);
+        assert_eq!(tile_height(&v(1080, 720)), Some(TILE_H));
+        let steep = tile_height(&v(768, 36)).expect("fits");
+        assert!(steep < TILE_H, "{steep}");
+        assert_eq!(tile_height(&v(16384, 16)), None);
     }
 
     #[test]

@@ -163,17 +163,42 @@ fn probe(args: ProbeArgs) -> Result<()> {
     Ok(())
 }
 
-/// `gpu.enabled = "on"` without a usable GPU stops the start, saying why.
-fn check_gpu(cfg: &Config) -> Result<()> {
-    if cfg.gpu.enabled == rungs::config::GpuMode::On {
-        rungs::gpu::probe::probe(&cfg.gpu).require()?;
+/// The GPU, opened with every kernel compiled now, so that a kernel that
+/// does not compile stops the start instead of failing a stream later.
+/// `on` without a usable GPU stops the start, saying why; `auto` falls back
+/// to the CPU backends with one log line.
+fn open_gpu(cfg: &Config) -> Result<Option<Arc<rungs::gpu::device::Gpu>>> {
+    use rungs::config::GpuMode;
+    use rungs::gpu::device::{Gpu, GpuError};
+    if cfg.gpu.enabled == GpuMode::Off {
+        return Ok(None);
     }
-    Ok(())
+    let required = cfg.gpu.enabled == GpuMode::On;
+    if let Err(why) = rungs::gpu::probe::probe(&cfg.gpu).require() {
+        if required {
+            return Err(why.into());
+        }
+        tracing::info!(reason = %why, "CPU backends");
+        return Ok(None);
+    }
+    match Gpu::open(&cfg.gpu) {
+        Ok(gpu) => {
+            tracing::info!(gpu = gpu.index, name = %gpu.name, "CUDA kernels compiled");
+            Ok(Some(gpu))
+        }
+        Err(e @ GpuError::Kernel(_)) => Err(e.into()),
+        Err(e) if required => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "GPU not usable; CPU backends");
+            Ok(None)
+        }
+    }
 }
 
 fn transcode(args: TranscodeArgs) -> Result<()> {
     let cfg = Config::load(args.config.as_deref())?;
-    check_gpu(&cfg)?;
+    // Held for the run: the GPU context and its compiled kernels.
+    let _gpu = open_gpu(&cfg)?;
     let mut pipeline = pipeline_config(&cfg)?;
     if let Some(l) = args.ladder {
         pipeline.ladders.check(&l)?;
@@ -346,7 +371,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let mut cfg = args.common.load()?;
-    check_gpu(&cfg)?;
+    // Held for the node's life: the GPU context and its compiled kernels.
+    let _gpu = open_gpu(&cfg)?;
     if let Some(a) = args.rtmp_addr {
         cfg.rtmp_addr = a;
     }

@@ -124,6 +124,10 @@ pub struct IngestConfig {
     pub ended_linger_s: f64,
     /// Packets buffered between a publisher and its channel's packager.
     pub queue_packets: usize,
+    /// RTMP connections open at once; one more is closed at accept and
+    /// counted (reason `too_many_connections`), so a connection flood cannot
+    /// exhaust memory or file descriptors.
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -156,6 +160,7 @@ impl Default for IngestConfig {
             reconnect_grace_s: 10.0,
             ended_linger_s: 30.0,
             queue_packets: 2048,
+            max_connections: 1024,
         }
     }
 }
@@ -241,6 +246,11 @@ impl Config {
         if self.ingest.queue_packets < 64 {
             return Err(ConfigError::Invalid(
                 "ingest.queue_packets must be at least 64".into(),
+            ));
+        }
+        if self.ingest.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "ingest.max_connections must be at least 1".into(),
             ));
         }
         if self.public_host.is_empty() || self.public_host.contains(['/', ' ']) {

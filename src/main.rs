@@ -410,7 +410,11 @@ fn serve(args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("binding HTTP to {}", cfg.http_addr))?;
         tracing::info!(rtmp = %cfg.rtmp_addr, http = %cfg.http_addr, data_dir = %cfg.data_dir.display(), "rungs listening");
-        tokio::spawn(rungs::ingest::rtmp::serve(rtmp, hub.clone()));
+        tokio::spawn(rungs::ingest::rtmp::serve(
+            rtmp,
+            hub.clone(),
+            cfg.ingest.max_connections,
+        ));
         let app = rungs::serve::router(hub, cfg.clone(), token);
         axum::serve(http, app)
             .with_graceful_shutdown(shutdown_signal())

@@ -411,3 +411,51 @@ fn bad_publishers_are_refused_while_live_continues() {
     );
     f.assert_empty("bad_publishers_are_refused_while_live_continues");
 }
+
+/// A flood of connections stops at `ingest.max_connections`: the one past
+/// the cap is closed at once and counted, the open ones are untouched, and a
+/// freed slot is usable again.
+#[test]
+fn connections_past_the_cap_are_closed_and_counted() {
+    let node = Node::start(NodeConfig {
+        max_connections: 2,
+        ..Default::default()
+    });
+    let port = node.rtmp_port;
+    let refused = || {
+        node.metrics().sum(
+            "rungs_ingest_rejected_total",
+            &[("reason", "too_many_connections")],
+        )
+    };
+    let before = refused();
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    // Let the node accept both before the next one arrives.
+    std::thread::sleep(Duration::from_millis(300));
+    let closed = socket_closed_after(port, &[], Duration::from_secs(3));
+    assert!(
+        closed.is_some_and(|d| d < Duration::from_secs(1)),
+        "the third connection must be closed at once: {closed:?}"
+    );
+    assert_eq!(refused() - before, 1.0, "one refusal counted");
+    // The held connections are still open (the node waits for a handshake).
+    for mut s in held.iter().take(1) {
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let mut b = [0u8; 1];
+        let r = s.read(&mut b);
+        assert!(
+            r.as_ref().is_err_and(|e| matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            )),
+            "a held connection was closed: {r:?}"
+        );
+    }
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let again = socket_closed_after(port, &[], Duration::from_secs(1));
+    assert!(again.is_none(), "a freed slot takes a new connection");
+    assert_eq!(refused() - before, 1.0, "nothing more refused");
+}

@@ -18,6 +18,7 @@ pub struct NodeConfig {
     pub part_target_s: f64,
     pub segment_target_s: f64,
     pub reconnect_grace_s: f64,
+    pub max_connections: usize,
 }
 
 impl Default for NodeConfig {
@@ -26,6 +27,7 @@ impl Default for NodeConfig {
             part_target_s: 0.2,
             segment_target_s: 2.0,
             reconnect_grace_s: 10.0,
+            max_connections: 1024,
         }
     }
 }
@@ -111,8 +113,8 @@ impl Node {
         fs::write(
             &cfg_path,
             format!(
-                "[hls]\npart_target_s = {}\nsegment_target_s = {}\n\n[ingest]\nreconnect_grace_s = {}\n",
-                cfg.part_target_s, cfg.segment_target_s, cfg.reconnect_grace_s
+                "[hls]\npart_target_s = {}\nsegment_target_s = {}\n\n[ingest]\nreconnect_grace_s = {}\nmax_connections = {}\n",
+                cfg.part_target_s, cfg.segment_target_s, cfg.reconnect_grace_s, cfg.max_connections
             ),
         )
         .unwrap();

@@ -30,13 +30,25 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Back-off after a failed accept (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Accepts RTMP publishers on `listener` forever.
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
+/// Accepts RTMP publishers on `listener` forever, at most `max_connections`
+/// at once.
+pub async fn serve(listener: TcpListener, hub: Arc<Hub>, max_connections: usize) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // Dropping the socket closes it: nothing is read or buffered.
+                    tracing::warn!(%peer, limit = max_connections,
+                        "rtmp: connection refused: too many connections");
+                    reject("too_many_connections");
+                    continue;
+                };
                 let hub = hub.clone();
-                tokio::spawn(async move { connection(socket, peer, hub).await });
+                tokio::spawn(async move {
+                    connection(socket, peer, hub).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "rtmp: accept failed");

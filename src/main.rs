@@ -13,6 +13,11 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the node looks for live channels deleted by the CLI (which
+/// writes the database without telling the node).
+const DELETED_CHANNEL_CHECK: Duration = Duration::from_secs(2);
 
 #[derive(Parser)]
 #[command(
@@ -415,6 +420,15 @@ fn serve(args: ServeArgs) -> Result<()> {
             hub.clone(),
             cfg.ingest.max_connections,
         ));
+        let reaper = hub.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(DELETED_CHANNEL_CHECK);
+            loop {
+                every.tick().await;
+                let hub = reaper.clone();
+                let _ = tokio::task::spawn_blocking(move || hub.end_deleted()).await;
+            }
+        });
         let app = rungs::serve::router(hub, cfg.clone(), token);
         axum::serve(http, app)
             .with_graceful_shutdown(shutdown_signal())

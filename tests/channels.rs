@@ -388,16 +388,30 @@ fn rotate_key_refuses_old_accepts_new() {
         "frames ingested with the new key",
         || format!("{frames0} -> {frames1}"),
     );
-    p.stop();
-
-    // Deleting through the CLI: gone from the list, key refused.
-    std::thread::sleep(Duration::from_millis(500));
+    // Deleting through the CLI while live: gone from the list, and the
+    // running node ends the stream (it was not told; it notices).
+    let http = Http::new();
+    let src = node.media_url(&ch.id, "source");
+    let live = wait_for(Duration::from_secs(15), Duration::from_millis(250), || {
+        (http.get(&src).status == 200).then_some(())
+    });
+    f.check(live.is_some(), "live before the CLI delete", || p.log());
     node.cli(&["channel", "delete", &ch.id]);
     f.check(
         !cli_list(&node).contains(&ch.id),
         "CLI delete removes the channel",
         || "still listed".into(),
     );
+    let ended = wait_for(Duration::from_secs(8), Duration::from_millis(250), || {
+        let r = http.get(&src);
+        (r.status == 404 || r.text().contains("#EXT-X-ENDLIST")).then_some(r.status)
+    });
+    f.check(
+        ended.is_some(),
+        "a live stream ends when the CLI deletes its channel",
+        || format!("{src} still live"),
+    );
+    p.stop();
     let (ok, _p) = publish_accepted(&node, &ch.id, &k3, &node.data_dir);
     f.check(!ok, "deleted channel's key refused", || "accepted".into());
 

@@ -9,7 +9,7 @@ mod channel;
 use crate::media::{IngestEvent, TrackKind};
 use crate::metrics::METRICS;
 use crate::package::{ChannelPackager, ChannelStore, PackageConfig};
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryError};
 use crate::transcode::ladder::Ladders;
 use crate::transcode::pipeline::PipelineConfig;
 use channel::{Control, LiveChannel, Stamped, State, Table, Timing, Transcode, lock};
@@ -173,6 +173,23 @@ impl Hub {
         lock(&self.table)
             .get(channel_id)
             .is_some_and(|c| !lock(&c.state).ended)
+    }
+
+    /// Ends the streams of live channels that are no longer in the registry:
+    /// `rungs channel delete` writes the database directly, behind the
+    /// node's back. Blocking (SQLite): run it off the async threads.
+    pub fn end_deleted(&self) {
+        let live: Vec<String> = lock(&self.table)
+            .iter()
+            .filter(|(_, c)| !lock(&c.state).ended)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in live {
+            if let Err(RegistryError::NotFound(_)) = self.registry.get(&id) {
+                tracing::info!(channel = %id, "channel deleted outside the node: ending its stream");
+                self.terminate(&id);
+            }
+        }
     }
 
     /// Ends the channel's stream at once and stops exporting its metrics

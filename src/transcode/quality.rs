@@ -128,10 +128,7 @@ impl FrameMse {
 
     /// From each plane's sum of squared differences (the GPU meter's output).
     pub fn from_sse(sse: [u64; 3], layout: &Layout) -> Self {
-        let samples = Plane::ALL.map(|p| {
-            let (w, h) = layout.plane_size(p);
-            (w * h) as f64
-        });
+        let samples = plane_samples(layout);
         let mse: [f64; 3] = std::array::from_fn(|i| sse[i] as f64 / samples[i]);
         let total: f64 = samples.iter().sum();
         let average = mse.iter().zip(samples).map(|(m, s)| m * s / total).sum();
@@ -170,6 +167,14 @@ fn psnr_db(mse: f64) -> f64 {
 /// PSNR of one frame pair.
 pub fn psnr(a: &Frame, b: &Frame) -> Result<Psnr> {
     Ok(FrameMse::new(a, b)?.psnr())
+}
+
+/// Samples in each plane: the weights of the planes in a frame's average.
+fn plane_samples(layout: &Layout) -> [f64; 3] {
+    Plane::ALL.map(|p| {
+        let (w, h) = layout.plane_size(p);
+        (w * h) as f64
+    })
 }
 
 /// PSNR over several frame pairs as FFmpeg reports it at the end of a run:
@@ -232,10 +237,7 @@ pub fn ssim(a: &Frame, b: &Frame) -> Result<Ssim> {
 impl Ssim {
     /// From each plane's score: `all` weighs them by sample count, as FFmpeg does.
     pub fn from_planes(score: [f64; 3], layout: &Layout) -> Self {
-        let samples = Plane::ALL.map(|p| {
-            let (w, h) = layout.plane_size(p);
-            (w * h) as f64
-        });
+        let samples = plane_samples(layout);
         let total: f64 = samples.iter().sum();
         let all = score.iter().zip(samples).map(|(s, n)| s * n / total).sum();
         Ssim {

@@ -239,21 +239,27 @@ impl Metrics {
             let _ = self.ingest_frames.remove_label_values(&[channel, track]);
         }
         for r in renditions {
-            let _ = self.parts_published.remove_label_values(&[channel, r]);
-            let _ = self.segments_published.remove_label_values(&[channel, r]);
-            let _ = self.ingest_to_part.remove_label_values(&[channel, r]);
-            let _ = self.rung_psnr.remove_label_values(&[channel, r]);
-            let _ = self.rung_ssim.remove_label_values(&[channel, r]);
-            let _ = self.rung_frames.remove_label_values(&[channel, r, "x264"]);
-            let _ = self
-                .rung_encode_seconds
-                .remove_label_values(&[channel, r, "x264"]);
-            let _ = self.rung_realtime_ratio.remove_label_values(&[channel, r]);
-            let _ = self.rung_queue_frames.remove_label_values(&[channel, r]);
-            let _ = self.rung_dropped_gops.remove_label_values(&[channel, r]);
-            let _ = self.transcode_latency.remove_label_values(&[channel, r]);
+            self.forget_rendition(channel, r);
         }
         let _ = self.rung_dropped_gops.remove_label_values(&[channel, "*"]);
+    }
+
+    /// Stops exporting one rendition of a channel (a rung the ladder dropped
+    /// when the source changed): a gauge left behind would read as current.
+    pub fn forget_rendition(&self, channel: &str, r: &str) {
+        let _ = self.parts_published.remove_label_values(&[channel, r]);
+        let _ = self.segments_published.remove_label_values(&[channel, r]);
+        let _ = self.ingest_to_part.remove_label_values(&[channel, r]);
+        let _ = self.rung_psnr.remove_label_values(&[channel, r]);
+        let _ = self.rung_ssim.remove_label_values(&[channel, r]);
+        let _ = self.rung_frames.remove_label_values(&[channel, r, "x264"]);
+        let _ = self
+            .rung_encode_seconds
+            .remove_label_values(&[channel, r, "x264"]);
+        let _ = self.rung_realtime_ratio.remove_label_values(&[channel, r]);
+        let _ = self.rung_queue_frames.remove_label_values(&[channel, r]);
+        let _ = self.rung_dropped_gops.remove_label_values(&[channel, r]);
+        let _ = self.transcode_latency.remove_label_values(&[channel, r]);
     }
 }
 

@@ -73,6 +73,7 @@ impl ChannelPackager {
                 };
                 gone.finish(&mut ctx, None, &mut out);
             }
+            crate::metrics::METRICS.forget_rendition(&self.p.channel_id, &gone.name);
             out.push(Update::Retire {
                 rendition: gone.name.clone(),
             });

@@ -369,6 +369,16 @@ async fn a_new_source_resolution_replans_the_ladder_at_a_boundary() {
     rig.pk.set_rungs(ladder());
     rig.rung_configs(2, 0);
     rig.feed_with_rungs(media(0, 3, 60, true), 0, 2, |_, _| false);
+    let exported = |rung: &str| {
+        METRICS
+            .render()
+            .lines()
+            .any(|l| l.contains("channel=\"rung-replan\"") && l.contains(&format!("=\"{rung}\"")))
+    };
+    assert!(
+        exported("160p"),
+        "160p's parts are counted while it is in the ladder"
+    );
     // The source drops to 640 wide at 3 s; the rungs' last old frames
     // arrive, then the pipeline re-plans a one-rung ladder at 360 high.
     rig.push(IngestEvent::VideoConfig(video_params(640)), 3000);
@@ -401,6 +411,11 @@ async fn a_new_source_resolution_replans_the_ladder_at_a_boundary() {
     assert_eq!(rig.store.renditions(), ["480p", "source", "audio"]);
     let master = rig.store.master_playlist().await.expect("master");
     assert!(!master.contains("160p"), "{master}");
+    assert!(
+        !exported("160p"),
+        "a retired rung's metrics are no longer exported"
+    );
+    assert!(exported("480p"));
     assert!(master.contains("RESOLUTION=640x360"), "{master}");
     // The retired rung's playlist stays readable, ending where it stopped.
     let retired = listed(&rig.playlist("160p").await);

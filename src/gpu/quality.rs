@@ -84,21 +84,7 @@ impl GpuQuality {
             let (ptr, _guard) = frames.device_ptr(&stream);
             ptr
         };
-        let mut table = Vec::with_capacity(3 * capacity);
-        for i in 0..capacity {
-            for plane in Plane::ALL {
-                let (w, h) = layout.plane_size(plane);
-                let offset = layout.offset(plane);
-                table.push(PlanePair {
-                    a: base + (i * len + offset) as u64,
-                    b: base + ((capacity + i) * len + offset) as u64,
-                    pitch_a: layout.stride(plane) as i32,
-                    pitch_b: layout.stride(plane) as i32,
-                    width: w as i32,
-                    height: h as i32,
-                });
-            }
-        }
+        let table = pair_table(base, capacity, &layout);
         let pairs = stream.clone_htod(&table).map_err(driver("cuMemcpyHtoD"))?;
         let sse = stream
             .alloc_zeros::<u64>(3 * capacity)
@@ -172,20 +158,7 @@ impl GpuQuality {
             .map_err(driver("cuMemcpyDtoH"))?;
         s.synchronize().map_err(driver("cuStreamSynchronize"))?;
 
-        let sizes = Plane::ALL.map(|p| self.layout.plane_size(p));
-        Ok((0..n)
-            .map(|i| {
-                let sse = [0, 1, 2].map(|k| self.sse_host[3 * i + k]);
-                let ssim = [0, 1, 2].map(|k| {
-                    let (w, h) = sizes[k];
-                    self.ssim_host[3 * i + k] / ((w / 4 - 1) * (h / 4 - 1)) as f64
-                });
-                (
-                    FrameMse::from_sse(sse, &self.layout),
-                    Ssim::from_planes(ssim, &self.layout),
-                )
-            })
-            .collect())
+        Ok(scores(&self.layout, n, &self.sse_host, &self.ssim_host))
     }
 
     /// Seconds for `rounds` runs of both kernels over the `n` pairs already
@@ -245,9 +218,145 @@ impl GpuQuality {
     }
 }
 
+/// Three plane pairs per frame pair: pair `i` reads frame `i` and frame
+/// `capacity + i` of the buffer at `base` (frames `len` apart, our layout).
+fn pair_table(base: u64, capacity: usize, layout: &Layout) -> Vec<PlanePair> {
+    let len = layout.buffer_len();
+    let mut table = Vec::with_capacity(3 * capacity);
+    for i in 0..capacity {
+        for plane in Plane::ALL {
+            let (w, h) = layout.plane_size(plane);
+            let offset = layout.offset(plane);
+            table.push(PlanePair {
+                a: base + (i * len + offset) as u64,
+                b: base + ((capacity + i) * len + offset) as u64,
+                pitch_a: layout.stride(plane) as i32,
+                pitch_b: layout.stride(plane) as i32,
+                width: w as i32,
+                height: h as i32,
+            });
+        }
+    }
+    table
+}
+
+/// The kernels' per-plane sums turned into each pair's PSNR error and SSIM.
+fn scores(layout: &Layout, n: usize, sse: &[u64], ssim: &[f64]) -> Vec<(FrameMse, Ssim)> {
+    let sizes = Plane::ALL.map(|p| layout.plane_size(p));
+    (0..n)
+        .map(|i| {
+            let sse = [0, 1, 2].map(|k| sse[3 * i + k]);
+            let ssim = [0, 1, 2].map(|k| {
+                let (w, h) = sizes[k];
+                ssim[3 * i + k] / ((w / 4 - 1) * (h / 4 - 1)) as f64
+            });
+            (
+                FrameMse::from_sse(sse, layout),
+                Ssim::from_planes(ssim, layout),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `kernels/quality.cu` over host memory, sum for sum (each window's
+    /// score in f32, added in f64): checks the pair table and the turning of
+    /// sums into scores against the CPU code, with no GPU.
+    fn emulate(pairs: &[PlanePair], sse: &mut [u64], ssim: &mut [f64]) {
+        for (k, p) in pairs.iter().enumerate() {
+            // SAFETY: the addresses are the test's live host buffers.
+            let row = |base: u64, pitch: i32, y: i32| unsafe {
+                std::slice::from_raw_parts(
+                    (base as *const u8).add((y * pitch) as usize),
+                    p.width as usize,
+                )
+            };
+            for y in 0..p.height {
+                let (ra, rb) = (row(p.a, p.pitch_a, y), row(p.b, p.pitch_b, y));
+                sse[k] += ra
+                    .iter()
+                    .zip(rb)
+                    .map(|(&u, &v)| (i64::from(u) - i64::from(v)).pow(2) as u64)
+                    .sum::<u64>();
+            }
+            let (wx, wy) = (p.width / 4 - 1, p.height / 4 - 1);
+            for w in 0..wx * wy {
+                let (x0, y0) = ((w % wx) * 4, (w / wx) * 4);
+                let (mut s1, mut s2, mut ss, mut s12) = (0i64, 0i64, 0i64, 0i64);
+                for dy in 0..8 {
+                    let ra = &row(p.a, p.pitch_a, y0 + dy)[x0 as usize..][..8];
+                    let rb = &row(p.b, p.pitch_b, y0 + dy)[x0 as usize..][..8];
+                    for (&u, &v) in ra.iter().zip(rb) {
+                        let (u, v) = (i64::from(u), i64::from(v));
+                        s1 += u;
+                        s2 += v;
+                        ss += u * u + v * v;
+                        s12 += u * v;
+                    }
+                }
+                let (c1, c2) = (416i64, 235_963i64);
+                let vars = ss * 64 - s1 * s1 - s2 * s2;
+                let covar = s12 * 64 - s1 * s2;
+                let score = ((2 * s1 * s2 + c1) as f32 * (2 * covar + c2) as f32)
+                    / ((s1 * s1 + s2 * s2 + c1) as f32 * (vars + c2) as f32);
+                ssim[k] += f64::from(score);
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_emulation_matches_the_cpu_psnr_and_ssim() {
+        use crate::transcode::frame::FramePool;
+        use crate::transcode::quality;
+
+        let size = Size::new(854, 480);
+        let pool = FramePool::new(size, 4).unwrap();
+        let frame = |seed: u32| {
+            let mut f = pool.get().unwrap();
+            for (i, b) in f.pixels_mut().iter_mut().enumerate() {
+                let i = i as u32;
+                // A picture plus a little seed-dependent noise.
+                *b = ((i % 854) / 3 + (i / 854) % 97) as u8
+                    ^ ((i.wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(0x9E37_79B9)) >> 29)
+                        as u8;
+            }
+            f
+        };
+        let (a0, a1, b0, b1) = (frame(1), frame(2), frame(3), frame(4));
+        let layout = Layout::new(size).unwrap();
+        let len = layout.buffer_len();
+        // The device buffer's layout: first frames, then second frames.
+        let mut buf = Vec::with_capacity(4 * len);
+        for f in [&a0, &a1, &b0, &b1] {
+            buf.extend_from_slice(f.pixels());
+        }
+        let table = pair_table(buf.as_ptr() as u64, 2, &layout);
+        let (mut sse, mut ssim) = (vec![0u64; 6], vec![0f64; 6]);
+        emulate(&table, &mut sse, &mut ssim);
+        let got = scores(&layout, 2, &sse, &ssim);
+        for ((a, b), (mse, s)) in [(&a0, &b0), (&a1, &b1)].into_iter().zip(got) {
+            let want = FrameMse::new(a, b).unwrap();
+            assert!(want.average > 0.5, "the pairs must differ: {want:?}");
+            assert!(
+                (want.average - mse.average).abs() < 1e-9,
+                "{want:?} {mse:?}"
+            );
+            let (wp, gp) = (want.psnr().average, mse.psnr().average);
+            assert!((wp - gp).abs() < 0.01, "PSNR {gp} vs CPU {wp}");
+            let want = quality::ssim(a, b).unwrap();
+            for (w, g) in [
+                (want.y, s.y),
+                (want.u, s.u),
+                (want.v, s.v),
+                (want.all, s.all),
+            ] {
+                assert!((w - g).abs() < 1e-4, "SSIM {g} vs CPU {w}");
+            }
+        }
+    }
 
     #[test]
     fn pair_layout_matches_the_kernel_struct() {

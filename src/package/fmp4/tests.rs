@@ -62,7 +62,7 @@ fn box_body<'a>(data: &'a [u8], kind: &[u8; 4]) -> &'a [u8] {
         .position(|w| w == kind)
         .expect("box present");
     let start = at - 4;
-    let size = u32::from_be_bytes(data[start..at].try_into().unwrap()) as usize;
+    let size = u32::from_be_bytes(data[start..at].try_into().expect("a 4-byte slice")) as usize;
     &data[at + 4..start + size]
 }
 
@@ -162,7 +162,13 @@ fn video_fragment_round_trips() {
     assert_eq!(traf.tfhd.track_id, 1);
     assert!(traf.tfhd.default_base_is_moof);
     assert_eq!(traf.tfhd.base_data_offset, None);
-    assert_eq!(traf.tfdt.as_ref().unwrap().base_media_decode_time, 1 << 40);
+    assert_eq!(
+        traf.tfdt
+            .as_ref()
+            .expect("tfdt written")
+            .base_media_decode_time,
+        1 << 40
+    );
     assert_eq!(&box_body(&frag, b"tfdt")[..1], [1], "tfdt version 1");
     assert_eq!(&box_body(&frag, b"trun")[..1], [1], "trun version 1");
     let [trun] = traf.trun.as_slice() else {

@@ -463,6 +463,62 @@ pub struct Variant {
     pub audio_group: Option<String>,
 }
 
+/// A video rendition's bit rates: measured over its segments, or before any
+/// segment, declared by its encoder.
+#[derive(Clone, Copy, Debug)]
+pub struct VideoRates {
+    /// (peak, average) in bits per second; (0, 0) while nothing is measured.
+    pub measured: (u64, u64),
+    pub declared: Option<u64>,
+}
+
+/// The audio rendition every video variant plays with.
+#[derive(Clone, Copy, Debug)]
+pub struct VariantAudio<'a> {
+    pub codecs: &'a str,
+    /// (peak, average) in bits per second.
+    pub rates: (u64, u64),
+}
+
+impl Variant {
+    /// The EXT-X-STREAM-INF entry of video rendition `name`, the same for the
+    /// live multivariant playlist and the VOD one.
+    pub fn video(
+        name: &str,
+        codecs: &str,
+        resolution: (u32, u32),
+        frame_rate: Option<f64>,
+        rates: VideoRates,
+        audio: Option<VariantAudio<'_>>,
+    ) -> Self {
+        let (peak, avg) = match rates {
+            // Before any measurement: the declared rate plus 10% for the
+            // encoder's overshoot.
+            VideoRates {
+                measured: (0, 0),
+                declared: Some(d),
+            } => (d + d / 10, d),
+            VideoRates { measured, .. } => measured,
+        };
+        let (audio_peak, audio_avg) = audio.map_or((0, 0), |a| a.rates);
+        Variant {
+            uri: format!("{name}/index.m3u8"),
+            // Apple HLS authoring spec 9.13: "The BANDWIDTH attribute MUST be
+            // the largest sum of peak segment bit rates that's produced by any
+            // playable combination of renditions."
+            bandwidth: peak + audio_peak,
+            average_bandwidth: avg + audio_avg,
+            codecs: match audio {
+                Some(a) => format!("{codecs},{}", a.codecs),
+                None => codecs.to_owned(),
+            },
+            resolution: Some(resolution),
+            frame_rate,
+            audio_group: audio.map(|_| "audio".to_owned()),
+        }
+    }
+}
+
 /// One EXT-X-MEDIA TYPE=AUDIO entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AudioMedia {

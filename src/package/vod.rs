@@ -14,7 +14,9 @@ mod fs;
 pub use fs::VodWriter;
 
 use super::names;
-use super::playlist::{self, AudioMedia, Variant, VodPlaylist, VodSegment};
+use super::playlist::{
+    self, AudioMedia, Variant, VariantAudio, VideoRates, VodPlaylist, VodSegment,
+};
 use super::store::{RenditionInfo, Update};
 use crate::package::plan;
 use bytes::{Bytes, BytesMut};
@@ -380,9 +382,11 @@ impl VodAssembler {
             .copied()
             .filter(|r| matches!(r.info, RenditionInfo::Audio { .. }))
             .collect();
-        let (audio_peak, audio_avg) = audio.first().map_or((0, 0), |a| self.bitrates(a));
-        let audio_codecs = audio.first().and_then(|a| match &a.info {
-            RenditionInfo::Audio { codecs } => Some(codecs.clone()),
+        let audio_variant = audio.first().and_then(|a| match &a.info {
+            RenditionInfo::Audio { codecs } => Some(VariantAudio {
+                codecs,
+                rates: self.bitrates(a),
+            }),
             RenditionInfo::Video { .. } => None,
         });
         let mut independent = true;
@@ -397,27 +401,18 @@ impl VodAssembler {
             else {
                 continue;
             };
-            let (peak, avg) = match (self.bitrates(r), r.declared_bps) {
-                ((0, 0), Some(d)) => (d + d / 10, d),
-                (measured, _) => measured,
-            };
             independent &= r.segments.iter().all(|l| l.independent || l.segment.gap);
-            let mut all_codecs = codecs.clone();
-            if let Some(a) = &audio_codecs {
-                all_codecs = format!("{all_codecs},{a}");
-            }
-            variants.push(Variant {
-                uri: format!("{}/index.m3u8", r.name),
-                // Apple HLS authoring spec 9.13: BANDWIDTH "MUST be the
-                // largest sum of peak segment bit rates that's produced by
-                // any playable combination of renditions".
-                bandwidth: peak + audio_peak,
-                average_bandwidth: avg + audio_avg,
-                codecs: all_codecs,
-                resolution: Some((*width, *height)),
-                frame_rate: frame_rate(r).or(source_rate),
-                audio_group: audio_codecs.is_some().then(|| "audio".to_owned()),
-            });
+            variants.push(Variant::video(
+                &r.name,
+                codecs,
+                (*width, *height),
+                frame_rate(r).or(source_rate),
+                VideoRates {
+                    measured: self.bitrates(r),
+                    declared: r.declared_bps,
+                },
+                audio_variant,
+            ));
         }
         let media: Vec<AudioMedia> = audio
             .iter()

@@ -9,7 +9,9 @@
 use super::{ChannelStore, Inner, Rendition, RenditionInfo};
 use crate::metrics::METRICS;
 use crate::package::names::{self, MediaName};
-use crate::package::playlist::{self, AudioMedia, RenditionReport, Skip, Variant};
+use crate::package::playlist::{
+    self, AudioMedia, RenditionReport, Skip, Variant, VariantAudio, VideoRates,
+};
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -212,9 +214,10 @@ impl ChannelStore {
                 RenditionInfo::Video { .. } => None,
             })
             .collect();
-        let (audio_peak, audio_avg) = audio
-            .first()
-            .map_or((0, 0), |(r, _)| bitrates(r, half_target));
+        let audio_variant = audio.first().map(|(r, codecs)| VariantAudio {
+            codecs,
+            rates: bitrates(r, half_target),
+        });
         let mut video: Vec<&Rendition> = inner
             .renditions
             .iter()
@@ -237,30 +240,18 @@ impl ChannelStore {
             else {
                 continue;
             };
-            let (peak, avg) = match (bitrates(r, half_target), r.declared_bps) {
-                // Before any measurement: the declared rate plus 10% for the
-                // encoder's overshoot.
-                ((0, 0), Some(declared)) => (declared + declared / 10, declared),
-                (measured, _) => measured,
-            };
             independent &= r.stats.iter().all(|s| s.independent || s.gap);
-            let mut all_codecs = codecs.clone();
-            if let Some((_, a)) = audio.first() {
-                all_codecs.push(',');
-                all_codecs.push_str(a);
-            }
-            variants.push(Variant {
-                uri: format!("{}/index.m3u8", r.name),
-                // Apple HLS authoring spec 9.13: "The BANDWIDTH attribute
-                // MUST be the largest sum of peak segment bit rates that's
-                // produced by any playable combination of renditions."
-                bandwidth: peak + audio_peak,
-                average_bandwidth: avg + audio_avg,
-                codecs: all_codecs,
-                resolution: Some((*width, *height)),
-                frame_rate: frame_rate(r).or(source_rate),
-                audio_group: (!audio.is_empty()).then(|| "audio".to_owned()),
-            });
+            variants.push(Variant::video(
+                &r.name,
+                codecs,
+                (*width, *height),
+                frame_rate(r).or(source_rate),
+                VideoRates {
+                    measured: bitrates(r, half_target),
+                    declared: r.declared_bps,
+                },
+                audio_variant,
+            ));
         }
         let media: Vec<AudioMedia> = audio
             .iter()

@@ -22,6 +22,10 @@ pub struct PubOpts {
     pub video_codec: &'static str,
     pub audio_codec: &'static str,
     pub video_bitrate_k: u32,
+    /// x264 preset (`ultrafast` leaves the cores to the node under test).
+    pub preset: &'static str,
+    /// CBR-ish: maxrate and bufsize equal to the bitrate.
+    pub vbv: bool,
     /// Stop by itself after this many seconds (a safety net for orphans).
     pub max_seconds: u32,
 }
@@ -38,6 +42,8 @@ impl Default for PubOpts {
             video_codec: "libx264",
             audio_codec: "aac",
             video_bitrate_k: 800,
+            preset: "veryfast",
+            vbv: false,
             max_seconds: 300,
         }
     }
@@ -103,7 +109,7 @@ impl Publisher {
             args.extend(
                 [
                     "-preset",
-                    "veryfast",
+                    o.preset,
                     "-pix_fmt",
                     "yuv420p",
                     "-g",
@@ -125,10 +131,14 @@ impl Publisher {
         } else {
             args.extend(["-g", &o.gop.to_string()].map(String::from));
         }
+        let rate = format!("{}k", o.video_bitrate_k);
+        if o.vbv {
+            args.extend(["-maxrate", &rate, "-bufsize", &rate].map(String::from));
+        }
         args.extend(
             [
                 "-b:v",
-                &format!("{}k", o.video_bitrate_k),
+                &rate,
                 "-c:a",
                 o.audio_codec,
                 "-b:a",
@@ -203,6 +213,11 @@ impl Publisher {
             self.status = c.try_wait().unwrap();
         }
         self.status
+    }
+
+    /// Whether ffmpeg is still publishing.
+    pub fn running(&mut self) -> bool {
+        self.child.is_some() && self.try_status().is_none()
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {

@@ -13,51 +13,15 @@
 // errors, and a sample of the video element every 100 ms. The page is served
 // from another loopback port so that hls.js fetches the node cross-origin (as
 // tests/player/play.mjs does).
-import { createRequire } from 'node:module';
-import { readFileSync, existsSync } from 'node:fs';
-import path from 'node:path';
-import http from 'node:http';
-import { fileURLToPath } from 'node:url';
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, '..', '..');
-const require = createRequire(path.join(root, 'package.json'));
+import { fail, runPlayer } from './harness.mjs';
 
 const [src, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg || 25);
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-
-function fail(msg) {
-  console.log(JSON.stringify({ ok: false, error: msg }));
-  process.exit(2);
-}
-
 if (!src) fail('usage: node tests/player/ladder.mjs <multivariant URL> <seconds>');
-if (!existsSync(CHROMIUM)) fail(`${CHROMIUM} not found: install chromium (see \`make test\`)`);
-let chromium;
-let hlsPath;
-try {
-  ({ chromium } = require('playwright-core'));
-  hlsPath = require.resolve('hls.js/dist/hls.min.js');
-} catch (e) {
-  fail(`node_modules missing (${e.message}): run \`npm install\` or \`make test\``);
-}
-const hlsSource = readFileSync(hlsPath, 'utf8');
 
-const server = http.createServer((req, res) => {
-  if (req.url === '/hls.min.js') {
-    res.writeHead(200, { 'content-type': 'application/javascript' });
-    res.end(hlsSource);
-  } else {
-    res.writeHead(200, { 'content-type': 'text/html' });
-    res.end(pageHtml());
-  }
-});
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const PAGE_ORIGIN = `http://127.0.0.1:${server.address().port}`;
-const pageHtml = () => `<!doctype html><html><body>
+const pageHtml = (origin) => `<!doctype html><html><body>
 <video id="v" muted playsinline autoplay style="width:640px"></video>
-<script src="${PAGE_ORIGIN}/hls.min.js"></script>
+<script src="${origin}/hls.min.js"></script>
 <script>
 const t0 = performance.now();
 const now = () => (performance.now() - t0) / 1000;
@@ -106,27 +70,8 @@ setInterval(() => {
 }, 100);
 </script></body></html>`;
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
 const out = { ok: true, switches: [] };
-const consoleLines = [];
-let page;
-try {
-  const ctx = await browser.newContext();
-  page = await ctx.newPage();
-  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e}`));
-  await page.goto(`${PAGE_ORIGIN}/test.html`);
-  out.mse_h264 = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.64001f,mp4a.40.2"'));
-  if (!out.mse_h264) throw new Error('this Chromium has no H.264/AAC in MSE: it cannot play the stream');
-  await page.waitForFunction(() => window.report.started !== null, null, { timeout: 20000 })
-    .catch(() => { throw new Error('playback did not start within 20 s'); });
+await runPlayer(pageHtml, out, async ({ page }) => {
   const start = Date.now();
   const n = await page.evaluate(() => hls.levels.length);
   const first = await page.evaluate(() => hls.currentLevel);
@@ -148,14 +93,4 @@ try {
     if (rest > 0) await page.waitForTimeout(rest);
     out.switches.push({ level, forcedAt: at, switched, played });
   }
-  out.report = await page.evaluate(() => window.report);
-  out.console = consoleLines.slice(-30);
-} catch (e) {
-  out.ok = false;
-  out.error = String(e && e.message || e);
-  out.console = consoleLines.slice(-30);
-  try { out.report = await page.evaluate(() => window.report); } catch (_) {}
-}
-await browser.close();
-server.close();
-console.log(JSON.stringify(out));
+});

@@ -9,50 +9,14 @@
 // from loopback also keeps Chromium's Local Network Access checks out of the
 // way (a public-looking origin may not fetch from loopback). The node's own /play page is opened as well to check that it
 // loads hls.js and starts playing.
-import { createRequire } from 'node:module';
-import { readFileSync, existsSync } from 'node:fs';
-import path from 'node:path';
-import http from 'node:http';
-import { fileURLToPath } from 'node:url';
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, '..', '..');
-const require = createRequire(path.join(root, 'package.json'));
+import { runPlayer } from './harness.mjs';
 
 const [src, secondsArg, playPage] = process.argv.slice(2);
 const seconds = Number(secondsArg || 20);
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
-function fail(msg) {
-  console.log(JSON.stringify({ ok: false, error: msg }));
-  process.exit(2);
-}
-
-if (!existsSync(CHROMIUM)) fail(`${CHROMIUM} not found: install chromium (see \`make test\`)`);
-let chromium;
-let hlsPath;
-try {
-  ({ chromium } = require('playwright-core'));
-  hlsPath = require.resolve('hls.js/dist/hls.min.js');
-} catch (e) {
-  fail(`node_modules missing (${e.message}): run \`npm install\` or \`make test\``);
-}
-const hlsSource = readFileSync(hlsPath, 'utf8');
-
-const server = http.createServer((req, res) => {
-  if (req.url === '/hls.min.js') {
-    res.writeHead(200, { 'content-type': 'application/javascript' });
-    res.end(hlsSource);
-  } else {
-    res.writeHead(200, { 'content-type': 'text/html' });
-    res.end(pageHtml());
-  }
-});
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const PAGE_ORIGIN = `http://127.0.0.1:${server.address().port}`;
-const pageHtml = () => `<!doctype html><html><body>
+const pageHtml = (origin) => `<!doctype html><html><body>
 <video id="v" muted playsinline autoplay style="width:640px"></video>
-<script src="${PAGE_ORIGIN}/hls.min.js"></script>
+<script src="${origin}/hls.min.js"></script>
 <script>
 window.report = { events: [], waiting: 0, stalls: 0, errors: [], samples: [], started: null, firstFrameMs: null };
 const t0 = performance.now();
@@ -88,31 +52,11 @@ setInterval(() => {
 }, 500);
 </script></body></html>`;
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run',
-    '--autoplay-policy=no-user-gesture-required',
-  ],
-});
 const out = { ok: true };
-const consoleLines = [];
-let page;
-try {
-  const ctx = await browser.newContext();
-  page = await ctx.newPage();
-  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e}`));
-  await page.goto(`${PAGE_ORIGIN}/test.html`);
-  out.mse_h264 = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.64001f,mp4a.40.2"'));
-  if (!out.mse_h264) throw new Error('this Chromium has no H.264/AAC in MSE: it cannot play the stream');
-  await page.waitForFunction(() => window.report.started !== null, null, { timeout: 20000 })
-    .catch(() => { throw new Error('playback did not start within 20 s'); });
+await runPlayer(pageHtml, out, async ({ page, ctx }) => {
   await page.waitForTimeout(seconds * 1000);
+  // The report covers the test page's own playing time, not the node page's after it.
   out.report = await page.evaluate(() => window.report);
-  out.console = consoleLines.slice(-30);
-
   if (playPage) {
     // The node's own player page: it loads, plays, and shows a latency.
     const p2 = await ctx.newPage();
@@ -133,12 +77,4 @@ try {
       console: p2console.slice(-20),
     };
   }
-} catch (e) {
-  out.ok = false;
-  out.error = String(e && e.message || e);
-  out.console = consoleLines.slice(-30);
-  try { out.report = await page.evaluate(() => window.report); } catch (_) {}
-}
-await browser.close();
-server.close();
-console.log(JSON.stringify(out));
+});

@@ -32,7 +32,6 @@ mod rules;
 use common::*;
 use master::{Want, want};
 use publish::{Source, create_channel, publish};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -310,36 +309,6 @@ fn ladder_sizes_for_720p_and_odd_sources() {
 
 const PLAY_SECONDS: u32 = 25;
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Panics with a clear message when the browser test cannot run here.
-fn require_browser(root: &std::path::Path) {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "browser test needs Chromium at {chromium}: install it (apt-get install chromium) or run `make test`"
-    );
-    for m in [
-        "node_modules/hls.js/dist/hls.min.js",
-        "node_modules/playwright-core/package.json",
-    ] {
-        assert!(
-            root.join(m).exists(),
-            "browser test needs {m}: run `npm install` at the repo root (or `make test`)"
-        );
-    }
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        node_ok,
-        "browser test needs node (Node.js 18+) on PATH: run `make test` after installing it"
-    );
-}
-
 /// One 100 ms sample of the video element.
 #[derive(Clone, Copy, Default)]
 struct PlaySample {
@@ -405,8 +374,8 @@ fn node_side_report(http: &Http, node: &Node, id: &str, names: &[&str]) -> Strin
 #[test]
 fn browser_hlsjs_plays_ladder_switching_levels() {
     let _turn = take_turn();
+    require_browser();
     let root = repo_root();
-    require_browser(&root);
     let node = Node::start(NodeConfig::default());
     let http = Http::new();
     let ch = create_channel(&node, "ladder-browser", "standard");

@@ -6,42 +6,16 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 const PLAY_SECONDS: u32 = 20;
 const MAX_LATENCY_S: f64 = 3.0;
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 #[test]
 fn browser_hlsjs_plays_20s() {
     let root = repo_root();
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "browser test needs Chromium at {chromium}: install it (apt-get install chromium) or run `make test`"
-    );
-    for m in [
-        "node_modules/hls.js/dist/hls.min.js",
-        "node_modules/playwright-core/package.json",
-    ] {
-        assert!(
-            root.join(m).exists(),
-            "browser test needs {m}: run `npm install` at the repo root (or `make test`)"
-        );
-    }
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        node_ok,
-        "browser test needs node (Node.js 18+) on PATH: run `make test` after installing it"
-    );
+    require_browser();
 
     let node = Node::start(NodeConfig::default());
     let http = Http::new();

@@ -42,6 +42,39 @@ pub use node::{Channel, Node, NodeConfig};
 pub use playlist::{MediaPlaylist, Multivariant, parse_media, parse_multivariant, resolve};
 pub use publisher::{PubOpts, Publisher};
 
+/// The repository root: where `node_modules/` and `tests/player/` are.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Panics with a clear message when a browser test cannot run here: it
+/// needs Debian's Chromium, hls.js and playwright-core from npm, and node.
+pub fn require_browser() {
+    let root = repo_root();
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "browser test needs Chromium at {chromium}: install it (apt-get install chromium) or run `make test`"
+    );
+    for m in [
+        "node_modules/hls.js/dist/hls.min.js",
+        "node_modules/playwright-core/package.json",
+    ] {
+        assert!(
+            root.join(m).exists(),
+            "browser test needs {m}: run `npm install` at the repo root (or `make test`)"
+        );
+    }
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        node_ok,
+        "browser test needs node (Node.js 18+) on PATH: run `make test` after installing it"
+    );
+}
+
 /// Path of the node binary under test.
 pub fn node_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rungs"))

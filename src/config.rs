@@ -43,6 +43,36 @@ pub struct Config {
     pub transcode: TranscodeConfig,
     pub player: PlayerConfig,
     pub gpu: GpuConfig,
+    pub whip: WhipConfig,
+}
+
+/// WebRTC ingest (WHIP, RFC 9725): one UDP port for every session, ICE-lite.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhipConfig {
+    /// The UDP socket every WebRTC session shares.
+    pub udp_addr: SocketAddr,
+    /// Addresses announced as ICE host candidates, e.g. the public address of
+    /// a 1:1 NAT. Empty: every local address of `udp_addr`'s family.
+    pub ips: Vec<std::net::IpAddr>,
+    /// A session whose packets stop for this long (without a DELETE) ends.
+    pub session_timeout_s: f64,
+    /// WHIP sessions at once; one more is answered 503.
+    pub max_sessions: usize,
+    /// AAC bitrate of the audio rendition made from the publisher's Opus.
+    pub audio_bitrate_kbps: u32,
+}
+
+impl Default for WhipConfig {
+    fn default() -> Self {
+        WhipConfig {
+            udp_addr: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            ips: Vec::new(),
+            session_timeout_s: 10.0,
+            max_sessions: 256,
+            audio_bitrate_kbps: 128,
+        }
+    }
 }
 
 /// Whether the GPU stages are used.
@@ -150,6 +180,7 @@ impl Default for Config {
             transcode: TranscodeConfig::default(),
             player: PlayerConfig::default(),
             gpu: GpuConfig::default(),
+            whip: WhipConfig::default(),
         }
     }
 }
@@ -220,6 +251,17 @@ impl Config {
         }
         self.reconnect_grace()?;
         self.ended_linger()?;
+        self.whip_session_timeout()?;
+        if self.whip.max_sessions == 0 {
+            return Err(ConfigError::Invalid(
+                "whip.max_sessions must be at least 1".into(),
+            ));
+        }
+        if !(32..=512).contains(&self.whip.audio_bitrate_kbps) {
+            return Err(ConfigError::Invalid(
+                "whip.audio_bitrate_kbps must be 32..=512".into(),
+            ));
+        }
         let (part, seg) = (self.hls.part_target, self.hls.segment_target);
         if !(0.05..=2.0).contains(&part.as_secs_f64()) {
             return Err(ConfigError::Invalid(format!(
@@ -277,6 +319,20 @@ impl Config {
             0.0,
             3600.0,
         )
+    }
+
+    pub fn whip_session_timeout(&self) -> Result<Duration, ConfigError> {
+        seconds(
+            "whip.session_timeout_s",
+            self.whip.session_timeout_s,
+            1.0,
+            3600.0,
+        )
+    }
+
+    /// `http://host:port/whip/<id>`, the WHIP endpoint of a channel.
+    pub fn whip_ingest_url(&self, channel_id: &str) -> String {
+        format!("{}/whip/{channel_id}", self.http_base_url())
     }
 
     /// `rtmp://host:port/live`, what a publisher puts in its server field.

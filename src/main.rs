@@ -316,12 +316,14 @@ fn print_channels(
              -c:v libx264 -preset veryfast -tune zerolatency -g 60 -c:a aac -b:a 128k -f flv {rtmp}/{key}\n\
              \x20 OBS           Settings > Stream: Service \"Custom...\", Server {rtmp}, Stream Key {key};\n\
              \x20               Settings > Output (Advanced): Keyframe Interval 2 s\n\
+             \x20 WHIP          {whip} (OBS 30+: Service \"WHIP\", Bearer Token = stream key)\n\
              \x20 watch         {play}\n\
              \x20 HLS           {hls}\n",
             name = v.name,
             id = v.id,
             ladder = v.ladder,
             rtmp = v.ingest.rtmp,
+            whip = v.ingest.whip,
             key = v.stream_key,
             hls = v.playback_url,
         )?;
@@ -414,7 +416,22 @@ fn serve(args: ServeArgs) -> Result<()> {
         let http = tokio::net::TcpListener::bind(cfg.http_addr)
             .await
             .with_context(|| format!("binding HTTP to {}", cfg.http_addr))?;
-        tracing::info!(rtmp = %cfg.rtmp_addr, http = %cfg.http_addr, data_dir = %cfg.data_dir.display(), "rungs listening");
+        let whip = rungs::ingest::whip::Whip::start(
+            cfg.whip.udp_addr,
+            &cfg.whip.ips,
+            rungs::ingest::whip::WhipSettings {
+                timing: rungs::ingest::whip::SessionTiming {
+                    segment_target: cfg.hls.segment_target,
+                    part_target: cfg.hls.part_target,
+                    idle: cfg.whip_session_timeout()?,
+                },
+                max_sessions: cfg.whip.max_sessions,
+                audio_bps: u64::from(cfg.whip.audio_bitrate_kbps) * 1000,
+            },
+        )
+        .await
+        .with_context(|| format!("binding WHIP UDP to {}", cfg.whip.udp_addr))?;
+        tracing::info!(rtmp = %cfg.rtmp_addr, http = %cfg.http_addr, whip_udp = %cfg.whip.udp_addr, data_dir = %cfg.data_dir.display(), "rungs listening");
         tokio::spawn(rungs::ingest::rtmp::serve(
             rtmp,
             hub.clone(),
@@ -429,7 +446,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 let _ = tokio::task::spawn_blocking(move || hub.end_deleted()).await;
             }
         });
-        let app = rungs::serve::router(hub, cfg.clone(), token);
+        let app = rungs::serve::router(hub, cfg.clone(), token, whip);
         axum::serve(http, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
@@ -554,6 +571,7 @@ mod tests {
         print_channels(&mut buf, &cfg, &[ch], true, true).expect("print");
         let v: serde_json::Value = serde_json::from_slice(&buf).expect("json");
         assert_eq!(v["ingest"]["rtmp"], "rtmp://localhost:1935/live");
+        assert_eq!(v["ingest"]["whip"], "http://localhost:8080/whip/abc");
         assert_eq!(
             v["playback_url"],
             "http://localhost:8080/hls/abc/master.m3u8"

@@ -49,6 +49,14 @@ pub struct Metrics {
     pub rung_dropped_gops: IntCounterVec,
     /// From a source frame's arrival at ingest to its encoded rung frame.
     pub transcode_latency: HistogramVec,
+    /// PLIs sent to WHIP publishers, per channel.
+    pub whip_keyframe_requests: IntCounterVec,
+    /// From a WHIP offer's answer to ICE and DTLS connected.
+    pub whip_connect_seconds: prometheus::Histogram,
+    /// WHIP sessions ended, per reason (`deleted`, `session_timeout`, ...).
+    pub whip_sessions_ended: IntCounterVec,
+    /// Datagrams on the WHIP UDP port that no session took, per reason.
+    pub whip_datagrams_dropped: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -189,6 +197,29 @@ impl Metrics {
                 &["channel", "rung"],
             )
             .expect("static metric definition"),
+            whip_keyframe_requests: counter(
+                "rungs_whip_keyframe_requests_total",
+                "Keyframe requests (RTCP PLI) sent to WHIP publishers.",
+                &["channel"],
+            ),
+            whip_connect_seconds: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "rungs_whip_connect_seconds",
+                    "From a WHIP session's SDP answer to ICE and DTLS connected.",
+                )
+                .buckets(vec![0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0]),
+            )
+            .expect("static metric definition"),
+            whip_sessions_ended: counter(
+                "rungs_whip_sessions_ended_total",
+                "WHIP sessions ended, by reason.",
+                &["reason"],
+            ),
+            whip_datagrams_dropped: counter(
+                "rungs_whip_datagrams_dropped_total",
+                "Datagrams on the WHIP UDP port that no session took.",
+                &["reason"],
+            ),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -212,6 +243,10 @@ impl Metrics {
             Box::new(m.rung_queue_frames.clone()),
             Box::new(m.rung_dropped_gops.clone()),
             Box::new(m.transcode_latency.clone()),
+            Box::new(m.whip_keyframe_requests.clone()),
+            Box::new(m.whip_connect_seconds.clone()),
+            Box::new(m.whip_sessions_ended.clone()),
+            Box::new(m.whip_datagrams_dropped.clone()),
         ];
         for c in collectors {
             m.registry
@@ -234,7 +269,10 @@ impl Metrics {
     pub fn forget_channel(&self, channel: &str, renditions: &[&str]) {
         let _ = self.keyframe_interval.remove_label_values(&[channel]);
         let _ = self.ingest_dropped_packets.remove_label_values(&[channel]);
-        let _ = self.ingest_bytes.remove_label_values(&[channel, "rtmp"]);
+        for ingest in ["rtmp", "whip"] {
+            let _ = self.ingest_bytes.remove_label_values(&[channel, ingest]);
+        }
+        let _ = self.whip_keyframe_requests.remove_label_values(&[channel]);
         for track in ["video", "audio"] {
             let _ = self.ingest_frames.remove_label_values(&[channel, track]);
         }

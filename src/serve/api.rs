@@ -26,6 +26,8 @@ pub struct ChannelView {
 #[derive(Debug, Serialize)]
 pub struct IngestUrls {
     pub rtmp: String,
+    /// WHIP endpoint (RFC 9725); the stream key is its bearer token.
+    pub whip: String,
 }
 
 impl ChannelView {
@@ -37,6 +39,7 @@ impl ChannelView {
             ladder: ch.ladder.clone(),
             ingest: IngestUrls {
                 rtmp: cfg.rtmp_ingest_url(),
+                whip: cfg.whip_ingest_url(&ch.id),
             },
             playback_url: format!("{}/hls/{}/master.m3u8", cfg.http_base_url(), ch.id),
         }

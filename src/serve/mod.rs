@@ -1,4 +1,4 @@
-//! HTTP serving: HLS, the control API, metrics, health and the player page.
+//! HTTP serving: HLS, WHIP, the control API, metrics, health and the player page.
 //!
 //! Only routing and HTTP concerns live here; what a playlist says is decided
 //! by `package`.
@@ -9,6 +9,7 @@ mod player;
 
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::ingest::whip::Whip;
 use crate::metrics::METRICS;
 use axum::Router;
 use axum::http::{Extensions, HeaderMap, Method, StatusCode, Version, header};
@@ -19,7 +20,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
 
 /// The node's whole HTTP surface.
-pub fn router(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>) -> Router {
+pub fn router(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>, whip: Arc<Whip>) -> Router {
     let lookup = {
         let hub = hub.clone();
         move |id: &str| hub.store(id)
@@ -39,6 +40,7 @@ pub fn router(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>) -> Router 
     );
     Router::new()
         .merge(hls::routes(lookup).layer(cors).layer(gzip))
+        .merge(crate::ingest::whip::routes(hub.clone(), whip))
         .merge(api::routes(hub, cfg.clone(), admin_token))
         .merge(player::routes(cfg.player.hls_js.clone()))
         .route("/metrics", get(metrics))

@@ -1,0 +1,217 @@
+//! The media thread of one WHIP session: WebRTC frames in, the hub's ingest
+//! events out. It turns Annex B access units into samples and parameter
+//! sets into decoder configurations, transcodes Opus to AAC and places both
+//! tracks on the node timeline. It owns the session's hub `Publisher`, so
+//! the publish ends when this thread does. It never touches a socket.
+
+use super::timing::{AUDIO_RATE, AvClock, SenderClock};
+use crate::hub::Publisher;
+use crate::media::annexb::{self, NAL_AUD, NAL_PPS, NAL_SPS};
+use crate::media::{IngestEvent, Packet, TIMEBASE, TrackKind, VideoParams, h264};
+use crate::transcode::audio::{AacFrame, OpusToAac};
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One depacketized frame handed over by the session.
+pub enum MediaMsg {
+    Video {
+        /// Extended RTP time, 90 kHz.
+        rtp: u64,
+        data: Arc<[u8]>,
+        arrival: Instant,
+        sender: Option<SenderClock>,
+    },
+    Audio {
+        /// Extended RTP time, 48 kHz.
+        rtp: u64,
+        data: Arc<[u8]>,
+        arrival: Instant,
+        sender: Option<SenderClock>,
+    },
+}
+
+/// Converts one session's frames and hands them to its publisher.
+pub struct MediaThread {
+    channel: String,
+    publisher: Publisher,
+    clock: AvClock,
+    /// The avcC last announced, to spot new parameter sets.
+    avcc: Option<bytes::Bytes>,
+    audio: Option<OpusToAac>,
+    aac: Vec<AacFrame>,
+    sample: BytesMut,
+    /// Audio errors are logged once per kind, not per 20 ms packet.
+    audio_errors: u64,
+}
+
+impl MediaThread {
+    /// `audio_bps`: the AAC bitrate when the session carries audio.
+    pub fn new(channel: String, publisher: Publisher, audio_bps: Option<u64>) -> Self {
+        let audio = audio_bps.and_then(|bps| match OpusToAac::new(bps) {
+            Ok(t) => {
+                publisher.send(IngestEvent::AudioConfig(t.params().clone()));
+                Some(t)
+            }
+            Err(e) => {
+                tracing::error!(channel = %channel, error = %e, "whip: no AAC encoder; the stream goes on without audio");
+                None
+            }
+        });
+        MediaThread {
+            channel,
+            publisher,
+            clock: AvClock::default(),
+            avcc: None,
+            audio,
+            aac: Vec::new(),
+            sample: BytesMut::new(),
+            audio_errors: 0,
+        }
+    }
+
+    /// Runs until the session drops its sender, then flushes.
+    pub fn run(mut self, rx: crossbeam_channel::Receiver<MediaMsg>) {
+        for msg in rx {
+            match msg {
+                MediaMsg::Video {
+                    rtp,
+                    data,
+                    arrival,
+                    sender,
+                } => {
+                    if let Some(sr) = sender {
+                        self.clock.video_report(sr);
+                    }
+                    self.video(rtp, &data, arrival);
+                }
+                MediaMsg::Audio {
+                    rtp,
+                    data,
+                    arrival,
+                    sender,
+                } => {
+                    if let Some(sr) = sender {
+                        self.clock.audio_report(sr);
+                    }
+                    self.audio(rtp, &data, arrival);
+                }
+            }
+        }
+        if let Some(mut a) = self.audio.take() {
+            let mut out = std::mem::take(&mut self.aac);
+            if a.flush(&mut out).is_ok() {
+                self.send_aac(&mut out);
+            }
+        }
+        tracing::debug!(channel = %self.channel, audio_errors = self.audio_errors, "whip: media thread done");
+    }
+
+    fn video(&mut self, rtp: u64, au: &[u8], arrival: Instant) {
+        if let Some(params) = self.parameter_sets(au) {
+            // The samples below use 4-byte lengths, as the avcC built from
+            // Annex B declares.
+            self.publisher
+                .send(IngestEvent::VideoConfig(Arc::new(params)));
+        }
+        if self.avcc.is_none() {
+            // Frames before the first SPS/PPS cannot be decoded by anyone.
+            return;
+        }
+        let keyframe = annexb::annexb_nals(au).any(|n| annexb::nal_type(n) == annexb::NAL_IDR);
+        if !self.clock.started() && !keyframe {
+            return;
+        }
+        self.sample.clear();
+        // Parameter sets travel in the avcC, and access unit delimiters mean
+        // nothing in a sample (ISO/IEC 14496-15 5.3.2).
+        let kept = annexb::annexb_to_length_prefixed(au, &mut self.sample, |nal| {
+            !matches!(annexb::nal_type(nal), NAL_SPS | NAL_PPS | NAL_AUD)
+        });
+        match kept {
+            Ok(n) if n > 0 => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(channel = %self.channel, error = %e, "whip: unusable access unit");
+                return;
+            }
+        }
+        let t = self.clock.video(rtp, arrival);
+        // WebRTC H.264 has no B-frames (RFC 6184 carries no decode time and
+        // browsers send constrained baseline): decode time is presentation time.
+        self.publisher.send(IngestEvent::Packet(Packet {
+            track: TrackKind::Video,
+            dts: t,
+            pts: t,
+            keyframe,
+            data: self.sample.split().freeze(),
+        }));
+    }
+
+    /// New decoder configuration when this access unit carries parameter
+    /// sets different from the last ones.
+    fn parameter_sets(&mut self, au: &[u8]) -> Option<VideoParams> {
+        let has_sps = annexb::annexb_nals(au).any(|n| annexb::nal_type(n) == NAL_SPS);
+        if !has_sps {
+            return None;
+        }
+        let avcc = match annexb::avc_config_from_annexb(au) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(channel = %self.channel, error = %e, "whip: parameter sets ignored");
+                return None;
+            }
+        };
+        if self.avcc.as_ref() == Some(&avcc) {
+            return None;
+        }
+        match h264::parse_avc_config(avcc.clone()) {
+            Ok(params) => {
+                tracing::info!(channel = %self.channel, width = params.width, height = params.height,
+                    codec = %params.codec_string(), "whip: video configuration");
+                self.avcc = Some(avcc);
+                Some(params)
+            }
+            Err(e) => {
+                tracing::warn!(channel = %self.channel, error = %e, "whip: bad parameter sets ignored");
+                None
+            }
+        }
+    }
+
+    fn audio(&mut self, rtp: u64, opus: &[u8], arrival: Instant) {
+        if opus.is_empty() {
+            return;
+        }
+        let Some(ticks) = self.clock.audio(rtp, arrival) else {
+            return;
+        };
+        let Some(tx) = &mut self.audio else { return };
+        let pts = ticks * AUDIO_RATE as i64 / i64::from(TIMEBASE);
+        let mut out = std::mem::take(&mut self.aac);
+        if let Err(e) = tx.push(opus, pts, &mut out) {
+            self.audio_errors += 1;
+            if self.audio_errors == 1 {
+                tracing::warn!(channel = %self.channel, error = %e, "whip: Opus packet dropped");
+            }
+        }
+        self.send_aac(&mut out);
+        self.aac = out;
+    }
+
+    fn send_aac(&mut self, frames: &mut Vec<AacFrame>) {
+        for f in frames.drain(..) {
+            let t = f.pts * i64::from(TIMEBASE) / AUDIO_RATE as i64;
+            if t < 0 {
+                continue;
+            }
+            self.publisher.send(IngestEvent::Packet(Packet {
+                track: TrackKind::Audio,
+                dts: t,
+                pts: t,
+                keyframe: true,
+                data: f.data,
+            }));
+        }
+    }
+}

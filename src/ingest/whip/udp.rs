@@ -1,0 +1,363 @@
+//! The WHIP UDP socket: one tokio task owns it and every session's sans-IO
+//! state, routes each datagram to its session by source address (or by ICE
+//! credentials for a new address), and wakes each session when its timer is
+//! due. The only WHIP code that touches the socket.
+
+use super::media::{MediaMsg, MediaThread};
+use super::session::{End, Session, SessionTiming, Transmit};
+use crate::hub::Publisher;
+use crate::metrics::METRICS;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use str0m::Rtc;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// Frames queued between a session and its media thread (about 2 s of
+/// 30 fps video with its audio); a full queue drops and asks for an IDR.
+const MEDIA_QUEUE: usize = 256;
+/// Largest datagram read; WebRTC stays under the path MTU.
+const MAX_DATAGRAM: usize = 2048;
+/// How long the task sleeps with no session to wake.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// What a running node needs to set up WHIP sessions.
+#[derive(Clone, Debug)]
+pub struct WhipSettings {
+    pub timing: SessionTiming,
+    pub max_sessions: usize,
+    pub audio_bps: u64,
+}
+
+/// The node's WHIP side: the UDP task's mailbox and the table of sessions
+/// the HTTP handlers consult.
+pub struct Whip {
+    pub(super) settings: WhipSettings,
+    /// Host candidates every answer announces.
+    pub(super) candidates: Vec<SocketAddr>,
+    commands: mpsc::UnboundedSender<Command>,
+    /// Session id to channel id, for DELETE and the session cap.
+    sessions: Arc<Mutex<HashMap<String, String>>>,
+}
+
+pub(super) enum Command {
+    Start {
+        id: String,
+        channel: String,
+        rtc: Box<Rtc>,
+        media: crossbeam_channel::Sender<MediaMsg>,
+    },
+    Stop {
+        id: String,
+    },
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Whip {
+    /// Binds the UDP socket and starts its task. `ips`: the addresses to
+    /// announce; empty means every local address of the socket's family.
+    pub async fn start(
+        udp_addr: SocketAddr,
+        ips: &[IpAddr],
+        settings: WhipSettings,
+    ) -> std::io::Result<Arc<Whip>> {
+        let socket = UdpSocket::bind(udp_addr).await?;
+        let local = socket.local_addr()?;
+        let candidates = candidates(local, ips)?;
+        tracing::info!(addr = %local, candidates = ?candidates, "whip: listening (UDP, ICE-lite)");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sessions = Arc::new(Mutex::new(HashMap::new()));
+        let task = Task {
+            socket,
+            candidates: candidates.clone(),
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            shared: sessions.clone(),
+            timing: settings.timing,
+            out: Vec::new(),
+        };
+        tokio::spawn(task.run(rx));
+        Ok(Arc::new(Whip {
+            settings,
+            candidates,
+            commands: tx,
+            sessions,
+        }))
+    }
+
+    pub fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    /// The channel of a session, if it exists.
+    pub fn session_channel(&self, id: &str) -> Option<String> {
+        lock(&self.sessions).get(id).cloned()
+    }
+
+    /// Hands a negotiated session to the UDP task, with a media thread
+    /// that owns `publisher`.
+    pub(super) fn start_session(
+        &self,
+        channel: &str,
+        rtc: Rtc,
+        publisher: Publisher,
+        audio: bool,
+    ) -> std::io::Result<String> {
+        let id = session_id();
+        let (tx, rx) = crossbeam_channel::bounded(MEDIA_QUEUE);
+        let audio_bps = audio.then_some(self.settings.audio_bps);
+        let worker = MediaThread::new(channel.to_string(), publisher, audio_bps);
+        std::thread::Builder::new()
+            .name(format!("whip-{channel}"))
+            .spawn(move || worker.run(rx))?;
+        lock(&self.sessions).insert(id.clone(), channel.to_string());
+        let _ = self.commands.send(Command::Start {
+            id: id.clone(),
+            channel: channel.to_string(),
+            rtc: Box::new(rtc),
+            media: tx,
+        });
+        Ok(id)
+    }
+
+    pub(super) fn stop_session(&self, id: &str) {
+        let _ = self.commands.send(Command::Stop { id: id.to_string() });
+    }
+}
+
+/// 128 random bits: the session URL is the capability to end the session.
+fn session_id() -> String {
+    let bits: u128 = rand::random();
+    format!("{bits:032x}")
+}
+
+/// The host candidates: the configured addresses, else every address of
+/// the socket's family on this host's interfaces (the socket's own
+/// address when it is bound to one).
+fn candidates(local: SocketAddr, ips: &[IpAddr]) -> std::io::Result<Vec<SocketAddr>> {
+    let port = local.port();
+    let mut out: Vec<SocketAddr> = if !ips.is_empty() {
+        ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
+    } else if !local.ip().is_unspecified() {
+        vec![local]
+    } else {
+        if_addrs::get_if_addrs()?
+            .into_iter()
+            .map(|i| i.ip())
+            .filter(|ip| ip.is_ipv4() == local.is_ipv4())
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect()
+    };
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        return Err(std::io::Error::other(
+            "whip: no address to announce as an ICE candidate; set whip.ips",
+        ));
+    }
+    Ok(out)
+}
+
+struct Task {
+    socket: UdpSocket,
+    candidates: Vec<SocketAddr>,
+    sessions: HashMap<String, Session>,
+    /// A peer address and the local candidate it sends to, per session.
+    by_addr: HashMap<SocketAddr, (String, SocketAddr)>,
+    shared: Arc<Mutex<HashMap<String, String>>>,
+    timing: SessionTiming,
+    out: Vec<Transmit>,
+}
+
+impl Task {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let now = Instant::now();
+            let deadline = self
+                .sessions
+                .values()
+                .map(Session::deadline)
+                .min()
+                .unwrap_or(now + IDLE_WAKE);
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => self.datagram(from, &buf[..n]),
+                    // Linux reports ICMP errors for earlier sends here;
+                    // they concern one peer, never the socket.
+                    Err(e) => tracing::debug!(error = %e, "whip: recv_from"),
+                },
+                c = commands.recv() => match c {
+                    Some(c) => self.command(c),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => self.tick(),
+            }
+            self.send();
+            self.reap();
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = Instant::now();
+        match c {
+            Command::Start {
+                id,
+                channel,
+                rtc,
+                media,
+            } => {
+                let s = Session::new(channel, *rtc, media, self.timing, now, &mut self.out);
+                self.sessions.insert(id, s);
+            }
+            Command::Stop { id } => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.end(End::Deleted);
+                }
+            }
+        }
+    }
+
+    fn datagram(&mut self, from: SocketAddr, data: &[u8]) {
+        let now = Instant::now();
+        let known = self.by_addr.get(&from).cloned();
+        let (id, to) = match known {
+            Some(k) => k,
+            None => match self.claim(now, from, data) {
+                Some(k) => k,
+                None => return,
+            },
+        };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            self.by_addr.remove(&from);
+            return;
+        };
+        if !s.receive(now, from, to, data, &mut self.out) {
+            dropped("refused");
+        }
+    }
+
+    /// Finds the session a datagram from a new address belongs to: only an
+    /// ICE binding request with a session's credentials opens an address.
+    fn claim(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Option<(String, SocketAddr)> {
+        if !is_stun(data) {
+            dropped("unknown_source");
+            return None;
+        }
+        let to = self.local_for(from)?;
+        let found = self
+            .sessions
+            .iter()
+            .find(|(_, s)| s.ended().is_none() && s.accepts(now, from, to, data))
+            .map(|(id, _)| id.clone());
+        match found {
+            Some(id) => {
+                self.by_addr.insert(from, (id.clone(), to));
+                Some((id, to))
+            }
+            None => {
+                dropped("unknown_source");
+                None
+            }
+        }
+    }
+
+    /// The candidate a peer's datagrams arrive on: the only one of its
+    /// family, else the one the kernel routes replies from.
+    fn local_for(&self, from: SocketAddr) -> Option<SocketAddr> {
+        let same: Vec<SocketAddr> = self
+            .candidates
+            .iter()
+            .copied()
+            .filter(|c| c.is_ipv4() == from.is_ipv4())
+            .collect();
+        if same.len() <= 1 {
+            return same.first().copied();
+        }
+        let unspecified: SocketAddr = if from.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let routed = std::net::UdpSocket::bind(unspecified)
+            .and_then(|s| s.connect(from).and_then(|()| s.local_addr()))
+            .ok()
+            .map(|a| a.ip());
+        same.iter()
+            .find(|c| Some(c.ip()) == routed)
+            .or(same.first())
+            .copied()
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        for s in self.sessions.values_mut() {
+            if s.deadline() <= now {
+                s.tick(now, &mut self.out);
+            }
+        }
+    }
+
+    fn send(&mut self) {
+        for t in self.out.drain(..) {
+            // A full socket buffer loses this datagram like the network
+            // would; RTCP and DTLS retransmit, and the loop never blocks.
+            if let Err(e) = self.socket.try_send_to(&t.data, t.to) {
+                tracing::debug!(to = %t.to, error = %e, "whip: send dropped");
+            }
+        }
+    }
+
+    /// Drops ended sessions: their media threads flush and release the
+    /// channel's publisher.
+    fn reap(&mut self) {
+        let ended: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.ended().is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ended {
+            let Some(s) = self.sessions.remove(&id) else {
+                continue;
+            };
+            let why = s.ended().cloned().unwrap_or(End::Deleted);
+            self.by_addr.retain(|_, (sid, _)| *sid != id);
+            lock(&self.shared).remove(&id);
+            METRICS
+                .whip_sessions_ended
+                .with_label_values(&[why.reason()])
+                .inc();
+            match &why {
+                End::Failed(e) => {
+                    tracing::warn!(channel = %s.channel, error = %e, "whip: session failed")
+                }
+                _ => {
+                    tracing::info!(channel = %s.channel, reason = why.reason(), "whip: session ended")
+                }
+            }
+        }
+    }
+}
+
+/// RFC 7983 7: STUN's first byte is 0..=3; RFC 5389 6: its magic cookie.
+fn is_stun(data: &[u8]) -> bool {
+    data.len() >= 20 && data[0] < 4 && data[4..8] == [0x21, 0x12, 0xa4, 0x42]
+}
+
+fn dropped(reason: &'static str) {
+    METRICS
+        .whip_datagrams_dropped
+        .with_label_values(&[reason])
+        .inc();
+}

@@ -1,6 +1,7 @@
 //! Decoded-video processing between decode and encode: pooled frames, the
 //! ladder scaler and the quality probe. Nothing here touches sockets or tokio.
 
+pub mod audio;
 pub mod decode;
 pub mod encode;
 pub mod frame;

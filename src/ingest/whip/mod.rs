@@ -14,5 +14,6 @@ mod timing;
 mod udp;
 
 pub use http::routes;
-pub use session::SessionTiming;
+pub use offer::{OfferError, Offered, check as check_offer};
+pub use session::{SessionTiming, negotiate};
 pub use udp::{Whip, WhipSettings};

@@ -114,7 +114,7 @@ mod tests {
 
     /// The media sections of a Chromium 156 offer (fake camera and microphone),
     /// trimmed to the lines the check reads plus a few it must ignore.
-    pub(crate) const CHROMIUM: &str = "v=0\r\n\
+    const CHROMIUM: &str = "v=0\r\n\
 o=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
 m=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n\
 a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:63 red/48000/2\r\n\
@@ -127,6 +127,12 @@ a=rtpmap:104 rtx/90000\r\na=fmtp:104 apt=103\r\n";
     #[test]
     fn chromium_offer_passes() {
         assert_eq!(check(CHROMIUM), Ok(Offered { audio: true }));
+    }
+
+    #[test]
+    fn aiortc_offer_passes() {
+        let sdp = include_str!("../../../tests/fixtures/whip/aiortc-1.16-offer.sdp");
+        assert_eq!(check(sdp), Ok(Offered { audio: true }));
     }
 
     #[test]

@@ -317,6 +317,7 @@ fn print_channels(
              \x20 OBS           Settings > Stream: Service \"Custom...\", Server {rtmp}, Stream Key {key};\n\
              \x20               Settings > Output (Advanced): Keyframe Interval 2 s\n\
              \x20 WHIP          {whip} (OBS 30+: Service \"WHIP\", Bearer Token = stream key)\n\
+             \x20 go live       {base}/publish/{id} (from a browser camera, over WHIP)\n\
              \x20 watch         {play}\n\
              \x20 HLS           {hls}\n",
             name = v.name,
@@ -324,6 +325,7 @@ fn print_channels(
             ladder = v.ladder,
             rtmp = v.ingest.rtmp,
             whip = v.ingest.whip,
+            base = cfg.http_base_url(),
             key = v.stream_key,
             hls = v.playback_url,
         )?;

@@ -1,4 +1,6 @@
-//! The `/play/<id>` page: hls.js in low-latency mode, showing the live latency.
+//! The browser pages of a channel: `/play/<id>` (hls.js in low-latency mode,
+//! showing the live latency) and `/publish/<id>` (go live from the camera
+//! over WHIP).
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -9,10 +11,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 const PAGE: &str = include_str!("player.html");
+const PUBLISH: &str = include_str!("publish.html");
 
 pub fn routes(hls_js: PathBuf) -> Router {
     Router::new()
         .route("/play/{id}", get(page))
+        .route("/publish/{id}", get(publish_page))
         .route("/assets/hls.min.js", get(script))
         .with_state(Arc::new(hls_js))
 }
@@ -24,7 +28,15 @@ fn valid_id(id: &str) -> bool {
 }
 
 async fn page(Path(id): Path<String>) -> Response {
-    if !valid_id(&id) {
+    html(PAGE, &id)
+}
+
+async fn publish_page(Path(id): Path<String>) -> Response {
+    html(PUBLISH, &id)
+}
+
+fn html(template: &str, id: &str) -> Response {
+    if !valid_id(id) {
         return (StatusCode::NOT_FOUND, "no such channel").into_response();
     }
     (
@@ -32,7 +44,7 @@ async fn page(Path(id): Path<String>) -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        PAGE.replace("{{CHANNEL}}", &id),
+        template.replace("{{CHANNEL}}", id),
     )
         .into_response()
 }

@@ -158,38 +158,83 @@ fn main() -> Result<()> {
 fn probe(args: ProbeArgs) -> Result<()> {
     let cfg = Config::load(args.config.as_deref())?;
     let found = rungs::gpu::probe::probe(&cfg.gpu);
+    let machine = rungs::transcode::backend::MachineFacts::from_probe(&found, found.nvrtc.usable);
+    let plan = new_channel_plan(&cfg, &machine)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        serde_json::to_writer(&mut out, &found)?;
+        let mut v = serde_json::to_value(&found)?;
+        v["new_channel"] = serde_json::Value::String(plan.to_string());
+        serde_json::to_writer(&mut out, &v)?;
     } else {
-        write!(out, "{found}")?;
+        write!(out, "{found}\nnew 1080p channel: {plan}")?;
     }
     writeln!(out)?;
     Ok(())
 }
 
-/// The GPU, opened with every kernel compiled now, so that a kernel that
-/// does not compile stops the start instead of failing a stream later.
+/// The backend plan a new channel with a 1080p High-profile source and the
+/// default ladder would get, with `machine` and no other load.
+fn new_channel_plan(
+    cfg: &Config,
+    machine: &rungs::transcode::backend::MachineFacts,
+) -> Result<rungs::transcode::backend::ChannelPlan> {
+    use rungs::transcode::backend::{StreamFacts, plan};
+    use rungs::transcode::frame::Size;
+    let rungs = cfg
+        .ladders()?
+        .plan(&cfg.transcode.default_ladder, Size::new(1920, 1080))?
+        .len();
+    let stream = StreamFacts {
+        profile_idc: 100,
+        chroma_format_idc: Some(1),
+        bit_depth: Some(8),
+        width: 1920,
+        height: 1080,
+    };
+    Ok(plan(cfg.gpu.enabled, machine, &[], &stream, rungs))
+}
+
+/// Every GPU `gpu.devices` allows, opened with every kernel compiled now, so
+/// that a kernel that does not compile stops the start instead of failing a
+/// stream later; channels then share them, each going to the least loaded.
 /// `on` without a usable GPU stops the start, saying why; `auto` falls back
 /// to the CPU backends with one log line.
-fn open_gpu(cfg: &Config) -> Result<Option<Arc<rungs::gpu::device::Gpu>>> {
+fn open_gpu(cfg: &Config) -> Result<Option<Arc<rungs::transcode::backend::GpuRuntime>>> {
     use rungs::config::GpuMode;
     use rungs::gpu::device::{Gpu, GpuError};
+    use rungs::transcode::backend::{GpuPool, GpuRuntime, MachineFacts};
+    let cpu = |why: String| -> Result<Option<Arc<GpuRuntime>>> {
+        let plan = new_channel_plan(cfg, &MachineFacts::cpu_only(why))?;
+        tracing::info!(%plan, "backends of a new 1080p channel");
+        Ok(None)
+    };
     if cfg.gpu.enabled == GpuMode::Off {
-        return Ok(None);
+        return cpu("gpu.enabled = \"off\"".into());
     }
     let required = cfg.gpu.enabled == GpuMode::On;
-    if let Err(why) = rungs::gpu::probe::probe(&cfg.gpu).require() {
+    let probe = rungs::gpu::probe::probe(&cfg.gpu);
+    if let Err(why) = probe.require() {
         if required {
             return Err(why.into());
         }
         tracing::info!(reason = %why, "CPU backends");
-        return Ok(None);
+        return cpu(why.to_string());
     }
-    match Gpu::open(&cfg.gpu) {
-        Ok(gpu) => {
-            tracing::info!(gpu = gpu.index, name = %gpu.name, "CUDA kernels compiled");
-            Ok(Some(gpu))
+    match Gpu::open_all(&cfg.gpu) {
+        Ok(gpus) => {
+            for gpu in &gpus {
+                tracing::info!(gpu = gpu.index, name = %gpu.name, "CUDA kernels compiled");
+            }
+            let machine = MachineFacts::from_probe(&probe, true);
+            let plan = new_channel_plan(cfg, &machine)?;
+            tracing::info!(%plan, "backends of a new 1080p channel");
+            let runtime = GpuRuntime::new(GpuPool::new(cfg.gpu.enabled, machine), gpus);
+            for gpu in runtime.gpus() {
+                if let Ok(bytes) = gpu.memory_used() {
+                    runtime.pool.set_memory_used(gpu.index, bytes);
+                }
+            }
+            Ok(Some(runtime))
         }
         Err(e @ GpuError::Kernel(_)) => Err(e.into()),
         Err(e) if required => Err(e.into()),
@@ -201,10 +246,11 @@ fn open_gpu(cfg: &Config) -> Result<Option<Arc<rungs::gpu::device::Gpu>>> {
 }
 
 fn transcode(args: TranscodeArgs) -> Result<()> {
+    // Warnings only: a stage that falls back to the CPU says so.
+    init_logs("warn");
     let cfg = Config::load(args.config.as_deref())?;
-    // Held for the run: the GPU context and its compiled kernels.
-    let _gpu = open_gpu(&cfg)?;
-    let mut pipeline = pipeline_config(&cfg)?;
+    let gpu = open_gpu(&cfg)?;
+    let mut pipeline = pipeline_config(&cfg, gpu)?;
     if let Some(l) = args.ladder {
         pipeline.ladders.check(&l)?;
         pipeline.ladder = l;
@@ -370,18 +416,25 @@ fn admin_token(cfg: &Config) -> Result<String> {
     Ok(token)
 }
 
-fn serve(args: ServeArgs) -> Result<()> {
+/// Logs to stderr at `level` unless RUST_LOG says otherwise.
+fn init_logs(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    init_logs("info");
     let mut cfg = args.common.load()?;
-    // Held for the node's life: the GPU context and its compiled kernels.
-    let _gpu = open_gpu(&cfg)?;
+    let gpu = open_gpu(&cfg)?;
+    if let Some(runtime) = &gpu {
+        watch_gpu_memory(runtime.clone());
+    }
     if let Some(a) = args.rtmp_addr {
         cfg.rtmp_addr = a;
     }
@@ -397,7 +450,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             reconnect_grace: cfg.reconnect_grace()?,
             ended_linger: cfg.ended_linger()?,
             queue_packets: cfg.ingest.queue_packets,
-            transcode: pipeline_config(&cfg)?,
+            transcode: pipeline_config(&cfg, gpu)?,
         },
     );
     METRICS.start_time.set(
@@ -458,8 +511,33 @@ fn serve(args: ServeArgs) -> Result<()> {
     })
 }
 
+/// Refreshes each GPU's memory in use (`rungs_gpu_memory_used_bytes`, and
+/// the free memory that places new channels) every few seconds.
+fn watch_gpu_memory(runtime: Arc<rungs::transcode::backend::GpuRuntime>) {
+    let spawned = std::thread::Builder::new()
+        .name("gpu-memory".into())
+        .spawn(move || {
+            loop {
+                for gpu in runtime.gpus() {
+                    if let Ok(bytes) = gpu.memory_used() {
+                        runtime.pool.set_memory_used(gpu.index, bytes);
+                    }
+                }
+                std::thread::sleep(GPU_MEMORY_EVERY);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "GPU memory is not watched");
+    }
+}
+
+const GPU_MEMORY_EVERY: Duration = Duration::from_secs(5);
+
 /// The live pipeline settings from config; each channel sets its ladder.
-fn pipeline_config(cfg: &Config) -> Result<PipelineConfig> {
+fn pipeline_config(
+    cfg: &Config,
+    gpu: Option<Arc<rungs::transcode::backend::GpuRuntime>>,
+) -> Result<PipelineConfig> {
     let t = &cfg.transcode;
     Ok(PipelineConfig {
         ladder: t.default_ladder.clone(),
@@ -474,6 +552,7 @@ fn pipeline_config(cfg: &Config) -> Result<PipelineConfig> {
         queue_frames: t.queue_frames,
         quality_every_gops: t.quality_every_gops,
         frame_rate: None,
+        gpu,
     })
 }
 

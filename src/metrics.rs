@@ -57,6 +57,18 @@ pub struct Metrics {
     pub whip_sessions_ended: IntCounterVec,
     /// Datagrams on the WHIP UDP port that no session took, per reason.
     pub whip_datagrams_dropped: IntCounterVec,
+    /// Live rungs per encode backend (`x264`, `nvenc`).
+    pub rungs_by_backend: IntGaugeVec,
+    /// Streams decoded in software although a GPU was chosen for them, per reason.
+    pub decode_backend_fallbacks: IntCounterVec,
+    /// Rungs encoded with libx264 although a GPU was chosen for them, per reason.
+    pub encode_backend_fallbacks: IntCounterVec,
+    /// Device memory in use per GPU (everything on it, not only this node's).
+    pub gpu_memory_used: IntGaugeVec,
+    /// GPU time spent in the node's kernels, per device and kernel.
+    pub gpu_kernel_seconds: CounterVec,
+    /// Open NVDEC and NVENC sessions per GPU.
+    pub gpu_sessions: IntGaugeVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -220,6 +232,48 @@ impl Metrics {
                 "Datagrams on the WHIP UDP port that no session took.",
                 &["reason"],
             ),
+            rungs_by_backend: IntGaugeVec::new(
+                Opts::new(
+                    "rungs_rungs_by_backend",
+                    "Live transcoded rungs per encode backend (x264, nvenc).",
+                ),
+                &["backend"],
+            )
+            .expect("static metric definition"),
+            decode_backend_fallbacks: counter(
+                "rungs_decode_backend_fallbacks_total",
+                "Streams decoded in software although a GPU was chosen for them, by reason.",
+                &["reason"],
+            ),
+            encode_backend_fallbacks: counter(
+                "rungs_encode_backend_fallbacks_total",
+                "Rungs encoded with libx264 although a GPU was chosen for them, by reason.",
+                &["reason"],
+            ),
+            gpu_memory_used: IntGaugeVec::new(
+                Opts::new(
+                    "rungs_gpu_memory_used_bytes",
+                    "Device memory in use on a GPU (by every process).",
+                ),
+                &["device"],
+            )
+            .expect("static metric definition"),
+            gpu_kernel_seconds: CounterVec::new(
+                Opts::new(
+                    "rungs_gpu_kernel_seconds_total",
+                    "GPU time spent in the node's CUDA kernels.",
+                ),
+                &["device", "kernel"],
+            )
+            .expect("static metric definition"),
+            gpu_sessions: IntGaugeVec::new(
+                Opts::new(
+                    "rungs_gpu_sessions",
+                    "Open hardware decode (nvdec) and encode (nvenc) sessions on a GPU.",
+                ),
+                &["device", "kind"],
+            )
+            .expect("static metric definition"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -247,6 +301,12 @@ impl Metrics {
             Box::new(m.whip_connect_seconds.clone()),
             Box::new(m.whip_sessions_ended.clone()),
             Box::new(m.whip_datagrams_dropped.clone()),
+            Box::new(m.rungs_by_backend.clone()),
+            Box::new(m.decode_backend_fallbacks.clone()),
+            Box::new(m.encode_backend_fallbacks.clone()),
+            Box::new(m.gpu_memory_used.clone()),
+            Box::new(m.gpu_kernel_seconds.clone()),
+            Box::new(m.gpu_sessions.clone()),
         ];
         for c in collectors {
             m.registry
@@ -294,6 +354,10 @@ impl Metrics {
         let _ = self
             .rung_encode_seconds
             .remove_label_values(&[channel, r, "x264"]);
+        let _ = self.rung_frames.remove_label_values(&[channel, r, "nvenc"]);
+        let _ = self
+            .rung_encode_seconds
+            .remove_label_values(&[channel, r, "nvenc"]);
         let _ = self.rung_realtime_ratio.remove_label_values(&[channel, r]);
         let _ = self.rung_queue_frames.remove_label_values(&[channel, r]);
         let _ = self.rung_dropped_gops.remove_label_values(&[channel, r]);

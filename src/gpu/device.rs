@@ -29,6 +29,12 @@ pub(crate) fn driver(what: &'static str) -> impl FnOnce(DriverError) -> GpuError
     move |source| GpuError::Driver { what, source }
 }
 
+/// Whether libcuda can be loaded; cudarc panics on first use when it cannot.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen libcuda under its usual names.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
 pub struct Gpu {
     pub index: usize,
     pub name: String,
@@ -53,20 +59,44 @@ impl Gpu {
     /// Opens the first GPU `cfg.devices` allows and compiles the kernels for
     /// it; a kernel that does not compile is an error here, at start.
     pub fn open(cfg: &GpuConfig) -> Result<Arc<Self>, GpuError> {
-        // SAFETY: only tries to dlopen libcuda; cudarc panics on use without it.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        let index = Self::selected(cfg)?[0];
+        Self::open_index(index)
+    }
+
+    /// Opens every GPU `cfg.devices` allows, each with the kernels compiled
+    /// for it: the devices a node spreads its channels over.
+    pub fn open_all(cfg: &GpuConfig) -> Result<Vec<Arc<Self>>, GpuError> {
+        Self::selected(cfg)?
+            .into_iter()
+            .map(Self::open_index)
+            .collect()
+    }
+
+    /// The CUDA ordinals `cfg.devices` allows among those present (never empty).
+    fn selected(cfg: &GpuConfig) -> Result<Vec<usize>, GpuError> {
+        if !driver_present() {
             return Err(GpuError::NoDriver);
         }
         let count = CudaContext::device_count().map_err(driver("cuDeviceGetCount"))?;
         let count = usize::try_from(count).unwrap_or(0);
-        let index = (0..count)
-            .find(|i| cfg.devices.is_empty() || cfg.devices.contains(i))
-            .ok_or_else(|| {
-                GpuError::NoDevice(format!(
-                    "the driver sees {count} GPU(s), gpu.devices = {:?}",
-                    cfg.devices
-                ))
-            })?;
+        let selected: Vec<usize> = (0..count)
+            .filter(|i| cfg.devices.is_empty() || cfg.devices.contains(i))
+            .collect();
+        if selected.is_empty() {
+            return Err(GpuError::NoDevice(format!(
+                "the driver sees {count} GPU(s), gpu.devices = {:?}",
+                cfg.devices
+            )));
+        }
+        Ok(selected)
+    }
+
+    /// Opens GPU `index` (its primary context, which FFmpeg's NVDEC shares)
+    /// and loads the kernels compiled for it.
+    pub fn open_index(index: usize) -> Result<Arc<Self>, GpuError> {
+        if !driver_present() {
+            return Err(GpuError::NoDriver);
+        }
         let ctx = CudaContext::new(index).map_err(driver("cuCtxCreate"))?;
         let name = ctx.name().map_err(driver("cuDeviceGetName"))?;
         let (major, minor) = ctx
@@ -104,5 +134,11 @@ impl Gpu {
 
     pub(crate) fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
+    }
+
+    /// Device memory in use on this GPU, by every process.
+    pub fn memory_used(&self) -> Result<u64, GpuError> {
+        let (free, total) = self.ctx.mem_get_info().map_err(driver("cuMemGetInfo"))?;
+        Ok(total.saturating_sub(free) as u64)
     }
 }

@@ -13,6 +13,7 @@ use cudarc::driver::{
 use crate::gpu::device::{Gpu, GpuError, driver};
 use crate::transcode::frame::{Frame, Layout, Plane, Size};
 use crate::transcode::quality::{FrameMse, Ssim};
+use crate::transcode::scale::cuda::KernelTiming;
 
 /// Threads per block of both kernels.
 const THREADS: u32 = 256;
@@ -63,6 +64,7 @@ pub struct GpuQuality {
     up: PinnedHostSlice<u8>,
     sse_host: Vec<u64>,
     ssim_host: Vec<f64>,
+    timing: KernelTiming,
 }
 
 impl GpuQuality {
@@ -96,6 +98,7 @@ impl GpuQuality {
         // the copies in flight on it before handing out slices.
         let up = unsafe { gpu.context().alloc_pinned::<u8>(2 * capacity * len) }
             .map_err(driver("cuMemHostAlloc"))?;
+        let timing = KernelTiming::new(&gpu, "quality")?;
         Ok(Self {
             gpu,
             stream,
@@ -109,6 +112,7 @@ impl GpuQuality {
             up,
             sse_host: vec![0; 3 * capacity],
             ssim_host: vec![0.0; 3 * capacity],
+            timing,
         })
     }
 
@@ -150,13 +154,16 @@ impl GpuQuality {
         self.stream
             .memcpy_htod(&self.up, &mut self.frames)
             .map_err(driver("cuMemcpyHtoDAsync"))?;
+        self.timing.start(&self.stream)?;
         self.launch(n)?;
+        self.timing.end(&self.stream)?;
         let s = &self.stream;
         s.memcpy_dtoh(&self.sse, &mut self.sse_host)
             .map_err(driver("cuMemcpyDtoH"))?;
         s.memcpy_dtoh(&self.ssim, &mut self.ssim_host)
             .map_err(driver("cuMemcpyDtoH"))?;
         s.synchronize().map_err(driver("cuStreamSynchronize"))?;
+        self.timing.account();
 
         Ok(scores(&self.layout, n, &self.sse_host, &self.ssim_host))
     }

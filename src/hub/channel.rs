@@ -133,7 +133,7 @@ fn apply(packager: &mut ChannelPackager, out: Output) {
             now,
             arrival,
         } => packager.push_rung(rung, RungEvent::Packet(packet), now, arrival),
-        Output::Summary { .. } => {}
+        Output::Summary { .. } | Output::Backends(_) => {}
     }
 }
 

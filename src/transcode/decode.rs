@@ -1,6 +1,9 @@
 //! `VideoDecoder`: H.264 samples in, pooled YUV 4:2:0 frames out, through FFmpeg's software
-//! decoder. Owns the FFmpeg decoder context and nothing else: it never scales, converts pixel
-//! formats or touches threads of its own beyond FFmpeg's frame threads.
+//! decoder or through NVDEC (FFmpeg's cuda hwaccel), whose pictures stay in device memory
+//! until someone asks for them on the host. Owns the FFmpeg decoder context and nothing else:
+//! it never scales, converts pixel formats or touches threads of its own beyond FFmpeg's frame
+//! threads, and it never falls back from NVDEC to software by itself (the pipeline does, per
+//! stream, and says so).
 
 use std::collections::VecDeque;
 
@@ -44,6 +47,10 @@ pub enum DecodeError {
     NoTimestamp { pts: i64 },
     #[error("decoded picture at pts {pts}: {source}")]
     Frame { pts: i64, source: FrameError },
+    #[error("NVDEC: FFmpeg cannot open CUDA device {device}: {why}")]
+    NvdecDevice { device: usize, why: String },
+    #[error("NVDEC picture at pts {pts} cannot be copied to the host: {source}")]
+    Download { pts: i64, source: ffmpeg::Error },
 }
 
 /// One decoded picture and whether its source access unit was a keyframe: every transcoded
@@ -53,6 +60,112 @@ pub struct DecodedFrame {
     pub frame: Frame,
     pub keyframe: bool,
 }
+
+/// A picture NVDEC left in device memory: NV12 in one of FFmpeg's CUDA surfaces, which goes
+/// back to FFmpeg's pool when this is dropped. Hold few at once: the pool has
+/// [`EXTRA_SURFACES`] to spare beyond what the decoder itself needs.
+pub struct DeviceFrame {
+    picture: ffmpeg::frame::Video,
+    pts: i64,
+    pub keyframe: bool,
+    size: Size,
+}
+
+impl std::fmt::Debug for DeviceFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceFrame")
+            .field("pts", &self.pts)
+            .field("keyframe", &self.keyframe)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceFrame {
+    pub fn pts(&self) -> i64 {
+        self.pts
+    }
+
+    pub fn size(&self) -> Size {
+        self.size
+    }
+
+    /// (device address, pitch in bytes) of the Y plane and of the interleaved UV plane, in
+    /// the CUDA context of the device the decoder was opened on.
+    pub fn nv12(&self) -> ((u64, usize), (u64, usize)) {
+        // SAFETY: a decoded AV_PIX_FMT_CUDA frame (checked when it was taken) holds device
+        // pointers to its NV12 planes in data[0] and data[1] with their pitches in linesize.
+        unsafe {
+            let raw = self.picture.as_ptr();
+            let plane = |i: usize| ((*raw).data[i] as u64, (*raw).linesize[i].max(0) as usize);
+            (plane(0), plane(1))
+        }
+    }
+
+    /// Copies the picture to the host, into a pooled frame: the path when the scaler runs on
+    /// the CPU.
+    pub fn download(&self, pool: &FramePool) -> Result<DecodedFrame> {
+        let pts = self.pts;
+        let mut sw = ffmpeg::frame::Video::empty();
+        // SAFETY: both frames are valid; av_hwframe_transfer_data allocates `sw`'s buffers in
+        // the surface's software format (NV12) and copies the picture into them.
+        let ret = unsafe {
+            ffmpeg::ffi::av_hwframe_transfer_data(sw.as_mut_ptr(), self.picture.as_ptr(), 0)
+        };
+        if ret < 0 {
+            return Err(DecodeError::Download {
+                pts,
+                source: ffmpeg::Error::from(ret),
+            });
+        }
+        let mut frame = pool
+            .get()
+            .map_err(|source| DecodeError::Frame { pts, source })?;
+        frame
+            .copy_from_nv12((sw.data(0), sw.stride(0)), (sw.data(1), sw.stride(1)))
+            .map_err(|source| DecodeError::Frame { pts, source })?;
+        frame.set_pts(pts);
+        Ok(DecodedFrame {
+            frame,
+            keyframe: self.keyframe,
+        })
+    }
+}
+
+/// A decoded picture, on the host or (NVDEC) on the device.
+#[derive(Debug)]
+pub enum Decoded {
+    Host(DecodedFrame),
+    Device(DeviceFrame),
+}
+
+impl Decoded {
+    pub fn pts(&self) -> i64 {
+        match self {
+            Decoded::Host(f) => f.frame.pts(),
+            Decoded::Device(f) => f.pts,
+        }
+    }
+
+    pub fn keyframe(&self) -> bool {
+        match self {
+            Decoded::Host(f) => f.keyframe,
+            Decoded::Device(f) => f.keyframe,
+        }
+    }
+
+    /// The picture on the host, downloaded if it is on the device.
+    pub fn into_host(self, pool: &FramePool) -> Result<DecodedFrame> {
+        match self {
+            Decoded::Host(f) => Ok(f),
+            Decoded::Device(f) => f.download(pool),
+        }
+    }
+}
+
+/// CUDA surfaces the NVDEC decoder's pool holds beyond its references, for the pictures the
+/// pipeline holds between decode and scale.
+pub const EXTRA_SURFACES: i32 = 4;
 
 /// Source keyframe flags waiting for their pictures. A decoder holds at most 16 reference
 /// pictures plus one per frame thread, so a few dozen entries cover any stream; past that the
@@ -69,6 +182,10 @@ pub struct VideoDecoder {
     /// (pts, keyframe) of packets sent and not yet seen as pictures.
     pending: VecDeque<(i64, bool)>,
     size: Size,
+    /// The CUDA device NVDEC decodes on; `None`: software.
+    nvdec: Option<usize>,
+    /// A picture has come out since the decoder was opened.
+    produced: bool,
 }
 
 impl VideoDecoder {
@@ -107,7 +224,73 @@ impl VideoDecoder {
             picture: ffmpeg::frame::Video::empty(),
             pending: VecDeque::with_capacity(PENDING_FLAGS),
             size,
+            nvdec: None,
+            produced: false,
         })
+    }
+
+    /// Opens FFmpeg's H.264 decoder with the cuda hwaccel (NVDEC) on CUDA device `device`:
+    /// pictures come out as NV12 surfaces in device memory ([`Decoded::Device`]). The device
+    /// is opened on its primary context, the one the node's kernels run in, so the scaler
+    /// reads the surfaces where they are.
+    ///
+    /// An error here (no driver, no such device) or on the first packets (NVDEC refuses the
+    /// stream: `get_format` is offered no CUDA format, or the hwaccel does not initialise)
+    /// means: decode this stream in software.
+    pub fn new_nvdec(params: &VideoParams, device: usize) -> Result<Self> {
+        let size = Size::new(params.width, params.height);
+        let open_err = |source| DecodeError::Open {
+            size,
+            nal_length_size: params.nal_length_size,
+            source,
+        };
+        init_ffmpeg();
+        let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::H264).ok_or(DecodeError::NoDecoder)?;
+        let mut ctx = ffmpeg::codec::Context::new_with_codec(codec);
+        set_extradata(&mut ctx, &params.avcc).map_err(open_err)?;
+        let hw = cuda_device(device)?;
+        // SAFETY: the context is not open yet, so nothing reads these fields concurrently.
+        // `hw` is a new reference whose ownership passes to the context (which unrefs it when
+        // freed); `cuda_format` matches the get_format signature and keeps no state.
+        unsafe {
+            let raw = ctx.as_mut_ptr();
+            (*raw).hw_device_ctx = hw;
+            (*raw).get_format = Some(cuda_format);
+            (*raw).extra_hw_frames = EXTRA_SURFACES;
+        }
+        // The hwaccel decodes one picture at a time on the GPU; frame threads would only add
+        // delay and surfaces.
+        ctx.set_threading(threading::Config {
+            kind: threading::Type::None,
+            count: 1,
+            ..Default::default()
+        });
+        let mut dec = ctx.decoder();
+        dec.set_packet_time_base(ffmpeg::Rational::new(1, TIMEBASE as i32));
+        let decoder = dec
+            .open_as(codec)
+            .and_then(|o| o.video())
+            .map_err(open_err)?;
+        Ok(Self {
+            decoder,
+            packet: ffmpeg::Packet::empty(),
+            picture: ffmpeg::frame::Video::empty(),
+            pending: VecDeque::with_capacity(PENDING_FLAGS),
+            size,
+            nvdec: Some(device),
+            produced: false,
+        })
+    }
+
+    /// The CUDA device this decoder runs NVDEC on; `None`: software.
+    pub fn nvdec_device(&self) -> Option<usize> {
+        self.nvdec
+    }
+
+    /// Whether a picture has come out since the decoder was opened: until then an NVDEC
+    /// error may mean NVDEC refuses the stream.
+    pub fn has_produced(&self) -> bool {
+        self.produced
     }
 
     /// Whether to skip the pictures no other picture refers to (non-reference B-frames) from
@@ -150,6 +333,32 @@ impl VideoDecoder {
         pool: &FramePool,
         out: &mut Vec<DecodedFrame>,
         keep: &mut dyn FnMut(i64) -> bool,
+    ) -> Result<()> {
+        self.decode_into(packet, pool, keep, false, &mut |d| {
+            if let Decoded::Host(f) = d {
+                out.push(f);
+            }
+        })
+    }
+
+    /// [`VideoDecoder::decode`], but NVDEC pictures stay in device memory
+    /// ([`Decoded::Device`]); a software decoder gives [`Decoded::Host`] ones.
+    pub fn decode_pictures(
+        &mut self,
+        packet: &Packet,
+        pool: &FramePool,
+        out: &mut Vec<Decoded>,
+    ) -> Result<()> {
+        self.decode_into(packet, pool, &mut |_| true, true, &mut |d| out.push(d))
+    }
+
+    fn decode_into(
+        &mut self,
+        packet: &Packet,
+        pool: &FramePool,
+        keep: &mut dyn FnMut(i64) -> bool,
+        device: bool,
+        out: &mut dyn FnMut(Decoded),
     ) -> Result<()> {
         let bytes = packet.data.len();
         let send_err = |source| DecodeError::Packet {
@@ -199,21 +408,39 @@ impl VideoDecoder {
             Err(e) => {
                 self.pending.pop_back();
                 // Pictures completed before the bad packet are still good.
-                self.receive(pool, out, packet.pts, keep)?;
+                self.receive(pool, packet.pts, keep, device, out)?;
                 return Err(send_err(e));
             }
         }
-        self.receive(pool, out, packet.pts, keep)
+        self.receive(pool, packet.pts, keep, device, out)
     }
 
     /// Drains the pictures still inside the decoder at the end of a stream (or before a
     /// configuration change) and leaves it ready for a new keyframe.
     pub fn flush(&mut self, pool: &FramePool, out: &mut Vec<DecodedFrame>) -> Result<()> {
+        self.flush_into(pool, false, &mut |d| {
+            if let Decoded::Host(f) = d {
+                out.push(f);
+            }
+        })
+    }
+
+    /// [`VideoDecoder::flush`], NVDEC pictures left on the device.
+    pub fn flush_pictures(&mut self, pool: &FramePool, out: &mut Vec<Decoded>) -> Result<()> {
+        self.flush_into(pool, true, &mut |d| out.push(d))
+    }
+
+    fn flush_into(
+        &mut self,
+        pool: &FramePool,
+        device: bool,
+        out: &mut dyn FnMut(Decoded),
+    ) -> Result<()> {
         let last = self.pending.back().map_or(0, |p| p.0);
         if let Err(source) = self.decoder.send_eof() {
             return Err(DecodeError::Receive { pts: last, source });
         }
-        let drained = self.receive(pool, out, last, &mut |_| true);
+        let drained = self.receive(pool, last, &mut |_| true, device, out);
         // Back to a fresh state even after an error, so the next keyframe decodes.
         self.decoder.flush();
         self.pending.clear();
@@ -223,9 +450,10 @@ impl VideoDecoder {
     fn receive(
         &mut self,
         pool: &FramePool,
-        out: &mut Vec<DecodedFrame>,
         pts: i64,
         keep: &mut dyn FnMut(i64) -> bool,
+        device: bool,
+        out: &mut dyn FnMut(Decoded),
     ) -> Result<()> {
         loop {
             match self.decoder.receive_frame(&mut self.picture) {
@@ -236,26 +464,35 @@ impl VideoDecoder {
                 | Err(ffmpeg::Error::Eof) => return Ok(()),
                 Err(source) => return Err(DecodeError::Receive { pts, source }),
             }
-            if let Some(frame) = self.take_picture(pool, pts, keep)? {
-                out.push(frame);
+            self.produced = true;
+            if let Some(picture) = self.take_picture(pool, pts, keep, device)? {
+                out(picture);
             }
         }
     }
 
-    /// Copies the picture FFmpeg just returned into a pooled frame, if `keep` wants it.
+    /// Copies the picture FFmpeg just returned into a pooled frame, if `keep` wants it; an
+    /// NVDEC picture stays on the device when `device` is set.
     fn take_picture(
         &mut self,
         pool: &FramePool,
         packet_pts: i64,
         keep: &mut dyn FnMut(i64) -> bool,
-    ) -> Result<Option<DecodedFrame>> {
+        device: bool,
+    ) -> Result<Option<Decoded>> {
         let pic = &self.picture;
         let pts = pic
             .pts()
             .or_else(|| pic.timestamp())
             .ok_or(DecodeError::NoTimestamp { pts: packet_pts })?;
         let format = pic.format();
-        if !matches!(format, Pixel::YUV420P | Pixel::YUVJ420P) {
+        let on_device = format == Pixel::CUDA;
+        if on_device {
+            let sw = surface_format(pic);
+            if sw != Pixel::NV12 {
+                return Err(DecodeError::PixelFormat { format: sw, pts });
+            }
+        } else if !matches!(format, Pixel::YUV420P | Pixel::YUVJ420P) {
             return Err(DecodeError::PixelFormat { format, pts });
         }
         let decoded = Size::new(pic.width(), pic.height());
@@ -275,6 +512,21 @@ impl VideoDecoder {
         if !keep(pts) {
             return Ok(None);
         }
+        if on_device {
+            // The surface goes with the picture; the decoder gets a fresh frame to fill.
+            let picture = std::mem::replace(&mut self.picture, ffmpeg::frame::Video::empty());
+            let frame = DeviceFrame {
+                picture,
+                pts,
+                keyframe,
+                size: decoded,
+            };
+            return Ok(Some(if device {
+                Decoded::Device(frame)
+            } else {
+                Decoded::Host(frame.download(pool)?)
+            }));
+        }
         let mut frame = pool
             .get()
             .map_err(|source| DecodeError::Frame { pts, source })?;
@@ -286,8 +538,74 @@ impl VideoDecoder {
             ])
             .map_err(|source| DecodeError::Frame { pts, source })?;
         frame.set_pts(pts);
-        Ok(Some(DecodedFrame { frame, keyframe }))
+        Ok(Some(Decoded::Host(DecodedFrame { frame, keyframe })))
     }
+}
+
+/// The software format of a hardware picture's surfaces (NV12 for 8-bit 4:2:0 from NVDEC).
+fn surface_format(pic: &ffmpeg::frame::Video) -> Pixel {
+    // SAFETY: a hardware frame's hw_frames_ctx, when set, is a reference to an
+    // AVHWFramesContext buffer, valid while the frame holds it.
+    unsafe {
+        let frames = (*pic.as_ptr()).hw_frames_ctx;
+        if frames.is_null() {
+            return Pixel::None;
+        }
+        let ctx = (*frames).data.cast::<ffmpeg::ffi::AVHWFramesContext>();
+        Pixel::from((*ctx).sw_format)
+    }
+}
+
+/// `get_format` for NVDEC: the CUDA format when FFmpeg offers it (the hwaccel supports the
+/// stream), else none, which fails the decode instead of silently decoding in software on a
+/// decoder the pipeline believes to be NVDEC.
+unsafe extern "C" fn cuda_format(
+    _ctx: *mut ffmpeg::ffi::AVCodecContext,
+    formats: *const ffmpeg::ffi::AVPixelFormat,
+) -> ffmpeg::ffi::AVPixelFormat {
+    use ffmpeg::ffi::AVPixelFormat::{AV_PIX_FMT_CUDA, AV_PIX_FMT_NONE};
+    let mut at = formats;
+    // SAFETY: FFmpeg passes a list terminated by AV_PIX_FMT_NONE.
+    unsafe {
+        while !at.is_null() && *at != AV_PIX_FMT_NONE {
+            if *at == AV_PIX_FMT_CUDA {
+                return AV_PIX_FMT_CUDA;
+            }
+            at = at.add(1);
+        }
+    }
+    AV_PIX_FMT_NONE
+}
+
+/// A new reference to FFmpeg's CUDA device `device`, on the device's primary context.
+fn cuda_device(device: usize) -> Result<*mut ffmpeg::ffi::AVBufferRef> {
+    use ffmpeg::ffi;
+    let name = std::ffi::CString::new(device.to_string()).expect("digits have no NUL");
+    let mut hw = std::ptr::null_mut();
+    let mut opts = std::ptr::null_mut();
+    // SAFETY: av_dict_set copies the C strings into a new dictionary that is freed below;
+    // av_hwdevice_ctx_create reads the name and options during the call and on success
+    // stores a new reference in `hw`.
+    let ret = unsafe {
+        ffi::av_dict_set(&mut opts, c"primary_ctx".as_ptr(), c"1".as_ptr(), 0);
+        let ret = ffi::av_hwdevice_ctx_create(
+            &mut hw,
+            ffi::AVHWDeviceType::AV_HWDEVICE_TYPE_CUDA,
+            name.as_ptr(),
+            opts,
+            0,
+        );
+        ffi::av_dict_free(&mut opts);
+        ret
+    };
+    if ret < 0 {
+        let mut why = ffmpeg::Error::from(ret).to_string();
+        if !crate::gpu::device::driver_present() {
+            why.push_str(" (no CUDA driver: libcuda.so.1 not found)");
+        }
+        return Err(DecodeError::NvdecDevice { device, why });
+    }
+    Ok(hw)
 }
 
 /// Runs `ffmpeg_next::init` once per process. It fills the table that FFmpeg error messages
@@ -564,6 +882,42 @@ mod tests {
         let err = result.unwrap_err();
         assert!(matches!(err, DecodeError::PixelFormat { .. }), "{err}");
         assert!(err.to_string().contains("YUV444P"), "{err}");
+    }
+
+    /// Real on both kinds of machine: without a driver (CI) NVDEC fails to
+    /// open, saying why, which is what sends a stream to software decode;
+    /// with one, its pictures (downloaded) equal the software decoder's.
+    #[test]
+    fn nvdec_fails_cleanly_without_a_driver_and_matches_software_with_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let clip = flv(dir.path(), "src", GRAPH, 30, SOURCE);
+        match VideoDecoder::new_nvdec(&clip.params, 0) {
+            Err(e) => {
+                assert!(
+                    matches!(e, DecodeError::NvdecDevice { device: 0, .. }),
+                    "{e}"
+                );
+                if !crate::gpu::device::driver_present() {
+                    assert!(e.to_string().contains("libcuda.so.1"), "{e}");
+                }
+            }
+            Ok(mut dec) => {
+                assert_eq!(dec.nvdec_device(), Some(0));
+                let pool = FramePool::new(dec.size(), 64).unwrap();
+                let mut out = Vec::new();
+                for p in &clip.packets {
+                    dec.decode(p, &pool, &mut out).unwrap();
+                }
+                dec.flush(&pool, &mut out).unwrap();
+                assert!(dec.has_produced());
+                let want = decode_all(&clip, 1);
+                assert_eq!(out.len(), want.len());
+                for (a, b) in out.iter().zip(&want) {
+                    assert_eq!((a.frame.pts(), a.keyframe), (b.frame.pts(), b.keyframe));
+                    assert!(psnr(&a.frame, &b.frame).unwrap().average.is_infinite());
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! ladder scaler and the quality probe. Nothing here touches sockets or tokio.
 
 pub mod audio;
+pub mod backend;
 pub mod decode;
 pub mod encode;
 pub mod frame;

@@ -39,6 +39,9 @@ pub struct Report {
     pub seconds: f64,
     /// `frames / seconds`.
     pub fps: f64,
+    /// The backend of each stage, e.g. `GPU 0: decode nvdec, scale cuda,
+    /// quality cuda, encode x264 x4 (the GPU has no NVENC)`.
+    pub backends: Option<String>,
     /// Source first, rungs top down, audio last.
     pub renditions: Vec<RenditionReport>,
 }
@@ -62,6 +65,8 @@ pub struct RenditionReport {
     /// Mean SSIM (`All`) of the sampled frames.
     pub ssim: Option<f64>,
     pub frames_encoded: Option<u64>,
+    /// The encode backend of a transcoded rung (`x264`, `nvenc`).
+    pub encoder: Option<&'static str>,
 }
 
 pub struct Options<'a> {
@@ -78,6 +83,8 @@ pub struct Options<'a> {
 struct Ladder {
     plan: Vec<Rung>,
     summaries: BTreeMap<usize, RungSummary>,
+    /// The last backend plan the pipeline reported.
+    backends: Option<String>,
 }
 
 impl Ladder {
@@ -93,6 +100,10 @@ impl Ladder {
             }
             Output::Summary { rung, summary } => {
                 self.summaries.insert(rung, summary);
+                Ok(())
+            }
+            Output::Backends(plan) => {
+                self.backends = Some(plan.to_string());
                 Ok(())
             }
         }
@@ -172,6 +183,7 @@ pub fn run(opts: Options<'_>) -> Result<Report, OfflineError> {
                 psnr_db: summary.and_then(|s| s.psnr.as_ref()).map(|p| p.average),
                 ssim: summary.and_then(|s| s.ssim.as_ref()).map(|s| s.all),
                 frames_encoded: summary.map(|s| s.frames),
+                encoder: summary.map(|s| s.backend),
             }
         })
         .collect();
@@ -186,6 +198,7 @@ pub fn run(opts: Options<'_>) -> Result<Report, OfflineError> {
         } else {
             0.0
         },
+        backends: ladder.backends,
         renditions,
     })
 }
@@ -279,6 +292,7 @@ mod tests {
                 queue_frames: 8,
                 quality_every_gops: 2,
                 frame_rate: Some(FrameRate::new(30, 1)),
+                gpu: None,
             },
             package: PackageConfig::default(),
             progress: false,

@@ -8,21 +8,31 @@
 //! encoder is behind skips a GOP and catches up), and the caller never
 //! blocks. Offline, every stage simply waits for the next. It never touches
 //! sockets or the packager: results come out as [`Output`]s.
+//!
+//! Backends come from the channel's plan (`transcode::backend`): NVDEC
+//! pictures stay on the GPU and the CUDA kernels scale them there, each rung
+//! downloaded once; a stage whose GPU backend does not open falls back to
+//! the CPU for this stream, with a log line and a metric.
 
 mod encoder;
 
+use crate::gpu::device::Gpu;
+use crate::gpu::quality::GpuQuality;
 use crate::media::{Packet, VideoParams};
 use crate::metrics::METRICS;
-use crate::transcode::decode::{DecodedFrame, VideoDecoder};
-use crate::transcode::encode::FrameRate;
+use crate::transcode::backend::{
+    Assignment, ChannelPlan, DecodeBackend, EncodeBackend, GpuRuntime, SoftwareDecode, Stage,
+    StreamFacts, X264Reason,
+};
+use crate::transcode::decode::{Decoded, VideoDecoder};
+use crate::transcode::encode::{FrameRate, NvencEncoder, VideoEncoder, X264Encoder};
 use crate::transcode::frame::{Frame, FramePool, Size};
 use crate::transcode::ladder::{Ladders, Rung};
-use crate::transcode::scale::Scaler;
-use crate::transcode::scale::Threading;
 use crate::transcode::scale::cpu::CpuScaler;
+use crate::transcode::scale::{GpuScaler, Scaler, Threading};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 pub use encoder::RungSummary;
-use encoder::{EncJob, RungWorker};
+use encoder::{EncJob, RungEncoder, RungWorker, rung_settings};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::thread::JoinHandle;
@@ -63,6 +73,8 @@ pub struct PipelineConfig {
     /// The source frame rate when the container says it; else estimated
     /// from the first two frames.
     pub frame_rate: Option<FrameRate>,
+    /// The node's GPUs and their shared load; `None`: CPU backends only.
+    pub gpu: Option<Arc<GpuRuntime>>,
 }
 
 /// What the pipeline hands back, in order.
@@ -86,6 +98,9 @@ pub enum Output {
     },
     /// A rung's encoder finished (end of stream or source change).
     Summary { rung: usize, summary: RungSummary },
+    /// The backend of every stage for the current source, once its rung
+    /// encoders are open, and again when a stage falls back to the CPU.
+    Backends(ChannelPlan),
 }
 
 enum Input {
@@ -237,16 +252,36 @@ impl Drop for Pipeline {
     }
 }
 
+/// The ladder scaler of one source: the CUDA kernels on a GPU channel, else
+/// the CPU's.
+enum LadderScaler {
+    Cpu(CpuScaler),
+    Gpu(Box<GpuScaler>),
+}
+
 /// The decode+scale thread's state for one source configuration.
 struct Active {
+    params: Arc<VideoParams>,
     decoder: VideoDecoder,
     source_pool: FramePool,
     plan: Vec<Rung>,
-    scaler: Option<CpuScaler>,
+    scaler: Option<LadderScaler>,
     workers: Vec<RungWorker>,
     /// A frame decoded before the frame rate was known.
-    held: Option<DecodedFrame>,
+    held: Option<Decoded>,
+    /// The backends of this source's stages and its share of a GPU.
+    assignment: Assignment,
+    /// The opened GPU the plan's device is, when the node has it open.
+    gpu: Option<Arc<Gpu>>,
+    /// Packets given to the NVDEC decoder before its first picture: if NVDEC
+    /// refuses the stream, a software decoder takes them over.
+    replay: Option<Vec<Packet>>,
 }
+
+/// Packets kept for a software decoder while NVDEC has not produced its
+/// first picture: NVDEC refuses a stream on its first keyframe, so a GOP or
+/// two is plenty.
+const MAX_REPLAY: usize = 600;
 
 struct DecodeStage {
     channel: String,
@@ -254,7 +289,7 @@ struct DecodeStage {
     out: Sender<Output>,
     active: Option<Active>,
     params: Option<Arc<VideoParams>>,
-    decoded: Vec<DecodedFrame>,
+    decoded: Vec<Decoded>,
     scaled: Vec<Frame>,
     /// (pts, wall clock, arrival) of packets sent to the decoder and not yet
     /// seen as frames; decoders hold a few dozen at most.
@@ -263,6 +298,13 @@ struct DecodeStage {
 
 /// Pending (pts, times) entries kept for frames still inside the decoder.
 const MAX_TIMES: usize = 128;
+
+/// Records that a stream planned for NVDEC decodes in software, and says why.
+fn decode_fallback(channel: &str, assignment: &mut Assignment, why: SoftwareDecode) {
+    if let Some(why) = assignment.decode_failed(why) {
+        tracing::warn!(channel = %channel, reason = %why, "NVDEC not used for this stream; decoding in software");
+    }
+}
 
 impl DecodeStage {
     fn new(channel: String, cfg: PipelineConfig, out: Sender<Output>) -> Self {
@@ -296,6 +338,28 @@ impl DecodeStage {
         self.close();
     }
 
+    /// The backend plan for a source with `rungs` rungs, and its share of a GPU.
+    fn assign(&self, params: &VideoParams, rungs: usize) -> (Assignment, Option<Arc<Gpu>>) {
+        let facts = StreamFacts::from_params(params);
+        let Some(rt) = &self.cfg.gpu else {
+            let none = ChannelPlan::cpu(
+                rungs,
+                SoftwareDecode::NoGpu("the node runs without a GPU".into()),
+                X264Reason::NoGpu,
+            );
+            return (Assignment::without_gpu(none), None);
+        };
+        let assignment = rt.pool.assign(&facts, rungs);
+        assignment.count_planned_fallbacks();
+        let gpu = assignment.plan().device.and_then(|d| rt.gpu(d).cloned());
+        if let Some(g) = &gpu
+            && let Ok(bytes) = g.memory_used()
+        {
+            rt.pool.set_memory_used(g.index, bytes);
+        }
+        (assignment, gpu)
+    }
+
     fn configure(&mut self, params: Arc<VideoParams>) {
         if self.params.as_deref() == Some(&*params) {
             return;
@@ -314,7 +378,25 @@ impl DecodeStage {
         if plan.is_empty() {
             return;
         }
-        let opened = VideoDecoder::new(&params, self.cfg.decoder_threads).and_then(|d| {
+        let (mut assignment, gpu) = self.assign(&params, plan.len());
+        let nvdec = match (&assignment.plan().decode, assignment.plan().device) {
+            (DecodeBackend::Nvdec, Some(device)) => {
+                match VideoDecoder::new_nvdec(&params, device) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        let why = SoftwareDecode::OpenFailed(e.to_string());
+                        decode_fallback(&self.channel, &mut assignment, why);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let opened = match nvdec {
+            Some(d) => Ok(d),
+            None => VideoDecoder::new(&params, self.cfg.decoder_threads),
+        }
+        .and_then(|d| {
             // The decoder holds a few frames and the scaler one.
             let pool = FramePool::new(size, 8 + self.cfg.decoder_threads).map_err(|source| {
                 crate::transcode::decode::DecodeError::Frame { pts: 0, source }
@@ -323,13 +405,18 @@ impl DecodeStage {
         });
         match opened {
             Ok((decoder, source_pool)) => {
+                let replay = decoder.nvdec_device().map(|_| Vec::new());
                 self.active = Some(Active {
+                    params,
                     decoder,
                     source_pool,
                     plan,
                     scaler: None,
                     workers: Vec::new(),
                     held: None,
+                    assignment,
+                    gpu,
+                    replay,
                 });
             }
             Err(e) => {
@@ -346,15 +433,77 @@ impl DecodeStage {
             self.times.pop_front();
         }
         self.times.push_back((packet.pts, now, arrival));
+        if let Some(replay) = &mut active.replay {
+            if replay.len() < MAX_REPLAY {
+                replay.push(packet.clone());
+            } else {
+                active.replay = None;
+            }
+        }
         let mut decoded = std::mem::take(&mut self.decoded);
-        if let Err(e) = active
+        let result = active
             .decoder
-            .decode(&packet, &active.source_pool, &mut decoded)
-        {
-            tracing::warn!(channel = %self.channel, error = %e, "source packet did not decode");
+            .decode_pictures(&packet, &active.source_pool, &mut decoded);
+        let refused = match result {
+            Err(e) if active.decoder.nvdec_device().is_some() && !active.decoder.has_produced() => {
+                Some(e)
+            }
+            Err(e) => {
+                tracing::warn!(channel = %self.channel, error = %e, "source packet did not decode");
+                None
+            }
+            Ok(()) => None,
+        };
+        if active.decoder.has_produced() {
+            active.replay = None;
         }
         for frame in decoded.drain(..) {
             self.frame(frame);
+        }
+        self.decoded = decoded;
+        if let Some(e) = refused {
+            self.nvdec_refused(e);
+        }
+    }
+
+    /// NVDEC failed before its first picture: the stream is one it does not
+    /// take (a profile or size it refuses, no surfaces). A software decoder
+    /// takes over from the packets NVDEC was given.
+    fn nvdec_refused(&mut self, error: crate::transcode::decode::DecodeError) {
+        let Some(active) = &mut self.active else {
+            return;
+        };
+        let why = SoftwareDecode::DecodeFailed(error.to_string());
+        decode_fallback(&self.channel, &mut active.assignment, why);
+        match VideoDecoder::new(&active.params, self.cfg.decoder_threads) {
+            Ok(d) => active.decoder = d,
+            Err(e) => {
+                tracing::error!(channel = %self.channel, error = %e, "cannot decode the source; rungs stay empty");
+                self.active = None;
+                return;
+            }
+        }
+        if !active.workers.is_empty() {
+            let _ = self
+                .out
+                .send(Output::Backends(active.assignment.plan().clone()));
+        }
+        let replay = active.replay.take().unwrap_or_default();
+        let mut decoded = std::mem::take(&mut self.decoded);
+        for packet in &replay {
+            let Some(active) = &mut self.active else {
+                return;
+            };
+            if let Err(e) =
+                active
+                    .decoder
+                    .decode_pictures(packet, &active.source_pool, &mut decoded)
+            {
+                tracing::warn!(channel = %self.channel, error = %e, "source packet did not decode");
+            }
+            for frame in decoded.drain(..) {
+                self.frame(frame);
+            }
         }
         self.decoded = decoded;
     }
@@ -379,7 +528,7 @@ impl DecodeStage {
             .unwrap_or_else(|| (SystemTime::now(), Instant::now()))
     }
 
-    fn frame(&mut self, df: DecodedFrame) {
+    fn frame(&mut self, df: Decoded) {
         let Some(active) = &mut self.active else {
             return;
         };
@@ -390,7 +539,7 @@ impl DecodeStage {
                     active.held = Some(df);
                     return;
                 }
-                (None, Some(first)) => estimate_rate(first.frame.pts(), df.frame.pts()),
+                (None, Some(first)) => estimate_rate(first.pts(), df.pts()),
             };
             if let Err(e) = self.start_rungs(rate) {
                 tracing::error!(channel = %self.channel, error = %e, "cannot start rung encoders");
@@ -417,25 +566,90 @@ impl DecodeStage {
             Pace::Live => Threading::Rayon,
             Pace::Offline => Threading::Caller,
         };
-        let scaler = CpuScaler::new(source, &sizes).map_err(|e| e.to_string())?;
-        active.scaler = Some(scaler.with_threading(threading));
+        let on_gpu = match (&active.gpu, active.assignment.plan().scale) {
+            (Some(gpu), Stage::Cuda) => match GpuScaler::new(gpu.clone(), source, &sizes) {
+                Ok(s) => Some(LadderScaler::Gpu(Box::new(s))),
+                Err(e) => {
+                    tracing::warn!(channel = %self.channel, error = %e, "the CUDA scaler cannot take this source; scaling on the CPU");
+                    None
+                }
+            },
+            _ => None,
+        };
+        if on_gpu.is_none() {
+            // Whatever the plan said (a device injected without kernels, a
+            // source the kernels cannot take), the CPU scales and measures.
+            active.assignment.kernels_unavailable();
+        }
+        let scaler = match on_gpu {
+            Some(s) => s,
+            None => LadderScaler::Cpu(
+                CpuScaler::new(source, &sizes)
+                    .map_err(|e| e.to_string())?
+                    .with_threading(threading),
+            ),
+        };
+        active.scaler = Some(scaler);
         let largest = (0..sizes.len()).max_by_key(|&i| sizes[i].area());
         let offline = self.cfg.pace == Pace::Offline;
+        let device = active.assignment.plan().device;
         for (i, rung) in active.plan.iter().enumerate() {
             let yields = offline && Some(i) != largest;
+            let settings = rung_settings(rung, rate, &self.cfg);
+            let mut nvenc = None;
+            if active.assignment.plan().rungs[i] == EncodeBackend::Nvenc {
+                match NvencEncoder::new(&settings, device) {
+                    Ok(e) => nvenc = Some(e),
+                    Err(e) => {
+                        if let Some(why) = active.assignment.rung_open_failed(i, e.to_string()) {
+                            tracing::warn!(channel = %self.channel, rung = %rung.name, reason = %why,
+                                "NVENC did not open; this rung runs on libx264");
+                        }
+                    }
+                }
+            }
+            let (encoder, backend): (Box<dyn VideoEncoder>, _) = match nvenc {
+                Some(e) => (Box::new(e), "nvenc"),
+                None => (
+                    Box::new(
+                        X264Encoder::new(&settings)
+                            .map_err(|e| format!("rung {}: {e}", rung.name))?,
+                    ),
+                    "x264",
+                ),
+            };
+            let meter = match (&active.gpu, active.assignment.plan().quality) {
+                (Some(gpu), Stage::Cuda) if self.cfg.quality_every_gops > 0 => {
+                    GpuQuality::new(gpu.clone(), rung.size, 1)
+                        .map_err(|e| {
+                            tracing::debug!(channel = %self.channel, rung = %rung.name, error = %e,
+                                "quality kernels not usable for this rung; measuring on the CPU");
+                        })
+                        .ok()
+                }
+                _ => None,
+            };
+            let encoder = RungEncoder {
+                encoder,
+                backend,
+                meter,
+            };
             let out = self.out.clone();
-            let w = RungWorker::start(&self.channel, i, rung, rate, &self.cfg, out, yields)
+            let w = RungWorker::start(&self.channel, i, rung, encoder, &self.cfg, out, yields)
                 .map_err(|e| format!("rung {}: {e}", rung.name))?;
             active.workers.push(w);
         }
+        let backends = active.assignment.plan().clone();
         tracing::info!(channel = %self.channel, %source, rate = %rate,
-            rungs = ?active.plan.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), "transcoding");
+            rungs = ?active.plan.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            backends = %backends, "transcoding");
+        let _ = self.out.send(Output::Backends(backends));
         Ok(())
     }
 
-    fn scale_and_send(&mut self, df: DecodedFrame) {
-        let pts = df.frame.pts();
-        let keyframe = df.keyframe;
+    fn scale_and_send(&mut self, df: Decoded) {
+        let pts = df.pts();
+        let keyframe = df.keyframe();
         let (now, arrival) = self.times_of(pts);
         let Some(active) = &mut self.active else {
             return;
@@ -460,11 +674,30 @@ impl DecodeStage {
                 }
             }
         }
-        if let Err(e) = scaler.scale(&df.frame, &mut self.scaled) {
+        let scaled = match (scaler, df) {
+            (LadderScaler::Gpu(s), Decoded::Device(d)) => {
+                let (y, uv) = d.nv12();
+                // SAFETY: `d` is a surface of the NVDEC decoder opened on the
+                // plan's device with its primary context, the context of
+                // `s`'s GPU (the same device); it stays alive, unchanged,
+                // until this call has returned.
+                unsafe { s.scale_nv12_device(y, uv, pts, &mut self.scaled) }
+                    .map_err(|e| e.to_string())
+            }
+            (LadderScaler::Gpu(s), Decoded::Host(h)) => s
+                .scale(&h.frame, &mut self.scaled)
+                .map_err(|e| e.to_string()),
+            (LadderScaler::Cpu(s), d) => match d.into_host(&active.source_pool) {
+                Ok(h) => s
+                    .scale(&h.frame, &mut self.scaled)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        if let Err(e) = scaled {
             tracing::error!(channel = %self.channel, error = %e, "scaling failed");
             return;
         }
-        drop(df);
         for (w, frame) in active.workers.iter_mut().zip(self.scaled.drain(..)) {
             w.send(EncJob {
                 frame,
@@ -481,7 +714,9 @@ impl DecodeStage {
             return;
         };
         let mut decoded = std::mem::take(&mut self.decoded);
-        let _ = active.decoder.flush(&active.source_pool, &mut decoded);
+        let _ = active
+            .decoder
+            .flush_pictures(&active.source_pool, &mut decoded);
         self.active = Some(active);
         for frame in decoded.drain(..) {
             self.frame(frame);
@@ -528,6 +763,7 @@ mod tests {
             queue_frames: 8,
             quality_every_gops: 2,
             frame_rate: None,
+            gpu: None,
         }
     }
 
@@ -548,6 +784,7 @@ mod tests {
                 Output::Summary { rung, summary } => {
                     rungs.entry(rung).or_default().2 = Some(summary)
                 }
+                Output::Backends(_) => {}
             }
         }
         (plans, rungs)
@@ -607,6 +844,158 @@ mod tests {
             let ssim = s.ssim.as_ref().expect("sampled ssim").all;
             assert!(ssim > 0.9, "rung {i}: SSIM {ssim}");
         }
+    }
+
+    /// Everything the pipeline logs at warn level and above, from every
+    /// thread, for tests that check what a fallback says.
+    fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+        use std::sync::{Mutex, OnceLock};
+        static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+            struct Sink(&'static Mutex<Vec<u8>>);
+            impl std::io::Write for Sink {
+                fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                    self.0
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend_from_slice(b);
+                    Ok(b.len())
+                }
+                fn flush(&mut self) -> std::io::Result<()> {
+                    Ok(())
+                }
+            }
+            let _ = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::WARN)
+                .with_ansi(false)
+                .with_writer(move || Sink(logs))
+                .try_init();
+            logs
+        })
+    }
+
+    /// The probe's answers injected: a GPU with NVDEC and NVENC (kernels not
+    /// loaded). On this machine without a driver both open for real and
+    /// fail, so the stream decodes in software and every rung runs on
+    /// libx264, each fallback logged and counted, and the ladder is whole.
+    /// (On a machine with a driver they may open: then only the ladder is
+    /// checked.)
+    #[test]
+    fn nvdec_and_nvenc_that_do_not_open_fall_back_to_the_cpu_per_stream_and_rung() {
+        use crate::transcode::backend::{DeviceFacts, GpuPool, MachineFacts};
+        let logs = captured_logs();
+        let driver = crate::gpu::device::driver_present();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clip = test_clip::flv(
+            dir.path(),
+            "src",
+            "testsrc2=size=1280x720:rate=30",
+            40,
+            &["-g", "20", "-keyint_min", "20", "-sc_threshold", "0"],
+        );
+        let source_keys: Vec<i64> = clip
+            .packets
+            .iter()
+            .filter(|p| p.keyframe)
+            .map(|p| p.pts)
+            .collect();
+        let machine = MachineFacts {
+            no_gpu: None,
+            devices: vec![DeviceFacts {
+                index: 0,
+                name: "injected GPU with NVDEC and NVENC".into(),
+                memory_bytes: 16 << 30,
+                nvdec: true,
+                nvenc: true,
+                nvenc_session_limit: None,
+            }],
+            kernels: false,
+        };
+        let pool = GpuPool::new(crate::config::GpuMode::Auto, machine);
+        let count = |m: &prometheus::IntCounterVec, r: &str| m.with_label_values(&[r]).get();
+        let metrics = &crate::metrics::METRICS;
+        let decode_before = count(&metrics.decode_backend_fallbacks, "open_failed");
+        let encode_before = count(&metrics.encode_backend_fallbacks, "open_failed");
+
+        let mut cfg = config(Pace::Offline);
+        cfg.gpu = Some(GpuRuntime::new(pool.clone(), Vec::new()));
+        let mut p = Pipeline::start("fallback", cfg).expect("start");
+        p.push_config(clip.params.clone());
+        for pkt in clip.packets.iter().cloned() {
+            p.push_packet(pkt, SystemTime::now(), Instant::now());
+        }
+        p.finish();
+        // The backend plans apart, the rest as `collect` reads it.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut backends = Vec::new();
+        for o in p.outputs().try_iter() {
+            match o {
+                Output::Backends(b) => backends.push(b),
+                other => tx.send(other).expect("open"),
+            }
+        }
+        let (_, rungs) = collect(&rx);
+        // The ladder is whole and aligned whatever ran it.
+        assert_eq!(rungs.len(), 3);
+        for (i, (packets, configured, summary)) in &rungs {
+            assert!(configured);
+            assert_eq!(packets.len(), 40, "rung {i}");
+            let mut keys: Vec<i64> = packets.iter().filter(|p| p.1).map(|p| p.0).collect();
+            keys.sort_unstable();
+            assert_eq!(keys, source_keys, "rung {i}");
+            let s = summary.as_ref().expect("summary");
+            assert!(s.psnr.as_ref().is_some_and(|p| p.average > 30.0), "{s:?}");
+            if !driver {
+                assert_eq!(s.backend, "x264", "rung {i}");
+            }
+        }
+        assert_eq!(
+            pool.loads()[0],
+            crate::transcode::backend::DeviceLoad::default(),
+            "every session given back"
+        );
+        if driver {
+            return;
+        }
+        let plan = backends.last().expect("a backend plan");
+        assert_eq!(plan.device, Some(0));
+        let DecodeBackend::Software(SoftwareDecode::OpenFailed(why)) = &plan.decode else {
+            panic!("{plan}");
+        };
+        assert!(why.contains("libcuda.so.1"), "{why}");
+        for r in &plan.rungs {
+            let EncodeBackend::X264(X264Reason::OpenFailed(why)) = r else {
+                panic!("{plan}");
+            };
+            assert!(
+                why.contains("h264_nvenc") && why.contains("libcuda.so.1"),
+                "{why}"
+            );
+        }
+        // The stream and its three rungs were counted (other tests may add).
+        assert!(count(&metrics.decode_backend_fallbacks, "open_failed") > decode_before);
+        assert!(count(&metrics.encode_backend_fallbacks, "open_failed") >= encode_before + 3);
+        let logs =
+            String::from_utf8_lossy(&logs.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+        for rung in ["480p", "360p", "160p"] {
+            let line = logs
+                .lines()
+                .find(|l| {
+                    l.contains("NVENC did not open; this rung runs on libx264")
+                        && l.contains(&format!("rung={rung}"))
+                        && l.contains("channel=fallback")
+                })
+                .unwrap_or_else(|| panic!("no fallback line for {rung} in:\n{logs}"));
+            assert!(line.contains("libcuda.so.1"), "{line}");
+        }
+        assert!(
+            logs.lines().any(|l| l
+                .contains("NVDEC not used for this stream; decoding in software")
+                && l.contains("channel=fallback")
+                && l.contains("libcuda.so.1")),
+            "{logs}"
+        );
     }
 
     #[test]

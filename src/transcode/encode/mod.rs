@@ -2,6 +2,8 @@
 //! `VideoEncoder` trait the per-rung encode thread drives. Backends live in submodules; this
 //! file never touches FFmpeg.
 
+mod lavc;
+pub mod nvenc;
 pub mod x264;
 
 use std::fmt;
@@ -13,6 +15,7 @@ use crate::media::{MediaError, VideoParams};
 use crate::transcode::frame::{Frame, Size};
 use crate::transcode::quality::{FrameMse, Psnr};
 
+pub use nvenc::NvencEncoder;
 pub use x264::X264Encoder;
 
 pub type Result<T, E = EncodeError> = std::result::Result<T, E>;
@@ -178,6 +181,12 @@ pub enum EncodeError {
         codec: &'static str,
         pts: i64,
         source: ffmpeg_next::Error,
+    },
+    /// The encoder did not open, and why the machine cannot run it at all.
+    #[error("{source} ({why})")]
+    Unavailable {
+        why: &'static str,
+        source: Box<EncodeError>,
     },
     #[error("{codec} output after the frame at pts {pts}: {why}")]
     Output {

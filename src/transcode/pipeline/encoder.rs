@@ -10,12 +10,17 @@
 //! The decode stage decides at each GOP's first frame whether this rung
 //! takes the GOP (live: only when its queue is nearly empty), so a rung
 //! loses whole GOPs, never part of one.
+//!
+//! The encoder (libx264 or NVENC) is opened by the decode stage, which
+//! knows the channel's backend plan and falls back; on a GPU channel the
+//! PSNR and SSIM of the samples come from the quality kernels.
 
 use super::{Output, PipelineConfig};
+use crate::gpu::quality::GpuQuality;
 use crate::media::{Packet, TrackKind};
 use crate::metrics::METRICS;
 use crate::transcode::decode::VideoDecoder;
-use crate::transcode::encode::{EncodedPacket, EncoderSettings, FrameRate, X264Encoder};
+use crate::transcode::encode::{EncodedPacket, EncoderSettings, FrameRate, VideoEncoder};
 use crate::transcode::frame::{Frame, FramePool, Plane};
 use crate::transcode::ladder::Rung;
 use crate::transcode::quality::{self, FrameMse, Psnr, PsnrMean, Ssim, SsimMean};
@@ -62,6 +67,43 @@ pub struct RungSummary {
     pub bytes: u64,
     pub psnr: Option<Psnr>,
     pub ssim: Option<Ssim>,
+    /// The encode backend that ran (`x264`, `nvenc`).
+    pub backend: &'static str,
+}
+
+/// The settings of one rung's encoder, whatever the backend.
+pub(super) fn rung_settings(rung: &Rung, rate: FrameRate, cfg: &PipelineConfig) -> EncoderSettings {
+    let mut settings =
+        EncoderSettings::live(rung.size.width, rung.size.height, rate, rung.bitrate_bps);
+    settings.preset = cfg.encoder.preset.clone();
+    settings.low_latency = cfg.encoder.low_latency;
+    settings.threads = cfg.encoder.threads;
+    settings
+}
+
+/// An opened encoder for one rung, and what measures its quality samples.
+pub(super) struct RungEncoder {
+    pub encoder: Box<dyn VideoEncoder>,
+    /// `rungs_rung_*` metrics' `backend` label.
+    pub backend: &'static str,
+    /// The quality kernels; `None`: the CPU meter.
+    pub meter: Option<GpuQuality>,
+}
+
+/// One live rung in `rungs_rungs_by_backend`, for as long as it is held.
+struct BackendGauge(&'static str);
+
+impl BackendGauge {
+    fn new(backend: &'static str) -> Self {
+        METRICS.rungs_by_backend.with_label_values(&[backend]).inc();
+        Self(backend)
+    }
+}
+
+impl Drop for BackendGauge {
+    fn drop(&mut self) {
+        METRICS.rungs_by_backend.with_label_values(&[self.0]).dec();
+    }
 }
 
 impl RungWorker {
@@ -71,17 +113,17 @@ impl RungWorker {
         channel: &str,
         index: usize,
         rung: &Rung,
-        rate: FrameRate,
+        encoder: RungEncoder,
         cfg: &PipelineConfig,
         out: Sender<Output>,
         yields: bool,
     ) -> Result<Self, String> {
-        let mut settings =
-            EncoderSettings::live(rung.size.width, rung.size.height, rate, rung.bitrate_bps);
-        settings.preset = cfg.encoder.preset.clone();
-        settings.low_latency = cfg.encoder.low_latency;
-        settings.threads = cfg.encoder.threads;
-        let encoder = X264Encoder::new(&settings).map_err(|e| e.to_string())?;
+        let RungEncoder {
+            encoder,
+            backend,
+            meter,
+        } = encoder;
+        let gauge = BackendGauge::new(backend);
         let checker = if cfg.quality_every_gops > 0 {
             Some(VideoDecoder::new(encoder.params(), 1).map_err(|e| e.to_string())?)
         } else {
@@ -102,6 +144,9 @@ impl RungWorker {
             name: rung.name.clone(),
             index,
             encoder,
+            backend,
+            _gauge: gauge,
+            meter,
             checker,
             every_gops: u64::from(cfg.quality_every_gops),
             gops: 0,
@@ -114,7 +159,10 @@ impl RungWorker {
             packets: Vec::new(),
             checked: Vec::new(),
             out,
-            summary: RungSummary::default(),
+            summary: RungSummary {
+                backend,
+                ..RungSummary::default()
+            },
             psnr: PsnrMean::default(),
             ssim: SsimMean::default(),
             gop: None,
@@ -220,7 +268,12 @@ struct EncoderThread {
     channel: String,
     name: String,
     index: usize,
-    encoder: X264Encoder,
+    encoder: Box<dyn VideoEncoder>,
+    backend: &'static str,
+    /// Counts this rung in `rungs_rungs_by_backend` until the thread ends.
+    _gauge: BackendGauge,
+    /// The quality kernels, on a GPU channel.
+    meter: Option<GpuQuality>,
     /// Decodes this rung's own output for the quality samples.
     checker: Option<VideoDecoder>,
     every_gops: u64,
@@ -302,7 +355,7 @@ impl EncoderThread {
         if let Some(g) = &mut self.gop {
             g.1 += secs;
         }
-        let labels = [self.channel.as_str(), self.name.as_str(), "x264"];
+        let labels = [self.channel.as_str(), self.name.as_str(), self.backend];
         METRICS
             .rung_encode_seconds
             .with_label_values(&labels)
@@ -396,8 +449,22 @@ impl EncoderThread {
             if let Some(r) = self.pending_refs.front()
                 && r.pts() == pts
             {
-                if let Ok(mse) = FrameMse::new(r, &d.frame) {
-                    self.score(mse, quality::ssim(r, &d.frame).ok());
+                let on_gpu = self.meter.as_mut().and_then(|m| {
+                    m.measure(&[(r, &d.frame)])
+                        .map_err(|e| {
+                            tracing::debug!(channel = %self.channel, rung = %self.name, error = %e,
+                                "GPU quality failed; measuring this frame on the CPU");
+                        })
+                        .ok()
+                        .and_then(|v| v.into_iter().next())
+                        .map(|(mse, ssim)| (mse, Some(ssim)))
+                });
+                let scored = on_gpu.or_else(|| {
+                    let mse = FrameMse::new(r, &d.frame).ok()?;
+                    Some((mse, quality::ssim(r, &d.frame).ok()))
+                });
+                if let Some((mse, ssim)) = scored {
+                    self.score(mse, ssim);
                 }
                 self.pending_refs.pop_front();
             }

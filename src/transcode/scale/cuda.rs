@@ -12,7 +12,8 @@
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PinnedHostSlice, PushKernelArg,
+    CudaEvent, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PinnedHostSlice,
+    PushKernelArg, sys,
 };
 
 use super::{
@@ -104,6 +105,49 @@ pub struct GpuScaler {
     up: PinnedHostSlice<u8>,
     up_nv12: PinnedHostSlice<u8>,
     down: PinnedHostSlice<u8>,
+    /// Around each frame's launch, for `rungs_gpu_kernel_seconds_total`.
+    timing: KernelTiming,
+}
+
+/// Two timing events around a kernel launch and the counter their
+/// difference goes to.
+pub(crate) struct KernelTiming {
+    start: CudaEvent,
+    end: CudaEvent,
+    seconds: prometheus::Counter,
+}
+
+impl KernelTiming {
+    pub(crate) fn new(gpu: &Gpu, kernel: &str) -> Result<Self, GpuError> {
+        let ctx = gpu.context();
+        let event = || {
+            ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(driver("cuEventCreate"))
+        };
+        Ok(Self {
+            start: event()?,
+            end: event()?,
+            seconds: crate::metrics::METRICS
+                .gpu_kernel_seconds
+                .with_label_values(&[&gpu.index.to_string(), kernel]),
+        })
+    }
+
+    pub(crate) fn start(&self, stream: &CudaStream) -> Result<(), GpuError> {
+        self.start.record(stream).map_err(driver("cuEventRecord"))
+    }
+
+    pub(crate) fn end(&self, stream: &CudaStream) -> Result<(), GpuError> {
+        self.end.record(stream).map_err(driver("cuEventRecord"))
+    }
+
+    /// Adds the time between the two events; call once the stream has
+    /// passed the end event (after a synchronising copy).
+    pub(crate) fn account(&self) {
+        if let Ok(ms) = self.start.elapsed_ms(&self.end) {
+            self.seconds.inc_by(f64::from(ms.max(0.0)) / 1000.0);
+        }
+    }
 }
 
 /// NV12 as the device holds it: Y rows, then interleaved UV rows.
@@ -228,6 +272,7 @@ impl GpuScaler {
         let i420 = table(i420_planes)?;
         let nv12 = table(nv12_planes)?;
 
+        let timing = KernelTiming::new(&gpu, "scale_ladder")?;
         let ctx = gpu.context();
         // SAFETY: page-locked host memory of the given length; cudarc tracks
         // the copies in flight on it and waits for them before handing out
@@ -258,7 +303,86 @@ impl GpuScaler {
             up,
             up_nv12,
             down,
+            timing,
         })
+    }
+
+    /// Scales an NV12 picture that is already in device memory (an NVDEC
+    /// surface: the device addresses and pitches of its Y and interleaved UV
+    /// planes) into `dst`: one device-to-device copy into the scaler's
+    /// source buffer, the launch, and one download of every rung into
+    /// pinned memory. The surface can be reused as soon as this returns.
+    ///
+    /// # Safety
+    ///
+    /// `y` and `uv` must address device memory in this GPU's primary context
+    /// (the one FFmpeg's NVDEC opens with `primary_ctx`) holding the
+    /// source's rows at those pitches, valid until this returns.
+    pub unsafe fn scale_nv12_device(
+        &mut self,
+        y: (u64, usize),
+        uv: (u64, usize),
+        pts: i64,
+        dst: &mut [Frame],
+    ) -> Result<(), GpuScaleError> {
+        check_outputs(&self.rungs, dst)?;
+        let nv = self.nv12_layout;
+        let (w, h) = (self.source.width as usize, self.source.height as usize);
+        let c = self.source.chroma();
+        let (cw, ch) = (2 * c.width as usize, c.height as usize);
+        for (what, pitch, width, ptr) in [("Y", y.1, w, y.0), ("UV", uv.1, cw, uv.0)] {
+            if pitch < width || ptr == 0 {
+                return Err(GpuScaleError::ShortNv12 {
+                    what,
+                    got: pitch,
+                    need: width,
+                });
+            }
+        }
+        self.gpu
+            .context()
+            .bind_to_thread()
+            .map_err(driver("cuCtxSetCurrent"))?;
+        // NVDEC's copy into the surface was queued on FFmpeg's stream, the
+        // legacy default one, which this scaler's non-blocking stream does
+        // not wait for by itself.
+        // SAFETY: synchronising the null stream of the current context.
+        unsafe { sys::cuStreamSynchronize(std::ptr::null_mut()) }
+            .result()
+            .map_err(driver("cuStreamSynchronize"))?;
+        let base = device_ptr(&self.src, &self.stream);
+        let planes = [
+            (y, 0, nv.y_pitch, w, h),
+            (uv, nv.uv_offset, nv.uv_pitch, cw, ch),
+        ];
+        for ((src, src_pitch), offset, dst_pitch, width, rows) in planes {
+            let copy = sys::CUDA_MEMCPY2D {
+                srcXInBytes: 0,
+                srcY: 0,
+                srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+                srcHost: std::ptr::null(),
+                srcDevice: src,
+                srcArray: std::ptr::null_mut(),
+                srcPitch: src_pitch,
+                dstXInBytes: 0,
+                dstY: 0,
+                dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+                dstHost: std::ptr::null_mut(),
+                dstDevice: base + offset as u64,
+                dstArray: std::ptr::null_mut(),
+                dstPitch: dst_pitch,
+                WidthInBytes: width,
+                Height: rows,
+            };
+            // SAFETY: the source rows are the caller's (see above); the
+            // destination is `src`, sized for this NV12 layout when the
+            // scaler was built; the copy is ordered before the launch on
+            // the same stream.
+            unsafe { sys::cuMemcpy2DAsync_v2(&copy, self.stream.cu_stream()) }
+                .result()
+                .map_err(driver("cuMemcpy2DAsync"))?;
+        }
+        self.run(Source::Nv12, pts, dst)
     }
 
     /// Scales an NV12 picture (a hardware decoder's layout: `y` and
@@ -318,11 +442,14 @@ impl GpuScaler {
     }
 
     fn run(&mut self, source: Source, pts: i64, dst: &mut [Frame]) -> Result<(), GpuScaleError> {
+        self.timing.start(&self.stream)?;
         self.launch(source)?;
+        self.timing.end(&self.stream)?;
         self.stream
             .memcpy_dtoh(&self.dst, &mut self.down)
             .map_err(driver("cuMemcpyDtoHAsync"))?;
         let down = self.down.as_slice().map_err(driver("cuEventSynchronize"))?;
+        self.timing.account();
         for ((frame, layout), &offset) in dst.iter_mut().zip(&self.layouts).zip(&self.dst_offsets) {
             frame
                 .pixels_mut()

@@ -7,10 +7,11 @@ BIN := target/release/rungs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages: FFmpeg (libraries for the transcoder, CLI for tests), the
-# toolchain bindgen needs, Chromium for the browser tests, Node for hls.js.
+# toolchain bindgen needs, Chromium for the browser tests, Node for hls.js,
+# iproute2 (`ip netns`) and python3-venv for the WHIP tests.
 APT_PACKAGES := pkg-config clang libclang-dev ffmpeg \
 	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
-	libavfilter-dev libavdevice-dev chromium
+	libavfilter-dev libavdevice-dev chromium iproute2 python3-venv
 
 # NVRTC from PyPI compiles the CUDA kernels where there is no CUDA toolkit (CI):
 # the wheel is unpacked, not installed, so no Python environment is touched.
@@ -19,6 +20,13 @@ NVRTC_LIB := $(CURDIR)/.nvrtc/nvidia/cuda_nvrtc/lib
 export LD_LIBRARY_PATH := $(NVRTC_LIB)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
 .PHONY: run test deps apt-deps build lint bench clean test-gpu bench-gpu gpu-bundle
+
+# aiortc, the second WebRTC stack the WHIP tests publish with, lives in its own
+# virtual environment: the system Python is never touched. Only tests need it.
+WHIP_VENV := .venv-whip
+AIORTC := aiortc==1.16.*
+
+.PHONY: whip-venv
 
 deps: apt-deps node_modules/.package-lock.json $(NVRTC_LIB)/libnvrtc.so.12
 
@@ -42,6 +50,14 @@ $(NVRTC_LIB)/libnvrtc.so.12: | apt-deps
 	rm -rf .nvrtc.dl
 	@test -f $@
 
+# Checked every time (one import), installed only when missing.
+whip-venv: | apt-deps
+	@if ! $(WHIP_VENV)/bin/python -c 'import aiortc' 2>/dev/null; then \
+		echo "installing $(AIORTC) into $(WHIP_VENV)"; \
+		python3 -m venv $(WHIP_VENV) && \
+		$(WHIP_VENV)/bin/pip install -q --disable-pip-version-check '$(AIORTC)'; \
+	fi
+
 node_modules/.package-lock.json: package.json | apt-deps
 	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -62,7 +78,7 @@ lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
-test: deps lint
+test: deps whip-venv lint
 	cargo test -- --test-threads=2
 
 # Latency from outside the node (release build) and the CPU scaler's per-frame cost.
@@ -74,7 +90,7 @@ bench: deps
 # On a machine with an NVIDIA GPU and its driver: the gpu_* tests (GPU against
 # CPU results) and the kernel benchmark.
 test-gpu: deps
-	cargo test --release --test gpu -- --ignored --test-threads=1
+	cargo test --release --test gpu --test gpu_pipeline -- --ignored --test-threads=1
 
 bench-gpu: deps
 	cargo bench --bench gpu
@@ -86,4 +102,4 @@ gpu-bundle: deps
 
 clean:
 	cargo clean
-	rm -rf node_modules .deps
+	rm -rf node_modules .deps $(WHIP_VENV)

@@ -25,6 +25,7 @@ mod findings;
 mod hls;
 mod http;
 mod metrics;
+mod netns;
 mod node;
 mod publisher;
 
@@ -38,6 +39,7 @@ pub use findings::Findings;
 pub use hls::{Fetched, fetch_blocking, fetch_media, wait_playlist};
 pub use http::{Http, Resp, raw_get_status};
 pub use metrics::{Metrics, Sample};
+pub use netns::Netns;
 pub use node::{Channel, Node, NodeConfig};
 pub use playlist::{MediaPlaylist, Multivariant, parse_media, parse_multivariant, resolve};
 pub use publisher::{PubOpts, Publisher};

@@ -19,6 +19,8 @@ pub struct NodeConfig {
     pub segment_target_s: f64,
     pub reconnect_grace_s: f64,
     pub max_connections: usize,
+    /// `[whip] session_timeout_s`: a WHIP session whose packets stop ends.
+    pub session_timeout_s: f64,
 }
 
 impl Default for NodeConfig {
@@ -28,6 +30,7 @@ impl Default for NodeConfig {
             segment_target_s: 2.0,
             reconnect_grace_s: 10.0,
             max_connections: 1024,
+            session_timeout_s: 10.0,
         }
     }
 }
@@ -38,6 +41,10 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub rtmp_port: u16,
     pub http_port: u16,
+    /// The WHIP UDP port (ICE-lite, all sessions), on 127.0.0.1: every test
+    /// node gets its own, never the default 0.0.0.0:8189 that two nodes
+    /// (or a node outside the tests) would fight over.
+    pub whip_udp_port: u16,
     pub log_path: PathBuf,
     pub token: String,
     pub http: Http,
@@ -109,15 +116,17 @@ impl Node {
         fs::create_dir_all(dir).unwrap();
         let rtmp_port = free_port();
         let http_port = free_port();
+        let whip_udp_port = free_udp_port();
         let cfg_path = dir.join("e2e-config.toml");
-        fs::write(
-            &cfg_path,
-            format!(
-                "[hls]\npart_target_s = {}\nsegment_target_s = {}\n\n[ingest]\nreconnect_grace_s = {}\nmax_connections = {}\n",
-                cfg.part_target_s, cfg.segment_target_s, cfg.reconnect_grace_s, cfg.max_connections
-            ),
-        )
-        .unwrap();
+        let toml = format!(
+            "[hls]\npart_target_s = {}\nsegment_target_s = {}\n\n[ingest]\nreconnect_grace_s = {}\nmax_connections = {}\n\n[whip]\nudp_addr = \"127.0.0.1:{whip_udp_port}\"\nsession_timeout_s = {:?}\n",
+            cfg.part_target_s,
+            cfg.segment_target_s,
+            cfg.reconnect_grace_s,
+            cfg.max_connections,
+            cfg.session_timeout_s
+        );
+        fs::write(&cfg_path, toml).unwrap();
         // A node restarted on the same dir appends to a new log file.
         let mut k = 0;
         let log_path = loop {
@@ -153,6 +162,7 @@ impl Node {
             data_dir: dir.to_path_buf(),
             rtmp_port,
             http_port,
+            whip_udp_port,
             log_path,
             token: String::new(),
             http: Http::new(),
@@ -212,6 +222,11 @@ impl Node {
 
     pub fn rtmp_url(&self, key: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{}", self.rtmp_port, key)
+    }
+
+    /// The WHIP endpoint of channel `id` (`POST` an SDP offer there).
+    pub fn whip_url(&self, id: &str) -> String {
+        self.url(&format!("/whip/{id}"))
     }
 
     pub fn master_url(&self, id: &str) -> String {
@@ -303,6 +318,15 @@ impl Node {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// A UDP port free on 127.0.0.1 now (like `free_port` for TCP).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .expect("bind an ephemeral UDP port")
+        .local_addr()
+        .expect("local address of a bound socket")
+        .port()
 }
 
 impl Drop for Node {

@@ -24,6 +24,22 @@ export function fail(msg) {
 // runs `body({ page, ctx })`, then prints `out` with window.report (unless
 // `body` took it already) and the page's console added. Any failure is reported in `out`, never thrown.
 export async function runPlayer(pageHtml, out, body) {
+  await runPage(pageHtml, out, async ({ page, ctx }) => {
+    out.mse_h264 = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.64001f,mp4a.40.2"'));
+    if (!out.mse_h264) throw new Error('this Chromium has no H.264/AAC in MSE: it cannot play the stream');
+    await page.waitForFunction(() => window.report.started !== null, null, { timeout: 20000 })
+      .catch(() => { throw new Error('playback did not start within 20 s'); });
+    await body({ page, ctx });
+  });
+}
+
+// The part of runPlayer that is not about playing: serves `pageHtml(origin)`
+// at every path of a 127.0.0.1 port (and hls.js at /hls.min.js), launches
+// Chromium with the common flags plus `opts.args`, opens `${origin}/test.html`,
+// runs `body({ page, ctx, origin })`, then prints `out` as one JSON line with
+// window.report (unless `out.report` is set already) and the page's last
+// console lines. Any failure is reported in `out` (ok: false, error), never thrown.
+export async function runPage(pageHtml, out, body, opts = {}) {
   if (!existsSync(CHROMIUM)) fail(`${CHROMIUM} not found: install chromium (see \`make test\`)`);
   let chromium;
   let hlsPath;
@@ -53,6 +69,7 @@ export async function runPlayer(pageHtml, out, body) {
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--no-first-run',
       '--autoplay-policy=no-user-gesture-required',
+      ...(opts.args || []),
     ],
   });
   const consoleLines = [];
@@ -63,11 +80,7 @@ export async function runPlayer(pageHtml, out, body) {
     page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
     page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e}`));
     await page.goto(`${origin}/test.html`);
-    out.mse_h264 = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.64001f,mp4a.40.2"'));
-    if (!out.mse_h264) throw new Error('this Chromium has no H.264/AAC in MSE: it cannot play the stream');
-    await page.waitForFunction(() => window.report.started !== null, null, { timeout: 20000 })
-      .catch(() => { throw new Error('playback did not start within 20 s'); });
-    await body({ page, ctx });
+    await body({ page, ctx, origin });
   } catch (e) {
     out.ok = false;
     out.error = String(e && e.message || e);

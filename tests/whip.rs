@@ -7,6 +7,9 @@
 //!   playlist passes the LL-HLS rules of `tests/llhls/rules.rs`, init +
 //!   segment decode as H.264 and AAC), hls.js plays it, and DELETE ends it.
 //!   Prints POST->first part and publisher->part latency.
+//! - `browser_whip_golive_page_publishes`: the node's own go-live page
+//!   (`/publish/<id>`) in Chromium: a wrong key is refused on the page, the
+//!   right one goes live, the channel gets playlists with audio, Stop ends it.
 //! - `whip_netns_aiortc_publish`: the same with aiortc, a second WebRTC
 //!   stack, into a passthrough channel (fewer checks).
 //! - `whip_netns_bad_input`: what the WHIP endpoint refuses (400, 401, 404,
@@ -335,6 +338,79 @@ fn browser_whip_publish_plays() {
         vec!["lo".to_string()],
         "the namespace has only loopback"
     );
+}
+
+#[test]
+fn browser_whip_golive_page_publishes() {
+    require_browser();
+    let ns = Netns::new("browser_whip_golive_page_publishes");
+    ns.run_in(|| {
+        let f = Findings::default();
+        let node = whip_node(10.0);
+        let http = Http::new();
+        let ch = create_channel(&f, &node, "whip-golive", "passthrough");
+        let page = node.url(&format!("/publish/{}", ch.id));
+        let script = repo_root().join("tests/whip/golive.mjs");
+        let key = ch.stream_key.clone();
+        let driver = std::thread::spawn(move || {
+            Command::new("node")
+                .arg(script)
+                .args([page.as_str(), key.as_str(), "12"])
+                .current_dir(repo_root())
+                .output()
+                .expect("run node tests/whip/golive.mjs")
+        });
+        let aud = node.media_url(&ch.id, "audio");
+        let src = node.media_url(&ch.id, "source");
+        let live = wait_playlist(&http, &src, 2, Duration::from_secs(40)).is_some()
+            && wait_playlist(&http, &aud, 2, Duration::from_secs(10)).is_some();
+        f.check(
+            live,
+            "the go-live page's stream has source and audio segments",
+            || node.log(),
+        );
+        let out = driver.join().expect("driver thread");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report: serde_json::Value = stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "golive.mjs printed no report: {stdout}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        eprintln!("go-live page: {report}");
+        f.check(
+            report["ok"] == true,
+            "the page published and stopped",
+            || report.to_string(),
+        );
+        f.check(
+            report["refused_status"] == 401
+                && report["refused_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("401")),
+            "a wrong key is refused (401) and the page says so",
+            || report.to_string(),
+        );
+        f.check(
+            report["live_ms"].as_f64().is_some_and(|ms| ms < 5000.0),
+            "Go live -> connected within 5 s",
+            || report.to_string(),
+        );
+        f.check(
+            report["state_after_stop"] == "stopped",
+            "Stop ends the publish",
+            || report.to_string(),
+        );
+        match wait_endlist(&http, &[src, aud], Duration::from_secs_f64(GRACE_S + 5.0)) {
+            Ok(_) => {}
+            Err(last) => f.fail("Stop ends the stream: EXT-X-ENDLIST", last),
+        }
+        f.assert_empty("go-live page");
+    });
 }
 
 /// tests/player/play.mjs on the channel's master playlist for `secs`.

@@ -478,13 +478,7 @@ fn browser_hlsjs_plays_ladder_switching_levels() {
         );
     }
 
-    let fatal: Vec<_> = rep["errors"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e["fatal"] == true)
-        .collect();
+    let fatal = hlsjs_fatal_errors(rep);
     f.check(fatal.is_empty(), "no fatal hls.js errors", || {
         format!("{fatal:?}")
     });

@@ -119,13 +119,7 @@ fn browser_hlsjs_plays_20s() {
     f.check(stalls == 0, "no hls.js bufferStalledError", || {
         format!("{stalls}: {}", rep["errors"])
     });
-    let fatal: Vec<_> = rep["errors"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e["fatal"] == true)
-        .collect();
+    let fatal = hlsjs_fatal_errors(rep);
     f.check(fatal.is_empty(), "no fatal hls.js errors", || {
         format!("{fatal:?}")
     });

@@ -472,13 +472,7 @@ fn play_with_hlsjs(f: &Findings, node: &Node, id: &str, secs: u32) {
             )
         },
     );
-    let fatal: Vec<_> = rep["errors"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e["fatal"] == true)
-        .collect();
+    let fatal = hlsjs_fatal_errors(rep);
     f.check(fatal.is_empty(), "hls.js: no fatal error", || {
         format!("{fatal:?}")
     });

@@ -212,21 +212,7 @@ impl VideoDecoder {
             count: threads,
             ..Default::default()
         });
-        let mut dec = ctx.decoder();
-        dec.set_packet_time_base(ffmpeg::Rational::new(1, TIMEBASE as i32));
-        let decoder = dec
-            .open_as(codec)
-            .and_then(|o| o.video())
-            .map_err(open_err)?;
-        Ok(Self {
-            decoder,
-            packet: ffmpeg::Packet::empty(),
-            picture: ffmpeg::frame::Video::empty(),
-            pending: VecDeque::with_capacity(PENDING_FLAGS),
-            size,
-            nvdec: None,
-            produced: false,
-        })
+        Self::open(ctx, codec, params, None)
     }
 
     /// Opens FFmpeg's H.264 decoder with the cuda hwaccel (NVDEC) on CUDA device `device`:
@@ -265,19 +251,34 @@ impl VideoDecoder {
             count: 1,
             ..Default::default()
         });
+        Self::open(ctx, codec, params, Some(device))
+    }
+
+    /// Opens the configured context; the tail both constructors share.
+    fn open(
+        ctx: ffmpeg::codec::Context,
+        codec: ffmpeg::Codec,
+        params: &VideoParams,
+        nvdec: Option<usize>,
+    ) -> Result<Self> {
+        let size = Size::new(params.width, params.height);
         let mut dec = ctx.decoder();
         dec.set_packet_time_base(ffmpeg::Rational::new(1, TIMEBASE as i32));
         let decoder = dec
             .open_as(codec)
             .and_then(|o| o.video())
-            .map_err(open_err)?;
+            .map_err(|source| DecodeError::Open {
+                size,
+                nal_length_size: params.nal_length_size,
+                source,
+            })?;
         Ok(Self {
             decoder,
             packet: ffmpeg::Packet::empty(),
             picture: ffmpeg::frame::Video::empty(),
             pending: VecDeque::with_capacity(PENDING_FLAGS),
             size,
-            nvdec: Some(device),
+            nvdec,
             produced: false,
         })
     }

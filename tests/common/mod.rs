@@ -77,6 +77,17 @@ pub fn require_browser() {
     );
 }
 
+/// The fatal errors in a browser script's report (`errors`: hls.js ERROR events).
+pub fn hlsjs_fatal_errors(rep: &serde_json::Value) -> Vec<serde_json::Value> {
+    rep["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["fatal"] == true)
+        .cloned()
+        .collect()
+}
+
 /// Path of the node binary under test.
 pub fn node_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rungs"))

@@ -14,21 +14,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// One depacketized frame handed over by the session.
-pub enum MediaMsg {
-    Video {
-        /// Extended RTP time, 90 kHz.
-        rtp: u64,
-        data: Arc<[u8]>,
-        arrival: Instant,
-        sender: Option<SenderClock>,
-    },
-    Audio {
-        /// Extended RTP time, 48 kHz.
-        rtp: u64,
-        data: Arc<[u8]>,
-        arrival: Instant,
-        sender: Option<SenderClock>,
-    },
+pub struct MediaMsg {
+    pub track: TrackKind,
+    /// Extended RTP time: 90 kHz for video, 48 kHz for audio.
+    pub rtp: u64,
+    pub data: Arc<[u8]>,
+    pub arrival: Instant,
+    /// The track's latest RTCP sender report.
+    pub sender: Option<SenderClock>,
 }
 
 /// Converts one session's frames and hands them to its publisher.
@@ -72,30 +65,15 @@ impl MediaThread {
 
     /// Runs until the session drops its sender, then flushes.
     pub fn run(mut self, rx: crossbeam_channel::Receiver<MediaMsg>) {
-        for msg in rx {
-            match msg {
-                MediaMsg::Video {
-                    rtp,
-                    data,
-                    arrival,
-                    sender,
-                } => {
-                    if let Some(sr) = sender {
-                        self.clock.video_report(sr);
-                    }
-                    self.video(rtp, &data, arrival);
-                }
-                MediaMsg::Audio {
-                    rtp,
-                    data,
-                    arrival,
-                    sender,
-                } => {
-                    if let Some(sr) = sender {
-                        self.clock.audio_report(sr);
-                    }
-                    self.audio(rtp, &data, arrival);
-                }
+        for m in rx {
+            match (m.track, m.sender) {
+                (TrackKind::Video, Some(sr)) => self.clock.video_report(sr),
+                (TrackKind::Audio, Some(sr)) => self.clock.audio_report(sr),
+                (_, None) => {}
+            }
+            match m.track {
+                TrackKind::Video => self.video(m.rtp, &m.data, m.arrival),
+                TrackKind::Audio => self.audio(m.rtp, &m.data, m.arrival),
             }
         }
         if let Some(mut a) = self.audio.take() {

@@ -5,6 +5,7 @@
 
 use super::media::MediaMsg;
 use super::timing::{KeyframePolicy, SenderClock};
+use crate::media::TrackKind;
 use crate::metrics::METRICS;
 use crossbeam_channel::{Sender, TrySendError};
 use std::net::SocketAddr;
@@ -317,7 +318,7 @@ impl Session {
             ntp: s.ntp_time,
         });
         let rtp = d.time.numer();
-        let msg = match (kind, d.params.spec().codec) {
+        let track = match (kind, d.params.spec().codec) {
             (Some(MediaKind::Video), Codec::H264) if Some(d.mid) == self.video_mid => {
                 self.last_video_rtp = Some(rtp);
                 if !d.contiguous {
@@ -328,22 +329,18 @@ impl Session {
                 if !self.keyframes.frame(rtp, d.is_keyframe()) {
                     return;
                 }
-                MediaMsg::Video {
-                    rtp,
-                    data: d.data,
-                    arrival: d.network_time,
-                    sender,
-                }
+                TrackKind::Video
             }
-            (Some(MediaKind::Audio), Codec::Opus) => MediaMsg::Audio {
-                rtp,
-                data: d.data,
-                arrival: d.network_time,
-                sender,
-            },
+            (Some(MediaKind::Audio), Codec::Opus) => TrackKind::Audio,
             _ => return,
         };
-        let video = matches!(msg, MediaMsg::Video { .. });
+        let msg = MediaMsg {
+            track,
+            rtp,
+            data: d.data,
+            arrival: d.network_time,
+            sender,
+        };
         match self.media.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -351,7 +348,7 @@ impl Session {
                     .ingest_dropped_packets
                     .with_label_values(&[&self.channel])
                     .inc();
-                if video {
+                if track == TrackKind::Video {
                     self.keyframes.broken();
                 }
             }

@@ -217,8 +217,8 @@ fn open_gpu(cfg: &Config) -> Result<Option<Arc<rungs::transcode::backend::GpuRun
         if required {
             return Err(why.into());
         }
-        tracing::info!(reason = %why, "CPU backends");
-        return cpu(why.to_string());
+        tracing::info!(reason = why.missing(), "CPU backends");
+        return cpu(why.missing().to_string());
     }
     match Gpu::open_all(&cfg.gpu) {
         Ok(gpus) => {

@@ -72,6 +72,13 @@ pub struct Backends {
 #[error("gpu.enabled = \"on\" but {0}")]
 pub struct GpuRequired(String);
 
+impl GpuRequired {
+    /// What is missing, without the `gpu.enabled = "on"` framing (for `auto`).
+    pub fn missing(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Looks at the machine. Never panics and never fails: what is missing is
 /// reported as such.
 pub fn probe(cfg: &GpuConfig) -> Probe {

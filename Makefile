@@ -19,7 +19,7 @@ NVRTC_WHEEL := nvidia-cuda-nvrtc-cu12==12.8.93
 NVRTC_LIB := $(CURDIR)/.nvrtc/nvidia/cuda_nvrtc/lib
 export LD_LIBRARY_PATH := $(NVRTC_LIB)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: run test deps apt-deps build lint bench clean test-gpu bench-gpu gpu-bundle
+.PHONY: run test deps apt-deps build lint bench clean test-gpu bench-gpu bench-gpu-pipeline gpu-bundle
 
 # aiortc, the second WebRTC stack the WHIP tests publish with, lives in its own
 # virtual environment: the system Python is never touched. Only tests need it.
@@ -94,6 +94,11 @@ test-gpu: deps
 
 bench-gpu: deps
 	cargo bench --bench gpu
+
+# rungs transcode GPU vs CPU backend vs the FFmpeg CLI (cuda + scale_cuda), then
+# how many live 1080p30 ladders hold real time; env knobs: bench/gpu_pipeline.rs.
+bench-gpu-pipeline: deps
+	cargo bench --bench gpu_pipeline
 
 # Both, packed for a GPU machine without Rust or FFmpeg (target/gpu-bundle.tar.xz,
 # then `tar xJf gpu-bundle.tar.xz && gpu-bundle/run.sh` there).

@@ -4,6 +4,7 @@
 //! in, datagrams to send go out; the UDP task does the socket work.
 
 use super::media::MediaMsg;
+use super::offer::OfferError;
 use super::timing::{KeyframePolicy, SenderClock};
 use crate::media::TrackKind;
 use crate::metrics::METRICS;
@@ -97,8 +98,22 @@ pub fn negotiate(
     let answer = rtc
         .sdp_api()
         .accept_offer(offer)
-        .map_err(|e| SetupError::Negotiation(e.to_string()))?;
-    Ok((rtc, answer.to_sdp_string()))
+        .map_err(|e| SetupError::Negotiation(e.to_string()))?
+        .to_sdp_string();
+    // str0m disables a section whose formats it cannot match (a profile
+    // it does not know, a garbled rtpmap) rather than fail: an answer
+    // without H.264, or with audio but no Opus, is a refusal.
+    match super::offer::check(&answer) {
+        Ok(_) => Ok((rtc, answer)),
+        Err(OfferError::NoOpus) => Err(SetupError::Negotiation(
+            "none of the offer's Opus formats could be agreed on".into(),
+        )),
+        Err(_) => Err(SetupError::Negotiation(format!(
+            "none of the offer's H.264 formats could be agreed on; this node takes \
+             packetization-mode=1 with profile-level-id {}",
+            H264_PROFILES.map(|p| format!("{p:06x}")).join(", ")
+        ))),
+    }
 }
 
 /// A datagram for the UDP task to send.
@@ -370,4 +385,39 @@ fn receive(now: Instant, from: SocketAddr, to: SocketAddr, data: &[u8]) -> Optio
             contents,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: [SocketAddr; 1] = [SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        8189,
+    )];
+
+    #[test]
+    fn aiortc_offer_gets_an_answer_with_h264_opus_and_our_candidate() {
+        let offer = include_str!("../../../tests/fixtures/whip/aiortc-1.16-offer.sdp");
+        let (_, answer) = negotiate(offer, &HOST, Instant::now()).expect("negotiated");
+        assert!(answer.contains("a=ice-lite"), "{answer}");
+        assert!(answer.contains("127.0.0.1 8189 typ host"), "{answer}");
+        assert!(answer.contains("packetization-mode=1"), "{answer}");
+        assert!(answer.contains("opus/48000/2"), "{answer}");
+        assert!(
+            answer.contains("a=rtcp-fb:") && answer.contains(" nack"),
+            "NACK negotiated: {answer}"
+        );
+    }
+
+    #[test]
+    fn offer_whose_h264_cannot_be_agreed_on_is_refused() {
+        let offer = include_str!("../../../tests/fixtures/whip/garbled-h264-offer.sdp");
+        assert!(
+            super::super::offer::check(offer).is_ok(),
+            "the codec check alone passes it"
+        );
+        let err = negotiate(offer, &HOST, Instant::now()).expect_err("no H.264 agreed");
+        assert!(err.to_string().contains("H.264"), "{err}");
+    }
 }

@@ -1,0 +1,367 @@
+use super::*;
+use crate::metrics::METRICS;
+
+const GIB: u64 = 1 << 30;
+
+fn device(index: usize, name: &str, nvdec: bool, nvenc: bool) -> DeviceFacts {
+    DeviceFacts {
+        index,
+        name: name.into(),
+        memory_bytes: 80 * GIB,
+        nvdec,
+        nvenc,
+        nvenc_session_limit: nvenc_session_limit(name),
+    }
+}
+
+fn machine(devices: Vec<DeviceFacts>) -> MachineFacts {
+    MachineFacts {
+        no_gpu: None,
+        devices,
+        kernels: true,
+    }
+}
+
+fn h100(index: usize) -> DeviceFacts {
+    device(index, "NVIDIA H100 80GB HBM3", true, false)
+}
+
+fn hd(profile_idc: u8) -> StreamFacts {
+    StreamFacts {
+        profile_idc,
+        chroma_format_idc: Some(1),
+        bit_depth: Some(8),
+        width: 1920,
+        height: 1080,
+    }
+}
+
+#[test]
+fn h100_decodes_on_nvdec_scales_on_cuda_and_encodes_every_rung_with_x264() {
+    let p = plan(GpuMode::Auto, &machine(vec![h100(0)]), &[], &hd(100), 4);
+    assert_eq!(p.device, Some(0));
+    assert_eq!(p.decode, DecodeBackend::Nvdec);
+    assert_eq!((p.scale, p.quality), (Stage::Cuda, Stage::Cuda));
+    assert_eq!(p.rungs, vec![EncodeBackend::X264(X264Reason::NoNvenc); 4]);
+    assert_eq!(
+        p.to_string(),
+        "GPU 0: decode nvdec, scale cuda, quality cuda, encode x264 x4 (the GPU has no NVENC)"
+    );
+}
+
+#[test]
+fn nvenc_takes_rungs_until_the_session_limit_then_x264_says_why() {
+    let l4 = DeviceFacts {
+        nvenc_session_limit: Some(3),
+        ..device(0, "NVIDIA L4", true, true)
+    };
+    let m = machine(vec![l4]);
+    let p = plan(GpuMode::Auto, &m, &[], &hd(100), 4);
+    let limit = EncodeBackend::X264(X264Reason::SessionLimit { limit: 3 });
+    assert_eq!(
+        p.rungs,
+        [
+            EncodeBackend::Nvenc,
+            EncodeBackend::Nvenc,
+            EncodeBackend::Nvenc,
+            limit.clone()
+        ]
+    );
+    assert_eq!(p.nvenc_rungs(), 3);
+    assert!(
+        p.to_string()
+            .contains("nvenc x3, x264 (the GPU's 3 NVENC sessions are in use)")
+    );
+    // Sessions held by other channels count.
+    let busy = DeviceLoad {
+        nvenc_sessions: 2,
+        ..DeviceLoad::default()
+    };
+    let p = plan(GpuMode::Auto, &m, &[busy], &hd(100), 3);
+    assert_eq!(p.rungs, [EncodeBackend::Nvenc, limit.clone(), limit]);
+    // A T4-like GPU (no driver limit known) takes every rung.
+    let t4 = machine(vec![device(0, "Tesla T4", true, true)]);
+    let p = plan(GpuMode::Auto, &t4, &[], &hd(77), 6);
+    assert_eq!(p.rungs, vec![EncodeBackend::Nvenc; 6]);
+    // GeForce drivers limit sessions.
+    assert_eq!(
+        nvenc_session_limit("NVIDIA GeForce RTX 4090"),
+        Some(GEFORCE_NVENC_SESSIONS)
+    );
+    assert_eq!(nvenc_session_limit("NVIDIA H100 80GB HBM3"), None);
+}
+
+#[test]
+fn the_pool_counts_sessions_across_channels_and_gives_them_back() {
+    let l4 = DeviceFacts {
+        nvenc_session_limit: Some(4),
+        ..device(0, "NVIDIA L4", true, true)
+    };
+    let pool = GpuPool::new(GpuMode::Auto, machine(vec![l4]));
+    let a = pool.assign(&hd(100), 3);
+    assert_eq!(a.plan().nvenc_rungs(), 3);
+    let mut b = pool.assign(&hd(100), 3);
+    assert_eq!(b.plan().nvenc_rungs(), 1, "{}", b.plan());
+    assert_eq!(
+        pool.loads()[0],
+        DeviceLoad {
+            channels: 2,
+            nvdec_sessions: 2,
+            nvenc_sessions: 4,
+            memory_used_bytes: 0
+        }
+    );
+    // b's NVENC rung does not open: its session comes back, x264 takes it.
+    let why = b
+        .rung_open_failed(0, "Cannot load libcuda.so.1")
+        .expect("was nvenc");
+    assert_eq!(why.reason(), "open_failed");
+    assert_eq!(b.plan().rungs[0], EncodeBackend::X264(why));
+    assert!(b.rung_open_failed(0, "again").is_none(), "already x264");
+    assert_eq!(pool.loads()[0].nvenc_sessions, 3);
+    let why = b.decode_failed(SoftwareDecode::OpenFailed("no device".into()));
+    assert_eq!(why.map(|w| w.reason()), Some("open_failed"));
+    assert_eq!(pool.loads()[0].nvdec_sessions, 1);
+    drop(a);
+    drop(b);
+    assert_eq!(pool.loads()[0], DeviceLoad::default());
+}
+
+#[test]
+fn two_gpus_take_new_channels_alternately_by_load() {
+    let pool = GpuPool::new(GpuMode::Auto, machine(vec![h100(0), h100(1)]));
+    let a = pool.assign(&hd(100), 4);
+    let b = pool.assign(&hd(100), 4);
+    let c = pool.assign(&hd(100), 4);
+    let devices: Vec<_> = [&a, &b, &c].iter().map(|x| x.plan().device).collect();
+    assert_eq!(devices, [Some(0), Some(1), Some(0)]);
+    // GPU 0 now carries two channels: the next goes to GPU 1, then, with
+    // both at two, to the one with more free memory.
+    drop(a);
+    drop(c);
+    let d = pool.assign(&hd(100), 4);
+    assert_eq!(d.plan().device, Some(0), "GPU 0 is empty again");
+    pool.set_memory_used(0, 40 * GIB);
+    pool.set_memory_used(1, 10 * GIB);
+    // 1 channel each: the one with more free memory wins.
+    let e = pool.assign(&hd(100), 4);
+    assert_eq!(e.plan().device, Some(1));
+    let f = pool.assign(&hd(100), 4);
+    assert_eq!(f.plan().device, Some(0), "fewest channels first");
+    drop((b, d, e, f));
+    assert_eq!(pool.loads().iter().map(|l| l.channels).sum::<usize>(), 0);
+}
+
+#[test]
+fn high_10_and_other_profiles_nvdec_refuses_decode_in_software() {
+    let m = machine(vec![h100(0)]);
+    for (profile, reason) in [
+        (110, "profile"),
+        (122, "profile"),
+        (244, "profile"),
+        (88, "profile"),
+    ] {
+        let p = plan(GpuMode::Auto, &m, &[], &hd(profile), 2);
+        let DecodeBackend::Software(why) = &p.decode else {
+            panic!("profile {profile}: {p}");
+        };
+        assert_eq!(why.reason(), reason);
+        assert!(why.is_fallback());
+        // The rest of the GPU plan stands.
+        assert_eq!((p.device, p.scale), (Some(0), Stage::Cuda));
+    }
+    let p = plan(GpuMode::Auto, &m, &[], &hd(110), 2);
+    assert!(
+        p.to_string()
+            .contains("(NVDEC does not decode H.264 profile 110 (High 10))"),
+        "{p}"
+    );
+    // High profile flagged 4:2:2 or 10-bit by its record.
+    let s = StreamFacts {
+        chroma_format_idc: Some(2),
+        ..hd(100)
+    };
+    assert_eq!(s.nvdec_refusal().map(|w| w.reason()), Some("chroma"));
+    let s = StreamFacts {
+        bit_depth: Some(10),
+        ..hd(100)
+    };
+    assert_eq!(s.nvdec_refusal().map(|w| w.reason()), Some("bit_depth"));
+    assert_eq!(hd(66).nvdec_refusal(), None);
+    assert_eq!(hd(77).nvdec_refusal(), None);
+}
+
+#[test]
+fn sizes_outside_nvdecs_limits_decode_in_software() {
+    let m = machine(vec![h100(0)]);
+    for (w, h) in [(7680, 4320), (4112, 2160), (32, 32), (64, 8)] {
+        let s = StreamFacts {
+            width: w,
+            height: h,
+            ..hd(100)
+        };
+        let p = plan(GpuMode::Auto, &m, &[], &s, 2);
+        assert_eq!(
+            p.decode,
+            DecodeBackend::Software(SoftwareDecode::Size {
+                width: w,
+                height: h
+            }),
+            "{w}x{h}"
+        );
+    }
+    for (w, h) in [(4096, 4096), (48, 16), (3840, 2160)] {
+        let s = StreamFacts {
+            width: w,
+            height: h,
+            ..hd(100)
+        };
+        assert_eq!(s.nvdec_refusal(), None, "{w}x{h}");
+    }
+}
+
+#[test]
+fn gpu_off_and_no_driver_are_cpu_everywhere_and_not_fallbacks() {
+    let m = machine(vec![device(0, "NVIDIA L4", true, true)]);
+    let p = plan(GpuMode::Off, &m, &[], &hd(100), 3);
+    assert_eq!(
+        p,
+        ChannelPlan::cpu(3, SoftwareDecode::GpuOff, X264Reason::GpuOff)
+    );
+    assert_eq!(
+        p.to_string(),
+        "CPU (gpu.enabled = \"off\"): decode cpu, scale cpu, quality cpu, encode x264 x3"
+    );
+    let none = MachineFacts::cpu_only("no CUDA driver (libcuda.so.1 not found)");
+    for mode in [GpuMode::Auto, GpuMode::On] {
+        let p = plan(mode, &none, &[], &hd(100), 3);
+        assert_eq!(p.device, None);
+        assert_eq!((p.scale, p.quality), (Stage::Cpu, Stage::Cpu));
+        let DecodeBackend::Software(why) = &p.decode else {
+            panic!("{p}")
+        };
+        assert!(!why.is_fallback());
+        assert!(why.to_string().contains("libcuda.so.1"), "{why}");
+        assert_eq!(p.rungs, vec![EncodeBackend::X264(X264Reason::NoGpu); 3]);
+    }
+    // A CPU-only pool hands out plans and holds nothing.
+    let pool = GpuPool::new(GpuMode::Auto, none);
+    let a = pool.assign(&hd(100), 2);
+    assert_eq!(a.plan().device, None);
+    assert!(pool.loads().is_empty());
+}
+
+#[test]
+fn without_kernels_nvdec_and_nvenc_still_serve_and_the_cpu_scales() {
+    let mut m = machine(vec![device(3, "NVIDIA L4", true, true)]);
+    m.kernels = false;
+    let p = plan(GpuMode::Auto, &m, &[], &hd(100), 2);
+    assert_eq!(p.device, Some(3));
+    assert_eq!(p.decode, DecodeBackend::Nvdec);
+    assert_eq!((p.scale, p.quality), (Stage::Cpu, Stage::Cpu));
+    assert_eq!(p.rungs, vec![EncodeBackend::Nvenc; 2]);
+    let mut no_nvdec = machine(vec![device(0, "X", false, false)]);
+    no_nvdec.kernels = true;
+    let p = plan(GpuMode::Auto, &no_nvdec, &[], &hd(100), 1);
+    assert_eq!(p.decode, DecodeBackend::Software(SoftwareDecode::NoNvdec));
+}
+
+#[test]
+fn fallback_transitions_change_only_what_was_on_the_gpu() {
+    let mut p = plan(
+        GpuMode::Auto,
+        &machine(vec![device(0, "Tesla T4", true, true)]),
+        &[],
+        &hd(100),
+        2,
+    );
+    assert!(p.fallback_on_open_failure(5, "x").is_none(), "no such rung");
+    let why = p
+        .fallback_on_open_failure(1, "Cannot load libcuda.so.1")
+        .cloned();
+    assert_eq!(
+        why,
+        Some(X264Reason::OpenFailed("Cannot load libcuda.so.1".into()))
+    );
+    assert_eq!(p.rungs[0], EncodeBackend::Nvenc);
+    assert_eq!(p.nvenc_rungs(), 1);
+    let why = p
+        .fallback_on_decode_failure(SoftwareDecode::DecodeFailed("P010".into()))
+        .cloned();
+    assert_eq!(why.map(|w| w.reason()), Some("decode_failed"));
+    assert!(
+        p.fallback_on_decode_failure(SoftwareDecode::OpenFailed("again".into()))
+            .is_none()
+    );
+    assert!(
+        p.to_string()
+            .contains("decode cpu (NVDEC refused the stream: P010)"),
+        "{p}"
+    );
+}
+
+#[test]
+fn chroma_and_bit_depth_come_from_the_avcc_extension() {
+    // A 640x360 High-profile record as x264 writes it, with the extension:
+    // 4:2:0, 8-bit.
+    let mut avcc = vec![
+        1, 100, 0, 30, 0xff, 0xe1, 0, 4, 0x67, 100, 0, 30, 1, 0, 2, 0x68, 0xee,
+    ];
+    let params = |avcc: &[u8]| VideoParams {
+        avcc: bytes::Bytes::copy_from_slice(avcc),
+        width: 640,
+        height: 360,
+        profile_idc: avcc[1],
+        constraint_flags: 0,
+        level_idc: 30,
+        nal_length_size: 4,
+    };
+    let s = StreamFacts::from_params(&params(&avcc));
+    assert_eq!(
+        (s.chroma_format_idc, s.bit_depth),
+        (None, None),
+        "no extension"
+    );
+    avcc.extend([0xfc | 1, 0xf8, 0xf8, 0]);
+    let s = StreamFacts::from_params(&params(&avcc));
+    assert_eq!((s.chroma_format_idc, s.bit_depth), (Some(1), Some(8)));
+    avcc[1] = 110;
+    let n = avcc.len();
+    avcc[n - 4] = 0xfc | 2;
+    avcc[n - 3] = 0xf8 | 2;
+    let s = StreamFacts::from_params(&params(&avcc));
+    assert_eq!((s.chroma_format_idc, s.bit_depth), (Some(2), Some(10)));
+    assert_eq!(s.profile_idc, 110);
+}
+
+#[test]
+fn planned_fallbacks_are_counted_once_per_reason() {
+    let m = machine(vec![h100(0)]);
+    let pool = GpuPool::new(GpuMode::Auto, m);
+    let before = |r: &str| {
+        METRICS
+            .encode_backend_fallbacks
+            .with_label_values(&[r])
+            .get()
+    };
+    let dec = |r: &str| {
+        METRICS
+            .decode_backend_fallbacks
+            .with_label_values(&[r])
+            .get()
+    };
+    let (enc0, dec0) = (before("no_nvenc"), dec("profile"));
+    let a = pool.assign(&hd(110), 3);
+    a.count_planned_fallbacks();
+    // Other tests may count too; at least ours are there.
+    assert!(before("no_nvenc") >= enc0 + 3);
+    assert!(dec("profile") > dec0);
+    let off = Assignment::without_gpu(ChannelPlan::cpu(
+        2,
+        SoftwareDecode::GpuOff,
+        X264Reason::GpuOff,
+    ));
+    let gpu_off = before("gpu_off");
+    off.count_planned_fallbacks();
+    assert_eq!(before("gpu_off"), gpu_off, "not a fallback");
+}

@@ -188,21 +188,20 @@ pub struct VideoDecoder {
     produced: bool,
 }
 
+fn open_error(params: &VideoParams, source: ffmpeg::Error) -> DecodeError {
+    DecodeError::Open {
+        size: Size::new(params.width, params.height),
+        nal_length_size: params.nal_length_size,
+        source,
+    }
+}
+
 impl VideoDecoder {
     /// Opens a software H.264 decoder for samples described by `params` (the avcC record goes
     /// in as extradata, so samples stay length-prefixed). `threads` > 1 enables frame
     /// threading, which delays output by `threads - 1` pictures; 0 lets FFmpeg pick.
     pub fn new(params: &VideoParams, threads: usize) -> Result<Self> {
-        let size = Size::new(params.width, params.height);
-        let open_err = |source| DecodeError::Open {
-            size,
-            nal_length_size: params.nal_length_size,
-            source,
-        };
-        init_ffmpeg();
-        let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::H264).ok_or(DecodeError::NoDecoder)?;
-        let mut ctx = ffmpeg::codec::Context::new_with_codec(codec);
-        set_extradata(&mut ctx, &params.avcc).map_err(open_err)?;
+        let (mut ctx, codec) = Self::context(params)?;
         ctx.set_threading(threading::Config {
             kind: if threads == 1 {
                 threading::Type::None
@@ -224,16 +223,7 @@ impl VideoDecoder {
     /// stream: `get_format` is offered no CUDA format, or the hwaccel does not initialise)
     /// means: decode this stream in software.
     pub fn new_nvdec(params: &VideoParams, device: usize) -> Result<Self> {
-        let size = Size::new(params.width, params.height);
-        let open_err = |source| DecodeError::Open {
-            size,
-            nal_length_size: params.nal_length_size,
-            source,
-        };
-        init_ffmpeg();
-        let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::H264).ok_or(DecodeError::NoDecoder)?;
-        let mut ctx = ffmpeg::codec::Context::new_with_codec(codec);
-        set_extradata(&mut ctx, &params.avcc).map_err(open_err)?;
+        let (mut ctx, codec) = Self::context(params)?;
         let hw = cuda_device(device)?;
         // SAFETY: the context is not open yet, so nothing reads these fields concurrently.
         // `hw` is a new reference whose ownership passes to the context (which unrefs it when
@@ -254,6 +244,15 @@ impl VideoDecoder {
         Self::open(ctx, codec, params, Some(device))
     }
 
+    /// FFmpeg's H.264 decoder context with the avcC as extradata, not opened yet.
+    fn context(params: &VideoParams) -> Result<(ffmpeg::codec::Context, ffmpeg::Codec)> {
+        init_ffmpeg();
+        let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::H264).ok_or(DecodeError::NoDecoder)?;
+        let mut ctx = ffmpeg::codec::Context::new_with_codec(codec);
+        set_extradata(&mut ctx, &params.avcc).map_err(|source| open_error(params, source))?;
+        Ok((ctx, codec))
+    }
+
     /// Opens the configured context; the tail both constructors share.
     fn open(
         ctx: ffmpeg::codec::Context,
@@ -267,11 +266,7 @@ impl VideoDecoder {
         let decoder = dec
             .open_as(codec)
             .and_then(|o| o.video())
-            .map_err(|source| DecodeError::Open {
-                size,
-                nal_length_size: params.nal_length_size,
-                source,
-            })?;
+            .map_err(|source| open_error(params, source))?;
         Ok(Self {
             decoder,
             packet: ffmpeg::Packet::empty(),

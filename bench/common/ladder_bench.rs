@@ -1,0 +1,271 @@
+//! What the ladder benches (ladder.rs, gpu_pipeline.rs) share: the input, the `standard` ladder, the rungs and FFmpeg CLI commands, CPU time, bitrate and PSNR.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const SOURCE_GRAPH: &str = "testsrc2=size=1920x1080:rate=30,noise=alls=8:allf=t+u";
+pub const SOURCE_KBPS: u32 = 6000;
+
+/// The standard ladder for a 1080p source: (name, width, height, kb/s).
+pub const LADDER: [(&str, u32, u32, u32); 4] = [
+    ("720p", 1280, 720, 3000),
+    ("480p", 854, 480, 1200),
+    ("360p", 640, 360, 700),
+    ("160p", 284, 160, 250),
+];
+
+/// The encoder the FFmpeg CLI's rungs get; with [`GOP`], the x264 options
+/// rungs and the CLI share.
+const X264: [&str; 4] = ["-c:v", "libx264", "-preset", "veryfast"];
+
+/// IDR every 60 frames, in the input and in every rung.
+const GOP: [&str; 6] = ["-g", "60", "-keyint_min", "60", "-sc_threshold", "0"];
+
+pub fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
+}
+
+/// The input (`input-1080p30-{seconds}s.mp4` in `dir`), generated once and
+/// kept; regenerated when the recipe kept in `dir/recipe_name` changes.
+/// `note` goes to stderr while it is generated.
+pub fn make_input(
+    dir: &Path,
+    seconds: u32,
+    recipe_name: &str,
+    note: &str,
+) -> Result<PathBuf, String> {
+    let input = dir.join(format!("input-1080p30-{seconds}s.mp4"));
+    let recipe_file = dir.join(recipe_name);
+    let seconds = seconds.to_string();
+    let (rate, buf) = (format!("{SOURCE_KBPS}k"), format!("{}k", 2 * SOURCE_KBPS));
+    let mut args: Vec<&str> = vec![
+        "-f",
+        "lavfi",
+        "-i",
+        SOURCE_GRAPH,
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        &seconds,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "medium",
+        "-b:v",
+        &rate,
+        "-maxrate",
+        &rate,
+        "-bufsize",
+        &buf,
+    ];
+    args.extend(GOP);
+    args.extend(["-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k"]);
+    let recipe = args.join(" ");
+    if input.exists() && std::fs::read_to_string(&recipe_file).ok().as_deref() == Some(&recipe) {
+        return Ok(input);
+    }
+    eprintln!("{note}");
+    let mut cmd = ffmpeg();
+    cmd.args(&args).arg(&input);
+    check(&mut cmd)?;
+    std::fs::write(&recipe_file, recipe).expect("write the recipe");
+    Ok(input)
+}
+
+pub fn ffmpeg() -> Command {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-y", "-loglevel", "error"]);
+    cmd
+}
+
+/// Runs `cmd` to completion and returns its stdout, or why not (with its
+/// stderr).
+pub fn check(cmd: &mut Command) -> Result<Vec<u8>, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?} ({e}); apt-get install ffmpeg"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(out.stdout)
+}
+
+pub fn count_frames(input: &Path) -> Result<u64, String> {
+    let mut cmd = Command::new("ffprobe");
+    cmd.args(["-v", "error", "-select_streams", "v:0", "-count_packets"])
+        .args(["-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"])
+        .arg(input);
+    let out = check(&mut cmd)?;
+    Ok(String::from_utf8_lossy(&out)
+        .trim()
+        .parse()
+        .expect("ffprobe prints a packet count"))
+}
+
+/// `rungs transcode --json` of `input` into `out` (emptied first).
+pub fn rungs_command(bin: &Path, input: &Path, out: &Path, config: Option<&Path>) -> Command {
+    let _ = std::fs::remove_dir_all(out);
+    let mut cmd = Command::new(bin);
+    cmd.arg("transcode")
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(out)
+        .arg("--json");
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd
+}
+
+/// What an operator would script, into `out` (emptied first): one decode,
+/// `split`, a scaler and one libx264 per rung, the source copied. The scaler
+/// is the CLI's default `scale` (bicubic), or with `cuda` NVDEC decode into
+/// device memory, `scale_cuda` (bicubic too) and one download per rung.
+pub fn ffmpeg_command(input: &Path, out: &Path, cuda: bool) -> Command {
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out).expect("create the CLI's output directory");
+    let labels = ["a", "b", "c", "d"];
+    let mut graph = format!("[0:v]split={}", LADDER.len());
+    for l in &labels[..LADDER.len()] {
+        graph.push_str(&format!("[{l}]"));
+    }
+    for (l, (name, w, h, _)) in labels.iter().zip(LADDER) {
+        if cuda {
+            graph.push_str(&format!(
+                ";[{l}]scale_cuda={w}:{h}:interp_algo=bicubic,hwdownload,format=nv12[v{name}]"
+            ));
+        } else {
+            graph.push_str(&format!(";[{l}]scale={w}:{h}[v{name}]"));
+        }
+    }
+    let mut cmd = ffmpeg();
+    if cuda {
+        cmd.args(["-hwaccel", "cuda", "-hwaccel_output_format", "cuda"]);
+    }
+    cmd.arg("-i").arg(input).args(["-filter_complex", &graph]);
+    for (name, _, _, kbps) in LADDER {
+        let (rate, buf) = (format!("{kbps}k"), format!("{}k", 2 * kbps));
+        cmd.args(["-map", &format!("[v{name}]")])
+            .args(X264)
+            .args(GOP)
+            .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &buf])
+            .arg(out.join(format!("{name}.mp4")));
+    }
+    cmd.args(["-map", "0:v", "-map", "0:a", "-c", "copy"])
+        .arg(out.join("source.mp4"));
+    cmd
+}
+
+/// Clock ticks per second of /proc's counters (USER_HZ).
+pub fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// User + system CPU seconds of this process's waited-for children
+/// (`cutime` + `cstime` of /proc/self/stat).
+pub fn children_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux /proc");
+    // The command name may hold spaces; the fields after it do not.
+    let rest = &stat[stat.rfind(')').expect("stat has (comm)") + 2..];
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 16 and 17 (1-based) of the whole line; `rest` starts at field 3.
+    (fields[13] + fields[14]) / clock_ticks()
+}
+
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// PSNR `average` of each rung file against the input scaled to its size with
+/// lanczos, all rungs in one FFmpeg run (one decode of the input). Timestamps
+/// are rebased to zero on both sides, so a B-frame delay in a rung's first
+/// pts does not shift the pairing.
+pub fn psnr(input: &Path, rungs: &[PathBuf]) -> Vec<f64> {
+    let n = rungs.len();
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "info"]);
+    for r in rungs {
+        cmd.arg("-i").arg(r);
+    }
+    cmd.arg("-i").arg(input);
+    let mut graph = format!("[{n}:v]setpts=PTS-STARTPTS,split={n}");
+    for i in 0..n {
+        graph.push_str(&format!("[s{i}]"));
+    }
+    for (i, (_, w, h, _)) in LADDER.iter().enumerate().take(n) {
+        graph.push_str(&format!(
+            ";[s{i}]scale={w}:{h}:flags=lanczos[r{i}];[{i}:v]setpts=PTS-STARTPTS[d{i}];[d{i}][r{i}]psnr"
+        ));
+    }
+    cmd.args(["-filter_complex", &graph, "-f", "null", "-"]);
+    let out = cmd.output().expect("ffmpeg runs");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "PSNR run failed:\n{log}");
+    // `Parsed_psnr_K`: K is the filter's index in the graph, which lists
+    // the rungs in order; the summaries may be printed in another order.
+    let mut found: Vec<(usize, f64)> = log
+        .lines()
+        .filter_map(|l| {
+            let k = l
+                .split("Parsed_psnr_")
+                .nth(1)?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?;
+            let avg = l.split("average:").nth(1)?.split_whitespace().next()?;
+            Some((k.parse().ok()?, avg.parse().ok()?))
+        })
+        .collect();
+    found.sort_by_key(|f| f.0);
+    assert_eq!(
+        found.len(),
+        n,
+        "{n} psnr summaries expected in ffmpeg's output:\n{log}"
+    );
+    found.into_iter().map(|f| f.1).collect()
+}
+
+/// Video bitrate from the packets' sizes over the input's duration.
+pub fn kbps_of(file: &Path, seconds: u32) -> Result<f64, String> {
+    let mut cmd = Command::new("ffprobe");
+    cmd.args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "packet=size", "-of", "csv=p=0"])
+        .arg(file);
+    let out = check(&mut cmd)?;
+    let bytes: f64 = String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse::<f64>().ok())
+        .sum();
+    Ok(bytes * 8.0 / f64::from(seconds) / 1000.0)
+}

@@ -5,6 +5,10 @@
 //! folder `RUNGS_GPU_FRAMES` names. This binary links no FFmpeg library, so
 //! it runs on such a machine as built here.
 
+#[path = "gpu/compare.rs"]
+mod compare;
+
+use compare::max_difference;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -107,22 +111,6 @@ fn poisoned(ladder: &[Size]) -> Vec<Frame> {
             f
         })
         .collect()
-}
-
-fn max_difference(a: &Frame, b: &Frame) -> u8 {
-    Plane::ALL
-        .into_iter()
-        .flat_map(|p| {
-            let (_, h) = a.layout().plane_size(p);
-            (0..h).flat_map(move |y| {
-                a.row(p, y)
-                    .iter()
-                    .zip(b.row(p, y))
-                    .map(|(x, z)| x.abs_diff(*z))
-            })
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 /// No GPU needed: makes (once) and checks the frames the GPU tests read, so

@@ -12,6 +12,10 @@
 //! binary and `rungs` link FFmpeg's libraries (libavcodec 59, as Debian 12
 //! has it): the GPU machine needs them.
 
+#[path = "gpu/compare.rs"]
+mod compare;
+
+use compare::max_difference;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -160,7 +164,7 @@ fn gpu_nvdec_pictures_equal_software_decode_and_scale_from_device_memory() {
     use rungs::gpu::device::Gpu;
     use rungs::media::{IngestEvent, TrackKind};
     use rungs::transcode::decode::{Decoded, DecodedFrame, VideoDecoder};
-    use rungs::transcode::frame::{Frame, FramePool, Plane, Size};
+    use rungs::transcode::frame::{Frame, FramePool, Size};
     use rungs::transcode::scale::{Cascade, CpuScaler, GpuScaler, ScaleOptions, Scaler};
     use rungs::transcode::source::FileSource;
 
@@ -212,21 +216,6 @@ fn gpu_nvdec_pictures_equal_software_decode_and_scale_from_device_memory() {
                 f
             })
             .collect()
-    };
-    let max_difference = |a: &Frame, b: &Frame| {
-        Plane::ALL
-            .into_iter()
-            .flat_map(|p| {
-                let (_, h) = a.layout().plane_size(p);
-                (0..h).flat_map(move |y| {
-                    a.row(p, y)
-                        .iter()
-                        .zip(b.row(p, y))
-                        .map(|(x, z)| x.abs_diff(*z))
-                })
-            })
-            .max()
-            .unwrap_or(0)
     };
     let mut seen = 0;
     let mut check = |picture: Decoded| {

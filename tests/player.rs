@@ -43,6 +43,7 @@ fn browser_hlsjs_plays_20s() {
         pr.content_type()
     );
 
+    let probe = TimelineProbe::start(&node.master_url(&ch.id));
     let out = Command::new("node")
         .arg(root.join("tests/player/play.mjs"))
         .arg(node.master_url(&ch.id))
@@ -72,8 +73,12 @@ fn browser_hlsjs_plays_20s() {
         v["console"]
     );
     let rep = &v["report"];
+    eprintln!("REPORT {}", rep);
     let samples = rep["samples"].as_array().cloned().unwrap_or_default();
     let f = Findings::default();
+    let timeline = probe.finish();
+    eprintln!("timeline:\n{}", timeline.summary());
+    timeline.check(&f, "timeline");
 
     // Playback advanced steadily: once playing, every 2 s window advanced >= 1.5 s.
     let started_at = rep["firstFrameMs"].as_f64().unwrap_or(f64::NAN) / 1000.0;

@@ -92,12 +92,6 @@ impl<T> AudioAligner<T> {
         out
     }
 
-    /// Drops every held frame (a codec change made them undecodable, or the
-    /// publisher went away).
-    pub fn clear_frames(&mut self) {
-        self.frames.clear();
-    }
-
     fn cuts_before(&mut self, t: u64, out: &mut Vec<Release<T>>) {
         while let Some(&(at, next_msn)) = self.cuts.front() {
             if at >= t {

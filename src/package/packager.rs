@@ -388,7 +388,12 @@ impl ChannelPackager {
         });
         if let Some(audio) = self.audio_params.clone() {
             let msn = self.p.next_msn;
-            live.audio = start_audio(&mut self.p, &live.sid, &audio, start, msn, out);
+            // Audio starts where the first picture is presented: audio
+            // before it would play over nothing and leave the renditions'
+            // first segments covering different times.
+            let lead = u64::try_from(first.pkt.pts.saturating_sub(first.pkt.dts)).unwrap_or(0);
+            let audio_start = start + lead.min(plan::ticks(self.p.cfg.segment_target, TIMEBASE));
+            live.audio = start_audio(&mut self.p, &live.sid, &audio, audio_start, msn, out);
             if let Some(a) = &mut live.audio {
                 a.discontinuity = resume;
             }

@@ -15,6 +15,8 @@
 //! - `hls`: fetching and strictly parsing media playlists;
 //! - `metrics`: the Prometheus text format ([`Metrics`]);
 //! - `findings`: rule violations collected over a run ([`Findings`]);
+//! - `timeline`: every part's and segment's media time and date, per
+//!   rendition, checked for holes and misalignment ([`TimelineProbe`]);
 //! - `playlist`, `fmp4`: the parsers the checks use.
 #![allow(dead_code, unused_imports)]
 
@@ -28,6 +30,7 @@ mod metrics;
 mod netns;
 mod node;
 mod publisher;
+mod timeline;
 
 use std::fs;
 use std::net::TcpListener;
@@ -43,6 +46,7 @@ pub use netns::Netns;
 pub use node::{Channel, Node, NodeConfig};
 pub use playlist::{MediaPlaylist, Multivariant, parse_media, parse_multivariant, resolve};
 pub use publisher::{PubOpts, Publisher};
+pub use timeline::{Timeline, TimelineProbe};
 
 /// The repository root: where `node_modules/` and `tests/player/` are.
 pub fn repo_root() -> PathBuf {

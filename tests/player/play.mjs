@@ -35,6 +35,9 @@ v.addEventListener('waiting', () => {
   if (window.report.started !== null) window.report.waiting++;
   window.report.events.push(['waiting', (performance.now() - t0) / 1000]);
 });
+hls.on(Hls.Events.LEVEL_SWITCHED, (e, d) => window.report.events.push(['level', d.level, (performance.now() - t0) / 1000]));
+hls.on(Hls.Events.FRAG_BUFFERED, (e, d) => window.report.events.push(['frag', d.frag.type, d.frag.level, d.frag.sn, d.part ? d.part.index : -1, +d.frag.start.toFixed(3), (performance.now() - t0) / 1000]));
+v.addEventListener('seeking', () => window.report.events.push(['seeking', v.currentTime, (performance.now() - t0) / 1000]));
 hls.loadSource(${JSON.stringify(src)});
 hls.attachMedia(v);
 hls.on(Hls.Events.MANIFEST_PARSED, () => { v.play().catch(e => window.report.errors.push({ details: 'play(): ' + e })); });
@@ -45,6 +48,7 @@ setInterval(() => {
     latency: hls.latency,
     targetLatency: hls.targetLatency,
     buffered: v.buffered.length ? v.buffered.end(v.buffered.length - 1) - v.currentTime : 0,
+    ranges: Array.from({ length: v.buffered.length }, (_, i) => [+v.buffered.start(i).toFixed(3), +v.buffered.end(i).toFixed(3)]),
     rate: v.playbackRate,
     level: hls.currentLevel,
     dropped: v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality().droppedVideoFrames : 0,

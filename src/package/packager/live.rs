@@ -113,6 +113,10 @@ impl Live {
             self.video.need_keyframe = false;
         }
         let mut t = pkt.dts.saturating_add(self.offset);
+        let cts = pkt
+            .pts
+            .saturating_sub(pkt.dts)
+            .clamp(i64::from(i32::MIN), i64::from(i32::MAX));
         if let Some(prev) = self.video.pending.take() {
             let prev_t = i64::try_from(prev.t).unwrap_or(i64::MAX);
             let mut dur = t - prev_t;
@@ -126,14 +130,14 @@ impl Live {
             }
             let duration = u32::try_from(dur).unwrap_or(u32::MAX);
             let pts = prev.pts();
+            // Where this frame is presented: if it starts the next segment,
+            // audio is cut there, not at its decode time, so that both
+            // renditions' segments cover the same presentation time.
+            let next_pts = u64::try_from(t.saturating_add(cts.max(0))).ok();
             let events = self.push_video(prev, duration, Some(pkt.keyframe));
-            self.video_events(p, events, Some(pts), arrival, out);
+            self.video_events(p, events, Some(pts), next_pts, arrival, out);
         }
         let Ok(t) = u64::try_from(t) else { return };
-        let cts = pkt
-            .pts
-            .saturating_sub(pkt.dts)
-            .clamp(i64::from(i32::MIN), i64::from(i32::MAX));
         self.trail.frame(pkt.pts, t.saturating_add_signed(cts));
         self.video.pending = Some(PendingVideo {
             t,
@@ -176,8 +180,11 @@ impl Live {
         }
         self.cut_all(p, now, out);
         self.video.discontinuity = true;
+        // Audio held past the cut is kept: it opens the next segment (a new
+        // audio configuration replaces the whole track, held frames with it).
+        // Dropping it would leave a hole that players stall on at every
+        // resolution change.
         if let Some(a) = &mut self.audio {
-            a.aligner.clear_frames();
             a.discontinuity = true;
         }
     }
@@ -201,7 +208,7 @@ impl Live {
             let duration = u32::try_from(self.frame_ticks).unwrap_or(u32::MAX);
             let pts = prev.pts();
             let events = self.push_video(prev, duration, None);
-            self.video_events(p, events, Some(pts), now, out);
+            self.video_events(p, events, Some(pts), None, now, out);
         }
     }
 
@@ -210,7 +217,7 @@ impl Live {
             let end = self.video.seg.end();
             let next = self.video.seg.msn() + 1;
             let events = self.video.seg.cut(end, next);
-            self.video_events(p, events, None, now, out);
+            self.video_events(p, events, None, None, now, out);
         }
         let end = self.video.seg.end();
         if let Some(a) = &mut self.audio {
@@ -271,12 +278,14 @@ impl Live {
     }
 
     /// `first_pts`: timeline pts of the sample whose push produced `events`
-    /// (the one a new segment starts with), `None` for a cut.
+    /// (the one a new segment starts with), `None` for a cut. `next_pts`:
+    /// where the frame after them is presented, `None` when none follows.
     fn video_events(
         &mut self,
         p: &mut Persist,
         events: Vec<Event>,
         first_pts: Option<u64>,
+        next_pts: Option<u64>,
         now: Instant,
         out: &mut Vec<Update>,
     ) {
@@ -284,8 +293,13 @@ impl Live {
             match e {
                 Event::SegmentStart { msn, dts, .. } => {
                     let discontinuity = std::mem::take(&mut self.video.discontinuity);
-                    let program_date_time = self.wall(dts);
                     let pts = first_pts.unwrap_or(dts);
+                    // The date of the segment's first presented frame, as
+                    // audio and the rungs date theirs: players align
+                    // renditions by date, so all must date presentation
+                    // time alike (RFC 8216bis 6.2.4: "consistent mappings
+                    // of date and time to media timestamps").
+                    let program_date_time = self.wall(pts);
                     self.trail
                         .segment_start(msn, pts, program_date_time, discontinuity);
                     out.push(Update::SegmentStart {
@@ -328,7 +342,8 @@ impl Live {
                     ));
                     p.next_msn = msn + 1;
                     if let Some(a) = &mut self.audio {
-                        a.aligner.video_cut(end_dts, msn + 1);
+                        let at = next_pts.map_or(end_dts, |pts| pts.max(end_dts));
+                        a.aligner.video_cut(at, msn + 1);
                     }
                 }
             }

@@ -273,30 +273,19 @@ async fn forced_cuts_in_a_long_gop_cut_the_rungs_too() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_multivariant_playlist_lists_every_rung_top_down() {
     let mut rig = Rig::new("rung-master");
     rig.configs(1280, true, 0);
     rig.pk.set_rungs(ladder());
     rig.rung_configs(2, 0);
     // Only the source for now: the rungs have configurations, no segments.
+    // After the bounded wait, only what a player can start on is listed.
     rig.feed(media(0, 4, 60, true), 0);
     let early = rig.store.master_playlist().await.expect("master");
     let parsed = m3u8_rs::parse_master_playlist_res(early.as_bytes()).expect("valid");
     let uris: Vec<&str> = parsed.variants.iter().map(|v| v.uri.as_str()).collect();
-    assert_eq!(
-        uris,
-        ["source/index.m3u8", "480p/index.m3u8", "160p/index.m3u8"]
-    );
-    let audio_peak =
-        parsed.variants[0].bandwidth - rig_source_peak(&rig).await.expect("source measured");
-    assert_eq!(parsed.variants[1].bandwidth, 1_320_000 + audio_peak);
-    assert_eq!(parsed.variants[2].bandwidth, 275_000 + audio_peak);
-    assert!(
-        early.contains("RESOLUTION=854x480,FRAME-RATE=30,AUDIO=\"audio\""),
-        "{early}"
-    );
-    assert!(early.contains("CODECS=\"avc1.64000d,mp4a.40.2\",RESOLUTION=284x160"));
+    assert_eq!(uris, ["source/index.m3u8"], "{early}");
     // A rung with nothing yet: its playlist waits like any first load.
     let waiting = tokio::spawn({
         let store = rig.store.clone();
@@ -314,8 +303,17 @@ async fn the_multivariant_playlist_lists_every_rung_top_down() {
     assert!(waiting.await.expect("task").is_ok());
     let master = rig.store.master_playlist().await.expect("master");
     let parsed = m3u8_rs::parse_master_playlist_res(master.as_bytes()).expect("valid");
-    assert_eq!(parsed.variants.len(), 3);
+    let uris: Vec<&str> = parsed.variants.iter().map(|v| v.uri.as_str()).collect();
+    assert_eq!(
+        uris,
+        ["source/index.m3u8", "480p/index.m3u8", "160p/index.m3u8"]
+    );
     assert!(parsed.variants[1].bandwidth < 1_000_000, "{master}");
+    assert!(
+        master.contains("RESOLUTION=854x480,FRAME-RATE=30,AUDIO=\"audio\""),
+        "{master}"
+    );
+    assert!(master.contains("CODECS=\"avc1.64000d,mp4a.40.2\",RESOLUTION=284x160"));
     assert!(master.contains("#EXT-X-INDEPENDENT-SEGMENTS"));
     assert_eq!(parsed.alternatives.len(), 1);
     assert_eq!(

@@ -174,19 +174,21 @@ impl ChannelStore {
             .unwrap_or_default()
     }
 
-    /// The multivariant playlist, once the source and audio have a complete
-    /// segment to measure and every declared rung knows its codecs (a live
-    /// channel without them waits a few seconds). Past the wait, whatever
-    /// can be described truthfully is listed, as long as the source is.
+    /// The multivariant playlist, once every active rendition has a complete
+    /// segment (a live channel without them waits a few seconds). Past the
+    /// wait, the renditions that have one are listed, as long as the source
+    /// and audio are: a player that picks a rendition from it must find
+    /// media there at once, or it starts on a playlist with nothing to play
+    /// and meets the others' timelines late.
     pub async fn master_playlist(&self) -> Result<String, StoreError> {
         let answer = self
             .wait_for(|inner| {
-                let active = || inner.renditions.iter().filter(|r| r.active);
                 let complete = source_measured(inner)
-                    && active().all(|r| match r.declared_bps {
-                        Some(_) => r.configured,
-                        None => !r.stats.is_empty(),
-                    });
+                    && inner
+                        .renditions
+                        .iter()
+                        .filter(|r| r.active)
+                        .all(playable);
                 complete.then(|| Ok(self.render_master(inner)))
             })
             .await;
@@ -221,7 +223,7 @@ impl ChannelStore {
         let mut video: Vec<&Rendition> = inner
             .renditions
             .iter()
-            .filter(|r| r.active && r.configured)
+            .filter(|r| r.active && r.configured && playable(r))
             .filter(|r| matches!(r.info, RenditionInfo::Video { .. }))
             .collect();
         // Source first, then the rungs top down.
@@ -380,14 +382,18 @@ fn source_measured(inner: &Inner) -> bool {
     let (mut video, mut audio) = (false, true);
     for r in inner.renditions.iter().filter(|r| r.active) {
         match r.info {
-            RenditionInfo::Video { .. } if r.declared_bps.is_none() => {
-                video |= !r.stats.is_empty();
-            }
-            RenditionInfo::Audio { .. } => audio &= !r.stats.is_empty(),
+            RenditionInfo::Video { .. } if r.declared_bps.is_none() => video |= playable(r),
+            RenditionInfo::Audio { .. } => audio &= playable(r),
             RenditionInfo::Video { .. } => {}
         }
     }
     video && audio
+}
+
+/// The rendition's media playlist lists a complete segment with media in
+/// it: a player that starts there has something to play.
+fn playable(r: &Rendition) -> bool {
+    r.stats.iter().any(|s| !s.gap)
 }
 
 /// Frames per second measured over the rendition's listed media segments.

@@ -128,6 +128,26 @@ impl MediaPlaylist {
         Some((s.head.msn, s.parts.len() as u32 - 1))
     }
 
+    /// The part an EXT-X-RENDITION-REPORT names for this playlist: its last
+    /// one, except that the first part of a segment is reported as the part
+    /// before it. hls.js (1.7) reads LAST-PART as `parseInt(..) ||` the last
+    /// part index of the playlist it is leaving, so a report of part 0 sends
+    /// its level switch to block on a part up to a whole segment ahead, and
+    /// playback stalls. A report one part old is still "as up-to-date as
+    /// the Playlist that contains it" allows for a rendition rendered a
+    /// moment apart (RFC 8216bis 4.4.5.4), and the blocking reload that
+    /// follows it is answered at once.
+    pub fn reported_part(&self) -> Option<(u64, u32)> {
+        let (msn, part) = self.last_part()?;
+        if part > 0 {
+            return Some((msn, part));
+        }
+        let before = msn
+            .checked_sub(1)
+            .and_then(|m| Some((m, self.segment(m)?.parts.len().checked_sub(1)?)));
+        Some(before.map_or((msn, 0), |(m, p)| (m, p as u32)))
+    }
+
     /// Whether the playlist already holds part `part` of segment `msn` (or
     /// something later), per RFC 8216bis 6.2.5.2: a complete segment holds
     /// all its parts, and "If the Client requests a Part Index greater than

@@ -15,6 +15,7 @@
 //! - `hls`: fetching and strictly parsing media playlists;
 //! - `metrics`: the Prometheus text format ([`Metrics`]);
 //! - `findings`: rule violations collected over a run ([`Findings`]);
+//! - `playback`: what a player page's report must show ([`check_playback`]);
 //! - `timeline`: every part's and segment's media time and date, per
 //!   rendition, checked for holes and misalignment ([`TimelineProbe`]);
 //! - `playlist`, `fmp4`: the parsers the checks use.
@@ -29,6 +30,7 @@ mod http;
 mod metrics;
 mod netns;
 mod node;
+mod playback;
 mod publisher;
 mod timeline;
 
@@ -44,6 +46,7 @@ pub use http::{Http, Resp, raw_get_status};
 pub use metrics::{Metrics, Sample};
 pub use netns::Netns;
 pub use node::{Channel, Node, NodeConfig};
+pub use playback::{Playback, check_playback, play_hlsjs};
 pub use playlist::{MediaPlaylist, Multivariant, parse_media, parse_multivariant, resolve};
 pub use publisher::{PubOpts, Publisher};
 pub use timeline::{Timeline, TimelineProbe};

@@ -275,14 +275,13 @@ impl Node {
     /// path (LL-HLS rules, ingest, channels); tests/ladder.rs creates
     /// transcoded ones.
     pub fn create_channel(&self, name: &str) -> Channel {
+        self.create_channel_with_ladder(name, "passthrough")
+    }
+
+    /// `rungs channel create --ladder LADDER --json`.
+    pub fn create_channel_with_ladder(&self, name: &str, ladder: &str) -> Channel {
         let out = self.cli(&[
-            "channel",
-            "create",
-            "--name",
-            name,
-            "--ladder",
-            "passthrough",
-            "--json",
+            "channel", "create", "--name", name, "--ladder", ladder, "--json",
         ]);
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
             panic!("`channel create --json` did not print one JSON object ({e}): {out:?}")

@@ -81,6 +81,8 @@ pub struct Rendition {
     pub parts: BTreeMap<(u64, usize), Piece>,
     /// Complete segments, keyed by msn.
     pub segments: BTreeMap<u64, Piece>,
+    /// Each init segment's picture size (video), in the order first seen.
+    pub sizes: Vec<(u16, u16)>,
 }
 
 /// Everything the probe recorded.
@@ -356,6 +358,11 @@ fn read_media(
             .ok()
             .filter(|r| r.status == 200)
             .and_then(|r| parse_init(&r.body).ok());
+        if let Some(t) = init.as_ref().and_then(|i| i.tracks.first())
+            && t.handler == "vide"
+        {
+            f.rendition.sizes.push((t.width, t.height));
+        }
         f.inits.insert(map_url.clone(), init);
     }
     let Some(Some(init)) = f.inits.get(&map_url) else {
@@ -436,11 +443,12 @@ impl Timeline {
         for r in &self.renditions {
             let (a, b) = (r.segments.keys().next(), r.segments.keys().last());
             s.push_str(&format!(
-                "{}: {} segments (msn {a:?}..={b:?}), {} parts, {} gaps\n",
+                "{}: {} segments (msn {a:?}..={b:?}), {} parts, {} gaps, sizes {:?}\n",
                 r.name,
                 r.segments.len(),
                 r.parts.len(),
-                r.segments.values().filter(|p| p.gap).count()
+                r.segments.values().filter(|p| p.gap).count(),
+                r.sizes
             ));
         }
         s

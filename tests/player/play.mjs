@@ -1,7 +1,13 @@
-// Plays a rungs channel in headless Chromium with hls.js (low-latency mode)
-// and reports stalls and latency as one JSON line on stdout.
+// Plays a rungs channel in headless Chromium with hls.js and reports stalls,
+// level switches and latency as one JSON line on stdout.
 //
-// usage: node tests/player/play.mjs <multivariant URL> <seconds> [player page URL]
+// usage: node tests/player/play.mjs <multivariant URL> <seconds> [player page URL] [switch every N s]
+//
+// hls.js runs with the settings the README recommends to sites
+// (lowLatencyMode, catch-up up to 1.5x after a stall, playback started at
+// its live sync point). ABR picks the first level; with a switch interval,
+// every level is then forced in turn with `hls.nextLevel` (a switch at the
+// next fragment boundary, which only works if the rungs line up).
 //
 // The test page is served by a small HTTP server of this script on another
 // 127.0.0.1 port, so hls.js fetches the node cross-origin (what a real site
@@ -11,41 +17,67 @@
 // loads hls.js and starts playing.
 import { runPlayer } from './harness.mjs';
 
-const [src, secondsArg, playPage] = process.argv.slice(2);
+const [src, secondsArg, playPageArg, switchArg] = process.argv.slice(2);
 const seconds = Number(secondsArg || 20);
+const playPage = playPageArg && playPageArg !== '-' ? playPageArg : null;
+const switchEvery = Number(switchArg || 0);
 
 const pageHtml = (origin) => `<!doctype html><html><body>
 <video id="v" muted playsinline autoplay style="width:640px"></video>
 <script src="${origin}/hls.min.js"></script>
 <script>
-window.report = { events: [], waiting: 0, stalls: 0, errors: [], samples: [], started: null, firstFrameMs: null };
+performance.setResourceTimingBufferSize(100000);
+window.report = { events: [], waiting: 0, stalls: 0, holes: 0, errors: [], samples: [], switched: [], started: null, firstFrameMs: null, levels: [] };
 const t0 = performance.now();
+const now = () => (performance.now() - t0) / 1000;
 const v = document.getElementById('v');
 const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
 window.hls = hls;
 hls.on(Hls.Events.ERROR, (e, d) => {
   if (d.details === 'bufferStalledError') window.report.stalls++;
-  window.report.errors.push({ type: d.type, details: d.details, fatal: d.fatal, t: (performance.now() - t0) / 1000 });
+  if (d.details === 'bufferSeekOverHole') window.report.holes++;
+  window.report.errors.push({ type: d.type, details: d.details, fatal: d.fatal, t: now(), reason: d.reason || (d.error && String(d.error.message)) || '' });
 });
 v.addEventListener('playing', () => {
   if (window.report.started === null) { window.report.started = performance.now(); window.report.firstFrameMs = performance.now() - t0; }
-  window.report.events.push(['playing', (performance.now() - t0) / 1000]);
+  window.report.events.push(['playing', now()]);
 });
 v.addEventListener('waiting', () => {
   if (window.report.started !== null) window.report.waiting++;
-  window.report.events.push(['waiting', (performance.now() - t0) / 1000]);
+  window.report.events.push(['waiting', v.currentTime, now()]);
 });
-hls.on(Hls.Events.LEVEL_SWITCHED, (e, d) => window.report.events.push(['level', d.level, (performance.now() - t0) / 1000]));
-hls.on(Hls.Events.FRAG_BUFFERED, (e, d) => window.report.events.push(['frag', d.frag.type, d.frag.level, d.frag.sn, d.part ? d.part.index : -1, +d.frag.start.toFixed(3), (performance.now() - t0) / 1000]));
-v.addEventListener('seeking', () => window.report.events.push(['seeking', v.currentTime, (performance.now() - t0) / 1000]));
+v.addEventListener('seeking', () => window.report.events.push(['seeking', v.currentTime, now()]));
+hls.on(Hls.Events.LEVEL_SWITCHED, (e, d) => window.report.switched.push({ level: d.level, t: now() }));
+hls.on(Hls.Events.FRAG_BUFFERED, (e, d) => window.report.events.push(['frag', d.frag.type, d.frag.level, d.frag.sn, d.part ? d.part.index : -1, +d.frag.start.toFixed(3), now()]));
+hls.on(Hls.Events.MANIFEST_PARSED, (e, d) => {
+  window.report.levels = d.levels.map((l) => ({ width: l.width, height: l.height, bitrate: l.bitrate, url: String(l.url) }));
+  v.play().catch(e => window.report.errors.push({ details: 'play(): ' + e, t: now() }));
+});
+// Playback rate, as the README recommends: hls.js's own catch-up
+// (maxLiveSyncPlaybackRate) only acts with over 1 s buffered, which leaves a
+// low-latency stream at hls.js's start-up delay for good. This plays up to
+// 1.5x towards hls.js's target latency while over 0.3 s stays buffered, and
+// at 0.95x when under 0.25 s is left (a publisher a little slower than real
+// time) rather than stall.
+setInterval(() => {
+  const behind = hls.latency - hls.targetLatency;
+  if (v.paused || !v.buffered.length || !Number.isFinite(behind)) return;
+  const ahead = v.buffered.end(v.buffered.length - 1) - v.currentTime;
+  let rate = 1;
+  if (ahead < 0.25) rate = 0.95;
+  else if (behind > 0.1 && ahead > 0.3) rate = Math.min(1.5, Math.round(40 / (1 + Math.exp(-0.75 * behind))) / 20);
+  if (v.playbackRate !== rate) v.playbackRate = rate;
+}, 250);
 hls.loadSource(${JSON.stringify(src)});
 hls.attachMedia(v);
-hls.on(Hls.Events.MANIFEST_PARSED, () => { v.play().catch(e => window.report.errors.push({ details: 'play(): ' + e })); });
 setInterval(() => {
+  const date = hls.playingDate;
   window.report.samples.push({
-    t: (performance.now() - t0) / 1000,
+    t: now(),
     currentTime: v.currentTime,
     latency: hls.latency,
+    // From the node's ingest clock (EXT-X-PROGRAM-DATE-TIME) to the picture.
+    pdtLatency: date ? (Date.now() - date.getTime()) / 1000 : null,
     targetLatency: hls.targetLatency,
     buffered: v.buffered.length ? v.buffered.end(v.buffered.length - 1) - v.currentTime : 0,
     ranges: Array.from({ length: v.buffered.length }, (_, i) => [+v.buffered.start(i).toFixed(3), +v.buffered.end(i).toFixed(3)]),
@@ -56,11 +88,31 @@ setInterval(() => {
 }, 500);
 </script></body></html>`;
 
-const out = { ok: true };
+const out = { ok: true, forced: [] };
 await runPlayer(pageHtml, out, async ({ page, ctx }) => {
-  await page.waitForTimeout(seconds * 1000);
+  const end = Date.now() + seconds * 1000;
+  if (switchEvery > 0) {
+    const n = await page.evaluate(() => hls.levels.length);
+    // Each switch is held for a whole interval (several segments): a switch
+    // back within one segment makes hls.js append non-independent parts of
+    // the new level, which no stream can make decodable.
+    for (let k = 1; Date.now() + 2 * switchEvery * 1000 < end; k++) {
+      await page.waitForTimeout(switchEvery * 1000);
+      const level = k % n;
+      out.forced.push({ level, t: await page.evaluate((l) => { hls.nextLevel = l; return (performance.now()) / 1000; }, level) });
+    }
+  }
+  const rest = end - Date.now();
+  if (rest > 0) await page.waitForTimeout(rest);
   // The report covers the test page's own playing time, not the node page's after it.
   out.report = await page.evaluate(() => window.report);
+  // The first requests, for reading how start-up time was spent.
+  out.report.startup = await page.evaluate(() => performance.getEntriesByType('resource').slice(0, 16)
+    .map((e) => [e.name.split('/').slice(-2).join('/'), Math.round(e.startTime), Math.round(e.responseEnd)]));
+  // Requests that took over a second: a blocking reload the node held too long.
+  out.report.slow = await page.evaluate(() => performance.getEntriesByType('resource')
+    .filter((e) => e.responseEnd - e.startTime > 1000 || e.responseEnd === 0)
+    .map((e) => [e.name.split('/').slice(-2).join('/'), Math.round(e.startTime), Math.round(e.responseEnd)]));
   if (playPage) {
     // The node's own player page: it loads, plays, and shows a latency.
     const p2 = await ctx.newPage();
@@ -72,11 +124,14 @@ await runPlayer(pageHtml, out, async ({ page, ctx }) => {
       const v = document.querySelector('video');
       return v && v.currentTime > 1.0;
     }, null, { timeout: 20000 }).then(() => true, () => false);
-    // Give the page's own latency display a few updates.
+    // Give the page's own latency display a few updates, and its playback
+    // rate control time to reach the target latency.
     await p2.waitForFunction(() => /latency\s*[0-9]/i.test(document.body.innerText), null, { timeout: 5000 }).catch(() => {});
+    if (played) await p2.waitForTimeout(8000);
     out.play_page = {
       played,
       currentTime: await p2.evaluate(() => document.querySelector('video')?.currentTime ?? null),
+      latency: await p2.evaluate(() => window.rungsPlayer?.hls?.latency ?? null),
       text: (await p2.evaluate(() => document.body.innerText)).slice(0, 400),
       console: p2console.slice(-20),
     };

@@ -323,18 +323,6 @@ async fn the_multivariant_playlist_lists_every_rung_top_down() {
     );
 }
 
-/// The source's peak as the store measured it, from a source-only master.
-async fn rig_source_peak(rig: &Rig) -> Option<u64> {
-    let text = rig.playlist("source").await;
-    let segs = listed(&text);
-    let mut peak = 0u64;
-    for s in segs.iter().filter(|s| s.extinf >= 1.0) {
-        let bytes = segment_bytes(rig, "source", &s.uri).await.len() as f64;
-        peak = peak.max((bytes * 8.0 / s.extinf).ceil() as u64);
-    }
-    (peak > 0).then_some(peak)
-}
-
 #[tokio::test]
 async fn a_reconnect_and_the_end_keep_rungs_with_the_source() {
     let mut rig = Rig::new("rung-reconnect");

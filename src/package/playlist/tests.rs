@@ -231,3 +231,25 @@ source/index.m3u8
         Some("audio/index.m3u8")
     );
 }
+
+#[test]
+fn a_rendition_report_never_names_part_zero_after_the_first_segment() {
+    let mut pl = live(3);
+    assert_eq!(pl.reported_part(), Some((103, 2)));
+    pl.open = Some(OpenSegment {
+        head: head(103),
+        parts: parts(103, 1),
+    });
+    // Part 0 of 103 is reported as the last part of 102, which a blocking
+    // reload for the part after it finds at once.
+    assert_eq!(pl.last_part(), Some((103, 0)));
+    assert_eq!(pl.reported_part(), Some((102, 9)));
+    assert!(pl.has_part(102, 10));
+    // With nothing before it, part 0 is all there is to report.
+    let mut first = MediaPlaylist::new(2, PT, 0);
+    first.open = Some(OpenSegment {
+        head: head(100),
+        parts: parts(100, 1),
+    });
+    assert_eq!(first.reported_part(), Some((100, 0)));
+}

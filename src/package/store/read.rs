@@ -159,7 +159,7 @@ impl ChannelStore {
             // EXT-X-RENDITION-REPORT tag for each Media Playlist (Rendition)
             // in the Multivariant Playlist, except for the Media Playlist to
             // which the EXT-X-RENDITION-REPORT tag is being added".
-            let (last_msn, last_part) = match (r.playlist.last_part(), r.playlist.last_msn()) {
+            let (last_msn, last_part) = match (r.playlist.reported_part(), r.playlist.last_msn()) {
                 (Some((msn, part)), _) => (msn, Some(part)),
                 (None, Some(msn)) => (msn, None),
                 (None, None) => continue,

@@ -1,0 +1,130 @@
+//! What a player page's report (tests/player/play.mjs) must show: playback
+//! that advances with the wall clock once started, no stall, no seek over a
+//! hole, no fatal error; and its latency figures.
+
+use std::process::Command;
+
+use super::findings::Findings;
+use super::{hlsjs_fatal_errors, quantile, repo_root};
+
+/// Runs tests/player/play.mjs: hls.js plays `master_url` for `seconds`,
+/// forcing a level switch every `switch_every_s` seconds (0: ABR alone),
+/// then opens `play_page` if given. Returns its JSON report; panics when it
+/// printed none.
+pub fn play_hlsjs(
+    master_url: &str,
+    seconds: u32,
+    play_page: Option<&str>,
+    switch_every_s: u32,
+) -> serde_json::Value {
+    let root = repo_root();
+    let out = Command::new("node")
+        .arg(root.join("tests/player/play.mjs"))
+        .arg(master_url)
+        .arg(seconds.to_string())
+        .arg(play_page.unwrap_or("-"))
+        .arg(switch_every_s.to_string())
+        .current_dir(&root)
+        .output()
+        .expect("run node tests/player/play.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "play.mjs printed no JSON (exit {}):\nstdout: {stdout}\nstderr: {stderr}",
+                out.status
+            )
+        });
+    serde_json::from_str(line).expect("play.mjs JSON")
+}
+
+/// Latency figures of one run, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Playback {
+    pub first_frame_s: f64,
+    /// hls.js's own estimate (`hls.latency`), median over the run.
+    pub latency_p50: f64,
+    /// From the node's ingest clock (EXT-X-PROGRAM-DATE-TIME) to the
+    /// picture on screen, median over the run.
+    pub pdt_latency_p50: f64,
+    pub pdt_latency_p90: f64,
+}
+
+/// Checks `rep` (the page's `window.report`) of a run of `seconds` into `f`.
+pub fn check_playback(f: &Findings, rep: &serde_json::Value, seconds: u32) -> Playback {
+    let started_at = rep["firstFrameMs"].as_f64().unwrap_or(f64::NAN) / 1000.0;
+    let samples = rep["samples"].as_array().cloned().unwrap_or_default();
+    let after: Vec<&serde_json::Value> = samples
+        .iter()
+        .filter(|s| s["t"].as_f64().unwrap_or(0.0) > started_at + 1.0)
+        .collect();
+    let at = |s: &serde_json::Value| {
+        (
+            s["t"].as_f64().unwrap_or(0.0),
+            s["currentTime"].as_f64().unwrap_or(0.0),
+        )
+    };
+    f.check(
+        after.len() >= (seconds as usize * 2).saturating_sub(6),
+        "enough playback samples",
+        || format!("{} of {}", after.len(), seconds * 2),
+    );
+    // Once playing, every 2 s window advanced by at least 1.5 s.
+    for w in after.windows(5) {
+        let ((t0, c0), (t1, c1)) = (at(w[0]), at(w[4]));
+        f.check(
+            c1 - c0 >= 0.75 * (t1 - t0),
+            "currentTime advances steadily (>= 0.75 x wall clock per 2 s)",
+            || format!("from t={t0:.1}s to {t1:.1}s currentTime went {c0:.2} -> {c1:.2}"),
+        );
+    }
+    let waiting = rep["waiting"].as_u64().unwrap_or(0);
+    let stalls = rep["stalls"].as_u64().unwrap_or(0);
+    let holes = rep["holes"].as_u64().unwrap_or(0);
+    f.check(
+        waiting == 0,
+        "no `waiting` events after playback started",
+        || format!("{waiting}: {}", rep["events"]),
+    );
+    f.check(stalls == 0, "no hls.js bufferStalledError", || {
+        format!("{stalls}: {}", rep["errors"])
+    });
+    f.check(holes == 0, "no hls.js bufferSeekOverHole", || {
+        format!("{holes}: {}", rep["errors"])
+    });
+    let fatal = hlsjs_fatal_errors(rep);
+    f.check(fatal.is_empty(), "no fatal hls.js errors", || {
+        format!("{fatal:?}")
+    });
+    let lat: Vec<f64> = after.iter().filter_map(|s| s["latency"].as_f64()).collect();
+    let pdt: Vec<f64> = after
+        .iter()
+        .filter_map(|s| s["pdtLatency"].as_f64())
+        .collect();
+    f.check(!lat.is_empty(), "hls.latency reported", || {
+        "no latency samples".into()
+    });
+    f.check(!pdt.is_empty(), "hls.playingDate reported", || {
+        "no program-date-time samples".into()
+    });
+    let p = Playback {
+        first_frame_s: started_at,
+        latency_p50: quantile(&lat, 0.5),
+        pdt_latency_p50: quantile(&pdt, 0.5),
+        pdt_latency_p90: quantile(&pdt, 0.9),
+    };
+    eprintln!(
+        "hls.js: first frame after {started_at:.2}s, latency p50 {:.3}s, date latency p50 {:.3}s p90 {:.3}s (target {}), waiting {waiting}, stalls {stalls}, holes {holes}",
+        p.latency_p50,
+        p.pdt_latency_p50,
+        p.pdt_latency_p90,
+        samples
+            .last()
+            .map_or(serde_json::Value::Null, |s| s["targetLatency"].clone())
+    );
+    p
+}

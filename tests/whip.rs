@@ -454,6 +454,10 @@ fn browser_whip_hlsjs_plays_60s_while_resolution_ramps() {
                 peer::tail(&peer.log_path, 30)
             )
         });
+        let published = peer.published(Duration::from_secs(20));
+        f.check(published.status == 201, "POST -> 201", || {
+            format!("{}", published.json)
+        });
         let p = play_with_hlsjs(&f, &node, &ch.id, 60);
         let timeline = probe.finish();
         eprintln!("timeline:\n{}", timeline.summary());

@@ -237,10 +237,12 @@ impl ChannelPackager {
                     self.stop(out);
                     return;
                 };
-                live.reconfigure(&mut self.p, true, out);
-                live.video.init_uri = init.0.clone();
+                // The cut waits for the keyframe that starts the new
+                // configuration: only its decode time says how long the
+                // last frame before it lasts, and guessing leaves a hole or
+                // an overlap that players stall on.
+                live.video.staged = Some(init);
                 live.video.need_keyframe = true;
-                out.push(init.1);
             }
         }
     }
@@ -262,14 +264,14 @@ impl ChannelPackager {
             // A new sample rate or channel layout needs a new init segment,
             // and every rendition must show the discontinuity at the same
             // point (Apple HLS authoring spec 8.15).
-            live.reconfigure(&mut self.p, false, out);
+            live.reconfigure(&mut self.p, out);
             live.audio = None;
         }
         let start = live.video.seg.end();
         let msn = live.video.seg.msn();
         live.audio = start_audio(&mut self.p, &live.sid, &params, start, msn, out);
         if let Some(a) = &mut live.audio {
-            a.discontinuity = replacing;
+            a.discontinuity_at = replacing.then_some(msn);
         }
     }
 
@@ -379,6 +381,7 @@ impl ChannelPackager {
                 pending: None::<PendingVideo>,
                 init_uri,
                 need_keyframe: false,
+                staged: None,
                 edge: start,
                 discontinuity: resume,
             },
@@ -395,7 +398,7 @@ impl ChannelPackager {
             let audio_start = start + lead.min(plan::ticks(self.p.cfg.segment_target, TIMEBASE));
             live.audio = start_audio(&mut self.p, &live.sid, &audio, audio_start, msn, out);
             if let Some(a) = &mut live.audio {
-                a.discontinuity = resume;
+                a.discontinuity_at = resume.then_some(msn);
             }
         }
         let now = first.arrival;
@@ -552,7 +555,7 @@ fn start_audio(
         init_uri: uri,
         next_ts: None,
         aligner: AudioAligner::new(frame_90k, start, MAX_HELD_AUDIO, max_lag),
-        discontinuity: false,
+        discontinuity_at: None,
     })
 }
 

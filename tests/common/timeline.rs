@@ -36,6 +36,9 @@ const ALIGN_TOLERANCE_S: f64 = 0.001;
 /// Audio is cut at the AAC frame whose middle is past video's cut: at most
 /// half a frame either side (1024 samples at 44.1 kHz is 23.2 ms).
 const AUDIO_ALIGN_TOLERANCE_S: f64 = 0.0125;
+/// A stream's audio starts with the publisher's first audio frame, which can
+/// come up to a frame (1024 samples at 44.1 kHz) after its first picture.
+const AUDIO_FRAME_S: f64 = 0.0233;
 /// PROGRAM-DATE-TIME is written in milliseconds.
 const DATE_TOLERANCE_S: f64 = 0.002;
 
@@ -461,8 +464,9 @@ fn check_rendition(f: &Findings, what: &str, r: &Rendition) {
         let mut prev: Option<&Piece> = None;
         let mut anchor: Option<f64> = None;
         for p in pieces.values() {
+            // The node's timeline never jumps, not even at a discontinuity
+            // (a new configuration, a publisher's reconnect): only dates do.
             if p.discontinuity {
-                prev = None;
                 anchor = None;
             }
             if p.gap {
@@ -553,8 +557,10 @@ fn check_aligned(f: &Findings, what: &str, a: &Rendition, b: &Rendition, tol: f6
         let (Some(sa), Some(sb)) = (pa.presented, pb.presented) else {
             continue;
         };
+        let first = a.segments.keys().next() == Some(msn) && !b.video;
+        let start_tol = if first { tol + AUDIO_FRAME_S } else { tol };
         f.check(
-            (sa - sb).abs() <= tol,
+            (sa - sb).abs() <= start_tol,
             &format!("{what}: segments of one MSN start at the same media time in every rendition"),
             || format!("msn {msn}: {} at {sa:.4}s, {} at {sb:.4}s", a.name, b.name),
         );

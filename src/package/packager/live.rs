@@ -51,6 +51,9 @@ pub(super) struct VideoTrack {
     /// After a configuration change, frames until the next keyframe cannot
     /// be decoded with the new parameters.
     pub need_keyframe: bool,
+    /// A new configuration's init segment (URI, update), applied at the
+    /// keyframe that starts using it.
+    pub staged: Option<(String, Update)>,
     /// Timeline time of the newest frame: audio up to here can be placed.
     pub edge: u64,
     /// The next segment starts with EXT-X-DISCONTINUITY.
@@ -82,7 +85,9 @@ pub(super) struct AudioTrack {
     /// rather than trusting the publisher's millisecond clock.
     pub next_ts: Option<u64>,
     pub aligner: AudioAligner<AudioFrame>,
-    pub discontinuity: bool,
+    /// The audio segment with this MSN starts with EXT-X-DISCONTINUITY:
+    /// audio reaches a cut after video does, so the mark waits for it.
+    pub discontinuity_at: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -137,6 +142,22 @@ impl Live {
             let events = self.push_video(prev, duration, Some(pkt.keyframe));
             self.video_events(p, events, Some(pts), next_pts, arrival, out);
         }
+        if let Some((uri, init)) = self.video.staged.take() {
+            // This keyframe starts the new configuration: video ends its
+            // segment here and the next one maps the new init. Audio ends
+            // its own when its frames get there: they can come after the
+            // video of the same time, and must not be dropped as late.
+            if self.video.seg.is_open() {
+                let end = self.video.seg.end();
+                let next = self.video.seg.msn() + 1;
+                let events = self.video.seg.cut(end, next);
+                let at = u64::try_from(t.saturating_add(cts.max(0))).ok();
+                self.video_events(p, events, None, at, arrival, out);
+            }
+            self.mark_discontinuity();
+            self.video.init_uri = uri;
+            out.push(init);
+        }
         let Ok(t) = u64::try_from(t) else { return };
         self.trail.frame(pkt.pts, t.saturating_add_signed(cts));
         self.video.pending = Some(PendingVideo {
@@ -169,23 +190,23 @@ impl Live {
         self.release_audio(p, arrival, out);
     }
 
-    /// Ends the current segment in every rendition so that a new init
+    /// Ends the current segment in every rendition so that a new audio init
     /// segment can start with a discontinuity at the same MSN everywhere.
-    /// `video_changed`: the pending frame used the old video parameters and
-    /// must go into the old segment.
-    pub fn reconfigure(&mut self, p: &mut Persist, video_changed: bool, out: &mut Vec<Update>) {
+    pub fn reconfigure(&mut self, p: &mut Persist, out: &mut Vec<Update>) {
         let now = p.last_arrival.unwrap_or_else(Instant::now);
-        if video_changed {
-            self.flush_pending(p, now, out);
-        }
         self.cut_all(p, now, out);
+        self.mark_discontinuity();
+    }
+
+    /// The next segment of every rendition starts with EXT-X-DISCONTINUITY
+    /// (Apple HLS authoring spec 8.15: at the same MSN in every rendition).
+    /// Audio held past the cut is kept: it opens the next segment (a new
+    /// audio configuration replaces the whole track, held frames with it).
+    fn mark_discontinuity(&mut self) {
         self.video.discontinuity = true;
-        // Audio held past the cut is kept: it opens the next segment (a new
-        // audio configuration replaces the whole track, held frames with it).
-        // Dropping it would leave a hole that players stall on at every
-        // resolution change.
+        let msn = self.video.seg.msn();
         if let Some(a) = &mut self.audio {
-            a.discontinuity = true;
+            a.discontinuity_at = Some(msn);
         }
     }
 
@@ -360,13 +381,12 @@ impl Live {
         let anchor_wall = |t: u64, rate: u32| self.wall(to_timeline(t, rate));
         let Some(a) = &self.audio else { return };
         let rate = a.params.sample_rate;
-        let mut discontinuity = a.discontinuity;
         for e in events {
             match e {
                 Event::SegmentStart { msn, dts, .. } => out.push(Update::SegmentStart {
                     rendition: p.audio.clone(),
                     msn,
-                    discontinuity: std::mem::take(&mut discontinuity),
+                    discontinuity: a.discontinuity_at == Some(msn),
                     program_date_time: anchor_wall(dts, rate),
                     map_uri: a.init_uri.clone(),
                 }),
@@ -398,9 +418,6 @@ impl Live {
                     rate,
                 )),
             }
-        }
-        if let Some(a) = &mut self.audio {
-            a.discontinuity = discontinuity;
         }
     }
 }

@@ -355,6 +355,28 @@ async fn a_new_resolution_gets_a_new_init_segment_and_a_discontinuity_everywhere
 }
 
 #[tokio::test]
+async fn a_new_resolution_is_cut_where_its_keyframe_starts() {
+    let mut rig = Rig::new("pk-reconfig-step");
+    rig.configs(320, true, 0);
+    rig.feed(media(0, 3, 60, true), 0);
+    rig.push(IngestEvent::VideoConfig(video_params(640)), 3000);
+    // The new configuration's keyframe comes 100 ms after the last frame (at
+    // 2967 ms), as a browser encoder's does when it steps its resolution.
+    rig.feed(media(3067, 3, 60, false), 0);
+    let video = rig.playlist("source").await;
+    let at = video.find("#EXT-X-DISCONTINUITY\n").expect("discontinuity");
+    let before: f64 = extinfs(&video[..at]).iter().sum();
+    assert!((before - 3.067).abs() < 1e-6, "{video}");
+    let next = video[at..]
+        .lines()
+        .find(|l| l.ends_with(".m4s") && !l.starts_with('#'))
+        .expect("a segment after the discontinuity");
+    let bytes = rig.store.media_file("source", next).await.expect("segment").bytes;
+    // The last frame before the change lasts until the keyframe: no hole.
+    assert_eq!(tfdt(&bytes), 3067 * 90);
+}
+
+#[tokio::test]
 async fn a_later_stream_after_the_end_starts_a_new_playlist() {
     let mut rig = Rig::new("pk-end");
     rig.configs(320, false, 0);

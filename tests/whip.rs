@@ -474,9 +474,11 @@ fn browser_whip_hlsjs_plays_60s_while_resolution_ramps() {
             || timeline.summary(),
         );
         let end = peer.stop(Duration::from_secs(30));
-        f.check(end["ok"] == true, "Chromium publisher ran and DELETEd cleanly", || {
-            format!("{end}")
-        });
+        f.check(
+            end["ok"] == true,
+            "Chromium publisher ran and DELETEd cleanly",
+            || format!("{end}"),
+        );
         f.assert_empty("browser_whip_hlsjs_plays_60s_while_resolution_ramps");
     });
 }

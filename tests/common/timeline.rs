@@ -190,11 +190,7 @@ fn run(master_url: &str, stop: &AtomicBool) -> Timeline {
 }
 
 /// The renditions the multivariant playlist lists: (name, URL, is video).
-fn reload_master(
-    http: &Http,
-    url: &str,
-    tl: &mut Timeline,
-) -> Option<Vec<(String, String, bool)>> {
+fn reload_master(http: &Http, url: &str, tl: &mut Timeline) -> Option<Vec<(String, String, bool)>> {
     let r = http.try_get(url).ok()?;
     if r.status != 200 {
         return None;
@@ -351,7 +347,8 @@ fn read_media(
     tl: &mut Timeline,
 ) {
     let Some(map) = map else {
-        tl.errors.push(format!("{}: no EXT-X-MAP for {uri}", f.rendition.name));
+        tl.errors
+            .push(format!("{}: no EXT-X-MAP for {uri}", f.rendition.name));
         return;
     };
     let map_url = resolve(&f.url, map);
@@ -369,7 +366,8 @@ fn read_media(
         f.inits.insert(map_url.clone(), init);
     }
     let Some(Some(init)) = f.inits.get(&map_url) else {
-        tl.errors.push(format!("{}: unreadable init {map_url}", f.rendition.name));
+        tl.errors
+            .push(format!("{}: unreadable init {map_url}", f.rendition.name));
         return;
     };
     let Some(track) = init.tracks.first() else {
@@ -383,7 +381,8 @@ fn read_media(
         .filter(|r| r.status == 200)
         .map(|r| r.body)
     else {
-        tl.errors.push(format!("{}: could not fetch {url}", f.rendition.name));
+        tl.errors
+            .push(format!("{}: could not fetch {url}", f.rendition.name));
         return;
     };
     match parse_fragments(&bytes, Some(init)) {
@@ -402,7 +401,9 @@ fn read_media(
             piece.media_duration = Some(ticks as f64 / scale);
             piece.first_sync = frags[0].samples.first().map(|s| s.is_sync());
         }
-        Ok(_) => tl.errors.push(format!("{}: no fragment in {url}", f.rendition.name)),
+        Ok(_) => tl
+            .errors
+            .push(format!("{}: no fragment in {url}", f.rendition.name)),
         Err(e) => tl.errors.push(format!("{}: {url}: {e}", f.rendition.name)),
     }
 }
@@ -414,9 +415,11 @@ impl Timeline {
 
     /// Every rule the probe knows, into `f` under `what`.
     pub fn check(&self, f: &Findings, what: &str) {
-        f.check(self.master_reloads > 0, &format!("{what}: probe read the multivariant playlist"), || {
-            "no multivariant reload succeeded".into()
-        });
+        f.check(
+            self.master_reloads > 0,
+            &format!("{what}: probe read the multivariant playlist"),
+            || "no multivariant reload succeeded".into(),
+        );
         for (name, at) in &self.listed_early {
             f.fail(
                 &format!("{what}: the multivariant playlist lists a rendition only once it has a complete segment"),
@@ -424,7 +427,10 @@ impl Timeline {
             );
         }
         for e in &self.errors {
-            f.fail(&format!("{what}: probe could read everything listed"), e.clone());
+            f.fail(
+                &format!("{what}: probe could read everything listed"),
+                e.clone(),
+            );
         }
         for r in &self.renditions {
             check_rendition(f, what, r);
@@ -479,17 +485,28 @@ fn check_rendition(f: &Findings, what: &str, r: &Rendition) {
             f.check(
                 (p.published_duration - dur).abs() <= DURATION_TOLERANCE_S,
                 &format!("{what}: a {kind}'s published duration is its media's"),
-                || format!("{name} msn {} part {:?}: published {:.5}s, media {dur:.5}s", p.msn, p.part, p.published_duration),
+                || {
+                    format!(
+                        "{name} msn {} part {:?}: published {:.5}s, media {dur:.5}s",
+                        p.msn, p.part, p.published_duration
+                    )
+                },
             );
-            if p.independent && let Some(sync) = p.first_sync {
-                f.check(sync, &format!("{what}: an independent {kind} starts with a sync sample"), || {
-                    format!("{name} msn {} part {:?}", p.msn, p.part)
-                });
+            if p.independent
+                && let Some(sync) = p.first_sync
+            {
+                f.check(
+                    sync,
+                    &format!("{what}: an independent {kind} starts with a sync sample"),
+                    || format!("{name} msn {} part {:?}", p.msn, p.part),
+                );
             }
             if r.video && p.part == Some(0) {
-                f.check(p.independent, &format!("{what}: a video segment's first part is independent"), || {
-                    format!("{name} msn {}", p.msn)
-                });
+                f.check(
+                    p.independent,
+                    &format!("{what}: a video segment's first part is independent"),
+                    || format!("{name} msn {}", p.msn),
+                );
             }
             if let Some(q) = prev
                 && let Some(end) = q.end()
@@ -516,8 +533,17 @@ fn check_rendition(f: &Findings, what: &str, r: &Rendition) {
                     None => anchor = Some(offset),
                     Some(a) => f.check(
                         (offset - a).abs() <= DATE_TOLERANCE_S,
-                        &format!("{what}: program-date-time maps to media time the same way all along"),
-                        || format!("{name} msn {} part {:?}: date - media time moved by {:.4}s", p.msn, p.part, offset - a),
+                        &format!(
+                            "{what}: program-date-time maps to media time the same way all along"
+                        ),
+                        || {
+                            format!(
+                                "{name} msn {} part {:?}: date - media time moved by {:.4}s",
+                                p.msn,
+                                p.part,
+                                offset - a
+                            )
+                        },
                     ),
                 }
             }
@@ -567,8 +593,15 @@ fn check_aligned(f: &Findings, what: &str, a: &Rendition, b: &Rendition, tol: f6
         if let (Some(ea), Some(eb)) = (pa.presented_end(), pb.presented_end()) {
             f.check(
                 (ea - eb).abs() <= tol,
-                &format!("{what}: segments of one MSN end at the same media time in every rendition"),
-                || format!("msn {msn}: {} ends at {ea:.4}s, {} at {eb:.4}s", a.name, b.name),
+                &format!(
+                    "{what}: segments of one MSN end at the same media time in every rendition"
+                ),
+                || {
+                    format!(
+                        "msn {msn}: {} ends at {ea:.4}s, {} at {eb:.4}s",
+                        a.name, b.name
+                    )
+                },
             );
         }
         if let (Some(da), Some(db)) = (pa.pdt, pb.pdt) {
@@ -578,7 +611,12 @@ fn check_aligned(f: &Findings, what: &str, a: &Rendition, b: &Rendition, tol: f6
             f.check(
                 skew.abs() <= DATE_TOLERANCE_S,
                 &format!("{what}: renditions date the same media time alike"),
-                || format!("msn {msn}: {} dated {da:.3} at {sa:.4}s, {} dated {db:.3} at {sb:.4}s", a.name, b.name),
+                || {
+                    format!(
+                        "msn {msn}: {} dated {da:.3} at {sa:.4}s, {} dated {db:.3} at {sb:.4}s",
+                        a.name, b.name
+                    )
+                },
             );
         }
     }

@@ -371,7 +371,12 @@ async fn a_new_resolution_is_cut_where_its_keyframe_starts() {
         .lines()
         .find(|l| l.ends_with(".m4s") && !l.starts_with('#'))
         .expect("a segment after the discontinuity");
-    let bytes = rig.store.media_file("source", next).await.expect("segment").bytes;
+    let bytes = rig
+        .store
+        .media_file("source", next)
+        .await
+        .expect("segment")
+        .bytes;
     // The last frame before the change lasts until the keyframe: no hole.
     assert_eq!(tfdt(&bytes), 3067 * 90);
 }

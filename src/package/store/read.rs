@@ -184,11 +184,7 @@ impl ChannelStore {
         let answer = self
             .wait_for(|inner| {
                 let complete = source_measured(inner)
-                    && inner
-                        .renditions
-                        .iter()
-                        .filter(|r| r.active)
-                        .all(playable);
+                    && inner.renditions.iter().filter(|r| r.active).all(playable);
                 complete.then(|| Ok(self.render_master(inner)))
             })
             .await;

@@ -81,9 +81,12 @@ lint: deps
 test: deps whip-venv lint
 	cargo test -- --test-threads=2
 
-# Latency from outside the node (release build) and the CPU scaler's per-frame cost.
+# Latency from outside the node (release build), real players' latency
+# (hls.js and Shaka on RTMP and WHIP publishes; WHIP needs root for its
+# network namespace) and the CPU scaler's per-frame cost.
 bench: deps
 	cargo bench --bench latency
+	cargo bench --bench playback
 	cargo bench --bench scale
 	cargo bench --bench ladder
 

@@ -18,31 +18,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/release.rs"]
+mod release;
 
 use common::fmp4;
 use common::*;
-use std::path::PathBuf;
-use std::process::Command;
+use release::release_binary;
 use std::time::{Duration, Instant};
-
-fn release_binary() -> PathBuf {
-    let from_cargo = PathBuf::from(env!("CARGO_BIN_EXE_rungs"));
-    if from_cargo.exists() && from_cargo.to_string_lossy().contains("/release/") {
-        return from_cargo;
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let p = root.join("target/release/rungs");
-    if !p.exists() {
-        eprintln!("building the release node (cargo build --release)...");
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "--release", "--bin", "rungs"])
-            .current_dir(&root)
-            .status()
-            .unwrap();
-        assert!(st.success(), "cargo build --release failed");
-    }
-    p
-}
 
 fn main() {
     // `cargo bench -- <filter>` passes extra args; `cargo test --benches` passes --bench.

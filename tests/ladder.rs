@@ -33,18 +33,7 @@ use common::*;
 use master::{Want, want};
 use publish::{Source, create_channel, publish};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Each of these tests transcodes a live ladder in real time; two at once
-/// on a 2-core machine starve each other, so they take turns.
-static ONE_LADDER_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn take_turn() -> std::sync::MutexGuard<'static, ()> {
-    ONE_LADDER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-}
 
 /// The `standard` rungs of a 1920x1080 source, top down, after the source.
 const RUNGS_1080: [Want; 4] = [

@@ -178,6 +178,7 @@ fn report_latency(
 /// announce), and a port listening in the host namespace is out of reach.
 #[test]
 fn whip_netns_guard_runs_node_on_loopback_only() {
+    let _turn = take_turn();
     let ns = Netns::new("whip_netns_guard_runs_node_on_loopback_only");
     let host = std::net::TcpListener::bind("127.0.0.1:0").expect("bind in the host namespace");
     let host_port = host.local_addr().expect("bound").port();
@@ -213,6 +214,7 @@ fn whip_netns_guard_runs_node_on_loopback_only() {
 
 #[test]
 fn browser_whip_publish_plays() {
+    let _turn = take_turn();
     require_browser();
     let ns = Netns::new("browser_whip_publish_plays");
     ns.run_in(|| {
@@ -346,6 +348,7 @@ fn browser_whip_publish_plays() {
 
 #[test]
 fn browser_whip_golive_page_publishes() {
+    let _turn = take_turn();
     require_browser();
     let ns = Netns::new("browser_whip_golive_page_publishes");
     ns.run_in(|| {
@@ -437,6 +440,7 @@ fn play_with_hlsjs(f: &Findings, node: &Node, id: &str, secs: u32) -> Playback {
 /// changes.
 #[test]
 fn browser_whip_hlsjs_plays_60s_while_resolution_ramps() {
+    let _turn = take_turn();
     require_browser();
     let ns = Netns::new("browser_whip_hlsjs_plays_60s");
     ns.run_in(|| {
@@ -485,6 +489,7 @@ fn browser_whip_hlsjs_plays_60s_while_resolution_ramps() {
 
 #[test]
 fn whip_netns_aiortc_publish() {
+    let _turn = take_turn();
     let ns = Netns::new("whip_netns_aiortc_publish");
     ns.run_in(|| {
         let f = Findings::default();
@@ -549,6 +554,7 @@ fn whip_netns_aiortc_publish() {
 
 #[test]
 fn whip_netns_bad_input() {
+    let _turn = take_turn();
     let ns = Netns::new("whip_netns_bad_input");
     ns.run_in(|| {
         let f = Findings::default();

@@ -134,6 +134,15 @@ impl Segmenter {
         self.segment.as_ref().map_or(self.boundary, |s| s.end)
     }
 
+    /// Ticks the open part can still take, if a part is open and closing
+    /// it now would leave it under 85% of PART-TARGET, which only a
+    /// segment's last part may be (RFC 8216bis 4.4.4.9).
+    pub fn short_part_room(&self) -> Option<u64> {
+        let target = self.rules.part_target;
+        let room = target.saturating_sub(self.part.as_ref()?.duration);
+        (room * 100 > target * 15).then_some(room)
+    }
+
     /// A segment has samples and has not ended yet.
     pub fn is_open(&self) -> bool {
         self.segment.is_some()

@@ -51,6 +51,18 @@ pub use playlist::{MediaPlaylist, Multivariant, parse_media, parse_multivariant,
 pub use publisher::{PubOpts, Publisher};
 pub use timeline::{Timeline, TimelineProbe};
 
+/// Tests of one binary that each keep a live stream (and often a browser)
+/// busy in real time starve each other two at a time on a 2-core machine,
+/// and a player that measures stalls and latency must not pay for its
+/// neighbour: they take turns.
+static ONE_LIVE_TEST_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LIVE_TEST_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
 /// The repository root: where `node_modules/` and `tests/player/` are.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

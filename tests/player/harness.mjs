@@ -19,7 +19,8 @@ export function fail(msg) {
   process.exit(2);
 }
 
-// Serves `pageHtml(origin)` (which loads `${origin}/hls.min.js`), opens it in
+// Serves `pageHtml(origin)` (which loads `${origin}/hls.min.js`, or
+// `${origin}/shaka-player.js`), opens it in
 // Chromium, waits until its video plays (the page sets window.report.started),
 // runs `body({ page, ctx })`, then prints `out` with window.report (unless
 // `body` took it already) and the page's console added. Any failure is reported in `out`, never thrown.
@@ -55,6 +56,10 @@ export async function runPage(pageHtml, out, body, opts = {}) {
     if (req.url === '/hls.min.js') {
       res.writeHead(200, { 'content-type': 'application/javascript' });
       res.end(hlsSource);
+    } else if (req.url === '/shaka-player.js') {
+      // Only the benchmark's pages load Shaka Player (a dev dependency).
+      res.writeHead(200, { 'content-type': 'application/javascript' });
+      res.end(readFileSync(require.resolve('shaka-player/dist/shaka-player.compiled.js'), 'utf8'));
     } else {
       res.writeHead(200, { 'content-type': 'text/html' });
       res.end(pageHtml(origin));

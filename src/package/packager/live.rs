@@ -133,6 +133,19 @@ impl Live {
             } else if dur.unsigned_abs() <= self.video.seg.rules().part_target {
                 self.frame_ticks = dur.unsigned_abs();
             }
+            if self.video.staged.is_some()
+                && let Some(room) = self.video.seg.short_part_room()
+                && dur.unsigned_abs() > room
+            {
+                // The last frame before a new configuration (often long: the
+                // encoder skips a frame to switch) would not fit its part, and
+                // a part of its own would leave the one before it short. It
+                // ends that part instead, and the new configuration's
+                // keyframe starts that much earlier (shown under a frame
+                // early, never after a hole).
+                dur = i64::try_from(room).unwrap_or(dur);
+                t = prev_t + dur;
+            }
             let duration = u32::try_from(dur).unwrap_or(u32::MAX);
             let pts = prev.pts();
             // Where this frame is presented: if it starts the next segment,

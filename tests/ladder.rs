@@ -32,7 +32,6 @@ mod rules;
 use common::*;
 use master::{Want, want};
 use publish::{Source, create_channel, publish};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The `standard` rungs of a 1920x1080 source, top down, after the source.
@@ -364,7 +363,6 @@ fn node_side_report(http: &Http, node: &Node, id: &str, names: &[&str]) -> Strin
 fn browser_hlsjs_plays_ladder_switching_levels() {
     let _turn = take_turn();
     require_browser();
-    let root = repo_root();
     let node = Node::start(NodeConfig::default());
     let http = Http::new();
     let ch = create_channel(&node, "ladder-browser", "standard");
@@ -384,29 +382,13 @@ fn browser_hlsjs_plays_ladder_switching_levels() {
         Duration::from_secs(40),
     );
 
-    let out = Command::new("node")
-        .arg(root.join("tests/player/ladder.mjs"))
-        .arg(node.master_url(&ch.id))
-        .arg(PLAY_SECONDS.to_string())
-        .current_dir(&root)
-        .output()
-        .expect("run node tests/player/ladder.mjs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| {
-            panic!(
-                "ladder.mjs printed no JSON (exit {}):\nstdout: {stdout}\nstderr: {stderr}",
-                out.status
-            )
-        });
-    let v: serde_json::Value = serde_json::from_str(line).expect("ladder.mjs JSON");
+    let v = run_page_script(
+        "tests/player/ladder.mjs",
+        &[&node.master_url(&ch.id), &PLAY_SECONDS.to_string()],
+    );
     assert!(
         v["ok"] == true,
-        "browser playback failed: {}\nswitches: {}\nreport: {}\nconsole: {}\nstderr: {stderr}",
+        "browser playback failed: {}\nswitches: {}\nreport: {}\nconsole: {}",
         v["error"],
         v["switches"],
         v["report"],

@@ -27,6 +27,7 @@ const wanted = (heights) => ${JSON.stringify(rendition)} === 'source' ? Math.max
 const hlsjs = (origin) => `<!doctype html><html><body>
 <video id="v" muted playsinline autoplay></video>
 <script src="${origin}/hls.min.js"></script>
+<script src="${new URL(src).origin}/assets/rungs-latency.js"></script>
 <script>${common}
 const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
 hls.on(Hls.Events.ERROR, (e, d) => {
@@ -40,16 +41,8 @@ hls.on(Hls.Events.MANIFEST_PARSED, (e, d) => {
   hls.currentLevel = i;
   v.play().catch(() => {});
 });
-// The README's playback rate control (the same as /play/<id>).
-if (${JSON.stringify(player)} === 'hlsjs') setInterval(() => {
-  const behind = hls.latency - hls.targetLatency;
-  if (v.paused || !v.buffered.length || !Number.isFinite(behind)) return;
-  const ahead = v.buffered.end(v.buffered.length - 1) - v.currentTime;
-  let rate = 1;
-  if (ahead < 0.25) rate = 0.95;
-  else if (behind > 0.1 && ahead > 0.3) rate = Math.min(1.5, Math.round(40 / (1 + Math.exp(-0.75 * behind))) / 20);
-  if (v.playbackRate !== rate) v.playbackRate = rate;
-}, 250);
+// The node's playback rate control, as /play/<id> and the README use it.
+if (${JSON.stringify(player)} === 'hlsjs') rungsHoldLatency(hls, v);
 hls.loadSource(${JSON.stringify(src)});
 hls.attachMedia(v);
 setInterval(() => {

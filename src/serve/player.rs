@@ -1,6 +1,6 @@
 //! The browser pages of a channel: `/play/<id>` (hls.js in low-latency mode,
-//! showing the live latency) and `/publish/<id>` (go live from the camera
-//! over WHIP).
+//! held at its target latency, showing the live latency) and `/publish/<id>`
+//! (go live from the camera over WHIP), and the scripts they load.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -12,12 +12,14 @@ use std::sync::Arc;
 
 const PAGE: &str = include_str!("player.html");
 const PUBLISH: &str = include_str!("publish.html");
+const LATENCY_JS: &str = include_str!("latency.js");
 
 pub fn routes(hls_js: PathBuf) -> Router {
     Router::new()
         .route("/play/{id}", get(page))
         .route("/publish/{id}", get(publish_page))
         .route("/assets/hls.min.js", get(script))
+        .route("/assets/rungs-latency.js", get(latency_script))
         .with_state(Arc::new(hls_js))
 }
 
@@ -45,6 +47,20 @@ fn html(template: &str, id: &str) -> Response {
             (header::CACHE_CONTROL, "no-cache"),
         ],
         template.replace("{{CHANNEL}}", id),
+    )
+        .into_response()
+}
+
+/// The playback rate control of `/play/<id>`, for any page that embeds
+/// hls.js (the README shows how).
+async fn latency_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        LATENCY_JS,
     )
         .into_response()
 }

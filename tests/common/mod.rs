@@ -46,7 +46,7 @@ pub use http::{Http, Resp, raw_get_status};
 pub use metrics::{Metrics, Sample};
 pub use netns::Netns;
 pub use node::{Channel, Node, NodeConfig};
-pub use playback::{Playback, check_playback, play_hlsjs};
+pub use playback::{Playback, check_playback, play_hlsjs, run_page_script};
 pub use playlist::{MediaPlaylist, Multivariant, parse_media, parse_multivariant, resolve};
 pub use publisher::{PubOpts, Publisher};
 pub use timeline::{Timeline, TimelineProbe};

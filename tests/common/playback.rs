@@ -17,29 +17,40 @@ pub fn play_hlsjs(
     play_page: Option<&str>,
     switch_every_s: u32,
 ) -> serde_json::Value {
+    run_page_script(
+        "tests/player/play.mjs",
+        &[
+            master_url,
+            &seconds.to_string(),
+            play_page.unwrap_or("-"),
+            &switch_every_s.to_string(),
+        ],
+    )
+}
+
+/// Runs a browser driver script of the repository with node and returns
+/// the last JSON line it printed; panics when it printed none.
+pub fn run_page_script(script: &str, args: &[&str]) -> serde_json::Value {
     let root = repo_root();
     let out = Command::new("node")
-        .arg(root.join("tests/player/play.mjs"))
-        .arg(master_url)
-        .arg(seconds.to_string())
-        .arg(play_page.unwrap_or("-"))
-        .arg(switch_every_s.to_string())
+        .arg(root.join(script))
+        .args(args)
         .current_dir(&root)
         .output()
-        .expect("run node tests/player/play.mjs");
+        .unwrap_or_else(|e| panic!("run node {script}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stdout
+    stdout
         .lines()
         .rev()
         .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
         .unwrap_or_else(|| {
             panic!(
-                "play.mjs printed no JSON (exit {}):\nstdout: {stdout}\nstderr: {stderr}",
+                "{script} printed no JSON (exit {}):\nstdout: {stdout}\nstderr: {stderr}",
                 out.status
             )
-        });
-    serde_json::from_str(line).expect("play.mjs JSON")
+        })
 }
 
 /// Latency figures of one run, in seconds.

@@ -6,8 +6,9 @@
 // hls.js runs with the settings the README recommends to sites
 // (lowLatencyMode, catch-up up to 1.5x after a stall, playback started at
 // its live sync point). ABR picks the first level; with a switch interval,
-// every level is then forced in turn with `hls.nextLevel` (a switch at the
-// next fragment boundary, which only works if the rungs line up).
+// every level is then forced in turn with `hls.loadLevel` (hls.js loads the
+// new level from its next independent part, over what it had buffered: the
+// switch only plays through if the rungs line up).
 //
 // The test page is served by a small HTTP server of this script on another
 // 127.0.0.1 port, so hls.js fetches the node cross-origin (what a real site
@@ -25,6 +26,7 @@ const switchEvery = Number(switchArg || 0);
 const pageHtml = (origin) => `<!doctype html><html><body>
 <video id="v" muted playsinline autoplay style="width:640px"></video>
 <script src="${origin}/hls.min.js"></script>
+<script src="${new URL(src).origin}/assets/rungs-latency.js"></script>
 <script>
 performance.setResourceTimingBufferSize(100000);
 window.report = { events: [], waiting: 0, stalls: 0, holes: 0, errors: [], samples: [], switched: [], started: null, firstFrameMs: null, levels: [] };
@@ -53,21 +55,8 @@ hls.on(Hls.Events.MANIFEST_PARSED, (e, d) => {
   window.report.levels = d.levels.map((l) => ({ width: l.width, height: l.height, bitrate: l.bitrate, url: String(l.url) }));
   v.play().catch(e => window.report.errors.push({ details: 'play(): ' + e, t: now() }));
 });
-// Playback rate, as the README recommends: hls.js's own catch-up
-// (maxLiveSyncPlaybackRate) only acts with over 1 s buffered, which leaves a
-// low-latency stream at hls.js's start-up delay for good. This plays up to
-// 1.5x towards hls.js's target latency while over 0.3 s stays buffered, and
-// at 0.95x when under 0.25 s is left (a publisher a little slower than real
-// time) rather than stall.
-setInterval(() => {
-  const behind = hls.latency - hls.targetLatency;
-  if (v.paused || !v.buffered.length || !Number.isFinite(behind)) return;
-  const ahead = v.buffered.end(v.buffered.length - 1) - v.currentTime;
-  let rate = 1;
-  if (ahead < 0.25) rate = 0.95;
-  else if (behind > 0.1 && ahead > 0.3) rate = Math.min(1.5, Math.round(40 / (1 + Math.exp(-0.75 * behind))) / 20);
-  if (v.playbackRate !== rate) v.playbackRate = rate;
-}, 250);
+// The node's own playback rate control, as /play/<id> and the README use it.
+rungsHoldLatency(hls, v);
 hls.loadSource(${JSON.stringify(src)});
 hls.attachMedia(v);
 setInterval(() => {
@@ -93,13 +82,14 @@ await runPlayer(pageHtml, out, async ({ page, ctx }) => {
   const end = Date.now() + seconds * 1000;
   if (switchEvery > 0) {
     const n = await page.evaluate(() => hls.levels.length);
-    // Each switch is held for a whole interval (several segments): a switch
-    // back within one segment makes hls.js append non-independent parts of
-    // the new level, which no stream can make decodable.
+    // Each switch is held for a whole interval (several segments).
+    // `hls.nextLevel` would flush the buffer and can make hls.js append a
+    // non-independent part of the new level, which no stream can make
+    // decodable; `loadLevel` switches where the new level is independent.
     for (let k = 1; Date.now() + 2 * switchEvery * 1000 < end; k++) {
       await page.waitForTimeout(switchEvery * 1000);
       const level = k % n;
-      out.forced.push({ level, t: await page.evaluate((l) => { hls.nextLevel = l; return (performance.now()) / 1000; }, level) });
+      out.forced.push({ level, t: await page.evaluate((l) => { hls.loadLevel = l; return (performance.now()) / 1000; }, level) });
     }
   }
   const rest = end - Date.now();

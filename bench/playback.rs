@@ -88,7 +88,8 @@ fn main() {
         assert_eq!(p.status, 201, "WHIP POST: {}", p.json);
         wait_rungs(&node, &ch.id);
         play_all(&node, &ch.id, "WHIP", secs, &mut rows);
-        peer.stop(Duration::from_secs(30));
+        // The figures are in: no need to wait for the publisher's DELETE.
+        peer.kill();
     });
 
     println!();
@@ -158,6 +159,11 @@ fn play_all(node: &Node, id: &str, ingest: &'static str, secs: u32, rows: &mut V
             } else if !errors.is_empty() {
                 note = format!("fatal: {}", errors.join(", "));
             }
+            eprintln!(
+                "{ingest} {player} {rendition}: p50 {:.3} s, stalls {}",
+                quantile(&pdt, 0.5),
+                rep["stalls"]
+            );
             rows.push(Row {
                 ingest,
                 player,

@@ -27,7 +27,6 @@ mod release;
 use common::*;
 use peer::Peer;
 use release::release_binary;
-use std::process::Command;
 use std::time::Duration;
 
 const PLAYERS: [&str; 3] = ["hlsjs", "hlsjs-plain", "shaka"];
@@ -121,24 +120,10 @@ fn wait_rungs(node: &Node, id: &str) {
 fn play_all(node: &Node, id: &str, ingest: &'static str, secs: u32, rows: &mut Vec<Row>) {
     for player in PLAYERS {
         for rendition in RENDITIONS {
-            let out = Command::new("node")
-                .arg(repo_root().join("bench/playback/play.mjs"))
-                .args([player, &node.master_url(id), &secs.to_string(), rendition])
-                .current_dir(repo_root())
-                .output()
-                .expect("run node bench/playback/play.mjs");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let v: serde_json::Value = stdout
-                .lines()
-                .rev()
-                .find(|l| l.starts_with('{'))
-                .and_then(|l| serde_json::from_str(l).ok())
-                .unwrap_or_else(|| {
-                    panic!(
-                        "play.mjs printed no JSON: {stdout} {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )
-                });
+            let v = run_page_script(
+                "bench/playback/play.mjs",
+                &[player, &node.master_url(id), &secs.to_string(), rendition],
+            );
             let rep = &v["report"];
             let pdt: Vec<f64> = rep["samples"]
                 .as_array()

@@ -1,45 +1,58 @@
-//! The owner thread of one live channel: it feeds the packager in order and
-//! decides when a lost publisher's stream ends.
+//! The thread that drives one live channel's [`ChannelCore`]: it owns the
+//! channel's queues and transcoding pipeline, reads the clock, and carries
+//! out what the core decides. Every decision is the core's.
 //!
 //! It never touches sockets and never blocks ingest: publishers reach it
 //! through a bounded queue and drop whole GOPs when it is full.
 
-use crate::media::IngestEvent;
-use crate::media::TrackKind;
+use super::core::{ChannelCore, Input, Output, Refusal};
+use crate::media::{Arrival, IngestEvent};
 use crate::metrics::METRICS;
-use crate::package::{ChannelPackager, ChannelStore, RungEvent};
-use crate::transcode::pipeline::{Output, Pipeline, PipelineConfig, rung_decls};
-use crossbeam_channel::{Receiver, Sender, select};
+use crate::package::ChannelStore;
+use crate::transcode::pipeline::{Pipeline, PipelineConfig};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, select};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-/// One media event stamped when ingest handed it over.
+/// One media event of a publish session, stamped where ingest read it.
 pub(super) struct Stamped {
     pub session: u64,
     pub event: IngestEvent,
-    pub now: SystemTime,
-    pub arrival: Instant,
+    pub arrival: Arrival,
 }
 
 pub(super) enum Control {
-    /// A publisher session ended (connection closed or refused mid-stream).
-    Disconnected,
-    /// The publisher that started this stream left before sending video, or
-    /// was refused: end the stream without a grace period, and without a
-    /// linger when nothing was ever packaged.
-    Abandoned,
+    /// A publisher asks for the channel; the core's answer goes to `reply`.
+    Join {
+        session: u64,
+        reply: Sender<Result<(), Refusal>>,
+    },
+    /// A publish session ended (see [`Input::Left`]).
+    Left { session: u64, abandoned: bool },
     /// The channel was deleted: end the stream now.
     Terminate,
 }
 
-#[derive(Default)]
-pub(super) struct State {
-    /// Session id of the connected publisher, if any.
-    pub publisher: Option<u64>,
-    /// The stream has ended (EXT-X-ENDLIST written); a new publisher starts a
-    /// new stream in a new `LiveChannel`.
-    pub ended: bool,
+/// Room in a channel's control queue: a handful of publishers coming and
+/// going, and the node deleting the channel.
+pub(super) const CONTROL_QUEUE: usize = 16;
+
+/// How long a control message may wait for room, and a publisher for the
+/// channel's answer: the driver answers between two media events, so only a
+/// wedged channel takes this long.
+const CONTROL_WAIT: Duration = Duration::from_secs(5);
+
+/// The longest the driver sleeps without a timeout from the core.
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
+
+/// Why a control message did not reach a channel's driver.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreachable {
+    #[error("the channel's thread has ended")]
+    Gone,
+    #[error("the channel did not answer within {0:?}")]
+    Busy(Duration),
 }
 
 /// What the hub's table holds for a channel that is live or lingering.
@@ -48,94 +61,34 @@ pub(super) struct LiveChannel {
     pub store: Arc<ChannelStore>,
     pub events: Sender<Stamped>,
     pub control: Sender<Control>,
-    pub state: Mutex<State>,
+}
+
+impl LiveChannel {
+    pub fn send_control(&self, msg: Control) -> Result<(), Unreachable> {
+        match self.control.send_timeout(msg, CONTROL_WAIT) {
+            Ok(()) => Ok(()),
+            Err(SendTimeoutError::Timeout(_)) => Err(Unreachable::Busy(CONTROL_WAIT)),
+            Err(SendTimeoutError::Disconnected(_)) => Err(Unreachable::Gone),
+        }
+    }
+
+    /// Asks the channel's core to take publish session `session`. A driver
+    /// that is gone has ended its stream.
+    pub fn join(&self, session: u64) -> Result<Result<(), Refusal>, Unreachable> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        match self.send_control(Control::Join { session, reply }) {
+            Err(Unreachable::Gone) => return Ok(Err(Refusal::Ended)),
+            sent => sent?,
+        }
+        match answer.recv_timeout(CONTROL_WAIT) {
+            Ok(a) => Ok(a),
+            Err(RecvTimeoutError::Timeout) => Err(Unreachable::Busy(CONTROL_WAIT)),
+            Err(RecvTimeoutError::Disconnected) => Ok(Err(Refusal::Ended)),
+        }
+    }
 }
 
 pub(super) type Table = Arc<Mutex<HashMap<String, Arc<LiveChannel>>>>;
-
-pub(super) struct Timing {
-    pub grace: Duration,
-    pub linger: Duration,
-}
-
-/// The channel's transcoding: a pipeline started at the first video
-/// configuration of each publish session, flushed when the session ends.
-pub(super) struct Transcode {
-    /// `None` for a passthrough channel.
-    template: Option<PipelineConfig>,
-    pipeline: Option<Pipeline>,
-}
-
-impl Transcode {
-    pub fn new(template: Option<PipelineConfig>) -> Self {
-        Transcode {
-            template,
-            pipeline: None,
-        }
-    }
-
-    fn outputs(&self) -> Receiver<Output> {
-        self.pipeline
-            .as_ref()
-            .map_or_else(crossbeam_channel::never, |p| p.outputs().clone())
-    }
-
-    fn feed(&mut self, id: &str, event: &IngestEvent, now: SystemTime, arrival: Instant) {
-        match event {
-            IngestEvent::VideoConfig(params) => {
-                if self.pipeline.is_none()
-                    && let Some(cfg) = &self.template
-                {
-                    match Pipeline::start(id, cfg.clone()) {
-                        Ok(p) => self.pipeline = Some(p),
-                        Err(e) => {
-                            tracing::error!(channel = id, error = %e, "cannot start transcoding; source only")
-                        }
-                    }
-                }
-                if let Some(p) = &mut self.pipeline {
-                    p.push_config(params.clone());
-                }
-            }
-            IngestEvent::Packet(pkt) if pkt.track == TrackKind::Video => {
-                if let Some(p) = &mut self.pipeline {
-                    p.push_packet(pkt.clone(), now, arrival);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Waits for every rung to encode what it has and packages the rest, so
-    /// nothing of this session arrives after the packager moved on.
-    fn flush(&mut self, packager: &mut ChannelPackager) {
-        if let Some(mut p) = self.pipeline.take() {
-            p.finish();
-            for out in p.outputs().try_iter() {
-                apply(packager, out);
-            }
-        }
-    }
-}
-
-fn apply(packager: &mut ChannelPackager, out: Output) {
-    match out {
-        Output::Plan(rungs) => packager.set_rungs(rung_decls(rungs)),
-        Output::Config { rung, params } => packager.push_rung(
-            rung,
-            RungEvent::Config(params),
-            SystemTime::now(),
-            Instant::now(),
-        ),
-        Output::Packet {
-            rung,
-            packet,
-            now,
-            arrival,
-        } => packager.push_rung(rung, RungEvent::Packet(packet), now, arrival),
-        Output::Summary { .. } | Output::Backends(_) => {}
-    }
-}
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Every critical section here leaves the data consistent, so a panic in
@@ -143,86 +96,115 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs until the stream has ended and lingered, or the channel was replaced.
-pub(super) fn run(
-    table: Table,
-    me: Arc<LiveChannel>,
-    mut packager: ChannelPackager,
-    events: Receiver<Stamped>,
-    control: Receiver<Control>,
-    timing: Timing,
-    mut transcode: Transcode,
-) {
-    let mut session: Option<u64> = None;
-    let mut grace_until: Option<Instant> = None;
-    loop {
-        let timeout = grace_until
-            .map(|t| t.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(3600));
-        let outputs = transcode.outputs();
+/// The driver's side of one channel.
+pub(super) struct Driver {
+    pub table: Table,
+    pub me: Arc<LiveChannel>,
+    pub core: ChannelCore,
+    /// `None` for a passthrough channel.
+    pub template: Option<PipelineConfig>,
+    pub pipeline: Option<Pipeline>,
+}
+
+impl Driver {
+    /// Runs until the core says the channel is done.
+    pub fn run(mut self, events: Receiver<Stamped>, control: Receiver<Control>) {
+        while self.step(&events, &control) {}
+        remove(&self.table, &self.me);
+    }
+
+    /// Waits for one input and hands it over; false once the core is done.
+    fn step(&mut self, events: &Receiver<Stamped>, control: &Receiver<Control>) -> bool {
+        let timeout = self
+            .core
+            .poll_timeout()
+            .map_or(IDLE_WAKE, |t| t.saturating_duration_since(Instant::now()));
+        let outputs = self
+            .pipeline
+            .as_ref()
+            .map_or_else(crossbeam_channel::never, |p| p.outputs().clone());
         select! {
-            recv(events) -> msg => {
-                let Ok(s) = msg else { break };
-                if session != Some(s.session) {
-                    // Packets of a new session after an earlier one are a reconnect.
-                    if session.is_some() {
-                        transcode.flush(&mut packager);
-                        packager.discontinuity();
-                    }
-                    session = Some(s.session);
-                }
-                if lock(&me.state).publisher.is_some() {
-                    grace_until = None;
-                }
-                // The source is packaged first: its cuts decide where the
-                // rungs, which come later, cut.
-                packager.push(s.event.clone(), s.now, s.arrival);
-                transcode.feed(&me.id, &s.event, s.now, s.arrival);
-            }
-            recv(outputs) -> msg => {
-                if let Ok(out) = msg {
-                    apply(&mut packager, out);
-                }
-            }
-            recv(control) -> msg => match msg {
-                Ok(Control::Disconnected) => {
-                    transcode.flush(&mut packager);
-                    if lock(&me.state).publisher.is_none() {
-                        tracing::info!(channel = %me.id, grace_s = timing.grace.as_secs_f64(),
-                            "publisher gone; waiting for it to come back");
-                        grace_until = Some(Instant::now() + timing.grace);
-                    }
-                }
-                Ok(Control::Abandoned) => {
-                    transcode.flush(&mut packager);
-                    if end_stream(&me, &mut packager, true, "publisher refused or left before sending video") {
-                        if !me.store.has_media() {
-                            remove(&table, &me);
-                            return;
-                        }
-                        break;
-                    }
-                }
-                Ok(Control::Terminate) | Err(_) => {
-                    transcode.flush(&mut packager);
-                    end_stream(&me, &mut packager, false, "channel deleted");
-                    break;
-                }
+            recv(events) -> msg => match msg {
+                Ok(s) => self.media(s),
+                // The table's entry holds the sender: never while running.
+                Err(_) => self.input(Input::Terminate),
             },
-            default(timeout) => {
-                if grace_until.is_some_and(|t| Instant::now() >= t) {
-                    grace_until = None;
-                    if end_stream(&me, &mut packager, true, "publisher did not come back") {
-                        break;
+            recv(outputs) -> msg => match msg {
+                Ok(out) => self.input(Input::Rung(out)),
+                Err(_) => true,
+            },
+            recv(control) -> msg => match msg {
+                Ok(Control::Join { session, reply }) => {
+                    let _ = reply.send(self.core.admit(session));
+                    true
+                }
+                Ok(Control::Left { session, abandoned }) => {
+                    // The session sent all it will before it left: package
+                    // what is still queued before the core moves on.
+                    for s in events.try_iter() {
+                        if !self.media(s) {
+                            return false;
+                        }
+                    }
+                    self.input(Input::Left { session, abandoned })
+                }
+                Ok(Control::Terminate) | Err(_) => self.input(Input::Terminate),
+            },
+            default(timeout) => self.input(Input::Timeout),
+        }
+    }
+
+    fn media(&mut self, s: Stamped) -> bool {
+        self.input(Input::Media {
+            session: s.session,
+            event: s.event,
+            arrival: s.arrival,
+        })
+    }
+
+    /// Hands `input` to the core and carries out what it asks; false once
+    /// the core is done.
+    fn input(&mut self, input: Input) -> bool {
+        self.core.handle(Instant::now(), input);
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Store(updates) => self.me.store.apply(updates),
+                Output::StartPipeline => self.start_pipeline(),
+                Output::Transcode(event, arrival) => {
+                    if let Some(p) = &mut self.pipeline {
+                        match event {
+                            IngestEvent::VideoConfig(params) => p.push_config(params),
+                            IngestEvent::Packet(pkt) => p.push_packet(pkt, arrival),
+                            IngestEvent::AudioConfig(_) => {}
+                        }
                     }
                 }
+                Output::FlushPipeline => {
+                    let rest = match self.pipeline.take() {
+                        Some(mut p) => {
+                            p.finish();
+                            p.outputs().try_iter().collect()
+                        }
+                        None => Vec::new(),
+                    };
+                    self.core.handle(Instant::now(), Input::Flushed(rest));
+                }
+                Output::Ended => METRICS.live_channels.dec(),
+                Output::Remove => return false,
+            }
+        }
+        true
+    }
+
+    fn start_pipeline(&mut self) {
+        let Some(cfg) = &self.template else { return };
+        match Pipeline::start(&self.me.id, cfg.clone()) {
+            Ok(p) => self.pipeline = Some(p),
+            Err(e) => {
+                tracing::error!(channel = %self.me.id, error = %e, "cannot start transcoding; source only");
             }
         }
     }
-    // Keep serving the ended playlists so players see EXT-X-ENDLIST, then 404.
-    // Any control message (or its absence) ends the linger the same way.
-    let _ = control.recv_timeout(timing.linger);
-    remove(&table, &me);
 }
 
 /// Takes the channel out of the table unless a newer stream replaced it.
@@ -231,27 +213,4 @@ fn remove(table: &Table, me: &Arc<LiveChannel>) {
     if t.get(&me.id).is_some_and(|c| Arc::ptr_eq(c, me)) {
         t.remove(&me.id);
     }
-}
-
-/// Ends the stream unless `unless_published` and a publisher came back.
-/// Returns whether it ended. `ended` flips under the state lock, so a
-/// publisher arriving at the same moment either wins the channel back or
-/// starts a new stream; never both.
-fn end_stream(
-    me: &LiveChannel,
-    packager: &mut ChannelPackager,
-    unless_published: bool,
-    why: &str,
-) -> bool {
-    let mut st = lock(&me.state);
-    if st.ended || (unless_published && st.publisher.is_some()) {
-        return false;
-    }
-    st.ended = true;
-    st.publisher = None;
-    drop(st);
-    packager.end();
-    METRICS.live_channels.dec();
-    tracing::info!(channel = %me.id, reason = why, "stream ended");
-    true
 }

@@ -5,19 +5,24 @@
 //! store. It never parses media and never blocks an ingest task.
 
 mod channel;
+mod core;
+#[cfg(test)]
+mod tests;
 
-use crate::media::{IngestEvent, TrackKind};
+use crate::media::{Arrival, IngestEvent, TrackKind};
 use crate::metrics::METRICS;
-use crate::package::{ChannelPackager, ChannelStore, PackageConfig};
+use crate::package::{ChannelStore, PackageConfig};
 use crate::registry::{Registry, RegistryError};
 use crate::transcode::ladder::Ladders;
 use crate::transcode::pipeline::PipelineConfig;
-use channel::{Control, LiveChannel, Stamped, State, Table, Timing, Transcode, lock};
+pub use channel::Unreachable;
+use channel::{CONTROL_QUEUE, Control, Driver, LiveChannel, Stamped, Table, lock};
+use core::{ChannelCore, Refusal, Timing};
 use crossbeam_channel::TrySendError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 /// Why a publish attempt was refused. The message never contains the key.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +32,19 @@ pub enum PublishError {
     #[error("channel {0} already has a publisher")]
     AlreadyLive(String),
     #[error("channel registry: {0}")]
-    Registry(String),
+    Registry(#[from] RegistryError),
+    #[error("channel {channel}: {source}")]
+    Channel {
+        channel: String,
+        #[source]
+        source: Unreachable,
+    },
+    #[error("starting the thread of channel {channel}: {source}")]
+    Spawn {
+        channel: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl PublishError {
@@ -36,7 +53,9 @@ impl PublishError {
         match self {
             PublishError::UnknownKey => "unknown_key",
             PublishError::AlreadyLive(_) => "already_live",
-            PublishError::Registry(_) => "internal",
+            PublishError::Registry(_)
+            | PublishError::Channel { .. }
+            | PublishError::Spawn { .. } => "internal",
         }
     }
 }
@@ -80,7 +99,9 @@ impl Hub {
 
     /// Claims the channel whose stream key is `stream_key` for a new publisher.
     /// A channel within its reconnect grace period is taken over and its
-    /// playlists continue; an ended or idle one starts a new stream.
+    /// playlists continue; an ended or idle one starts a new stream. The
+    /// channel's own core decides, so a publisher arriving as the grace
+    /// period runs out either wins the stream back or starts a new one.
     pub fn start_publish(
         &self,
         stream_key: &str,
@@ -88,29 +109,48 @@ impl Hub {
     ) -> Result<Publisher, PublishError> {
         let channel = self
             .registry
-            .find_by_key(stream_key)
-            .map_err(|e| PublishError::Registry(e.to_string()))?
+            .find_by_key(stream_key)?
             .ok_or(PublishError::UnknownKey)?;
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
-
-        let mut table = lock(&self.table);
-        if let Some(live) = table.get(&channel.id) {
-            let mut st = lock(&live.state);
-            if !st.ended {
-                if st.publisher.is_some() {
-                    return Err(PublishError::AlreadyLive(channel.id));
+        loop {
+            // The table lock is not held while the channel answers: its
+            // thread takes that lock when it removes itself.
+            let existing = lock(&self.table).get(&channel.id).cloned();
+            if let Some(live) = &existing {
+                match live.join(session) {
+                    Ok(Ok(())) => {
+                        return Ok(Publisher::new(live.clone(), session, ingest, false));
+                    }
+                    Ok(Err(Refusal::AlreadyLive)) => {
+                        return Err(PublishError::AlreadyLive(channel.id));
+                    }
+                    Ok(Err(Refusal::Ended)) => {}
+                    Err(source) => {
+                        return Err(PublishError::Channel {
+                            channel: channel.id,
+                            source,
+                        });
+                    }
                 }
-                st.publisher = Some(session);
-                drop(st);
-                tracing::info!(channel = %channel.id, ingest, "publisher reconnected within grace");
-                return Ok(Publisher::new(live.clone(), session, ingest, false));
             }
+            let mut table = lock(&self.table);
+            let unchanged = match (table.get(&channel.id), &existing) {
+                (Some(now), Some(before)) => Arc::ptr_eq(now, before),
+                (None, None) => true,
+                // The old stream's thread removed itself: nothing to replace.
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+            };
+            if !unchanged {
+                // Another publisher started a stream meanwhile: ask it.
+                continue;
+            }
+            let live = self.spawn_channel(&channel.id, &channel.ladder, session)?;
+            table.insert(channel.id.clone(), live.clone());
+            METRICS.live_channels.inc();
+            tracing::info!(channel = %channel.id, ingest, "stream started");
+            return Ok(Publisher::new(live, session, ingest, true));
         }
-        let live = self.spawn_channel(&channel.id, &channel.ladder, session)?;
-        table.insert(channel.id.clone(), live.clone());
-        METRICS.live_channels.inc();
-        tracing::info!(channel = %channel.id, ingest, "stream started");
-        Ok(Publisher::new(live, session, ingest, true))
     }
 
     fn spawn_channel(
@@ -121,7 +161,7 @@ impl Hub {
     ) -> Result<Arc<LiveChannel>, PublishError> {
         // A ladder removed from the config since the channel was made falls
         // back to the source alone rather than refusing the publisher.
-        let transcode = match self.ladders().check(ladder) {
+        let template = match self.ladders().check(ladder) {
             Ok(()) if ladder != crate::transcode::ladder::PASSTHROUGH => Some(PipelineConfig {
                 ladder: ladder.to_string(),
                 ..self.cfg.transcode.clone()
@@ -133,33 +173,39 @@ impl Hub {
             }
         };
         let store = ChannelStore::new(id, &self.cfg.package);
-        let packager = ChannelPackager::new(id, store.clone(), self.cfg.package.clone());
         let (events_tx, events_rx) = crossbeam_channel::bounded(self.cfg.queue_packets);
-        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
         let live = Arc::new(LiveChannel {
             id: id.to_string(),
             store,
             events: events_tx,
             control: control_tx,
-            state: Mutex::new(State {
-                publisher: Some(session),
-                ended: false,
-            }),
         });
-        let (table, me) = (self.table.clone(), live.clone());
         let timing = Timing {
             grace: self.cfg.reconnect_grace,
             linger: self.cfg.ended_linger,
         };
+        let core = ChannelCore::new(
+            id,
+            self.cfg.package.clone(),
+            timing,
+            template.is_some(),
+            session,
+        );
+        let driver = Driver {
+            table: self.table.clone(),
+            me: live.clone(),
+            core,
+            template,
+            pipeline: None,
+        };
         std::thread::Builder::new()
             .name(format!("chan-{id}"))
-            .spawn(move || {
-                let transcode = Transcode::new(transcode);
-                channel::run(
-                    table, me, packager, events_rx, control_rx, timing, transcode,
-                )
-            })
-            .map_err(|e| PublishError::Registry(format!("starting channel thread: {e}")))?;
+            .spawn(move || driver.run(events_rx, control_rx))
+            .map_err(|source| PublishError::Spawn {
+                channel: id.to_string(),
+                source,
+            })?;
         Ok(live)
     }
 
@@ -168,23 +214,12 @@ impl Hub {
         lock(&self.table).get(channel_id).map(|c| c.store.clone())
     }
 
-    /// Whether the channel has a stream that has not ended.
-    pub fn is_live(&self, channel_id: &str) -> bool {
-        lock(&self.table)
-            .get(channel_id)
-            .is_some_and(|c| !lock(&c.state).ended)
-    }
-
-    /// Ends the streams of live channels that are no longer in the registry:
+    /// Ends the streams of channels that are no longer in the registry:
     /// `rungs channel delete` writes the database directly, behind the
     /// node's back. Blocking (SQLite): run it off the async threads.
     pub fn end_deleted(&self) {
-        let live: Vec<String> = lock(&self.table)
-            .iter()
-            .filter(|(_, c)| !lock(&c.state).ended)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in live {
+        let known: Vec<String> = lock(&self.table).keys().cloned().collect();
+        for id in known {
             if let Err(RegistryError::NotFound(_)) = self.registry.get(&id) {
                 tracing::info!(channel = %id, "channel deleted outside the node: ending its stream");
                 self.terminate(&id);
@@ -195,8 +230,11 @@ impl Hub {
     /// Ends the channel's stream at once and stops exporting its metrics
     /// (the channel was deleted). Its publisher's further media is discarded.
     pub fn terminate(&self, channel_id: &str) {
-        if let Some(c) = lock(&self.table).get(channel_id) {
-            let _ = c.control.send(Control::Terminate);
+        let live = lock(&self.table).get(channel_id).cloned();
+        if let Some(c) = live
+            && let Err(e) = c.send_control(Control::Terminate)
+        {
+            tracing::warn!(channel = channel_id, error = %e, "could not end the stream");
         }
         let mut renditions = self.ladders().rung_names();
         renditions.extend(["source", "audio"]);
@@ -253,9 +291,10 @@ impl Publisher {
         &self.live.id
     }
 
-    /// Hands one event to the channel. Never blocks: when the channel is
-    /// behind, packets are dropped (whole GOPs) and counted.
-    pub fn send(&self, event: IngestEvent) {
+    /// Hands one event to the channel, stamped with when ingest read it
+    /// off the socket. Never blocks: when the channel is behind, packets are
+    /// dropped (whole GOPs) and counted.
+    pub fn send(&self, event: IngestEvent, arrival: Arrival) {
         let id = self.live.id.as_str();
         let mut gate = lock(&self.gate);
         match &event {
@@ -291,7 +330,7 @@ impl Publisher {
                 .flatten()
                 .collect();
             for c in configs {
-                if !self.enqueue(c) {
+                if !self.enqueue(c, arrival) {
                     self.count_drop(&event);
                     return;
                 }
@@ -303,7 +342,7 @@ impl Publisher {
         if matches!(&event, IngestEvent::Packet(p) if p.track == TrackKind::Video) {
             gate.sent_video = true;
         }
-        if !self.enqueue(event) {
+        if !self.enqueue(event, arrival) {
             gate.dropping = true;
             if is_packet {
                 METRICS
@@ -335,12 +374,11 @@ impl Publisher {
     }
 
     /// False when the queue is full; a deleted channel silently swallows media.
-    fn enqueue(&self, event: IngestEvent) -> bool {
+    fn enqueue(&self, event: IngestEvent, arrival: Arrival) -> bool {
         let stamped = Stamped {
             session: self.session,
             event,
-            now: SystemTime::now(),
-            arrival: Instant::now(),
+            arrival,
         };
         !matches!(
             self.live.events.try_send(stamped),
@@ -356,18 +394,15 @@ impl Drop for Publisher {
             let g = lock(&self.gate);
             (g.sent_video, g.refused)
         };
-        let mut st = lock(&self.live.state);
-        if st.publisher == Some(self.session) {
-            st.publisher = None;
-            drop(st);
-            // A publisher that left before any video, or whose media was
-            // refused, did not make a stream worth a grace period.
-            let msg = if self.started_stream && (refused || !sent_video) {
-                Control::Abandoned
-            } else {
-                Control::Disconnected
-            };
-            let _ = self.live.control.send(msg);
+        // A publisher that started the stream and left before any video, or
+        // whose media was refused, did not make a stream worth a grace period.
+        let abandoned = self.started_stream && (refused || !sent_video);
+        let left = Control::Left {
+            session: self.session,
+            abandoned,
+        };
+        if let Err(e @ Unreachable::Busy(_)) = self.live.send_control(left) {
+            tracing::warn!(channel = %self.live.id, error = %e, "publisher left, but its channel was not told");
         }
     }
 }

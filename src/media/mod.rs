@@ -6,6 +6,7 @@ pub mod h264;
 
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 /// The node's one timebase for packet timestamps: 90 kHz ticks, as in MPEG systems.
 pub const TIMEBASE: u32 = 90_000;
@@ -79,6 +80,26 @@ pub struct Packet {
     /// `VideoParams::nal_length_size` bytes (the FLV and ISO-BMFF sample form).
     /// Audio: one raw AAC frame without ADTS header.
     pub data: Bytes,
+}
+
+/// When ingest received something, read once at the socket: the wall clock
+/// (for EXT-X-PROGRAM-DATE-TIME) and the monotonic clock (for latencies).
+/// Everything downstream takes its time from here, never from a clock of
+/// its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arrival {
+    pub wall: SystemTime,
+    pub at: Instant,
+}
+
+impl Arrival {
+    /// The present: for sockets, and for drivers standing in for one.
+    pub fn now() -> Self {
+        Arrival {
+            wall: SystemTime::now(),
+            at: Instant::now(),
+        }
+    }
 }
 
 /// What an ingest session hands to its channel, in order.

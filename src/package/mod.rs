@@ -19,6 +19,7 @@ pub(crate) mod testmedia;
 pub mod vod;
 
 pub use packager::{ChannelPackager, RungDecl, RungEvent};
+pub(crate) use store::Update;
 pub use store::{ChannelStore, MediaFile, PlaylistRequest, StoreError};
 pub use vod::{VodError, VodSummary, VodWriter};
 

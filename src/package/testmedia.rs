@@ -1,12 +1,72 @@
-//! Real media for tests: H.264 and AAC made by the FFmpeg CLI, split into
-//! the packets ingest would produce. A missing `ffmpeg`/`ffprobe` is a test
-//! failure, not a skip.
+//! Media for tests: synthetic packets with real codec configurations, and
+//! real H.264 and AAC made by the FFmpeg CLI, split into the packets ingest
+//! would produce. A missing `ffmpeg`/`ffprobe` is a test failure, not a skip.
 
 use crate::media::{AudioParams, Packet, TrackKind, VideoParams};
 use bytes::Bytes;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
+
+/// The avcC FFmpeg 5.1's libx264 wrapper wrote for 320x240 High profile.
+const HIGH_AVCC: &[u8] = &[
+    0x01, 0x64, 0x00, 0x0d, 0xff, 0xe1, 0x00, 0x19, 0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9, 0x41, 0x41,
+    0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0x99,
+    0x60, 0x01, 0x00, 0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0, 0xfd, 0xf8, 0xf8, 0x00,
+];
+
+pub fn video_params(width: u32) -> Arc<VideoParams> {
+    Arc::new(VideoParams {
+        avcc: Bytes::from_static(HIGH_AVCC),
+        width,
+        height: 240,
+        profile_idc: 0x64,
+        constraint_flags: 0x00,
+        level_idc: 0x0d,
+        nal_length_size: 4,
+    })
+}
+
+pub fn audio_params() -> Arc<AudioParams> {
+    Arc::new(AudioParams {
+        // AAC-LC, 44.1 kHz, stereo.
+        asc: Bytes::from_static(&[0x12, 0x10]),
+        object_type: 2,
+        sample_rate: 44_100,
+        channels: 2,
+        samples_per_frame: 1024,
+    })
+}
+
+/// RTMP-like media: millisecond timestamps, 30 fps video with a keyframe
+/// every `gop` frames, AAC at 44.1 kHz, interleaved by time.
+pub fn media(from_ms: i64, secs: i64, gop: i64, audio: bool) -> Vec<Packet> {
+    let mut out = Vec::new();
+    for i in 0..secs * 30 {
+        let ms = from_ms + i * 1000 / 30;
+        out.push(Packet {
+            track: TrackKind::Video,
+            dts: ms * 90,
+            pts: ms * 90,
+            keyframe: i % gop == 0,
+            data: Bytes::from(vec![0, 0, 0, 1, if i % gop == 0 { 0x65 } else { 0x41 }]),
+        });
+    }
+    if audio {
+        for k in 0..secs * 44_100 / 1024 {
+            let ms = from_ms + k * 1024 * 1000 / 44_100;
+            out.push(Packet {
+                track: TrackKind::Audio,
+                dts: ms * 90,
+                pts: ms * 90,
+                keyframe: true,
+                data: Bytes::from(vec![0x21, 0x10, k as u8]),
+            });
+        }
+    }
+    out.sort_by_key(|p| (p.dts, p.track == TrackKind::Audio));
+    out
+}
 
 /// Runs `program` in `dir` with a whitespace-separated argument line.
 pub fn tool(dir: &Path, program: &str, args: &str) -> Output {

@@ -5,7 +5,7 @@
 //! slowest stage instead of the clock, so a figure measured here is what the
 //! live node can sustain.
 
-use crate::media::{IngestEvent, TrackKind};
+use crate::media::{Arrival, IngestEvent, TrackKind};
 use crate::package::vod::{VodError, VodWriter};
 use crate::package::{PackageConfig, RungEvent};
 use crate::transcode::ladder::Rung;
@@ -131,7 +131,8 @@ pub fn run(opts: Options<'_>) -> Result<Report, OfflineError> {
             IngestEvent::Packet(p) if p.track == TrackKind::Video => {
                 frames += 1;
                 position = p.pts as f64 / f64::from(crate::media::TIMEBASE);
-                pipeline.push_packet(p.clone(), std::time::SystemTime::now(), Instant::now());
+                // A file has no socket: a frame arrives when it is read.
+                pipeline.push_packet(p.clone(), Arrival::now());
             }
             _ => {}
         }

@@ -18,7 +18,7 @@ mod encoder;
 
 use crate::gpu::device::Gpu;
 use crate::gpu::quality::GpuQuality;
-use crate::media::{Packet, VideoParams};
+use crate::media::{Arrival, Packet, VideoParams};
 use crate::metrics::METRICS;
 use crate::transcode::backend::{
     Assignment, ChannelPlan, DecodeBackend, EncodeBackend, GpuRuntime, SoftwareDecode, Stage,
@@ -36,7 +36,6 @@ use encoder::{EncJob, RungEncoder, RungWorker, rung_settings};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime};
 
 /// How the pipeline treats a slow stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,8 +92,8 @@ pub enum Output {
     Packet {
         rung: usize,
         packet: Packet,
-        now: SystemTime,
-        arrival: Instant,
+        /// When ingest received the source frame it was made from.
+        arrival: Arrival,
     },
     /// A rung's encoder finished (end of stream or source change).
     Summary { rung: usize, summary: RungSummary },
@@ -105,11 +104,7 @@ pub enum Output {
 
 enum Input {
     Config(Arc<VideoParams>),
-    Packet {
-        packet: Packet,
-        now: SystemTime,
-        arrival: Instant,
-    },
+    Packet { packet: Packet, arrival: Arrival },
 }
 
 /// Handle on a running pipeline. Dropping it (or [`Pipeline::finish`])
@@ -185,7 +180,7 @@ impl Pipeline {
     }
 
     /// One source video packet.
-    pub fn push_packet(&mut self, packet: Packet, now: SystemTime, arrival: Instant) {
+    pub fn push_packet(&mut self, packet: Packet, arrival: Arrival) {
         let Some(tx) = &self.input else { return };
         if self.skipping {
             if !packet.keyframe {
@@ -213,11 +208,7 @@ impl Pipeline {
                 return;
             }
         }
-        let msg = Input::Packet {
-            packet,
-            now,
-            arrival,
-        };
+        let msg = Input::Packet { packet, arrival };
         match self.pace {
             Pace::Offline => {
                 let _ = tx.send(msg);
@@ -291,9 +282,9 @@ struct DecodeStage {
     params: Option<Arc<VideoParams>>,
     decoded: Vec<Decoded>,
     scaled: Vec<Frame>,
-    /// (pts, wall clock, arrival) of packets sent to the decoder and not yet
-    /// seen as frames; decoders hold a few dozen at most.
-    times: std::collections::VecDeque<(i64, SystemTime, Instant)>,
+    /// (pts, arrival) of packets sent to the decoder and not yet seen as
+    /// frames; decoders hold a few dozen at most.
+    times: std::collections::VecDeque<(i64, Arrival)>,
 }
 
 /// Pending (pts, times) entries kept for frames still inside the decoder.
@@ -324,13 +315,9 @@ impl DecodeStage {
         for msg in input {
             match msg {
                 Input::Config(p) => self.configure(p),
-                Input::Packet {
-                    packet,
-                    now,
-                    arrival,
-                } => {
+                Input::Packet { packet, arrival } => {
                     let pts = packet.pts;
-                    self.packet(packet, now, arrival);
+                    self.packet(packet, arrival);
                     progress.store(pts, Ordering::Relaxed);
                 }
             }
@@ -425,14 +412,14 @@ impl DecodeStage {
         }
     }
 
-    fn packet(&mut self, packet: Packet, now: SystemTime, arrival: Instant) {
+    fn packet(&mut self, packet: Packet, arrival: Arrival) {
         let Some(active) = &mut self.active else {
             return;
         };
         if self.times.len() == MAX_TIMES {
             self.times.pop_front();
         }
-        self.times.push_back((packet.pts, now, arrival));
+        self.times.push_back((packet.pts, arrival));
         if let Some(replay) = &mut active.replay {
             if replay.len() < MAX_REPLAY {
                 replay.push(packet.clone());
@@ -508,11 +495,13 @@ impl DecodeStage {
         self.decoded = decoded;
     }
 
-    /// Wall clock and arrival of the packet that carried `pts`.
-    fn times_of(&mut self, pts: i64) -> (SystemTime, Instant) {
-        while let Some(&(p, now, arrival)) = self.times.front() {
+    /// The arrival of the packet that carried `pts`. A decoder only makes
+    /// frames of packets it was given; should the (bounded) table miss one,
+    /// the oldest pending packet's is the nearest.
+    fn times_of(&mut self, pts: i64) -> Option<Arrival> {
+        while let Some(&(p, arrival)) = self.times.front() {
             if p == pts {
-                return (now, arrival);
+                return Some(arrival);
             }
             // Frames leave the decoder in pts order: anything earlier is gone.
             if p < pts && self.times.len() > 1 {
@@ -524,8 +513,8 @@ impl DecodeStage {
         self.times
             .iter()
             .find(|t| t.0 == pts)
-            .map(|t| (t.1, t.2))
-            .unwrap_or_else(|| (SystemTime::now(), Instant::now()))
+            .or(self.times.front())
+            .map(|t| t.1)
     }
 
     fn frame(&mut self, df: Decoded) {
@@ -650,8 +639,7 @@ impl DecodeStage {
     fn scale_and_send(&mut self, df: Decoded) {
         let pts = df.pts();
         let keyframe = df.keyframe();
-        let (now, arrival) = self.times_of(pts);
-        let Some(active) = &mut self.active else {
+        let (Some(arrival), Some(active)) = (self.times_of(pts), &mut self.active) else {
             return;
         };
         let Some(scaler) = &mut active.scaler else {
@@ -702,7 +690,6 @@ impl DecodeStage {
             w.send(EncJob {
                 frame,
                 force_idr: keyframe,
-                now,
                 arrival,
             });
         }

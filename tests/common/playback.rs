@@ -99,7 +99,13 @@ pub fn check_playback(f: &Findings, rep: &serde_json::Value, seconds: u32) -> Pl
     f.check(
         waiting == 0,
         "no `waiting` events after playback started",
-        || format!("{waiting}: {}", rep["events"]),
+        || {
+            format!(
+                "{waiting}: {}\nrequests around the first stall: {}",
+                rep["events"],
+                requests_around_stall(rep, started_at)
+            )
+        },
     );
     f.check(stalls == 0, "no hls.js bufferStalledError", || {
         format!("{stalls}: {}", rep["errors"])
@@ -138,4 +144,42 @@ pub fn check_playback(f: &Findings, rep: &serde_json::Value, seconds: u32) -> Pl
             .map_or(serde_json::Value::Null, |s| s["targetLatency"].clone())
     );
     p
+}
+
+/// The page's requests that were under way from one second before the
+/// first `waiting` after playback started until it played again: what
+/// hls.js waited on (a request the node held, or none at all).
+fn requests_around_stall(rep: &serde_json::Value, started_at: f64) -> String {
+    let events = rep["events"].as_array().cloned().unwrap_or_default();
+    let t_of = |e: &serde_json::Value, i: usize| e[i].as_f64().unwrap_or(f64::NAN);
+    let Some(at) = events
+        .iter()
+        .filter(|e| e[0] == "waiting")
+        .map(|e| t_of(e, 2))
+        .find(|&t| t > started_at)
+    else {
+        return "none".into();
+    };
+    let until = events
+        .iter()
+        .filter(|e| e[0] == "playing")
+        .map(|e| t_of(e, 1))
+        .find(|&t| t > at)
+        .unwrap_or(f64::INFINITY);
+    let (from_ms, until_ms) = (1000.0 * (at - 1.0), 1000.0 * (until + 0.5));
+    let lines: Vec<String> = rep["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            let (start, end) = (t_of(r, 1), t_of(r, 2));
+            start <= until_ms && (end == 0.0 || end >= from_ms)
+        })
+        .take(80)
+        .map(|r| format!("{} {}..{}", r[0].as_str().unwrap_or("?"), r[1], r[2]))
+        .collect();
+    format!(
+        "waiting at {at:.2} s, playing again at {until:.2} s (ms from page start; end 0: never answered):\n  {}",
+        lines.join("\n  ")
+    )
 }

@@ -15,6 +15,7 @@
 // from loopback also keeps Chromium's Local Network Access checks out of the
 // way (a public-looking origin may not fetch from loopback). The node's own /play page is opened as well to check that it
 // loads hls.js and starts playing.
+import { writeFileSync } from 'node:fs';
 import { runPlayer } from './harness.mjs';
 
 const [src, secondsArg, playPageArg, switchArg] = process.argv.slice(2);
@@ -30,9 +31,15 @@ const pageHtml = (origin) => `<!doctype html><html><body>
 performance.setResourceTimingBufferSize(100000);
 window.report = { events: [], waiting: 0, stalls: 0, holes: 0, errors: [], samples: [], switched: [], started: null, firstFrameMs: null, levels: [] };
 const t0 = performance.now();
+window.report.t0Ms = t0;
 const now = () => (performance.now() - t0) / 1000;
 const v = document.getElementById('v');
-const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
+// RUNGS_HLSJS_LOG=<file>: hls.js's debug log, kept in the page (a console
+// logger would slow the player enough to change what it does).
+window.hlsLog = [];
+const keep = (...a) => window.hlsLog.push(now().toFixed(3) + ' ' + a.join(' '));
+const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30,
+  debug: ${process.env.RUNGS_HLSJS_LOG ? 'true' : 'false'} && { log: keep, debug: keep, info: keep, warn: keep, error: keep } });
 window.hls = hls;
 hls.on(Hls.Events.ERROR, (e, d) => {
   if (d.details === 'bufferStalledError') window.report.stalls++;
@@ -102,10 +109,11 @@ await runPlayer(pageHtml, out, async ({ page, ctx }) => {
   // The first requests, for reading how start-up time was spent.
   out.report.startup = await page.evaluate(() => performance.getEntriesByType('resource').slice(0, 16)
     .map((e) => [e.name.split('/').slice(-2).join('/'), Math.round(e.startTime), Math.round(e.responseEnd)]));
-  // Requests that took over a second: a blocking reload the node held too long.
-  out.report.slow = await page.evaluate(() => performance.getEntriesByType('resource')
-    .filter((e) => e.responseEnd - e.startTime > 1000 || e.responseEnd === 0)
-    .map((e) => [e.name.split('/').slice(-2).join('/'), Math.round(e.startTime), Math.round(e.responseEnd)]));
+  // Every request with its times (ms from page start; end 0: never
+  // answered), for reading what hls.js waited on when playback stalled.
+  out.report.requests = await page.evaluate(() => performance.getEntriesByType('resource')
+    .map((e) => [e.name.split('/').slice(-2).join('/'), Math.round(e.startTime - window.report.t0Ms), e.responseEnd && Math.round(e.responseEnd - window.report.t0Ms)]));
+  if (process.env.RUNGS_HLSJS_LOG) writeFileSync(process.env.RUNGS_HLSJS_LOG, (await page.evaluate(() => window.hlsLog)).join('\n'));
   if (playPage) {
     // The node's own player page: it loads, plays, and shows a latency.
     const p2 = await ctx.newPage();

@@ -4,6 +4,7 @@
 
 use super::session::{PublishSession, RtmpError, SessionEvent};
 use crate::hub::{Hub, PublishError, Publisher};
+use crate::media::Arrival;
 use crate::metrics::METRICS;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -64,7 +65,9 @@ fn peer_description(e: &PublishError) -> &'static str {
     match e {
         PublishError::UnknownKey => "unknown stream key",
         PublishError::AlreadyLive(_) => "this channel already has a publisher",
-        PublishError::Registry(_) => "internal error, try again later",
+        PublishError::Registry(_) | PublishError::Channel { .. } | PublishError::Spawn { .. } => {
+            "internal error, try again later"
+        }
     }
 }
 
@@ -177,22 +180,24 @@ impl Connection {
                 tracing::debug!(peer = %self.peer, "rtmp: closed by peer");
                 return Ok(());
             }
+            // The media in these bytes arrived now, whatever the parsing costs.
+            let arrival = Arrival::now();
             let events = self.session.feed(&buf[..n])?;
             for event in events {
-                if let Next::Close = self.on_event(event).await? {
+                if let Next::Close = self.on_event(event, arrival).await? {
                     return Ok(());
                 }
             }
         }
     }
 
-    async fn on_event(&mut self, event: SessionEvent) -> Result<Next, ConnError> {
+    async fn on_event(&mut self, event: SessionEvent, arrival: Arrival) -> Result<Next, ConnError> {
         match event {
             SessionEvent::Send(bytes) => self.send(bytes).await?,
             SessionEvent::Media(media) => {
                 // The session yields media only after accept_publish, so `live` is set.
                 if let Some(live) = &self.live {
-                    live.send(media);
+                    live.send(media, arrival);
                 }
             }
             SessionEvent::ConnectRefused { app } => {

@@ -191,7 +191,9 @@ async fn publish(
                     text(StatusCode::CONFLICT, "this channel already has a publisher")
                 }
                 PublishError::UnknownKey => unauthorized("wrong stream key for this channel"),
-                PublishError::Registry(_) => text(
+                PublishError::Registry(_)
+                | PublishError::Channel { .. }
+                | PublishError::Spawn { .. } => text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error, try again later",
                 ),

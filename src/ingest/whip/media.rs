@@ -7,11 +7,10 @@
 use super::timing::{AUDIO_RATE, AvClock, SenderClock};
 use crate::hub::Publisher;
 use crate::media::annexb::{self, NAL_AUD, NAL_PPS, NAL_SPS};
-use crate::media::{IngestEvent, Packet, TIMEBASE, TrackKind, VideoParams, h264};
+use crate::media::{Arrival, IngestEvent, Packet, TIMEBASE, TrackKind, VideoParams, h264};
 use crate::transcode::audio::{AacFrame, OpusToAac};
 use bytes::BytesMut;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// One depacketized frame handed over by the session.
 pub struct MediaMsg {
@@ -19,7 +18,7 @@ pub struct MediaMsg {
     /// Extended RTP time: 90 kHz for video, 48 kHz for audio.
     pub rtp: u64,
     pub data: Arc<[u8]>,
-    pub arrival: Instant,
+    pub arrival: Arrival,
     /// The track's latest RTCP sender report.
     pub sender: Option<SenderClock>,
 }
@@ -43,7 +42,7 @@ impl MediaThread {
     pub fn new(channel: String, publisher: Publisher, audio_bps: Option<u64>) -> Self {
         let audio = audio_bps.and_then(|bps| match OpusToAac::new(bps) {
             Ok(t) => {
-                publisher.send(IngestEvent::AudioConfig(t.params().clone()));
+                publisher.send(IngestEvent::AudioConfig(t.params().clone()), Arrival::now());
                 Some(t)
             }
             Err(e) => {
@@ -65,7 +64,9 @@ impl MediaThread {
 
     /// Runs until the session drops its sender, then flushes.
     pub fn run(mut self, rx: crossbeam_channel::Receiver<MediaMsg>) {
+        let mut last = None;
         for m in rx {
+            last = Some(m.arrival);
             match (m.track, m.sender) {
                 (TrackKind::Video, Some(sr)) => self.clock.video_report(sr),
                 (TrackKind::Audio, Some(sr)) => self.clock.audio_report(sr),
@@ -76,21 +77,22 @@ impl MediaThread {
                 TrackKind::Audio => self.audio(m.rtp, &m.data, m.arrival),
             }
         }
-        if let Some(mut a) = self.audio.take() {
+        // What the encoder still holds came with the last datagram.
+        if let (Some(mut a), Some(arrival)) = (self.audio.take(), last) {
             let mut out = std::mem::take(&mut self.aac);
             if a.flush(&mut out).is_ok() {
-                self.send_aac(&mut out);
+                self.send_aac(&mut out, arrival);
             }
         }
         tracing::debug!(channel = %self.channel, audio_errors = self.audio_errors, "whip: media thread done");
     }
 
-    fn video(&mut self, rtp: u64, au: &[u8], arrival: Instant) {
+    fn video(&mut self, rtp: u64, au: &[u8], arrival: Arrival) {
         if let Some(params) = self.parameter_sets(au) {
             // The samples below use 4-byte lengths, as the avcC built from
             // Annex B declares.
             self.publisher
-                .send(IngestEvent::VideoConfig(Arc::new(params)));
+                .send(IngestEvent::VideoConfig(Arc::new(params)), arrival);
         }
         if self.avcc.is_none() {
             // Frames before the first SPS/PPS cannot be decoded by anyone.
@@ -114,16 +116,19 @@ impl MediaThread {
                 return;
             }
         }
-        let t = self.clock.video(rtp, arrival);
+        let t = self.clock.video(rtp, arrival.at);
         // WebRTC H.264 has no B-frames (RFC 6184 carries no decode time and
         // browsers send constrained baseline): decode time is presentation time.
-        self.publisher.send(IngestEvent::Packet(Packet {
-            track: TrackKind::Video,
-            dts: t,
-            pts: t,
-            keyframe,
-            data: self.sample.split().freeze(),
-        }));
+        self.publisher.send(
+            IngestEvent::Packet(Packet {
+                track: TrackKind::Video,
+                dts: t,
+                pts: t,
+                keyframe,
+                data: self.sample.split().freeze(),
+            }),
+            arrival,
+        );
     }
 
     /// New decoder configuration when this access unit carries parameter
@@ -157,11 +162,11 @@ impl MediaThread {
         }
     }
 
-    fn audio(&mut self, rtp: u64, opus: &[u8], arrival: Instant) {
+    fn audio(&mut self, rtp: u64, opus: &[u8], arrival: Arrival) {
         if opus.is_empty() {
             return;
         }
-        let Some(ticks) = self.clock.audio(rtp, arrival) else {
+        let Some(ticks) = self.clock.audio(rtp, arrival.at) else {
             return;
         };
         let Some(tx) = &mut self.audio else { return };
@@ -173,23 +178,26 @@ impl MediaThread {
                 tracing::warn!(channel = %self.channel, error = %e, "whip: Opus packet dropped");
             }
         }
-        self.send_aac(&mut out);
+        self.send_aac(&mut out, arrival);
         self.aac = out;
     }
 
-    fn send_aac(&mut self, frames: &mut Vec<AacFrame>) {
+    fn send_aac(&mut self, frames: &mut Vec<AacFrame>, arrival: Arrival) {
         for f in frames.drain(..) {
             let t = f.pts * i64::from(TIMEBASE) / AUDIO_RATE as i64;
             if t < 0 {
                 continue;
             }
-            self.publisher.send(IngestEvent::Packet(Packet {
-                track: TrackKind::Audio,
-                dts: t,
-                pts: t,
-                keyframe: true,
-                data: f.data,
-            }));
+            self.publisher.send(
+                IngestEvent::Packet(Packet {
+                    track: TrackKind::Audio,
+                    dts: t,
+                    pts: t,
+                    keyframe: true,
+                    data: f.data,
+                }),
+                arrival,
+            );
         }
     }
 }

@@ -6,7 +6,7 @@
 use super::media::MediaMsg;
 use super::offer::OfferError;
 use super::timing::{KeyframePolicy, SenderClock};
-use crate::media::TrackKind;
+use crate::media::{Arrival, TrackKind};
 use crate::metrics::METRICS;
 use crossbeam_channel::{Sender, TrySendError};
 use std::net::SocketAddr;
@@ -132,6 +132,9 @@ pub struct Session {
     media: Sender<MediaMsg>,
     created: Instant,
     last_rx: Instant,
+    /// The latest datagram's arrival: the wall clock of str0m's network
+    /// times, which are monotonic only.
+    last_arrival: Arrival,
     idle: Duration,
     rtc_timeout: Instant,
     ended: Option<End>,
@@ -151,9 +154,10 @@ impl Session {
         rtc: Rtc,
         media: Sender<MediaMsg>,
         timing: SessionTiming,
-        now: Instant,
+        arrival: Arrival,
         out: &mut Vec<Transmit>,
     ) -> Self {
+        let now = arrival.at;
         let mut s = Session {
             channel,
             rtc,
@@ -164,6 +168,7 @@ impl Session {
             media,
             created: now,
             last_rx: now,
+            last_arrival: arrival,
             idle: timing.idle,
             rtc_timeout: now,
             ended: None,
@@ -183,14 +188,17 @@ impl Session {
     }
 
     /// Feeds one datagram. Returns false when it was not usable (junk).
+    /// One datagram, read off the socket at `arrival`.
     pub fn receive(
         &mut self,
-        now: Instant,
+        arrival: Arrival,
         from: SocketAddr,
         to: SocketAddr,
         data: &[u8],
         out: &mut Vec<Transmit>,
     ) -> bool {
+        let now = arrival.at;
+        self.last_arrival = arrival;
         let Some(input) = receive(now, from, to, data) else {
             return false;
         };
@@ -326,6 +334,16 @@ impl Session {
         }
     }
 
+    /// The arrival of a frame whose last datagram came at `at`.
+    fn arrival_at(&self, at: Instant) -> Arrival {
+        let a = self.last_arrival;
+        let wall = match at.checked_duration_since(a.at) {
+            Some(later) => a.wall + later,
+            None => a.wall - a.at.duration_since(at),
+        };
+        Arrival { wall, at }
+    }
+
     fn media_data(&mut self, d: str0m::media::MediaData) {
         let kind = self.mids.iter().find(|(m, _)| *m == d.mid).map(|(_, k)| *k);
         let sender = d.last_sender_info.map(|s| SenderClock {
@@ -353,7 +371,7 @@ impl Session {
             track,
             rtp,
             data: d.data,
-            arrival: d.network_time,
+            arrival: self.arrival_at(d.network_time),
             sender,
         };
         match self.media.try_send(msg) {

@@ -6,6 +6,7 @@
 use super::media::{MediaMsg, MediaThread};
 use super::session::{End, Session, SessionTiming, Transmit};
 use crate::hub::Publisher;
+use crate::media::Arrival;
 use crate::metrics::METRICS;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -204,7 +205,7 @@ impl Task {
     }
 
     fn command(&mut self, c: Command) {
-        let now = Instant::now();
+        let now = Arrival::now();
         match c {
             Command::Start {
                 id,
@@ -224,7 +225,8 @@ impl Task {
     }
 
     fn datagram(&mut self, from: SocketAddr, data: &[u8]) {
-        let now = Instant::now();
+        let arrival = Arrival::now();
+        let now = arrival.at;
         let known = self.by_addr.get(&from).cloned();
         let (id, to) = match known {
             Some(k) => k,
@@ -237,7 +239,7 @@ impl Task {
             self.by_addr.remove(&from);
             return;
         };
-        if !s.receive(now, from, to, data, &mut self.out) {
+        if !s.receive(arrival, from, to, data, &mut self.out) {
             dropped("refused");
         }
     }

@@ -17,7 +17,7 @@
 
 use super::{Output, PipelineConfig};
 use crate::gpu::quality::GpuQuality;
-use crate::media::{Packet, TrackKind};
+use crate::media::{Arrival, Packet, TrackKind};
 use crate::metrics::METRICS;
 use crate::transcode::decode::VideoDecoder;
 use crate::transcode::encode::{EncodedPacket, EncoderSettings, FrameRate, VideoEncoder};
@@ -27,7 +27,7 @@ use crate::transcode::quality::{self, FrameMse, Psnr, PsnrMean, Ssim, SsimMean};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::VecDeque;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// A rung admits a GOP only when at most this many frames wait for it: an
 /// encoder that keeps up drains its queue within a frame or two.
@@ -44,8 +44,7 @@ const OFFLINE_NICE: libc::c_int = 4;
 pub(super) struct EncJob {
     pub frame: Frame,
     pub force_idr: bool,
-    pub now: SystemTime,
-    pub arrival: Instant,
+    pub arrival: Arrival,
 }
 
 /// The decode stage's handle on one rung.
@@ -287,8 +286,8 @@ struct EncoderThread {
     pending_refs: VecDeque<Frame>,
     /// Pictures out of the check decoder.
     check_pool: FramePool,
-    /// (pts, wall clock, arrival) of frames inside the encoder.
-    times: VecDeque<(i64, SystemTime, Instant)>,
+    /// (pts, arrival of its source packet) of frames inside the encoder.
+    times: VecDeque<(i64, Arrival)>,
     packets: Vec<EncodedPacket>,
     checked: Vec<crate::transcode::decode::DecodedFrame>,
     out: Sender<Output>,
@@ -325,7 +324,7 @@ impl EncoderThread {
         if self.times.len() >= MAX_TIMES {
             self.times.pop_front();
         }
-        self.times.push_back((pts, job.now, job.arrival));
+        self.times.push_back((pts, job.arrival));
         self.sample(&job.frame, job.force_idr);
         if job.force_idr {
             if let Some((start, secs)) = self.gop.take() {
@@ -390,11 +389,14 @@ impl EncoderThread {
 
     fn emit(&mut self, packets: &mut Vec<EncodedPacket>) {
         for p in packets.drain(..) {
-            let (now, arrival) = self.times_of(p.pts);
+            // Packets only come out of frames that went in.
+            let Some(arrival) = self.times_of(p.pts) else {
+                continue;
+            };
             METRICS
                 .transcode_latency
                 .with_label_values(&[&self.channel, &self.name])
-                .observe(arrival.elapsed().as_secs_f64());
+                .observe(arrival.at.elapsed().as_secs_f64());
             self.summary.bytes += p.data.len() as u64;
             let packet = Packet {
                 track: TrackKind::Video,
@@ -407,7 +409,6 @@ impl EncoderThread {
             let _ = self.out.send(Output::Packet {
                 rung: self.index,
                 packet,
-                now,
                 arrival,
             });
         }
@@ -485,16 +486,17 @@ impl EncoderThread {
         }
     }
 
-    fn times_of(&mut self, pts: i64) -> (SystemTime, Instant) {
-        match self.times.iter().position(|t| t.0 == pts) {
-            Some(i) => {
-                let t = self.times[i];
-                // Output is in decode order; with B-frames an earlier pts
-                // can still be inside the encoder, so only this entry goes.
-                self.times.remove(i);
-                (t.1, t.2)
-            }
-            None => (SystemTime::now(), Instant::now()),
-        }
+    /// The arrival of the frame with `pts`. An encoder never makes a pts
+    /// it was not given; should one be missing anyway (the table is
+    /// bounded), the oldest frame's is the nearest.
+    fn times_of(&mut self, pts: i64) -> Option<Arrival> {
+        let i = self
+            .times
+            .iter()
+            .position(|t| t.0 == pts)
+            .unwrap_or_default();
+        // Output is in decode order; with B-frames an earlier pts can still
+        // be inside the encoder, so only this entry goes.
+        self.times.remove(i).map(|(_, arrival)| arrival)
     }
 }

@@ -73,7 +73,7 @@ fn offline_ladder_has_every_frame_and_idrs_exactly_on_source_keyframes() {
     let mut p = Pipeline::start("test", config(Pace::Offline)).expect("start");
     p.push_config(clip.params.clone());
     for pkt in clip.packets.iter().cloned() {
-        p.push_packet(pkt, SystemTime::now(), Instant::now());
+        p.push_packet(pkt, crate::media::Arrival::now());
     }
     p.finish();
     let (plans, rungs) = collect(p.outputs());
@@ -175,7 +175,7 @@ fn nvdec_and_nvenc_that_do_not_open_fall_back_to_the_cpu_per_stream_and_rung() {
     let mut p = Pipeline::start("fallback", cfg).expect("start");
     p.push_config(clip.params.clone());
     for pkt in clip.packets.iter().cloned() {
-        p.push_packet(pkt, SystemTime::now(), Instant::now());
+        p.push_packet(pkt, crate::media::Arrival::now());
     }
     p.finish();
     // The backend plans apart, the rest as `collect` reads it.
@@ -260,7 +260,7 @@ fn a_passthrough_ladder_starts_no_encoders() {
     let mut p = Pipeline::start("test", cfg).expect("start");
     p.push_config(clip.params.clone());
     for pkt in clip.packets.iter().cloned() {
-        p.push_packet(pkt, SystemTime::now(), Instant::now());
+        p.push_packet(pkt, crate::media::Arrival::now());
     }
     p.finish();
     let (plans, rungs) = collect(p.outputs());

@@ -1,0 +1,348 @@
+//! The channel core driven by a fake clock (no thread, no sleep), and a
+//! publisher's drop-whole-GOPs gate against a small queue.
+
+use super::channel::{CONTROL_QUEUE, LiveChannel, Stamped};
+use super::core::{ChannelCore, Input, Output, Refusal, Timing};
+use super::*;
+use crate::media::Packet;
+use crate::package::Update;
+use crate::package::testmedia::{audio_params, media, video_params};
+use crate::transcode::pipeline::Output as RungOutput;
+use bytes::Bytes;
+use std::time::{Instant, SystemTime};
+
+const TIMING: Timing = Timing {
+    grace: Duration::from_secs(2),
+    linger: Duration::from_secs(5),
+};
+
+/// A fake clock: media time `ms` arrives at `t0 + ms`.
+struct Rig {
+    core: ChannelCore,
+    t0: Instant,
+    wall0: SystemTime,
+}
+
+impl Rig {
+    fn new(transcode: bool) -> Rig {
+        Rig {
+            core: ChannelCore::new("test", PackageConfig::default(), TIMING, transcode, 1),
+            t0: Instant::now(),
+            wall0: SystemTime::now(),
+        }
+    }
+
+    fn at(&self, ms: i64) -> Instant {
+        self.t0 + Duration::from_millis(ms as u64)
+    }
+
+    fn arrival(&self, ms: i64) -> Arrival {
+        Arrival {
+            wall: self.wall0 + Duration::from_millis(ms as u64),
+            at: self.at(ms),
+        }
+    }
+
+    fn handle(&mut self, ms: i64, input: Input) -> Vec<Output> {
+        self.core.handle(self.at(ms), input);
+        std::iter::from_fn(|| self.core.poll_output()).collect()
+    }
+
+    fn event(&mut self, session: u64, ms: i64, event: IngestEvent) -> Vec<Output> {
+        let arrival = self.arrival(ms);
+        self.handle(
+            ms,
+            Input::Media {
+                session,
+                event,
+                arrival,
+            },
+        )
+    }
+
+    /// Configurations and `secs` of 30 fps video (a keyframe each second)
+    /// with AAC, from media time `from_ms`, as session `session` sends them.
+    fn publish(&mut self, session: u64, from_ms: i64, secs: i64) -> Vec<Output> {
+        let mut out = self.event(
+            session,
+            from_ms,
+            IngestEvent::VideoConfig(video_params(320)),
+        );
+        out.extend(self.event(session, from_ms, IngestEvent::AudioConfig(audio_params())));
+        for p in media(from_ms, secs, 30, true) {
+            let ms = p.dts / 90;
+            out.extend(self.event(session, ms, IngestEvent::Packet(p)));
+        }
+        out
+    }
+}
+
+fn updates(out: &[Output]) -> Vec<&Update> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Store(u) => Some(u),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn ended(out: &[Output]) -> bool {
+    out.iter().any(|o| matches!(o, Output::Ended))
+}
+
+fn removed(out: &[Output]) -> bool {
+    out.iter().any(|o| matches!(o, Output::Remove))
+}
+
+fn has_end(out: &[Output]) -> bool {
+    updates(out).iter().any(|u| matches!(u, Update::End))
+}
+
+#[test]
+fn reconnect_within_grace_continues_with_a_discontinuity() {
+    let mut r = Rig::new(false);
+    let first = r.publish(1, 0, 4);
+    assert!(
+        updates(&first)
+            .iter()
+            .any(|u| matches!(u, Update::Part { .. }))
+    );
+    let left = r.handle(
+        4000,
+        Input::Left {
+            session: 1,
+            abandoned: false,
+        },
+    );
+    assert!(!ended(&left), "a lost publisher gets a grace period");
+    assert_eq!(r.core.poll_timeout(), Some(r.at(4000) + TIMING.grace));
+    // Within grace nothing ends, and another publisher may take over.
+    assert!(!ended(&r.handle(5000, Input::Timeout)));
+    assert_eq!(r.core.admit(2), Ok(()));
+    assert_eq!(r.core.admit(3), Err(Refusal::AlreadyLive));
+    assert_eq!(r.core.poll_timeout(), None, "grace cancelled");
+    let again = r.publish(2, 5000, 3);
+    assert!(
+        updates(&again).iter().any(|u| matches!(
+            u,
+            Update::SegmentStart {
+                discontinuity: true,
+                ..
+            }
+        )),
+        "the reconnected stream continues after EXT-X-DISCONTINUITY"
+    );
+    assert!(!ended(&again) && !has_end(&again));
+}
+
+#[test]
+fn grace_expiry_ends_the_stream_then_linger_then_removal() {
+    let mut r = Rig::new(false);
+    r.publish(1, 0, 3);
+    r.handle(
+        3000,
+        Input::Left {
+            session: 1,
+            abandoned: false,
+        },
+    );
+    let out = r.handle(5000, Input::Timeout);
+    assert!(
+        ended(&out) && has_end(&out),
+        "EXT-X-ENDLIST at grace expiry"
+    );
+    assert!(!removed(&out), "ended playlists are served a while");
+    assert_eq!(
+        r.core.admit(2),
+        Err(Refusal::Ended),
+        "a new publisher starts a new stream"
+    );
+    assert_eq!(r.core.poll_timeout(), Some(r.at(5000) + TIMING.linger));
+    assert!(!removed(&r.handle(9000, Input::Timeout)));
+    assert!(removed(&r.handle(10_000, Input::Timeout)));
+    assert!(
+        r.handle(11_000, Input::Timeout).is_empty(),
+        "done means done"
+    );
+}
+
+#[test]
+fn a_publisher_that_leaves_before_video_is_abandoned_without_linger() {
+    let mut r = Rig::new(false);
+    r.event(1, 0, IngestEvent::AudioConfig(audio_params()));
+    let out = r.handle(
+        100,
+        Input::Left {
+            session: 1,
+            abandoned: true,
+        },
+    );
+    assert!(ended(&out) && removed(&out), "{out:?}");
+}
+
+#[test]
+fn terminate_mid_gop_ends_at_once_and_swallows_later_media() {
+    let mut r = Rig::new(false);
+    r.publish(1, 0, 2);
+    // Half a GOP more, then the channel is deleted.
+    for p in media(2000, 1, 30, true).into_iter().take(20) {
+        let ms = p.dts / 90;
+        r.event(1, ms, IngestEvent::Packet(p));
+    }
+    let out = r.handle(2500, Input::Terminate);
+    assert!(ended(&out) && has_end(&out));
+    assert!(
+        updates(&out)
+            .iter()
+            .any(|u| matches!(u, Update::SegmentEnd { .. })),
+        "the half GOP is flushed as the last segment"
+    );
+    let later = r.publish(1, 2600, 1);
+    assert!(
+        later.is_empty(),
+        "media after the end goes nowhere: {later:?}"
+    );
+    assert!(
+        removed(&r.handle(2700, Input::Terminate)),
+        "a second terminate ends the linger"
+    );
+}
+
+#[test]
+fn a_rung_output_after_the_stream_ended_is_ignored() {
+    let mut r = Rig::new(false);
+    r.publish(1, 0, 2);
+    r.handle(2000, Input::Terminate);
+    let late = RungOutput::Packet {
+        rung: 0,
+        packet: Packet {
+            track: TrackKind::Video,
+            dts: 0,
+            pts: 0,
+            keyframe: true,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        },
+        arrival: r.arrival(2000),
+    };
+    assert!(r.handle(2100, Input::Rung(late)).is_empty());
+}
+
+#[test]
+fn the_pipeline_is_flushed_before_the_core_moves_on() {
+    let mut r = Rig::new(true);
+    let out = r.publish(1, 0, 1);
+    assert!(matches!(
+        out.iter().find(|o| !matches!(o, Output::Store(_))),
+        Some(Output::StartPipeline)
+    ));
+    let fed = out
+        .iter()
+        .filter(|o| matches!(o, Output::Transcode(..)))
+        .count();
+    assert_eq!(fed, 31, "the video configuration and every video packet");
+    let left = r.handle(
+        1000,
+        Input::Left {
+            session: 1,
+            abandoned: false,
+        },
+    );
+    assert!(matches!(left.as_slice(), [Output::FlushPipeline]));
+    assert_eq!(r.core.poll_timeout(), None, "grace waits for the flush");
+    r.handle(1000, Input::Flushed(Vec::new()));
+    assert_eq!(r.core.poll_timeout(), Some(r.at(1000) + TIMING.grace));
+    // A reconnect starts a new pipeline.
+    assert_eq!(r.core.admit(2), Ok(()));
+    let again = r.publish(2, 1500, 1);
+    assert!(again.iter().any(|o| matches!(o, Output::StartPipeline)));
+}
+
+#[test]
+fn an_hour_of_media_goes_through_on_the_fake_clock() {
+    let mut r = Rig::new(false);
+    let started = Instant::now();
+    let mut parts = 0;
+    let mut segments = 0;
+    // Ten-minute batches keep the generated media small.
+    for batch in 0..6 {
+        let from = batch * 600_000;
+        let out = if batch == 0 {
+            r.publish(1, from, 600)
+        } else {
+            media(from, 600, 30, true)
+                .into_iter()
+                .flat_map(|p| {
+                    let ms = p.dts / 90;
+                    r.event(1, ms, IngestEvent::Packet(p))
+                })
+                .collect()
+        };
+        for u in updates(&out) {
+            match u {
+                Update::Part { .. } => parts += 1,
+                Update::SegmentEnd { .. } => segments += 1,
+                _ => {}
+            }
+        }
+    }
+    let out = r.handle(3_600_000, Input::Terminate);
+    assert!(ended(&out));
+    // Two renditions (source video, audio), 2 s segments, 200 ms parts.
+    assert!((3590..=3602).contains(&segments), "{segments} segments");
+    assert!(parts >= 10 * (segments - 2), "{parts} parts");
+    eprintln!(
+        "an hour of media through the core in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A publisher whose channel has room for `room` events and no thread.
+fn publisher(room: usize) -> (Publisher, crossbeam_channel::Receiver<Stamped>) {
+    let (events, events_rx) = crossbeam_channel::bounded(room);
+    let (control, _control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
+    let live = Arc::new(LiveChannel {
+        id: "gate-test".into(),
+        store: ChannelStore::new("gate-test", &PackageConfig::default()),
+        events,
+        control,
+    });
+    (Publisher::new(live, 1, "rtmp", true), events_rx)
+}
+
+#[test]
+fn a_full_queue_drops_whole_gops_and_counts_them() {
+    let (p, queue) = publisher(40);
+    let dropped = || {
+        METRICS
+            .ingest_dropped_packets
+            .with_label_values(&["gate-test"])
+            .get()
+    };
+    let before = dropped();
+    let now = Arrival::now();
+    p.send(IngestEvent::VideoConfig(video_params(320)), now);
+    // Three GOPs of 30 frames into room for 40 events: the first GOP fits,
+    // the second overflows and is dropped whole, the third is refused too
+    // until the queue drains.
+    let video: Vec<Packet> = media(0, 3, 30, false);
+    for pkt in &video[..60] {
+        p.send(IngestEvent::Packet(pkt.clone()), now);
+    }
+    let got: Vec<Stamped> = queue.try_iter().collect();
+    assert_eq!(got.len(), 40);
+    // With room again, nothing passes until the next keyframe, which comes
+    // with the configuration again.
+    for pkt in &video[60..] {
+        p.send(IngestEvent::Packet(pkt.clone()), now);
+    }
+    let resumed: Vec<Stamped> = queue.try_iter().collect();
+    assert!(matches!(resumed[0].event, IngestEvent::VideoConfig(_)));
+    match &resumed[1].event {
+        IngestEvent::Packet(k) => assert!(k.keyframe && k.dts == video[60].dts),
+        other => panic!("expected the keyframe, got {other:?}"),
+    }
+    assert_eq!(resumed.len(), 31);
+    // 21 of the second GOP found no room; the third GOP went through.
+    assert_eq!(dropped() - before, 21);
+}

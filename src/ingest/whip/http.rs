@@ -4,7 +4,7 @@
 
 use super::offer::{self, OfferError};
 use super::session::{SetupError, negotiate};
-use super::udp::Whip;
+use super::udp::{StartError, Whip};
 use crate::hub::{Hub, PublishError};
 use crate::metrics::METRICS;
 use crate::registry::RegistryError;
@@ -202,6 +202,10 @@ async fn publish(
     };
     let session = match ctx.whip.start_session(&id, rtc, publisher, offered.audio) {
         Ok(s) => s,
+        Err(StartError::Busy) => {
+            tracing::warn!(channel = %id, "whip: the UDP task is not taking sessions now");
+            return busy();
+        }
         Err(e) => {
             tracing::error!(channel = %id, error = %e, "whip: starting the session");
             return text(
@@ -227,13 +231,24 @@ async fn publish(
         .into_response()
 }
 
+/// 503 with a Retry-After: the node is overloaded, not broken.
+fn busy() -> Response {
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "busy, try again shortly");
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 async fn end_session(
     State(ctx): State<Ctx>,
     Path((id, session)): Path<(String, String)>,
 ) -> Response {
     match ctx.whip.session_channel(&session) {
         Some(ch) if ch == id => {
-            ctx.whip.stop_session(&session);
+            if !ctx.whip.stop_session(&session) {
+                tracing::warn!(channel = %id, "whip: DELETE not taken now; the session ends when idle");
+                return busy();
+            }
             tracing::info!(channel = %id, "whip: DELETE, ending the session");
             text(StatusCode::OK, "session ended")
         }

@@ -38,7 +38,7 @@ pub struct Whip {
     pub(super) settings: WhipSettings,
     /// Host candidates every answer announces.
     pub(super) candidates: Vec<SocketAddr>,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     /// Session id to channel id, for DELETE and the session cap.
     sessions: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -59,6 +59,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Room for session starts and stops waiting for the UDP task, which takes
+/// them between two datagrams: only a wedged task fills it.
+const COMMAND_QUEUE: usize = 64;
+
+/// Why a negotiated session could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("starting the media thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("the WHIP UDP task is not taking new sessions")]
+    Busy,
+}
+
 impl Whip {
     /// Binds the UDP socket and starts its task. `ips`: the addresses to
     /// announce; empty means every local address of the socket's family.
@@ -71,7 +84,7 @@ impl Whip {
         let local = socket.local_addr()?;
         let candidates = candidates(local, ips)?;
         tracing::info!(addr = %local, candidates = ?candidates, "whip: listening (UDP, ICE-lite)");
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let sessions = Arc::new(Mutex::new(HashMap::new()));
         let task = Task {
             socket,
@@ -108,26 +121,37 @@ impl Whip {
         rtc: Rtc,
         publisher: Publisher,
         audio: bool,
-    ) -> std::io::Result<String> {
+    ) -> Result<String, StartError> {
         let id = session_id();
         let (tx, rx) = crossbeam_channel::bounded(MEDIA_QUEUE);
         let audio_bps = audio.then_some(self.settings.audio_bps);
         let worker = MediaThread::new(channel.to_string(), publisher, audio_bps);
         std::thread::Builder::new()
             .name(format!("whip-{channel}"))
-            .spawn(move || worker.run(rx))?;
+            .spawn(move || worker.run(rx))
+            .map_err(StartError::Thread)?;
         lock(&self.sessions).insert(id.clone(), channel.to_string());
-        let _ = self.commands.send(Command::Start {
+        let start = Command::Start {
             id: id.clone(),
             channel: channel.to_string(),
             rtc: Box::new(rtc),
             media: tx,
-        });
+        };
+        // A refused command drops the media sender: the media thread ends
+        // and its publisher leaves the channel.
+        if self.commands.try_send(start).is_err() {
+            lock(&self.sessions).remove(&id);
+            return Err(StartError::Busy);
+        }
         Ok(id)
     }
 
-    pub(super) fn stop_session(&self, id: &str) {
-        let _ = self.commands.send(Command::Stop { id: id.to_string() });
+    /// Ends a session; false when the UDP task could not take the command
+    /// (the session then ends by its idle timeout).
+    pub(super) fn stop_session(&self, id: &str) -> bool {
+        self.commands
+            .try_send(Command::Stop { id: id.to_string() })
+            .is_ok()
     }
 }
 
@@ -176,7 +200,7 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let now = Instant::now();

@@ -33,18 +33,9 @@ impl GpuPool {
         Arc::new(pool)
     }
 
-    pub fn machine(&self) -> &MachineFacts {
-        &self.machine
-    }
-
-    /// Each device's load, in `machine().devices` order.
+    /// Each device's load, in the order of the machine's devices.
     pub fn loads(&self) -> Vec<DeviceLoad> {
         self.lock().clone()
-    }
-
-    /// What a new channel would get now, without taking anything.
-    pub fn preview(&self, stream: &StreamFacts, rungs: usize) -> ChannelPlan {
-        plan(self.mode, &self.machine, &self.lock(), stream, rungs)
     }
 
     /// Plans a new channel and takes its share of the chosen GPU (a channel,

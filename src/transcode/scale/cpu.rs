@@ -65,6 +65,7 @@
 
 mod avx2;
 mod filter;
+mod plane;
 mod rows;
 #[cfg(test)]
 mod tests;
@@ -75,7 +76,7 @@ pub use rows::Threading;
 
 use crate::transcode::frame::{Frame, Layout, Plane, Size};
 use crate::transcode::scale::{Result, ScaleError, Scaler, check_frames};
-use filter::PlaneFilter;
+use plane::PlaneFilter;
 use rows::scale_plane;
 
 /// Weight precision: 1.0 is `1 << WEIGHT_BITS`.

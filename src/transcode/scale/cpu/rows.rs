@@ -6,7 +6,8 @@
 use rayon::prelude::*;
 
 use super::avx2::{self, Avx2};
-use super::filter::{AxisFilter, PlaneFilter};
+use super::filter::AxisFilter;
+use super::plane::PlaneFilter;
 use super::vbmi::{self, Vbmi};
 use super::{H_SHIFT, TAP_ALIGN, V_SHIFT};
 

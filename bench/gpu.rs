@@ -18,10 +18,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use rungs::config::GpuConfig;
+use rungs::gpu::GpuConfig;
 use rungs::gpu::device::Gpu;
-use rungs::gpu::quality::GpuQuality;
 use rungs::transcode::frame::{Frame, FramePool, Size};
+use rungs::transcode::quality::cuda::GpuQuality;
 use rungs::transcode::scale::{GpuScaler, Scaler};
 
 const SOURCE: Size = Size::new(1920, 1080);

@@ -1,5 +1,6 @@
 //! Node configuration from TOML; every field has a working default.
 
+use crate::gpu::GpuConfig;
 use crate::package::PackageConfig;
 use crate::transcode::ladder::{Ladders, RungSpec};
 use serde::Deserialize;
@@ -73,27 +74,6 @@ impl Default for WhipConfig {
             audio_bitrate_kbps: 128,
         }
     }
-}
-
-/// Whether the GPU stages are used.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GpuMode {
-    /// Where a usable GPU is found; the CPU otherwise.
-    #[default]
-    Auto,
-    /// Required: no usable GPU is a startup error that says why.
-    On,
-    /// CPU backends only.
-    Off,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GpuConfig {
-    pub enabled: GpuMode,
-    /// GPU indices (as `rungs probe` lists them) the node may use; empty: all.
-    pub devices: Vec<usize>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

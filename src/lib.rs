@@ -1,5 +1,6 @@
 //! rungs: a live-video edge node. RTMP in, low-latency HLS out.
 
+pub mod av;
 pub mod config;
 pub mod gpu;
 pub mod hub;

@@ -200,7 +200,7 @@ fn new_channel_plan(
 /// `on` without a usable GPU stops the start, saying why; `auto` falls back
 /// to the CPU backends with one log line.
 fn open_gpu(cfg: &Config) -> Result<Option<Arc<rungs::transcode::backend::GpuRuntime>>> {
-    use rungs::config::GpuMode;
+    use rungs::gpu::GpuMode;
     use rungs::gpu::device::{Gpu, GpuError};
     use rungs::transcode::backend::{GpuPool, GpuRuntime, MachineFacts};
     let cpu = |why: String| -> Result<Option<Arc<GpuRuntime>>> {

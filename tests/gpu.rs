@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
-use rungs::config::GpuConfig;
+use rungs::gpu::GpuConfig;
 use rungs::gpu::device::Gpu;
-use rungs::gpu::quality::GpuQuality;
 use rungs::transcode::frame::{Frame, FramePool, Plane, Size};
+use rungs::transcode::quality::cuda::GpuQuality;
 use rungs::transcode::quality::{self, FrameMse};
 use rungs::transcode::scale::{Cascade, CpuScaler, GpuScaler, ScaleOptions, Scaler};
 

@@ -160,7 +160,7 @@ fn gpu_transcode_ladder_psnr_is_within_a_tenth_of_a_db_of_the_cpu_backends() {
 fn gpu_nvdec_pictures_equal_software_decode_and_scale_from_device_memory() {
     use std::collections::HashMap;
 
-    use rungs::config::GpuConfig;
+    use rungs::gpu::GpuConfig;
     use rungs::gpu::device::Gpu;
     use rungs::media::{IngestEvent, TrackKind};
     use rungs::transcode::decode::{Decoded, DecodedFrame, VideoDecoder};

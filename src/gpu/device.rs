@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DriverError};
 
-use crate::config::GpuConfig;
+use super::GpuConfig;
 use crate::gpu::kernels::{self, KernelError};
 
 #[derive(Debug, thiserror::Error)]

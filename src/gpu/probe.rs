@@ -11,7 +11,7 @@ use std::fmt;
 use ffmpeg_next as ffmpeg;
 use serde::Serialize;
 
-use crate::config::{GpuConfig, GpuMode};
+use super::{GpuConfig, GpuMode};
 
 /// Everything `rungs probe` reports.
 #[derive(Clone, Debug, Serialize)]
@@ -242,7 +242,7 @@ fn cuda_devices(cfg: &GpuConfig) -> Result<(String, Vec<Device>), String> {
 
 /// Whether FFmpeg can open a CUDA device and decode H.264 on it.
 fn nvdec() -> Capability {
-    crate::transcode::decode::init_ffmpeg();
+    crate::av::init();
     let h264 = match ffmpeg::decoder::find(ffmpeg::codec::Id::H264) {
         Some(c) => c,
         None => return Capability::no("FFmpeg has no H.264 decoder"),
@@ -257,31 +257,15 @@ fn nvdec() -> Capability {
     if !has_config {
         return Capability::no("this FFmpeg build's H.264 decoder has no CUDA hwaccel");
     }
-    let mut device = std::ptr::null_mut();
-    // SAFETY: `device` receives a new reference on success, released below.
-    let ret = unsafe {
-        ffmpeg::ffi::av_hwdevice_ctx_create(
-            &mut device,
-            cuda,
-            std::ptr::null(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    if ret < 0 {
-        return Capability::no(format!(
-            "FFmpeg cannot open a CUDA device: {}",
-            ffmpeg::Error::from(ret)
-        ));
+    if let Err(e) = crate::av::CudaDevice::open(None) {
+        return Capability::no(format!("FFmpeg cannot open a CUDA device: {e}"));
     }
-    // SAFETY: `device` is the reference created above.
-    unsafe { ffmpeg::ffi::av_buffer_unref(&mut device) };
     Capability::yes("FFmpeg opened a CUDA device for h264")
 }
 
 /// Whether h264_nvenc opens: datacenter GPUs such as the H100 have no NVENC.
 fn nvenc() -> Capability {
-    crate::transcode::decode::init_ffmpeg();
+    crate::av::init();
     let Some(codec) = ffmpeg::encoder::find_by_name("h264_nvenc") else {
         return Capability::no("this FFmpeg build has no h264_nvenc");
     };

@@ -157,7 +157,7 @@ impl OpusToAac {
         if !(8_000..=576_000).contains(&bitrate_bps) {
             return Err(AudioError::Bitrate(bitrate_bps));
         }
-        crate::transcode::decode::init_ffmpeg();
+        crate::av::init();
         let decoder = open_decoder()?;
         let encoder = open_encoder(bitrate_bps)?;
 

@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::config::GpuMode;
+use crate::gpu::GpuMode;
 use crate::gpu::probe::Probe;
 use crate::media::VideoParams;
 

@@ -246,7 +246,7 @@ impl VideoDecoder {
 
     /// FFmpeg's H.264 decoder context with the avcC as extradata, not opened yet.
     fn context(params: &VideoParams) -> Result<(ffmpeg::codec::Context, ffmpeg::Codec)> {
-        init_ffmpeg();
+        crate::av::init();
         let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::H264).ok_or(DecodeError::NoDecoder)?;
         let mut ctx = ffmpeg::codec::Context::new_with_codec(codec);
         set_extradata(&mut ctx, &params.avcc).map_err(|source| open_error(params, source))?;
@@ -575,48 +575,16 @@ unsafe extern "C" fn cuda_format(
 
 /// A new reference to FFmpeg's CUDA device `device`, on the device's primary context.
 fn cuda_device(device: usize) -> Result<*mut ffmpeg::ffi::AVBufferRef> {
-    use ffmpeg::ffi;
-    let name = std::ffi::CString::new(device.to_string()).expect("digits have no NUL");
-    let mut hw = std::ptr::null_mut();
-    let mut opts = std::ptr::null_mut();
-    // SAFETY: av_dict_set copies the C strings into a new dictionary that is freed below;
-    // av_hwdevice_ctx_create reads the name and options during the call and on success
-    // stores a new reference in `hw`.
-    let ret = unsafe {
-        ffi::av_dict_set(&mut opts, c"primary_ctx".as_ptr(), c"1".as_ptr(), 0);
-        let ret = ffi::av_hwdevice_ctx_create(
-            &mut hw,
-            ffi::AVHWDeviceType::AV_HWDEVICE_TYPE_CUDA,
-            name.as_ptr(),
-            opts,
-            0,
-        );
-        ffi::av_dict_free(&mut opts);
-        ret
-    };
-    if ret < 0 {
-        let mut why = ffmpeg::Error::from(ret).to_string();
-        if !crate::gpu::device::driver_present() {
-            why.push_str(" (no CUDA driver: libcuda.so.1 not found)");
+    match crate::av::CudaDevice::open(Some(device)) {
+        Ok(d) => Ok(d.into_raw()),
+        Err(e) => {
+            let mut why = e.to_string();
+            if !crate::gpu::device::driver_present() {
+                why.push_str(" (no CUDA driver: libcuda.so.1 not found)");
+            }
+            Err(DecodeError::NvdecDevice { device, why })
         }
-        return Err(DecodeError::NvdecDevice { device, why });
     }
-    Ok(hw)
-}
-
-/// Runs `ffmpeg_next::init` once per process. It fills the table that FFmpeg error messages
-/// are printed from (without it they print as empty strings) and writes that table without
-/// locking, so it must not run twice concurrently. Every constructor in `transcode` calls it.
-pub(crate) fn init_ffmpeg() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // Only device registration can fail, and no code here uses devices.
-        let _ = ffmpeg::init();
-        // libx264 prints its settings and statistics at info level for every
-        // encoder it opens; a node opens several per stream. Our own logs say
-        // what matters, so FFmpeg only speaks about errors.
-        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
-    });
 }
 
 /// Gives the decoder the avcC record so it reads length-prefixed samples.

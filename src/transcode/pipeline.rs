@@ -17,7 +17,6 @@
 mod encoder;
 
 use crate::gpu::device::Gpu;
-use crate::gpu::quality::GpuQuality;
 use crate::media::{Arrival, Packet, VideoParams};
 use crate::metrics::METRICS;
 use crate::transcode::backend::{
@@ -28,6 +27,7 @@ use crate::transcode::decode::{Decoded, VideoDecoder};
 use crate::transcode::encode::{FrameRate, NvencEncoder, VideoEncoder, X264Encoder};
 use crate::transcode::frame::{Frame, FramePool, Size};
 use crate::transcode::ladder::{Ladders, Rung};
+use crate::transcode::quality::cuda::GpuQuality;
 use crate::transcode::scale::cpu::CpuScaler;
 use crate::transcode::scale::{GpuScaler, Scaler, Threading};
 use crossbeam_channel::{Receiver, Sender, TrySendError};

@@ -9,6 +9,8 @@
 //! from that C code by ~4e-5 on some plane widths (seen on the 427-wide
 //! chroma of 854x480; every other width we tested matches exactly).
 
+pub mod cuda;
+
 use crate::transcode::frame::{Frame, Layout, Plane, Size};
 
 pub type Result<T, E = QualityError> = std::result::Result<T, E>;

@@ -13,7 +13,6 @@ use crate::media::h264::parse_avc_config;
 use crate::media::{
     AudioParams, IngestEvent, MediaError, Packet, TIMEBASE, TrackKind, VideoParams,
 };
-use crate::transcode::decode::init_ffmpeg;
 use crate::transcode::encode::FrameRate;
 use bytes::{Bytes, BytesMut};
 use ffmpeg_next as ffmpeg;
@@ -83,7 +82,7 @@ fn extradata(stream: &ffmpeg::format::stream::Stream<'_>) -> Bytes {
 
 impl FileSource {
     pub fn open(path: &Path) -> Result<Self, SourceError> {
-        init_ffmpeg();
+        crate::av::init();
         let path_buf = path.to_path_buf();
         let input = ffmpeg::format::input(&path).map_err(|source| SourceError::Open {
             path: path_buf.clone(),

@@ -80,7 +80,7 @@ struct Encoded {
 
 /// Real Opus packets: `tones` (one per channel) through FFmpeg's libopus wrapper.
 fn opus_encode(cfg: Opus, tones: [Tone; 2], seconds: f64) -> Encoded {
-    crate::transcode::decode::init_ffmpeg();
+    crate::av::init();
     let codec = ffmpeg::encoder::find_by_name("libopus").expect("FFmpeg built with libopus");
     let mut enc = codec::Context::new_with_codec(codec)
         .encoder()

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::*;
-use crate::config::GpuMode;
+use crate::gpu::GpuMode;
 use crate::gpu::device::Gpu;
 use crate::metrics::METRICS;
 

@@ -56,7 +56,7 @@ impl LavcEncoder {
             why,
         };
         check_settings(settings).map_err(invalid)?;
-        crate::transcode::decode::init_ffmpeg();
+        crate::av::init();
         let found = ffmpeg::encoder::find_by_name(name);
         let codec = found.ok_or(EncodeError::NoEncoder { codec: name })?;
 

@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn opens_where_the_machine_has_nvenc_and_fails_cleanly_where_not() {
         let s = EncoderSettings::live(320, 240, FrameRate::new(30, 1), 400_000);
-        let probe = crate::gpu::probe::probe(&crate::config::GpuConfig::default());
+        let probe = crate::gpu::probe::probe(&crate::gpu::GpuConfig::default());
         match NvencEncoder::new(&s, None) {
             Err(e) => {
                 assert!(

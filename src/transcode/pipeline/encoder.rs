@@ -16,13 +16,13 @@
 //! PSNR and SSIM of the samples come from the quality kernels.
 
 use super::{Output, PipelineConfig};
-use crate::gpu::quality::GpuQuality;
 use crate::media::{Arrival, Packet, TrackKind};
 use crate::metrics::METRICS;
 use crate::transcode::decode::VideoDecoder;
 use crate::transcode::encode::{EncodedPacket, EncoderSettings, FrameRate, VideoEncoder};
 use crate::transcode::frame::{Frame, FramePool, Plane};
 use crate::transcode::ladder::Rung;
+use crate::transcode::quality::cuda::GpuQuality;
 use crate::transcode::quality::{self, FrameMse, Psnr, PsnrMean, Ssim, SsimMean};
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::VecDeque;

@@ -164,7 +164,7 @@ fn nvdec_and_nvenc_that_do_not_open_fall_back_to_the_cpu_per_stream_and_rung() {
         }],
         kernels: false,
     };
-    let pool = GpuPool::new(crate::config::GpuMode::Auto, machine);
+    let pool = GpuPool::new(crate::gpu::GpuMode::Auto, machine);
     let count = |m: &prometheus::IntCounterVec, r: &str| m.with_label_values(&[r]).get();
     let metrics = &crate::metrics::METRICS;
     let decode_before = count(&metrics.decode_backend_fallbacks, "open_failed");

@@ -10,9 +10,9 @@ use cudarc::driver::{
     CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 
+use super::{FrameMse, Ssim};
 use crate::gpu::device::{Gpu, GpuError, driver};
 use crate::transcode::frame::{Frame, Layout, Plane, Size};
-use crate::transcode::quality::{FrameMse, Ssim};
 use crate::transcode::scale::cuda::KernelTiming;
 
 /// Threads per block of both kernels.

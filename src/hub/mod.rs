@@ -136,10 +136,9 @@ impl Hub {
             let mut table = lock(&self.table);
             let unchanged = match (table.get(&channel.id), &existing) {
                 (Some(now), Some(before)) => Arc::ptr_eq(now, before),
-                (None, None) => true,
-                // The old stream's thread removed itself: nothing to replace.
-                (None, Some(_)) => true,
                 (Some(_), None) => false,
+                // Nothing there, or the old stream's thread removed itself.
+                (None, _) => true,
             };
             if !unchanged {
                 // Another publisher started a stream meanwhile: ask it.

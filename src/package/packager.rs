@@ -78,20 +78,12 @@ struct Persist {
     /// The last stream was cut short: the next one starts with
     /// EXT-X-DISCONTINUITY in the same playlist.
     resume: bool,
-    last_arrival: Option<Instant>,
     /// The wall clock and instant of the last source push, to turn a rung
     /// push's wall clock into an instant for the latency histogram.
     clock: Option<(SystemTime, Instant)>,
 }
 
 impl Persist {
-    /// The newest arrival, the packager's idea of "now". Every path that
-    /// asks has seen a push (streams go live in one), so the clock fallback
-    /// is there for the type, not taken.
-    fn now(&self) -> Instant {
-        self.last_arrival.unwrap_or_else(Instant::now)
-    }
-
     /// The instant at wall clock `now`, as the source's pushes relate them.
     fn instant_at(&self, now: SystemTime) -> Option<Instant> {
         let (wall, at) = self.clock?;
@@ -162,7 +154,6 @@ impl ChannelPackager {
                 video_seq: 1,
                 audio_seq: 1,
                 resume: false,
-                last_arrival: None,
                 clock: None,
             },
             rungs: Vec::new(),
@@ -172,6 +163,9 @@ impl ChannelPackager {
     fn emit(&mut self, out: Vec<Update>) {
         match &mut self.sink {
             Sink::Store(store) => store.apply(out),
+            // Moved, not copied, when the taker keeps up (a live core takes
+            // every push's updates at once).
+            Sink::Buffer(b) if b.is_empty() => *b = out,
             Sink::Buffer(b) => b.extend(out),
         }
     }
@@ -180,7 +174,6 @@ impl ChannelPackager {
     /// EXT-X-PROGRAM-DATE-TIME), `arrival` when ingest received it (for the
     /// ingest-to-part latency histogram).
     pub fn push(&mut self, event: IngestEvent, now: SystemTime, arrival: Instant) {
-        self.p.last_arrival = Some(arrival);
         self.p.clock = Some((now, arrival));
         let mut out = Vec::new();
         match event {
@@ -301,7 +294,7 @@ impl ChannelPackager {
             Phase::Live(live) => {
                 live.video_packet(&mut self.p, held, out);
                 // The source moved on: rung frames it got past can be placed.
-                let now = self.p.now();
+                let now = live.last_arrival;
                 let mut ctx = Ctx {
                     edge: live.video.edge,
                     p: &mut self.p,
@@ -388,6 +381,7 @@ impl ChannelPackager {
             audio: None,
             trail: Default::default(),
             sid,
+            last_arrival: first.arrival,
         });
         if let Some(audio) = self.audio_params.clone() {
             let msn = self.p.next_msn;
@@ -422,7 +416,7 @@ impl ChannelPackager {
         for held in std::mem::take(&mut self.early_audio) {
             live.audio_packet(&mut self.p, held, out);
         }
-        let now = self.p.now();
+        let now = live.last_arrival;
         let mut ctx = Ctx {
             edge: live.video.edge,
             p: &mut self.p,
@@ -451,7 +445,7 @@ impl ChannelPackager {
                 // what it never produced, so the next stream continues
                 // every playlist at the same MSN.
                 let until = live.trail.last_msn();
-                let now = self.p.now();
+                let now = live.last_arrival;
                 let mut ctx = Ctx {
                     p: &mut self.p,
                     live: &live,

@@ -144,8 +144,8 @@ impl MediaPlaylist {
         }
         let before = msn
             .checked_sub(1)
-            .and_then(|m| Some((m, self.segment(m)?.parts.len().checked_sub(1)?)));
-        Some(before.map_or((msn, 0), |(m, p)| (m, p as u32)))
+            .and_then(|m| Some((m, self.segment(m)?.parts.len().checked_sub(1)? as u32)));
+        Some(before.unwrap_or((msn, 0)))
     }
 
     /// Whether the playlist already holds part `part` of segment `msn` (or

@@ -23,7 +23,6 @@ impl ChannelPackager {
     pub fn set_rungs(&mut self, rungs: Vec<RungDecl>) {
         let mut out = Vec::new();
         let mut old = std::mem::take(&mut self.rungs);
-        let now = self.p.now();
         let mut ladder: Vec<Rung> = Vec::with_capacity(rungs.len());
         for (rank, decl) in (1u32..).zip(rungs) {
             let taken = ladder
@@ -55,7 +54,7 @@ impl ChannelPackager {
                         edge: live.video.edge,
                         p: &mut self.p,
                         live,
-                        now,
+                        now: live.last_arrival,
                     };
                     rung.start_stream(&mut ctx, &mut out);
                 }
@@ -69,7 +68,7 @@ impl ChannelPackager {
                     p: &mut self.p,
                     live,
                     edge,
-                    now,
+                    now: live.last_arrival,
                 };
                 gone.finish(&mut ctx, None, &mut out);
             }
@@ -97,11 +96,7 @@ impl ChannelPackager {
         match (&self.phase, event) {
             (Phase::Live(live), event) => {
                 let estimate = self.p.instant_at(now).unwrap_or(arrival);
-                let now = [Some(estimate), self.p.last_arrival, Some(arrival)]
-                    .into_iter()
-                    .flatten()
-                    .max()
-                    .unwrap_or(arrival);
+                let now = estimate.max(live.last_arrival).max(arrival);
                 let mut ctx = Ctx {
                     edge: live.video.edge,
                     p: &mut self.p,

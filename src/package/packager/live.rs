@@ -40,6 +40,9 @@ pub(super) struct Live {
     pub audio: Option<AudioTrack>,
     /// The source's recent segment starts and frame times, for rungs.
     pub trail: SourceTrail,
+    /// When ingest received the newest packet packaged: the packager's
+    /// "now" (parts are published as of it), never a clock of its own.
+    pub last_arrival: Instant,
 }
 
 #[derive(Debug)]
@@ -111,6 +114,7 @@ fn to_timeline(t: u64, rate: u32) -> u64 {
 impl Live {
     pub fn video_packet(&mut self, p: &mut Persist, held: Held, out: &mut Vec<Update>) {
         let Held { pkt, arrival, .. } = held;
+        self.last_arrival = arrival;
         if self.video.need_keyframe {
             if !pkt.keyframe {
                 return;
@@ -122,6 +126,8 @@ impl Live {
             .pts
             .saturating_sub(pkt.dts)
             .clamp(i64::from(i32::MIN), i64::from(i32::MAX));
+        // Where a frame decoded at timeline time `t` is presented.
+        let presented = |t: i64| u64::try_from(t.saturating_add(cts.max(0))).ok();
         if let Some(prev) = self.video.pending.take() {
             let prev_t = i64::try_from(prev.t).unwrap_or(i64::MAX);
             let mut dur = t - prev_t;
@@ -151,7 +157,7 @@ impl Live {
             // Where this frame is presented: if it starts the next segment,
             // audio is cut there, not at its decode time, so that both
             // renditions' segments cover the same presentation time.
-            let next_pts = u64::try_from(t.saturating_add(cts.max(0))).ok();
+            let next_pts = presented(t);
             let events = self.push_video(prev, duration, Some(pkt.keyframe));
             self.video_events(p, events, Some(pts), next_pts, arrival, out);
         }
@@ -164,8 +170,7 @@ impl Live {
                 let end = self.video.seg.end();
                 let next = self.video.seg.msn() + 1;
                 let events = self.video.seg.cut(end, next);
-                let at = u64::try_from(t.saturating_add(cts.max(0))).ok();
-                self.video_events(p, events, None, at, arrival, out);
+                self.video_events(p, events, None, presented(t), arrival, out);
             }
             self.mark_discontinuity();
             self.video.init_uri = uri;
@@ -186,6 +191,7 @@ impl Live {
 
     pub fn audio_packet(&mut self, p: &mut Persist, held: Held, out: &mut Vec<Update>) {
         let Held { pkt, arrival, .. } = held;
+        self.last_arrival = arrival;
         let Some(a) = &mut self.audio else { return };
         let Ok(t) = u64::try_from(pkt.dts.saturating_add(self.offset)) else {
             return;
@@ -206,8 +212,7 @@ impl Live {
     /// Ends the current segment in every rendition so that a new audio init
     /// segment can start with a discontinuity at the same MSN everywhere.
     pub fn reconfigure(&mut self, p: &mut Persist, out: &mut Vec<Update>) {
-        let now = p.last_arrival.unwrap_or_else(Instant::now);
-        self.cut_all(p, now, out);
+        self.cut_all(p, self.last_arrival, out);
         self.mark_discontinuity();
     }
 
@@ -226,7 +231,7 @@ impl Live {
     /// The stream stops: the last frame takes the previous frame's duration,
     /// every rendition ends its segment, and the channel timeline moves on.
     pub fn flush(&mut self, p: &mut Persist, out: &mut Vec<Update>) {
-        let now = p.last_arrival.unwrap_or_else(Instant::now);
+        let now = self.last_arrival;
         self.flush_pending(p, now, out);
         self.cut_all(p, now, out);
         let video_end = self.video.seg.end();

@@ -255,7 +255,7 @@ fn transcode(args: TranscodeArgs) -> Result<()> {
         pipeline.ladders.check(&l)?;
         pipeline.ladder = l;
     }
-    let report = rungs::transcode::offline::run(rungs::transcode::offline::Options {
+    let report = rungs::hub::offline::run(rungs::hub::offline::Options {
         input: &args.input,
         output: &args.output,
         pipeline,

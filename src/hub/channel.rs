@@ -6,10 +6,10 @@
 //! through a bounded queue and drop whole GOPs when it is full.
 
 use super::core::{ChannelCore, Input, Output, Refusal};
+use super::transcoding::Transcoding;
 use crate::media::{Arrival, IngestEvent};
 use crate::metrics::METRICS;
 use crate::package::ChannelStore;
-use crate::transcode::pipeline::{Pipeline, PipelineConfig};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, select};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -101,9 +101,7 @@ pub(super) struct Driver {
     pub table: Table,
     pub me: Arc<LiveChannel>,
     pub core: ChannelCore,
-    /// `None` for a passthrough channel.
-    pub template: Option<PipelineConfig>,
-    pub pipeline: Option<Pipeline>,
+    pub transcoding: Transcoding,
 }
 
 impl Driver {
@@ -119,10 +117,7 @@ impl Driver {
             .core
             .poll_timeout()
             .map_or(IDLE_WAKE, |t| t.saturating_duration_since(Instant::now()));
-        let outputs = self
-            .pipeline
-            .as_ref()
-            .map_or_else(crossbeam_channel::never, |p| p.outputs().clone());
+        let outputs = self.transcoding.outputs();
         select! {
             recv(events) -> msg => match msg {
                 Ok(s) => self.media(s),
@@ -165,45 +160,24 @@ impl Driver {
     /// Hands `input` to the core and carries out what it asks; false once
     /// the core is done.
     fn input(&mut self, input: Input) -> bool {
-        self.core.handle(Instant::now(), input);
+        let now = Instant::now();
+        self.core.handle(now, input);
         while let Some(out) = self.core.poll_output() {
-            match out {
-                Output::Store(updates) => self.me.store.apply(updates),
-                Output::StartPipeline => self.start_pipeline(),
-                Output::Transcode(event, arrival) => {
-                    if let Some(p) = &mut self.pipeline {
-                        match event {
-                            IngestEvent::VideoConfig(params) => p.push_config(params),
-                            IngestEvent::Packet(pkt) => p.push_packet(pkt, arrival),
-                            IngestEvent::AudioConfig(_) => {}
-                        }
-                    }
+            let rest = match self.transcoding.carry(&mut self.core, now, out, &mut Some) {
+                Ok(rest) => rest,
+                Err(e) => {
+                    tracing::error!(channel = %self.me.id, error = %e, "cannot start transcoding; source only");
+                    None
                 }
-                Output::FlushPipeline => {
-                    let rest = match self.pipeline.take() {
-                        Some(mut p) => {
-                            p.finish();
-                            p.outputs().try_iter().collect()
-                        }
-                        None => Vec::new(),
-                    };
-                    self.core.handle(Instant::now(), Input::Flushed(rest));
-                }
-                Output::Ended => METRICS.live_channels.dec(),
-                Output::Remove => return false,
+            };
+            match rest {
+                Some(Output::Store(updates)) => self.me.store.apply(updates),
+                Some(Output::Ended) => METRICS.live_channels.dec(),
+                Some(Output::Remove) => return false,
+                _ => {}
             }
         }
         true
-    }
-
-    fn start_pipeline(&mut self) {
-        let Some(cfg) = &self.template else { return };
-        match Pipeline::start(&self.me.id, cfg.clone()) {
-            Ok(p) => self.pipeline = Some(p),
-            Err(e) => {
-                tracing::error!(channel = %self.me.id, error = %e, "cannot start transcoding; source only");
-            }
-        }
     }
 }
 

@@ -41,6 +41,9 @@ pub(crate) enum Input {
     Flushed(Vec<RungOutput>),
     /// The channel was deleted: end the stream now.
     Terminate,
+    /// The source is over (a file's end): package what is left and end
+    /// the stream.
+    Finish,
     /// [`ChannelCore::poll_timeout`] has passed.
     Timeout,
 }
@@ -100,6 +103,7 @@ enum AfterFlush {
     Grace,
     Abandon,
     Terminate,
+    Finish,
 }
 
 /// One live channel's state machine.
@@ -228,6 +232,7 @@ impl ChannelCore {
                 Phase::Ended { .. } => self.remove(),
                 _ => self.flush_then(now, AfterFlush::Terminate),
             },
+            Input::Finish => self.flush_then(now, AfterFlush::Finish),
             Input::Timeout => match self.phase {
                 Phase::Grace { until } if now >= until => {
                     self.end_stream(now, "publisher did not come back");
@@ -344,6 +349,7 @@ impl ChannelCore {
                 }
             }
             AfterFlush::Terminate => self.end_stream(now, "channel deleted"),
+            AfterFlush::Finish => self.end_stream(now, "source ended"),
         }
     }
 

@@ -6,8 +6,10 @@
 
 mod channel;
 mod core;
+pub mod offline;
 #[cfg(test)]
 mod tests;
+mod transcoding;
 
 use crate::media::{Arrival, IngestEvent, TrackKind};
 use crate::metrics::METRICS;
@@ -23,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use transcoding::Transcoding;
 
 /// Why a publish attempt was refused. The message never contains the key.
 #[derive(Debug, thiserror::Error)]
@@ -184,19 +187,19 @@ impl Hub {
             grace: self.cfg.reconnect_grace,
             linger: self.cfg.ended_linger,
         };
+        let transcoding = Transcoding::new(id, template);
         let core = ChannelCore::new(
             id,
             self.cfg.package.clone(),
             timing,
-            template.is_some(),
+            transcoding.enabled(),
             session,
         );
         let driver = Driver {
             table: self.table.clone(),
             me: live.clone(),
             core,
-            template,
-            pipeline: None,
+            transcoding,
         };
         std::thread::Builder::new()
             .name(format!("chan-{id}"))

@@ -18,7 +18,6 @@ use super::playlist::{
     self, AudioMedia, Variant, VariantAudio, VideoRates, VodPlaylist, VodSegment,
 };
 use super::store::{RenditionInfo, Update};
-use crate::package::plan;
 use bytes::{Bytes, BytesMut};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -459,11 +458,3 @@ fn frame_rate(r: &Rendition) -> Option<f64> {
     });
     (frames > 0 && secs > 0.0).then(|| frames as f64 / secs)
 }
-
-/// Media time in 90 kHz ticks as a duration, for the synthetic clock.
-fn ticks_duration(ticks: i64) -> Duration {
-    plan::duration(ticks.max(0).unsigned_abs(), crate::media::TIMEBASE)
-}
-
-#[cfg(test)]
-mod tests;

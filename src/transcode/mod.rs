@@ -7,7 +7,6 @@ pub mod decode;
 pub mod encode;
 pub mod frame;
 pub mod ladder;
-pub mod offline;
 pub mod pipeline;
 pub mod quality;
 pub mod scale;

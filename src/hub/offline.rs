@@ -1,21 +1,25 @@
 //! `rungs transcode`: a file through the live pipeline as fast as it goes,
 //! written as an HLS VOD ladder, with a summary of what each rung got.
 //!
-//! Uses the same pipeline and packager as a live channel, paced by the
-//! slowest stage instead of the clock, so a figure measured here is what the
-//! live node can sustain.
+//! A file is a channel whose publisher is the file and whose store is a
+//! directory: it drives the same [`ChannelCore`] (and through it the same
+//! packager and pipeline-to-packager path) as a live channel, with media
+//! time as its clock, paced by the slowest stage instead of the wall clock,
+//! so a figure measured here is what the live node can sustain.
 
-use crate::media::{Arrival, IngestEvent, TrackKind};
-use crate::package::vod::{VodError, VodWriter};
-use crate::package::{PackageConfig, RungEvent};
+use super::core::{ChannelCore, Input, Output, Timing};
+use super::transcoding::Transcoding;
+use crate::media::{Arrival, IngestEvent, Packet, TIMEBASE, TrackKind};
+use crate::package::vod::{VodError, VodSummary, VodWriter};
+use crate::package::{PackageConfig, plan};
 use crate::transcode::ladder::Rung;
-use crate::transcode::pipeline::{Output, Pace, Pipeline, PipelineConfig, RungSummary, rung_decls};
+use crate::transcode::pipeline::{Output as RungOutput, Pace, PipelineConfig, RungSummary};
 use crate::transcode::source::{FileSource, SourceError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
@@ -88,25 +92,155 @@ struct Ladder {
 }
 
 impl Ladder {
-    fn apply(&mut self, writer: &mut VodWriter, out: Output) -> Result<(), VodError> {
+    /// Notes what the report needs; hands on what the packager needs.
+    fn note(&mut self, out: RungOutput) -> Option<RungOutput> {
         match out {
-            Output::Plan(rungs) => {
+            RungOutput::Plan(rungs) => {
                 self.plan = rungs.clone();
-                writer.set_rungs(rung_decls(rungs))
+                Some(RungOutput::Plan(rungs))
             }
-            Output::Config { rung, params } => writer.push_rung(rung, RungEvent::Config(params)),
-            Output::Packet { rung, packet, .. } => {
-                writer.push_rung(rung, RungEvent::Packet(packet))
-            }
-            Output::Summary { rung, summary } => {
+            RungOutput::Summary { rung, summary } => {
                 self.summaries.insert(rung, summary);
-                Ok(())
+                None
             }
-            Output::Backends(plan) => {
+            RungOutput::Backends(plan) => {
                 self.backends = Some(plan.to_string());
-                Ok(())
+                None
+            }
+            other => Some(other),
+        }
+    }
+}
+
+/// The one publish session of a file.
+const SESSION: u64 = 1;
+
+/// A file has no arrival times: a packet arrives at its media time (its
+/// decode time since the first video packet's), counted from a fixed start,
+/// and never before the newest packet read.
+struct MediaClock {
+    t0: Instant,
+    /// Video dts of media time zero.
+    origin: Option<i64>,
+    /// Media time of the newest source packet, 90 kHz ticks.
+    latest: i64,
+}
+
+impl MediaClock {
+    fn new() -> Self {
+        MediaClock {
+            t0: Instant::now(),
+            origin: None,
+            latest: 0,
+        }
+    }
+
+    /// The arrival of a source event read now.
+    fn arrive(&mut self, event: &IngestEvent) -> Arrival {
+        if let IngestEvent::Packet(p) = event {
+            let t = self.media_time(p);
+            self.latest = self.latest.max(t);
+        }
+        self.at(self.latest)
+    }
+
+    fn media_time(&mut self, p: &Packet) -> i64 {
+        if self.origin.is_none() && p.track == TrackKind::Video {
+            self.origin = Some(p.dts);
+        }
+        p.dts.saturating_sub(self.origin.unwrap_or(p.dts))
+    }
+
+    /// The wall clock only names the stream: VOD playlists carry no
+    /// EXT-X-PROGRAM-DATE-TIME.
+    fn at(&self, ticks: i64) -> Arrival {
+        let d = plan::duration(ticks.max(0).unsigned_abs(), TIMEBASE);
+        Arrival {
+            wall: UNIX_EPOCH + d,
+            at: self.t0 + d,
+        }
+    }
+}
+
+/// A channel with a file for its publisher and a VOD directory for its
+/// store.
+struct VodChannel {
+    core: ChannelCore,
+    transcoding: Transcoding,
+    writer: VodWriter,
+    clock: MediaClock,
+    ladder: Ladder,
+}
+
+impl VodChannel {
+    /// `template`: the pipeline to transcode with; `None` when the caller
+    /// hands rung outputs in itself.
+    fn new(
+        output: &Path,
+        package: PackageConfig,
+        template: Option<PipelineConfig>,
+    ) -> Result<Self, OfflineError> {
+        let writer = VodWriter::new(output, &package)?;
+        let transcoding = Transcoding::new("transcode", template);
+        // Nothing waits for a publisher to come back, and nobody reads the
+        // playlists before the end.
+        let timing = Timing {
+            grace: Duration::ZERO,
+            linger: Duration::ZERO,
+        };
+        let core = ChannelCore::new("transcode", package, timing, transcoding.enabled(), SESSION);
+        Ok(VodChannel {
+            core,
+            transcoding,
+            writer,
+            clock: MediaClock::new(),
+            ladder: Ladder::default(),
+        })
+    }
+
+    /// One source event, in file order, then whatever the pipeline made.
+    fn source(&mut self, event: IngestEvent) -> Result<(), OfflineError> {
+        let arrival = self.clock.arrive(&event);
+        self.input(Input::Media {
+            session: SESSION,
+            event,
+            arrival,
+        })?;
+        let outputs = self.transcoding.outputs();
+        for out in outputs.try_iter() {
+            self.rung(out)?;
+        }
+        Ok(())
+    }
+
+    /// One output of the pipeline.
+    fn rung(&mut self, out: RungOutput) -> Result<(), OfflineError> {
+        match self.ladder.note(out) {
+            Some(out) => self.input(Input::Rung(out)),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the stream and writes the playlists.
+    fn finish(mut self) -> Result<(VodSummary, Ladder), OfflineError> {
+        self.input(Input::Finish)?;
+        Ok((self.writer.finish()?, self.ladder))
+    }
+
+    fn input(&mut self, input: Input) -> Result<(), OfflineError> {
+        let now = self.clock.at(self.clock.latest).at;
+        self.core.handle(now, input);
+        while let Some(out) = self.core.poll_output() {
+            let ladder = &mut self.ladder;
+            let rest = self
+                .transcoding
+                .carry(&mut self.core, now, out, &mut |o| ladder.note(o))
+                .map_err(OfflineError::Pipeline)?;
+            if let Some(Output::Store(updates)) = rest {
+                self.writer.apply(updates)?;
             }
         }
+        Ok(())
     }
 }
 
@@ -118,38 +252,25 @@ pub fn run(opts: Options<'_>) -> Result<Report, OfflineError> {
     cfg.frame_rate = source.frame_rate;
     let ladder_name = cfg.ladder.clone();
     let duration = source.duration_s;
-    let mut writer = VodWriter::new(opts.output, opts.package)?;
-    let mut pipeline = Pipeline::start("transcode", cfg).map_err(OfflineError::Pipeline)?;
-    let mut ladder = Ladder::default();
+    let mut channel = VodChannel::new(opts.output, opts.package, Some(cfg))?;
     let mut frames = 0u64;
     let mut last_draw = Instant::now();
     let mut position = 0.0;
 
     while let Some(event) = source.next_event()? {
-        match &event {
-            IngestEvent::VideoConfig(p) => pipeline.push_config(p.clone()),
-            IngestEvent::Packet(p) if p.track == TrackKind::Video => {
-                frames += 1;
-                position = p.pts as f64 / f64::from(crate::media::TIMEBASE);
-                // A file has no socket: a frame arrives when it is read.
-                pipeline.push_packet(p.clone(), Arrival::now());
-            }
-            _ => {}
+        if let IngestEvent::Packet(p) = &event
+            && p.track == TrackKind::Video
+        {
+            frames += 1;
+            position = p.pts as f64 / f64::from(TIMEBASE);
         }
-        writer.push(event)?;
-        for out in pipeline.outputs().try_iter() {
-            ladder.apply(&mut writer, out)?;
-        }
+        channel.source(event)?;
         if opts.progress && last_draw.elapsed() > Duration::from_millis(500) {
             last_draw = Instant::now();
             draw_progress(frames, started.elapsed(), position, duration);
         }
     }
-    pipeline.finish();
-    for out in pipeline.outputs().try_iter() {
-        ladder.apply(&mut writer, out)?;
-    }
-    let vod = writer.finish()?;
+    let (vod, ladder) = channel.finish()?;
     if opts.progress {
         draw_progress(frames, started.elapsed(), position, duration);
         eprintln!();
@@ -217,107 +338,4 @@ fn draw_progress(frames: u64, elapsed: Duration, position: f64, duration: Option
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::transcode::encode::FrameRate;
-    use crate::transcode::ffmpeg_cli;
-    use crate::transcode::ladder::{Ladders, STANDARD};
-    use crate::transcode::pipeline::EncoderTuning;
-    use std::process::Command;
-    use std::sync::Arc;
-
-    fn ffprobe_frames(playlist: &Path) -> u64 {
-        let out = Command::new("ffprobe")
-            .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-            .args([
-                "-show_entries",
-                "stream=nb_read_frames,width,height",
-                "-of",
-                "csv=p=0",
-            ])
-            .arg(playlist)
-            .output()
-            .expect("ffprobe runs (apt-get install ffmpeg)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        let fields: Vec<&str> = text.trim().split(',').collect();
-        fields
-            .last()
-            .and_then(|n| n.parse().ok())
-            .expect("frame count")
-    }
-
-    #[test]
-    fn a_file_becomes_a_vod_ladder_ffprobe_reads() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let input = dir.path().join("in.mp4");
-        ffmpeg_cli::run(&[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1280x720:rate=30",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            "4",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "60",
-            "-c:a",
-            "aac",
-            input.to_str().expect("utf-8"),
-        ]);
-        let output = dir.path().join("out");
-        let report = run(Options {
-            input: &input,
-            output: &output,
-            pipeline: PipelineConfig {
-                ladder: STANDARD.into(),
-                ladders: Arc::new(Ladders::default()),
-                pace: Pace::Offline,
-                encoder: EncoderTuning {
-                    preset: "ultrafast".into(),
-                    low_latency: false,
-                    threads: 1,
-                },
-                decoder_threads: 1,
-                queue_frames: 8,
-                quality_every_gops: 2,
-                frame_rate: Some(FrameRate::new(30, 1)),
-                gpu: None,
-            },
-            package: PackageConfig::default(),
-            progress: false,
-        })
-        .expect("transcode");
-        assert_eq!(report.frames, 120);
-        let names: Vec<&str> = report.renditions.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["source", "480p", "360p", "160p", "audio"]);
-        assert!(output.join("master.m3u8").exists());
-        for r in &report.renditions {
-            assert!(r.bytes > 0 && r.segments >= 2, "{r:?}");
-            assert!((r.duration_s - 4.0).abs() < 0.2, "{r:?}");
-            if r.name == "audio" {
-                continue;
-            }
-            let frames = ffprobe_frames(&output.join(&r.name).join("index.m3u8"));
-            assert_eq!(frames, 120, "{}: frames ffprobe decodes", r.name);
-            if r.name != "source" {
-                assert!(r.psnr_db.is_some_and(|p| p > 30.0), "{r:?}");
-                assert!(r.ssim.is_some_and(|s| s > 0.9), "{r:?}");
-                let target = r.target_bitrate_bps.expect("target") as f64;
-                let got = r.bitrate_bps as f64;
-                assert!(got < target * 1.5, "{}: {got} b/s against {target}", r.name);
-            }
-        }
-    }
-}
+mod tests;

@@ -1,39 +1,34 @@
-//! VOD directories: playlists and files from synthetic media, and real
+//! `rungs transcode` end to end, and VOD directories from synthetic and real
+//! media driven through the channel core: playlists and files, and real
 //! H.264/AAC that ffprobe must decode through the HLS demuxer.
 
 use super::*;
-use crate::media::{AudioParams, IngestEvent, Packet, TrackKind, VideoParams};
-use crate::package::packager::{RungDecl, RungEvent};
-use crate::package::{PackageConfig, testmedia};
-use std::path::Path;
+use crate::media::{AudioParams, VideoParams};
+use crate::package::testmedia;
+use crate::transcode::encode::FrameRate;
+use crate::transcode::ffmpeg_cli;
+use crate::transcode::frame::Size;
+use crate::transcode::ladder::{Ladders, STANDARD};
+use crate::transcode::pipeline::EncoderTuning;
+use bytes::Bytes;
+use std::process::Command;
+use std::sync::Arc;
 
 /// Rung frames come this many frames after their source frame.
 const LAG_FRAMES: i64 = 20;
 
 fn params(width: u32, height: u32) -> Arc<VideoParams> {
-    // The avcC FFmpeg 5.1's libx264 wrapper wrote for 320x240 High profile.
-    const HIGH_AVCC: &[u8] = &[
-        0x01, 0x64, 0x00, 0x0d, 0xff, 0xe1, 0x00, 0x19, 0x67, 0x64, 0x00, 0x0d, 0xac, 0xd9, 0x41,
-        0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1,
-        0x42, 0x99, 0x60, 0x01, 0x00, 0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0, 0xfd, 0xf8, 0xf8,
-        0x00,
-    ];
     Arc::new(VideoParams {
-        avcc: Bytes::from_static(HIGH_AVCC),
         width,
         height,
-        profile_idc: 0x64,
-        constraint_flags: 0,
-        level_idc: 0x0d,
-        nal_length_size: 4,
+        ..(*testmedia::video_params(width)).clone()
     })
 }
 
-fn decl(name: &str, width: u32, height: u32, bitrate_bps: u64) -> RungDecl {
-    RungDecl {
+fn rung(name: &str, width: u32, height: u32, bitrate_bps: u64) -> Rung {
+    Rung {
         name: name.into(),
-        width,
-        height,
+        size: Size { width, height },
         bitrate_bps,
     }
 }
@@ -66,34 +61,49 @@ fn schedule(
     timed.into_iter().map(|(_, _, e)| e).collect()
 }
 
+/// A VOD channel fed by hand: the source, and each rung's output as a
+/// pipeline would hand it over (a rung packet arrives with its source).
 fn write_vod(
     dir: &Path,
     video: (Arc<VideoParams>, Vec<Packet>),
     audio: Option<(Arc<AudioParams>, Vec<Packet>)>,
-    ladder: &[(RungDecl, Arc<VideoParams>)],
+    ladder: &[(Rung, Arc<VideoParams>)],
     drop: impl Fn(usize, usize) -> bool,
 ) -> VodSummary {
-    let mut w = VodWriter::new(dir, PackageConfig::default()).expect("writer");
-    w.push(IngestEvent::VideoConfig(video.0)).expect("push");
+    let mut ch = VodChannel::new(dir, PackageConfig::default(), None).expect("channel");
+    ch.source(IngestEvent::VideoConfig(video.0)).expect("push");
     if let Some((params, _)) = &audio {
-        w.push(IngestEvent::AudioConfig(params.clone()))
+        ch.source(IngestEvent::AudioConfig(params.clone()))
             .expect("push");
     }
-    w.set_rungs(ladder.iter().map(|(d, _)| d.clone()).collect())
-        .expect("set_rungs");
+    ch.rung(RungOutput::Plan(
+        ladder.iter().map(|(r, _)| r.clone()).collect(),
+    ))
+    .expect("plan");
     for (i, (_, p)) in ladder.iter().enumerate() {
-        w.push_rung(i, RungEvent::Config(p.clone()))
-            .expect("config");
+        ch.rung(RungOutput::Config {
+            rung: i,
+            params: p.clone(),
+        })
+        .expect("config");
     }
     let audio_packets = audio.map(|a| a.1).unwrap_or_default();
     for e in schedule(&video.1, &audio_packets, ladder.len(), drop) {
         match e {
-            Ev::Source(p) => w.push(IngestEvent::Packet(p)),
-            Ev::Rung(r, p) => w.push_rung(r, RungEvent::Packet(p)),
+            Ev::Source(p) => ch.source(IngestEvent::Packet(p)),
+            Ev::Rung(rung, packet) => {
+                let made_from = ch.clock.media_time(&packet);
+                let arrival = ch.clock.at(made_from);
+                ch.rung(RungOutput::Packet {
+                    rung,
+                    packet,
+                    arrival,
+                })
+            }
         }
         .expect("push");
     }
-    w.finish().expect("finish")
+    ch.finish().expect("finish").0
 }
 
 /// 30 fps video with a keyframe every `gop` frames, and 44.1 kHz AAC.
@@ -142,8 +152,8 @@ fn a_synthetic_vod_has_a_playlist_per_rendition_and_a_master() {
         samples_per_frame: 1024,
     });
     let ladder = [
-        (decl("720p", 1280, 720, 3_000_000), params(1280, 720)),
-        (decl("360p", 640, 360, 700_000), params(640, 360)),
+        (rung("720p", 1280, 720, 3_000_000), params(1280, 720)),
+        (rung("360p", 640, 360, 700_000), params(640, 360)),
     ];
     // 360p's encoder dropped the GOP from 4 s to 6 s.
     let summary = write_vod(
@@ -236,7 +246,7 @@ fn ffprobe_decodes_every_rendition_of_a_real_vod() {
     let audio_frames = audio.len() as u64;
     let dir = tmp.path().join("vod");
     // The same samples stand in for a transcoded rung.
-    let ladder = [(decl("720p", 320, 240, 500_000), video_params.clone())];
+    let ladder = [(rung("720p", 320, 240, 500_000), video_params.clone())];
     let summary = write_vod(
         &dir,
         (video_params, video),
@@ -276,5 +286,100 @@ fn ffprobe_decodes_every_rendition_of_a_real_vod() {
             .collect();
         kinds.sort_unstable();
         assert_eq!(kinds, ["audio", "video"], "{probe}");
+    }
+}
+
+fn ffprobe_frames(playlist: &Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "stream=nb_read_frames,width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(playlist)
+        .output()
+        .expect("ffprobe runs (apt-get install ffmpeg)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<&str> = text.trim().split(',').collect();
+    fields
+        .last()
+        .and_then(|n| n.parse().ok())
+        .expect("frame count")
+}
+
+#[test]
+fn a_file_becomes_a_vod_ladder_ffprobe_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.mp4");
+    ffmpeg_cli::run(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1280x720:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        "4",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "60",
+        "-c:a",
+        "aac",
+        input.to_str().expect("utf-8"),
+    ]);
+    let output = dir.path().join("out");
+    let report = run(Options {
+        input: &input,
+        output: &output,
+        pipeline: PipelineConfig {
+            ladder: STANDARD.into(),
+            ladders: Arc::new(Ladders::default()),
+            pace: Pace::Offline,
+            encoder: EncoderTuning {
+                preset: "ultrafast".into(),
+                low_latency: false,
+                threads: 1,
+            },
+            decoder_threads: 1,
+            queue_frames: 8,
+            quality_every_gops: 2,
+            frame_rate: Some(FrameRate::new(30, 1)),
+            gpu: None,
+        },
+        package: PackageConfig::default(),
+        progress: false,
+    })
+    .expect("transcode");
+    assert_eq!(report.frames, 120);
+    let names: Vec<&str> = report.renditions.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["source", "480p", "360p", "160p", "audio"]);
+    assert!(output.join("master.m3u8").exists());
+    for r in &report.renditions {
+        assert!(r.bytes > 0 && r.segments >= 2, "{r:?}");
+        assert!((r.duration_s - 4.0).abs() < 0.2, "{r:?}");
+        if r.name == "audio" {
+            continue;
+        }
+        let frames = ffprobe_frames(&output.join(&r.name).join("index.m3u8"));
+        assert_eq!(frames, 120, "{}: frames ffprobe decodes", r.name);
+        if r.name != "source" {
+            assert!(r.psnr_db.is_some_and(|p| p > 30.0), "{r:?}");
+            assert!(r.ssim.is_some_and(|s| s > 0.9), "{r:?}");
+            let target = r.target_bitrate_bps.expect("target") as f64;
+            let got = r.bitrate_bps as f64;
+            assert!(got < target * 1.5, "{}: {got} b/s against {target}", r.name);
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod hub;
 pub mod ingest;
 pub mod media;
 pub mod metrics;
+pub mod node;
 pub mod package;
 pub mod registry;
 pub mod serve;

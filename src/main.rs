@@ -1,23 +1,15 @@
-//! The `rungs` command line: serve | channel.
+//! The `rungs` command line: serve | channel | transcode | probe. What a
+//! command does lives in the library (`rungs::node` for `serve`).
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use rungs::config::Config;
-use rungs::hub::{Hub, HubConfig};
-use rungs::metrics::METRICS;
-use rungs::registry::{Channel, Registry};
+use rungs::node;
+use rungs::registry::Channel;
 use rungs::serve::api::ChannelView;
-use rungs::transcode::pipeline::{EncoderTuning, Pace, PipelineConfig};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
-
-/// How often the node looks for live channels deleted by the CLI (which
-/// writes the database without telling the node).
-const DELETED_CHANNEL_CHECK: Duration = Duration::from_secs(2);
 
 #[derive(Parser)]
 #[command(
@@ -159,7 +151,7 @@ fn probe(args: ProbeArgs) -> Result<()> {
     let cfg = Config::load(args.config.as_deref())?;
     let found = rungs::gpu::probe::probe(&cfg.gpu);
     let machine = rungs::transcode::backend::MachineFacts::from_probe(&found, found.nvrtc.usable);
-    let plan = new_channel_plan(&cfg, &machine)?;
+    let plan = node::new_channel_plan(&cfg, &machine)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let mut v = serde_json::to_value(&found)?;
@@ -172,85 +164,12 @@ fn probe(args: ProbeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The backend plan a new channel with a 1080p High-profile source and the
-/// default ladder would get, with `machine` and no other load.
-fn new_channel_plan(
-    cfg: &Config,
-    machine: &rungs::transcode::backend::MachineFacts,
-) -> Result<rungs::transcode::backend::ChannelPlan> {
-    use rungs::transcode::backend::{StreamFacts, plan};
-    use rungs::transcode::frame::Size;
-    let rungs = cfg
-        .ladders()?
-        .plan(&cfg.transcode.default_ladder, Size::new(1920, 1080))?
-        .len();
-    let stream = StreamFacts {
-        profile_idc: 100,
-        chroma_format_idc: Some(1),
-        bit_depth: Some(8),
-        width: 1920,
-        height: 1080,
-    };
-    Ok(plan(cfg.gpu.enabled, machine, &[], &stream, rungs))
-}
-
-/// Every GPU `gpu.devices` allows, opened with every kernel compiled now, so
-/// that a kernel that does not compile stops the start instead of failing a
-/// stream later; channels then share them, each going to the least loaded.
-/// `on` without a usable GPU stops the start, saying why; `auto` falls back
-/// to the CPU backends with one log line.
-fn open_gpu(cfg: &Config) -> Result<Option<Arc<rungs::transcode::backend::GpuRuntime>>> {
-    use rungs::gpu::GpuMode;
-    use rungs::gpu::device::{Gpu, GpuError};
-    use rungs::transcode::backend::{GpuPool, GpuRuntime, MachineFacts};
-    let cpu = |why: String| -> Result<Option<Arc<GpuRuntime>>> {
-        let plan = new_channel_plan(cfg, &MachineFacts::cpu_only(why))?;
-        tracing::info!(%plan, "backends of a new 1080p channel");
-        Ok(None)
-    };
-    if cfg.gpu.enabled == GpuMode::Off {
-        return cpu("gpu.enabled = \"off\"".into());
-    }
-    let required = cfg.gpu.enabled == GpuMode::On;
-    let probe = rungs::gpu::probe::probe(&cfg.gpu);
-    if let Err(why) = probe.require() {
-        if required {
-            return Err(why.into());
-        }
-        tracing::info!(reason = why.missing(), "CPU backends");
-        return cpu(why.missing().to_string());
-    }
-    match Gpu::open_all(&cfg.gpu) {
-        Ok(gpus) => {
-            for gpu in &gpus {
-                tracing::info!(gpu = gpu.index, name = %gpu.name, "CUDA kernels compiled");
-            }
-            let machine = MachineFacts::from_probe(&probe, true);
-            let plan = new_channel_plan(cfg, &machine)?;
-            tracing::info!(%plan, "backends of a new 1080p channel");
-            let runtime = GpuRuntime::new(GpuPool::new(cfg.gpu.enabled, machine), gpus);
-            for gpu in runtime.gpus() {
-                if let Ok(bytes) = gpu.memory_used() {
-                    runtime.pool.set_memory_used(gpu.index, bytes);
-                }
-            }
-            Ok(Some(runtime))
-        }
-        Err(e @ GpuError::Kernel(_)) => Err(e.into()),
-        Err(e) if required => Err(e.into()),
-        Err(e) => {
-            tracing::warn!(error = %e, "GPU not usable; CPU backends");
-            Ok(None)
-        }
-    }
-}
-
 fn transcode(args: TranscodeArgs) -> Result<()> {
     // Warnings only: a stage that falls back to the CPU says so.
     init_logs("warn");
     let cfg = Config::load(args.config.as_deref())?;
-    let gpu = open_gpu(&cfg)?;
-    let mut pipeline = pipeline_config(&cfg, gpu)?;
+    let gpu = node::open_gpu(&cfg)?;
+    let mut pipeline = node::pipeline_config(&cfg, gpu)?;
     if let Some(l) = args.ladder {
         pipeline.ladders.check(&l)?;
         pipeline.ladder = l;
@@ -294,12 +213,6 @@ fn transcode(args: TranscodeArgs) -> Result<()> {
     Ok(())
 }
 
-fn open_registry(cfg: &Config) -> Result<Registry> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-    Ok(Registry::open(&cfg.data_dir)?)
-}
-
 fn channel(cmd: ChannelCmd) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match cmd {
@@ -312,22 +225,22 @@ fn channel(cmd: ChannelCmd) -> Result<()> {
             let cfg = common.load()?;
             let ladder = ladder.unwrap_or_else(|| cfg.transcode.default_ladder.clone());
             cfg.ladders()?.check(&ladder)?;
-            let ch = open_registry(&cfg)?.create(&name, &ladder)?;
+            let ch = node::open_registry(&cfg)?.create(&name, &ladder)?;
             print_channels(&mut out, &cfg, &[ch], json, true)?;
         }
         ChannelCmd::List { common, json } => {
             let cfg = common.load()?;
-            let chs = open_registry(&cfg)?.list()?;
+            let chs = node::open_registry(&cfg)?.list()?;
             print_channels(&mut out, &cfg, &chs, json, false)?;
         }
         ChannelCmd::Delete { common, id } => {
             let cfg = common.load()?;
-            open_registry(&cfg)?.delete(&id)?;
+            node::open_registry(&cfg)?.delete(&id)?;
             writeln!(out, "deleted channel {id}")?;
         }
         ChannelCmd::RotateKey { common, id, json } => {
             let cfg = common.load()?;
-            let ch = open_registry(&cfg)?.rotate_key(&id)?;
+            let ch = node::open_registry(&cfg)?.rotate_key(&id)?;
             print_channels(&mut out, &cfg, &[ch], json, true)?;
         }
     }
@@ -385,37 +298,6 @@ fn print_channels(
     Ok(())
 }
 
-/// The configured token, or the one in the data dir, or a new one written
-/// there (mode 0600) and printed this once.
-fn admin_token(cfg: &Config) -> Result<String> {
-    if let Some(t) = &cfg.api.admin_token {
-        if t.len() < 16 {
-            bail!("api.admin_token must be at least 16 characters");
-        }
-        return Ok(t.clone());
-    }
-    let path = cfg.data_dir.join("admin-token");
-    match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
-        Ok(_) => bail!("{} is empty; delete it to get a new token", path.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-    let token = rungs::registry::random_key().replacen("sk_", "at_", 1);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    writeln!(f, "{token}")?;
-    eprintln!(
-        "admin API token (saved to {}, shown only now): {token}",
-        path.display()
-    );
-    Ok(token)
-}
-
 /// Logs to stderr at `level` unless RUST_LOG says otherwise.
 fn init_logs(level: &str) {
     tracing_subscriber::fmt()
@@ -431,144 +313,13 @@ fn init_logs(level: &str) {
 fn serve(args: ServeArgs) -> Result<()> {
     init_logs("info");
     let mut cfg = args.common.load()?;
-    let gpu = open_gpu(&cfg)?;
-    if let Some(runtime) = &gpu {
-        watch_gpu_memory(runtime.clone());
-    }
     if let Some(a) = args.rtmp_addr {
         cfg.rtmp_addr = a;
     }
     if let Some(a) = args.http_addr {
         cfg.http_addr = a;
     }
-    let registry = Arc::new(open_registry(&cfg)?);
-    let token: Arc<str> = admin_token(&cfg)?.into();
-    let hub = Hub::new(
-        registry,
-        HubConfig {
-            package: cfg.hls.clone(),
-            reconnect_grace: cfg.reconnect_grace()?,
-            ended_linger: cfg.ended_linger()?,
-            queue_packets: cfg.ingest.queue_packets,
-            transcode: pipeline_config(&cfg, gpu)?,
-        },
-    );
-    METRICS.start_time.set(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0),
-    );
-    let cfg = Arc::new(cfg);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("rungs-io")
-        .build()?;
-    rt.block_on(async move {
-        let rtmp = tokio::net::TcpListener::bind(cfg.rtmp_addr)
-            .await
-            .with_context(|| format!("binding RTMP to {}", cfg.rtmp_addr))?;
-        let http = tokio::net::TcpListener::bind(cfg.http_addr)
-            .await
-            .with_context(|| format!("binding HTTP to {}", cfg.http_addr))?;
-        let whip = rungs::ingest::whip::Whip::start(
-            cfg.whip.udp_addr,
-            &cfg.whip.ips,
-            rungs::ingest::whip::WhipSettings {
-                timing: rungs::ingest::whip::SessionTiming {
-                    segment_target: cfg.hls.segment_target,
-                    part_target: cfg.hls.part_target,
-                    idle: cfg.whip_session_timeout()?,
-                },
-                max_sessions: cfg.whip.max_sessions,
-                audio_bps: u64::from(cfg.whip.audio_bitrate_kbps) * 1000,
-            },
-        )
-        .await
-        .with_context(|| format!("binding WHIP UDP to {}", cfg.whip.udp_addr))?;
-        tracing::info!(rtmp = %cfg.rtmp_addr, http = %cfg.http_addr, whip_udp = %cfg.whip.udp_addr, data_dir = %cfg.data_dir.display(), "rungs listening");
-        tokio::spawn(rungs::ingest::rtmp::serve(
-            rtmp,
-            hub.clone(),
-            cfg.ingest.max_connections,
-        ));
-        let reaper = hub.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(DELETED_CHANNEL_CHECK);
-            loop {
-                every.tick().await;
-                let hub = reaper.clone();
-                let _ = tokio::task::spawn_blocking(move || hub.end_deleted()).await;
-            }
-        });
-        let app = rungs::serve::router(hub, cfg.clone(), token, whip);
-        axum::serve(http, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("HTTP server")?;
-        tracing::info!("shutting down");
-        Ok(())
-    })
-}
-
-/// Refreshes each GPU's memory in use (`rungs_gpu_memory_used_bytes`, and
-/// the free memory that places new channels) every few seconds.
-fn watch_gpu_memory(runtime: Arc<rungs::transcode::backend::GpuRuntime>) {
-    let spawned = std::thread::Builder::new()
-        .name("gpu-memory".into())
-        .spawn(move || {
-            loop {
-                for gpu in runtime.gpus() {
-                    if let Ok(bytes) = gpu.memory_used() {
-                        runtime.pool.set_memory_used(gpu.index, bytes);
-                    }
-                }
-                std::thread::sleep(GPU_MEMORY_EVERY);
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "GPU memory is not watched");
-    }
-}
-
-const GPU_MEMORY_EVERY: Duration = Duration::from_secs(5);
-
-/// The live pipeline settings from config; each channel sets its ladder.
-fn pipeline_config(
-    cfg: &Config,
-    gpu: Option<Arc<rungs::transcode::backend::GpuRuntime>>,
-) -> Result<PipelineConfig> {
-    let t = &cfg.transcode;
-    Ok(PipelineConfig {
-        ladder: t.default_ladder.clone(),
-        ladders: Arc::new(cfg.ladders()?),
-        pace: Pace::Live,
-        encoder: EncoderTuning {
-            preset: t.preset.clone(),
-            low_latency: t.low_latency,
-            threads: t.encoder_threads,
-        },
-        decoder_threads: t.decoder_threads,
-        queue_frames: t.queue_frames,
-        quality_every_gops: t.quality_every_gops,
-        frame_rate: None,
-        gpu,
-    })
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    Ok(node::serve(cfg)?)
 }
 
 #[cfg(test)]
@@ -618,24 +369,6 @@ mod tests {
             "--json",
         ])
         .expect("transcode");
-    }
-
-    #[test]
-    fn admin_token_is_generated_once_with_mode_0600() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = Config {
-            data_dir: dir.path().to_path_buf(),
-            ..Config::default()
-        };
-        let t1 = admin_token(&cfg).expect("token");
-        let t2 = admin_token(&cfg).expect("token");
-        assert_eq!(t1, t2);
-        let mode = std::fs::metadata(dir.path().join("admin-token"))
-            .expect("file")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -1,0 +1,352 @@
+//! The composition root: a node's parts (registry, GPUs, hub, ingest
+//! listeners, HTTP) wired from one [`Config`] and run until a signal.
+//! `main.rs` is the command line around it and nothing else.
+
+use crate::config::{Config, ConfigError};
+use crate::gpu::GpuMode;
+use crate::gpu::device::{Gpu, GpuError};
+use crate::gpu::probe::GpuRequired;
+use crate::hub::{Hub, HubConfig};
+use crate::metrics::METRICS;
+use crate::registry::{Registry, RegistryError};
+use crate::transcode::backend::{ChannelPlan, GpuPool, GpuRuntime, MachineFacts, StreamFacts};
+use crate::transcode::frame::Size;
+use crate::transcode::ladder::LadderError;
+use crate::transcode::pipeline::{EncoderTuning, Pace, PipelineConfig};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the node looks for live channels deleted by the CLI (which
+/// writes the database without telling the node).
+const DELETED_CHANNEL_CHECK: Duration = Duration::from_secs(2);
+
+/// How often each GPU's memory in use is read.
+const GPU_MEMORY_EVERY: Duration = Duration::from_secs(5);
+
+/// Why a node did not start (or stopped). Never holds a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Ladder(#[from] LadderError),
+    #[error(transparent)]
+    GpuRequired(#[from] GpuRequired),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error("channel registry: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("{what} {}: {source}", path.display())]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    AdminToken(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The backend plan a new channel with a 1080p High-profile source and the
+/// default ladder would get, with `machine` and no other load.
+pub fn new_channel_plan(cfg: &Config, machine: &MachineFacts) -> Result<ChannelPlan, NodeError> {
+    let rungs = cfg
+        .ladders()?
+        .plan(&cfg.transcode.default_ladder, Size::new(1920, 1080))?
+        .len();
+    let stream = StreamFacts {
+        profile_idc: 100,
+        chroma_format_idc: Some(1),
+        bit_depth: Some(8),
+        width: 1920,
+        height: 1080,
+    };
+    Ok(crate::transcode::backend::plan(
+        cfg.gpu.enabled,
+        machine,
+        &[],
+        &stream,
+        rungs,
+    ))
+}
+
+/// Every GPU `gpu.devices` allows, opened with every kernel compiled now, so
+/// that a kernel that does not compile stops the start instead of failing a
+/// stream later; channels then share them, each going to the least loaded.
+/// `on` without a usable GPU stops the start, saying why; `auto` falls back
+/// to the CPU backends with one log line.
+pub fn open_gpu(cfg: &Config) -> Result<Option<Arc<GpuRuntime>>, NodeError> {
+    let cpu = |why: String| -> Result<Option<Arc<GpuRuntime>>, NodeError> {
+        let plan = new_channel_plan(cfg, &MachineFacts::cpu_only(why))?;
+        tracing::info!(%plan, "backends of a new 1080p channel");
+        Ok(None)
+    };
+    if cfg.gpu.enabled == GpuMode::Off {
+        return cpu("gpu.enabled = \"off\"".into());
+    }
+    let required = cfg.gpu.enabled == GpuMode::On;
+    let probe = crate::gpu::probe::probe(&cfg.gpu);
+    if let Err(why) = probe.require() {
+        if required {
+            return Err(why.into());
+        }
+        tracing::info!(reason = why.missing(), "CPU backends");
+        return cpu(why.missing().to_string());
+    }
+    match Gpu::open_all(&cfg.gpu) {
+        Ok(gpus) => {
+            for gpu in &gpus {
+                tracing::info!(gpu = gpu.index, name = %gpu.name, "CUDA kernels compiled");
+            }
+            let machine = MachineFacts::from_probe(&probe, true);
+            let plan = new_channel_plan(cfg, &machine)?;
+            tracing::info!(%plan, "backends of a new 1080p channel");
+            let runtime = GpuRuntime::new(GpuPool::new(cfg.gpu.enabled, machine), gpus);
+            for gpu in runtime.gpus() {
+                if let Ok(bytes) = gpu.memory_used() {
+                    runtime.pool.set_memory_used(gpu.index, bytes);
+                }
+            }
+            Ok(Some(runtime))
+        }
+        Err(e @ GpuError::Kernel(_)) => Err(e.into()),
+        Err(e) if required => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "GPU not usable; CPU backends");
+            Ok(None)
+        }
+    }
+}
+
+/// The live pipeline settings from config; each channel sets its ladder
+/// (and `rungs transcode` its pace).
+pub fn pipeline_config(
+    cfg: &Config,
+    gpu: Option<Arc<GpuRuntime>>,
+) -> Result<PipelineConfig, NodeError> {
+    let t = &cfg.transcode;
+    Ok(PipelineConfig {
+        ladder: t.default_ladder.clone(),
+        ladders: Arc::new(cfg.ladders()?),
+        pace: Pace::Live,
+        encoder: EncoderTuning {
+            preset: t.preset.clone(),
+            low_latency: t.low_latency,
+            threads: t.encoder_threads,
+        },
+        decoder_threads: t.decoder_threads,
+        queue_frames: t.queue_frames,
+        quality_every_gops: t.quality_every_gops,
+        frame_rate: None,
+        gpu,
+    })
+}
+
+/// The channel registry in the data dir, which is made if missing.
+pub fn open_registry(cfg: &Config) -> Result<Registry, NodeError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| NodeError::File {
+        what: "creating data dir",
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
+    Ok(Registry::open(&cfg.data_dir)?)
+}
+
+/// The configured token, or the one in the data dir, or a new one written
+/// there (mode 0600) and printed this once.
+fn admin_token(cfg: &Config) -> Result<String, NodeError> {
+    if let Some(t) = &cfg.api.admin_token {
+        if t.len() < 16 {
+            return Err(NodeError::AdminToken(
+                "api.admin_token must be at least 16 characters".into(),
+            ));
+        }
+        return Ok(t.clone());
+    }
+    let path = cfg.data_dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {
+            return Err(NodeError::AdminToken(format!(
+                "{} is empty; delete it to get a new token",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(NodeError::File {
+                what: "reading",
+                path,
+                source,
+            });
+        }
+    }
+    let token = crate::registry::random_key().replacen("sk_", "at_", 1);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{token}"));
+    if let Err(source) = written {
+        return Err(NodeError::File {
+            what: "writing",
+            path,
+            source,
+        });
+    }
+    eprintln!(
+        "admin API token (saved to {}, shown only now): {token}",
+        path.display()
+    );
+    Ok(token)
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
+    let what = what.into();
+    move |source| NodeError::Io { what, source }
+}
+
+/// Runs a node on `cfg` until SIGINT or SIGTERM.
+pub fn serve(cfg: Config) -> Result<(), NodeError> {
+    let gpu = open_gpu(&cfg)?;
+    if let Some(runtime) = &gpu {
+        watch_gpu_memory(runtime.clone());
+    }
+    let registry = Arc::new(open_registry(&cfg)?);
+    let token: Arc<str> = admin_token(&cfg)?.into();
+    let hub = Hub::new(
+        registry,
+        HubConfig {
+            package: cfg.hls.clone(),
+            reconnect_grace: cfg.reconnect_grace()?,
+            ended_linger: cfg.ended_linger()?,
+            queue_packets: cfg.ingest.queue_packets,
+            transcode: pipeline_config(&cfg, gpu)?,
+        },
+    );
+    METRICS.start_time.set(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+    );
+    let cfg = Arc::new(cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rungs-io")
+        .build()
+        .map_err(io("starting the async runtime"))?;
+    rt.block_on(async move {
+        let rtmp = tokio::net::TcpListener::bind(cfg.rtmp_addr)
+            .await
+            .map_err(io(format!("binding RTMP to {}", cfg.rtmp_addr)))?;
+        let http = tokio::net::TcpListener::bind(cfg.http_addr)
+            .await
+            .map_err(io(format!("binding HTTP to {}", cfg.http_addr)))?;
+        let whip = crate::ingest::whip::Whip::start(
+            cfg.whip.udp_addr,
+            &cfg.whip.ips,
+            crate::ingest::whip::WhipSettings {
+                timing: crate::ingest::whip::SessionTiming {
+                    segment_target: cfg.hls.segment_target,
+                    part_target: cfg.hls.part_target,
+                    idle: cfg.whip_session_timeout()?,
+                },
+                max_sessions: cfg.whip.max_sessions,
+                audio_bps: u64::from(cfg.whip.audio_bitrate_kbps) * 1000,
+            },
+        )
+        .await
+        .map_err(io(format!("binding WHIP UDP to {}", cfg.whip.udp_addr)))?;
+        tracing::info!(rtmp = %cfg.rtmp_addr, http = %cfg.http_addr, whip_udp = %cfg.whip.udp_addr, data_dir = %cfg.data_dir.display(), "rungs listening");
+        tokio::spawn(crate::ingest::rtmp::serve(
+            rtmp,
+            hub.clone(),
+            cfg.ingest.max_connections,
+        ));
+        let reaper = hub.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(DELETED_CHANNEL_CHECK);
+            loop {
+                every.tick().await;
+                let hub = reaper.clone();
+                let _ = tokio::task::spawn_blocking(move || hub.end_deleted()).await;
+            }
+        });
+        let app = crate::serve::router(hub, cfg.clone(), token, whip);
+        axum::serve(http, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(io("HTTP server"))?;
+        tracing::info!("shutting down");
+        Ok(())
+    })
+}
+
+/// Refreshes each GPU's memory in use (`rungs_gpu_memory_used_bytes`, and
+/// the free memory that places new channels) every few seconds.
+fn watch_gpu_memory(runtime: Arc<GpuRuntime>) {
+    let spawned = std::thread::Builder::new()
+        .name("gpu-memory".into())
+        .spawn(move || {
+            loop {
+                for gpu in runtime.gpus() {
+                    if let Ok(bytes) = gpu.memory_used() {
+                        runtime.pool.set_memory_used(gpu.index, bytes);
+                    }
+                }
+                std::thread::sleep(GPU_MEMORY_EVERY);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "GPU memory is not watched");
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_token_is_generated_once_with_mode_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let t1 = admin_token(&cfg).expect("token");
+        let t2 = admin_token(&cfg).expect("token");
+        assert_eq!(t1, t2);
+        let mode = std::fs::metadata(dir.path().join("admin-token"))
+            .expect("file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

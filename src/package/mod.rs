@@ -8,6 +8,7 @@
 
 mod align;
 pub mod fmp4;
+mod ledger;
 mod names;
 pub mod packager;
 pub mod plan;

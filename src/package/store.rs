@@ -14,6 +14,7 @@ pub use read::{MediaFile, PlaylistRequest, StoreError};
 use join::{dsn_elsewhere, gap_fill, push_gaps, rendition_or_new};
 
 use super::PackageConfig;
+use super::ledger::SegmentStats;
 use super::names;
 use super::playlist::{MediaPlaylist, OpenSegment, Part, Segment, SegmentHead};
 use bytes::{Bytes, BytesMut};
@@ -112,16 +113,6 @@ pub(crate) enum Update {
     Pause,
     /// The presentation ended: every playlist gets EXT-X-ENDLIST.
     End,
-}
-
-/// Measured per complete segment, for BANDWIDTH and FRAME-RATE.
-#[derive(Clone, Copy, Debug)]
-struct SegmentStats {
-    bytes: usize,
-    duration: Duration,
-    samples: u32,
-    independent: bool,
-    gap: bool,
 }
 
 #[derive(Debug)]

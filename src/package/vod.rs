@@ -13,10 +13,9 @@ mod fs;
 
 pub use fs::VodWriter;
 
+use super::ledger::{self, Listing, SegmentStats};
 use super::names;
-use super::playlist::{
-    self, AudioMedia, Variant, VariantAudio, VideoRates, VodPlaylist, VodSegment,
-};
+use super::playlist::{self, VodPlaylist, VodSegment};
 use super::store::{RenditionInfo, Update};
 use bytes::{Bytes, BytesMut};
 use std::path::PathBuf;
@@ -80,6 +79,29 @@ struct Listed {
     bytes: usize,
     samples: u32,
     independent: bool,
+}
+
+impl Rendition {
+    fn listing(&self) -> Listing<'_> {
+        Listing {
+            name: &self.name,
+            info: &self.info,
+            declared_bps: self.declared_bps,
+            stats: self.segments.iter().map(Listed::stats).collect(),
+        }
+    }
+}
+
+impl Listed {
+    fn stats(&self) -> SegmentStats {
+        SegmentStats {
+            bytes: self.bytes,
+            duration: self.segment.duration,
+            samples: self.samples,
+            independent: self.independent,
+            gap: self.segment.gap,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -376,85 +398,13 @@ impl VodAssembler {
     }
 
     fn master(&self, order: &[&Rendition]) -> String {
-        let audio: Vec<&Rendition> = order
+        let (audio, video): (Vec<&Rendition>, Vec<&Rendition>) = order
             .iter()
             .copied()
-            .filter(|r| matches!(r.info, RenditionInfo::Audio { .. }))
-            .collect();
-        let audio_variant = audio.first().and_then(|a| match &a.info {
-            RenditionInfo::Audio { codecs } => Some(VariantAudio {
-                codecs,
-                rates: self.bitrates(a),
-            }),
-            RenditionInfo::Video { .. } => None,
-        });
-        let mut independent = true;
-        let mut variants = Vec::new();
-        let source_rate = order.first().and_then(|r| frame_rate(r));
-        for r in order.iter().filter(|r| !r.retired) {
-            let RenditionInfo::Video {
-                codecs,
-                width,
-                height,
-            } = &r.info
-            else {
-                continue;
-            };
-            independent &= r.segments.iter().all(|l| l.independent || l.segment.gap);
-            variants.push(Variant::video(
-                &r.name,
-                codecs,
-                (*width, *height),
-                frame_rate(r).or(source_rate),
-                VideoRates {
-                    measured: self.bitrates(r),
-                    declared: r.declared_bps,
-                },
-                audio_variant,
-            ));
-        }
-        let media: Vec<AudioMedia> = audio
-            .iter()
-            .enumerate()
-            .map(|(i, a)| AudioMedia {
-                group_id: "audio".to_owned(),
-                name: a.name.to_string(),
-                uri: format!("{}/index.m3u8", a.name),
-                default: i == 0,
-            })
-            .collect();
-        playlist::render_master(independent, &variants, &media)
+            .filter(|r| !r.retired)
+            .partition(|r| matches!(r.info, RenditionInfo::Audio { .. }));
+        let audio: Vec<Listing> = audio.into_iter().map(Rendition::listing).collect();
+        let video: Vec<Listing> = video.into_iter().map(Rendition::listing).collect();
+        ledger::render_master(&video, &audio, self.peak_min)
     }
-
-    /// (peak, average) bits per second of a rendition's media segments.
-    fn bitrates(&self, r: &Rendition) -> (u64, u64) {
-        let media = || {
-            r.segments
-                .iter()
-                .filter(|l| !l.segment.gap && !l.segment.duration.is_zero())
-        };
-        let rate = |l: &Listed| l.bytes as f64 * 8.0 / l.segment.duration.as_secs_f64();
-        let long = media().filter(|l| l.segment.duration >= self.peak_min);
-        let peak = long.map(rate).fold(0f64, f64::max);
-        let peak = if peak > 0.0 {
-            peak
-        } else {
-            media().map(rate).fold(0f64, f64::max)
-        };
-        let bits: f64 = media().map(|l| l.bytes as f64 * 8.0).sum();
-        let secs: f64 = media().map(|l| l.segment.duration.as_secs_f64()).sum();
-        let avg = if secs > 0.0 { bits / secs } else { 0.0 };
-        (peak.ceil() as u64, avg.ceil() as u64)
-    }
-}
-
-fn frame_rate(r: &Rendition) -> Option<f64> {
-    let media = r.segments.iter().filter(|l| !l.segment.gap);
-    let (frames, secs) = media.fold((0u64, 0f64), |(f, d), l| {
-        (
-            f + u64::from(l.samples),
-            d + l.segment.duration.as_secs_f64(),
-        )
-    });
-    (frames > 0 && secs > 0.0).then(|| frames as f64 / secs)
 }

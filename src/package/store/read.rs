@@ -8,10 +8,9 @@
 
 use super::{ChannelStore, Inner, Rendition, RenditionInfo};
 use crate::metrics::METRICS;
+use crate::package::ledger::{self, Listing};
 use crate::package::names::{self, MediaName};
-use crate::package::playlist::{
-    self, AudioMedia, RenditionReport, Skip, Variant, VariantAudio, VideoRates,
-};
+use crate::package::playlist::{self, RenditionReport, Skip};
 use bytes::Bytes;
 use std::time::Duration;
 
@@ -202,20 +201,12 @@ impl ChannelStore {
     }
 
     fn render_master(&self, inner: &Inner) -> String {
-        let half_target = self.cfg.segment_target / 2;
-        let audio: Vec<_> = inner
+        let audio: Vec<Listing> = inner
             .renditions
             .iter()
-            .filter(|r| r.active)
-            .filter_map(|r| match &r.info {
-                RenditionInfo::Audio { codecs } => Some((r, codecs)),
-                RenditionInfo::Video { .. } => None,
-            })
+            .filter(|r| r.active && matches!(r.info, RenditionInfo::Audio { .. }))
+            .map(listing)
             .collect();
-        let audio_variant = audio.first().map(|(r, codecs)| VariantAudio {
-            codecs,
-            rates: bitrates(r, half_target),
-        });
         let mut video: Vec<&Rendition> = inner
             .renditions
             .iter()
@@ -224,44 +215,8 @@ impl ChannelStore {
             .collect();
         // Source first, then the rungs top down.
         video.sort_by_key(|r| r.rank);
-        // A rung without segments yet plays at the source's frame rate (Apple
-        // HLS authoring spec 9.15 wants FRAME-RATE on every video variant).
-        let source_rate = video.iter().find_map(|r| frame_rate(r));
-        let mut independent = true;
-        let mut variants = Vec::new();
-        for r in video {
-            let RenditionInfo::Video {
-                codecs,
-                width,
-                height,
-            } = &r.info
-            else {
-                continue;
-            };
-            independent &= r.stats.iter().all(|s| s.independent || s.gap);
-            variants.push(Variant::video(
-                &r.name,
-                codecs,
-                (*width, *height),
-                frame_rate(r).or(source_rate),
-                VideoRates {
-                    measured: bitrates(r, half_target),
-                    declared: r.declared_bps,
-                },
-                audio_variant,
-            ));
-        }
-        let media: Vec<AudioMedia> = audio
-            .iter()
-            .enumerate()
-            .map(|(i, (r, _))| AudioMedia {
-                group_id: "audio".to_owned(),
-                name: r.name.to_string(),
-                uri: format!("{}/index.m3u8", r.name),
-                default: i == 0,
-            })
-            .collect();
-        playlist::render_master(independent, &variants, &media)
+        let video: Vec<Listing> = video.into_iter().map(listing).collect();
+        ledger::render_master(&video, &audio, self.cfg.segment_target / 2)
     }
 
     /// An init segment, part or segment of `rendition` by file name. A part
@@ -388,42 +343,15 @@ fn source_measured(inner: &Inner) -> bool {
 
 /// The rendition's media playlist lists a complete segment with media in
 /// it: a player that starts there has something to play.
+fn listing(r: &Rendition) -> Listing<'_> {
+    Listing {
+        name: &r.name,
+        info: &r.info,
+        declared_bps: r.declared_bps,
+        stats: r.stats.iter().copied().collect(),
+    }
+}
+
 fn playable(r: &Rendition) -> bool {
-    r.stats.iter().any(|s| !s.gap)
-}
-
-/// Frames per second measured over the rendition's listed media segments.
-fn frame_rate(r: &Rendition) -> Option<f64> {
-    let (frames, secs) = r
-        .stats
-        .iter()
-        .filter(|s| !s.gap)
-        .fold((0u64, 0f64), |(f, d), s| {
-            (f + u64::from(s.samples), d + s.duration.as_secs_f64())
-        });
-    (secs > 0.0 && frames > 0).then(|| frames as f64 / secs)
-}
-
-/// (peak, average) bits per second over the rendition's listed segments.
-/// Segments shorter than half the target (the tail before a discontinuity)
-/// are left out of the peak: a lone keyframe would inflate it.
-fn bitrates(r: &Rendition, min_for_peak: Duration) -> (u64, u64) {
-    let mut peak = 0f64;
-    let mut fallback_peak = 0f64;
-    let (mut bits, mut secs) = (0f64, 0f64);
-    for s in r.stats.iter().filter(|s| !s.gap && !s.duration.is_zero()) {
-        let d = s.duration.as_secs_f64();
-        let rate = s.bytes as f64 * 8.0 / d;
-        fallback_peak = fallback_peak.max(rate);
-        if s.duration >= min_for_peak {
-            peak = peak.max(rate);
-        }
-        bits += s.bytes as f64 * 8.0;
-        secs += d;
-    }
-    if peak == 0.0 {
-        peak = fallback_peak;
-    }
-    let avg = if secs > 0.0 { bits / secs } else { 0.0 };
-    (peak.ceil() as u64, avg.ceil() as u64)
+    ledger::playable(&r.stats)
 }

@@ -77,6 +77,7 @@ run: build
 lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features internals -- -D warnings
 
 test: deps whip-venv lint
 	cargo test -- --test-threads=2
@@ -96,7 +97,7 @@ test-gpu: deps
 	cargo test --release --test gpu --test gpu_pipeline -- --ignored --test-threads=1
 
 bench-gpu: deps
-	cargo bench --bench gpu
+	cargo bench --bench gpu --features internals
 
 # rungs transcode GPU vs CPU backend vs the FFmpeg CLI (cuda + scale_cuda), then
 # how many live 1080p30 ladders hold real time; env knobs: bench/gpu_pipeline.rs.

@@ -11,7 +11,7 @@ RUNGS_GPU_FRAMES="$PWD/$out/frames" cargo test --release --test gpu frames_for_t
 # cargo names the built executable on stderr: "Executable <target> (<path>)".
 executable() { "$@" --no-run 2>&1 | sed -n 's/^ *Executable .*(\(.*\))$/\1/p' | tail -1; }
 cp "$(executable cargo test --release --test gpu)" "$out/gpu-tests"
-cp "$(executable cargo bench --bench gpu)" "$out/gpu-bench"
+cp "$(executable cargo bench --bench gpu --features internals)" "$out/gpu-bench"
 cp .nvrtc/nvidia/cuda_nvrtc/lib/libnvrtc.so.12 .nvrtc/nvidia/cuda_nvrtc/lib/libnvrtc-builtins.so.12.8 "$out/lib/"
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash

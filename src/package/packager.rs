@@ -18,7 +18,9 @@ pub use rung::{RungDecl, RungEvent};
 use super::align::AudioAligner;
 use super::plan::{self, FrameProbe};
 use super::segmenter::{CutPolicy, Rules, Segmenter};
-use super::store::{ChannelStore, RenditionInfo, Update};
+#[cfg(any(test, feature = "internals"))]
+use super::store::ChannelStore;
+use super::store::{RenditionInfo, Update};
 use super::{PackageConfig, fmp4, names};
 use crate::media::{AudioParams, IngestEvent, Packet, TIMEBASE, TrackKind, VideoParams};
 use live::{AudioTrack, Live, PendingVideo, VideoTrack};
@@ -97,10 +99,13 @@ impl Persist {
 /// Where updates go.
 #[derive(Debug)]
 enum Sink {
-    /// A live channel's store, applied batch by batch.
-    Store(Arc<ChannelStore>),
-    /// Kept for the caller to take (VOD output).
+    /// Kept for the caller to take: the channel core hands them to a live
+    /// store or a VOD directory.
     Buffer(Vec<Update>),
+    /// A store, applied batch by batch: for tests and the fuzz targets,
+    /// which have no core.
+    #[cfg(any(test, feature = "internals"))]
+    Store(Arc<ChannelStore>),
 }
 
 /// Packages one channel's ingest into its store.
@@ -117,6 +122,9 @@ pub struct ChannelPackager {
 }
 
 impl ChannelPackager {
+    /// A packager that writes straight into `store` (tests and fuzz
+    /// targets; a node's packagers are [`Self::buffered`]).
+    #[cfg(any(test, feature = "internals"))]
     pub fn new(channel_id: &str, store: Arc<ChannelStore>, cfg: PackageConfig) -> Self {
         Self::with_sink(channel_id, Sink::Store(store), cfg)
     }
@@ -130,6 +138,7 @@ impl ChannelPackager {
     pub(crate) fn take_updates(&mut self) -> Vec<Update> {
         match &mut self.sink {
             Sink::Buffer(b) => std::mem::take(b),
+            #[cfg(any(test, feature = "internals"))]
             Sink::Store(_) => Vec::new(),
         }
     }
@@ -162,6 +171,7 @@ impl ChannelPackager {
 
     fn emit(&mut self, out: Vec<Update>) {
         match &mut self.sink {
+            #[cfg(any(test, feature = "internals"))]
             Sink::Store(store) => store.apply(out),
             // Moved, not copied, when the taker keeps up (a live core takes
             // every push's updates at once).

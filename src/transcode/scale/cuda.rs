@@ -461,6 +461,7 @@ impl GpuScaler {
 
     /// Queues the kernel alone on this scaler's stream, over whatever source
     /// is on the device: what the GPU benchmark times, many at once.
+    #[cfg(feature = "internals")]
     pub fn launch_on_device(&mut self, nv12: bool) -> Result<(), GpuScaleError> {
         self.launch(if nv12 { Source::Nv12 } else { Source::I420 })
     }
@@ -475,6 +476,7 @@ impl GpuScaler {
 
     /// Device memory one launch must move at least: the source read once
     /// and every rung written once.
+    #[cfg(feature = "internals")]
     pub fn min_bytes_per_frame(&self) -> usize {
         let src = Layout::new(self.source).map_or(0, |l| l.packed_len());
         src + self.layouts.iter().map(Layout::packed_len).sum::<usize>()
@@ -483,6 +485,7 @@ impl GpuScaler {
     /// Time of a device-to-device copy of `bytes` on this scaler's stream,
     /// averaged over `rounds`: the bandwidth ceiling the benchmark compares
     /// the kernel with.
+    #[cfg(feature = "internals")]
     pub fn time_device_copy(&self, bytes: usize, rounds: u32) -> Result<f64, GpuScaleError> {
         let alloc = |n| {
             self.stream

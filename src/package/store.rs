@@ -274,7 +274,6 @@ impl ChannelStore {
     }
 
     fn apply_one(&self, inner: &mut Inner, u: Update) {
-        let td = self.target_duration();
         match u {
             Update::StreamStart {
                 sid,
@@ -284,27 +283,7 @@ impl ChannelStore {
             } => {
                 inner.sid = Some(sid);
                 if new_playlist {
-                    inner.part_target = part_target;
-                    // One sequence for every rendition: players pair
-                    // renditions' segments by it. A playlist that replaces
-                    // one clients may have seen counts on from it; a rung
-                    // declared before any media starts where the source does.
-                    let seen = inner.renditions.iter().any(|r| {
-                        let p = &r.playlist;
-                        p.ended || p.open.is_some() || !p.segments.is_empty()
-                    });
-                    let newest = inner
-                        .renditions
-                        .iter()
-                        .map(|r| r.playlist.discontinuity_sequence);
-                    let dseq = newest.max().map_or(0, |d| d + u64::from(seen));
-                    inner.dseq_base = dseq;
-                    for r in &mut inner.renditions {
-                        r.active = false;
-                        r.playlist = MediaPlaylist::new(td, part_target, next_msn);
-                        r.playlist.discontinuity_sequence = dseq;
-                        r.stats.clear();
-                    }
+                    self.new_playlists(inner, part_target, next_msn);
                 }
             }
             Update::Init {
@@ -313,7 +292,7 @@ impl ChannelStore {
                 uri,
                 bytes,
             } => {
-                let r = rendition_or_new(inner, rendition, &info, td);
+                let r = rendition_or_new(inner, rendition, &info, self.target_duration());
                 r.active = true;
                 r.configured = true;
                 r.info = info;
@@ -329,60 +308,13 @@ impl ChannelStore {
                 program_date_time,
                 map_uri,
             } => {
-                let Some(sid) = inner.sid.clone() else { return };
-                let window = self.cfg.playlist_segments;
-                let Some(i) = inner.renditions.iter().position(|r| r.name == rendition) else {
-                    return;
-                };
-                let pl = &inner.renditions[i].playlist;
-                let next = pl.next_msn();
-                let fresh = pl.segments.is_empty() && pl.open.is_none();
-                if !fresh && msn < next {
-                    tracing::warn!(channel = %self.channel_id, %rendition, msn, next, "a segment that is already listed; ignored");
-                    return;
-                }
-                let missing = if fresh || msn == next {
-                    Vec::new()
-                } else {
-                    gap_fill(inner, next, msn, window, td)
-                };
-                if fresh {
-                    // A rendition that joins late (or a fresh playlist)
-                    // starts at whatever MSN the channel is at, counting
-                    // discontinuities as the renditions already there do.
-                    let dsn = dsn_elsewhere(inner, i, msn);
-                    let pl = &mut inner.renditions[i].playlist;
-                    pl.media_sequence = msn;
-                    if let Some(d) = dsn {
-                        pl.discontinuity_sequence = d.saturating_sub(u64::from(discontinuity));
-                    }
-                }
-                let r = &mut inner.renditions[i];
-                let pl = &mut r.playlist;
-                if !missing.is_empty() {
-                    tracing::warn!(channel = %self.channel_id, %rendition, from = next, to = msn, "segments never produced are listed as gaps");
-                    pl.open = None;
-                    push_gaps(r, missing, &map_uri, program_date_time, window);
-                }
-                let pl = &mut r.playlist;
-                pl.open = Some(OpenSegment {
-                    head: SegmentHead {
-                        msn,
-                        discontinuity,
-                        map_uri,
-                        program_date_time,
-                    },
-                    parts: Vec::new(),
-                });
-                r.media.insert(
+                let head = SegmentHead {
                     msn,
-                    Stored {
-                        sid,
-                        parts: Vec::new(),
-                        parts_dropped: false,
-                        whole: None,
-                    },
-                );
+                    discontinuity,
+                    map_uri,
+                    program_date_time,
+                };
+                self.start_segment(inner, &rendition, head);
             }
             Update::Part {
                 rendition,
@@ -391,23 +323,9 @@ impl ChannelStore {
                 independent,
                 bytes,
             } => {
-                let Some(r) = inner.rendition_mut(&rendition) else {
-                    return;
-                };
-                let (Some(open), Some(stored)) = (r.playlist.open.as_mut(), r.media.get_mut(&msn))
-                else {
-                    return;
-                };
-                if open.head.msn != msn {
-                    return;
+                if let Some(r) = inner.rendition_mut(&rendition) {
+                    add_part(r, msn, duration, independent, bytes);
                 }
-                let index = open.parts.len() as u32;
-                open.parts.push(Part {
-                    uri: names::part(&stored.sid, msn, index),
-                    duration,
-                    independent,
-                });
-                stored.parts.push(bytes);
             }
             Update::SegmentEnd {
                 rendition,
@@ -416,10 +334,9 @@ impl ChannelStore {
                 gap,
                 samples,
             } => {
-                let Some(r) = inner.rendition_mut(&rendition) else {
-                    return;
-                };
-                self.end_segment(r, msn, duration, gap, samples);
+                if let Some(r) = inner.rendition_mut(&rendition) {
+                    self.end_segment(r, msn, duration, gap, samples);
+                }
             }
             Update::Declare {
                 rendition,
@@ -427,25 +344,7 @@ impl ChannelStore {
                 height,
                 bitrate_bps,
                 rank,
-            } => {
-                let info = RenditionInfo::Video {
-                    codecs: String::new(),
-                    width,
-                    height,
-                };
-                let r = rendition_or_new(inner, rendition, &info, td);
-                r.active = true;
-                r.rank = rank;
-                r.declared_bps = Some(bitrate_bps);
-                // A new geometry needs the new encoder's codecs before the
-                // multivariant playlist can name them.
-                let same_size = matches!(&r.info,
-                    RenditionInfo::Video { width: w, height: h, .. } if (*w, *h) == (width, height));
-                if !same_size {
-                    r.info = info;
-                    r.configured = false;
-                }
-            }
+            } => self.declare(inner, rendition, (width, height), bitrate_bps, rank),
             Update::Retire { rendition } => {
                 if let Some(r) = inner.rendition_mut(&rendition) {
                     r.active = false;
@@ -460,6 +359,115 @@ impl ChannelStore {
                     r.playlist.ended = true;
                 }
             }
+        }
+    }
+
+    /// A stream that starts a new playlist (the previous one ended, or
+    /// there was none): every rendition starts afresh at `next_msn`.
+    fn new_playlists(&self, inner: &mut Inner, part_target: Duration, next_msn: u64) {
+        inner.part_target = part_target;
+        // One sequence for every rendition: players pair renditions'
+        // segments by it. A playlist that replaces one clients may have seen
+        // counts on from it; a rung declared before any media starts where
+        // the source does.
+        let seen = inner.renditions.iter().any(|r| {
+            let p = &r.playlist;
+            p.ended || p.open.is_some() || !p.segments.is_empty()
+        });
+        let newest = inner
+            .renditions
+            .iter()
+            .map(|r| r.playlist.discontinuity_sequence);
+        let dseq = newest.max().map_or(0, |d| d + u64::from(seen));
+        inner.dseq_base = dseq;
+        let td = self.target_duration();
+        for r in &mut inner.renditions {
+            r.active = false;
+            r.playlist = MediaPlaylist::new(td, part_target, next_msn);
+            r.playlist.discontinuity_sequence = dseq;
+            r.stats.clear();
+        }
+    }
+
+    /// Opens segment `head.msn` of `rendition`, listing the segments it
+    /// skipped as gaps.
+    fn start_segment(&self, inner: &mut Inner, rendition: &str, head: SegmentHead) {
+        let Some(sid) = inner.sid.clone() else { return };
+        let (td, window) = (self.target_duration(), self.cfg.playlist_segments);
+        let Some(i) = inner.renditions.iter().position(|r| &*r.name == rendition) else {
+            return;
+        };
+        let msn = head.msn;
+        let pl = &inner.renditions[i].playlist;
+        let next = pl.next_msn();
+        let fresh = pl.segments.is_empty() && pl.open.is_none();
+        if !fresh && msn < next {
+            tracing::warn!(channel = %self.channel_id, %rendition, msn, next, "a segment that is already listed; ignored");
+            return;
+        }
+        let missing = if fresh || msn == next {
+            Vec::new()
+        } else {
+            gap_fill(inner, next, msn, window, td)
+        };
+        if fresh {
+            // A rendition that joins late (or a fresh playlist) starts at
+            // whatever MSN the channel is at, counting discontinuities as the
+            // renditions already there do.
+            let dsn = dsn_elsewhere(inner, i, msn);
+            let pl = &mut inner.renditions[i].playlist;
+            pl.media_sequence = msn;
+            if let Some(d) = dsn {
+                pl.discontinuity_sequence = d.saturating_sub(u64::from(head.discontinuity));
+            }
+        }
+        let r = &mut inner.renditions[i];
+        if !missing.is_empty() {
+            tracing::warn!(channel = %self.channel_id, %rendition, from = next, to = msn, "segments never produced are listed as gaps");
+            r.playlist.open = None;
+            push_gaps(r, missing, &head.map_uri, head.program_date_time, window);
+        }
+        r.playlist.open = Some(OpenSegment {
+            head,
+            parts: Vec::new(),
+        });
+        r.media.insert(
+            msn,
+            Stored {
+                sid,
+                parts: Vec::new(),
+                parts_dropped: false,
+                whole: None,
+            },
+        );
+    }
+
+    /// A rung the packager will produce, listed at its declared bit rate
+    /// until it is measured.
+    fn declare(
+        &self,
+        inner: &mut Inner,
+        rendition: Arc<str>,
+        (width, height): (u32, u32),
+        bitrate_bps: u64,
+        rank: u32,
+    ) {
+        let info = RenditionInfo::Video {
+            codecs: String::new(),
+            width,
+            height,
+        };
+        let r = rendition_or_new(inner, rendition, &info, self.target_duration());
+        r.active = true;
+        r.rank = rank;
+        r.declared_bps = Some(bitrate_bps);
+        // A new geometry needs the new encoder's codecs before the
+        // multivariant playlist can name them.
+        let same_size = matches!(&r.info,
+            RenditionInfo::Video { width: w, height: h, .. } if (*w, *h) == (width, height));
+        if !same_size {
+            r.info = info;
+            r.configured = false;
         }
     }
 
@@ -547,6 +555,23 @@ impl ChannelStore {
             .unwrap_or(usize::MAX)
             .saturating_add(2)
     }
+}
+
+/// Part `msn`.N of the open segment, if `msn` is the one open.
+fn add_part(r: &mut Rendition, msn: u64, duration: Duration, independent: bool, bytes: Bytes) {
+    let (Some(open), Some(stored)) = (r.playlist.open.as_mut(), r.media.get_mut(&msn)) else {
+        return;
+    };
+    if open.head.msn != msn {
+        return;
+    }
+    let index = open.parts.len() as u32;
+    open.parts.push(Part {
+        uri: names::part(&stored.sid, msn, index),
+        duration,
+        independent,
+    });
+    stored.parts.push(bytes);
 }
 
 #[cfg(test)]

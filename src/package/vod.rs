@@ -224,39 +224,7 @@ impl VodAssembler {
                 discontinuity,
                 map_uri,
                 ..
-            } => {
-                let Some(sid) = self.sid.clone() else { return };
-                let fill = self.fill(&rendition, msn);
-                let Some(r) = self.renditions.iter_mut().find(|r| r.name == rendition) else {
-                    return;
-                };
-                if r.segments.last().is_some_and(|l| l.msn >= msn) {
-                    return;
-                }
-                for (gap_msn, duration) in fill {
-                    r.segments.push(Listed {
-                        segment: VodSegment {
-                            uri: names::segment("gap", gap_msn),
-                            duration,
-                            gap: true,
-                            discontinuity: false,
-                            map_uri: map_uri.clone(),
-                        },
-                        msn: gap_msn,
-                        bytes: 0,
-                        samples: 0,
-                        independent: true,
-                    });
-                }
-                r.open = Some(Open {
-                    msn,
-                    sid,
-                    discontinuity,
-                    map_uri,
-                    bytes: BytesMut::new(),
-                    independent: None,
-                });
-            }
+            } => self.start_segment(&rendition, msn, discontinuity, map_uri),
             Update::Part {
                 rendition,
                 msn,
@@ -281,41 +249,87 @@ impl VodAssembler {
                 duration,
                 gap,
                 samples,
-            } => {
-                let Some(r) = self.renditions.iter_mut().find(|r| r.name == rendition) else {
-                    return;
-                };
-                let Some(open) = r.open.take_if(|o| o.msn == msn) else {
-                    return;
-                };
-                let uri = if gap {
-                    names::segment("gap", msn)
-                } else {
-                    names::segment(&open.sid, msn)
-                };
-                let bytes = open.bytes.freeze();
-                r.segments.push(Listed {
-                    segment: VodSegment {
-                        uri: uri.clone(),
-                        duration,
-                        gap,
-                        discontinuity: open.discontinuity,
-                        map_uri: open.map_uri,
-                    },
-                    msn,
-                    bytes: bytes.len(),
-                    samples,
-                    independent: open.independent.unwrap_or(true),
-                });
-                if !gap {
-                    files.push(VodFile {
-                        rendition: r.name.clone(),
-                        name: uri,
-                        bytes,
-                    });
-                }
-            }
+            } => self.end_segment(&rendition, msn, duration, gap, samples, files),
             Update::Pause | Update::End => {}
+        }
+    }
+
+    /// Opens segment `msn` of `rendition`, listing what it skipped as gaps.
+    fn start_segment(&mut self, rendition: &str, msn: u64, discontinuity: bool, map_uri: String) {
+        let Some(sid) = self.sid.clone() else { return };
+        let fill = self.fill(rendition, msn);
+        let Some(r) = self.renditions.iter_mut().find(|r| &*r.name == rendition) else {
+            return;
+        };
+        if r.segments.last().is_some_and(|l| l.msn >= msn) {
+            return;
+        }
+        for (gap_msn, duration) in fill {
+            r.segments.push(Listed {
+                segment: VodSegment {
+                    uri: names::segment("gap", gap_msn),
+                    duration,
+                    gap: true,
+                    discontinuity: false,
+                    map_uri: map_uri.clone(),
+                },
+                msn: gap_msn,
+                bytes: 0,
+                samples: 0,
+                independent: true,
+            });
+        }
+        r.open = Some(Open {
+            msn,
+            sid,
+            discontinuity,
+            map_uri,
+            bytes: BytesMut::new(),
+            independent: None,
+        });
+    }
+
+    /// Closes segment `msn` of `rendition` and hands its file over.
+    fn end_segment(
+        &mut self,
+        rendition: &str,
+        msn: u64,
+        duration: Duration,
+        gap: bool,
+        samples: u32,
+        files: &mut Vec<VodFile>,
+    ) {
+        let Some(r) = self.renditions.iter_mut().find(|r| &*r.name == rendition) else {
+            return;
+        };
+        let Some(open) = r.open.take_if(|o| o.msn == msn) else {
+            return;
+        };
+        let uri = if gap {
+            names::segment("gap", msn)
+        } else {
+            names::segment(&open.sid, msn)
+        };
+        let bytes = open.bytes.freeze();
+        r.segments.push(Listed {
+            segment: VodSegment {
+                uri: uri.clone(),
+                duration,
+                gap,
+                discontinuity: open.discontinuity,
+                map_uri: open.map_uri,
+            },
+            msn,
+            bytes: bytes.len(),
+            samples,
+            independent: open.independent.unwrap_or(true),
+        });
+        if !gap {
+            files.push(VodFile {
+                rendition: r.name.clone(),
+                name: uri,
+                bytes,
+            });
         }
     }
 

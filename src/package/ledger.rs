@@ -5,8 +5,29 @@
 //! which renditions are listed, and in what order, is the caller's.
 
 use super::playlist::{self, AudioMedia, Variant, VariantAudio, VideoRates};
-use super::store::RenditionInfo;
 use std::time::Duration;
+
+/// What a rendition carries, for the multivariant playlist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RenditionInfo {
+    Video {
+        codecs: String,
+        width: u32,
+        height: u32,
+    },
+    Audio {
+        codecs: String,
+    },
+}
+
+impl RenditionInfo {
+    pub(crate) fn content_type(&self) -> &'static str {
+        match self {
+            RenditionInfo::Video { .. } => "video/mp4",
+            RenditionInfo::Audio { .. } => "audio/mp4",
+        }
+    }
+}
 
 /// Measured per complete segment.
 #[derive(Clone, Copy, Debug)]

@@ -14,6 +14,7 @@ pub use read::{MediaFile, PlaylistRequest, StoreError};
 use join::{dsn_elsewhere, gap_fill, push_gaps, rendition_or_new};
 
 use super::PackageConfig;
+pub use super::ledger::RenditionInfo;
 use super::ledger::SegmentStats;
 use super::names;
 use super::playlist::{MediaPlaylist, OpenSegment, Part, Segment, SegmentHead};
@@ -30,28 +31,6 @@ use tokio::sync::watch;
 const SEGMENT_MARGIN: usize = 3;
 /// Init segments kept per rendition; older ones serve no listed segment.
 const INITS_KEPT: usize = 4;
-
-/// What a rendition carries, for the multivariant playlist.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RenditionInfo {
-    Video {
-        codecs: String,
-        width: u32,
-        height: u32,
-    },
-    Audio {
-        codecs: String,
-    },
-}
-
-impl RenditionInfo {
-    fn content_type(&self) -> &'static str {
-        match self {
-            RenditionInfo::Video { .. } => "video/mp4",
-            RenditionInfo::Audio { .. } => "audio/mp4",
-        }
-    }
-}
 
 /// One change from the packager. A batch is applied atomically: RFC 8216bis
 /// 6.2.1: "Changes to the Playlist file MUST be made atomically from the

@@ -477,7 +477,7 @@ fn video_rules(cfg: &PackageConfig, part_target: Duration, frame_ticks: f64) -> 
     // Apple HLS authoring spec 7.7: "Media Segments MUST NOT exceed the
     // target duration by more than 0.5 seconds"; RFC 8216bis 4.4.3.1 lets
     // EXTINF round to the target duration. 50 ms stay in hand for audio,
-    // whose segments end up to half a frame from video's.
+    // whose segments end up to a frame after video's.
     let max = Duration::from_secs(u64::from(cfg.target_duration())) + Duration::from_millis(450);
     Rules {
         part_target: pt,
@@ -551,14 +551,13 @@ fn start_audio(
         samples_per_part: u32::try_from(pt / u64::from(spf)).unwrap_or(1).max(1),
         cuts: CutPolicy::External,
     };
-    let frame_90k = u64::from(spf) * u64::from(TIMEBASE) / u64::from(rate);
     let max_lag = plan::ticks(p.cfg.segment_target, TIMEBASE);
     Some(AudioTrack {
         seg: Segmenter::new(rules, msn, live::to_track(start, rate)),
         params: params.clone(),
         init_uri: uri,
         next_ts: None,
-        aligner: AudioAligner::new(frame_90k, start, MAX_HELD_AUDIO, max_lag),
+        aligner: AudioAligner::new(start, MAX_HELD_AUDIO, max_lag),
         discontinuity_at: None,
     })
 }

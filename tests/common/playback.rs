@@ -178,8 +178,33 @@ fn requests_around_stall(rep: &serde_json::Value, started_at: f64) -> String {
         .take(80)
         .map(|r| format!("{} {}..{}", r[0].as_str().unwrap_or("?"), r[1], r[2]))
         .collect();
+    // hls.js's events and its stream controller's state over the same
+    // window: [t, state, loadingParts, nextLoadPosition, buffered end,
+    // currentTime, fragCurrent, fragPrevious, loadLevel, nextLoadLevel].
+    let in_window = |t: f64| t >= at - 1.0 && t <= until + 0.5;
+    let hls_events: Vec<String> = events
+        .iter()
+        .filter(|e| {
+            e.as_array()
+                .and_then(|a| a.last())
+                .and_then(|t| t.as_f64())
+                .is_some_and(in_window)
+        })
+        .take(200)
+        .map(|e| e.to_string())
+        .collect();
+    let trace: Vec<String> = rep["trace"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| in_window(t_of(r, 0)))
+        .take(400)
+        .map(|r| r.to_string())
+        .collect();
     format!(
-        "waiting at {at:.2} s, playing again at {until:.2} s (ms from page start; end 0: never answered):\n  {}",
-        lines.join("\n  ")
+        "waiting at {at:.2} s, playing again at {until:.2} s (ms from page start; end 0: never answered):\n  {}\nhls.js events:\n  {}\nstream controller:\n  {}",
+        lines.join("\n  "),
+        hls_events.join("\n  "),
+        trace.join("\n  ")
     )
 }

@@ -33,9 +33,11 @@ const CONTIGUOUS_TOLERANCE_S: f64 = 0.001;
 /// Video rungs of one MSN start at the same time: the transcoded rungs take
 /// the source frame's pts.
 const ALIGN_TOLERANCE_S: f64 = 0.001;
-/// Audio is cut at the AAC frame whose middle is past video's cut: at most
-/// half a frame either side (1024 samples at 44.1 kHz is 23.2 ms).
-const AUDIO_ALIGN_TOLERANCE_S: f64 = 0.0125;
+/// Audio is cut at the first AAC frame that starts at or after video's cut:
+/// never before it (a player that places audio where video's segment starts
+/// would think it ends after its last frame), less than a frame after
+/// (1024 samples at 44.1 kHz is 23.2 ms).
+const AUDIO_AFTER_VIDEO_S: (f64, f64) = (-0.001, 0.0233 + 0.001);
 /// A stream's audio starts with the publisher's first audio frame, which can
 /// come up to a frame (1024 samples at 44.1 kHz) after its first picture.
 const AUDIO_FRAME_S: f64 = 0.0233;
@@ -438,10 +440,16 @@ impl Timeline {
         let video: Vec<&Rendition> = self.renditions.iter().filter(|r| r.video).collect();
         if let Some((first, rest)) = video.split_first() {
             for other in rest {
-                check_aligned(f, what, first, other, ALIGN_TOLERANCE_S);
+                check_aligned(
+                    f,
+                    what,
+                    first,
+                    other,
+                    (-ALIGN_TOLERANCE_S, ALIGN_TOLERANCE_S),
+                );
             }
             for audio in self.renditions.iter().filter(|r| !r.video) {
-                check_aligned(f, what, first, audio, AUDIO_ALIGN_TOLERANCE_S);
+                check_aligned(f, what, first, audio, AUDIO_AFTER_VIDEO_S);
             }
         }
     }
@@ -572,7 +580,8 @@ impl Rendition {
 }
 
 /// Segments of the same MSN start and end at the same media time and date.
-fn check_aligned(f: &Findings, what: &str, a: &Rendition, b: &Rendition, tol: f64) {
+/// `b` starts and ends its segments within `range` (seconds) after `a`.
+fn check_aligned(f: &Findings, what: &str, a: &Rendition, b: &Rendition, range: (f64, f64)) {
     for (msn, pa) in &a.segments {
         let Some(pb) = b.segments.get(msn) else {
             continue;
@@ -584,15 +593,19 @@ fn check_aligned(f: &Findings, what: &str, a: &Rendition, b: &Rendition, tol: f6
             continue;
         };
         let first = a.segments.keys().next() == Some(msn) && !b.video;
-        let start_tol = if first { tol + AUDIO_FRAME_S } else { tol };
+        let start_hi = if first {
+            range.1 + AUDIO_FRAME_S
+        } else {
+            range.1
+        };
         f.check(
-            (sa - sb).abs() <= start_tol,
+            sb - sa >= range.0 && sb - sa <= start_hi,
             &format!("{what}: segments of one MSN start at the same media time in every rendition"),
             || format!("msn {msn}: {} at {sa:.4}s, {} at {sb:.4}s", a.name, b.name),
         );
         if let (Some(ea), Some(eb)) = (pa.presented_end(), pb.presented_end()) {
             f.check(
-                (ea - eb).abs() <= tol,
+                eb - ea >= range.0 && eb - ea <= range.1,
                 &format!(
                     "{what}: segments of one MSN end at the same media time in every rendition"
                 ),

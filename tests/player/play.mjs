@@ -29,7 +29,7 @@ const pageHtml = (origin) => `<!doctype html><html><body>
 <script src="${new URL(src).origin}/assets/rungs-latency.js"></script>
 <script>
 performance.setResourceTimingBufferSize(100000);
-window.report = { events: [], waiting: 0, stalls: 0, holes: 0, errors: [], samples: [], switched: [], started: null, firstFrameMs: null, levels: [] };
+window.report = { events: [], waiting: 0, stalls: 0, holes: 0, errors: [], samples: [], switched: [], trace: [], started: null, firstFrameMs: null, levels: [] };
 const t0 = performance.now();
 window.report.t0Ms = t0;
 const now = () => (performance.now() - t0) / 1000;
@@ -56,6 +56,32 @@ v.addEventListener('waiting', () => {
 });
 v.addEventListener('seeking', () => window.report.events.push(['seeking', v.currentTime, now()]));
 hls.on(Hls.Events.LEVEL_SWITCHED, (e, d) => window.report.switched.push({ level: d.level, t: now() }));
+hls.on(Hls.Events.FRAG_LOADING, (e, d) => window.report.events.push(['loading', d.frag.type, d.frag.level, d.frag.sn, d.part ? d.part.index : -1, now()]));
+hls.on(Hls.Events.AUDIO_TRACK_LOADED, (e, d) => window.report.events.push(['atrack', d.details.endSN, d.details.lastPartSn, d.details.lastPartIndex, +d.details.edge.toFixed(3), now()]));
+hls.on(Hls.Events.LEVEL_UPDATED, (e, d) => window.report.events.push(['level', d.level, d.details.endSN, d.details.lastPartSn, d.details.lastPartIndex, +d.details.edge.toFixed(3), now()]));
+// The main stream controller's own state every 100 ms (hls.js internals,
+// read only): what it was doing while nothing was requested.
+// The last segments of a playlist as hls.js places them: [sn, start, duration, date ms mod 1e5].
+const tail = (d) => d ? d.fragments.slice(-2).concat(d.fragmentHint ? [d.fragmentHint] : [])
+  .map((f) => [f.sn, +f.start.toFixed(4), +f.duration.toFixed(4), f.programDateTime ? f.programDateTime % 100000 : null]) : null;
+setInterval(() => {
+  const sc = hls.streamController;
+  if (!sc) return;
+  const b = v.buffered.length ? v.buffered.end(v.buffered.length - 1) : 0;
+  window.report.trace.push([+now().toFixed(2), sc.state, sc.loadingParts, +(sc.nextLoadPosition || 0).toFixed(3), +b.toFixed(3), +v.currentTime.toFixed(3),
+    sc.fragCurrent ? sc.fragCurrent.sn : null, sc.fragPrevious ? sc.fragPrevious.sn : null, hls.loadLevel, hls.nextLoadLevel]);
+  const ac = hls.audioStreamController;
+  if (!ac || !ac.mediaBuffer) return;
+  const ab = ac.mediaBuffer.buffered;
+  const d = ac.levels && ac.levels[ac.trackId] && ac.levels[ac.trackId].details;
+  const mfl = ac.mainFragLoading && ac.mainFragLoading.frag;
+  window.report.trace.push([+now().toFixed(2), 'audio', ac.state, ac.loadingParts, ab.length ? +ab.end(ab.length - 1).toFixed(3) : 0,
+    ac.fragCurrent ? ac.fragCurrent.sn : null, ac.fragPrevious ? ac.fragPrevious.sn : null,
+    mfl ? [mfl.sn, +mfl.start.toFixed(3), +mfl.end.toFixed(3)] : null,
+    d ? [d.endSN, d.fragmentHint ? +d.fragmentHint.start.toFixed(3) : null, d.partList ? d.partList.length : 0, +d.edge.toFixed(3), d.PTSKnown] : null,
+    ac.waitingData ? ac.waitingData.frag.sn : null, ac.bufferFlushed, ac.flushing, hls.liveSyncPosition && +hls.liveSyncPosition.toFixed(3),
+    tail(d), tail(hls.levels[hls.loadLevel] && hls.levels[hls.loadLevel].details)]);
+}, 100);
 hls.on(Hls.Events.FRAG_BUFFERED, (e, d) => window.report.events.push(['frag', d.frag.type, d.frag.level, d.frag.sn, d.part ? d.part.index : -1, +d.frag.start.toFixed(3), now()]));
 hls.on(Hls.Events.MANIFEST_PARSED, (e, d) => {
   window.report.levels = d.levels.map((l) => ({ width: l.width, height: l.height, bitrate: l.bitrate, url: String(l.url) }));

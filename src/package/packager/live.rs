@@ -95,6 +95,8 @@ pub(super) struct AudioTrack {
 
 #[derive(Debug)]
 pub(super) struct AudioFrame {
+    /// Decode time in the track's timescale, as counted by [`AudioTrack::place`].
+    dts: u64,
     data: Bytes,
     arrival: Instant,
 }
@@ -196,9 +198,16 @@ impl Live {
         let Ok(t) = u64::try_from(pkt.dts.saturating_add(self.offset)) else {
             return;
         };
+        let rate = a.params.sample_rate;
+        let Some(dts) = a.place(to_track(t, rate)) else {
+            return;
+        };
+        // The aligner decides segments by where the frame is placed, not by
+        // the publisher's clock: the two differ by up to a frame.
         let dropped = a.aligner.hold(
-            t,
+            to_timeline(dts, rate),
             AudioFrame {
+                dts,
                 data: pkt.data,
                 arrival,
             },
@@ -297,7 +306,7 @@ impl Live {
         for r in released {
             let Some(a) = &mut self.audio else { return };
             let events = match r {
-                Release::Frame(t, frame) => a.frame(t, frame),
+                Release::Frame(_, frame) => a.frame(frame),
                 Release::Cut { at, next_msn } => {
                     a.seg.cut(to_track(at, a.params.sample_rate), next_msn)
                 }
@@ -441,23 +450,27 @@ impl Live {
 }
 
 impl AudioTrack {
-    /// Places one AAC frame at timeline time `t`.
-    fn frame(&mut self, t: u64, frame: AudioFrame) -> Vec<Event> {
-        let spf = self.params.samples_per_frame.max(1);
-        let ts = to_track(t, self.params.sample_rate);
+    /// The decode time (track ticks) of a frame the publisher stamped `ts`,
+    /// or `None` when it overlaps audio already placed.
+    fn place(&mut self, ts: u64) -> Option<u64> {
+        let spf = u64::from(self.params.samples_per_frame.max(1));
         let dts = match self.next_ts {
             // Within a frame of where counting says: count, so that
             // millisecond rounding in the publisher's clock never shows.
-            Some(expected) if ts.abs_diff(expected) <= u64::from(spf) => expected,
-            // Overlaps audio already packaged.
-            Some(expected) if ts < expected => return Vec::new(),
+            Some(expected) if ts.abs_diff(expected) <= spf => expected,
+            Some(expected) if ts < expected => return None,
             // The publisher's audio clock jumped: resynchronise.
             _ => ts,
         };
-        self.next_ts = Some(dts + u64::from(spf));
+        self.next_ts = Some(dts + spf);
+        Some(dts)
+    }
+
+    /// Packages one placed AAC frame.
+    fn frame(&mut self, frame: AudioFrame) -> Vec<Event> {
         let sample = Sample {
-            dts,
-            duration: spf,
+            dts: frame.dts,
+            duration: self.params.samples_per_frame.max(1),
             cts: 0,
             keyframe: true,
             data: frame.data,

@@ -109,6 +109,9 @@ pub struct Segmenter {
     boundary: u64,
     segment: Option<OpenSegment>,
     part: Option<OpenPart>,
+    /// Ticks the last sample lent to fill its part: the next sample starts
+    /// that much earlier and lasts that much longer.
+    lent: u64,
 }
 
 impl Segmenter {
@@ -121,6 +124,7 @@ impl Segmenter {
             boundary: start,
             segment: None,
             part: None,
+            lent: 0,
         }
     }
 
@@ -163,6 +167,13 @@ impl Segmenter {
     ) -> Vec<Event> {
         let mut out = Vec::new();
         let target = self.rules.part_target;
+        if self.lent > 0 {
+            sample.dts = sample.dts.saturating_sub(self.lent);
+            sample.duration = sample
+                .duration
+                .saturating_add(u32::try_from(self.lent).unwrap_or(u32::MAX));
+            self.lent = 0;
+        }
         // A sample longer than a part (a publisher stall) would make its part
         // break "MUST be less than or equal to the Part Target Duration"
         // (RFC 8216bis 4.4.4.9); shortening it leaves a hole in the media
@@ -171,7 +182,7 @@ impl Segmenter {
         if clamped {
             sample.duration = u32::try_from(target).unwrap_or(u32::MAX);
         }
-        let dur = u64::from(sample.duration);
+        let mut dur = u64::from(sample.duration);
 
         // A hole or overlap in the timeline: samples inside a fragment are
         // back to back, so a new fragment (with its own tfdt) must start.
@@ -189,7 +200,23 @@ impl Segmenter {
         if let Some(p) = &self.part
             && p.duration + dur > target
         {
-            self.close_part(&mut out);
+            let room = target - p.duration;
+            if !clamped && next_is_keyframe == Some(false) && room * 100 > target * 15 {
+                // A late or dropped frame before this one's successor: the
+                // part closed now would be under 85% of PART-TARGET, which
+                // RFC 8216bis 4.4.4.9 allows only a segment's last part
+                // ("The duration of each Partial Segment MUST be at least 85%
+                // of the Part Target Duration"). The sample fills the part
+                // instead and its successor starts that much earlier: one
+                // frame is shown early, the timeline has no hole. Never before
+                // a keyframe, which may start a segment that audio and the
+                // other renditions cut at its own time.
+                self.lent = dur - room;
+                dur = room;
+                sample.duration = u32::try_from(room).unwrap_or(u32::MAX);
+            } else {
+                self.close_part(&mut out);
+            }
         }
 
         let seg = self.segment.get_or_insert_with(|| {
@@ -217,7 +244,9 @@ impl Segmenter {
         });
         part.duration += dur;
         part.samples.push(sample);
-        let part_full = clamped || part.samples.len() >= self.rules.samples_per_part as usize;
+        let part_full = clamped
+            || part.duration >= target
+            || part.samples.len() >= self.rules.samples_per_part as usize;
 
         match self.rules.cuts {
             CutPolicy::Keyframes { min, max } => {

@@ -166,7 +166,9 @@ fn requests_around_stall(rep: &serde_json::Value, started_at: f64) -> String {
         .map(|e| t_of(e, 1))
         .find(|&t| t > at)
         .unwrap_or(f64::INFINITY);
-    let (from_ms, until_ms) = (1000.0 * (at - 1.0), 1000.0 * (until + 0.5));
+    // A stall in the first seconds is read with everything since the start.
+    let from = if at < 5.0 { 0.0 } else { at - 1.0 };
+    let (from_ms, until_ms) = (1000.0 * from, 1000.0 * (until + 0.5));
     let lines: Vec<String> = rep["requests"]
         .as_array()
         .into_iter()
@@ -175,13 +177,13 @@ fn requests_around_stall(rep: &serde_json::Value, started_at: f64) -> String {
             let (start, end) = (t_of(r, 1), t_of(r, 2));
             start <= until_ms && (end == 0.0 || end >= from_ms)
         })
-        .take(80)
+        .take(120)
         .map(|r| format!("{} {}..{}", r[0].as_str().unwrap_or("?"), r[1], r[2]))
         .collect();
     // hls.js's events and its stream controller's state over the same
     // window: [t, state, loadingParts, nextLoadPosition, buffered end,
     // currentTime, fragCurrent, fragPrevious, loadLevel, nextLoadLevel].
-    let in_window = |t: f64| t >= at - 1.0 && t <= until + 0.5;
+    let in_window = |t: f64| t >= from && t <= until + 0.5;
     let hls_events: Vec<String> = events
         .iter()
         .filter(|e| {

@@ -195,12 +195,6 @@ fn check_parts(f: &Findings, pl: &MediaPlaylist, url: &str, pt: f64) {
             // final one, so it is checked once its segment is complete.
             let is_last = i + 1 == parts.len();
             if !p.independent && !p.gap && !is_last {
-                if p.duration < 0.85 * pt - 0.0005 {
-                    eprintln!(
-                        "TMPVIOL {url} {msn}.{i} {:?}",
-                        parts.iter().map(|p| p.duration).collect::<Vec<_>>()
-                    );
-                }
                 f.check(p.duration >= 0.85 * pt - 0.0005, "non-final part DURATION >= 85% PART-TARGET (4.4.4.9)", || {
                     let all: Vec<f64> = parts.iter().map(|p| p.duration).collect();
                     format!("{url}: part {msn}.{i} {} DURATION {} < 0.85 x {pt} (complete segment: {complete}; its parts: {all:?})", p.uri, p.duration)

@@ -29,6 +29,8 @@ pub struct FrameProbe {
     first: Option<i64>,
     last: i64,
     frames: u32,
+    /// Steps between consecutive decode timestamps.
+    steps: Vec<i64>,
 }
 
 impl FrameProbe {
@@ -36,6 +38,8 @@ impl FrameProbe {
     pub fn push(&mut self, dts: i64) {
         if self.first.is_none() {
             self.first = Some(dts);
+        } else {
+            self.steps.push(dts - self.last);
         }
         self.last = dts;
         self.frames += 1;
@@ -52,15 +56,26 @@ impl FrameProbe {
         }
     }
 
-    /// The best estimate now, however few frames were seen.
+    /// The best estimate now, however few frames were seen: the mean step,
+    /// leaving out steps far from the median. A publisher that drops a frame
+    /// (a WebRTC encoder under load) makes one step twice as long; counted,
+    /// it would set PART-TARGET for a frame rate the stream does not have,
+    /// and every part after would miss the 85% rule. The mean of the rest
+    /// keeps RTMP's millisecond rounding (33, 33, 34 ms) exact.
     pub fn estimate(&self) -> f64 {
-        let Some(first) = self.first else {
+        let mut steps = self.steps.clone();
+        steps.sort_unstable();
+        let Some(&median) = steps.get(steps.len() / 2) else {
             return FALLBACK_FRAME_TICKS;
         };
-        if self.frames < 2 {
+        let typical: Vec<i64> = steps
+            .into_iter()
+            .filter(|&s| 2 * s > median && 2 * s <= 3 * median)
+            .collect();
+        if typical.is_empty() {
             return FALLBACK_FRAME_TICKS;
         }
-        let avg = (self.last - first) as f64 / f64::from(self.frames - 1);
+        let avg = typical.iter().sum::<i64>() as f64 / typical.len() as f64;
         // Below 1 ms or above 1 s per frame the timestamps are broken, not the rate.
         if (90.0..=f64::from(TIMEBASE)).contains(&avg) {
             avg
@@ -167,6 +182,20 @@ mod tests {
         let pt = choose_part_target(Duration::from_millis(200), f);
         assert_eq!(pt, Duration::from_millis(1002));
         assert_eq!(frames_per_part(pt, f), 1);
+    }
+
+    #[test]
+    fn a_dropped_frame_does_not_change_the_measured_rate() {
+        // 20 fps from a WebRTC encoder that dropped the fourth picture.
+        let mut p = FrameProbe::default();
+        for i in (0..11).filter(|&i| i != 3) {
+            p.push(i * 4500);
+        }
+        assert_eq!(p.frame_ticks(), Some(4500.0));
+        assert_eq!(
+            choose_part_target(Duration::from_millis(200), 4500.0),
+            Duration::from_millis(202)
+        );
     }
 
     #[test]

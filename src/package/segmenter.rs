@@ -157,8 +157,10 @@ impl Segmenter {
     }
 
     /// Takes the next sample in decode order. `next_is_keyframe` is a peek at
-    /// the sample after it, when known: it lets the segment (and its final
-    /// part) close now instead of one frame later.
+    /// the sample after it, when known: whether it is a keyframe (keyframe
+    /// cuts) or opens the next segment (external cuts). It lets the segment
+    /// (and its final part) close now instead of one frame later, and
+    /// `Some(false)` lets this sample lend its successor time.
     pub fn push(
         &mut self,
         mut sample: Sample,

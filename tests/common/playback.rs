@@ -203,10 +203,19 @@ fn requests_around_stall(rep: &serde_json::Value, started_at: f64) -> String {
         .take(400)
         .map(|r| r.to_string())
         .collect();
+    let calls: Vec<String> = rep["calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| in_window(t_of(r, 0)))
+        .take(600)
+        .map(|r| r.to_string())
+        .collect();
     format!(
-        "waiting at {at:.2} s, playing again at {until:.2} s (ms from page start; end 0: never answered):\n  {}\nhls.js events:\n  {}\nstream controller:\n  {}",
+        "waiting at {at:.2} s, playing again at {until:.2} s (ms from page start; end 0: never answered):\n  {}\nhls.js events:\n  {}\nstream controller:\n  {}\nits decisions:\n  {}",
         lines.join("\n  "),
         hls_events.join("\n  "),
-        trace.join("\n  ")
+        trace.join("\n  "),
+        calls.join("\n  ")
     )
 }

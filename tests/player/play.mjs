@@ -41,6 +41,28 @@ const keep = (...a) => window.hlsLog.push(now().toFixed(3) + ' ' + a.join(' '));
 const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30,
   debug: ${process.env.RUNGS_HLSJS_LOG ? 'true' : 'false'} && { log: keep, debug: keep, info: keep, warn: keep, error: keep } });
 window.hls = hls;
+// The main stream controller's decisions (hls.js internals, wrapped and
+// recorded, not changed): what it looked for and what it found, per tick.
+window.report.calls = [];
+{
+  const sc = hls.streamController;
+  const sn = (f) => (f ? (f.fragment ? f.fragment.sn + '.' + f.index : f.sn) : null);
+  const wrap = (name, summary) => {
+    const orig = sc[name];
+    if (typeof orig !== 'function') return;
+    sc[name] = function (...a) {
+      const r = orig.apply(this, a);
+      if (window.report.calls.length < 20000) window.report.calls.push([+now().toFixed(3), name, ...summary(a, r)]);
+      return r;
+    };
+  };
+  wrap('getNextFragment', (a, r) => [+a[0].toFixed(3), sn(r)]);
+  wrap('getFragmentAtPosition', (a, r) => [+a[0].toFixed(3), +a[1].toFixed(3), sn(r)]);
+  wrap('getNextPart', (a, r) => [sn(a[1]), +a[2].toFixed(3), r > -1 ? sn(a[0][r]) : r]);
+  wrap('isLoopLoading', (a, r) => [sn(a[0]), +a[1].toFixed(3), r]);
+  wrap('loadFragment', (a, r) => [sn(a[0]), a[2] && +a[2].toFixed(3)]);
+  wrap('backtrack', (a, r) => [sn(a[0])]);
+}
 hls.on(Hls.Events.ERROR, (e, d) => {
   if (d.details === 'bufferStalledError') window.report.stalls++;
   if (d.details === 'bufferSeekOverHole') window.report.holes++;

@@ -168,13 +168,20 @@ impl Live {
             // segment here and the next one maps the new init. Audio ends
             // its own when its frames get there: they can come after the
             // video of the same time, and must not be dropped as late.
+            //
+            // No EXT-X-DISCONTINUITY: the timestamps run on and the track is
+            // the same, so none of RFC 8216bis 4.4.4.3's MUST cases applies,
+            // and the new EXT-X-MAP is all a player needs (it appends the
+            // new initialization section). A discontinuity makes hls.js
+            // re-base the new timeline on its own estimate of where the
+            // segment starts (and hold audio for it), which at the live edge
+            // left video parts unloaded and playback stalled for seconds.
             if self.video.seg.is_open() {
                 let end = self.video.seg.end();
                 let next = self.video.seg.msn() + 1;
                 let events = self.video.seg.cut(end, next);
                 self.video_events(p, events, None, presented(t), arrival, out);
             }
-            self.mark_discontinuity();
             self.video.init_uri = uri;
             out.push(init);
         }

@@ -284,7 +284,7 @@ impl Rung {
         let Some(st) = &mut self.stream else { return };
         if let Some(prev) = st.pending.take() {
             let duration = u32::try_from(st.frame_ticks).unwrap_or(u32::MAX);
-            self.push(ctx, prev, duration, out);
+            self.push(ctx, prev, duration, None, out);
         }
         let Some(st) = &mut self.stream else { return };
         if st.seg.is_none()
@@ -375,7 +375,10 @@ impl Rung {
                     step
                 }
             };
-            self.push(ctx, prev, u32::try_from(duration).unwrap_or(u32::MAX), out);
+            // Whether the frame after `prev` opens a segment: only within one
+            // may `prev` lend its successor time (see `Segmenter::push`).
+            let duration = u32::try_from(duration).unwrap_or(u32::MAX);
+            self.push(ctx, prev, duration, Some(opens), out);
         }
         if opens && let Some(uri) = self.staged.take() {
             self.init_uri = Some(uri);
@@ -423,7 +426,14 @@ impl Rung {
         }
     }
 
-    fn push(&mut self, ctx: &mut Ctx, f: Frame, duration: u32, out: &mut Vec<Update>) {
+    fn push(
+        &mut self,
+        ctx: &mut Ctx,
+        f: Frame,
+        duration: u32,
+        next_opens: Option<bool>,
+        out: &mut Vec<Update>,
+    ) {
         let Some(seg) = self.stream.as_mut().and_then(|st| st.seg.as_mut()) else {
             return;
         };
@@ -434,7 +444,7 @@ impl Rung {
             keyframe: f.keyframe,
             data: f.data,
         };
-        let events = seg.push(sample, f.arrival, None);
+        let events = seg.push(sample, f.arrival, next_opens);
         self.events(ctx, events, Some(f.pts), out);
     }
 

@@ -408,3 +408,53 @@ async fn a_new_source_resolution_replans_the_ladder_at_a_boundary() {
     assert_eq!(retired.last().map(|s| s.msn), Some(1));
     let _ = audio_params();
 }
+
+#[tokio::test]
+async fn dropped_frames_leave_no_short_part_in_any_rendition() {
+    let mut rig = Rig::new("rung-drops");
+    rig.configs(1280, true, 0);
+    rig.pk.set_rungs(ladder());
+    rig.rung_configs(2, 0);
+    // The publisher's encoder dropped every 7th picture (never a keyframe),
+    // so the rungs' encoders never saw it either.
+    let packets: Vec<Packet> = media(0, 9, 60, true)
+        .into_iter()
+        .filter(|p| {
+            p.track != TrackKind::Video || p.keyframe || ((p.dts / 90 * 30 + 500) / 1000) % 7 != 6
+        })
+        .collect();
+    rig.feed_with_rungs(packets, 0, 2, |_, _| false);
+    rig.pk.end();
+    assert_aligned(&rig, &["480p", "160p"]).await;
+    for rendition in ["source", "480p", "160p"] {
+        let text = rig.playlist(rendition).await;
+        let mut parts: Vec<(f64, bool)> = Vec::new();
+        let mut checked = 0;
+        for line in text.lines() {
+            if let Some(attrs) = line.strip_prefix("#EXT-X-PART:DURATION=") {
+                let d: f64 = attrs
+                    .split(',')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("d");
+                parts.push((d, attrs.contains("INDEPENDENT=YES")));
+            } else if line.starts_with("#EXTINF:") {
+                // RFC 8216bis 4.4.4.9: all but a segment's last part (and
+                // independent ones) last at least 85% of PART-TARGET.
+                let n = parts.len().saturating_sub(1);
+                for (d, independent) in &parts[..n] {
+                    assert!(
+                        *independent || *d >= 0.85 * 0.202,
+                        "{rendition}: {parts:?}\n{text}"
+                    );
+                    checked += 1;
+                }
+                parts.clear();
+            }
+        }
+        assert!(
+            checked >= 10,
+            "{rendition}: {checked} parts checked\n{text}"
+        );
+    }
+}

@@ -17,7 +17,7 @@ use crate::package::segmenter::{Event, Part, Sample, Segmenter};
 use crate::package::store::Update;
 use bytes::Bytes;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A decode-time step longer than this (or any step backwards) is the
 /// publisher's clock jumping, not a pause: the timeline continues instead.
@@ -99,6 +99,23 @@ pub(super) struct AudioFrame {
     dts: u64,
     data: Bytes,
     arrival: Instant,
+}
+
+/// A video segment's date, rounded up to the millisecond
+/// EXT-X-PROGRAM-DATE-TIME carries (audio's is rounded down). hls.js places
+/// the audio rendition by the difference of the two dates and then looks for
+/// the next audio part at the end of the last one it loaded: placed even a
+/// fraction of a millisecond after its media, that end lies beyond the
+/// buffered audio and hls.js stops loading audio. Rounded this way audio is
+/// placed at most 2 ms early, never late.
+pub(super) fn video_date(t: SystemTime) -> SystemTime {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let sub_ms = since.subsec_nanos() % 1_000_000;
+    if sub_ms == 0 {
+        t
+    } else {
+        t + Duration::from_nanos(u64::from(1_000_000 - sub_ms))
+    }
 }
 
 /// Timeline ticks (90 kHz) to a track's timescale, rounded down.
@@ -354,7 +371,7 @@ impl Live {
                     // renditions by date, so all must date presentation
                     // time alike (RFC 8216bis 6.2.4: "consistent mappings
                     // of date and time to media timestamps").
-                    let program_date_time = self.wall(pts);
+                    let program_date_time = video_date(self.wall(pts));
                     self.trail
                         .segment_start(msn, pts, program_date_time, discontinuity);
                     out.push(Update::SegmentStart {

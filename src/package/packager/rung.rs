@@ -10,7 +10,7 @@
 //! but on a keyframe, never place a frame before the source has decided
 //! which segment it belongs to, and never read a clock.
 
-use super::live::{Live, publish_part, segment_end};
+use super::live::{Live, publish_part, segment_end, video_date};
 use super::trail::SourceTrail;
 use super::{Persist, TRACK_ID};
 use crate::media::{Packet, TIMEBASE, VideoParams};
@@ -481,8 +481,8 @@ impl Rung {
                         _ => 0,
                     };
                     let date = match b {
-                        Some(b) => b.date + plan::duration(st.lead, TIMEBASE),
-                        None => ctx.live.wall(dts),
+                        Some(b) => video_date(b.date + plan::duration(st.lead, TIMEBASE)),
+                        None => video_date(ctx.live.wall(dts)),
                     };
                     out.push(Update::SegmentStart {
                         rendition: self.name.clone(),

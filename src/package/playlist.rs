@@ -434,9 +434,13 @@ fn secs3(d: Duration) -> String {
 
 /// Seconds with 10 µs precision: EXTINF sums must stay within a frame of the
 /// media over many segments (Apple HLS authoring spec 8.1), which
-/// milliseconds alone would not over a long playlist.
+/// milliseconds alone would not over a long playlist. Rounded down: hls.js
+/// adds up these durations to find where a part ends and loads the next part
+/// only once the buffer reaches that point, so a sum past the media's real
+/// end, by even a few microseconds, would leave it waiting for good.
 fn secs5(d: Duration) -> String {
-    format!("{:.5}", d.as_secs_f64())
+    let tens_of_us = d.as_nanos() / 10_000;
+    format!("{}.{:05}", tens_of_us / 100_000, tens_of_us % 100_000)
 }
 
 /// ISO 8601 UTC with milliseconds and `Z`, e.g. `2025-01-31T12:00:00.123Z`.

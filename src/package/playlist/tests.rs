@@ -253,3 +253,12 @@ fn a_rendition_report_never_names_part_zero_after_the_first_segment() {
     });
     assert_eq!(first.reported_part(), Some((100, 0)));
 }
+
+#[test]
+fn durations_round_down_to_ten_microseconds() {
+    // Nine AAC frames at 44.1 kHz: 0.2089795... s.
+    assert_eq!(secs5(Duration::from_nanos(208_979_591)), "0.20897");
+    assert_eq!(secs5(Duration::from_secs(2)), "2.00000");
+    assert_eq!(secs5(Duration::from_nanos(9_999)), "0.00000");
+    assert_eq!(secs5(Duration::from_millis(61_234)), "61.23400");
+}

@@ -10,6 +10,7 @@
 
 mod ladder;
 mod live;
+mod pacer;
 mod rung;
 mod trail;
 
@@ -24,6 +25,7 @@ use super::store::{RenditionInfo, Update};
 use super::{PackageConfig, fmp4, names};
 use crate::media::{AudioParams, IngestEvent, Packet, TIMEBASE, TrackKind, VideoParams};
 use live::{AudioTrack, Live, PendingVideo, VideoTrack};
+use pacer::Pacer;
 use rung::{Ctx, Rung};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -119,6 +121,7 @@ pub struct ChannelPackager {
     p: Persist,
     /// The transcoded rungs, top down, as the last `set_rungs` gave them.
     rungs: Vec<Rung>,
+    pacer: Pacer,
 }
 
 impl ChannelPackager {
@@ -166,10 +169,16 @@ impl ChannelPackager {
                 clock: None,
             },
             rungs: Vec::new(),
+            pacer: Pacer::default(),
         }
     }
 
     fn emit(&mut self, out: Vec<Update>) {
+        let now = match &self.phase {
+            Phase::Live(live) => Some(live.last_arrival),
+            Phase::Idle | Phase::Probing { .. } => None,
+        };
+        let out = self.pacer.admit(now, out);
         match &mut self.sink {
             #[cfg(any(test, feature = "internals"))]
             Sink::Store(store) => store.apply(out),

@@ -180,37 +180,31 @@ fn requests_around_stall(rep: &serde_json::Value, started_at: f64) -> String {
         .take(120)
         .map(|r| format!("{} {}..{}", r[0].as_str().unwrap_or("?"), r[1], r[2]))
         .collect();
-    // hls.js's events and its stream controller's state over the same
-    // window: [t, state, loadingParts, nextLoadPosition, buffered end,
-    // currentTime, fragCurrent, fragPrevious, loadLevel, nextLoadLevel].
+    // hls.js's events (time last), and the recorded rows (time first) of its
+    // stream controllers' state ([t, state, loadingParts, nextLoadPosition,
+    // buffered end, ...]; audio rows say "audio") and of its load decisions,
+    // over the same window.
     let in_window = |t: f64| t >= from && t <= until + 0.5;
-    let hls_events: Vec<String> = events
-        .iter()
-        .filter(|e| {
-            e.as_array()
-                .and_then(|a| a.last())
-                .and_then(|t| t.as_f64())
-                .is_some_and(in_window)
-        })
-        .take(200)
-        .map(|e| e.to_string())
-        .collect();
-    let trace: Vec<String> = rep["trace"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| in_window(t_of(r, 0)))
-        .take(400)
-        .map(|r| r.to_string())
-        .collect();
-    let calls: Vec<String> = rep["calls"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| in_window(t_of(r, 0)))
-        .take(600)
-        .map(|r| r.to_string())
-        .collect();
+    let window = |key: &str, at_end: bool, limit: usize| -> Vec<String> {
+        rep[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| {
+                let t = if at_end {
+                    r.as_array().and_then(|a| a.last())
+                } else {
+                    r.get(0)
+                };
+                t.and_then(|t| t.as_f64()).is_some_and(in_window)
+            })
+            .take(limit)
+            .map(|r| r.to_string())
+            .collect()
+    };
+    let hls_events = window("events", true, 200);
+    let trace = window("trace", false, 400);
+    let calls = window("calls", false, 600);
     format!(
         "waiting at {at:.2} s, playing again at {until:.2} s (ms from page start; end 0: never answered):\n  {}\nhls.js events:\n  {}\nstream controller:\n  {}\nits decisions:\n  {}",
         lines.join("\n  "),

@@ -16,7 +16,7 @@
 //! Pure: time is the packager's clock (the newest source arrival).
 
 use crate::package::store::Update;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,25 +55,26 @@ impl Pacer {
                 out.append(&mut lane.held);
             }
         }
-        for (i, u) in batch.iter().enumerate() {
-            let Some(rendition) = rendition(u) else {
+        let mut rest: VecDeque<Update> = batch.into();
+        while let Some(u) = rest.pop_front() {
+            let Some(rendition) = rendition(&u) else {
                 // Stream-wide updates keep their place after everything
                 // before them.
                 out.extend(self.flush());
-                if let Update::StreamStart { part_target, .. } = u {
+                if let Update::StreamStart { part_target, .. } = &u {
                     self.part_target = Some(*part_target);
                 }
-                out.push(u.clone());
+                out.push(u);
                 continue;
             };
             let target = self.part_target;
             let lane = self.lanes.entry(rendition.clone()).or_default();
             if lane.until.is_some() {
-                lane.held.push(u.clone());
+                lane.held.push(u);
                 continue;
             }
-            if let Update::Part { duration, .. } = u {
-                let final_part = batch[i + 1..]
+            if let Update::Part { duration, .. } = &u {
+                let final_part = rest
                     .iter()
                     .find(|n| rendition_of(n, rendition))
                     .is_some_and(|n| matches!(n, Update::SegmentEnd { .. }));
@@ -82,12 +83,12 @@ impl Pacer {
                 if let Some(due) = due.filter(|&d| final_part && short && d > now) {
                     lane.until = Some(due);
                     lane.last_part = Some(due);
-                    lane.held.push(u.clone());
+                    lane.held.push(u);
                     continue;
                 }
                 lane.last_part = Some(now);
             }
-            out.push(u.clone());
+            out.push(u);
         }
         out
     }

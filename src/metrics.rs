@@ -27,6 +27,8 @@ pub struct Metrics {
     pub publishers: IntGaugeVec,
     pub parts_published: IntCounterVec,
     pub segments_published: IntCounterVec,
+    /// Silent AAC frames the node put where the publisher's audio had a hole.
+    pub audio_silence_frames: IntCounterVec,
     /// Playlist or part requests currently held open by blocking reload.
     pub blocked_requests: IntGauge,
     /// From a frame's arrival at ingest to its part being fetchable.
@@ -121,6 +123,11 @@ impl Metrics {
                 "rungs_parts_published_total",
                 "LL-HLS partial segments made available.",
                 &["channel", "rendition"],
+            ),
+            audio_silence_frames: counter(
+                "rungs_audio_silence_frames_total",
+                "Silent AAC frames inserted where the publisher's audio had a hole (lost or late packets); each is 1024 samples.",
+                &["channel"],
             ),
             segments_published: counter(
                 "rungs_segments_published_total",
@@ -286,6 +293,7 @@ impl Metrics {
             Box::new(m.publishers.clone()),
             Box::new(m.parts_published.clone()),
             Box::new(m.segments_published.clone()),
+            Box::new(m.audio_silence_frames.clone()),
             Box::new(m.blocked_requests.clone()),
             Box::new(m.ingest_to_part.clone()),
             Box::new(m.start_time.clone()),
@@ -333,6 +341,7 @@ impl Metrics {
             let _ = self.ingest_bytes.remove_label_values(&[channel, ingest]);
         }
         let _ = self.whip_keyframe_requests.remove_label_values(&[channel]);
+        let _ = self.audio_silence_frames.remove_label_values(&[channel]);
         for track in ["video", "audio"] {
             let _ = self.ingest_frames.remove_label_values(&[channel, track]);
         }

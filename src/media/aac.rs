@@ -1,5 +1,5 @@
-//! AAC helpers: AudioSpecificConfig parsing (ISO/IEC 14496-3 1.6.2.1). Pure functions over
-//! bytes.
+//! AAC helpers: AudioSpecificConfig parsing (ISO/IEC 14496-3 1.6.2.1) and silent raw
+//! frames. Pure functions over bytes.
 
 use super::h264::BitReader;
 use super::{AudioParams, MediaError};
@@ -79,6 +79,89 @@ pub fn parse_audio_specific_config(asc: Bytes) -> Result<AudioParams, MediaError
         channels,
         samples_per_frame,
     })
+}
+
+/// One raw AAC-LC frame of silence for this stream, or `None` where only an
+/// encoder could make one (HE-AAC's SBR data, a channel layout given by a
+/// program_config_element).
+///
+/// 14496-3 4.4.2.1 raw_data_block: the elements of the channel configuration
+/// (Table 1.19) in order, then ID_END and byte alignment. Each channel is an
+/// individual_channel_stream with a long window and max_sfb 0: no section,
+/// scale factor or spectral data, so every spectral line decodes to zero.
+pub fn silent_frame(params: &AudioParams) -> Option<Bytes> {
+    const SCE: u32 = 0;
+    const CPE: u32 = 1;
+    const LFE: u32 = 3;
+    const END: u32 = 7;
+    let mut r = BitReader::new(&params.asc, WHAT);
+    if object_type(&mut r).ok()? != 2 {
+        return None;
+    }
+    sampling_frequency(&mut r).ok()?;
+    let elements: &[u32] = match r.bits(4).ok()? {
+        1 => &[SCE],
+        2 => &[CPE],
+        3 => &[SCE, CPE],
+        4 => &[SCE, CPE, SCE],
+        5 => &[SCE, CPE, CPE],
+        6 => &[SCE, CPE, CPE, LFE],
+        7 => &[SCE, CPE, CPE, CPE, LFE],
+        _ => return None,
+    };
+    let mut w = BitWriter::default();
+    let mut tags = [0u32; 4];
+    for &id in elements {
+        w.put(3, id);
+        // element_instance_tag counts elements of one kind (4.5.2.1).
+        let tag = &mut tags[id as usize];
+        w.put(4, *tag);
+        *tag += 1;
+        let channels = if id == CPE {
+            w.put(1, 0); // common_window
+            2
+        } else {
+            1
+        };
+        for _ in 0..channels {
+            w.put(8, 100); // global_gain: scales nothing, any value will do
+            // ics_info: reserved bit, ONLY_LONG_SEQUENCE, sine window,
+            // max_sfb 0, no predictor.
+            w.put(1 + 2 + 1 + 6 + 1, 0);
+            // pulse, TNS and gain control data absent.
+            w.put(3, 0);
+        }
+    }
+    w.put(3, END);
+    Some(Bytes::from(w.finish()))
+}
+
+/// Most-significant-bit-first writer for [`silent_frame`].
+#[derive(Default)]
+struct BitWriter {
+    bytes: Vec<u8>,
+    used: u32,
+}
+
+impl BitWriter {
+    fn put(&mut self, n: u32, v: u32) {
+        for i in (0..n).rev() {
+            if self.used.is_multiple_of(8) {
+                self.bytes.push(0);
+            }
+            if (v >> i) & 1 == 1
+                && let Some(last) = self.bytes.last_mut()
+            {
+                *last |= 0x80 >> (self.used % 8);
+            }
+            self.used += 1;
+        }
+    }
+
+    /// byte_alignment(): the rest of the last byte stays zero.
+    fn finish(self) -> Vec<u8> {
+        self.bytes
+    }
 }
 
 /// GetAudioObjectType(), 1.6.2.1: 5 bits, 31 escapes to 32 + 6 more bits.
@@ -319,5 +402,94 @@ mod tests {
             parse_audio_specific_config(Bytes::from_static(&[0x12])),
             Err(MediaError::Truncated { .. })
         ));
+    }
+
+    /// FFmpeg's AAC decoder turns the frame into 1024 zero samples on every
+    /// channel of every configuration it is made for.
+    #[test]
+    fn silent_frames_decode_to_silence() {
+        use ffmpeg_next as ffmpeg;
+        crate::av::init();
+        for config in 1..=7u32 {
+            // AAC-LC, 48 kHz (index 3), 1024-sample frames.
+            let asc = bits(&[(5, 2), (4, 3), (4, config), (1, 0), (1, 0), (1, 0)]);
+            let params = parse(asc.clone());
+            let frame = silent_frame(&params).expect("an AAC-LC configuration");
+            let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::AAC).unwrap();
+            let mut ctx = ffmpeg::codec::Context::new_with_codec(codec);
+            // SAFETY: an av_mallocz'd, padded copy the context owns from here;
+            // the context is not open yet.
+            unsafe {
+                let pad = ffmpeg::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
+                let buf = ffmpeg::ffi::av_mallocz(asc.len() + pad).cast::<u8>();
+                assert!(!buf.is_null());
+                std::ptr::copy_nonoverlapping(asc.as_ptr(), buf, asc.len());
+                (*ctx.as_mut_ptr()).extradata = buf;
+                (*ctx.as_mut_ptr()).extradata_size = asc.len() as i32;
+            }
+            let mut dec = ctx.decoder().open_as(codec).unwrap().audio().unwrap();
+            let mut decoded = 0;
+            let mut pcm = ffmpeg::frame::Audio::empty();
+            for _ in 0..3 {
+                dec.send_packet(&ffmpeg::Packet::copy(&frame)).unwrap();
+                while dec.receive_frame(&mut pcm).is_ok() {
+                    assert_eq!(pcm.samples(), 1024, "config {config}");
+                    assert_eq!(
+                        pcm.channels(),
+                        u16::from(params.channels),
+                        "config {config}"
+                    );
+                    for ch in 0..usize::from(params.channels) {
+                        assert!(
+                            pcm.plane::<f32>(ch).iter().all(|&x| x == 0.0),
+                            "config {config} channel {ch} is not silent"
+                        );
+                    }
+                    decoded += 1;
+                }
+            }
+            assert!(decoded >= 2, "config {config}: {decoded} frames decoded");
+        }
+    }
+
+    #[test]
+    fn no_silent_frame_without_an_aac_lc_channel_configuration() {
+        // HE-AAC (explicit SBR, 5), and AAC-LC with a PCE (configuration 0).
+        let he = parse(bits(&[
+            (5, 5),
+            (4, 6),
+            (4, 2),
+            (4, 3),
+            (5, 2),
+            (1, 0),
+            (1, 0),
+            (1, 0),
+        ]));
+        assert_eq!(silent_frame(&he), None);
+        let pce = parse(bits(&[
+            (5, 2),
+            (4, 3),
+            (4, 0),
+            (1, 0),
+            (1, 0),
+            (1, 0),
+            // program_config_element: tag, profile, sf index, one front SCE.
+            (4, 0),
+            (2, 1),
+            (4, 3),
+            (4, 1),
+            (4, 0),
+            (4, 0),
+            (2, 0),
+            (3, 0),
+            (4, 0),
+            (1, 0),
+            (1, 0),
+            (1, 0),
+            (1, 0),
+            (4, 0),
+            (8, 0),
+        ]));
+        assert_eq!(silent_frame(&pce), None);
     }
 }

@@ -568,6 +568,7 @@ fn start_audio(
         next_ts: None,
         aligner: AudioAligner::new(start, MAX_HELD_AUDIO, max_lag),
         discontinuity_at: None,
+        silence: crate::media::aac::silent_frame(params),
     })
 }
 

@@ -96,6 +96,8 @@ pub fn check_playback(f: &Findings, rep: &serde_json::Value, seconds: u32) -> Pl
     let waiting = rep["waiting"].as_u64().unwrap_or(0);
     let stalls = rep["stalls"].as_u64().unwrap_or(0);
     let holes = rep["holes"].as_u64().unwrap_or(0);
+    let start_stalls = rep["startStalls"].as_u64().unwrap_or(0);
+    let placements = rep["placements"].as_u64().unwrap_or(0);
     f.check(
         waiting == 0,
         "no `waiting` events after playback started",
@@ -107,9 +109,11 @@ pub fn check_playback(f: &Findings, rep: &serde_json::Value, seconds: u32) -> Pl
             )
         },
     );
-    f.check(stalls == 0, "no hls.js bufferStalledError", || {
-        format!("{stalls}: {}", rep["errors"])
-    });
+    f.check(
+        stalls == 0,
+        "no hls.js bufferStalledError after the first frame",
+        || format!("{stalls}: {}", rep["errors"]),
+    );
     f.check(holes == 0, "no hls.js bufferSeekOverHole", || {
         format!("{holes}: {}", rep["errors"])
     });
@@ -135,7 +139,7 @@ pub fn check_playback(f: &Findings, rep: &serde_json::Value, seconds: u32) -> Pl
         pdt_latency_p90: quantile(&pdt, 0.9),
     };
     eprintln!(
-        "hls.js: first frame after {started_at:.2}s, latency p50 {:.3}s, date latency p50 {:.3}s p90 {:.3}s (target {}), waiting {waiting}, stalls {stalls}, holes {holes}",
+        "hls.js: first frame after {started_at:.2}s, latency p50 {:.3}s, date latency p50 {:.3}s p90 {:.3}s (target {}), waiting {waiting}, stalls {stalls}, holes {holes} (before the first frame: {start_stalls} stalls, {placements} start placements by seek)",
         p.latency_p50,
         p.pdt_latency_p50,
         p.pdt_latency_p90,

@@ -29,7 +29,7 @@ const pageHtml = (origin) => `<!doctype html><html><body>
 <script src="${new URL(src).origin}/assets/rungs-latency.js"></script>
 <script>
 performance.setResourceTimingBufferSize(100000);
-window.report = { events: [], waiting: 0, stalls: 0, holes: 0, errors: [], samples: [], switched: [], trace: [], started: null, firstFrameMs: null, levels: [] };
+window.report = { events: [], waiting: 0, stalls: 0, holes: 0, placements: 0, startStalls: 0, placed: false, errors: [], samples: [], switched: [], trace: [], started: null, firstFrameMs: null, levels: [] };
 const t0 = performance.now();
 window.report.t0Ms = t0;
 const now = () => (performance.now() - t0) / 1000;
@@ -64,8 +64,20 @@ window.report.calls = [];
   wrap('backtrack', (a, r) => [sn(a[0])]);
 }
 hls.on(Hls.Events.ERROR, (e, d) => {
-  if (d.details === 'bufferStalledError') window.report.stalls++;
-  if (d.details === 'bufferSeekOverHole') window.report.holes++;
+  // Before the first frame a stall only delays it (time to first frame
+  // measures that); after it, the viewer sees the picture stop.
+  if (d.details === 'bufferStalledError') {
+    if (window.report.started === null) window.report.startStalls++;
+    else window.report.stalls++;
+  }
+  // hls.js places the playhead at the live start itself: its stream
+  // controller once the main buffer has media, or, when its gap controller's
+  // poll sees the buffer first, by a "seek over hole" from 0 before anything
+  // played. That first placement is no hole in the stream; any later one is.
+  if (d.details === 'bufferSeekOverHole') {
+    if (!window.report.placed && window.report.started === null) window.report.placements++;
+    else window.report.holes++;
+  }
   window.report.errors.push({ type: d.type, details: d.details, fatal: d.fatal, t: now(), reason: d.reason || (d.error && String(d.error.message)) || '' });
 });
 v.addEventListener('playing', () => {
@@ -76,7 +88,10 @@ v.addEventListener('waiting', () => {
   if (window.report.started !== null) window.report.waiting++;
   window.report.events.push(['waiting', v.currentTime, now()]);
 });
-v.addEventListener('seeking', () => window.report.events.push(['seeking', v.currentTime, now()]));
+v.addEventListener('seeking', () => {
+  window.report.placed = true;
+  window.report.events.push(['seeking', v.currentTime, now()]);
+});
 hls.on(Hls.Events.LEVEL_SWITCHED, (e, d) => window.report.switched.push({ level: d.level, t: now() }));
 hls.on(Hls.Events.FRAG_LOADING, (e, d) => window.report.events.push(['loading', d.frag.type, d.frag.level, d.frag.sn, d.part ? d.part.index : -1, now()]));
 hls.on(Hls.Events.AUDIO_TRACK_LOADED, (e, d) => window.report.events.push(['atrack', d.details.endSN, d.details.lastPartSn, d.details.lastPartIndex, +d.details.edge.toFixed(3), now()]));

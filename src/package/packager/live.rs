@@ -91,7 +91,16 @@ pub(super) struct AudioTrack {
     /// The audio segment with this MSN starts with EXT-X-DISCONTINUITY:
     /// audio reaches a cut after video does, so the mark waits for it.
     pub discontinuity_at: Option<u64>,
+    /// A raw frame of silence for this configuration, where one can be made
+    /// without an encoder ([`crate::media::aac::silent_frame`]).
+    pub silence: Option<Bytes>,
 }
+
+/// The longest hole in a publisher's audio filled with silence. Players
+/// buffer audio and video together and stop at a hole in either; a longer
+/// jump is a publisher that restarted its audio clock, and its audio starts
+/// again where that clock says.
+const MAX_SILENCE_FILL_S: u64 = 10;
 
 #[derive(Debug)]
 pub(super) struct AudioFrame {
@@ -223,12 +232,31 @@ impl Live {
             return;
         };
         let rate = a.params.sample_rate;
-        let Some(dts) = a.place(to_track(t, rate)) else {
+        let Some((dts, fill)) = a.place(to_track(t, rate)) else {
             return;
         };
+        let mut dropped = 0;
+        if let (Some(silence), true) = (&a.silence, fill > 0) {
+            METRICS
+                .audio_silence_frames
+                .with_label_values(&[&p.channel_id])
+                .inc_by(fill);
+            let spf = u64::from(a.params.samples_per_frame.max(1));
+            for k in (1..=fill).rev() {
+                let at = dts - k * spf;
+                dropped += a.aligner.hold(
+                    to_timeline(at, rate),
+                    AudioFrame {
+                        dts: at,
+                        data: silence.clone(),
+                        arrival,
+                    },
+                );
+            }
+        }
         // The aligner decides segments by where the frame is placed, not by
         // the publisher's clock: the two differ by up to a frame.
-        let dropped = a.aligner.hold(
+        dropped += a.aligner.hold(
             to_timeline(dts, rate),
             AudioFrame {
                 dts,
@@ -474,20 +502,28 @@ impl Live {
 }
 
 impl AudioTrack {
-    /// The decode time (track ticks) of a frame the publisher stamped `ts`,
-    /// or `None` when it overlaps audio already placed.
-    fn place(&mut self, ts: u64) -> Option<u64> {
+    /// The decode time (track ticks) of a frame the publisher stamped `ts`
+    /// and how many silent frames go before it to fill a hole, or `None` when
+    /// it overlaps audio already placed.
+    fn place(&mut self, ts: u64) -> Option<(u64, u64)> {
         let spf = u64::from(self.params.samples_per_frame.max(1));
-        let dts = match self.next_ts {
+        let max_fill = u64::from(self.params.sample_rate) * MAX_SILENCE_FILL_S;
+        let (dts, fill) = match self.next_ts {
             // Within a frame of where counting says: count, so that
             // millisecond rounding in the publisher's clock never shows.
-            Some(expected) if ts.abs_diff(expected) <= spf => expected,
+            Some(expected) if ts.abs_diff(expected) <= spf => (expected, 0),
             Some(expected) if ts < expected => return None,
+            // Frames lost or dropped before they reached the node: silence
+            // in their place, the frame where counting puts it.
+            Some(expected) if self.silence.is_some() && ts - expected <= max_fill => {
+                let fill = (ts - expected + spf / 2) / spf;
+                (expected + fill * spf, fill)
+            }
             // The publisher's audio clock jumped: resynchronise.
-            _ => ts,
+            _ => (ts, 0),
         };
         self.next_ts = Some(dts + spf);
-        Some(dts)
+        Some((dts, fill))
     }
 
     /// Packages one placed AAC frame.

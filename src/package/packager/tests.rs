@@ -350,6 +350,79 @@ async fn a_later_stream_after_the_end_starts_a_new_playlist() {
     assert!(!text.contains("#EXT-X-DISCONTINUITY\n"));
 }
 
+/// The samples of a part or segment: its truns' counts, found by fourcc.
+fn trun_samples(fragments: &[u8]) -> u64 {
+    fragments
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"trun")
+        .map(|(at, _)| {
+            u64::from(u32::from_be_bytes(
+                fragments[at + 8..at + 12].try_into().expect("4 bytes"),
+            ))
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn lost_audio_frames_become_silence_and_leave_no_hole() {
+    let mut rig = Rig::new("pk-audio-holes");
+    rig.configs(320, true, 0);
+    // AAC frames 100-102 and 300-301 never arrive (lost RTP packets, or an
+    // encoder that skipped them): the next frames' timestamps jump ahead.
+    let lost = |p: &Packet| {
+        let k = (p.dts / 90 * 44_100 + 1_023_999) / 1_024_000;
+        p.track == TrackKind::Audio && ((100..103).contains(&k) || (300..302).contains(&k))
+    };
+    let packets: Vec<Packet> = media(0, 11, 60, true)
+        .into_iter()
+        .filter(|p| !lost(p))
+        .collect();
+    assert_eq!(
+        media(0, 11, 60, true).len() - packets.len(),
+        5,
+        "the test drops five frames"
+    );
+    rig.feed(packets, 0);
+    let audio = rig.playlist("audio").await;
+    let silence = crate::media::aac::silent_frame(&audio_params()).expect("AAC-LC stereo");
+    let (mut expected, mut silent) = (None, 0);
+    for uri in part_uris(&audio) {
+        let f = rig.store.media_file("audio", &uri).await.expect("part");
+        let t = tfdt(&f.bytes);
+        if let Some(e) = expected {
+            assert_eq!(t, e, "{uri}: a hole or an overlap before it");
+        }
+        expected = Some(t + trun_samples(&f.bytes) * 1024);
+        silent += f
+            .bytes
+            .windows(silence.len())
+            .filter(|w| *w == &silence[..])
+            .count();
+    }
+    assert_eq!(silent, 5, "one silent frame per lost frame");
+    // Every segment is as long as the frames it holds.
+    let segments: Vec<&str> = values(&audio, "")
+        .into_iter()
+        .filter(|l| l.ends_with(".m4s"))
+        .collect();
+    for (uri, extinf) in segments.iter().zip(extinfs(&audio)) {
+        let f = rig.store.media_file("audio", uri).await.expect("segment");
+        let held = trun_samples(&f.bytes) as f64 * 1024.0 / 44_100.0;
+        assert!(
+            (held - extinf).abs() < 1e-4,
+            "{uri}: EXTINF {extinf} for {held} s of frames"
+        );
+    }
+    assert_eq!(
+        METRICS
+            .audio_silence_frames
+            .with_label_values(&["pk-audio-holes"])
+            .get(),
+        5
+    );
+}
+
 #[tokio::test]
 async fn audio_waits_for_video() {
     let mut rig = Rig::new("pk-audio-first");

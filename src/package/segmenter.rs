@@ -176,14 +176,6 @@ impl Segmenter {
                 .saturating_add(u32::try_from(self.lent).unwrap_or(u32::MAX));
             self.lent = 0;
         }
-        // A sample longer than a part (a publisher stall) would make its part
-        // break "MUST be less than or equal to the Part Target Duration"
-        // (RFC 8216bis 4.4.4.9); shortening it leaves a hole in the media
-        // timeline instead, which players step over.
-        let clamped = u64::from(sample.duration) > target;
-        if clamped {
-            sample.duration = u32::try_from(target).unwrap_or(u32::MAX);
-        }
         let mut dur = u64::from(sample.duration);
 
         // A hole or overlap in the timeline: samples inside a fragment are
@@ -194,32 +186,52 @@ impl Segmenter {
             self.close_part(&mut out);
         }
         if let (CutPolicy::Keyframes { max, .. }, Some(seg)) = (self.rules.cuts, &self.segment)
-            && (sample.dts + dur).saturating_sub(seg.start) > max
+            && (sample.dts + dur.min(target)).saturating_sub(seg.start) > max
         {
             let next = self.msn + 1;
             self.end_segment(&mut out, next);
         }
+        // What of this sample's time goes to its successor: it starts that
+        // much earlier and lasts that much longer (a frame shown early, no
+        // hole in the timeline; a long loan passes on, frame by frame, each
+        // shown for up to a part). Only before a sample known not to be a
+        // keyframe, which may start a segment that audio and the other
+        // renditions cut at its own time; and at most three parts (a WebRTC
+        // publisher's freeze after packet loss), so a stall of seconds stays
+        // a hole players step over rather than seconds of slow motion.
+        let lendable = |rest: u64| {
+            if next_is_keyframe == Some(false) {
+                rest.min(3 * target)
+            } else {
+                0
+            }
+        };
         if let Some(p) = &self.part
             && p.duration + dur > target
         {
             let room = target - p.duration;
-            if !clamped && next_is_keyframe == Some(false) && room * 100 > target * 15 {
+            if next_is_keyframe == Some(false) && room * 100 > target * 15 {
                 // A late or dropped frame before this one's successor: the
                 // part closed now would be under 85% of PART-TARGET, which
                 // RFC 8216bis 4.4.4.9 allows only a segment's last part
                 // ("The duration of each Partial Segment MUST be at least 85%
                 // of the Part Target Duration"). The sample fills the part
-                // instead and its successor starts that much earlier: one
-                // frame is shown early, the timeline has no hole. Never before
-                // a keyframe, which may start a segment that audio and the
-                // other renditions cut at its own time.
-                self.lent = dur - room;
+                // instead and lends the rest.
+                self.lent = lendable(dur - room);
                 dur = room;
-                sample.duration = u32::try_from(room).unwrap_or(u32::MAX);
             } else {
                 self.close_part(&mut out);
             }
         }
+        // A sample longer than a part (a publisher stall, or a loan) would
+        // make its part break "MUST be less than or equal to the Part Target
+        // Duration" (4.4.4.9): it gets one part and lends the rest where it
+        // can; what is left is a hole in the timeline.
+        if dur > target {
+            self.lent = lendable(dur - target);
+            dur = target;
+        }
+        sample.duration = u32::try_from(dur).unwrap_or(u32::MAX);
 
         let seg = self.segment.get_or_insert_with(|| {
             out.push(Event::SegmentStart {
@@ -246,9 +258,8 @@ impl Segmenter {
         });
         part.duration += dur;
         part.samples.push(sample);
-        let part_full = clamped
-            || part.duration >= target
-            || part.samples.len() >= self.rules.samples_per_part as usize;
+        let part_full =
+            part.duration >= target || part.samples.len() >= self.rules.samples_per_part as usize;
 
         match self.rules.cuts {
             CutPolicy::Keyframes { min, max } => {

@@ -19,6 +19,9 @@ struct Source {
     /// Every n-th frame (keyframes aside) never arrives, as an encoder under
     /// load drops them; 0 drops none.
     drop_every: i64,
+    /// With `drop_every`: how many frames each drop loses (a publisher's
+    /// freeze after packet loss when more than a part's worth).
+    drop_run: i64,
 }
 
 struct Frame {
@@ -32,7 +35,9 @@ impl Source {
         (0..self.frames)
             .filter(|&i| {
                 let keyframe = i == 0 || (self.gop > 0 && i % self.gop == 0);
-                keyframe || self.drop_every == 0 || i % self.drop_every != self.drop_every - 1
+                keyframe
+                    || self.drop_every == 0
+                    || i % self.drop_every < self.drop_every - self.drop_run
             })
             .map(|i| {
                 let ms = i * 1000 * self.fps_den / self.fps_num;
@@ -193,7 +198,20 @@ fn check(src: Source, want_keyframe_starts: bool) -> Vec<Seg> {
                         .collect::<Vec<_>>()
                 );
             }
-            assert_eq!(p.dts, next_dts, "tfdt continues the previous part");
+            // A freeze that ends at a keyframe cannot lend it time (that
+            // would move the segment's start): the frame before it gets a
+            // part and the rest of the freeze stays a hole.
+            let frame = 90_000 * src.fps_den as u64 / src.fps_num as u64;
+            let freeze = (src.drop_run as u64 + 1) * frame;
+            if j == 0 && p.independent && src.drop_run > 1 && freeze > run.part_target {
+                assert!(
+                    (next_dts..next_dts + freeze).contains(&p.dts),
+                    "segment {i} starts {} after the last part ended",
+                    p.dts as i64 - next_dts as i64
+                );
+            } else {
+                assert_eq!(p.dts, next_dts, "tfdt continues the previous part");
+            }
             next_dts = p.dts + p.duration;
             let sum: u64 = p.samples.iter().map(|s| u64::from(s.duration)).sum();
             assert_eq!(sum, p.duration);
@@ -219,6 +237,7 @@ fn src(fps_num: i64, fps_den: i64, gop_secs: f64) -> Source {
         bframes: false,
         frames: (20.0 * fps) as i64,
         drop_every: 0,
+        drop_run: 1,
     }
 }
 
@@ -291,7 +310,24 @@ fn dropped_frames_never_leave_a_part_short_or_a_hole() {
 }
 
 #[test]
-fn a_stall_is_clamped_and_restarts_the_fragment() {
+fn a_freeze_longer_than_a_part_leaves_no_short_part_or_hole() {
+    // 150-400 ms without a frame, mid-GOP, at every phase against the parts.
+    for (fps, drop_every, drop_run) in [
+        (20, 13, 3),
+        (20, 17, 5),
+        (20, 19, 7),
+        (30, 17, 9),
+        (30, 23, 5),
+    ] {
+        let mut s = src(fps, 1, 2.0);
+        s.drop_every = drop_every;
+        s.drop_run = drop_run;
+        check(s, true);
+    }
+}
+
+#[test]
+fn a_stall_fills_its_part_lends_three_parts_and_leaves_the_rest_a_hole() {
     let rules = Rules {
         part_target: 18_180,
         samples_per_part: 6,
@@ -310,27 +346,35 @@ fn a_stall_is_clamped_and_restarts_the_fragment() {
         data: Bytes::new(),
     };
     let mut ev = seg.push(sample(0, 3000, true), now, Some(false));
-    // A one-second hole after the second frame.
+    // A one-second hole after the second frame, then frames every 3000.
     ev.extend(seg.push(sample(3000, 90_000, false), now, Some(false)));
-    ev.extend(seg.push(sample(93_000, 3000, false), now, Some(false)));
-    let parts: Vec<&Part> = ev
+    for dts in [93_000, 96_000, 99_000, 102_000] {
+        ev.extend(seg.push(sample(dts, 3000, false), now, Some(false)));
+    }
+    ev.extend(seg.push(sample(105_000, 3000, false), now, None));
+    ev.extend(seg.cut(108_000, 8));
+    let placed: Vec<(u64, u64)> = ev
         .iter()
         .filter_map(|e| match e {
-            Event::Part(p) => Some(p),
+            Event::Part(p) => Some((p.dts, p.duration)),
             _ => None,
         })
         .collect();
-    // The long frame does not fit after the first one, and being clamped it
-    // closes its own part so the next frame's fragment carries its real tfdt.
-    let durations: Vec<u64> = parts.iter().map(|p| p.duration).collect();
-    assert_eq!(durations, [3000, 18_180]);
-    let more = seg.push(sample(96_000, 3000, false), now, None);
-    assert!(
-        more.is_empty(),
-        "the frame after the hole opened a new part"
+    // The long frame fills the first part (no part under 85%) and lends
+    // three parts' time: the frames after it start that much early, each
+    // shown for a part until the loan is paid back, and the rest of the
+    // second is a hole.
+    let loan = 3 * 18_180;
+    assert_eq!(
+        placed,
+        [
+            (0, 18_180),
+            (93_000 - loan, 18_180),
+            (93_000 - loan + 18_180, 18_180),
+            (93_000 - loan + 2 * 18_180, 18_180),
+            (93_000, 15_000),
+        ]
     );
-    let tail = seg.cut(99_000, 8);
-    assert!(matches!(&tail[0], Event::Part(p) if p.dts == 93_000 && p.duration == 6000));
     assert_eq!(seg.msn(), 8);
 }
 

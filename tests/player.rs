@@ -135,3 +135,80 @@ fn browser_hlsjs_plays_ladder_60s() {
     }
     f.assert_empty("browser_hlsjs_plays_ladder_60s");
 }
+
+/// hls.js 1.7 can take a segment for buffered that it never loaded (a part
+/// that finished buffering after the playlist update completing its
+/// segment): it stops where that segment starts. The page is made to reach
+/// that state on purpose (tests/player/stuck.mjs); with the node's player
+/// helper playback goes on within two seconds, without it hls.js stays
+/// stopped (which shows the fault is real).
+#[test]
+fn browser_hlsjs_helper_ends_a_stall_on_a_segment_never_loaded() {
+    require_browser();
+    let node = Node::start(NodeConfig::default());
+    let http = Http::new();
+    let ch = node.create_channel_with_ladder("stuck", "passthrough");
+    let publisher = Publisher::start(
+        &node.rtmp_url(&ch.stream_key),
+        &PubOpts::default(),
+        &node.data_dir,
+    );
+    node.attach_log(&publisher.log_path);
+    wait_playlist(
+        &http,
+        &node.media_url(&ch.id, "source"),
+        2,
+        Duration::from_secs(25),
+    )
+    .unwrap_or_else(|| panic!("no playlist; ffmpeg:\n{}", publisher.log()));
+
+    let f = Findings::default();
+    let mut resumed_after = Vec::new();
+    for helper in ["on", "off"] {
+        let v = run_page_script(
+            "tests/player/stuck.mjs",
+            &[&node.master_url(&ch.id), "16", helper],
+        );
+        let rep = &v["report"];
+        assert!(v["ok"] == true, "helper {helper}: {v}");
+        let marked = rep["markedAt"].as_f64().expect("the victim was marked");
+        let events: Vec<(String, f64, f64)> = rep["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some((e[0].as_str()?.to_owned(), e[1].as_f64()?, e[2].as_f64()?)))
+            .collect();
+        let stall = events
+            .iter()
+            .find(|(e, t, _)| e == "waiting" && *t > marked)
+            .map(|&(_, t, _)| t);
+        let resumed = stall.and_then(|s| {
+            events
+                .iter()
+                .find(|(e, t, _)| e == "playing" && *t > s)
+                .map(|&(_, t, _)| t - s)
+        });
+        eprintln!(
+            "helper {helper}: victim {} marked at {marked:.2} s, stalled at {stall:?}, playing again after {resumed:?} s; end {}",
+            rep["victim"], rep["end"]
+        );
+        f.check(stall.is_some(), "the marked segment stops hls.js", || {
+            format!("helper {helper}: {}", rep["events"])
+        });
+        resumed_after.push(resumed);
+    }
+    // The helper waits half a second, then for the next segment to be
+    // listed (up to one segment) and hls.js to load its first part.
+    let (with, without) = (resumed_after[0], resumed_after[1]);
+    f.check(
+        with.is_some_and(|r| r < 4.0),
+        "with the helper, playback goes on within 4 s",
+        || format!("{with:?}"),
+    );
+    f.check(
+        without.is_none_or(|r| with.is_some_and(|w| r > w + 2.0)),
+        "without the helper, hls.js stays stopped at least 2 s longer",
+        || format!("with {with:?}, without {without:?}"),
+    );
+    f.assert_empty("browser_hlsjs_helper_ends_a_stall_on_a_segment_never_loaded");
+}

@@ -8,11 +8,35 @@
 // behind, for good. This plays up to 1.5x towards hls.js's target latency
 // while over 0.3 s stays buffered, and at 0.95x when under 0.25 s is left (a
 // publisher whose clock runs a little slow) rather than stall.
+//
+// It also ends one hls.js 1.7 stall: when a part finishes buffering after
+// the playlist update that completed its segment (its start-up burst on a
+// busy machine), hls.js takes the whole segment for buffered, never loads
+// the rest, and waits several seconds for its own live-sync seek. Stalled
+// for over half a second with nothing buffered ahead while the playlist
+// lists a segment after the buffer's end, the player seeks to that
+// segment's start, which hls.js loads afresh (what is left of the stuck one
+// is skipped).
 window.rungsHoldLatency = function (hls, video) {
+  let played = false;
+  let stuckSince = null;
+  video.addEventListener('playing', () => { played = true; });
   return setInterval(() => {
+    const ahead = video.buffered.length ? video.buffered.end(video.buffered.length - 1) - video.currentTime : 0;
+    const d = hls.latestLevelDetails;
+    // The first segment past what is buffered: the stuck one ends there or later.
+    const next = d && d.fragments.concat(d.fragmentHint || []).find((f) => f.start > video.currentTime + ahead + 0.05);
+    const stuck = played && next && !video.paused && !video.seeking && video.readyState < 3 && ahead < 0.1;
+    if (!stuck) {
+      stuckSince = null;
+    } else if (stuckSince === null) {
+      stuckSince = performance.now();
+    } else if (performance.now() - stuckSince > 600) {
+      stuckSince = null;
+      video.currentTime = next.start;
+    }
     const behind = hls.latency - hls.targetLatency;
     if (video.paused || !video.buffered.length || !Number.isFinite(behind)) return;
-    const ahead = video.buffered.end(video.buffered.length - 1) - video.currentTime;
     let rate = 1;
     if (ahead < 0.25) rate = 0.95;
     else if (behind > 0.1 && ahead > 0.3) rate = Math.min(1.5, Math.round(40 / (1 + Math.exp(-0.75 * behind))) / 20);

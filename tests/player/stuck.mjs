@@ -1,0 +1,54 @@
+// hls.js stuck on a segment it believes buffered, with and without the
+// node's player helper (/assets/rungs-latency.js), for tests/player.rs.
+//
+// usage: node tests/player/stuck.mjs <multivariant URL> <seconds> <helper: on|off>
+//
+// Three seconds after the first frame the page makes hls.js's fragment
+// tracker report the segment two after the playlist's last complete one as
+// fully buffered: the state hls.js 1.7 reaches by itself when a part
+// finishes buffering after the playlist update that completed its segment.
+// hls.js then never loads that segment and playback stops where it starts.
+// Prints one JSON line: the victim segment, when it was marked, and every
+// waiting/playing/seeking event with the playhead.
+import { runPlayer } from './harness.mjs';
+
+const [src, secondsArg, helper] = process.argv.slice(2);
+const seconds = Number(secondsArg || 15);
+
+const pageHtml = (origin) => `<!doctype html><html><body>
+<video id="v" muted playsinline autoplay style="width:640px"></video>
+<script src="${origin}/hls.min.js"></script>
+<script src="${new URL(src).origin}/assets/rungs-latency.js"></script>
+<script>
+const t0 = performance.now();
+const now = () => +((performance.now() - t0) / 1000).toFixed(3);
+window.report = { started: null, victim: null, markedAt: null, events: [], end: null };
+const v = document.getElementById('v');
+const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
+window.hls = hls;
+for (const e of ['waiting', 'playing', 'seeking']) {
+  v.addEventListener(e, () => window.report.events.push([e, now(), +v.currentTime.toFixed(3)]));
+}
+v.addEventListener('playing', () => {
+  if (window.report.started !== null) return;
+  window.report.started = now();
+  setTimeout(() => {
+    const tracker = hls.streamController.fragmentTracker;
+    const victim = hls.latestLevelDetails.endSN + 2;
+    const getState = tracker.getState.bind(tracker);
+    tracker.getState = (frag) => (frag.type === 'main' && frag.sn === victim ? 'OK' : getState(frag));
+    window.report.victim = victim;
+    window.report.markedAt = now();
+  }, 3000);
+});
+setInterval(() => { window.report.end = [now(), +v.currentTime.toFixed(3)]; }, 250);
+hls.on(Hls.Events.MANIFEST_PARSED, () => v.play().catch(() => {}));
+if (${JSON.stringify(helper)} === 'on') rungsHoldLatency(hls, v);
+hls.loadSource(${JSON.stringify(src)});
+hls.attachMedia(v);
+</script></body></html>`;
+
+const out = { ok: true };
+await runPlayer(pageHtml, out, async ({ page }) => {
+  await page.waitForTimeout(seconds * 1000);
+});

@@ -39,7 +39,7 @@ hls.on(Hls.Events.MANIFEST_PARSED, (e, d) => {
   const i = d.levels.findIndex((l) => l.height === h);
   window.report.level = d.levels[i] ? d.levels[i].height : null;
   hls.currentLevel = i;
-  v.play().catch(() => {});
+  // Started by the muted autoplay attribute, as the README recommends.
 });
 // The node's playback rate control, as /play/<id> and the README use it.
 if (${JSON.stringify(player)} === 'hlsjs') rungsHoldLatency(hls, v);

@@ -126,7 +126,10 @@ hls.on(Hls.Events.MANIFEST_PARSED, (e, d) => {
   // from 200 ms parts on a loaded machine can switch twice within one
   // segment, which no stream can make seamless.
   hls.loadLevel = d.levels.length - 1;
-  v.play().catch(e => window.report.errors.push({ details: 'play(): ' + e, t: now() }));
+  // No play() here: the muted autoplay attribute starts playback once hls.js
+  // has placed the playhead at its start position (what the README tells
+  // sites to do). A play() this early lets hls.js's gap controller place it
+  // first, and hls.js seeks again just after the first frame.
 });
 // The node's own playback rate control, as /play/<id> and the README use it.
 rungsHoldLatency(hls, v);

@@ -19,6 +19,7 @@ const MAX_LATENCY_S: f64 = 1.0;
 #[test]
 fn browser_hlsjs_plays_ladder_60s() {
     require_browser();
+    let _turn = take_turn();
 
     let node = Node::start(NodeConfig::default());
     let http = Http::new();
@@ -145,6 +146,7 @@ fn browser_hlsjs_plays_ladder_60s() {
 #[test]
 fn browser_hlsjs_helper_ends_a_stall_on_a_segment_never_loaded() {
     require_browser();
+    let _turn = take_turn();
     let node = Node::start(NodeConfig::default());
     let http = Http::new();
     let ch = node.create_channel_with_ladder("stuck", "passthrough");

@@ -18,16 +18,20 @@
 // segment's start, which hls.js loads afresh (what is left of the stuck one
 // is skipped).
 window.rungsHoldLatency = function (hls, video) {
+  const nextSegment = (d, after) => {
+    if (!d) return null;
+    const f = d.fragments.find((s) => s.start > after);
+    return f || (d.fragmentHint && d.fragmentHint.start > after ? d.fragmentHint : null);
+  };
   let played = false;
   let stuckSince = null;
   video.addEventListener('playing', () => { played = true; });
   return setInterval(() => {
     const ahead = video.buffered.length ? video.buffered.end(video.buffered.length - 1) - video.currentTime : 0;
-    const d = hls.latestLevelDetails;
+    const stalled = played && !video.paused && !video.seeking && video.readyState < 3 && ahead < 0.1;
     // The first segment past what is buffered: the stuck one ends there or later.
-    const next = d && d.fragments.concat(d.fragmentHint || []).find((f) => f.start > video.currentTime + ahead + 0.05);
-    const stuck = played && next && !video.paused && !video.seeking && video.readyState < 3 && ahead < 0.1;
-    if (!stuck) {
+    const next = stalled ? nextSegment(hls.latestLevelDetails, video.currentTime + ahead + 0.05) : null;
+    if (!next) {
       stuckSince = null;
     } else if (stuckSince === null) {
       stuckSince = performance.now();

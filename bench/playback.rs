@@ -8,7 +8,8 @@
 //! each of {hls.js with the README's settings, hls.js with
 //! `lowLatencyMode` alone, Shaka Player with `streaming.lowLatencyMode`}
 //! held on the source and on the 160p rung, one
-//! after the other, for RUNGS_BENCH_SECONDS (default 60) each, and prints a
+//! after the other, for RUNGS_BENCH_SECONDS (default 60) each (only the
+//! players named in RUNGS_BENCH_PLAYERS, comma-separated, when set), and prints a
 //! table: median and p90 latency, stalls once playing, time to first frame.
 //! The goal is a median of at most 1.0 s and no stall in every row.
 //!
@@ -52,6 +53,17 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
+    let players: Vec<&str> = match std::env::var("RUNGS_BENCH_PLAYERS") {
+        Ok(list) => PLAYERS
+            .into_iter()
+            .filter(|p| list.split(',').any(|w| w.trim() == *p))
+            .collect(),
+        Err(_) => PLAYERS.to_vec(),
+    };
+    assert!(
+        !players.is_empty(),
+        "RUNGS_BENCH_PLAYERS names none of {PLAYERS:?}"
+    );
     let bin = release_binary();
     let mut rows = Vec::new();
 
@@ -69,7 +81,7 @@ fn main() {
         );
         node.attach_log(&publisher.log_path);
         wait_rungs(&node, &ch.id);
-        play_all(&node, &ch.id, "RTMP", secs, &mut rows);
+        play_all(&node, &ch.id, "RTMP", &players, secs, &mut rows);
     }
 
     let ns = Netns::new("bench_playback_whip");
@@ -80,13 +92,13 @@ fn main() {
             .expect("temp dir");
         let node = Node::start_in(tmp.path(), NodeConfig::default(), &bin);
         let ch = node.create_channel_with_ladder("playback-whip", "standard");
-        let total = (secs + 40) * (PLAYERS.len() * RENDITIONS.len()) as u32;
+        let total = (secs + 40) * (players.len() * RENDITIONS.len()) as u32;
         let mut peer = Peer::chromium(&node.whip_url(&ch.id), &ch.stream_key, total, tmp.path());
         node.attach_log(&peer.log_path);
         let p = peer.published(Duration::from_secs(30));
         assert_eq!(p.status, 201, "WHIP POST: {}", p.json);
         wait_rungs(&node, &ch.id);
-        play_all(&node, &ch.id, "WHIP", secs, &mut rows);
+        play_all(&node, &ch.id, "WHIP", &players, secs, &mut rows);
         // The figures are in: no need to wait for the publisher's DELETE.
         peer.kill();
     });
@@ -117,8 +129,15 @@ fn wait_rungs(node: &Node, id: &str) {
     }
 }
 
-fn play_all(node: &Node, id: &str, ingest: &'static str, secs: u32, rows: &mut Vec<Row>) {
-    for player in PLAYERS {
+fn play_all(
+    node: &Node,
+    id: &str,
+    ingest: &'static str,
+    players: &[&'static str],
+    secs: u32,
+    rows: &mut Vec<Row>,
+) {
+    for &player in players {
         for rendition in RENDITIONS {
             let v = run_page_script(
                 "bench/playback/play.mjs",

@@ -148,7 +148,9 @@ fn browser_hlsjs_plays_ladder_60s() {
 /// segment): it stops where that segment starts. The page is made to reach
 /// that state on purpose (tests/player/stuck.mjs); with the node's player
 /// helper playback goes on within two seconds, without it hls.js stays
-/// stopped (which shows the fault is real).
+/// stopped (which shows the fault is real). The stall also raises hls.js's
+/// target latency by a second: the helper lowers it again 20 s later,
+/// hls.js alone never does.
 #[test]
 fn browser_hlsjs_helper_ends_a_stall_on_a_segment_never_loaded() {
     require_browser();
@@ -160,10 +162,12 @@ fn browser_hlsjs_helper_ends_a_stall_on_a_segment_never_loaded() {
 
     let f = Findings::default();
     let mut resumed_after = Vec::new();
-    for helper in ["on", "off"] {
+    let mut last_target = Vec::new();
+    // With the helper long enough for it to forgive the stall (20 s).
+    for (helper, secs) in [("on", "34"), ("off", "16")] {
         let v = run_page_script(
             "tests/player/stuck.mjs",
-            &[&node.master_url(&ch.id), "16", helper],
+            &[&node.master_url(&ch.id), secs, helper],
         );
         let rep = &v["report"];
         assert!(v["ok"] == true, "helper {helper}: {v}");
@@ -192,7 +196,31 @@ fn browser_hlsjs_helper_ends_a_stall_on_a_segment_never_loaded() {
             format!("helper {helper}: {}", rep["events"])
         });
         resumed_after.push(resumed);
+        let targets: Vec<f64> = rep["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t[1].as_f64())
+            .collect();
+        let first = targets.first().copied().unwrap_or(f64::NAN);
+        f.check(
+            targets.iter().any(|&t| t > first + 0.5),
+            "hls.js raises its target latency after the stall",
+            || format!("helper {helper}: {targets:?}"),
+        );
+        last_target.push((first, targets.last().copied().unwrap_or(f64::NAN)));
     }
+    let ((first_on, last_on), (first_off, last_off)) = (last_target[0], last_target[1]);
+    f.check(
+        (last_on - first_on).abs() < 0.01,
+        "with the helper, the target latency is back at PART-HOLD-BACK 20 s after the stall",
+        || format!("first {first_on}, last {last_on}"),
+    );
+    f.check(
+        last_off > first_off + 0.5,
+        "without the helper, hls.js keeps the raised target",
+        || format!("first {first_off}, last {last_off}"),
+    );
     // The helper waits half a second, then for the next segment to be
     // listed (up to one segment) and hls.js to load its first part.
     let (with, without) = (resumed_after[0], resumed_after[1]);

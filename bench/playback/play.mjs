@@ -59,7 +59,9 @@ const shaka = (origin) => `<!doctype html><html><body>
   shaka.polyfill.installAll();
   const player = new shaka.Player();
   await player.attach(v);
-  player.configure({ streaming: { lowLatencyMode: true }, abr: { enabled: false } });
+  // The README's settings: low-latency mode, and sequence mode while Shaka
+  // 5.2 drops parts otherwise (see the README).
+  player.configure({ streaming: { lowLatencyMode: true }, manifest: { hls: { sequenceMode: true } }, abr: { enabled: false } });
   player.addEventListener('buffering', (e) => { if (e.buffering && window.report.started !== null) window.report.stalls++; });
   player.addEventListener('error', (e) => window.report.errors.push({ details: String(e.detail && e.detail.code), fatal: true, t: now() }));
   await player.load(${JSON.stringify(src)});

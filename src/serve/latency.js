@@ -17,6 +17,12 @@
 // lists a segment after the buffer's end, the player seeks to that
 // segment's start, which hls.js loads afresh (what is left of the stuck one
 // is skipped).
+//
+// hls.js adds a second to its target latency for every stall, for good (up
+// to a target duration). After 20 s without another stall the helper sets
+// the target back to the playlist's PART-HOLD-BACK (hls.targetLatency's
+// setter also clears hls.js's stall count), so one stall does not leave the
+// viewer a second further behind for the rest of the session.
 window.rungsHoldLatency = function (hls, video) {
   const nextSegment = (d, after) => {
     if (!d) return null;
@@ -25,6 +31,8 @@ window.rungsHoldLatency = function (hls, video) {
   };
   let played = false;
   let stuckSince = null;
+  let target = null;
+  let raisedAt = null;
   video.addEventListener('playing', () => { played = true; });
   return setInterval(() => {
     const ahead = video.buffered.length ? video.buffered.end(video.buffered.length - 1) - video.currentTime : 0;
@@ -39,6 +47,13 @@ window.rungsHoldLatency = function (hls, video) {
       stuckSince = null;
       video.currentTime = next.start;
     }
+    const d = hls.latestLevelDetails;
+    const floor = d ? d.partHoldBack || d.holdBack : 0;
+    if (floor > 0 && hls.targetLatency > floor + 0.01) {
+      if (target === null || hls.targetLatency > target + 0.01) raisedAt = performance.now();
+      if (performance.now() - raisedAt > 20000) hls.targetLatency = floor;
+    }
+    target = hls.targetLatency;
     const behind = hls.latency - hls.targetLatency;
     if (video.paused || !video.buffered.length || !Number.isFinite(behind)) return;
     let rate = 1;

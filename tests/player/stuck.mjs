@@ -8,8 +8,9 @@
 // fully buffered: the state hls.js 1.7 reaches by itself when a part
 // finishes buffering after the playlist update that completed its segment.
 // hls.js then never loads that segment and playback stops where it starts.
-// Prints one JSON line: the victim segment, when it was marked, and every
-// waiting/playing/seeking event with the playhead.
+// Prints one JSON line: the victim segment, when it was marked, every
+// waiting/playing/seeking event with the playhead, and hls.js's target
+// latency every 250 ms.
 import { runPlayer } from './harness.mjs';
 
 const [src, secondsArg, helper] = process.argv.slice(2);
@@ -22,7 +23,7 @@ const pageHtml = (origin) => `<!doctype html><html><body>
 <script>
 const t0 = performance.now();
 const now = () => +((performance.now() - t0) / 1000).toFixed(3);
-window.report = { started: null, victim: null, markedAt: null, events: [], end: null };
+window.report = { started: null, victim: null, markedAt: null, events: [], end: null, targets: [] };
 const v = document.getElementById('v');
 const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
 window.hls = hls;
@@ -41,7 +42,10 @@ v.addEventListener('playing', () => {
     window.report.markedAt = now();
   }, 3000);
 });
-setInterval(() => { window.report.end = [now(), +v.currentTime.toFixed(3)]; }, 250);
+setInterval(() => {
+  window.report.end = [now(), +v.currentTime.toFixed(3)];
+  if (Number.isFinite(hls.targetLatency)) window.report.targets.push([now(), +hls.targetLatency.toFixed(3)]);
+}, 250);
 hls.on(Hls.Events.MANIFEST_PARSED, () => v.play().catch(() => {}));
 if (${JSON.stringify(helper)} === 'on') rungsHoldLatency(hls, v);
 hls.loadSource(${JSON.stringify(src)});

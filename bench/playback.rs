@@ -74,11 +74,12 @@ fn main() {
             .expect("temp dir");
         let node = Node::start_in(tmp.path(), NodeConfig::default(), &bin);
         let ch = node.create_channel_with_ladder("playback-rtmp", "standard");
-        let publisher = Publisher::start(
-            &node.rtmp_url(&ch.stream_key),
-            &PubOpts::default(),
-            tmp.path(),
-        );
+        // Long enough for every row (the default stops after 5 minutes).
+        let opts = PubOpts {
+            max_seconds: (secs + 40) * (players.len() * RENDITIONS.len()) as u32,
+            ..PubOpts::default()
+        };
+        let publisher = Publisher::start(&node.rtmp_url(&ch.stream_key), &opts, tmp.path());
         node.attach_log(&publisher.log_path);
         wait_rungs(&node, &ch.id);
         play_all(&node, &ch.id, "RTMP", &players, secs, &mut rows);
@@ -158,6 +159,9 @@ fn play_all(
                 })
                 .unwrap_or_default();
             let mut note = format!("level {}p", rep["level"]);
+            if !rep["startAt"].is_null() {
+                note = format!("{note}, started at {}", rep["startAt"]);
+            }
             if v["ok"] != true {
                 note = format!("failed: {}", v["error"]);
             } else if !errors.is_empty() {

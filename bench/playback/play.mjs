@@ -63,7 +63,13 @@ const shaka = (origin) => `<!doctype html><html><body>
   // 5.2 drops parts otherwise (see the README).
   player.configure({ streaming: { lowLatencyMode: true }, manifest: { hls: { sequenceMode: true } }, abr: { enabled: false } });
   player.addEventListener('buffering', (e) => { if (e.buffering && window.report.started !== null) window.report.stalls++; });
-  player.addEventListener('error', (e) => window.report.errors.push({ details: String(e.detail && e.detail.code), fatal: true, t: now() }));
+  // The code and what Shaka attached to it (for a network error: the URI and the HTTP status).
+  player.addEventListener('error', (e) => window.report.errors.push({ details: String(e.detail && e.detail.code) + ' ' + JSON.stringify((e.detail && e.detail.data) || []).slice(0, 300), fatal: true, t: now() }));
+  v.addEventListener('playing', () => {
+    if (window.report.startAt) return;
+    const r = player.seekRange();
+    window.report.startAt = { t: now(), currentTime: v.currentTime, seekStart: r.start, seekEnd: r.end };
+  });
   await player.load(${JSON.stringify(src)});
   const tracks = player.getVariantTracks();
   const h = wanted(tracks.map((t) => t.height));

@@ -167,6 +167,29 @@ impl MediaPlaylist {
         }
     }
 
+    /// Whether an update shows the newest complete segment still open (its
+    /// parts, no EXTINF) until the next segment has a part. hls.js 1.7 takes
+    /// a segment for fully buffered when what it buffered ends within 0.2 s
+    /// (its fragment tracker's padding, one part here) of the segment's end:
+    /// if its start-up burst of parts up to the second-to-last is buffered
+    /// after the update that completed the segment, it attributes them to
+    /// the complete segment, never loads the last part, and stalls there
+    /// for about 6.5 s (then plays seconds behind). Listing the completion
+    /// one part later leaves that burst a part's time to be attributed to the
+    /// open segment, whose rest hls.js then loads. The first complete
+    /// segment is never held, so a listed rendition always has one.
+    pub fn holds_newest(&self) -> bool {
+        // A paused, retired or ended stream (no hint) has nothing to come.
+        !self.ended
+            && self.preload_hint.is_some()
+            && self.segments.len() >= 2
+            && self.open.as_ref().is_none_or(|o| o.parts.is_empty())
+            && self
+                .segments
+                .last()
+                .is_some_and(|s| !s.gap && !s.parts.is_empty())
+    }
+
     /// Whether the playlist holds complete segment `msn` or a later one.
     pub fn has_segment(&self, msn: u64) -> bool {
         self.last_msn().is_some_and(|last| last >= msn) || msn < self.media_sequence
@@ -221,8 +244,19 @@ impl MediaPlaylist {
     }
 }
 
-/// Renders a media playlist, as a delta update when `skip` asks for one.
-pub fn render_media(pl: &MediaPlaylist, skip: Option<Skip>, reports: &[RenditionReport]) -> String {
+/// Renders a media playlist, as a delta update when `skip` asks for one,
+/// with the newest segment shown open where `hold_newest` and
+/// [`MediaPlaylist::holds_newest`] say so.
+pub fn render_media(
+    pl: &MediaPlaylist,
+    skip: Option<Skip>,
+    reports: &[RenditionReport],
+    hold_newest: bool,
+) -> String {
+    let held = (hold_newest && pl.holds_newest())
+        .then(|| pl.segments.last())
+        .flatten();
+    let complete = &pl.segments[..pl.segments.len() - usize::from(held.is_some())];
     // RFC 8216bis 6.2.5.1: "A Server MUST ignore the _HLS_skip directive if
     // the Playlist [...] contains an EXT-X-ENDLIST tag."
     let skip = skip.filter(|_| !pl.ended);
@@ -274,7 +308,7 @@ pub fn render_media(pl: &MediaPlaylist, skip: Option<Skip>, reports: &[Rendition
     }
     let first_parts = pl.first_with_parts();
     let mut map: Option<&str> = None;
-    for (i, s) in pl.segments.iter().enumerate().skip(skipped) {
+    for (i, s) in complete.iter().enumerate().skip(skipped) {
         head(w, &s.head, &mut map);
         if i >= first_parts {
             for p in &s.parts {
@@ -287,12 +321,20 @@ pub fn render_media(pl: &MediaPlaylist, skip: Option<Skip>, reports: &[Rendition
         let _ = writeln!(w, "#EXTINF:{},", secs5(s.duration));
         line(w, &s.uri);
     }
-    if let Some(o) = &pl.open {
+    if let Some(s) = held {
+        head(w, &s.head, &mut map);
+        for p in &s.parts {
+            part(w, p);
+        }
+    } else if let Some(o) = &pl.open {
         head(w, &o.head, &mut map);
         for p in &o.parts {
             part(w, p);
         }
     }
+    // While the newest segment is held, the hint names the next segment's
+    // first part, as Apple's reference segmenter writes it between a
+    // segment's last part and the playlist update that completes it.
     if !pl.ended
         && let Some(uri) = &pl.preload_hint
     {

@@ -31,23 +31,32 @@ pub fn check_msn_alone(f: &Findings, http: &Http, src_url: &str) -> MediaPlaylis
 
 /// While a request is held, the blocked-requests gauge counts it.
 pub fn check_blocked_requests_gauge(f: &Findings, http: &Http, node: &Node, src_url: &str) {
-    let last = fetch_media(http, src_url, "").pl.last_msn().unwrap();
-    let h2 = http.clone();
-    let u = format!("{src_url}?_HLS_msn={}&_HLS_part=0", last + 2);
-    let th = std::thread::spawn(move || h2.get(&u));
-    std::thread::sleep(Duration::from_millis(300));
-    let m = node.metrics();
-    let g = m.sum("rungs_hls_blocked_requests", &[]);
+    // A playlist read in the part's time before the next segment starts
+    // shows the newest segment still open, so "two ahead" of its last
+    // complete one can come within that part: a second try is two whole
+    // segments ahead.
+    let mut gauge = Vec::new();
+    for _ in 0..2 {
+        let last = fetch_media(http, src_url, "").pl.last_msn().unwrap();
+        let h2 = http.clone();
+        let u = format!("{src_url}?_HLS_msn={}&_HLS_part=0", last + 2);
+        let th = std::thread::spawn(move || h2.get(&u));
+        std::thread::sleep(Duration::from_millis(300));
+        gauge.push(node.metrics().sum("rungs_hls_blocked_requests", &[]));
+        let r = th.join().unwrap();
+        f.check(
+            r.status == 200,
+            "blocking reload two segments ahead succeeds",
+            || format!("{} {}", r.status, r.url),
+        );
+        if gauge.iter().any(|&g| g >= 1.0) {
+            break;
+        }
+    }
     f.check(
-        g >= 1.0,
+        gauge.iter().any(|&g| g >= 1.0),
         "rungs_hls_blocked_requests counts a held request",
-        || format!("gauge {g}"),
-    );
-    let r = th.join().unwrap();
-    f.check(
-        r.status == 200,
-        "blocking reload two segments ahead succeeds",
-        || format!("{} {}", r.status, r.url),
+        || format!("gauge {gauge:?}"),
     );
 }
 

@@ -58,7 +58,7 @@ fn report() -> Vec<RenditionReport> {
 
 #[test]
 fn live_playlist() {
-    let text = render_media(&live(5), None, &report());
+    let text = render_media(&live(5), None, &report(), false);
     let expected_head = "#EXTM3U
 #EXT-X-VERSION:9
 #EXT-X-TARGETDURATION:2
@@ -99,7 +99,7 @@ s1-100.m4s
 #[test]
 fn delta_update_skips_segments_beyond_the_skip_boundary() {
     let pl = live(20);
-    let text = render_media(&pl, Some(Skip::Segments), &[]);
+    let text = render_media(&pl, Some(Skip::Segments), &[], false);
     // 20 segments of 2 s; the last 7 end within 12 s of the end.
     assert!(text.contains("#EXT-X-VERSION:9\n"));
     assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:100\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-SKIP:SKIPPED-SEGMENTS=13\n#EXT-X-MAP:URI=\"init-s1-0.mp4\"\n"), "{text}");
@@ -107,12 +107,12 @@ fn delta_update_skips_segments_beyond_the_skip_boundary() {
     assert!(text.contains("s1-113.m4s"));
     assert_eq!(text.matches("#EXTINF").count(), 7);
 
-    let v2 = render_media(&pl, Some(Skip::SegmentsAndDateRanges), &[]);
+    let v2 = render_media(&pl, Some(Skip::SegmentsAndDateRanges), &[], false);
     assert!(v2.contains("#EXT-X-VERSION:10\n"));
     assert!(v2.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=13,RECENTLY-REMOVED-DATERANGES=\"\"\n"));
 
     // Nothing old enough to skip: the full playlist, no SKIP tag.
-    let short = render_media(&live(5), Some(Skip::SegmentsAndDateRanges), &[]);
+    let short = render_media(&live(5), Some(Skip::SegmentsAndDateRanges), &[], false);
     assert!(!short.contains("EXT-X-SKIP"));
     assert!(short.contains("#EXT-X-VERSION:9\n"));
 }
@@ -129,7 +129,7 @@ fn ended_playlist() {
         parts: open.parts,
     });
     pl.ended = true;
-    let text = render_media(&pl, Some(Skip::Segments), &[]);
+    let text = render_media(&pl, Some(Skip::Segments), &[], false);
     assert!(text.contains("#EXT-X-SERVER-CONTROL:PART-HOLD-BACK=0.606\n"));
     assert!(!text.contains("PRELOAD-HINT"));
     assert!(!text.contains("EXT-X-SKIP"), "skip is ignored once ended");
@@ -149,7 +149,7 @@ fn discontinuity_with_new_init_and_a_gap() {
     open.head.discontinuity = true;
     open.head.map_uri = "init-s2-1.mp4".into();
     open.parts[0].uri = "s2-103.0.m4s".into();
-    let text = render_media(&pl, None, &[]);
+    let text = render_media(&pl, None, &[], false);
     assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:4\n"));
     assert!(
         text.contains("#EXT-X-GAP\n#EXTINF:2.00000,\ns1-101.m4s\n"),
@@ -261,4 +261,65 @@ fn durations_round_down_to_ten_microseconds() {
     assert_eq!(secs5(Duration::from_secs(2)), "2.00000");
     assert_eq!(secs5(Duration::from_nanos(9_999)), "0.00000");
     assert_eq!(secs5(Duration::from_millis(61_234)), "61.23400");
+}
+
+/// `n` complete segments whose successor has no part yet.
+fn just_completed(n: u64) -> MediaPlaylist {
+    let mut pl = live(n);
+    pl.open = Some(OpenSegment {
+        head: head(100 + n),
+        parts: Vec::new(),
+    });
+    pl.preload_hint = Some(format!("s1-{}.0.m4s", 100 + n));
+    pl
+}
+
+#[test]
+fn the_newest_segment_is_listed_complete_once_its_successor_has_a_part() {
+    let held = render_media(&just_completed(3), None, &[], true);
+    assert!(held.contains("#EXTINF:2.00000,\ns1-101.m4s\n"), "{held}");
+    assert!(!held.contains("s1-102.m4s\n"), "{held}");
+    assert!(
+        held.contains("#EXT-X-PART:DURATION=0.20000,URI=\"s1-102.9.m4s\"\n"),
+        "{held}"
+    );
+    assert!(
+        held.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s1-103.0.m4s\"\n"),
+        "{held}"
+    );
+    assert!(
+        !held.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:26"),
+        "{held}"
+    );
+    // Asked not to hold, or once the next segment has a part, it is complete.
+    let plain = render_media(&just_completed(3), None, &[], false);
+    assert!(plain.contains("#EXTINF:2.00000,\ns1-102.m4s\n"), "{plain}");
+    assert!(
+        plain.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s1-103.0.m4s\"\n"),
+        "{plain}"
+    );
+    let next = render_media(&live(3), None, &[], true);
+    assert!(next.contains("#EXTINF:2.00000,\ns1-102.m4s\n"), "{next}");
+    assert!(next.contains("PRELOAD-HINT"), "{next}");
+}
+
+#[test]
+fn the_first_segment_a_gap_and_an_ended_playlist_are_never_held() {
+    assert!(!just_completed(1).holds_newest());
+    assert!(just_completed(2).holds_newest());
+    let mut gap = just_completed(2);
+    if let Some(s) = gap.segments.last_mut() {
+        s.gap = true;
+        s.parts.clear();
+    }
+    assert!(!gap.holds_newest());
+    let mut paused = just_completed(2);
+    paused.preload_hint = None;
+    assert!(!paused.holds_newest());
+    let mut ended = just_completed(2);
+    ended.ended = true;
+    ended.open = None;
+    assert!(!ended.holds_newest());
+    let text = render_media(&ended, None, &[], true);
+    assert!(text.contains("s1-101.m4s\n#EXT-X-ENDLIST"), "{text}");
 }

@@ -138,12 +138,15 @@ impl ChannelStore {
                 // A first load before any media would be an empty playlist.
                 !pl.segments.is_empty() || pl.open.as_ref().is_some_and(|o| !o.parts.is_empty())
             };
-            ready.then(|| Ok(self.render(inner, rendition, req.skip)))
+            // A request for a segment alone (`_HLS_msn` without `_HLS_part`)
+            // was answered because that segment is complete: show it so.
+            let hold = req.msn.is_none() || req.part.is_some();
+            ready.then(|| Ok(self.render(inner, rendition, req.skip, hold)))
         })
         .await
     }
 
-    fn render(&self, inner: &Inner, rendition: &str, skip: Option<Skip>) -> String {
+    fn render(&self, inner: &Inner, rendition: &str, skip: Option<Skip>, hold: bool) -> String {
         let mut reports = Vec::new();
         let mut pl = None;
         for r in &inner.renditions {
@@ -169,7 +172,7 @@ impl ChannelStore {
                 last_part,
             });
         }
-        pl.map(|pl| playlist::render_media(pl, skip, &reports))
+        pl.map(|pl| playlist::render_media(pl, skip, &reports, hold))
             .unwrap_or_default()
     }
 

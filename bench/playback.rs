@@ -64,6 +64,9 @@ fn main() {
         !players.is_empty(),
         "RUNGS_BENCH_PLAYERS names none of {PLAYERS:?}"
     );
+    // Each row plays `secs` after up to 40 s of start-up: a publisher must
+    // last them all.
+    let publish_secs = (secs + 40) * (players.len() * RENDITIONS.len()) as u32;
     let bin = release_binary();
     let mut rows = Vec::new();
 
@@ -74,9 +77,9 @@ fn main() {
             .expect("temp dir");
         let node = Node::start_in(tmp.path(), NodeConfig::default(), &bin);
         let ch = node.create_channel_with_ladder("playback-rtmp", "standard");
-        // Long enough for every row (the default stops after 5 minutes).
+        // The default stops after 5 minutes.
         let opts = PubOpts {
-            max_seconds: (secs + 40) * (players.len() * RENDITIONS.len()) as u32,
+            max_seconds: publish_secs,
             ..PubOpts::default()
         };
         let publisher = Publisher::start(&node.rtmp_url(&ch.stream_key), &opts, tmp.path());
@@ -93,8 +96,12 @@ fn main() {
             .expect("temp dir");
         let node = Node::start_in(tmp.path(), NodeConfig::default(), &bin);
         let ch = node.create_channel_with_ladder("playback-whip", "standard");
-        let total = (secs + 40) * (players.len() * RENDITIONS.len()) as u32;
-        let mut peer = Peer::chromium(&node.whip_url(&ch.id), &ch.stream_key, total, tmp.path());
+        let mut peer = Peer::chromium(
+            &node.whip_url(&ch.id),
+            &ch.stream_key,
+            publish_secs,
+            tmp.path(),
+        );
         node.attach_log(&peer.log_path);
         let p = peer.published(Duration::from_secs(30));
         assert_eq!(p.status, 201, "WHIP POST: {}", p.json);

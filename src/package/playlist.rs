@@ -321,14 +321,12 @@ pub fn render_media(
         let _ = writeln!(w, "#EXTINF:{},", secs5(s.duration));
         line(w, &s.uri);
     }
-    if let Some(s) = held {
-        head(w, &s.head, &mut map);
-        for p in &s.parts {
-            part(w, p);
-        }
-    } else if let Some(o) = &pl.open {
-        head(w, &o.head, &mut map);
-        for p in &o.parts {
+    let open = held
+        .map(|s| (&s.head, &s.parts))
+        .or_else(|| pl.open.as_ref().map(|o| (&o.head, &o.parts)));
+    if let Some((h, parts)) = open {
+        head(w, h, &mut map);
+        for p in parts {
             part(w, p);
         }
     }

@@ -8,6 +8,10 @@
 use bytes::Bytes;
 use std::time::Instant;
 
+/// The most time, in parts, a sample lends its successors: a publisher's
+/// freeze after packet loss is bridged, a longer stall stays a hole.
+pub const MAX_LOAN_PARTS: u64 = 3;
+
 /// One access unit (video) or AAC frame (audio) whose duration is known.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sample {
@@ -201,7 +205,7 @@ impl Segmenter {
         // a hole players step over rather than seconds of slow motion.
         let lendable = |rest: u64| {
             if next_is_keyframe == Some(false) {
-                rest.min(3 * target)
+                rest.min(MAX_LOAN_PARTS * target)
             } else {
                 0
             }

@@ -13,7 +13,7 @@ use crate::metrics::METRICS;
 use crate::package::align::{AudioAligner, Release};
 use crate::package::fmp4;
 use crate::package::plan;
-use crate::package::segmenter::{Event, Part, Sample, Segmenter};
+use crate::package::segmenter::{Event, MAX_LOAN_PARTS, Part, Sample, Segmenter};
 use crate::package::store::Update;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -167,18 +167,27 @@ impl Live {
             } else if dur.unsigned_abs() <= self.video.seg.rules().part_target {
                 self.frame_ticks = dur.unsigned_abs();
             }
-            if self.video.staged.is_some()
-                && let Some(room) = self.video.seg.short_part_room()
-                && dur.unsigned_abs() > room
-            {
-                // The last frame before a new configuration (often long: the
-                // encoder skips a frame to switch) would not fit its part, and
-                // a part of its own would leave the one before it short. It
-                // ends that part instead, and the new configuration's
-                // keyframe starts that much earlier (shown under a frame
-                // early, never after a hole).
-                dur = i64::try_from(room).unwrap_or(dur);
-                t = prev_t + dur;
+            if pkt.keyframe {
+                // The frame before a keyframe cannot lend its successor time
+                // (the keyframe may open a segment, cut at its own time in
+                // every rendition), so a long one (a browser encoder skips
+                // frames to step its resolution, or after a loss) would
+                // leave a hole, or a part of its own that leaves the one
+                // before it under 85% of PART-TARGET. It ends its part, or
+                // takes at most a part, and the keyframe starts that much
+                // earlier: audio and the rungs cut at the keyframe's new
+                // time, so segments stay aligned and the timeline whole. A
+                // freeze longer than the loan limit stays a hole.
+                let fit = self
+                    .video
+                    .seg
+                    .short_part_room()
+                    .unwrap_or(self.video.seg.rules().part_target);
+                let excess = dur.unsigned_abs().saturating_sub(fit);
+                if excess > 0 && excess <= MAX_LOAN_PARTS * self.video.seg.rules().part_target {
+                    dur = i64::try_from(fit).unwrap_or(dur);
+                    t = prev_t + dur;
+                }
             }
             let duration = u32::try_from(dur).unwrap_or(u32::MAX);
             let pts = prev.pts();

@@ -125,6 +125,8 @@ struct Stream {
     /// How much later than the source's segment the open segment's first
     /// frame is presented (a GOP dropped at its start).
     lead: u64,
+    /// Decode time of the open segment's first frame.
+    start: u64,
     /// Frames up to the next keyframe cannot be decoded (overflow, or a new
     /// configuration that must wait for a segment boundary).
     need_keyframe: bool,
@@ -206,6 +208,7 @@ impl Rung {
             pending: None,
             frame_ticks: ctx.live.frame_ticks.max(1),
             lead: 0,
+            start: 0,
             need_keyframe: true,
             mapped: false,
         });
@@ -366,7 +369,19 @@ impl Rung {
                 ft
             } else {
                 let step = u64::try_from(step).unwrap_or(u64::MAX);
-                if f.keyframe && step > (HOLE_FRAMES * ft).max(part_target) {
+                // The segment's last frame before a later one: it ends where
+                // the source's segment ends, so that the segment's media is
+                // as long as its EXTINF (the source's, less the lead) and
+                // ends with the source's, even when GOPs the encoder
+                // dropped follow it as gaps.
+                let source_end = (target > cur)
+                    .then(|| ctx.trail().boundary(cur).and_then(|b| b.duration))
+                    .flatten()
+                    .map(|d| st.start + d.saturating_sub(st.lead))
+                    .filter(|end| (prev.t + 1..=f.t).contains(end));
+                if let Some(end) = source_end {
+                    end - prev.t
+                } else if f.keyframe && step > (HOLE_FRAMES * ft).max(part_target) {
                     ft
                 } else {
                     if step <= part_target {
@@ -475,6 +490,7 @@ impl Rung {
         for e in events {
             match e {
                 Event::SegmentStart { msn, dts, .. } => {
+                    st.start = dts;
                     let b = trail.boundary(msn);
                     st.lead = match (first_pts, b) {
                         (Some(pts), Some(b)) => pts.saturating_sub(b.pts),

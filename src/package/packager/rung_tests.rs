@@ -240,8 +240,38 @@ async fn a_dropped_gop_is_a_gap_and_keeps_msns_aligned() {
     assert!((segs[2].extinf - 2.0).abs() < 1e-9);
     assert!(listed(&rig.playlist("160p").await).iter().all(|s| !s.gap));
     // The segment before the hole ends where the source's did, in the
-    // playlist, though its last frame keeps its own duration.
+    // playlist and in its media (the source's last frame there is 34 ms,
+    // the rung's frames before it 33 ms).
     assert!((segs[1].extinf - 2.0).abs() < 1e-9);
+    let source = listed(&rig.playlist("source").await);
+    let (source_span, rung_span) = (
+        media_span(&segment_bytes(&rig, "source", &source[1].uri).await),
+        media_span(&segment_bytes(&rig, "480p", &segs[1].uri).await),
+    );
+    assert_eq!(rung_span, source_span);
+}
+
+/// First and end decode time of a segment's media: tfdt and trun durations.
+fn media_span(segment: &[u8]) -> (u64, u64) {
+    use mp4_atom::{Decode as _, Mdat, Moof, TrunSamples};
+    let mut buf = segment;
+    let mut span: Option<(u64, u64)> = None;
+    while !buf.is_empty() {
+        let moof = Moof::decode(&mut buf).expect("moof");
+        Mdat::decode(&mut buf).expect("mdat");
+        let traf = &moof.traf[0];
+        let start = traf.tfdt.as_ref().expect("tfdt").base_media_decode_time;
+        let TrunSamples::Explicit(entries) = &traf.trun[0].samples else {
+            panic!("per-sample entries")
+        };
+        let end = start
+            + entries
+                .iter()
+                .map(|e| u64::from(e.duration.expect("duration")))
+                .sum::<u64>();
+        span = Some(span.map_or((start, end), |(s, _)| (s, end)));
+    }
+    span.expect("a fragment")
 }
 
 #[tokio::test]

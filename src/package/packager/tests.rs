@@ -331,6 +331,58 @@ async fn a_new_resolution_is_cut_at_its_keyframe_without_a_hole() {
     assert!(last_segment.iter().all(|d| *d <= 0.2021), "{video}");
 }
 
+/// The first segment after `extinf_count` complete segments: its tfdt, in
+/// seconds, and the summed EXTINF of those before it.
+async fn start_after(rig: &Rig, rendition: &str, text: &str, count: usize) -> (f64, f64) {
+    let uris: Vec<&str> = text
+        .lines()
+        .filter(|l| l.ends_with(".m4s") && !l.starts_with('#'))
+        .collect();
+    let bytes = rig
+        .store
+        .media_file(rendition, uris[count])
+        .await
+        .expect("segment")
+        .bytes;
+    let before: f64 = extinfs(text)[..count].iter().sum();
+    (tfdt(&bytes) as f64 / 90_000.0, before)
+}
+
+#[tokio::test]
+async fn a_keyframe_after_a_long_frame_starts_where_that_frame_ends() {
+    // Frames stop for 284 ms before a keyframe (a browser encoder that skips
+    // frames to step its resolution, or recovers from loss), with and
+    // without a new configuration; the keyframe opens segment 1.
+    for reconfigure in [false, true] {
+        let mut rig = Rig::new("pk-long-frame");
+        rig.configs(320, false, 0);
+        rig.feed(media(0, 2, 60, false), 0);
+        if reconfigure {
+            rig.push(IngestEvent::VideoConfig(video_params(640)), 2250);
+        }
+        rig.feed(media(2250, 5, 60, false), 0);
+        let video = rig.playlist("source").await;
+        let (start, before) = start_after(&rig, "source", &video, 1).await;
+        assert!(
+            (start - before).abs() < 1e-4,
+            "no hole: {start} after {before}\n{video}"
+        );
+        // Under a frame... plus the frame gap early, never late.
+        assert!((1.95..=2.25).contains(&start), "{video}");
+        let parts: Vec<f64> = values(&video, "#EXT-X-PART:DURATION=")
+            .iter()
+            .filter_map(|p| p.split(',').next()?.parse().ok())
+            .collect();
+        assert!(parts.iter().all(|d| *d <= 0.2021), "{video}");
+        // 4.4.4.9: only a segment's last part may be under 85% of PART-TARGET.
+        let first_segment = &parts[..parts.len().min(9)];
+        assert!(
+            first_segment.iter().all(|d| *d >= 0.85 * 0.2),
+            "{reconfigure}: {video}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_later_stream_after_the_end_starts_a_new_playlist() {
     let mut rig = Rig::new("pk-end");

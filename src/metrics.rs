@@ -202,7 +202,7 @@ impl Metrics {
             .expect("static metric definition"),
             rung_dropped_gops: counter(
                 "rungs_rung_dropped_gops_total",
-                "Whole GOPs a rung dropped because its encoder fell behind.",
+                "Whole GOPs a rung dropped because its encoder, or the channel thread reading it, fell behind.",
                 &["channel", "rung"],
             ),
             transcode_latency: HistogramVec::new(

@@ -55,10 +55,7 @@ impl Transcoding {
             Output::Transcode(event, arrival) => self.feed(event, arrival),
             Output::FlushPipeline => {
                 let rest = match self.pipeline.take() {
-                    Some(mut p) => {
-                        p.finish();
-                        p.outputs().try_iter().filter_map(&mut *keep).collect()
-                    }
+                    Some(mut p) => p.finish().into_iter().filter_map(&mut *keep).collect(),
                     None => Vec::new(),
                 };
                 core.handle(now, Input::Flushed(rest));

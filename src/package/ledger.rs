@@ -1,10 +1,13 @@
 //! What the multivariant playlist says about each rendition, computed in one
 //! place for the live store and for VOD: per-segment statistics, BANDWIDTH,
-//! AVERAGE-BANDWIDTH and FRAME-RATE from them, and the playlist itself.
+//! AVERAGE-BANDWIDTH and FRAME-RATE from them, the playlist itself, and the
+//! gap segments that keep a rendition that skipped MSNs numbered like the
+//! others.
 //! Spec-driven arithmetic that must never disagree between live and VOD;
 //! which renditions are listed, and in what order, is the caller's.
 
 use super::playlist::{self, AudioMedia, Variant, VariantAudio, VideoRates};
+use std::ops::Range;
 use std::time::Duration;
 
 /// What a rendition carries, for the multivariant playlist.
@@ -53,6 +56,22 @@ pub(crate) struct Listing<'a> {
 /// a gap).
 pub(crate) fn playable<'a>(stats: impl IntoIterator<Item = &'a SegmentStats>) -> bool {
     stats.into_iter().any(|s| !s.gap)
+}
+
+/// (MSN, duration) of the gap segments listed for the MSNs `skipped` (a
+/// rung re-added to the ladder long after it left, or whose encoder lost
+/// GOPs): each lasts what another rendition listed for that MSN
+/// (`listed_elsewhere`), else the target duration, so that every rendition
+/// keeps the channel's numbering and the same timeline length.
+pub(crate) fn gaps(
+    skipped: Range<u64>,
+    listed_elsewhere: impl Fn(u64) -> Option<Duration>,
+    target_duration: u32,
+) -> Vec<(u64, Duration)> {
+    let fallback = Duration::from_secs(u64::from(target_duration));
+    skipped
+        .map(|msn| (msn, listed_elsewhere(msn).unwrap_or(fallback)))
+        .collect()
 }
 
 /// The multivariant playlist: `video` in variant order (source first, then

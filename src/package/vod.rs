@@ -334,7 +334,7 @@ impl VodAssembler {
     }
 
     /// Segments a rendition skipped before `msn` (a rung that left the
-    /// ladder and came back), with the durations another rendition listed.
+    /// ladder and came back).
     fn fill(&self, rendition: &str, msn: u64) -> Vec<(u64, Duration)> {
         let Some(r) = self.renditions.iter().find(|r| &*r.name == rendition) else {
             return Vec::new();
@@ -342,16 +342,13 @@ impl VodAssembler {
         let Some(last) = r.segments.last().map(|l| l.msn) else {
             return Vec::new();
         };
-        (last + 1..msn)
-            .map(|m| {
-                let listed = self.renditions.iter().find_map(|o| {
-                    let found = o.segments.iter().rev().find(|l| l.msn == m);
-                    found.map(|l| l.segment.duration)
-                });
-                let fallback = Duration::from_secs(u64::from(self.target_duration));
-                (m, listed.unwrap_or(fallback))
+        let listed = |m| {
+            self.renditions.iter().find_map(|o| {
+                let found = o.segments.iter().rev().find(|l| l.msn == m);
+                found.map(|l| l.segment.duration)
             })
-            .collect()
+        };
+        ledger::gaps(last + 1..msn, listed, self.target_duration)
     }
 
     /// The playlists of everything applied so far (call after the

@@ -140,14 +140,23 @@ pub fn rung_decls(rungs: Vec<Rung>) -> Vec<crate::package::RungDecl> {
 
 /// Source packets queued for the decoder: about two GOPs of 1080p60.
 const INPUT_QUEUE: usize = 256;
+/// Live outputs waiting for the channel thread: about six seconds of a
+/// five-rung 30 fps ladder, far beyond the thread's normal lag.
+const OUTPUT_QUEUE: usize = 1024;
 
 impl Pipeline {
     pub fn start(channel: &str, cfg: PipelineConfig) -> std::io::Result<Self> {
         let (in_tx, in_rx) = crossbeam_channel::bounded(INPUT_QUEUE);
-        // Unbounded: encoders produce at a bounded rate and the consumer
-        // (the channel thread, or the offline writer) only ever drains it, so
-        // a bound here could only deadlock an offline run.
-        let (out_tx, out_rx) = crossbeam_channel::unbounded();
+        // Live, bounded: a channel thread that stops draining costs the
+        // rungs their packets (each rung drops to its next keyframe, counted
+        // as a dropped GOP), never memory. Offline, unbounded: the writer
+        // feeds the input and drains the output on one thread, so a bound
+        // could deadlock it, and encoders make output only as fast as that
+        // thread feeds them.
+        let (out_tx, out_rx) = match cfg.pace {
+            Pace::Live => crossbeam_channel::bounded(OUTPUT_QUEUE),
+            Pace::Offline => crossbeam_channel::unbounded(),
+        };
         let pace = cfg.pace;
         let name = channel.to_string();
         let decoded_pts = Arc::new(AtomicI64::new(i64::MIN));
@@ -228,12 +237,19 @@ impl Pipeline {
         }
     }
 
-    /// Flushes every stage and waits for it. Outputs stay readable.
-    pub fn finish(&mut self) {
+    /// Flushes every stage and waits for it, reading what they make
+    /// meanwhile: a stage may wait on a full live output queue, so the
+    /// caller must not wait on the stage without draining it. Returns
+    /// every output not read before.
+    pub fn finish(&mut self) -> Vec<Output> {
         self.input = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let Some(thread) = self.thread.take() else {
+            return self.output.try_iter().collect();
+        };
+        // Ends once every stage has let go of its sender.
+        let rest = self.output.iter().collect();
+        let _ = thread.join();
+        rest
     }
 }
 

@@ -7,8 +7,8 @@
 //! client may already have seen.
 
 use super::{Inner, Rendition, RenditionInfo};
-use crate::package::names;
 use crate::package::playlist::{MediaPlaylist, Segment, SegmentHead};
+use crate::package::{ledger, names};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -104,10 +104,8 @@ pub(super) fn dsn_elsewhere(inner: &Inner, except: usize, msn: u64) -> Option<u6
         })
 }
 
-/// (MSN, duration) of the segments `from..to` that a rendition skipped
-/// (a rung re-added to the ladder long after it left), at most a window's
-/// worth: each takes the duration another rendition listed for that MSN, so
-/// that every rendition keeps the same numbering, or the target duration.
+/// (MSN, duration) of the segments `from..to` that a rendition skipped, at
+/// most a window's worth (older ones are out of view anyway).
 pub(super) fn gap_fill(
     inner: &Inner,
     from: u64,
@@ -116,13 +114,11 @@ pub(super) fn gap_fill(
     td: u32,
 ) -> Vec<(u64, Duration)> {
     let from = from.max(to.saturating_sub(window as u64));
-    (from..to)
-        .map(|msn| {
-            let listed = inner
-                .renditions
-                .iter()
-                .find_map(|o| o.playlist.segment(msn).map(|s| s.duration));
-            (msn, listed.unwrap_or(Duration::from_secs(u64::from(td))))
-        })
-        .collect()
+    let listed = |msn| {
+        inner
+            .renditions
+            .iter()
+            .find_map(|o| o.playlist.segment(msn).map(|s| s.duration))
+    };
+    ledger::gaps(from..to, listed, td)
 }

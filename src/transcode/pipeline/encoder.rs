@@ -24,7 +24,7 @@ use crate::transcode::frame::{Frame, FramePool, Plane};
 use crate::transcode::ladder::Rung;
 use crate::transcode::quality::cuda::GpuQuality;
 use crate::transcode::quality::{self, FrameMse, Psnr, PsnrMean, Ssim, SsimMean};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::collections::VecDeque;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -158,6 +158,7 @@ impl RungWorker {
             packets: Vec::new(),
             checked: Vec::new(),
             out,
+            output_lost: false,
             summary: RungSummary {
                 backend,
                 ..RungSummary::default()
@@ -291,6 +292,9 @@ struct EncoderThread {
     packets: Vec<EncodedPacket>,
     checked: Vec<crate::transcode::decode::DecodedFrame>,
     out: Sender<Output>,
+    /// A packet found the live output queue full: the rest of its GOP is
+    /// dropped (a decoder cannot use it), up to the next keyframe.
+    output_lost: bool,
     summary: RungSummary,
     psnr: PsnrMean,
     ssim: SsimMean,
@@ -406,11 +410,30 @@ impl EncoderThread {
                 data: p.data,
             };
             self.check(&packet);
-            let _ = self.out.send(Output::Packet {
+            if self.output_lost && !packet.keyframe {
+                continue;
+            }
+            let out = Output::Packet {
                 rung: self.index,
                 packet,
                 arrival,
-            });
+            };
+            self.output_lost = match self.out.try_send(out) {
+                Ok(()) => false,
+                Err(TrySendError::Full(_)) => {
+                    if !self.output_lost {
+                        tracing::warn!(channel = %self.channel, rung = %self.name,
+                            "channel thread behind; this rung's packets dropped to its next keyframe");
+                        METRICS
+                            .rung_dropped_gops
+                            .with_label_values(&[&self.channel, &self.name])
+                            .inc();
+                    }
+                    true
+                }
+                // The pipeline is being dropped: nobody reads on.
+                Err(TrySendError::Disconnected(_)) => false,
+            };
         }
     }
 

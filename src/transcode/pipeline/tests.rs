@@ -24,9 +24,9 @@ fn config(pace: Pace) -> PipelineConfig {
 /// Per rung: (pts, keyframe) of every packet, config seen, summary.
 type Collected = BTreeMap<usize, (Vec<(i64, bool)>, bool, Option<RungSummary>)>;
 
-fn collect(outputs: &Receiver<Output>) -> (Vec<Vec<Rung>>, Collected) {
+fn collect(outputs: impl IntoIterator<Item = Output>) -> (Vec<Vec<Rung>>, Collected) {
     let (mut plans, mut rungs) = (Vec::new(), Collected::new());
-    for o in outputs.try_iter() {
+    for o in outputs {
         match o {
             Output::Plan(p) => plans.push(p),
             Output::Config { rung, .. } => rungs.entry(rung).or_default().1 = true,
@@ -75,8 +75,7 @@ fn offline_ladder_has_every_frame_and_idrs_exactly_on_source_keyframes() {
     for pkt in clip.packets.iter().cloned() {
         p.push_packet(pkt, crate::media::Arrival::now());
     }
-    p.finish();
-    let (plans, rungs) = collect(p.outputs());
+    let (plans, rungs) = collect(p.finish());
     let names: Vec<&str> = plans[0].iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["480p", "360p", "160p"]);
     assert_eq!(rungs.len(), 3);
@@ -177,17 +176,16 @@ fn nvdec_and_nvenc_that_do_not_open_fall_back_to_the_cpu_per_stream_and_rung() {
     for pkt in clip.packets.iter().cloned() {
         p.push_packet(pkt, crate::media::Arrival::now());
     }
-    p.finish();
     // The backend plans apart, the rest as `collect` reads it.
-    let (tx, rx) = crossbeam_channel::unbounded();
     let mut backends = Vec::new();
-    for o in p.outputs().try_iter() {
+    let mut rest = Vec::new();
+    for o in p.finish() {
         match o {
             Output::Backends(b) => backends.push(b),
-            other => tx.send(other).expect("open"),
+            other => rest.push(other),
         }
     }
-    let (_, rungs) = collect(&rx);
+    let (_, rungs) = collect(rest);
     // The ladder is whole and aligned whatever ran it.
     assert_eq!(rungs.len(), 3);
     for (i, (packets, configured, summary)) in &rungs {
@@ -262,8 +260,76 @@ fn a_passthrough_ladder_starts_no_encoders() {
     for pkt in clip.packets.iter().cloned() {
         p.push_packet(pkt, crate::media::Arrival::now());
     }
-    p.finish();
-    let (plans, rungs) = collect(p.outputs());
+    let (plans, rungs) = collect(p.finish());
     assert_eq!(plans, vec![Vec::<Rung>::new()]);
     assert!(rungs.is_empty());
+}
+
+#[test]
+fn a_live_pipeline_nobody_reads_drops_rung_packets_to_a_keyframe_not_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let frames = OUTPUT_QUEUE + 600;
+    let clip = test_clip::flv(
+        dir.path(),
+        "src",
+        "testsrc2=size=320x180:rate=30",
+        frames,
+        &[
+            "-g",
+            "30",
+            "-keyint_min",
+            "30",
+            "-sc_threshold",
+            "0",
+            "-bf",
+            "0",
+        ],
+    );
+    let channel = "unread-output";
+    let dropped = || {
+        METRICS
+            .rung_dropped_gops
+            .with_label_values(&[channel, "160p"])
+            .get()
+    };
+    let before = dropped();
+    let mut cfg = config(Pace::Live);
+    cfg.quality_every_gops = 0;
+    let mut p = Pipeline::start(channel, cfg).expect("start");
+    p.push_config(clip.params.clone());
+    let (first, second) = clip.packets.split_at(OUTPUT_QUEUE + 450);
+    // Fed about as fast as the decoder takes it, so that only the unread
+    // output makes the rung drop.
+    let feed = |p: &mut Pipeline, packets: &[Packet]| {
+        for (i, pkt) in packets.iter().cloned().enumerate() {
+            p.push_packet(pkt, crate::media::Arrival::now());
+            if i % 2 == 1 {
+                std::thread::sleep(std::time::Duration::from_millis(4));
+            }
+        }
+    };
+    feed(&mut p, first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while p.outputs().len() < OUTPUT_QUEUE && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(p.outputs().len(), OUTPUT_QUEUE, "bounded, and full");
+    assert!(dropped() > before, "the drop is counted");
+    // The channel thread catches up; the rung goes on from a keyframe.
+    let mut outputs: Vec<Output> = p.outputs().try_iter().collect();
+    feed(&mut p, second);
+    outputs.extend(p.finish());
+    let (_, rungs) = collect(outputs);
+    let packets = &rungs[&0].0;
+    assert!(packets.len() < frames, "{} packets", packets.len());
+    // 30 fps is 3000 ticks a frame (FLV's milliseconds round it to 2970 or
+    // 3060); a longer step is frames that never came out.
+    let resumed: Vec<&(i64, bool)> = packets
+        .windows(2)
+        .filter(|w| w[1].0 - w[0].0 > 4500)
+        .map(|w| &w[1])
+        .collect();
+    assert!(!resumed.is_empty(), "a hole where packets were dropped");
+    assert!(resumed.iter().all(|(_, key)| *key), "{resumed:?}");
 }

@@ -151,14 +151,20 @@ fn probe(args: ProbeArgs) -> Result<()> {
     let cfg = Config::load(args.config.as_deref())?;
     let found = rungs::gpu::probe::probe(&cfg.gpu);
     let machine = rungs::transcode::backend::MachineFacts::from_probe(&found, found.nvrtc.usable);
+    // The backends come from the planner channels use, for a 1080p one.
     let plan = node::new_channel_plan(&cfg, &machine)?;
     let mut out = std::io::stdout().lock();
     if args.json {
         let mut v = serde_json::to_value(&found)?;
+        v["backends"] = serde_json::to_value(plan.stages())?;
         v["new_channel"] = serde_json::Value::String(plan.to_string());
         serde_json::to_writer(&mut out, &v)?;
     } else {
-        write!(out, "{found}\nnew 1080p channel: {plan}")?;
+        let stages = plan.stages();
+        write!(
+            out,
+            "{found}\nbackends: {stages}\nnew 1080p channel: {plan}"
+        )?;
     }
     writeln!(out)?;
     Ok(())

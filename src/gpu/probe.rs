@@ -1,6 +1,7 @@
 //! What the machine offers the pipeline (CUDA driver, GPUs, NVDEC, NVENC,
-//! NVRTC) and the backend each stage picks from it: `rungs probe`, and the
-//! check behind `gpu.enabled = "on"`.
+//! NVRTC): the facts `rungs probe` prints and the backend planner
+//! (`transcode::backend`) chooses from, and the check behind
+//! `gpu.enabled = "on"`.
 //!
 //! libcuda and libnvrtc are loaded at run time. cudarc panics when a library
 //! it needs is missing, so each is looked for before its first use, and a
@@ -11,7 +12,7 @@ use std::fmt;
 use ffmpeg_next as ffmpeg;
 use serde::Serialize;
 
-use super::{GpuConfig, GpuMode};
+use super::GpuConfig;
 
 /// Everything `rungs probe` reports.
 #[derive(Clone, Debug, Serialize)]
@@ -23,7 +24,6 @@ pub struct Probe {
     pub nvdec: Capability,
     pub nvenc: Capability,
     pub nvrtc: Capability,
-    pub backends: Backends,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -57,15 +57,6 @@ impl Capability {
             detail: detail.into(),
         }
     }
-}
-
-/// The backend each stage would use on this machine with this config.
-#[derive(Clone, Debug, Serialize)]
-pub struct Backends {
-    pub decode: &'static str,
-    pub scale: &'static str,
-    pub encode: &'static str,
-    pub quality: &'static str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,22 +93,12 @@ pub fn probe(cfg: &GpuConfig) -> Probe {
             (Some(version), devices, nvdec, nvenc)
         }
     };
-    let enabled = cfg.enabled != GpuMode::Off;
-    let gpu = enabled && devices.iter().any(|d| d.selected);
-    let kernels = gpu && nvrtc.usable;
-    let backends = Backends {
-        decode: if gpu && nvdec.usable { "nvdec" } else { "cpu" },
-        scale: if kernels { "cuda" } else { "cpu" },
-        encode: if gpu && nvenc.usable { "nvenc" } else { "x264" },
-        quality: if kernels { "cuda" } else { "cpu" },
-    };
     Probe {
         driver,
         devices,
         nvdec,
         nvenc,
         nvrtc,
-        backends,
     }
 }
 
@@ -180,17 +161,11 @@ impl fmt::Display for Probe {
                 writeln!(f, "NVENC (h264_nvenc): {}", show(&self.nvenc))?;
             }
         }
-        writeln!(
+        write!(
             f,
             "NVRTC: {} ({})",
             if self.nvrtc.usable { "yes" } else { "no" },
             self.nvrtc.detail
-        )?;
-        let b = &self.backends;
-        write!(
-            f,
-            "backends: decode {}, scale {}, encode {}, quality {}",
-            b.decode, b.scale, b.encode, b.quality
         )
     }
 }
@@ -300,27 +275,12 @@ mod tests {
             None => {
                 assert!(text.starts_with("no CUDA driver: CPU backends"), "{text}");
                 assert!(p.devices.is_empty());
-                assert_eq!(p.backends.scale, "cpu");
-                assert_eq!(p.backends.encode, "x264");
                 let err = p.require().expect_err("on needs a driver");
                 assert!(err.to_string().contains("no usable CUDA driver"), "{err}");
             }
             Some(_) => assert!(text.contains("CUDA driver: "), "{text}"),
         }
         let json = serde_json::to_value(&p).expect("json");
-        assert!(json["backends"]["decode"].is_string());
-    }
-
-    #[test]
-    fn off_means_cpu_backends() {
-        let cfg = GpuConfig {
-            enabled: GpuMode::Off,
-            devices: Vec::new(),
-        };
-        let b = probe(&cfg).backends;
-        assert_eq!(
-            (b.decode, b.scale, b.encode, b.quality),
-            ("cpu", "cpu", "x264", "cpu")
-        );
+        assert!(json["nvrtc"]["usable"].is_boolean(), "{json}");
     }
 }

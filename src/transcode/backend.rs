@@ -398,6 +398,25 @@ impl EncodeBackend {
     }
 }
 
+/// The backend of each stage by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct StageNames {
+    pub decode: &'static str,
+    pub scale: &'static str,
+    pub encode: &'static str,
+    pub quality: &'static str,
+}
+
+impl fmt::Display for StageNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "decode {}, scale {}, encode {}, quality {}",
+            self.decode, self.scale, self.encode, self.quality
+        )
+    }
+}
+
 /// Every stage's backend for one channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChannelPlan {
@@ -451,6 +470,17 @@ impl ChannelPlan {
         match &self.decode {
             DecodeBackend::Software(why) => Some(why),
             DecodeBackend::Nvdec => None,
+        }
+    }
+
+    /// Each stage's backend by name, the rungs' by the top rung's (what
+    /// `rungs probe` prints for a new channel).
+    pub fn stages(&self) -> StageNames {
+        StageNames {
+            decode: self.decode.name(),
+            scale: self.scale.name(),
+            encode: self.rungs.first().map_or("x264", EncodeBackend::name),
+            quality: self.quality.name(),
         }
     }
 

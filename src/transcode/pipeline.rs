@@ -23,19 +23,36 @@ use crate::transcode::backend::{
     Assignment, ChannelPlan, DecodeBackend, EncodeBackend, GpuRuntime, SoftwareDecode, Stage,
     StreamFacts, X264Reason,
 };
-use crate::transcode::decode::{Decoded, VideoDecoder};
+use crate::transcode::decode::{DecodeError, Decoded, VideoDecoder};
 use crate::transcode::encode::{FrameRate, NvencEncoder, VideoEncoder, X264Encoder};
 use crate::transcode::frame::{Frame, FramePool, Size};
 use crate::transcode::ladder::{Ladders, Rung};
 use crate::transcode::quality::cuda::GpuQuality;
 use crate::transcode::scale::cpu::CpuScaler;
-use crate::transcode::scale::{GpuScaler, Scaler, Threading};
+use crate::transcode::scale::{GpuScaleError, GpuScaler, ScaleError, Scaler, Threading};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-pub use encoder::RungSummary;
 use encoder::{EncJob, RungEncoder, RungWorker, rung_settings};
+pub use encoder::{RungError, RungSummary};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::thread::JoinHandle;
+
+/// Why a source's rungs could not start, or a picture not be scaled.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("scaler: {0}")]
+    Scale(#[from] ScaleError),
+    #[error("CUDA scaler: {0}")]
+    GpuScale(#[from] GpuScaleError),
+    #[error("decoded picture: {0}")]
+    Picture(#[from] DecodeError),
+    #[error("rung {rung}: {source}")]
+    Rung {
+        rung: String,
+        #[source]
+        source: RungError,
+    },
+}
 
 /// How the pipeline treats a slow stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -558,7 +575,7 @@ impl DecodeStage {
         self.scale_and_send(df);
     }
 
-    fn start_rungs(&mut self, rate: FrameRate) -> Result<(), String> {
+    fn start_rungs(&mut self, rate: FrameRate) -> Result<(), PipelineError> {
         let Some(active) = &mut self.active else {
             return Ok(());
         };
@@ -588,11 +605,7 @@ impl DecodeStage {
         }
         let scaler = match on_gpu {
             Some(s) => s,
-            None => LadderScaler::Cpu(
-                CpuScaler::new(source, &sizes)
-                    .map_err(|e| e.to_string())?
-                    .with_threading(threading),
-            ),
+            None => LadderScaler::Cpu(CpuScaler::new(source, &sizes)?.with_threading(threading)),
         };
         active.scaler = Some(scaler);
         let largest = (0..sizes.len()).max_by_key(|&i| sizes[i].area());
@@ -617,8 +630,10 @@ impl DecodeStage {
                 Some(e) => (Box::new(e), "nvenc"),
                 None => (
                     Box::new(
-                        X264Encoder::new(&settings)
-                            .map_err(|e| format!("rung {}: {e}", rung.name))?,
+                        X264Encoder::new(&settings).map_err(|e| PipelineError::Rung {
+                            rung: rung.name.clone(),
+                            source: RungError::Encoder(e),
+                        })?,
                     ),
                     "x264",
                 ),
@@ -641,7 +656,10 @@ impl DecodeStage {
             };
             let out = self.out.clone();
             let w = RungWorker::start(&self.channel, i, rung, encoder, &self.cfg, out, yields)
-                .map_err(|e| format!("rung {}: {e}", rung.name))?;
+                .map_err(|source| PipelineError::Rung {
+                    rung: rung.name.clone(),
+                    source,
+                })?;
             active.workers.push(w);
         }
         let backends = active.assignment.plan().clone();
@@ -686,16 +704,16 @@ impl DecodeStage {
                 // `s`'s GPU (the same device); it stays alive, unchanged,
                 // until this call has returned.
                 unsafe { s.scale_nv12_device(y, uv, pts, &mut self.scaled) }
-                    .map_err(|e| e.to_string())
+                    .map_err(PipelineError::from)
             }
             (LadderScaler::Gpu(s), Decoded::Host(h)) => s
                 .scale(&h.frame, &mut self.scaled)
-                .map_err(|e| e.to_string()),
+                .map_err(PipelineError::from),
             (LadderScaler::Cpu(s), d) => match d.into_host(&active.source_pool) {
                 Ok(h) => s
                     .scale(&h.frame, &mut self.scaled)
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                    .map_err(PipelineError::from),
+                Err(e) => Err(PipelineError::from(e)),
             },
         };
         if let Err(e) = scaled {

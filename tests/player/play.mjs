@@ -182,6 +182,9 @@ await runPlayer(pageHtml, out, async ({ page, ctx }) => {
   if (process.env.RUNGS_HLSJS_LOG) writeFileSync(process.env.RUNGS_HLSJS_LOG, (await page.evaluate(() => window.hlsLog)).join('\n'));
   if (playPage) {
     // The node's own player page: it loads, plays, and shows a latency.
+    // The test page is done: closed, it no longer competes with it for
+    // the CPU (on two cores, a second player's start-up stalls).
+    await page.close();
     const p2 = await ctx.newPage();
     const p2console = [];
     p2.on('console', (m) => p2console.push(`${m.type()}: ${m.text()}`));

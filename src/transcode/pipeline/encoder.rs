@@ -18,9 +18,11 @@
 use super::{Output, PipelineConfig};
 use crate::media::{Arrival, Packet, TrackKind};
 use crate::metrics::METRICS;
-use crate::transcode::decode::VideoDecoder;
-use crate::transcode::encode::{EncodedPacket, EncoderSettings, FrameRate, VideoEncoder};
-use crate::transcode::frame::{Frame, FramePool, Plane};
+use crate::transcode::decode::{DecodeError, VideoDecoder};
+use crate::transcode::encode::{
+    EncodeError, EncodedPacket, EncoderSettings, FrameRate, VideoEncoder,
+};
+use crate::transcode::frame::{Frame, FrameError, FramePool, Plane};
 use crate::transcode::ladder::Rung;
 use crate::transcode::quality::cuda::GpuQuality;
 use crate::transcode::quality::{self, FrameMse, Psnr, PsnrMean, Ssim, SsimMean};
@@ -28,6 +30,19 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::collections::VecDeque;
 use std::thread::JoinHandle;
 use std::time::Instant;
+
+/// Why one rung's encoder could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RungError {
+    #[error("encoder: {0}")]
+    Encoder(#[from] EncodeError),
+    #[error("quality check decoder: {0}")]
+    Checker(#[source] DecodeError),
+    #[error("frame pool: {0}")]
+    Pool(#[from] FrameError),
+    #[error("encoder thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
 
 /// A rung admits a GOP only when at most this many frames wait for it: an
 /// encoder that keeps up drains its queue within a frame or two.
@@ -116,7 +131,7 @@ impl RungWorker {
         cfg: &PipelineConfig,
         out: Sender<Output>,
         yields: bool,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RungError> {
         let RungEncoder {
             encoder,
             backend,
@@ -124,15 +139,15 @@ impl RungWorker {
         } = encoder;
         let gauge = BackendGauge::new(backend);
         let checker = if cfg.quality_every_gops > 0 {
-            Some(VideoDecoder::new(encoder.params(), 1).map_err(|e| e.to_string())?)
+            Some(VideoDecoder::new(encoder.params(), 1).map_err(RungError::Checker)?)
         } else {
             None
         };
         let queue = cfg.queue_frames.max(2);
         // Queue + the frame being encoded + the one being scaled + scratch.
-        let pool = FramePool::new(rung.size, queue + 3).map_err(|e| e.to_string())?;
-        let refs = FramePool::new(rung.size, REFERENCES).map_err(|e| e.to_string())?;
-        let check_pool = FramePool::new(rung.size, 8).map_err(|e| e.to_string())?;
+        let pool = FramePool::new(rung.size, queue + 3)?;
+        let refs = FramePool::new(rung.size, REFERENCES)?;
+        let check_pool = FramePool::new(rung.size, 8)?;
         let _ = out.send(Output::Config {
             rung: index,
             params: encoder.params().clone(),
@@ -175,7 +190,7 @@ impl RungWorker {
                 }
                 thread.run(rx)
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(RungError::Spawn)?;
         Ok(RungWorker {
             channel: channel.to_string(),
             name: rung.name.clone(),

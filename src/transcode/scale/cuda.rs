@@ -539,7 +539,7 @@ impl Scaler for GpuScaler {
     fn scale(&mut self, src: &Frame, dst: &mut [Frame]) -> ScaleResult<()> {
         check_frames(self.source, &self.rungs, src, dst)?;
         self.scale_i420(src, dst)
-            .map_err(|e| ScaleError::Device(e.to_string()))
+            .map_err(|e| ScaleError::Device(Box::new(e)))
     }
 
     fn rungs(&self) -> &[Size] {

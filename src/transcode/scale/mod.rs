@@ -24,7 +24,7 @@ pub enum ScaleError {
     #[error("output frame {index} is {got}, rung {index} is {want}")]
     RungSize { index: usize, want: Size, got: Size },
     #[error("GPU: {0}")]
-    Device(String),
+    Device(#[source] Box<cuda::GpuScaleError>),
 }
 
 /// One input frame in, one output frame per rung out.

@@ -1,13 +1,17 @@
-//! What the multivariant playlist says about each rendition, computed in one
-//! place for the live store and for VOD: per-segment statistics, BANDWIDTH,
-//! AVERAGE-BANDWIDTH and FRAME-RATE from them, the playlist itself, and the
-//! gap segments that keep a rendition that skipped MSNs numbered like the
-//! others.
+//! The rendition ledger the live store and VOD share: each rendition's
+//! identity, variant order, declared rate and per-segment statistics
+//! ([`Entry`]); BANDWIDTH, AVERAGE-BANDWIDTH and FRAME-RATE from them and
+//! the multivariant playlist itself; and the gap segments that keep a
+//! rendition that skipped MSNs numbered like the others. Spec-driven logic
+//! that must never disagree between live and VOD; which renditions are
+//! listed is the caller's.
 //! Spec-driven arithmetic that must never disagree between live and VOD;
 //! which renditions are listed, and in what order, is the caller's.
 
 use super::playlist::{self, AudioMedia, Variant, VariantAudio, VideoRates};
+use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a rendition carries, for the multivariant playlist.
@@ -42,20 +46,88 @@ pub(crate) struct SegmentStats {
     pub gap: bool,
 }
 
-/// One rendition as the multivariant playlist describes it.
-pub(crate) struct Listing<'a> {
-    pub name: &'a str,
-    pub info: &'a RenditionInfo,
-    /// A transcoded rung's declared bit rate, for BANDWIDTH until its
-    /// segments are measured.
+/// One rendition as the ledger keeps it, live or VOD.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub name: Arc<str>,
+    pub info: RenditionInfo,
+    /// Variant order in the multivariant playlist (source 0, rungs top down).
+    pub rank: u32,
+    /// A transcoded rung's declared bit rate, used for BANDWIDTH until its
+    /// segments are measured. `None` for the source and audio.
     pub declared_bps: Option<u64>,
-    pub stats: Vec<SegmentStats>,
+    /// Produced by the current (or last) stream, or still in the ladder:
+    /// inactive ones are left out of the multivariant playlist.
+    pub active: bool,
+    /// Per complete segment, oldest first: the live window's, or all of a
+    /// VOD's.
+    pub stats: VecDeque<SegmentStats>,
 }
 
-/// Whether a rendition has media to play (a complete segment that is not
-/// a gap).
-pub(crate) fn playable<'a>(stats: impl IntoIterator<Item = &'a SegmentStats>) -> bool {
-    stats.into_iter().any(|s| !s.gap)
+impl Entry {
+    pub fn new(name: Arc<str>, info: RenditionInfo) -> Self {
+        Entry {
+            name,
+            info,
+            rank: 0,
+            declared_bps: None,
+            active: true,
+            stats: VecDeque::new(),
+        }
+    }
+
+    /// A rung the packager will produce, at `rank`, listed at its declared
+    /// bit rate until it is measured.
+    pub fn declare(&mut self, rank: u32, bitrate_bps: u64) {
+        self.active = true;
+        self.rank = rank;
+        self.declared_bps = Some(bitrate_bps);
+    }
+
+    pub fn is_audio(&self) -> bool {
+        matches!(self.info, RenditionInfo::Audio { .. })
+    }
+
+    /// Whether the rendition has media to play (a complete segment that is
+    /// not a gap).
+    pub fn playable(&self) -> bool {
+        self.stats.iter().any(|s| !s.gap)
+    }
+
+    fn listing(&self) -> Listing<'_> {
+        Listing {
+            name: &self.name,
+            info: &self.info,
+            declared_bps: self.declared_bps,
+            stats: self.stats.iter().copied().collect(),
+        }
+    }
+}
+
+/// The multivariant playlist of `listed`: its video renditions as variants
+/// in rank order (source first, then the rungs top down), its audio as the
+/// alternative renditions. Segments shorter than `peak_min` (a stream's
+/// tail) are left out of the peak.
+pub(crate) fn master<'a>(
+    listed: impl IntoIterator<Item = &'a Entry>,
+    peak_min: Duration,
+) -> String {
+    let (audio, mut video): (Vec<&Entry>, Vec<&Entry>) =
+        listed.into_iter().partition(|e| e.is_audio());
+    video.sort_by_key(|e| e.rank);
+    let video: Vec<Listing> = video.into_iter().map(Entry::listing).collect();
+    let audio: Vec<Listing> = audio.into_iter().map(Entry::listing).collect();
+    render_master(&video, &audio, peak_min)
+}
+
+/// One rendition as the multivariant playlist describes it.
+struct Listing<'a> {
+    name: &'a str,
+    info: &'a RenditionInfo,
+    /// A transcoded rung's declared bit rate, for BANDWIDTH until its
+    /// segments are measured.
+    declared_bps: Option<u64>,
+    stats: Vec<SegmentStats>,
 }
 
 /// (MSN, duration) of the gap segments listed for the MSNs `skipped` (a
@@ -74,10 +146,7 @@ pub(crate) fn gaps(
         .collect()
 }
 
-/// The multivariant playlist: `video` in variant order (source first, then
-/// the rungs top down), `audio` the alternative renditions. Segments
-/// shorter than `peak_min` (a stream's tail) are left out of the peak.
-pub(crate) fn render_master(video: &[Listing], audio: &[Listing], peak_min: Duration) -> String {
+fn render_master(video: &[Listing], audio: &[Listing], peak_min: Duration) -> String {
     let audio_variant = audio.first().and_then(|a| match a.info {
         RenditionInfo::Audio { codecs } => Some(VariantAudio {
             codecs,

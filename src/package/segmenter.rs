@@ -151,6 +151,19 @@ impl Segmenter {
         (room * 100 > target * 15).then_some(room)
     }
 
+    /// Ticks of its own the next sample can last, when a keyframe follows
+    /// it, without leaving a hole: what the open part still takes (or a
+    /// part of its own), less the time the sample before lent it, which it
+    /// carries too. Never zero: a sample lasts at least a tick.
+    pub fn keyframe_fit(&self) -> u64 {
+        let target = self.rules.part_target;
+        let room = match self.short_part_room() {
+            Some(room) if self.lent < room => room,
+            _ => target,
+        };
+        room.saturating_sub(self.lent).max(1)
+    }
+
     /// A segment has samples and has not ended yet.
     pub fn is_open(&self) -> bool {
         self.segment.is_some()

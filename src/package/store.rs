@@ -15,7 +15,7 @@ use join::{dsn_elsewhere, gap_fill, push_gaps, rendition_or_new};
 
 use super::PackageConfig;
 pub use super::ledger::RenditionInfo;
-use super::ledger::SegmentStats;
+use super::ledger::{Entry, SegmentStats};
 use super::names;
 use super::playlist::{MediaPlaylist, OpenSegment, Part, Segment, SegmentHead};
 use bytes::{Bytes, BytesMut};
@@ -105,23 +105,13 @@ struct Stored {
 
 #[derive(Debug)]
 struct Rendition {
-    name: Arc<str>,
-    info: RenditionInfo,
-    /// Produced by the current (or last) stream; inactive ones are left out
-    /// of the multivariant playlist and rendition reports.
-    active: bool,
-    /// Variant order in the multivariant playlist (source 0, rungs top down).
-    rank: u32,
-    /// A transcoded rung's declared bit rate, used for BANDWIDTH until its
-    /// segments are measured. `None` for the source and audio.
-    declared_bps: Option<u64>,
+    entry: Entry,
     /// `info` comes from an init segment of the current geometry (a declared
     /// rung knows its codecs only once its encoder's configuration arrives).
     configured: bool,
     playlist: MediaPlaylist,
     inits: VecDeque<(String, Bytes)>,
     media: BTreeMap<u64, Stored>,
-    stats: VecDeque<SegmentStats>,
 }
 
 #[derive(Debug)]
@@ -137,27 +127,22 @@ struct Inner {
 impl Rendition {
     fn new(name: Arc<str>, info: RenditionInfo, playlist: MediaPlaylist) -> Self {
         Rendition {
-            name,
-            info,
-            active: true,
-            rank: 0,
-            declared_bps: None,
+            entry: Entry::new(name, info),
             configured: false,
             playlist,
             inits: VecDeque::new(),
             media: BTreeMap::new(),
-            stats: VecDeque::new(),
         }
     }
 }
 
 impl Inner {
     fn rendition(&self, name: &str) -> Option<&Rendition> {
-        self.renditions.iter().find(|r| &*r.name == name)
+        self.renditions.iter().find(|r| &*r.entry.name == name)
     }
 
     fn rendition_mut(&mut self, name: &str) -> Option<&mut Rendition> {
-        self.renditions.iter_mut().find(|r| &*r.name == name)
+        self.renditions.iter_mut().find(|r| &*r.entry.name == name)
     }
 }
 
@@ -196,8 +181,8 @@ impl ChannelStore {
         self.lock()
             .renditions
             .iter()
-            .filter(|r| r.active)
-            .map(|r| r.name.to_string())
+            .filter(|r| r.entry.active)
+            .map(|r| r.entry.name.to_string())
             .collect()
     }
 
@@ -240,7 +225,7 @@ impl ChannelStore {
                 // request when its EXT-X-PRELOAD-HINT tag is added": only a
                 // producing stream hints, and the part routes hold the
                 // request until the part exists.
-                pl.preload_hint = match (&sid, r.active && !pl.ended) {
+                pl.preload_hint = match (&sid, r.entry.active && !pl.ended) {
                     (Some(sid), true) => {
                         let next = pl.open.as_ref().map_or(0, |o| o.parts.len() as u32);
                         Some(names::part(sid, pl.next_msn(), next))
@@ -272,9 +257,9 @@ impl ChannelStore {
                 bytes,
             } => {
                 let r = rendition_or_new(inner, rendition, &info, self.target_duration());
-                r.active = true;
+                r.entry.active = true;
                 r.configured = true;
-                r.info = info;
+                r.entry.info = info;
                 r.inits.push_back((uri, bytes));
                 while r.inits.len() > INITS_KEPT {
                     r.inits.pop_front();
@@ -326,14 +311,14 @@ impl ChannelStore {
             } => self.declare(inner, rendition, (width, height), bitrate_bps, rank),
             Update::Retire { rendition } => {
                 if let Some(r) = inner.rendition_mut(&rendition) {
-                    r.active = false;
+                    r.entry.active = false;
                     r.playlist.open = None;
                 }
             }
             Update::Pause => inner.sid = None,
             Update::End => {
                 inner.sid = None;
-                for r in inner.renditions.iter_mut().filter(|r| r.active) {
+                for r in inner.renditions.iter_mut().filter(|r| r.entry.active) {
                     r.playlist.open = None;
                     r.playlist.ended = true;
                 }
@@ -361,10 +346,10 @@ impl ChannelStore {
         inner.dseq_base = dseq;
         let td = self.target_duration();
         for r in &mut inner.renditions {
-            r.active = false;
+            r.entry.active = false;
             r.playlist = MediaPlaylist::new(td, part_target, next_msn);
             r.playlist.discontinuity_sequence = dseq;
-            r.stats.clear();
+            r.entry.stats.clear();
         }
     }
 
@@ -373,7 +358,11 @@ impl ChannelStore {
     fn start_segment(&self, inner: &mut Inner, rendition: &str, head: SegmentHead) {
         let Some(sid) = inner.sid.clone() else { return };
         let (td, window) = (self.target_duration(), self.cfg.playlist_segments);
-        let Some(i) = inner.renditions.iter().position(|r| &*r.name == rendition) else {
+        let Some(i) = inner
+            .renditions
+            .iter()
+            .position(|r| &*r.entry.name == rendition)
+        else {
             return;
         };
         let msn = head.msn;
@@ -437,15 +426,13 @@ impl ChannelStore {
             height,
         };
         let r = rendition_or_new(inner, rendition, &info, self.target_duration());
-        r.active = true;
-        r.rank = rank;
-        r.declared_bps = Some(bitrate_bps);
+        r.entry.declare(rank, bitrate_bps);
         // A new geometry needs the new encoder's codecs before the
         // multivariant playlist can name them.
-        let same_size = matches!(&r.info,
+        let same_size = matches!(&r.entry.info,
             RenditionInfo::Video { width: w, height: h, .. } if (*w, *h) == (width, height));
         if !same_size {
-            r.info = info;
+            r.entry.info = info;
             r.configured = false;
         }
     }
@@ -473,7 +460,7 @@ impl ChannelStore {
             whole.extend_from_slice(p);
         }
         stored.whole = (!gap).then(|| whole.freeze());
-        r.stats.push_back(SegmentStats {
+        r.entry.stats.push_back(SegmentStats {
             bytes: len,
             duration,
             samples,
@@ -499,8 +486,8 @@ impl ChannelStore {
                 pl.discontinuity_sequence += 1;
             }
         }
-        while r.stats.len() > self.cfg.playlist_segments {
-            r.stats.pop_front();
+        while r.entry.stats.len() > self.cfg.playlist_segments {
+            r.entry.stats.pop_front();
         }
         // Count-based, not MSN-based: after a new playlist starts, the old
         // stream's tail must stay downloadable for players finishing it.

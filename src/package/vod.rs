@@ -13,7 +13,7 @@ mod fs;
 
 pub use fs::VodWriter;
 
-use super::ledger::{self, Listing, SegmentStats};
+use super::ledger::{self, Entry, SegmentStats};
 use super::names;
 use super::playlist::{self, VodPlaylist, VodSegment};
 use super::store::{RenditionInfo, Update};
@@ -77,31 +77,6 @@ struct Listed {
     segment: VodSegment,
     msn: u64,
     bytes: usize,
-    samples: u32,
-    independent: bool,
-}
-
-impl Rendition {
-    fn listing(&self) -> Listing<'_> {
-        Listing {
-            name: &self.name,
-            info: &self.info,
-            declared_bps: self.declared_bps,
-            stats: self.segments.iter().map(Listed::stats).collect(),
-        }
-    }
-}
-
-impl Listed {
-    fn stats(&self) -> SegmentStats {
-        SegmentStats {
-            bytes: self.bytes,
-            duration: self.segment.duration,
-            samples: self.samples,
-            independent: self.independent,
-            gap: self.segment.gap,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -116,11 +91,7 @@ struct Open {
 
 #[derive(Debug)]
 struct Rendition {
-    name: Arc<str>,
-    info: RenditionInfo,
-    rank: u32,
-    declared_bps: Option<u64>,
-    retired: bool,
+    entry: Entry,
     init_bytes: u64,
     open: Option<Open>,
     segments: Vec<Listed>,
@@ -158,15 +129,11 @@ impl VodAssembler {
     }
 
     fn rendition(&mut self, name: &Arc<str>, info: &RenditionInfo) -> &mut Rendition {
-        let i = match self.renditions.iter().position(|r| r.name == *name) {
+        let i = match self.renditions.iter().position(|r| r.entry.name == *name) {
             Some(i) => i,
             None => {
                 self.renditions.push(Rendition {
-                    name: name.clone(),
-                    info: info.clone(),
-                    rank: 0,
-                    declared_bps: None,
-                    retired: false,
+                    entry: Entry::new(name.clone(), info.clone()),
                     init_bytes: 0,
                     open: None,
                     segments: Vec::new(),
@@ -187,8 +154,8 @@ impl VodAssembler {
                 bytes,
             } => {
                 let r = self.rendition(&rendition, &info);
-                r.info = info;
-                r.retired = false;
+                r.entry.info = info;
+                r.entry.active = true;
                 r.init_bytes += bytes.len() as u64;
                 files.push(VodFile {
                     rendition,
@@ -208,14 +175,17 @@ impl VodAssembler {
                     width,
                     height,
                 };
-                let r = self.rendition(&rendition, &info);
-                r.rank = rank;
-                r.declared_bps = Some(bitrate_bps);
-                r.retired = false;
+                self.rendition(&rendition, &info)
+                    .entry
+                    .declare(rank, bitrate_bps);
             }
             Update::Retire { rendition } => {
-                if let Some(r) = self.renditions.iter_mut().find(|r| r.name == rendition) {
-                    r.retired = true;
+                if let Some(r) = self
+                    .renditions
+                    .iter_mut()
+                    .find(|r| r.entry.name == rendition)
+                {
+                    r.entry.active = false;
                 }
             }
             Update::SegmentStart {
@@ -235,7 +205,7 @@ impl VodAssembler {
                 let open = self
                     .renditions
                     .iter_mut()
-                    .find(|r| r.name == rendition)
+                    .find(|r| r.entry.name == rendition)
                     .and_then(|r| r.open.as_mut())
                     .filter(|o| o.msn == msn);
                 if let Some(o) = open {
@@ -258,7 +228,11 @@ impl VodAssembler {
     fn start_segment(&mut self, rendition: &str, msn: u64, discontinuity: bool, map_uri: String) {
         let Some(sid) = self.sid.clone() else { return };
         let fill = self.fill(rendition, msn);
-        let Some(r) = self.renditions.iter_mut().find(|r| &*r.name == rendition) else {
+        let Some(r) = self
+            .renditions
+            .iter_mut()
+            .find(|r| &*r.entry.name == rendition)
+        else {
             return;
         };
         if r.segments.last().is_some_and(|l| l.msn >= msn) {
@@ -275,8 +249,13 @@ impl VodAssembler {
                 },
                 msn: gap_msn,
                 bytes: 0,
+            });
+            r.entry.stats.push_back(SegmentStats {
+                bytes: 0,
+                duration,
                 samples: 0,
                 independent: true,
+                gap: true,
             });
         }
         r.open = Some(Open {
@@ -299,7 +278,11 @@ impl VodAssembler {
         samples: u32,
         files: &mut Vec<VodFile>,
     ) {
-        let Some(r) = self.renditions.iter_mut().find(|r| &*r.name == rendition) else {
+        let Some(r) = self
+            .renditions
+            .iter_mut()
+            .find(|r| &*r.entry.name == rendition)
+        else {
             return;
         };
         let Some(open) = r.open.take_if(|o| o.msn == msn) else {
@@ -321,12 +304,17 @@ impl VodAssembler {
             },
             msn,
             bytes: bytes.len(),
+        });
+        r.entry.stats.push_back(SegmentStats {
+            bytes: bytes.len(),
+            duration,
             samples,
             independent: open.independent.unwrap_or(true),
+            gap,
         });
         if !gap {
             files.push(VodFile {
-                rendition: r.name.clone(),
+                rendition: r.entry.name.clone(),
                 name: uri,
                 bytes,
             });
@@ -336,7 +324,7 @@ impl VodAssembler {
     /// Segments a rendition skipped before `msn` (a rung that left the
     /// ladder and came back).
     fn fill(&self, rendition: &str, msn: u64) -> Vec<(u64, Duration)> {
-        let Some(r) = self.renditions.iter().find(|r| &*r.name == rendition) else {
+        let Some(r) = self.renditions.iter().find(|r| &*r.entry.name == rendition) else {
             return Vec::new();
         };
         let Some(last) = r.segments.last().map(|l| l.msn) else {
@@ -360,13 +348,13 @@ impl VodAssembler {
             .filter(|r| !r.segments.is_empty())
             .collect();
         // Source, rungs top down, then audio.
-        order.sort_by_key(|r| (matches!(r.info, RenditionInfo::Audio { .. }), r.rank));
+        order.sort_by_key(|r| (r.entry.is_audio(), r.entry.rank));
         let source = order.first().copied();
         let media = order
             .iter()
             .map(|r| {
                 (
-                    r.name.clone(),
+                    r.entry.name.clone(),
                     playlist::render_vod(&self.playlist(r, source)),
                 )
             })
@@ -375,7 +363,7 @@ impl VodAssembler {
             renditions: order
                 .iter()
                 .map(|r| RenditionSummary {
-                    name: r.name.to_string(),
+                    name: r.entry.name.to_string(),
                     bytes: r.init_bytes + r.segments.iter().map(|l| l.bytes as u64).sum::<u64>(),
                     duration: r.segments.iter().map(|l| l.segment.duration).sum(),
                     segments: r.segments.len(),
@@ -409,13 +397,7 @@ impl VodAssembler {
     }
 
     fn master(&self, order: &[&Rendition]) -> String {
-        let (audio, video): (Vec<&Rendition>, Vec<&Rendition>) = order
-            .iter()
-            .copied()
-            .filter(|r| !r.retired)
-            .partition(|r| matches!(r.info, RenditionInfo::Audio { .. }));
-        let audio: Vec<Listing> = audio.into_iter().map(Rendition::listing).collect();
-        let video: Vec<Listing> = video.into_iter().map(Rendition::listing).collect();
-        ledger::render_master(&video, &audio, self.peak_min)
+        let listed = order.iter().map(|r| &r.entry).filter(|e| e.active);
+        ledger::master(listed, self.peak_min)
     }
 }

@@ -174,15 +174,12 @@ impl Live {
                 // frames to step its resolution, or after a loss) would
                 // leave a hole, or a part of its own that leaves the one
                 // before it under 85% of PART-TARGET. It ends its part, or
-                // takes at most a part, and the keyframe starts that much
+                // takes at most a part (less what it carries on loan from
+                // the frame before it), and the keyframe starts that much
                 // earlier: audio and the rungs cut at the keyframe's new
                 // time, so segments stay aligned and the timeline whole. A
                 // freeze longer than the loan limit stays a hole.
-                let fit = self
-                    .video
-                    .seg
-                    .short_part_room()
-                    .unwrap_or(self.video.seg.rules().part_target);
+                let fit = self.video.seg.keyframe_fit();
                 let excess = dur.unsigned_abs().saturating_sub(fit);
                 if excess > 0 && excess <= MAX_LOAN_PARTS * self.video.seg.rules().part_target {
                     dur = i64::try_from(fit).unwrap_or(dur);

@@ -64,7 +64,7 @@ pub(super) fn rendition_or_new<'a>(
     info: &RenditionInfo,
     td: u32,
 ) -> &'a mut Rendition {
-    let i = match inner.renditions.iter().position(|r| r.name == name) {
+    let i = match inner.renditions.iter().position(|r| r.entry.name == name) {
         Some(i) => i,
         None => {
             let mut playlist = MediaPlaylist::new(td, inner.part_target, 0);

@@ -6,9 +6,9 @@
 //! never hold the store lock across an await and never poll: a waiter
 //! re-checks only when the store's watch version changes.
 
-use super::{ChannelStore, Inner, Rendition, RenditionInfo};
+use super::{ChannelStore, Inner, RenditionInfo};
 use crate::metrics::METRICS;
-use crate::package::ledger::{self, Listing};
+use crate::package::ledger;
 use crate::package::names::{self, MediaName};
 use crate::package::playlist::{self, RenditionReport, Skip};
 use bytes::Bytes;
@@ -150,11 +150,11 @@ impl ChannelStore {
         let mut reports = Vec::new();
         let mut pl = None;
         for r in &inner.renditions {
-            if &*r.name == rendition {
+            if &*r.entry.name == rendition {
                 pl = Some(&r.playlist);
                 continue;
             }
-            if !r.active {
+            if !r.entry.active {
                 continue;
             }
             // RFC 8216bis B.1: "Each Media Playlist MUST contain one
@@ -167,7 +167,7 @@ impl ChannelStore {
                 (None, None) => continue,
             };
             reports.push(RenditionReport {
-                uri: format!("../{}/index.m3u8", r.name),
+                uri: format!("../{}/index.m3u8", r.entry.name),
                 last_msn,
                 last_part,
             });
@@ -186,7 +186,11 @@ impl ChannelStore {
         let answer = self
             .wait_for(|inner| {
                 let complete = source_measured(inner)
-                    && inner.renditions.iter().filter(|r| r.active).all(playable);
+                    && inner
+                        .renditions
+                        .iter()
+                        .filter(|r| r.entry.active)
+                        .all(|r| r.entry.playable());
                 complete.then(|| Ok(self.render_master(inner)))
             })
             .await;
@@ -204,22 +208,12 @@ impl ChannelStore {
     }
 
     fn render_master(&self, inner: &Inner) -> String {
-        let audio: Vec<Listing> = inner
-            .renditions
-            .iter()
-            .filter(|r| r.active && matches!(r.info, RenditionInfo::Audio { .. }))
-            .map(listing)
-            .collect();
-        let mut video: Vec<&Rendition> = inner
-            .renditions
-            .iter()
-            .filter(|r| r.active && r.configured && playable(r))
-            .filter(|r| matches!(r.info, RenditionInfo::Video { .. }))
-            .collect();
-        // Source first, then the rungs top down.
-        video.sort_by_key(|r| r.rank);
-        let video: Vec<Listing> = video.into_iter().map(listing).collect();
-        ledger::render_master(&video, &audio, self.cfg.segment_target / 2)
+        // Audio as soon as it is active; a video rendition once its codecs
+        // are known and it has media to play.
+        let listed = inner.renditions.iter().filter(|r| {
+            r.entry.active && (r.entry.is_audio() || (r.configured && r.entry.playable()))
+        });
+        ledger::master(listed.map(|r| &r.entry), self.cfg.segment_target / 2)
     }
 
     /// An init segment, part or segment of `rendition` by file name. A part
@@ -234,7 +228,7 @@ impl ChannelStore {
             let found = |bytes: Option<&Bytes>| {
                 bytes.map(|b| MediaFile {
                     bytes: b.clone(),
-                    content_type: r.info.content_type(),
+                    content_type: r.entry.info.content_type(),
                 })
             };
             match &name {
@@ -334,27 +328,14 @@ fn too_far(pl: &playlist::MediaPlaylist, msn: u64, part: Option<u32>) -> Option<
 /// complete segment, and audio too if there is audio.
 fn source_measured(inner: &Inner) -> bool {
     let (mut video, mut audio) = (false, true);
-    for r in inner.renditions.iter().filter(|r| r.active) {
-        match r.info {
-            RenditionInfo::Video { .. } if r.declared_bps.is_none() => video |= playable(r),
-            RenditionInfo::Audio { .. } => audio &= playable(r),
+    for r in inner.renditions.iter().filter(|r| r.entry.active) {
+        match r.entry.info {
+            RenditionInfo::Video { .. } if r.entry.declared_bps.is_none() => {
+                video |= r.entry.playable()
+            }
+            RenditionInfo::Audio { .. } => audio &= r.entry.playable(),
             RenditionInfo::Video { .. } => {}
         }
     }
     video && audio
-}
-
-/// The rendition's media playlist lists a complete segment with media in
-/// it: a player that starts there has something to play.
-fn listing(r: &Rendition) -> Listing<'_> {
-    Listing {
-        name: &r.name,
-        info: &r.info,
-        declared_bps: r.declared_bps,
-        stats: r.stats.iter().copied().collect(),
-    }
-}
-
-fn playable(r: &Rendition) -> bool {
-    ledger::playable(&r.stats)
 }

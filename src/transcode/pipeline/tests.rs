@@ -298,27 +298,36 @@ fn a_live_pipeline_nobody_reads_drops_rung_packets_to_a_keyframe_not_memory() {
     let mut p = Pipeline::start(channel, cfg).expect("start");
     p.push_config(clip.params.clone());
     let (first, second) = clip.packets.split_at(OUTPUT_QUEUE + 450);
-    // Fed about as fast as the decoder takes it, so that only the unread
-    // output makes the rung drop.
-    let feed = |p: &mut Pipeline, packets: &[Packet]| {
-        for (i, pkt) in packets.iter().cloned().enumerate() {
-            p.push_packet(pkt, crate::media::Arrival::now());
-            if i % 2 == 1 {
-                std::thread::sleep(std::time::Duration::from_millis(4));
+    // Each GOP is fed once the pipeline has settled on the one before (its
+    // output stopped growing), however slow the machine: the decoder is
+    // never behind and each rung's queue is empty when a GOP starts, so
+    // until the output is full only the unread output can make a rung drop.
+    let settle = |p: &Pipeline| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut seen = p.outputs().len();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            let now = p.outputs().len();
+            if now == seen || now >= OUTPUT_QUEUE || std::time::Instant::now() > deadline {
+                break;
             }
+            seen = now;
         }
     };
-    feed(&mut p, first);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while p.outputs().len() < OUTPUT_QUEUE && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    for pkt in first.iter().cloned() {
+        if pkt.keyframe {
+            settle(&p);
+        }
+        p.push_packet(pkt, crate::media::Arrival::now());
     }
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    settle(&p);
     assert_eq!(p.outputs().len(), OUTPUT_QUEUE, "bounded, and full");
     assert!(dropped() > before, "the drop is counted");
     // The channel thread catches up; the rung goes on from a keyframe.
     let mut outputs: Vec<Output> = p.outputs().try_iter().collect();
-    feed(&mut p, second);
+    for pkt in second.iter().cloned() {
+        p.push_packet(pkt, crate::media::Arrival::now());
+    }
     outputs.extend(p.finish());
     let (_, rungs) = collect(outputs);
     let packets = &rungs[&0].0;

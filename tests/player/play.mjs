@@ -195,9 +195,14 @@ await runPlayer(pageHtml, out, async ({ page, ctx }) => {
       return v && v.currentTime > 1.0;
     }, null, { timeout: 20000 }).then(() => true, () => false);
     // Give the page's own latency display a few updates, and its playback
-    // rate control time to reach the target latency.
+    // rate control time to reach the target latency: 8 s, or after a stall
+    // at start-up (hls.js then adds a second to its target) the 20 s the
+    // latency helper waits before setting the target back.
     await p2.waitForFunction(() => /latency\s*[0-9]/i.test(document.body.innerText), null, { timeout: 5000 }).catch(() => {});
-    if (played) await p2.waitForTimeout(8000);
+    if (played) {
+      await p2.waitForTimeout(8000);
+      await p2.waitForFunction(() => (window.rungsPlayer?.hls?.latency ?? 9) < 0.9, null, { timeout: 25000 }).catch(() => {});
+    }
     out.play_page = {
       played,
       currentTime: await p2.evaluate(() => document.querySelector('video')?.currentTime ?? null),

@@ -93,15 +93,6 @@ impl Entry {
     pub fn playable(&self) -> bool {
         self.stats.iter().any(|s| !s.gap)
     }
-
-    fn listing(&self) -> Listing<'_> {
-        Listing {
-            name: &self.name,
-            info: &self.info,
-            declared_bps: self.declared_bps,
-            stats: self.stats.iter().copied().collect(),
-        }
-    }
 }
 
 /// The multivariant playlist of `listed`: its video renditions as variants
@@ -115,19 +106,7 @@ pub(crate) fn master<'a>(
     let (audio, mut video): (Vec<&Entry>, Vec<&Entry>) =
         listed.into_iter().partition(|e| e.is_audio());
     video.sort_by_key(|e| e.rank);
-    let video: Vec<Listing> = video.into_iter().map(Entry::listing).collect();
-    let audio: Vec<Listing> = audio.into_iter().map(Entry::listing).collect();
     render_master(&video, &audio, peak_min)
-}
-
-/// One rendition as the multivariant playlist describes it.
-struct Listing<'a> {
-    name: &'a str,
-    info: &'a RenditionInfo,
-    /// A transcoded rung's declared bit rate, for BANDWIDTH until its
-    /// segments are measured.
-    declared_bps: Option<u64>,
-    stats: Vec<SegmentStats>,
 }
 
 /// (MSN, duration) of the gap segments listed for the MSNs `skipped` (a
@@ -146,8 +125,8 @@ pub(crate) fn gaps(
         .collect()
 }
 
-fn render_master(video: &[Listing], audio: &[Listing], peak_min: Duration) -> String {
-    let audio_variant = audio.first().and_then(|a| match a.info {
+fn render_master(video: &[&Entry], audio: &[&Entry], peak_min: Duration) -> String {
+    let audio_variant = audio.first().and_then(|a| match &a.info {
         RenditionInfo::Audio { codecs } => Some(VariantAudio {
             codecs,
             rates: bitrates(&a.stats, peak_min),
@@ -164,13 +143,13 @@ fn render_master(video: &[Listing], audio: &[Listing], peak_min: Duration) -> St
             codecs,
             width,
             height,
-        } = r.info
+        } = &r.info
         else {
             continue;
         };
         independent &= r.stats.iter().all(|s| s.independent || s.gap);
         variants.push(Variant::video(
-            r.name,
+            &r.name,
             codecs,
             (*width, *height),
             frame_rate(&r.stats).or(source_rate),
@@ -186,7 +165,7 @@ fn render_master(video: &[Listing], audio: &[Listing], peak_min: Duration) -> St
         .enumerate()
         .map(|(i, a)| AudioMedia {
             group_id: "audio".to_owned(),
-            name: a.name.to_owned(),
+            name: a.name.to_string(),
             uri: format!("{}/index.m3u8", a.name),
             default: i == 0,
         })
@@ -195,7 +174,7 @@ fn render_master(video: &[Listing], audio: &[Listing], peak_min: Duration) -> St
 }
 
 /// Frames per second over the media (non-gap) segments.
-fn frame_rate(stats: &[SegmentStats]) -> Option<f64> {
+fn frame_rate(stats: &VecDeque<SegmentStats>) -> Option<f64> {
     let (frames, secs) = stats
         .iter()
         .filter(|s| !s.gap)
@@ -209,7 +188,7 @@ fn frame_rate(stats: &[SegmentStats]) -> Option<f64> {
 /// shorter than `min_for_peak` (the tail before a discontinuity) are left
 /// out of the peak, unless there is nothing else: a lone keyframe would
 /// inflate it.
-fn bitrates(stats: &[SegmentStats], min_for_peak: Duration) -> (u64, u64) {
+fn bitrates(stats: &VecDeque<SegmentStats>, min_for_peak: Duration) -> (u64, u64) {
     let mut peak = 0f64;
     let mut fallback_peak = 0f64;
     let (mut bits, mut secs) = (0f64, 0f64);

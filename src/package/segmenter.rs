@@ -145,7 +145,7 @@ impl Segmenter {
     /// Ticks the open part can still take, if a part is open and closing
     /// it now would leave it under 85% of PART-TARGET, which only a
     /// segment's last part may be (RFC 8216bis 4.4.4.9).
-    pub fn short_part_room(&self) -> Option<u64> {
+    fn short_part_room(&self) -> Option<u64> {
         let target = self.rules.part_target;
         let room = target.saturating_sub(self.part.as_ref()?.duration);
         (room * 100 > target * 15).then_some(room)

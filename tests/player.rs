@@ -146,11 +146,15 @@ fn browser_hlsjs_plays_ladder_60s() {
 /// hls.js 1.7 can take a segment for buffered that it never loaded (a part
 /// that finished buffering after the playlist update completing its
 /// segment): it stops where that segment starts. The page is made to reach
-/// that state on purpose (tests/player/stuck.mjs); with the node's player
-/// helper playback goes on within two seconds, without it hls.js stays
-/// stopped (which shows the fault is real). The stall also raises hls.js's
-/// target latency by a second: the helper lowers it again 20 s later,
-/// hls.js alone never does.
+/// that state on purpose (tests/player/stuck.mjs). As the fault arises
+/// (`held`: the tracker is wrong until the segment is taken off it), the
+/// node's player helper has hls.js load the segment before the playhead
+/// gets there: no stall at all; without the helper hls.js stops there
+/// (which shows the fault is real). Where the helper cannot correct the
+/// tracker (the default: it stays wrong), it seeks past the segment, and
+/// playback goes on within seconds. That stall also raises hls.js's target
+/// latency by a second: the helper lowers it again 20 s later, hls.js alone
+/// never does.
 #[test]
 fn browser_hlsjs_helper_ends_a_stall_on_a_segment_never_loaded() {
     require_browser();
@@ -161,13 +165,44 @@ fn browser_hlsjs_helper_ends_a_stall_on_a_segment_never_loaded() {
     let _publisher = publish_live(&node, &http, &ch);
 
     let f = Findings::default();
+
+    let v = run_page_script(
+        "tests/player/stuck.mjs",
+        &[&node.master_url(&ch.id), "12", "on", "held"],
+    );
+    let rep = &v["report"];
+    assert!(v["ok"] == true, "helper on, held: {v}");
+    let marked = rep["markedAt"].as_f64().expect("the victim was marked");
+    let waits: Vec<f64> = rep["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e[0] == "waiting")
+        .filter_map(|e| e[1].as_f64())
+        .filter(|&t| t > marked)
+        .collect();
+    eprintln!(
+        "helper on, held: victim {} marked at {marked:.2} s, loaded at {}, waiting at {waits:?}",
+        rep["victim"], rep["loadedAt"]
+    );
+    f.check(
+        rep["loadedAt"].as_f64().is_some_and(|t| t > marked),
+        "with the helper, hls.js loads the segment its tracker held",
+        || format!("{}", rep["events"]),
+    );
+    f.check(
+        waits.is_empty(),
+        "with the helper, the held segment does not stop playback",
+        || format!("{}", rep["events"]),
+    );
+
     let mut resumed_after = Vec::new();
     let mut last_target = Vec::new();
     // With the helper long enough for it to forgive the stall (20 s).
-    for (helper, secs) in [("on", "34"), ("off", "16")] {
+    for (helper, secs, mode) in [("on", "34", "stuck"), ("off", "16", "held")] {
         let v = run_page_script(
             "tests/player/stuck.mjs",
-            &[&node.master_url(&ch.id), secs, helper],
+            &[&node.master_url(&ch.id), secs, helper, mode],
         );
         let rep = &v["report"];
         assert!(v["ok"] == true, "helper {helper}: {v}");

@@ -9,14 +9,18 @@
 // while over 0.3 s stays buffered, and at 0.95x when under 0.25 s is left (a
 // publisher whose clock runs a little slow) rather than stall.
 //
-// It also ends one hls.js 1.7 stall: when a part finishes buffering after
-// the playlist update that completed its segment (its start-up burst on a
-// busy machine), hls.js takes the whole segment for buffered, never loads
-// the rest, and waits several seconds for its own live-sync seek. Stalled
-// for over half a second with nothing buffered ahead while the playlist
-// lists a segment after the buffer's end, the player seeks to that
-// segment's start, which hls.js loads afresh (what is left of the stuck one
-// is skipped).
+// It also heads off one hls.js 1.7 stall: when a part finishes buffering
+// after the playlist update that completed its segment (its start-up burst
+// on a busy machine), hls.js takes the whole segment for buffered, never
+// loads the rest, and waits several seconds for its own live-sync seek.
+// Where hls.js's fragment tracker is reachable (1.7 exposes it on the main
+// stream controller), a segment that it counts as buffered while its media
+// stops inside that segment and none of its parts is loading is taken off
+// the tracker: hls.js then loads what is missing before the playhead gets
+// there. Failing that (another hls.js), stalled for over half a second with
+// nothing buffered ahead while the playlist lists a segment after the
+// buffer's end, the player seeks to that segment's start, which hls.js
+// loads afresh (what is left of the stuck one is skipped).
 //
 // hls.js adds a second to its target latency for every stall, for good (up
 // to a target duration). After 20 s without another stall the helper sets
@@ -29,12 +33,45 @@ window.rungsHoldLatency = function (hls, video) {
     const f = d.fragments.find((s) => s.start > after);
     return f || (d.fragmentHint && d.fragmentHint.start > after ? d.fragmentHint : null);
   };
+  const main = hls.streamController;
+  const tracker = main && main.fragmentTracker;
+  // The listed segment (or the one in progress) that the main buffer stops
+  // inside of while the tracker counts it as buffered and no part of it is
+  // on its way: what hls.js will never load by itself. Taken off the
+  // tracker, hls.js loads it again from where the buffer stops.
+  const release = () => {
+    const d = hls.latestLevelDetails;
+    if (!tracker || !d) return;
+    const loading = main.state !== 'IDLE' && main.fragCurrent;
+    let end = null;
+    try {
+      // The video SourceBuffer where audio is a rendition of its own.
+      const ranges = (main.mediaBuffer || video).buffered;
+      for (let i = 0; i < ranges.length; i++) {
+        if (ranges.start(i) <= video.currentTime + 0.1 && ranges.end(i) > video.currentTime) end = ranges.end(i);
+      }
+    } catch (e) {
+      return; // a SourceBuffer removed from its MediaSource
+    }
+    if (end === null) return;
+    const f = d.fragments.concat(d.fragmentHint || []).find((s) => s.start <= end + 0.05 && s.end > end + 0.1);
+    if (f && tracker.getState(f) === 'OK' && !(loading && loading.sn === f.sn)) tracker.removeFragment(f);
+  };
+  // Checked where the fault arises (a part buffered, a playlist update) and
+  // on every tick.
+  // (The page may have hls.js from a bundle, without the global `Hls`.)
+  const events = hls.constructor.Events;
+  if (tracker && events) {
+    hls.on(events.FRAG_BUFFERED, release);
+    hls.on(events.LEVEL_UPDATED, release);
+  }
   let played = false;
   let stuckSince = null;
   let target = null;
   let raisedAt = null;
   video.addEventListener('playing', () => { played = true; });
   return setInterval(() => {
+    release();
     const ahead = video.buffered.length ? video.buffered.end(video.buffered.length - 1) - video.currentTime : 0;
     const stalled = played && !video.paused && !video.seeking && video.readyState < 3 && ahead < 0.1;
     // The first segment past what is buffered: the stuck one ends there or later.

@@ -1,19 +1,22 @@
 // hls.js stuck on a segment it believes buffered, with and without the
 // node's player helper (/assets/rungs-latency.js), for tests/player.rs.
 //
-// usage: node tests/player/stuck.mjs <multivariant URL> <seconds> <helper: on|off>
+// usage: node tests/player/stuck.mjs <multivariant URL> <seconds> <helper: on|off> [stuck|held]
 //
 // Three seconds after the first frame the page makes hls.js's fragment
 // tracker report the segment two after the playlist's last complete one as
 // fully buffered: the state hls.js 1.7 reaches by itself when a part
 // finishes buffering after the playlist update that completed its segment.
 // hls.js then never loads that segment and playback stops where it starts.
-// Prints one JSON line: the victim segment, when it was marked, every
+// With `stuck` (the default) the tracker keeps saying so whatever is done to it (only a
+// seek gets past the segment); with `held` it does until the segment is
+// taken off the tracker, as with the real fault. Prints one JSON line: the
+// victim segment, when it was marked and when it was loaded, every
 // waiting/playing/seeking event with the playhead, and hls.js's target
 // latency every 250 ms.
 import { runPlayer } from './harness.mjs';
 
-const [src, secondsArg, helper] = process.argv.slice(2);
+const [src, secondsArg, helper, mode] = process.argv.slice(2);
 const seconds = Number(secondsArg || 15);
 
 const pageHtml = (origin) => `<!doctype html><html><body>
@@ -23,7 +26,7 @@ const pageHtml = (origin) => `<!doctype html><html><body>
 <script>
 const t0 = performance.now();
 const now = () => +((performance.now() - t0) / 1000).toFixed(3);
-window.report = { started: null, victim: null, markedAt: null, events: [], end: null, targets: [] };
+window.report = { started: null, victim: null, markedAt: null, loadedAt: null, events: [], end: null, targets: [] };
 const v = document.getElementById('v');
 const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
 window.hls = hls;
@@ -37,7 +40,17 @@ v.addEventListener('playing', () => {
     const tracker = hls.streamController.fragmentTracker;
     const victim = hls.latestLevelDetails.endSN + 2;
     const getState = tracker.getState.bind(tracker);
-    tracker.getState = (frag) => (frag.type === 'main' && frag.sn === victim ? 'OK' : getState(frag));
+    const removeFragment = tracker.removeFragment.bind(tracker);
+    let released = false;
+    const isVictim = (frag) => frag.type === 'main' && frag.sn === victim;
+    tracker.removeFragment = (frag) => {
+      if (isVictim(frag)) released = ${JSON.stringify(mode === 'held')};
+      removeFragment(frag);
+    };
+    tracker.getState = (frag) => (isVictim(frag) && !released ? 'OK' : getState(frag));
+    hls.on(Hls.Events.FRAG_LOADED, (e, d) => {
+      if (isVictim(d.frag) && window.report.loadedAt === null) window.report.loadedAt = now();
+    });
     window.report.victim = victim;
     window.report.markedAt = now();
   }, 3000);

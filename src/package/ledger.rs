@@ -1,12 +1,13 @@
 //! The rendition ledger the live store and VOD share: each rendition's
 //! identity, variant order, declared rate and per-segment statistics
-//! ([`Entry`]); BANDWIDTH, AVERAGE-BANDWIDTH and FRAME-RATE from them and
-//! the multivariant playlist itself; and the gap segments that keep a
-//! rendition that skipped MSNs numbered like the others. Spec-driven logic
-//! that must never disagree between live and VOD; which renditions are
-//! listed is the caller's.
-//! Spec-driven arithmetic that must never disagree between live and VOD;
-//! which renditions are listed, and in what order, is the caller's.
+//! ([`Entry`]); the book of renditions and their media playlists built from
+//! the packager's updates ([`book`]); BANDWIDTH, AVERAGE-BANDWIDTH and
+//! FRAME-RATE and the multivariant playlist itself; and the gap segments
+//! that keep a rendition that skipped MSNs numbered like the others.
+//! Spec-driven logic that must never disagree between live and VOD; which
+//! renditions are listed, and in what order, is the caller's.
+
+pub(crate) mod book;
 
 use super::playlist::{self, AudioMedia, Variant, VariantAudio, VideoRates};
 use std::collections::VecDeque;
@@ -255,7 +256,8 @@ mod tests {
         let live = store.master_playlist().await.expect("live master");
         let mut vod = VodAssembler::new(&cfg);
         vod.apply(updates);
-        let vod = vod.finish().master;
+        let vod_out = vod.finish();
+        let vod = vod_out.master.clone();
 
         let parse = |text: &str| {
             m3u8_rs::parse_master_playlist_res(text.as_bytes())
@@ -300,5 +302,36 @@ mod tests {
             .await
             .expect("rung playlist");
         assert!(rung.contains("#EXT-X-GAP"), "{rung}");
+
+        // Every media playlist lists the same segments live and as VOD:
+        // numbering, durations, gaps, discontinuities.
+        let listing = |text: &str| {
+            // EXT-X-DISCONTINUITY-SEQUENCE:0 may be left out (RFC 8216bis 4.4.3.3).
+            let dseq = text
+                .lines()
+                .find_map(|l| l.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:"))
+                .unwrap_or("0")
+                .to_owned();
+            let tags = text.lines().filter(|l| {
+                *l == "#EXT-X-DISCONTINUITY"
+                    || ["#EXTINF", "#EXT-X-GAP", "#EXT-X-MEDIA-SEQUENCE"]
+                        .iter()
+                        .any(|t| l.starts_with(t))
+            });
+            (dseq, tags.map(str::to_owned).collect::<Vec<_>>())
+        };
+        let vod_media = vod_out.media;
+        assert_eq!(vod_media.len(), 3, "source, rung and audio");
+        for (name, vod_text) in &vod_media {
+            let live_text = store
+                .media_playlist(name, PlaylistRequest::default())
+                .await
+                .expect("live playlist");
+            assert_eq!(
+                listing(&live_text),
+                listing(vod_text),
+                "{name}: live:\n{live_text}\nvod:\n{vod_text}"
+            );
+        }
     }
 }

@@ -17,11 +17,12 @@ pub mod segmenter;
 pub mod store;
 #[cfg(test)]
 pub(crate) mod testmedia;
+mod update;
 pub mod vod;
 
 pub use packager::{ChannelPackager, RungDecl, RungEvent};
-pub(crate) use store::Update;
 pub use store::{ChannelStore, MediaFile, PlaylistRequest, StoreError};
+pub(crate) use update::Update;
 pub use vod::{VodError, VodSummary, VodWriter};
 
 use serde::{Deserialize, Deserializer, de::Error as _};

@@ -16,12 +16,13 @@ mod trail;
 
 pub use rung::{RungDecl, RungEvent};
 
+use super::Update;
 use super::align::AudioAligner;
 use super::plan::{self, FrameProbe};
 use super::segmenter::{CutPolicy, Rules, Segmenter};
 #[cfg(any(test, feature = "internals"))]
 use super::store::ChannelStore;
-use super::store::{RenditionInfo, Update};
+use super::store::RenditionInfo;
 use super::{PackageConfig, fmp4, names};
 use crate::media::{AudioParams, IngestEvent, Packet, TIMEBASE, TrackKind, VideoParams};
 use live::{AudioTrack, Live, PendingVideo, VideoTrack};

@@ -190,7 +190,8 @@ fn error(e: StoreError) -> Response {
 mod tests {
     use super::*;
     use crate::package::PackageConfig;
-    use crate::package::store::{RenditionInfo, Update};
+    use crate::package::Update;
+    use crate::package::store::RenditionInfo;
     use axum::body::{Body, to_bytes};
     use axum::http::Request;
     use bytes::Bytes;

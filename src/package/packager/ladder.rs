@@ -9,7 +9,7 @@
 use super::rung::{Ctx, Rung, RungDecl, RungEvent};
 use super::{ChannelPackager, Phase};
 use crate::media::TrackKind;
-use crate::package::store::Update;
+use crate::package::Update;
 use std::time::{Instant, SystemTime};
 
 impl ChannelPackager {

@@ -15,7 +15,7 @@
 //!
 //! Pure: time is the packager's clock (the newest source arrival).
 
-use crate::package::store::Update;
+use crate::package::Update;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

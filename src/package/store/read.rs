@@ -66,7 +66,7 @@ impl ChannelStore {
     /// return Service Unavailable, such as HTTP 503." Parts and first
     /// playlists wait as long.
     fn wait_limit(&self) -> Duration {
-        Duration::from_secs(3 * u64::from(self.target_duration()))
+        Duration::from_secs(3 * u64::from(self.cfg.target_duration()))
     }
 
     /// Re-runs `probe` under the lock whenever the store changes, until it
@@ -233,12 +233,19 @@ impl ChannelStore {
             };
             match &name {
                 MediaName::Init { .. } => Some(
-                    found(r.inits.iter().find(|(uri, _)| uri == file).map(|(_, b)| b))
-                        .ok_or(StoreError::NotFound),
+                    found(
+                        r.held
+                            .inits
+                            .iter()
+                            .find(|(uri, _)| uri == file)
+                            .map(|(_, b)| b),
+                    )
+                    .ok_or(StoreError::NotFound),
                 ),
                 MediaName::Segment { sid, msn } => Some(
                     found(
-                        r.media
+                        r.held
+                            .media
                             .get(msn)
                             .filter(|s| &s.sid == sid)
                             .and_then(|s| s.whole.as_ref()),
@@ -246,7 +253,7 @@ impl ChannelStore {
                     .ok_or(StoreError::NotFound),
                 ),
                 MediaName::Part { sid, msn, part } => {
-                    if let Some(stored) = r.media.get(msn) {
+                    if let Some(stored) = r.held.media.get(msn) {
                         if &stored.sid != sid || stored.parts_dropped {
                             return Some(Err(StoreError::NotFound));
                         }
@@ -289,7 +296,7 @@ impl ChannelStore {
     /// Part Target Duration if the Part Target Duration is less than one
     /// second, or three otherwise." As a whole number of parts.
     fn advance_part_limit(&self) -> u32 {
-        let pt = self.lock().part_target.as_secs_f64();
+        let pt = self.lock().part_target().as_secs_f64();
         if pt > 0.0 && pt < 1.0 {
             (3.0 / pt).floor() as u32
         } else {

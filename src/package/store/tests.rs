@@ -4,7 +4,7 @@
 use super::*;
 use crate::metrics::METRICS;
 use crate::package::playlist::Skip;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 const PT: Duration = Duration::from_millis(202);
 

@@ -8,7 +8,7 @@
 
 use super::{Result, VodAssembler, VodError, VodSummary};
 use crate::package::PackageConfig;
-use crate::package::store::Update;
+use crate::package::Update;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -126,14 +126,11 @@ impl<T: Default> Ledger<T> {
                 info,
                 uri,
                 bytes,
-            } => {
-                let index = self.rendition_or_new(rendition, &info);
-                let r = &mut self.renditions[index];
-                r.entry.active = true;
-                r.configured = true;
-                r.entry.info = info;
-                Effect::Init { index, uri, bytes }
-            }
+            } => Effect::Init {
+                index: self.init(rendition, info),
+                uri,
+                bytes,
+            },
             Update::SegmentStart {
                 rendition,
                 msn,
@@ -155,23 +152,7 @@ impl<T: Default> Ledger<T> {
                 duration,
                 independent,
                 bytes,
-            } => {
-                let Some(index) = self.index(&rendition) else {
-                    return Effect::None;
-                };
-                let r = &mut self.renditions[index];
-                let Some(open) = r.playlist.open.as_mut().filter(|o| o.head.msn == msn) else {
-                    return Effect::None;
-                };
-                let part = open.parts.len() as u32;
-                open.parts.push(Part {
-                    uri: names::part(&r.open_sid, msn, part),
-                    duration,
-                    independent,
-                });
-                r.open_bytes += bytes.len();
-                Effect::Part { index, msn, bytes }
-            }
+            } => self.part(&rendition, msn, duration, independent, bytes),
             Update::SegmentEnd {
                 rendition,
                 msn,
@@ -193,11 +174,7 @@ impl<T: Default> Ledger<T> {
                 Effect::None
             }
             Update::Retire { rendition } => {
-                if let Some(i) = self.index(&rendition) {
-                    let r = &mut self.renditions[i];
-                    r.entry.active = false;
-                    r.playlist.open = None;
-                }
+                self.retire(&rendition);
                 Effect::None
             }
             Update::Pause => {
@@ -205,13 +182,63 @@ impl<T: Default> Ledger<T> {
                 Effect::None
             }
             Update::End => {
-                self.sid = None;
-                for r in self.renditions.iter_mut().filter(|r| r.entry.active) {
-                    r.playlist.open = None;
-                    r.playlist.ended = true;
-                }
+                self.end();
                 Effect::None
             }
+        }
+    }
+
+    /// A rendition's (new) init segment: its codecs are known.
+    fn init(&mut self, rendition: Arc<str>, info: RenditionInfo) -> usize {
+        let index = self.rendition_or_new(rendition, &info);
+        let r = &mut self.renditions[index];
+        r.entry.active = true;
+        r.configured = true;
+        r.entry.info = info;
+        index
+    }
+
+    /// Part `msn`.N of `rendition`'s open segment, if `msn` is the one open.
+    fn part(
+        &mut self,
+        rendition: &str,
+        msn: u64,
+        duration: Duration,
+        independent: bool,
+        bytes: Bytes,
+    ) -> Effect {
+        let Some(index) = self.index(rendition) else {
+            return Effect::None;
+        };
+        let r = &mut self.renditions[index];
+        let Some(open) = r.playlist.open.as_mut().filter(|o| o.head.msn == msn) else {
+            return Effect::None;
+        };
+        let part = open.parts.len() as u32;
+        open.parts.push(Part {
+            uri: names::part(&r.open_sid, msn, part),
+            duration,
+            independent,
+        });
+        r.open_bytes += bytes.len();
+        Effect::Part { index, msn, bytes }
+    }
+
+    /// The rendition is no longer produced: its open segment is dropped.
+    fn retire(&mut self, rendition: &str) {
+        if let Some(i) = self.index(rendition) {
+            let r = &mut self.renditions[i];
+            r.entry.active = false;
+            r.playlist.open = None;
+        }
+    }
+
+    /// The presentation ended: every playlist is complete.
+    fn end(&mut self) {
+        self.sid = None;
+        for r in self.renditions.iter_mut().filter(|r| r.entry.active) {
+            r.playlist.open = None;
+            r.playlist.ended = true;
         }
     }
 

@@ -28,11 +28,10 @@
 // setter also clears hls.js's stall count), so one stall does not leave the
 // viewer a second further behind for the rest of the session.
 window.rungsHoldLatency = function (hls, video) {
-  const nextSegment = (d, after) => {
-    if (!d) return null;
-    const f = d.fragments.find((s) => s.start > after);
-    return f || (d.fragmentHint && d.fragmentHint.start > after ? d.fragmentHint : null);
-  };
+  // The first listed segment, or else the one in progress, that passes `test`.
+  const findSegment = (d, test) =>
+    d.fragments.find(test) || (d.fragmentHint && test(d.fragmentHint) ? d.fragmentHint : null);
+  const nextSegment = (d, after) => d && findSegment(d, (s) => s.start > after);
   const main = hls.streamController;
   const tracker = main && main.fragmentTracker;
   // The listed segment (or the one in progress) that the main buffer stops
@@ -54,12 +53,12 @@ window.rungsHoldLatency = function (hls, video) {
       return; // a SourceBuffer removed from its MediaSource
     }
     if (end === null) return;
-    const f = d.fragments.concat(d.fragmentHint || []).find((s) => s.start <= end + 0.05 && s.end > end + 0.1);
+    const f = findSegment(d, (s) => s.start <= end + 0.05 && s.end > end + 0.1);
     if (f && tracker.getState(f) === 'OK' && !(loading && loading.sn === f.sn)) tracker.removeFragment(f);
   };
   // Checked where the fault arises (a part buffered, a playlist update) and
-  // on every tick.
-  // (The page may have hls.js from a bundle, without the global `Hls`.)
+  // on every tick. (The page may have hls.js from a bundle, without the
+  // global `Hls`.)
   const events = hls.constructor.Events;
   if (tracker && events) {
     hls.on(events.FRAG_BUFFERED, release);

@@ -393,10 +393,7 @@ impl<T: Default> Ledger<T> {
             gap,
             parts: open.parts,
         });
-        trim(&mut r.playlist, window);
-        while r.entry.stats.len() > window {
-            r.entry.stats.pop_front();
-        }
+        trim(r, window);
         Effect::Closed {
             index: i,
             msn,
@@ -488,25 +485,25 @@ fn push_gaps<T>(
         });
         date += duration;
     }
-    trim(pl, window);
-    while r.entry.stats.len() > window {
-        r.entry.stats.pop_front();
-    }
+    trim(r, window);
 }
 
-/// Keeps the newest `window` segments listed. RFC 8216bis 6.2.2: the media
-/// sequence "MUST be incremented by 1 for every Media Segment that is
-/// removed", and "If the server removes an EXT-X-DISCONTINUITY tag [...] it
-/// MUST increment the value of the EXT-X-DISCONTINUITY-SEQUENCE tag".
-fn trim(pl: &mut MediaPlaylist, window: usize) {
-    if pl.segments.len() <= window {
-        return;
-    }
-    let gone = pl.segments.len() - window;
-    for s in pl.segments.drain(..gone) {
-        pl.media_sequence += 1;
-        if s.head.discontinuity {
-            pl.discontinuity_sequence += 1;
+/// Keeps the newest `window` segments listed, and their statistics. RFC
+/// 8216bis 6.2.2: the media sequence "MUST be incremented by 1 for every
+/// Media Segment that is removed", and "If the server removes an
+/// EXT-X-DISCONTINUITY tag [...] it MUST increment the value of the
+/// EXT-X-DISCONTINUITY-SEQUENCE tag".
+fn trim<T>(r: &mut Tracked<T>, window: usize) {
+    let pl = &mut r.playlist;
+    if pl.segments.len() > window {
+        let gone = pl.segments.len() - window;
+        for s in pl.segments.drain(..gone) {
+            pl.media_sequence += 1;
+            if s.head.discontinuity {
+                pl.discontinuity_sequence += 1;
+            }
         }
     }
+    let stats = &mut r.entry.stats;
+    stats.drain(..stats.len().saturating_sub(window));
 }

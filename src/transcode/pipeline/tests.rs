@@ -298,28 +298,39 @@ fn a_live_pipeline_nobody_reads_drops_rung_packets_to_a_keyframe_not_memory() {
     let mut p = Pipeline::start(channel, cfg).expect("start");
     p.push_config(clip.params.clone());
     let (first, second) = clip.packets.split_at(OUTPUT_QUEUE + 450);
-    // Each GOP is fed once the pipeline has settled on the one before (its
-    // output stopped growing), however slow the machine: the decoder is
-    // never behind and each rung's queue is empty when a GOP starts, so
-    // until the output is full only the unread output can make a rung drop.
-    // Settled: no growth over 150 ms (a starved machine pauses a stage
-    // for tens of milliseconds).
-    let settle = |p: &Pipeline| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    // Each GOP is fed once the pipeline has settled on the one before (the
+    // decoder has taken every packet fed, then the output stopped growing),
+    // however slow the machine: the decoder is never behind and each rung's
+    // queue is empty when a GOP starts, so until the output is full only the
+    // unread output can make a rung drop. Settled: no growth over 150 ms (a
+    // starved machine pauses a stage for tens of milliseconds).
+    let settle = |p: &Pipeline, fed: Option<i64>| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let pause = || std::thread::sleep(std::time::Duration::from_millis(30));
+        while fed.is_some_and(|pts| p.decoded_pts.load(Ordering::Relaxed) < pts)
+            && std::time::Instant::now() < deadline
+        {
+            pause();
+        }
         let (mut seen, mut quiet) = (p.outputs().len(), 0);
         while quiet < 5 && seen < OUTPUT_QUEUE && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(30));
+            pause();
             let now = p.outputs().len();
             quiet = if now == seen { quiet + 1 } else { 0 };
             seen = now;
         }
     };
-    for pkt in first.iter().cloned() {
-        if pkt.keyframe {
-            settle(&p);
+    let mut fed = None;
+    let mut feed = |p: &mut Pipeline, packets: &[Packet]| {
+        for pkt in packets.iter().cloned() {
+            if pkt.keyframe {
+                settle(p, fed);
+            }
+            fed = Some(pkt.pts);
+            p.push_packet(pkt, crate::media::Arrival::now());
         }
-        p.push_packet(pkt, crate::media::Arrival::now());
-    }
+    };
+    feed(&mut p, first);
     // More than the queue holds went in: it fills, however slow the machine.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while p.outputs().len() < OUTPUT_QUEUE && std::time::Instant::now() < deadline {
@@ -329,9 +340,7 @@ fn a_live_pipeline_nobody_reads_drops_rung_packets_to_a_keyframe_not_memory() {
     assert!(dropped() > before, "the drop is counted");
     // The channel thread catches up; the rung goes on from a keyframe.
     let mut outputs: Vec<Output> = p.outputs().try_iter().collect();
-    for pkt in second.iter().cloned() {
-        p.push_packet(pkt, crate::media::Arrival::now());
-    }
+    feed(&mut p, second);
     outputs.extend(p.finish());
     let (_, rungs) = collect(outputs);
     let packets = &rungs[&0].0;

@@ -5,6 +5,7 @@ pub mod config;
 pub mod gpu;
 pub mod hub;
 pub mod ingest;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod node;

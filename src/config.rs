@@ -33,10 +33,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub rtmp_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Operator listener: `/metrics` and `/api/v1`. Loopback by default, so
+    /// that neither is reachable from the internet unless an operator says so.
+    pub admin_addr: SocketAddr,
     /// Host (and optional port) players and publishers use to reach this node,
     /// e.g. `edge1.example.com`. Default: `localhost`.
     pub public_host: String,
     pub api: ApiConfig,
+    pub http: HttpConfig,
     pub ingest: IngestConfig,
     /// Parts, segments and playlist window (`part_target_s`, `segment_target_s`,
     /// `playlist_segments`).
@@ -115,12 +119,47 @@ impl Default for TranscodeConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+/// `Debug` leaves the token out.
+#[derive(Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Bearer token for `/api/v1`. When unset, one is generated at first start
     /// into `<data_dir>/admin-token` (mode 0600).
     pub admin_token: Option<String>,
+}
+
+/// Limits of the HTTP listeners, so that a node on the open internet cannot be
+/// held by idle or half-open connections or by parked requests.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A request head must arrive whole within this long of its first byte.
+    pub header_timeout_s: f64,
+    /// A connection with no request in flight and no bytes moving for this
+    /// long is closed (keep-alive between requests, a reader that stopped).
+    pub idle_timeout_s: f64,
+    /// Open connections on the player listener; one more is answered 503
+    /// with Retry-After and closed, and counted (reason
+    /// `too_many_connections`).
+    pub max_connections: usize,
+    /// Requests parked by blocking reload (playlists and hinted parts) on the
+    /// whole node; one more is answered 503 with Retry-After at once.
+    pub max_blocked_requests: usize,
+    /// Serve `/metrics` and `/api/v1` on the player port too (the API still
+    /// behind the admin token). Off: they are on `admin_addr` only.
+    pub admin_on_player_port: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_s: 10.0,
+            idle_timeout_s: 60.0,
+            max_connections: 16_384,
+            max_blocked_requests: 10_000,
+            admin_on_player_port: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -138,6 +177,19 @@ pub struct IngestConfig {
     /// counted (reason `too_many_connections`), so a connection flood cannot
     /// exhaust memory or file descriptors.
     pub max_connections: usize,
+    /// RTMP connections open at once from one client address (an IPv4
+    /// address, or an IPv6 /64: what one host gets); one more is closed at
+    /// accept and counted (reason `too_many_connections_per_address`), so one
+    /// host cannot take every slot. Raise it when publishers come through a
+    /// proxy or NAT that shares one address.
+    pub max_connections_per_address: usize,
+    /// Seconds an RTMP connection has from accept to an accepted publish
+    /// (handshake, connect, stream key checked); then it is closed and
+    /// counted (reason `no_publish_timeout`). A real encoder needs well under
+    /// a second.
+    pub auth_timeout_s: f64,
+    /// What one publisher may send (RTMP and WHIP alike).
+    pub limits: IngestLimitsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -153,8 +205,10 @@ impl Default for Config {
             data_dir: PathBuf::from("./rungs-data"),
             rtmp_addr: SocketAddr::from(([0, 0, 0, 0], 1935)),
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
             public_host: "localhost".into(),
             api: ApiConfig::default(),
+            http: HttpConfig::default(),
             ingest: IngestConfig::default(),
             hls: PackageConfig::default(),
             transcode: TranscodeConfig::default(),
@@ -172,6 +226,9 @@ impl Default for IngestConfig {
             ended_linger_s: 30.0,
             queue_packets: 2048,
             max_connections: 1024,
+            max_connections_per_address: 16,
+            auth_timeout_s: 10.0,
+            limits: IngestLimitsConfig::default(),
         }
     }
 }
@@ -275,6 +332,24 @@ impl Config {
                 "ingest.max_connections must be at least 1".into(),
             ));
         }
+        if self.ingest.max_connections_per_address == 0 {
+            return Err(ConfigError::Invalid(
+                "ingest.max_connections_per_address must be at least 1".into(),
+            ));
+        }
+        self.auth_timeout()?;
+        self.header_timeout()?;
+        self.idle_timeout()?;
+        if self.http.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "http.max_connections must be at least 1".into(),
+            ));
+        }
+        if self.http.max_blocked_requests == 0 {
+            return Err(ConfigError::Invalid(
+                "http.max_blocked_requests must be at least 1".into(),
+            ));
+        }
         if self.public_host.is_empty() || self.public_host.contains(['/', ' ']) {
             return Err(ConfigError::Invalid(
                 "public_host must be a host name or address".into(),
@@ -301,6 +376,15 @@ impl Config {
         )
     }
 
+    pub fn auth_timeout(&self) -> Result<Duration, ConfigError> {
+        seconds(
+            "ingest.auth_timeout_s",
+            self.ingest.auth_timeout_s,
+            1.0,
+            600.0,
+        )
+    }
+
     pub fn whip_session_timeout(&self) -> Result<Duration, ConfigError> {
         seconds(
             "whip.session_timeout_s",
@@ -308,6 +392,19 @@ impl Config {
             1.0,
             3600.0,
         )
+    }
+
+    pub fn header_timeout(&self) -> Result<Duration, ConfigError> {
+        seconds(
+            "http.header_timeout_s",
+            self.http.header_timeout_s,
+            0.1,
+            600.0,
+        )
+    }
+
+    pub fn idle_timeout(&self) -> Result<Duration, ConfigError> {
+        seconds("http.idle_timeout_s", self.http.idle_timeout_s, 0.1, 3600.0)
     }
 
     /// `http://host:port/whip/<id>`, the WHIP endpoint of a channel.
@@ -373,5 +470,54 @@ mod tests {
         std::fs::write(&p, "typo_field = 1\n").expect("write");
         let err = Config::load(Some(&p)).expect_err("unknown field");
         assert!(err.to_string().contains("typo_field"), "{err}");
+    }
+}
+
+/// Caps on each publisher's stream, measured in media time; 0 is no cap. A
+/// publisher over one is cut with a log line and
+/// `rungs_ingest_cut_total{reason="bitrate"|"frame_size"|"frame_rate"}`, so
+/// one key holder cannot take the node's memory (the live window holds
+/// seconds of the source) or its CPU.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestLimitsConfig {
+    /// Video and audio together, averaged over 4 s of media.
+    pub max_bitrate_kbps: u64,
+    pub max_width: u32,
+    pub max_height: u32,
+    pub max_frame_rate: f64,
+}
+
+impl Default for IngestLimitsConfig {
+    fn default() -> Self {
+        // Room for 4K60 at a generous contribution bit rate.
+        IngestLimitsConfig {
+            max_bitrate_kbps: 60_000,
+            max_width: 4096,
+            max_height: 4096,
+            max_frame_rate: 120.0,
+        }
+    }
+}
+
+impl IngestLimitsConfig {
+    pub fn hub(&self) -> crate::hub::IngestLimits {
+        crate::hub::IngestLimits {
+            max_bitrate_bps: (self.max_bitrate_kbps > 0).then(|| self.max_bitrate_kbps * 1000),
+            max_width: (self.max_width > 0).then_some(self.max_width),
+            max_height: (self.max_height > 0).then_some(self.max_height),
+            max_frame_rate: (self.max_frame_rate > 0.0).then_some(self.max_frame_rate),
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<secret>"),
+            )
+            .finish()
     }
 }

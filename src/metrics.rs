@@ -19,6 +19,8 @@ pub struct Metrics {
     pub keyframe_interval: GaugeVec,
     /// Publish attempts refused, per reason.
     pub ingest_rejected: IntCounterVec,
+    /// Publishers cut off mid-stream, per reason.
+    pub ingest_cut: IntCounterVec,
     /// Packets dropped between ingest and packaging because the channel fell behind.
     pub ingest_dropped_packets: IntCounterVec,
     /// Channels with a publisher (or within their reconnect grace period).
@@ -31,6 +33,15 @@ pub struct Metrics {
     pub audio_silence_frames: IntCounterVec,
     /// Playlist or part requests currently held open by blocking reload.
     pub blocked_requests: IntGauge,
+    /// HTTP connections open, per listener (`player`, `admin`).
+    pub http_connections: IntGaugeVec,
+    /// HTTP connections refused at accept, per listener and reason.
+    pub http_refused_connections: IntCounterVec,
+    /// HTTP connections closed by a timeout, per listener and reason
+    /// (`header_timeout`, `idle_timeout`).
+    pub http_timed_out_connections: IntCounterVec,
+    /// HTTP requests answered 503 at once, per reason (`too_many_blocked`).
+    pub http_refused_requests: IntCounterVec,
     /// From a frame's arrival at ingest to its part being fetchable.
     pub ingest_to_part: HistogramVec,
     /// Node start time as a Unix timestamp, for uptime panels.
@@ -104,6 +115,11 @@ impl Metrics {
                 "Publish attempts refused, by reason.",
                 &["ingest", "reason"],
             ),
+            ingest_cut: counter(
+                "rungs_ingest_cut_total",
+                "Publishers cut off mid-stream: key rotated, channel deleted or failed, an ingest limit broken.",
+                &["ingest", "reason"],
+            ),
             ingest_dropped_packets: counter(
                 "rungs_ingest_dropped_packets_total",
                 "Packets dropped because the channel's packager fell behind.",
@@ -139,6 +155,29 @@ impl Metrics {
                 "Playlist and part requests currently waiting on blocking reload.",
             )
             .expect("static metric definition"),
+            http_connections: IntGaugeVec::new(
+                Opts::new(
+                    "rungs_http_connections",
+                    "HTTP connections open, per listener (player, admin).",
+                ),
+                &["listener"],
+            )
+            .expect("static metric definition"),
+            http_refused_connections: counter(
+                "rungs_http_refused_connections_total",
+                "HTTP connections refused at accept (answered 503 or closed), by listener and reason.",
+                &["listener", "reason"],
+            ),
+            http_timed_out_connections: counter(
+                "rungs_http_timed_out_connections_total",
+                "HTTP connections closed by the node for a header or idle timeout, by listener and reason.",
+                &["listener", "reason"],
+            ),
+            http_refused_requests: counter(
+                "rungs_http_refused_requests_total",
+                "HTTP requests answered 503 at once, by reason (too_many_blocked: the cap on parked blocking requests).",
+                &["reason"],
+            ),
             ingest_to_part: HistogramVec::new(
                 HistogramOpts::new(
                     "rungs_ingest_to_part_seconds",
@@ -288,6 +327,7 @@ impl Metrics {
             Box::new(m.ingest_frames.clone()),
             Box::new(m.keyframe_interval.clone()),
             Box::new(m.ingest_rejected.clone()),
+            Box::new(m.ingest_cut.clone()),
             Box::new(m.ingest_dropped_packets.clone()),
             Box::new(m.live_channels.clone()),
             Box::new(m.publishers.clone()),
@@ -295,6 +335,10 @@ impl Metrics {
             Box::new(m.segments_published.clone()),
             Box::new(m.audio_silence_frames.clone()),
             Box::new(m.blocked_requests.clone()),
+            Box::new(m.http_connections.clone()),
+            Box::new(m.http_refused_connections.clone()),
+            Box::new(m.http_timed_out_connections.clone()),
+            Box::new(m.http_refused_requests.clone()),
             Box::new(m.ingest_to_part.clone()),
             Box::new(m.start_time.clone()),
             Box::new(m.rung_psnr.clone()),

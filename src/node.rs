@@ -9,6 +9,7 @@ use crate::gpu::probe::GpuRequired;
 use crate::hub::{Hub, HubConfig};
 use crate::metrics::METRICS;
 use crate::registry::{Registry, RegistryError};
+use crate::serve::listener::Limits;
 use crate::transcode::backend::{ChannelPlan, GpuPool, GpuRuntime, MachineFacts, StreamFacts};
 use crate::transcode::frame::Size;
 use crate::transcode::ladder::LadderError;
@@ -19,12 +20,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often the node looks for live channels deleted by the CLI (which
-/// writes the database without telling the node).
-const DELETED_CHANNEL_CHECK: Duration = Duration::from_secs(2);
+/// How often the node looks for live channels deleted, or whose key was
+/// rotated, by the CLI (which writes the database without telling the
+/// node): a revoked publisher is cut within this.
+const REGISTRY_CHECK: Duration = Duration::from_millis(500);
 
 /// How often each GPU's memory in use is read.
 const GPU_MEMORY_EVERY: Duration = Duration::from_secs(5);
+
+/// Connections the admin listener takes at once: a scraper and a few
+/// operators. Its own budget, so a flood on the player port never locks the
+/// operator out of `/metrics`.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Open files a node needs beside its connections: the registry, WHIP's
+/// socket, recordings, FFmpeg, logs.
+const FILES_BESIDE_CONNECTIONS: usize = 256;
 
 /// Why a node did not start (or stopped). Never holds a secret.
 #[derive(Debug, thiserror::Error)]
@@ -153,11 +164,23 @@ pub fn pipeline_config(
 
 /// The channel registry in the data dir, which is made if missing.
 pub fn open_registry(cfg: &Config) -> Result<Registry, NodeError> {
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| NodeError::File {
-        what: "creating data dir",
-        path: cfg.data_dir.clone(),
-        source,
-    })?;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let file = |what| {
+        move |source| NodeError::File {
+            what,
+            path: cfg.data_dir.clone(),
+            source,
+        }
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.data_dir)
+        .map_err(file("creating data dir"))?;
+    // It holds stream keys and the admin token: the node's user alone,
+    // however it was made before.
+    std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(file("restricting data dir"))?;
     Ok(Registry::open(&cfg.data_dir)?)
 }
 
@@ -204,10 +227,9 @@ fn admin_token(cfg: &Config) -> Result<String, NodeError> {
             source,
         });
     }
-    eprintln!(
-        "admin API token (saved to {}, shown only now): {token}",
-        path.display()
-    );
+    // The token itself never goes to a terminal or a journal: only where
+    // the node's user can read it.
+    eprintln!("admin API token written to {} (mode 0600)", path.display());
     Ok(token)
 }
 
@@ -231,6 +253,7 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
             reconnect_grace: cfg.reconnect_grace()?,
             ended_linger: cfg.ended_linger()?,
             queue_packets: cfg.ingest.queue_packets,
+            limits: cfg.ingest.limits.hub(),
             transcode: pipeline_config(&cfg, gpu)?,
         },
     );
@@ -253,6 +276,9 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
         let http = tokio::net::TcpListener::bind(cfg.http_addr)
             .await
             .map_err(io(format!("binding HTTP to {}", cfg.http_addr)))?;
+        let admin = tokio::net::TcpListener::bind(cfg.admin_addr)
+            .await
+            .map_err(io(format!("binding the admin HTTP to {}", cfg.admin_addr)))?;
         let whip = crate::ingest::whip::Whip::start(
             cfg.whip.udp_addr,
             &cfg.whip.ips,
@@ -268,29 +294,105 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
         )
         .await
         .map_err(io(format!("binding WHIP UDP to {}", cfg.whip.udp_addr)))?;
-        tracing::info!(rtmp = %cfg.rtmp_addr, http = %cfg.http_addr, whip_udp = %cfg.whip.udp_addr, data_dir = %cfg.data_dir.display(), "rungs listening");
+        tracing::info!(rtmp = %cfg.rtmp_addr, http = %cfg.http_addr, admin = %cfg.admin_addr, whip_udp = %cfg.whip.udp_addr, data_dir = %cfg.data_dir.display(), "rungs listening");
         tokio::spawn(crate::ingest::rtmp::serve(
             rtmp,
             hub.clone(),
-            cfg.ingest.max_connections,
+            crate::ingest::rtmp::io::Limits::from_config(&cfg)?,
         ));
         let reaper = hub.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(DELETED_CHANNEL_CHECK);
+            let mut every = tokio::time::interval(REGISTRY_CHECK);
             loop {
                 every.tick().await;
                 let hub = reaper.clone();
-                let _ = tokio::task::spawn_blocking(move || hub.end_deleted()).await;
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || hub.sync_registry()).await {
+                    tracing::warn!(error = %e, "could not read the channel registry");
+                }
             }
         });
-        let app = crate::serve::router(hub, cfg.clone(), token, whip);
-        axum::serve(http, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(io("HTTP server"))?;
+        let routers = crate::serve::routers(hub, cfg.clone(), token, whip);
+        let limits = http_limits(&cfg)?;
+        crate::package::PARKING.set_max(cfg.http.max_blocked_requests);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let admin = tokio::spawn(crate::serve::listener::serve(
+            admin,
+            "admin",
+            routers.admin,
+            Limits {
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                ..limits
+            },
+            stopped(stop_rx.clone()),
+        ));
+        let player = tokio::spawn(crate::serve::listener::serve(
+            http,
+            "player",
+            routers.player,
+            limits,
+            stopped(stop_rx),
+        ));
+        shutdown_signal().await;
         tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        let _ = tokio::join!(player, admin);
         Ok(())
     })
+}
+
+/// What each HTTP connection is allowed, from `[http]`; also raises the
+/// process's open-file limit to what the connection cap needs.
+fn http_limits(cfg: &Config) -> Result<Limits, NodeError> {
+    let idle = cfg.idle_timeout()?;
+    // A blocking reload waits up to three target durations without a byte.
+    let longest_wait = Duration::from_secs(3 * u64::from(cfg.hls.sanitized().target_duration()));
+    let limits = Limits {
+        header_timeout: cfg.header_timeout()?,
+        idle_timeout: idle,
+        busy_timeout: idle.max(longest_wait + Duration::from_secs(1)),
+        max_connections: cfg.http.max_connections,
+    };
+    let wanted = cfg.http.max_connections
+        + ADMIN_MAX_CONNECTIONS
+        + cfg.ingest.max_connections
+        + FILES_BESIDE_CONNECTIONS;
+    let got = raise_open_files(wanted as u64);
+    if got < wanted as u64 {
+        tracing::warn!(
+            open_files = got,
+            wanted,
+            "the open-file limit is below what http.max_connections and ingest.max_connections need; \
+             connections past it fail at accept (raise LimitNOFILE or ulimit -n)"
+        );
+    }
+    Ok(limits)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` towards `wanted` (never past the hard
+/// limit) and returns the soft limit in force.
+fn raise_open_files(wanted: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given, nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    if lim.rlim_cur < wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given, nothing else.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    lim.rlim_cur
 }
 
 /// Refreshes each GPU's memory in use (`rungs_gpu_memory_used_bytes`, and

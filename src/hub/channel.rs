@@ -5,11 +5,12 @@
 //! It never touches sockets and never blocks ingest: publishers reach it
 //! through a bounded queue and drop whole GOPs when it is full.
 
+use super::Cut;
 use super::core::{ChannelCore, Input, Output, Refusal};
 use super::transcoding::Transcoding;
 use crate::media::{Arrival, IngestEvent};
 use crate::metrics::METRICS;
-use crate::package::ChannelStore;
+use crate::package::{ChannelStore, Update};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, select};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -61,9 +62,53 @@ pub(super) struct LiveChannel {
     pub store: Arc<ChannelStore>,
     pub events: Sender<Stamped>,
     pub control: Sender<Control>,
+    /// Publish sessions up to this one are cut, and why.
+    cut: Mutex<Option<(u64, Cut)>>,
+    /// The stream key the latest publisher authenticated with (a secret:
+    /// compared, never shown), to spot a rotation made behind the node's back.
+    key: Mutex<String>,
 }
 
 impl LiveChannel {
+    pub fn new(
+        id: &str,
+        store: Arc<ChannelStore>,
+        events: Sender<Stamped>,
+        control: Sender<Control>,
+    ) -> Self {
+        LiveChannel {
+            id: id.to_string(),
+            store,
+            events,
+            control,
+            cut: Mutex::new(None),
+            key: Mutex::new(String::new()),
+        }
+    }
+
+    pub fn authenticated(&self, key: &str) {
+        *lock(&self.key) = key.to_string();
+    }
+
+    /// Whether `key` is the one the publisher authenticated with (constant time).
+    pub fn uses_key(&self, key: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(lock(&self.key).as_bytes().ct_eq(key.as_bytes()))
+    }
+
+    /// Cuts every publish session numbered below `next`.
+    pub fn cut(&self, next: u64, why: Cut) {
+        *lock(&self.cut) = Some((next.saturating_sub(1), why));
+    }
+
+    /// Why session `session` is cut, if it is.
+    pub fn cut_of(&self, session: u64) -> Option<Cut> {
+        lock(&self.cut)
+            .as_ref()
+            .filter(|(upto, _)| session <= *upto)
+            .map(|(_, why)| why.clone())
+    }
+
     pub fn send_control(&self, msg: Control) -> Result<(), Unreachable> {
         match self.control.send_timeout(msg, CONTROL_WAIT) {
             Ok(()) => Ok(()),
@@ -102,12 +147,32 @@ pub(super) struct Driver {
     pub me: Arc<LiveChannel>,
     pub core: ChannelCore,
     pub transcoding: Transcoding,
+    /// The stream is counted in `rungs_live_channels` (until it ends).
+    pub counted_live: bool,
 }
 
 impl Driver {
-    /// Runs until the core says the channel is done.
+    /// Runs until the core says the channel is done. A panic in this
+    /// channel's work ends this channel alone: its playlists get
+    /// EXT-X-ENDLIST, its publisher is cut, it leaves the table so that a
+    /// republish starts afresh, and no other channel notices.
     pub fn run(mut self, events: Receiver<Stamped>, control: Receiver<Control>) {
-        while self.step(&events, &control) {}
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            while self.step(&events, &control) {}
+        }));
+        if let Err(panic) = ran {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(channel = %self.me.id, panic = %what, "channel failed; ending its stream");
+            self.me.cut(u64::MAX, Cut::ChannelFailed);
+            self.me.store.apply(vec![Update::End]);
+            if self.counted_live {
+                METRICS.live_channels.dec();
+            }
+        }
         remove(&self.table, &self.me);
     }
 
@@ -126,7 +191,9 @@ impl Driver {
             },
             recv(outputs) -> msg => match msg {
                 Ok(out) => self.input(Input::Rung(out)),
-                Err(_) => true,
+                // Every stage let go of its sender before a flush: the
+                // pipeline's threads died, and the rungs with them.
+                Err(_) => panic!("the transcoding pipeline stopped"),
             },
             recv(control) -> msg => match msg {
                 Ok(Control::Join { session, reply }) => {
@@ -171,8 +238,15 @@ impl Driver {
                 }
             };
             match rest {
-                Some(Output::Store(updates)) => self.me.store.apply(updates),
-                Some(Output::Ended) => METRICS.live_channels.dec(),
+                Some(Output::Store(updates)) => {
+                    #[cfg(test)]
+                    faults::strike(&self.me.id);
+                    self.me.store.apply(updates)
+                }
+                Some(Output::Ended) => {
+                    self.counted_live = false;
+                    METRICS.live_channels.dec()
+                }
                 Some(Output::Remove) => return false,
                 _ => {}
             }
@@ -186,5 +260,26 @@ fn remove(table: &Table, me: &Arc<LiveChannel>) {
     let mut t = lock(table);
     if t.get(&me.id).is_some_and(|c| Arc::ptr_eq(c, me)) {
         t.remove(&me.id);
+    }
+}
+
+/// A fault to inject: the packaging of the named channel panics once.
+#[cfg(test)]
+pub(super) mod faults {
+    use std::sync::Mutex;
+
+    static ARMED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    pub fn arm(channel: &str) {
+        super::lock(&ARMED).push(channel.to_string());
+    }
+
+    pub fn strike(channel: &str) {
+        let mut armed = super::lock(&ARMED);
+        if let Some(i) = armed.iter().position(|c| c == channel) {
+            armed.remove(i);
+            drop(armed);
+            panic!("fault injected into channel {channel}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 mod channel;
 mod core;
+mod limits;
 pub mod offline;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,8 @@ pub use channel::Unreachable;
 use channel::{CONTROL_QUEUE, Control, Driver, LiveChannel, Stamped, Table, lock};
 use core::{ChannelCore, Refusal, Timing};
 use crossbeam_channel::TrySendError;
+use limits::Meter;
+pub use limits::{IngestLimits, OverLimit};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +51,8 @@ pub enum PublishError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the publish was interrupted by an internal failure")]
+    Interrupted,
 }
 
 impl PublishError {
@@ -58,7 +63,33 @@ impl PublishError {
             PublishError::AlreadyLive(_) => "already_live",
             PublishError::Registry(_)
             | PublishError::Channel { .. }
-            | PublishError::Spawn { .. } => "internal",
+            | PublishError::Spawn { .. }
+            | PublishError::Interrupted => "internal",
+        }
+    }
+}
+
+/// Why ingest must let a publisher go now. The message never holds the key.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Cut {
+    #[error("the channel's stream key was rotated")]
+    KeyRotated,
+    #[error("the channel was deleted")]
+    Deleted,
+    #[error("the channel's stream failed")]
+    ChannelFailed,
+    #[error(transparent)]
+    Limit(#[from] OverLimit),
+}
+
+impl Cut {
+    /// Short label for the `reason` metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Cut::KeyRotated => "key_rotated",
+            Cut::Deleted => "channel_deleted",
+            Cut::ChannelFailed => "channel_failed",
+            Cut::Limit(o) => o.reason(),
         }
     }
 }
@@ -66,6 +97,8 @@ impl PublishError {
 #[derive(Clone, Debug)]
 pub struct HubConfig {
     pub package: PackageConfig,
+    /// What each publisher may send.
+    pub limits: IngestLimits,
     pub reconnect_grace: Duration,
     pub ended_linger: Duration,
     pub queue_packets: usize,
@@ -122,7 +155,8 @@ impl Hub {
             if let Some(live) = &existing {
                 match live.join(session) {
                     Ok(Ok(())) => {
-                        return Ok(Publisher::new(live.clone(), session, ingest, false));
+                        live.authenticated(stream_key);
+                        return Ok(self.publisher(live.clone(), session, ingest, false));
                     }
                     Ok(Err(Refusal::AlreadyLive)) => {
                         return Err(PublishError::AlreadyLive(channel.id));
@@ -148,11 +182,22 @@ impl Hub {
                 continue;
             }
             let live = self.spawn_channel(&channel.id, &channel.ladder, session)?;
+            live.authenticated(stream_key);
             table.insert(channel.id.clone(), live.clone());
             METRICS.live_channels.inc();
             tracing::info!(channel = %channel.id, ingest, "stream started");
-            return Ok(Publisher::new(live, session, ingest, true));
+            return Ok(self.publisher(live, session, ingest, true));
         }
+    }
+
+    fn publisher(
+        &self,
+        live: Arc<LiveChannel>,
+        session: u64,
+        ingest: &'static str,
+        started_stream: bool,
+    ) -> Publisher {
+        Publisher::new(live, session, ingest, started_stream, self.cfg.limits)
     }
 
     fn spawn_channel(
@@ -177,12 +222,7 @@ impl Hub {
         let store = ChannelStore::new(id, &self.cfg.package);
         let (events_tx, events_rx) = crossbeam_channel::bounded(self.cfg.queue_packets);
         let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
-        let live = Arc::new(LiveChannel {
-            id: id.to_string(),
-            store,
-            events: events_tx,
-            control: control_tx,
-        });
+        let live = Arc::new(LiveChannel::new(id, store, events_tx, control_tx));
         let timing = Timing {
             grace: self.cfg.reconnect_grace,
             linger: self.cfg.ended_linger,
@@ -200,6 +240,7 @@ impl Hub {
             me: live.clone(),
             core,
             transcoding,
+            counted_live: true,
         };
         std::thread::Builder::new()
             .name(format!("chan-{id}"))
@@ -216,27 +257,56 @@ impl Hub {
         lock(&self.table).get(channel_id).map(|c| c.store.clone())
     }
 
-    /// Ends the streams of channels that are no longer in the registry:
-    /// `rungs channel delete` writes the database directly, behind the
-    /// node's back. Blocking (SQLite): run it off the async threads.
-    pub fn end_deleted(&self) {
-        let known: Vec<String> = lock(&self.table).keys().cloned().collect();
-        for id in known {
-            if let Err(RegistryError::NotFound(_)) = self.registry.get(&id) {
-                tracing::info!(channel = %id, "channel deleted outside the node: ending its stream");
-                self.terminate(&id);
+    /// Catches up with registry changes made behind the node's back (`rungs
+    /// channel delete` and `rotate-key` write the database directly): ends
+    /// the streams of deleted channels and cuts publishers whose key was
+    /// replaced. Blocking (SQLite): run it off the async threads.
+    pub fn sync_registry(&self) -> Result<(), RegistryError> {
+        let live: Vec<Arc<LiveChannel>> = lock(&self.table).values().cloned().collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let keys: HashMap<String, String> = self
+            .registry
+            .list()?
+            .into_iter()
+            .map(|c| (c.id, c.stream_key))
+            .collect();
+        for c in live {
+            match keys.get(&c.id) {
+                None => {
+                    tracing::info!(channel = %c.id, "channel deleted outside the node: ending its stream");
+                    self.terminate(&c.id);
+                }
+                Some(key) if !c.uses_key(key) => {
+                    tracing::info!(channel = %c.id, "stream key rotated outside the node: cutting its publisher");
+                    self.revoke(&c.id);
+                }
+                Some(_) => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Cuts the channel's publisher (its key was rotated): ingest closes
+    /// the connection at its next media, the stream waits its grace period
+    /// for a publisher with the new key.
+    pub fn revoke(&self, channel_id: &str) {
+        let live = lock(&self.table).get(channel_id).cloned();
+        if let Some(c) = live {
+            c.cut(self.next_session.load(Ordering::Relaxed), Cut::KeyRotated);
         }
     }
 
-    /// Ends the channel's stream at once and stops exporting its metrics
-    /// (the channel was deleted). Its publisher's further media is discarded.
+    /// Ends the channel's stream at once, cuts its publisher and stops
+    /// exporting its metrics (the channel was deleted).
     pub fn terminate(&self, channel_id: &str) {
         let live = lock(&self.table).get(channel_id).cloned();
-        if let Some(c) = live
-            && let Err(e) = c.send_control(Control::Terminate)
-        {
-            tracing::warn!(channel = channel_id, error = %e, "could not end the stream");
+        if let Some(c) = live {
+            c.cut(self.next_session.load(Ordering::Relaxed), Cut::Deleted);
+            if let Err(e) = c.send_control(Control::Terminate) {
+                tracing::warn!(channel = channel_id, error = %e, "could not end the stream");
+            }
         }
         let mut renditions = self.ladders().rung_names();
         renditions.extend(["source", "audio"]);
@@ -257,7 +327,6 @@ pub struct Publisher {
 }
 
 /// Drop-whole-GOPs bookkeeping of one publisher.
-#[derive(Default)]
 struct Gate {
     /// The queue overflowed: drop everything until the next video keyframe.
     dropping: bool,
@@ -270,6 +339,9 @@ struct Gate {
     sent_video: bool,
     /// Ingest refused what this publisher sent (e.g. an unsupported codec).
     refused: bool,
+    /// This publisher was cut (counted and logged once), and why.
+    cut: Option<Cut>,
+    meter: Meter,
 }
 
 impl Publisher {
@@ -278,6 +350,7 @@ impl Publisher {
         session: u64,
         ingest: &'static str,
         started_stream: bool,
+        limits: IngestLimits,
     ) -> Self {
         METRICS.publishers.with_label_values(&[ingest]).inc();
         Publisher {
@@ -285,7 +358,16 @@ impl Publisher {
             session,
             ingest,
             started_stream,
-            gate: Mutex::new(Gate::default()),
+            gate: Mutex::new(Gate {
+                dropping: false,
+                video_config: None,
+                audio_config: None,
+                last_keyframe_dts: None,
+                sent_video: false,
+                refused: false,
+                cut: None,
+                meter: Meter::new(limits),
+            }),
         }
     }
 
@@ -295,10 +377,32 @@ impl Publisher {
 
     /// Hands one event to the channel, stamped with when ingest read it
     /// off the socket. Never blocks: when the channel is behind, packets are
-    /// dropped (whole GOPs) and counted.
-    pub fn send(&self, event: IngestEvent, arrival: Arrival) {
+    /// dropped (whole GOPs) and counted. An error means this publisher is
+    /// cut (key rotated, channel deleted or failed, a limit broken): ingest
+    /// closes its connection, and its further media goes nowhere.
+    pub fn send(&self, event: IngestEvent, arrival: Arrival) -> Result<(), Cut> {
         let id = self.live.id.as_str();
         let mut gate = lock(&self.gate);
+        if let Some(cut) = &gate.cut {
+            return Err(cut.clone());
+        }
+        let cut = match self.live.cut_of(self.session) {
+            Some(cut) => Some(cut),
+            None => gate.meter.check(&event).err().map(|over| {
+                // Its stream would be cut again: no grace period for it.
+                gate.refused = true;
+                Cut::Limit(over)
+            }),
+        };
+        if let Some(cut) = cut {
+            gate.cut = Some(cut.clone());
+            METRICS
+                .ingest_cut
+                .with_label_values(&[self.ingest, cut.reason()])
+                .inc();
+            tracing::warn!(channel = id, ingest = self.ingest, reason = cut.reason(), error = %cut, "publisher cut off");
+            return Err(cut);
+        }
         match &event {
             IngestEvent::VideoConfig(_) => gate.video_config = Some(event.clone()),
             IngestEvent::AudioConfig(_) => gate.audio_config = Some(event.clone()),
@@ -325,7 +429,7 @@ impl Publisher {
             let resumes = matches!(&event, IngestEvent::Packet(p) if p.track == TrackKind::Video && p.keyframe);
             if !resumes {
                 self.count_drop(&event);
-                return;
+                return Ok(());
             }
             let configs: Vec<IngestEvent> = [gate.video_config.clone(), gate.audio_config.clone()]
                 .into_iter()
@@ -334,7 +438,7 @@ impl Publisher {
             for c in configs {
                 if !self.enqueue(c, arrival) {
                     self.count_drop(&event);
-                    return;
+                    return Ok(());
                 }
             }
             gate.dropping = false;
@@ -357,6 +461,7 @@ impl Publisher {
                 "channel is behind; dropping until the next keyframe"
             );
         }
+        Ok(())
     }
 
     /// Ingest refused this publisher's media: when it goes, its stream ends

@@ -301,13 +301,16 @@ fn an_hour_of_media_goes_through_on_the_fake_clock() {
 fn publisher(room: usize) -> (Publisher, crossbeam_channel::Receiver<Stamped>) {
     let (events, events_rx) = crossbeam_channel::bounded(room);
     let (control, _control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
-    let live = Arc::new(LiveChannel {
-        id: "gate-test".into(),
-        store: ChannelStore::new("gate-test", &PackageConfig::default()),
+    let live = Arc::new(LiveChannel::new(
+        "gate-test",
+        ChannelStore::new("gate-test", &PackageConfig::default()),
         events,
         control,
-    });
-    (Publisher::new(live, 1, "rtmp", true), events_rx)
+    ));
+    (
+        Publisher::new(live, 1, "rtmp", true, IngestLimits::NONE),
+        events_rx,
+    )
 }
 
 #[test]
@@ -321,20 +324,23 @@ fn a_full_queue_drops_whole_gops_and_counts_them() {
     };
     let before = dropped();
     let now = Arrival::now();
-    p.send(IngestEvent::VideoConfig(video_params(320)), now);
+    p.send(IngestEvent::VideoConfig(video_params(320)), now)
+        .expect("not cut");
     // Three GOPs of 30 frames into room for 40 events: the first GOP fits,
     // the second overflows and is dropped whole, the third is refused too
     // until the queue drains.
     let video: Vec<Packet> = media(0, 3, 30, false);
     for pkt in &video[..60] {
-        p.send(IngestEvent::Packet(pkt.clone()), now);
+        p.send(IngestEvent::Packet(pkt.clone()), now)
+            .expect("not cut");
     }
     let got: Vec<Stamped> = queue.try_iter().collect();
     assert_eq!(got.len(), 40);
     // With room again, nothing passes until the next keyframe, which comes
     // with the configuration again.
     for pkt in &video[60..] {
-        p.send(IngestEvent::Packet(pkt.clone()), now);
+        p.send(IngestEvent::Packet(pkt.clone()), now)
+            .expect("not cut");
     }
     let resumed: Vec<Stamped> = queue.try_iter().collect();
     assert!(matches!(resumed[0].event, IngestEvent::VideoConfig(_)));
@@ -345,4 +351,192 @@ fn a_full_queue_drops_whole_gops_and_counts_them() {
     assert_eq!(resumed.len(), 31);
     // 21 of the second GOP found no room; the third GOP went through.
     assert_eq!(dropped() - before, 21);
+}
+
+/// A hub with its own registry and channel threads, channels passing the
+/// source through (no transcoding), and the tempdir that holds its database.
+fn hub() -> (Arc<Hub>, tempfile::TempDir) {
+    use crate::transcode::pipeline::{EncoderTuning, Pace};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let registry = Arc::new(Registry::open(dir.path()).expect("registry"));
+    let cfg = HubConfig {
+        package: PackageConfig::default(),
+        limits: IngestLimits::NONE,
+        reconnect_grace: Duration::from_secs(5),
+        ended_linger: Duration::from_secs(30),
+        queue_packets: 4096,
+        transcode: PipelineConfig {
+            ladder: crate::transcode::ladder::PASSTHROUGH.into(),
+            ladders: Arc::new(Ladders::default()),
+            pace: Pace::Live,
+            encoder: EncoderTuning {
+                preset: "veryfast".into(),
+                low_latency: true,
+                threads: 1,
+            },
+            decoder_threads: 1,
+            queue_frames: 8,
+            quality_every_gops: 0,
+            frame_rate: None,
+            gpu: None,
+        },
+    };
+    (Hub::new(registry, cfg), dir)
+}
+
+/// A channel in `hub`'s registry: (id, stream key).
+fn channel(hub: &Hub, name: &str) -> (String, String) {
+    let c = hub
+        .registry()
+        .create(name, crate::transcode::ladder::PASSTHROUGH)
+        .expect("create");
+    (c.id, c.stream_key)
+}
+
+/// Sends `secs` seconds of media from `from_ms`, stopping at a cut.
+fn stream(p: &Publisher, from_ms: i64, secs: i64) -> Result<(), Cut> {
+    let now = Arrival::now();
+    p.send(IngestEvent::VideoConfig(video_params(320)), now)?;
+    p.send(IngestEvent::AudioConfig(audio_params()), now)?;
+    media(from_ms, secs, 30, true)
+        .into_iter()
+        .try_for_each(|pkt| p.send(IngestEvent::Packet(pkt), now))
+}
+
+/// Waits up to 10 s for `cond`.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn playlist(store: &ChannelStore) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(store.media_playlist("source", crate::package::PlaylistRequest::default()))
+        .expect("playlist")
+}
+
+#[test]
+fn a_panic_in_one_channel_ends_its_stream_alone_and_a_republish_starts_afresh() {
+    let (hub, _dir) = hub();
+    let (a, key_a) = channel(&hub, "a");
+    let (b, key_b) = channel(&hub, "b");
+    let live_before = METRICS.live_channels.get();
+    let pa = hub.start_publish(&key_a, "rtmp").expect("publish a");
+    let pb = hub.start_publish(&key_b, "rtmp").expect("publish b");
+    stream(&pa, 0, 3).expect("a streams");
+    stream(&pb, 0, 3).expect("b streams");
+    let store_a = hub.store(&a).expect("a live");
+    let store_b = hub.store(&b).expect("b live");
+    eventually("a has media", || store_a.has_media());
+
+    super::channel::faults::arm(&a);
+    // The next packaged batch of channel a panics; the rest of this media
+    // goes nowhere once its thread is gone.
+    let after = stream(&pa, 3000, 3).and_then(|()| {
+        eventually("a's thread ended", || hub.store(&a).is_none());
+        stream(&pa, 6000, 1)
+    });
+    assert_eq!(after, Err(Cut::ChannelFailed));
+    eventually("a's thread ended", || hub.store(&a).is_none());
+    assert!(playlist(&store_a).contains("#EXT-X-ENDLIST"));
+    // Channel b is still live, and counted.
+    assert_eq!(METRICS.live_channels.get(), live_before + 1);
+    stream(&pb, 3000, 2).expect("b goes on");
+    assert!(!playlist(&store_b).contains("#EXT-X-ENDLIST"));
+
+    drop(pa);
+    let again = hub.start_publish(&key_a, "rtmp").expect("republish a");
+    stream(&again, 0, 2).expect("the new stream takes media");
+    let store_again = hub.store(&a).expect("a live again");
+    assert!(!Arc::ptr_eq(&store_a, &store_again), "a new stream");
+    eventually("a's new stream has media", || store_again.has_media());
+    assert_eq!(METRICS.live_channels.get(), live_before + 2);
+    for id in [&a, &b] {
+        hub.terminate(id);
+    }
+    eventually("both ended", || METRICS.live_channels.get() == live_before);
+}
+
+#[test]
+fn a_rotated_key_or_a_deleted_channel_cuts_the_publisher_and_the_new_key_publishes() {
+    let (hub, _dir) = hub();
+    let (a, key_a) = channel(&hub, "a");
+    let (b, key_b) = channel(&hub, "b");
+    let (c, key_c) = channel(&hub, "c");
+    let pa = hub.start_publish(&key_a, "rtmp").expect("publish a");
+    let pb = hub.start_publish(&key_b, "rtmp").expect("publish b");
+    let pc = hub.start_publish(&key_c, "whip").expect("publish c");
+    for p in [&pa, &pb, &pc] {
+        stream(p, 0, 1).expect("streams");
+    }
+
+    // Through the node (the API): rotate and revoke at once.
+    let rotated = hub.registry().rotate_key(&a).expect("rotate");
+    hub.revoke(&a);
+    assert_eq!(stream(&pa, 1000, 1), Err(Cut::KeyRotated));
+    // Behind the node's back (the CLI): the next registry sync finds out.
+    hub.registry().rotate_key(&b).expect("rotate");
+    hub.registry().delete(&c).expect("delete");
+    stream(&pb, 1000, 1).expect("not known yet");
+    hub.sync_registry().expect("sync");
+    assert_eq!(stream(&pb, 2000, 1), Err(Cut::KeyRotated));
+    assert_eq!(stream(&pc, 1000, 1), Err(Cut::Deleted));
+
+    // The old key is refused; the new one takes the stream back in grace.
+    drop(pa);
+    assert!(matches!(
+        hub.start_publish(&key_a, "rtmp"),
+        Err(PublishError::UnknownKey)
+    ));
+    let again = hub
+        .start_publish(&rotated.stream_key, "rtmp")
+        .expect("new key");
+    stream(&again, 1000, 1).expect("the new publisher is not cut");
+    for id in [&a, &b] {
+        hub.terminate(id);
+    }
+}
+
+#[test]
+fn a_publisher_over_its_bitrate_cap_is_cut_and_counted() {
+    let (live, _queue) = {
+        let (events, events_rx) = crossbeam_channel::bounded(4096);
+        let (control, _control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
+        let live = Arc::new(LiveChannel::new(
+            "cap-test",
+            ChannelStore::new("cap-test", &PackageConfig::default()),
+            events,
+            control,
+        ));
+        (live, (events_rx, _control_rx))
+    };
+    let limits = IngestLimits {
+        max_bitrate_bps: Some(500),
+        ..IngestLimits::NONE
+    };
+    let cut = || {
+        METRICS
+            .ingest_cut
+            .with_label_values(&["rtmp", "bitrate"])
+            .get()
+    };
+    let before = cut();
+    let p = Publisher::new(live, 1, "rtmp", true, limits);
+    // testmedia's video frames are 5 bytes and its audio 3: some 2 kb/s.
+    let sent = stream(&p, 0, 10);
+    assert!(
+        matches!(sent, Err(Cut::Limit(OverLimit::Bitrate { .. }))),
+        "{sent:?}"
+    );
+    assert_eq!(
+        stream(&p, 10_000, 1).map_err(|e| e.reason()),
+        Err("bitrate")
+    );
+    assert_eq!(cut() - before, 1, "counted once");
 }

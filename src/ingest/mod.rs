@@ -2,3 +2,32 @@
 
 pub mod rtmp;
 pub mod whip;
+
+use crate::hub::Hub;
+use std::sync::Arc;
+
+/// Runs hub work that may block (the registry's SQLite, which another
+/// process can hold locked for seconds; a channel's answer) on tokio's
+/// blocking pool, so the async workers that serve HLS never wait on it.
+/// `None` when the work panicked.
+pub(crate) async fn off_async<T: Send + 'static>(
+    hub: &Arc<Hub>,
+    f: impl FnOnce(&Hub) -> T + Send + 'static,
+) -> Option<T> {
+    let hub = hub.clone();
+    tokio::task::spawn_blocking(move || f(&hub)).await.ok()
+}
+
+/// The credentials of an `Authorization: Bearer` header. RFC 9110 11.1:
+/// "It uses a case-insensitive token to identify the authentication scheme".
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}

@@ -7,6 +7,7 @@
 use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,6 +21,12 @@ pub enum RegistryError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("making channel database {path} private (mode 0600): {source}")]
+    Private {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no channel with id {0}")]
     NotFound(String),
     #[error("invalid channel name: {0}")]
@@ -29,8 +36,8 @@ pub enum RegistryError {
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
 /// A channel as stored. `stream_key` is a secret: it is shown to the
-/// channel's owner (CLI, admin API) and nowhere else.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+/// channel's owner (CLI, admin API) and nowhere else; `Debug` leaves it out.
+#[derive(Clone, Serialize, PartialEq, Eq)]
 pub struct Channel {
     pub id: String,
     pub name: String,
@@ -38,6 +45,18 @@ pub struct Channel {
     /// ABR ladder preset (`standard`, `passthrough` or one from config).
     pub ladder: String,
     pub created_at: u64,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("stream_key", &"<secret>")
+            .field("ladder", &self.ladder)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 pub struct Registry {
@@ -72,6 +91,17 @@ impl Registry {
             path: path.clone(),
             source,
         };
+        // Stream keys live here: the node's user alone reads the file, and
+        // SQLite gives its WAL and shared-memory files the same mode.
+        let private = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o600)));
+        if let Err(source) = private {
+            return Err(RegistryError::Private { path, source });
+        }
         let conn = Connection::open(&path).map_err(db)?;
         // The node and the CLI may write at the same moment; wait rather than fail.
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;

@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::registry::{Channel, RegistryError};
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -61,16 +61,31 @@ struct CreateRequest {
     ladder: Option<String>,
 }
 
+/// A create request is a name and a ladder preset.
+const MAX_BODY: usize = 16 * 1024;
+
 pub fn routes(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>) -> Router {
     Router::new()
         .route("/api/v1/channels", get(list).post(create))
         .route("/api/v1/channels/{id}", get(show).delete(remove))
         .route("/api/v1/channels/{id}/rotate-key", post(rotate))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Api {
             hub,
             cfg,
             token: admin_token,
         })
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header. RFC 9110
+/// 11.1: "It uses a case-insensitive token to identify the authentication
+/// scheme", so `bearer` and `BEARER` are Bearer too.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_matches(' '))
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -83,11 +98,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let presented = bearer(headers).unwrap_or("");
     if bool::from(presented.as_bytes().ct_eq(api.token.as_bytes())) {
         Ok(())
     } else {
@@ -104,12 +115,31 @@ fn registry_error(e: RegistryError) -> Response {
     match e {
         RegistryError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
         RegistryError::InvalidName(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        RegistryError::Db { .. } => {
+        RegistryError::Db { .. } | RegistryError::Private { .. } => {
             tracing::error!(error = %e, "channel registry");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "channel registry unavailable",
             )
+        }
+    }
+}
+
+/// Runs registry work on tokio's blocking pool: SQLite may wait seconds on
+/// a lock another process holds, and the async workers serve HLS.
+async fn blocking<T: Send + 'static>(
+    api: &Api,
+    f: impl FnOnce(&Hub) -> Result<T, RegistryError> + Send + 'static,
+) -> Result<T, Response> {
+    let hub = api.hub.clone();
+    match tokio::task::spawn_blocking(move || f(&hub)).await {
+        Ok(r) => r.map_err(registry_error),
+        Err(e) => {
+            tracing::error!(error = %e, "registry task failed");
+            Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "channel registry unavailable",
+            ))
         }
     }
 }
@@ -122,12 +152,12 @@ async fn list(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&api, &headers) {
         return *r;
     }
-    match api.hub.registry().list() {
+    match blocking(&api, |hub| hub.registry().list()).await {
         Ok(chs) => {
             let views: Vec<_> = chs.iter().map(|c| ChannelView::new(c, &api.cfg)).collect();
             ok_json(StatusCode::OK, views)
         }
-        Err(e) => registry_error(e),
+        Err(r) => r,
     }
 }
 
@@ -149,12 +179,12 @@ async fn create(
     if let Err(e) = api.hub.ladders().check(&ladder) {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
-    match api.hub.registry().create(&req.name, &ladder) {
+    match blocking(&api, move |hub| hub.registry().create(&req.name, &ladder)).await {
         Ok(ch) => {
             tracing::info!(channel = %ch.id, "channel created");
             ok_json(StatusCode::CREATED, ChannelView::new(&ch, &api.cfg))
         }
-        Err(e) => registry_error(e),
+        Err(r) => r,
     }
 }
 
@@ -162,9 +192,9 @@ async fn show(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>
     if let Err(r) = authorize(&api, &headers) {
         return *r;
     }
-    match api.hub.registry().get(&id) {
+    match blocking(&api, move |hub| hub.registry().get(&id)).await {
         Ok(ch) => ok_json(StatusCode::OK, ChannelView::new(&ch, &api.cfg)),
-        Err(e) => registry_error(e),
+        Err(r) => r,
     }
 }
 
@@ -172,13 +202,16 @@ async fn remove(State(api): State<Api>, headers: HeaderMap, Path(id): Path<Strin
     if let Err(r) = authorize(&api, &headers) {
         return *r;
     }
-    match api.hub.registry().delete(&id) {
-        Ok(()) => {
-            api.hub.terminate(&id);
-            tracing::info!(channel = %id, "channel deleted");
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => registry_error(e),
+    let deleted = blocking(&api, move |hub| {
+        hub.registry().delete(&id)?;
+        // Its publisher is cut and its stream ends now.
+        hub.terminate(&id);
+        tracing::info!(channel = %id, "channel deleted");
+        Ok(())
+    });
+    match deleted.await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
     }
 }
 
@@ -186,11 +219,41 @@ async fn rotate(State(api): State<Api>, headers: HeaderMap, Path(id): Path<Strin
     if let Err(r) = authorize(&api, &headers) {
         return *r;
     }
-    match api.hub.registry().rotate_key(&id) {
+    let rotated = blocking(&api, move |hub| {
+        let ch = hub.registry().rotate_key(&id)?;
+        // The publisher that authenticated with the old key is cut now.
+        hub.revoke(&id);
+        Ok(ch)
+    });
+    match rotated.await {
         Ok(ch) => {
             tracing::info!(channel = %ch.id, "stream key rotated");
             ok_json(StatusCode::OK, ChannelView::new(&ch, &api.cfg))
         }
-        Err(e) => registry_error(e),
+        Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::AUTHORIZATION,
+                header::HeaderValue::from_str(v).expect("header value"),
+            );
+            h
+        };
+        for v in ["Bearer at_x", "bearer at_x", "BEARER  at_x", "bEaReR at_x "] {
+            assert_eq!(bearer(&with(v)), Some("at_x"), "{v}");
+        }
+        for v in ["Basic at_x", "Bearerat_x", "at_x", "Bearer"] {
+            assert_eq!(bearer(&with(v)), None, "{v}");
+        }
+        assert_eq!(bearer(&HeaderMap::new()), None);
     }
 }

@@ -1,61 +1,174 @@
 //! The RTMP listener: the only RTMP code that touches sockets. One task per connection moves
 //! bytes between the socket and a `PublishSession` and events from it to the hub. It never
-//! logs a stream key.
+//! logs a stream key, and logs what any peer can trigger (refusals, errors) within a
+//! [`LogBudget`].
 
 use super::session::{PublishSession, RtmpError, SessionEvent};
+use crate::config::{Config, ConfigError};
 use crate::hub::{Hub, PublishError, Publisher};
+use crate::logging::LogBudget;
 use crate::media::Arrival;
 use crate::metrics::METRICS;
 use bytes::Bytes;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout, timeout_at};
 
 const INGEST: &str = "rtmp";
-/// From accept to an accepted publish: handshake, connect, createStream, publish. A real
-/// encoder needs well under a second; a truncated handshake or an idle socket is closed.
-const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 /// A publishing encoder sends media continuously; this much silence means it is gone
 /// (a vanished peer may never send FIN).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A peer that does not read our few control messages within this time is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// One read's worth. The session buffers at most one partial RTMP message beyond this
-/// (bounded by `guard::MAX_PENDING_BYTES`).
+/// (bounded by `guard::MAX_PENDING_BYTES`, and by `guard::MAX_UNAUTHENTICATED_MESSAGE_BYTES`
+/// before a publish is accepted).
 const READ_BUFFER: usize = 64 * 1024;
 /// How long a refused peer gets to read the refusal and hang up.
 const LINGER: Duration = Duration::from_secs(2);
 /// Back-off after a failed accept (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Accepts RTMP publishers on `listener` forever, at most `max_connections`
-/// at once.
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>, max_connections: usize) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+/// Log budgets of the lines a peer can trigger: each site writes a burst, then one line per
+/// window saying how many it held back (the metrics count every one).
+static REFUSED_AT_ACCEPT: LogBudget = LogBudget::new(10, Duration::from_secs(10));
+static ACCEPT_FAILED: LogBudget = LogBudget::new(5, Duration::from_secs(10));
+static CONNECTION_ERROR: LogBudget = LogBudget::new(20, Duration::from_secs(10));
+static CLOSED_UNPUBLISHED: LogBudget = LogBudget::new(10, Duration::from_secs(10));
+static UNKNOWN_APP: LogBudget = LogBudget::new(10, Duration::from_secs(10));
+static PUBLISH_REFUSED: LogBudget = LogBudget::new(20, Duration::from_secs(10));
+
+/// What the listener enforces on every peer before and while it publishes.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Connections open at once from one [`AddressKey`].
+    pub max_per_address: usize,
+    /// From accept to an accepted publish: handshake, connect, createStream, publish.
+    pub auth_timeout: Duration,
+}
+
+impl Limits {
+    /// The `[ingest]` limits of a validated configuration.
+    pub fn from_config(cfg: &Config) -> Result<Self, ConfigError> {
+        Ok(Limits {
+            max_connections: cfg.ingest.max_connections,
+            max_per_address: cfg.ingest.max_connections_per_address,
+            auth_timeout: cfg.auth_timeout()?,
+        })
+    }
+}
+
+/// What one client counts as for the per-address limit: its IPv4 address, or the /64 of its
+/// IPv6 address (one host is given a whole /64 and can pick any address in it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AddressKey {
+    V4(std::net::Ipv4Addr),
+    V6Prefix(u64),
+}
+
+impl AddressKey {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => AddressKey::V4(v4),
+            IpAddr::V6(v6) => AddressKey::V6Prefix((v6.to_bits() >> 64) as u64),
+        }
+    }
+}
+
+/// Open connections per client address. A slot frees its count when dropped.
+#[derive(Default)]
+pub struct AddressTable {
+    open: Mutex<HashMap<AddressKey, usize>>,
+}
+
+/// One connection's place in its address's count.
+pub struct AddressSlot {
+    table: Arc<AddressTable>,
+    key: AddressKey,
+}
+
+impl AddressTable {
+    /// Counts a connection from `ip`, unless `limit` are open from its address already.
+    pub fn try_take(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<AddressSlot> {
+        let key = AddressKey::of(ip);
+        // A poisoned lock only means a thread panicked between two integer updates.
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            key,
+        })
+    }
+
+    /// Addresses with a connection open (so the table never outgrows the connections).
+    pub fn addresses(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Accepts RTMP publishers on `listener` forever, within `limits`.
+pub async fn serve(listener: TcpListener, hub: Arc<Hub>, limits: Limits) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let addresses = Arc::new(AddressTable::default());
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
+                // Dropping the socket closes it: nothing is read or buffered.
+                let Some(address_slot) = addresses.try_take(peer.ip(), limits.max_per_address)
+                else {
+                    refused_at_accept(
+                        peer,
+                        "too_many_connections_per_address",
+                        limits.max_per_address,
+                    );
+                    continue;
+                };
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    // Dropping the socket closes it: nothing is read or buffered.
-                    tracing::warn!(%peer, limit = max_connections,
-                        "rtmp: connection refused: too many connections");
-                    reject("too_many_connections");
+                    refused_at_accept(peer, "too_many_connections", limits.max_connections);
                     continue;
                 };
                 let hub = hub.clone();
                 tokio::spawn(async move {
-                    connection(socket, peer, hub).await;
-                    drop(slot);
+                    connection(socket, peer, hub, limits.auth_timeout).await;
+                    drop((slot, address_slot));
                 });
             }
             Err(e) => {
-                tracing::warn!(error = %e, "rtmp: accept failed");
+                if let Some(held) = ACCEPT_FAILED.admit_now() {
+                    tracing::warn!(error = %e, held_back = held, "rtmp: accept failed");
+                }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
+    }
+}
+
+fn refused_at_accept(peer: SocketAddr, reason: &'static str, limit: usize) {
+    reject(reason);
+    if let Some(held) = REFUSED_AT_ACCEPT.admit_now() {
+        tracing::warn!(%peer, limit, reason, held_back = held, "rtmp: connection refused: {}", reason.replace('_', " "));
     }
 }
 
@@ -65,17 +178,18 @@ fn peer_description(e: &PublishError) -> &'static str {
     match e {
         PublishError::UnknownKey => "unknown stream key",
         PublishError::AlreadyLive(_) => "this channel already has a publisher",
-        PublishError::Registry(_) | PublishError::Channel { .. } | PublishError::Spawn { .. } => {
-            "internal error, try again later"
-        }
+        PublishError::Registry(_)
+        | PublishError::Channel { .. }
+        | PublishError::Spawn { .. }
+        | PublishError::Interrupted => "internal error, try again later",
     }
 }
 
 /// Why a connection ended, for one log line at the end.
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
-    #[error("no publish within {PUBLISH_DEADLINE:?}")]
-    NoPublish,
+    #[error("no publish within {0:?} of connecting (ingest.auth_timeout_s)")]
+    NoPublish(Duration),
     #[error("no data for {IDLE_TIMEOUT:?}")]
     Idle,
     #[error("socket: {0}")]
@@ -84,6 +198,9 @@ enum ConnError {
     WriteTimeout,
     #[error(transparent)]
     Rtmp(#[from] RtmpError),
+    /// The hub cut this publisher (counted and logged there).
+    #[error("publisher cut off: {0}")]
+    Cut(#[from] crate::hub::Cut),
 }
 
 enum Next {
@@ -96,12 +213,15 @@ struct Connection {
     socket: TcpStream,
     peer: SocketAddr,
     hub: Arc<Hub>,
+    auth_timeout: Duration,
+    /// Until a publish is accepted, every wait ends here.
+    auth_deadline: Instant,
     session: PublishSession,
     /// The hub counts it in `publishers{ingest}`; dropping it ends the publish.
     live: Option<Publisher>,
 }
 
-async fn connection(socket: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
+async fn connection(socket: TcpStream, peer: SocketAddr, hub: Arc<Hub>, auth_timeout: Duration) {
     // Small control messages must not wait for Nagle during the handshake.
     if let Err(e) = socket.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "rtmp: set_nodelay failed");
@@ -111,6 +231,8 @@ async fn connection(socket: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
         socket,
         peer,
         hub,
+        auth_timeout,
+        auth_deadline: Instant::now() + auth_timeout,
         session: PublishSession::new(),
         live: None,
     };
@@ -118,30 +240,49 @@ async fn connection(socket: TcpStream, peer: SocketAddr, hub: Arc<Hub>) {
     let channel = conn.channel_id();
     let dropped = conn.session.dropped_before_config();
     match result {
-        Ok(()) => {
+        Ok(()) if conn.live.is_some() => {
             tracing::info!(%peer, %channel, dropped_before_config = dropped, "rtmp: connection closed")
         }
-        Err(ConnError::Rtmp(e)) => match e.unsupported_codec() {
-            Some(codec) => {
-                tracing::warn!(%peer, %channel, codec, "rtmp: unsupported codec, closing");
-                reject("unsupported_codec");
-                if let Some(p) = &conn.live {
-                    p.refuse();
+        Ok(()) => {
+            if let Some(held) = CLOSED_UNPUBLISHED.admit_now() {
+                tracing::info!(%peer, held_back = held, "rtmp: connection closed before publishing")
+            }
+        }
+        Err(e) => {
+            let reason = match &e {
+                ConnError::Rtmp(e) if e.unsupported_codec().is_some() => {
+                    if let Some(p) = &conn.live {
+                        p.refuse();
+                    }
+                    Some("unsupported_codec")
+                }
+                ConnError::Rtmp(RtmpError::Handshake(_)) => Some("bad_handshake"),
+                ConnError::Rtmp(e) => Some(e.limit().unwrap_or("protocol_error")),
+                ConnError::NoPublish(_) => Some("no_publish_timeout"),
+                // Counted as `rungs_ingest_cut_total` by the hub.
+                ConnError::Idle
+                | ConnError::Io(_)
+                | ConnError::WriteTimeout
+                | ConnError::Cut(_) => None,
+            };
+            if let Some(reason) = reason {
+                reject(reason);
+            }
+            if let Some(held) = CONNECTION_ERROR.admit_now() {
+                let codec = match &e {
+                    ConnError::Rtmp(r) => r.unsupported_codec(),
+                    _ => None,
+                };
+                match codec {
+                    Some(codec) => {
+                        tracing::warn!(%peer, %channel, codec, held_back = held, "rtmp: unsupported codec, closing")
+                    }
+                    None => {
+                        tracing::info!(%peer, %channel, reason = reason.unwrap_or("-"), error = %e, held_back = held, "rtmp: connection ended")
+                    }
                 }
             }
-            None => {
-                tracing::info!(%peer, %channel, error = %e, "rtmp: session error, closing");
-                reject(match e {
-                    RtmpError::Handshake(_) => "bad_handshake",
-                    _ => "protocol_error",
-                });
-            }
-        },
-        Err(e @ ConnError::NoPublish) => {
-            tracing::info!(%peer, %channel, error = %e, "rtmp: connection ended");
-            reject("no_publish_timeout");
         }
-        Err(e) => tracing::info!(%peer, %channel, error = %e, "rtmp: connection ended"),
     }
     // `conn` drops here: the publisher (if any) and the gauge go with it.
 }
@@ -164,16 +305,15 @@ impl Connection {
 
     async fn run(&mut self) -> Result<(), ConnError> {
         let mut buf = vec![0u8; READ_BUFFER].into_boxed_slice();
-        let publish_deadline = Instant::now() + PUBLISH_DEADLINE;
         loop {
             let read = if self.live.is_some() {
                 timeout(IDLE_TIMEOUT, self.socket.read(&mut buf))
                     .await
                     .map_err(|_| ConnError::Idle)?
             } else {
-                timeout_at(publish_deadline, self.socket.read(&mut buf))
+                timeout_at(self.auth_deadline, self.socket.read(&mut buf))
                     .await
-                    .map_err(|_| ConnError::NoPublish)?
+                    .map_err(|_| ConnError::NoPublish(self.auth_timeout))?
             };
             let n = read?;
             if n == 0 {
@@ -197,11 +337,13 @@ impl Connection {
             SessionEvent::Media(media) => {
                 // The session yields media only after accept_publish, so `live` is set.
                 if let Some(live) = &self.live {
-                    live.send(media, arrival);
+                    live.send(media, arrival)?;
                 }
             }
             SessionEvent::ConnectRefused { app } => {
-                tracing::info!(peer = %self.peer, ?app, "rtmp: refused unknown application");
+                if let Some(held) = UNKNOWN_APP.admit_now() {
+                    tracing::info!(peer = %self.peer, ?app, held_back = held, "rtmp: refused unknown application");
+                }
                 reject("unknown_app");
                 self.linger().await;
                 return Ok(Next::Close);
@@ -218,7 +360,11 @@ impl Connection {
     }
 
     async fn on_publish(&mut self, stream_key: &str) -> Result<Next, ConnError> {
-        match self.hub.start_publish(stream_key, INGEST) {
+        let started = {
+            let key = stream_key.to_string();
+            crate::ingest::off_async(&self.hub, move |hub| hub.start_publish(&key, INGEST)).await
+        };
+        match started.unwrap_or(Err(PublishError::Interrupted)) {
             Ok(publisher) => {
                 let live = publisher;
                 tracing::info!(peer = %self.peer, channel = %live.channel_id(), "rtmp: publishing");
@@ -236,7 +382,9 @@ impl Connection {
                     _ => "-",
                 };
                 // `e`'s message never contains the key (hub's contract).
-                tracing::warn!(peer = %self.peer, %channel, reason = e.reason(), error = %e, "rtmp: publish refused");
+                if let Some(held) = PUBLISH_REFUSED.admit_now() {
+                    tracing::warn!(peer = %self.peer, %channel, reason = e.reason(), error = %e, held_back = held, "rtmp: publish refused");
+                }
                 reject(e.reason());
                 for event in self.session.refuse_publish(peer_description(&e))? {
                     if let SessionEvent::Send(bytes) = event {
@@ -263,9 +411,16 @@ impl Connection {
     }
 
     async fn send(&mut self, bytes: Bytes) -> Result<(), ConnError> {
-        timeout(WRITE_TIMEOUT, self.socket.write_all(&bytes))
+        let write_deadline = Instant::now() + WRITE_TIMEOUT;
+        // Before the publish, a peer that does not read is held to the auth deadline too.
+        let (deadline, expired) = if self.live.is_none() && self.auth_deadline < write_deadline {
+            (self.auth_deadline, ConnError::NoPublish(self.auth_timeout))
+        } else {
+            (write_deadline, ConnError::WriteTimeout)
+        };
+        timeout_at(deadline, self.socket.write_all(&bytes))
             .await
-            .map_err(|_| ConnError::WriteTimeout)??;
+            .map_err(|_| expired)??;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use super::offer::{self, OfferError};
 use super::session::{SetupError, negotiate};
 use super::udp::{StartError, Whip};
 use crate::hub::{Hub, PublishError};
+use crate::logging::LogBudget;
 use crate::metrics::METRICS;
 use crate::registry::RegistryError;
 use axum::Router;
@@ -15,7 +16,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use tower_http::cors::{Any, CorsLayer};
 
@@ -23,6 +24,12 @@ const INGEST: &str = "whip";
 /// Browser offers are 4-8 KB; anything near this is not an offer.
 const MAX_OFFER: usize = 64 * 1024;
 const SDP: &str = "application/sdp";
+
+/// Log budgets of the lines any client can trigger with a request (the metrics count every
+/// refusal): refused publishes, refused offers, failures to start a session.
+static REFUSED: LogBudget = LogBudget::new(20, Duration::from_secs(10));
+static BAD_OFFER: LogBudget = LogBudget::new(20, Duration::from_secs(10));
+static FAILED: LogBudget = LogBudget::new(10, Duration::from_secs(10));
 
 #[derive(Clone)]
 struct Ctx {
@@ -123,22 +130,29 @@ async fn publish(
             return text(e.status(), e.body_text());
         }
     };
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(key) = key.filter(|k| !k.is_empty()) else {
+    let Some(key) = crate::ingest::bearer(&headers) else {
         return unauthorized("Authorization: Bearer <stream key> is required");
     };
-    let channel = match ctx.hub.registry().get(&id) {
+    let found = {
+        let id = id.clone();
+        crate::ingest::off_async(&ctx.hub, move |hub| hub.registry().get(&id)).await
+    };
+    let Some(found) = found else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "channel registry unavailable",
+        );
+    };
+    let channel = match found {
         Ok(c) => c,
         Err(RegistryError::NotFound(_)) => {
             reject("unknown_channel");
             return text(StatusCode::NOT_FOUND, "no such channel");
         }
         Err(e) => {
-            tracing::error!(channel = %id, error = %e, "whip: channel registry");
+            if let Some(held) = FAILED.admit_now() {
+                tracing::error!(channel = %id, error = %e, held_back = held, "whip: channel registry");
+            }
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "channel registry unavailable",
@@ -146,7 +160,9 @@ async fn publish(
         }
     };
     if !bool::from(key.as_bytes().ct_eq(channel.stream_key.as_bytes())) {
-        tracing::warn!(channel = %id, "whip: publish refused: wrong stream key");
+        if let Some(held) = REFUSED.admit_now() {
+            tracing::warn!(channel = %id, held_back = held, "whip: publish refused: wrong stream key");
+        }
         return unauthorized("wrong stream key for this channel");
     }
     let Ok(sdp) = std::str::from_utf8(&body) else {
@@ -156,23 +172,29 @@ async fn publish(
     let offered = match offer::check(sdp) {
         Ok(o) => o,
         Err(e) => {
-            tracing::info!(channel = %id, error = %e, "whip: offer refused");
+            if let Some(held) = BAD_OFFER.admit_now() {
+                tracing::info!(channel = %id, error = %e, held_back = held, "whip: offer refused");
+            }
             reject(e.reason());
             return text(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    if ctx.whip.session_count() >= ctx.whip.settings.max_sessions {
+    let Some(reservation) = ctx.whip.reserve(&id) else {
         reject("too_many_sessions");
-        tracing::warn!(channel = %id, limit = ctx.whip.settings.max_sessions, "whip: session refused: too many sessions");
+        if let Some(held) = REFUSED.admit_now() {
+            tracing::warn!(channel = %id, limit = ctx.whip.settings.max_sessions, held_back = held, "whip: session refused: too many sessions");
+        }
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many WHIP sessions on this node",
         );
-    }
+    };
     let (rtc, answer) = match negotiate(sdp, &ctx.whip.candidates, Instant::now()) {
         Ok(x) => x,
         Err(e) => {
-            tracing::info!(channel = %id, error = %e, "whip: offer refused");
+            if let Some(held) = BAD_OFFER.admit_now() {
+                tracing::info!(channel = %id, error = %e, held_back = held, "whip: offer refused");
+            }
             let reason = match e {
                 SetupError::Sdp(_) => "bad_sdp",
                 _ => OfferError::NoH264.reason(),
@@ -181,11 +203,17 @@ async fn publish(
             return text(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    let publisher = match ctx.hub.start_publish(key, INGEST) {
+    let started = {
+        let key = key.to_string();
+        crate::ingest::off_async(&ctx.hub, move |hub| hub.start_publish(&key, INGEST)).await
+    };
+    let publisher = match started.unwrap_or(Err(PublishError::Interrupted)) {
         Ok(p) => p,
         Err(e) => {
             reject(e.reason());
-            tracing::warn!(channel = %id, reason = e.reason(), error = %e, "whip: publish refused");
+            if let Some(held) = REFUSED.admit_now() {
+                tracing::warn!(channel = %id, reason = e.reason(), error = %e, held_back = held, "whip: publish refused");
+            }
             return match e {
                 PublishError::AlreadyLive(_) => {
                     text(StatusCode::CONFLICT, "this channel already has a publisher")
@@ -193,21 +221,29 @@ async fn publish(
                 PublishError::UnknownKey => unauthorized("wrong stream key for this channel"),
                 PublishError::Registry(_)
                 | PublishError::Channel { .. }
-                | PublishError::Spawn { .. } => text(
+                | PublishError::Spawn { .. }
+                | PublishError::Interrupted => text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error, try again later",
                 ),
             };
         }
     };
-    let session = match ctx.whip.start_session(&id, rtc, publisher, offered.audio) {
+    let session = match ctx
+        .whip
+        .start_session(reservation, &id, rtc, publisher, offered.audio)
+    {
         Ok(s) => s,
         Err(StartError::Busy) => {
-            tracing::warn!(channel = %id, "whip: the UDP task is not taking sessions now");
+            if let Some(held) = FAILED.admit_now() {
+                tracing::warn!(channel = %id, held_back = held, "whip: the UDP task is not taking sessions now");
+            }
             return busy();
         }
         Err(e) => {
-            tracing::error!(channel = %id, error = %e, "whip: starting the session");
+            if let Some(held) = FAILED.admit_now() {
+                tracing::error!(channel = %id, error = %e, held_back = held, "whip: starting the session");
+            }
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error, try again later",
@@ -246,7 +282,9 @@ async fn end_session(
     match ctx.whip.session_channel(&session) {
         Some(ch) if ch == id => {
             if !ctx.whip.stop_session(&session) {
-                tracing::warn!(channel = %id, "whip: DELETE not taken now; the session ends when idle");
+                if let Some(held) = FAILED.admit_now() {
+                    tracing::warn!(channel = %id, held_back = held, "whip: DELETE not taken now; the session ends when idle");
+                }
                 return busy();
             }
             tracing::info!(channel = %id, "whip: DELETE, ending the session");

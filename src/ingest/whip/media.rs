@@ -5,7 +5,7 @@
 //! the publish ends when this thread does. It never touches a socket.
 
 use super::timing::{AUDIO_RATE, AvClock, SenderClock};
-use crate::hub::Publisher;
+use crate::hub::{Cut, Publisher};
 use crate::media::annexb::{self, NAL_AUD, NAL_PPS, NAL_SPS};
 use crate::media::{Arrival, IngestEvent, Packet, TIMEBASE, TrackKind, VideoParams, h264};
 use crate::transcode::audio::{AacFrame, OpusToAac};
@@ -42,7 +42,8 @@ impl MediaThread {
     pub fn new(channel: String, publisher: Publisher, audio_bps: Option<u64>) -> Self {
         let audio = audio_bps.and_then(|bps| match OpusToAac::new(bps) {
             Ok(t) => {
-                publisher.send(IngestEvent::AudioConfig(t.params().clone()), Arrival::now());
+                // A publisher cut this early finds out at its first frame.
+                let _ = publisher.send(IngestEvent::AudioConfig(t.params().clone()), Arrival::now());
                 Some(t)
             }
             Err(e) => {
@@ -62,7 +63,9 @@ impl MediaThread {
         }
     }
 
-    /// Runs until the session drops its sender, then flushes.
+    /// Runs until the session drops its sender, then flushes; or until the
+    /// hub cuts the publisher: the session's next frame then finds no
+    /// receiver and the session ends.
     pub fn run(mut self, rx: crossbeam_channel::Receiver<MediaMsg>) {
         let mut last = None;
         for m in rx {
@@ -72,35 +75,39 @@ impl MediaThread {
                 (TrackKind::Audio, Some(sr)) => self.clock.audio_report(sr),
                 (_, None) => {}
             }
-            match m.track {
+            let sent = match m.track {
                 TrackKind::Video => self.video(m.rtp, &m.data, m.arrival),
                 TrackKind::Audio => self.audio(m.rtp, &m.data, m.arrival),
+            };
+            if let Err(cut) = sent {
+                tracing::info!(channel = %self.channel, reason = cut.reason(), "whip: publisher cut off, ending the session");
+                return;
             }
         }
         // What the encoder still holds came with the last datagram.
         if let (Some(mut a), Some(arrival)) = (self.audio.take(), last) {
             let mut out = std::mem::take(&mut self.aac);
             if a.flush(&mut out).is_ok() {
-                self.send_aac(&mut out, arrival);
+                let _ = self.send_aac(&mut out, arrival);
             }
         }
         tracing::debug!(channel = %self.channel, audio_errors = self.audio_errors, "whip: media thread done");
     }
 
-    fn video(&mut self, rtp: u64, au: &[u8], arrival: Arrival) {
+    fn video(&mut self, rtp: u64, au: &[u8], arrival: Arrival) -> Result<(), Cut> {
         if let Some(params) = self.parameter_sets(au) {
             // The samples below use 4-byte lengths, as the avcC built from
             // Annex B declares.
             self.publisher
-                .send(IngestEvent::VideoConfig(Arc::new(params)), arrival);
+                .send(IngestEvent::VideoConfig(Arc::new(params)), arrival)?;
         }
         if self.avcc.is_none() {
             // Frames before the first SPS/PPS cannot be decoded by anyone.
-            return;
+            return Ok(());
         }
         let keyframe = annexb::annexb_nals(au).any(|n| annexb::nal_type(n) == annexb::NAL_IDR);
         if !self.clock.started() && !keyframe {
-            return;
+            return Ok(());
         }
         self.sample.clear();
         // Parameter sets travel in the avcC, and access unit delimiters mean
@@ -110,10 +117,10 @@ impl MediaThread {
         });
         match kept {
             Ok(n) if n > 0 => {}
-            Ok(_) => return,
+            Ok(_) => return Ok(()),
             Err(e) => {
                 tracing::debug!(channel = %self.channel, error = %e, "whip: unusable access unit");
-                return;
+                return Ok(());
             }
         }
         let t = self.clock.video(rtp, arrival.at);
@@ -128,7 +135,7 @@ impl MediaThread {
                 data: self.sample.split().freeze(),
             }),
             arrival,
-        );
+        )
     }
 
     /// New decoder configuration when this access unit carries parameter
@@ -162,14 +169,16 @@ impl MediaThread {
         }
     }
 
-    fn audio(&mut self, rtp: u64, opus: &[u8], arrival: Arrival) {
+    fn audio(&mut self, rtp: u64, opus: &[u8], arrival: Arrival) -> Result<(), Cut> {
         if opus.is_empty() {
-            return;
+            return Ok(());
         }
         let Some(ticks) = self.clock.audio(rtp, arrival.at) else {
-            return;
+            return Ok(());
         };
-        let Some(tx) = &mut self.audio else { return };
+        let Some(tx) = &mut self.audio else {
+            return Ok(());
+        };
         let pts = ticks * AUDIO_RATE as i64 / i64::from(TIMEBASE);
         let mut out = std::mem::take(&mut self.aac);
         if let Err(e) = tx.push(opus, pts, &mut out) {
@@ -178,11 +187,12 @@ impl MediaThread {
                 tracing::warn!(channel = %self.channel, error = %e, "whip: Opus packet dropped");
             }
         }
-        self.send_aac(&mut out, arrival);
+        let sent = self.send_aac(&mut out, arrival);
         self.aac = out;
+        sent
     }
 
-    fn send_aac(&mut self, frames: &mut Vec<AacFrame>, arrival: Arrival) {
+    fn send_aac(&mut self, frames: &mut Vec<AacFrame>, arrival: Arrival) -> Result<(), Cut> {
         for f in frames.drain(..) {
             let t = f.pts * i64::from(TIMEBASE) / AUDIO_RATE as i64;
             if t < 0 {
@@ -197,7 +207,8 @@ impl MediaThread {
                     data: f.data,
                 }),
                 arrival,
-            );
+            )?;
         }
+        Ok(())
     }
 }

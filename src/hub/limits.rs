@@ -1,0 +1,225 @@
+//! What one publisher may send a channel: frame size, frame rate and bit
+//! rate, measured in media time (a publisher sending a recording faster than
+//! real time is not over a cap its stream is within). Sans-IO: fed the
+//! publisher's events, it says when a cap is broken.
+
+use crate::media::{IngestEvent, TIMEBASE, TrackKind};
+use std::collections::VecDeque;
+
+/// The caps from config; `None` is no cap.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct IngestLimits {
+    pub max_bitrate_bps: Option<u64>,
+    pub max_width: Option<u32>,
+    pub max_height: Option<u32>,
+    pub max_frame_rate: Option<f64>,
+}
+
+impl IngestLimits {
+    pub const NONE: IngestLimits = IngestLimits {
+        max_bitrate_bps: None,
+        max_width: None,
+        max_height: None,
+        max_frame_rate: None,
+    };
+}
+
+/// Which cap a publisher broke, and by how much.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum OverLimit {
+    #[error("{bps} b/s over the last {window_s} s of media, above the cap of {cap} b/s")]
+    Bitrate { bps: u64, cap: u64, window_s: u64 },
+    #[error("frame size {width}x{height} above the cap of {max_width}x{max_height}")]
+    FrameSize {
+        width: u32,
+        height: u32,
+        max_width: u32,
+        max_height: u32,
+    },
+    #[error("{fps:.1} frames/s above the cap of {cap}")]
+    FrameRate { fps: f64, cap: f64 },
+}
+
+impl OverLimit {
+    /// Label for the `reason` of refusal metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            OverLimit::Bitrate { .. } => "bitrate",
+            OverLimit::FrameSize { .. } => "frame_size",
+            OverLimit::FrameRate { .. } => "frame_rate",
+        }
+    }
+}
+
+/// Media seconds a rate is averaged over: several GOPs, so a keyframe's
+/// burst of bytes does not read as a bit rate.
+const WINDOW_S: u64 = 4;
+/// A rate over a cap by less than this share is taken for jitter in
+/// timestamps (FLV's milliseconds round every frame's duration).
+const TOLERANCE: f64 = 1.1;
+
+/// One publisher's measurements.
+pub struct Meter {
+    limits: IngestLimits,
+    /// Video frames and bytes (video and audio) in the window, by dts.
+    frames: VecDeque<(i64, usize)>,
+    bytes: u64,
+    audio: VecDeque<(i64, usize)>,
+}
+
+impl Meter {
+    pub fn new(limits: IngestLimits) -> Self {
+        Meter {
+            limits,
+            frames: VecDeque::new(),
+            bytes: 0,
+            audio: VecDeque::new(),
+        }
+    }
+
+    /// Takes one event; an error when it breaks a cap.
+    pub fn check(&mut self, event: &IngestEvent) -> Result<(), OverLimit> {
+        match event {
+            IngestEvent::VideoConfig(p) => {
+                let (max_width, max_height) = (
+                    self.limits.max_width.unwrap_or(u32::MAX),
+                    self.limits.max_height.unwrap_or(u32::MAX),
+                );
+                if p.width > max_width || p.height > max_height {
+                    return Err(OverLimit::FrameSize {
+                        width: p.width,
+                        height: p.height,
+                        max_width,
+                        max_height,
+                    });
+                }
+                Ok(())
+            }
+            IngestEvent::AudioConfig(_) => Ok(()),
+            IngestEvent::Packet(p) => {
+                let window = i64::from(TIMEBASE) * WINDOW_S as i64;
+                let q = match p.track {
+                    TrackKind::Video => &mut self.frames,
+                    TrackKind::Audio => &mut self.audio,
+                };
+                // Timestamps that go back start the window afresh: a new
+                // timeline, not a burst.
+                if q.back().is_some_and(|&(t, _)| p.dts < t) {
+                    for (_, n) in q.drain(..) {
+                        self.bytes -= n as u64;
+                    }
+                }
+                q.push_back((p.dts, p.data.len()));
+                self.bytes += p.data.len() as u64;
+                for q in [&mut self.frames, &mut self.audio] {
+                    while q.len() > 1 && q.back().map_or(0, |b| b.0) - q[0].0 > window {
+                        if let Some((_, n)) = q.pop_front() {
+                            self.bytes -= n as u64;
+                        }
+                    }
+                }
+                self.rates()
+            }
+        }
+    }
+
+    fn rates(&self) -> Result<(), OverLimit> {
+        // Rates are judged on video's clock once a whole window is in.
+        let (Some(first), Some(last)) = (self.frames.front(), self.frames.back()) else {
+            return Ok(());
+        };
+        let span = last.0 - first.0;
+        if span < i64::from(TIMEBASE) * WINDOW_S as i64 * 3 / 4 {
+            return Ok(());
+        }
+        let secs = span as f64 / f64::from(TIMEBASE);
+        if let Some(cap) = self.limits.max_frame_rate {
+            let fps = (self.frames.len() - 1) as f64 / secs;
+            if fps > cap * TOLERANCE {
+                return Err(OverLimit::FrameRate { fps, cap });
+            }
+        }
+        if let Some(cap) = self.limits.max_bitrate_bps {
+            let bps = (self.bytes as f64 * 8.0 / secs) as u64;
+            if bps as f64 > cap as f64 * TOLERANCE {
+                return Err(OverLimit::Bitrate {
+                    bps,
+                    cap,
+                    window_s: WINDOW_S,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{Packet, VideoParams};
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    fn video(dts: i64, bytes: usize) -> IngestEvent {
+        IngestEvent::Packet(Packet {
+            track: TrackKind::Video,
+            dts,
+            pts: dts,
+            keyframe: false,
+            data: Bytes::from(vec![0u8; bytes]),
+        })
+    }
+
+    fn config(width: u32, height: u32) -> IngestEvent {
+        IngestEvent::VideoConfig(Arc::new(VideoParams {
+            avcc: Bytes::new(),
+            width,
+            height,
+            profile_idc: 100,
+            constraint_flags: 0,
+            level_idc: 40,
+            nal_length_size: 4,
+        }))
+    }
+
+    /// `seconds` of 30 fps video at `bps`, from dts `start`.
+    fn feed(m: &mut Meter, start: i64, seconds: u32, bps: u64) -> Result<(), OverLimit> {
+        let frame = (bps / 8 / 30) as usize;
+        (0..seconds as i64 * 30).try_for_each(|i| m.check(&video(start + i * 3000, frame)))
+    }
+
+    #[test]
+    fn a_stream_within_its_caps_passes_and_one_above_is_cut_within_a_window() {
+        let limits = IngestLimits {
+            max_bitrate_bps: Some(6_000_000),
+            max_width: Some(1920),
+            max_height: Some(1080),
+            max_frame_rate: Some(60.0),
+        };
+        let mut m = Meter::new(limits);
+        assert_eq!(m.check(&config(1920, 1080)), Ok(()));
+        assert_eq!(feed(&mut m, 0, 60, 6_000_000), Ok(()));
+        let mut m = Meter::new(limits);
+        let err = feed(&mut m, 0, 60, 20_000_000).expect_err("over the cap");
+        assert_eq!(err.reason(), "bitrate");
+        assert_eq!(
+            m.check(&config(3840, 2160)).map_err(|e| e.reason()),
+            Err("frame_size")
+        );
+    }
+
+    #[test]
+    fn frame_rate_is_counted_in_media_time_and_a_timeline_restart_is_no_burst() {
+        let limits = IngestLimits {
+            max_frame_rate: Some(30.0),
+            ..IngestLimits::NONE
+        };
+        let mut m = Meter::new(limits);
+        assert_eq!(feed(&mut m, 0, 10, 1_000_000), Ok(()));
+        // The publisher's clock starts again at zero.
+        assert_eq!(feed(&mut m, 0, 10, 1_000_000), Ok(()));
+        let mut m = Meter::new(limits);
+        let fast = (0..600).try_for_each(|i| m.check(&video(i * 1500, 100)));
+        assert_eq!(fast.map_err(|e| e.reason()), Err("frame_rate"));
+    }
+}

@@ -38,7 +38,9 @@ impl LogBudget {
     pub fn admit(&self, now: Instant) -> Option<u64> {
         // A poisoned lock only means another thread panicked mid-count.
         let mut w = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if w.started.is_none_or(|s| now.duration_since(s) >= self.window) {
+        if w.started
+            .is_none_or(|s| now.duration_since(s) >= self.window)
+        {
             w.started = Some(now);
             w.written = 0;
         }

@@ -13,6 +13,15 @@
 //!   [`GuardError::Interleaved`]), and it underflows on an extended timestamp delta below
 //!   0xFFFFFF (see [`GuardError::ExtendedTimestamp`]).
 //! - Every `createStream` adds an entry to a map that is never pruned.
+//! - Each deserializer buffers a message's payload until it completes, up to the 16 MiB its
+//!   length field can declare, and keeps a header for every chunk stream id it has seen (up
+//!   to 65,599).
+//!
+//! Until the session accepts a publish, the peer is anyone on the internet: it only sends
+//! commands (a few hundred bytes each, on two or three chunk streams), so the guard holds it
+//! to [`MAX_UNAUTHENTICATED_MESSAGE_BYTES`] per declared message and
+//! [`MAX_UNAUTHENTICATED_CHUNK_STREAMS`] chunk stream ids, refused at the chunk header before
+//! a byte of the message is buffered. [`Guard::authenticated`] lifts them to the media limits.
 //!
 //! The guard reads each chunk header itself (RTMP spec 5.3.1: basic header, message header
 //! types 0-3, extended timestamp), the way rml_rtmp's `ChunkDeserializer` reads it, and
@@ -36,6 +45,13 @@ pub const MAX_PENDING_BYTES: usize = 8 << 20;
 /// AMF0 commands and data messages from publishers are a few hundred bytes (onMetaData a few
 /// KB).
 pub const MAX_AMF_MESSAGE_BYTES: usize = 64 << 10;
+/// Largest message a peer may declare before its publish is accepted. Commands before the
+/// publish (connect, releaseStream, FCPublish, createStream, publish) are a few hundred bytes;
+/// media, the only large messages, comes after it.
+pub const MAX_UNAUTHENTICATED_MESSAGE_BYTES: u32 = 64 << 10;
+/// Chunk stream ids a peer may use before its publish is accepted. FFmpeg and librtmp (OBS)
+/// send their commands on ids 2 and 3 and open the media ones (4-8) after the publish.
+pub const MAX_UNAUTHENTICATED_CHUNK_STREAMS: usize = 8;
 /// Nesting of AMF0 objects/arrays. A connect command object or onMetaData nests 1-2 deep.
 pub const MAX_AMF_DEPTH: usize = 16;
 /// AMF0 commands per connection. A publisher sends about ten (connect, releaseStream,
@@ -132,6 +148,35 @@ pub enum GuardError {
     SetDataFrameTooShort { values: usize },
     #[error("more than {limit} {what} per connection")]
     TooManyCommands { what: &'static str, limit: u32 },
+    /// A chunk header declaring a message longer than
+    /// [`MAX_UNAUTHENTICATED_MESSAGE_BYTES`] before the publish is accepted.
+    #[error(
+        "type {fmt} chunk on chunk stream {csid} at offset {offset} declares a {length}-byte message; the limit before a publish is accepted is {MAX_UNAUTHENTICATED_MESSAGE_BYTES} bytes"
+    )]
+    UnauthenticatedMessageTooLarge {
+        fmt: u8,
+        csid: u32,
+        offset: u64,
+        length: u32,
+    },
+    /// A chunk on one chunk stream id more than [`MAX_UNAUTHENTICATED_CHUNK_STREAMS`] before
+    /// the publish is accepted.
+    #[error(
+        "chunk on chunk stream {csid} at offset {offset} opens more than {MAX_UNAUTHENTICATED_CHUNK_STREAMS} chunk streams before a publish is accepted"
+    )]
+    UnauthenticatedChunkStreams { csid: u32, offset: u64 },
+}
+
+impl GuardError {
+    /// The limit a refusal enforces, as a metric label (`reason`), for the limits on a peer
+    /// that has not published yet; `None` for the other refusals.
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            GuardError::UnauthenticatedMessageTooLarge { .. } => Some("message_too_large"),
+            GuardError::UnauthenticatedChunkStreams { .. } => Some("too_many_chunk_streams"),
+            _ => None,
+        }
+    }
 }
 
 pub struct Guard {
@@ -154,6 +199,8 @@ pub struct Guard {
     pending: usize,
     commands: u32,
     create_streams: u32,
+    /// Whether the session accepted a publish: the unauthenticated limits no longer apply.
+    authenticated: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,7 +326,15 @@ impl Guard {
             pending: 0,
             commands: 0,
             create_streams: 0,
+            authenticated: false,
         }
+    }
+
+    /// The session accepted a publish: from the next byte on, the peer may declare messages
+    /// of any length and open chunk streams as media needs (the limits of an authenticated
+    /// publisher are the media ones: [`MAX_PENDING_BYTES`] and the AMF limits).
+    pub fn authenticated(&mut self) {
+        self.authenticated = true;
     }
 
     /// Checks the next bytes of the chunk stream. They must be exactly the bytes the session
@@ -370,6 +425,25 @@ impl Guard {
                 length: m.length,
                 received: m.received,
             });
+        }
+        if !self.authenticated {
+            // A type 2-3 header inherits a length that was checked when it was declared.
+            if h.message_length > MAX_UNAUTHENTICATED_MESSAGE_BYTES {
+                return Err(GuardError::UnauthenticatedMessageTooLarge {
+                    fmt: h.fmt,
+                    csid: h.csid,
+                    offset: self.chunk_offset,
+                    length: h.message_length,
+                });
+            }
+            if !self.streams.contains_key(&h.csid)
+                && self.streams.len() >= MAX_UNAUTHENTICATED_CHUNK_STREAMS
+            {
+                return Err(GuardError::UnauthenticatedChunkStreams {
+                    csid: h.csid,
+                    offset: self.chunk_offset,
+                });
+            }
         }
         if let Some(extended) = h.extended_timestamp
             && h.fmt != 0

@@ -65,6 +65,15 @@ fn kind_name(track: TrackKind) -> &'static str {
 }
 
 impl RtmpError {
+    /// The limit on a peer that has not published yet which this error enforces, as a metric
+    /// label (see [`GuardError::limit`]).
+    pub fn limit(&self) -> Option<&'static str> {
+        match self {
+            RtmpError::Guard(e) => e.limit(),
+            _ => None,
+        }
+    }
+
     /// The codec's name when the session ended because the publisher sent a codec this node
     /// does not ingest.
     pub fn unsupported_codec(&self) -> Option<&str> {
@@ -218,6 +227,8 @@ impl PublishSession {
         let results = match refusal {
             None => {
                 self.stream.publish = Publish::Publishing;
+                // The caller checked the stream key: the peer is a publisher now.
+                self.guard.authenticated();
                 unwind_to_error("accept_request", || server.accept_request(request_id))??
             }
             Some(description) => {

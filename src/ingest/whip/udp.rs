@@ -43,6 +43,23 @@ pub struct Whip {
     sessions: Arc<Mutex<HashMap<String, String>>>,
 }
 
+/// A place under `whip.max_sessions`, taken before the offer is negotiated and given back on
+/// drop unless [`Whip::start_session`] turns it into a session. The check and the taking
+/// are one step under the table's lock, so concurrent POSTs cannot pass the cap together.
+pub struct Reservation {
+    sessions: Arc<Mutex<HashMap<String, String>>>,
+    id: String,
+    started: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.started {
+            lock(&self.sessions).remove(&self.id);
+        }
+    }
+}
+
 pub(super) enum Command {
     Start {
         id: String,
@@ -104,8 +121,25 @@ impl Whip {
         }))
     }
 
+    /// Sessions running or reserved.
     pub fn session_count(&self) -> usize {
         lock(&self.sessions).len()
+    }
+
+    /// Reserves a session for `channel`, unless `max_sessions` are running or reserved.
+    pub fn reserve(&self, channel: &str) -> Option<Reservation> {
+        let mut sessions = lock(&self.sessions);
+        if sessions.len() >= self.settings.max_sessions {
+            return None;
+        }
+        // 128 random bits do not collide with a running session's id.
+        let id = session_id();
+        sessions.insert(id.clone(), channel.to_string());
+        Some(Reservation {
+            sessions: self.sessions.clone(),
+            id,
+            started: false,
+        })
     }
 
     /// The channel of a session, if it exists.
@@ -114,15 +148,17 @@ impl Whip {
     }
 
     /// Hands a negotiated session to the UDP task, with a media thread
-    /// that owns `publisher`.
+    /// that owns `publisher`; returns the session id. On error the
+    /// reservation is given back.
     pub(super) fn start_session(
         &self,
+        mut reservation: Reservation,
         channel: &str,
         rtc: Rtc,
         publisher: Publisher,
         audio: bool,
     ) -> Result<String, StartError> {
-        let id = session_id();
+        let id = reservation.id.clone();
         let (tx, rx) = crossbeam_channel::bounded(MEDIA_QUEUE);
         let audio_bps = audio.then_some(self.settings.audio_bps);
         let worker = MediaThread::new(channel.to_string(), publisher, audio_bps);
@@ -130,7 +166,6 @@ impl Whip {
             .name(format!("whip-{channel}"))
             .spawn(move || worker.run(rx))
             .map_err(StartError::Thread)?;
-        lock(&self.sessions).insert(id.clone(), channel.to_string());
         let start = Command::Start {
             id: id.clone(),
             channel: channel.to_string(),
@@ -140,9 +175,10 @@ impl Whip {
         // A refused command drops the media sender: the media thread ends
         // and its publisher leaves the channel.
         if self.commands.try_send(start).is_err() {
-            lock(&self.sessions).remove(&id);
             return Err(StartError::Busy);
         }
+        // The UDP task removes it from the table when the session ends.
+        reservation.started = true;
         Ok(id)
     }
 

@@ -21,6 +21,13 @@ fn chunks(type_id: u8, data: Vec<u8>) -> Vec<u8> {
         .bytes
 }
 
+/// A guard after the publish was accepted: the media limits apply.
+fn publishing() -> Guard {
+    let mut g = Guard::new();
+    g.authenticated();
+    g
+}
+
 fn amf(values: &[Amf0Value]) -> Vec<u8> {
     rml_amf0::serialize(&values.to_vec()).expect("serializable AMF")
 }
@@ -56,7 +63,7 @@ fn deep_nesting_is_refused_before_rml_recurses() {
         g.check(&chunks(TYPE_AMF0_COMMAND, data[..60_000].to_vec())),
         Err(GuardError::AmfTooDeep { type_id: 20 })
     ));
-    let mut g = Guard::new();
+    let mut g = publishing();
     assert!(matches!(
         g.check(&chunks(TYPE_AMF0_COMMAND, data)),
         Err(GuardError::AmfTooLarge { .. })
@@ -120,7 +127,7 @@ fn create_stream_is_capped() {
 #[test]
 fn a_message_that_never_completes_is_cut_off() {
     // Type 0 header announcing a 16 MiB video message, then a stream of payload bytes.
-    let mut g = Guard::new();
+    let mut g = publishing();
     let header = [0x04, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0];
     assert!(g.check(&header).is_ok());
     let block = vec![0u8; 128];
@@ -381,4 +388,85 @@ fn zero_chunk_size_is_refused() {
         Guard::new().check(&chunks(TYPE_SET_CHUNK_SIZE, vec![0, 0, 0, 0])),
         Err(GuardError::ChunkSize { .. })
     ));
+}
+
+#[test]
+fn before_the_publish_a_large_declared_message_is_refused_at_its_header() {
+    // A type 0 header on chunk stream 3 declaring a 16 MiB AMF0 command: refused before a
+    // payload byte is buffered, with the offset of the header (after a small command).
+    let small = chunks(
+        TYPE_AMF0_COMMAND,
+        amf(&[
+            Amf0Value::Utf8String("connect".into()),
+            Amf0Value::Number(1.0),
+            Amf0Value::Null,
+        ]),
+    );
+    let header = [
+        0x03,
+        0,
+        0,
+        0,
+        0xff,
+        0xff,
+        0xff,
+        TYPE_AMF0_COMMAND,
+        0,
+        0,
+        0,
+        0,
+    ];
+    let bytes = [&small[..], &header].concat();
+    let err = check_all_cuts(&bytes).expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            GuardError::UnauthenticatedMessageTooLarge {
+                fmt: 0,
+                csid: 3,
+                length: 0xff_ffff,
+                offset,
+            } if offset == small.len() as u64
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.limit(), Some("message_too_large"));
+    assert!(err.to_string().contains("chunk stream 3"), "{err}");
+    // The largest message allowed passes (its payload is not AMF: a type 8 message).
+    let mut g = Guard::new();
+    let at_limit = chunks(8, vec![0; MAX_UNAUTHENTICATED_MESSAGE_BYTES as usize]);
+    g.check(&at_limit).expect("at the limit");
+    let over = chunks(8, vec![0; MAX_UNAUTHENTICATED_MESSAGE_BYTES as usize + 1]);
+    assert!(matches!(
+        Guard::new().check(&over),
+        Err(GuardError::UnauthenticatedMessageTooLarge { .. })
+    ));
+    // Once the publish is accepted, media may be as large as before.
+    publishing().check(&over).expect("media after the publish");
+}
+
+#[test]
+fn before_the_publish_only_a_few_chunk_streams_may_be_opened() {
+    // One-byte messages (type 8) on chunk streams 2, 3, ...: the ninth id is refused.
+    let message = |csid: u8| [csid, 0, 0, 0, 0, 0, 1, 8, 0, 0, 0, 0, 0xaa];
+    let mut g = Guard::new();
+    let mut offset = 0u64;
+    for csid in 2..2 + MAX_UNAUTHENTICATED_CHUNK_STREAMS as u8 {
+        g.check(&message(csid)).expect("within the limit");
+        offset += 13;
+    }
+    // Ids already open stay usable.
+    g.check(&message(2)).expect("an open chunk stream");
+    offset += 13;
+    let err = g.check(&message(40)).expect_err("one too many");
+    assert!(
+        matches!(err, GuardError::UnauthenticatedChunkStreams { csid: 40, offset: o } if o == offset),
+        "{err:?}"
+    );
+    assert_eq!(err.limit(), Some("too_many_chunk_streams"));
+    let mut g = publishing();
+    for csid in 2..60 {
+        g.check(&message(csid))
+            .expect("media chunk streams after the publish");
+    }
 }

@@ -671,3 +671,22 @@ fn interleaved_chunk_streams_end_the_session() {
     );
     assert!(matches!(session.feed(&[0xc5]), Err(RtmpError::Closed)));
 }
+
+#[test]
+fn a_large_message_is_refused_before_the_publish_and_taken_after_it() {
+    // Before the publish: a 16 MiB command declaration ends the session at its header.
+    let mut s = handshaken();
+    let header = [0x03, 0, 0, 0, 0xff, 0xff, 0xff, 20, 0, 0, 0, 0];
+    let err = s.feed(&header).expect_err("refused");
+    assert_eq!(err.limit(), Some("message_too_large"), "{err}");
+    assert!(matches!(s.feed(&[]), Err(RtmpError::Closed)));
+
+    // After it: a 200 KB keyframe is media like any other.
+    let mut pair = Pair::publishing("secret-key");
+    pair.video(avc_sequence_header(AVCC_720P), 0);
+    let big = vec![0x88; 200_000];
+    let mut nal = vec![0x65];
+    nal.extend(&big);
+    let events = pair.video(avc_frame(true, 0, &[&nal]), 0);
+    assert_eq!(packet(&events).data.len(), 4 + nal.len());
+}

@@ -84,9 +84,12 @@ struct ServeArgs {
     /// RTMP listen address (default 0.0.0.0:1935).
     #[arg(long)]
     rtmp_addr: Option<SocketAddr>,
-    /// HTTP listen address (default 0.0.0.0:8080).
+    /// HTTP listen address for players and publishers (default 0.0.0.0:8080).
     #[arg(long)]
     http_addr: Option<SocketAddr>,
+    /// HTTP listen address for /metrics and /api/v1 (default 127.0.0.1:8081).
+    #[arg(long)]
+    admin_addr: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -325,6 +328,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let Some(a) = args.http_addr {
         cfg.http_addr = a;
     }
+    if let Some(a) = args.admin_addr {
+        cfg.admin_addr = a;
+    }
     Ok(node::serve(cfg)?)
 }
 
@@ -345,6 +351,8 @@ mod tests {
             "127.0.0.1:1935",
             "--http-addr",
             "127.0.0.1:8080",
+            "--admin-addr",
+            "127.0.0.1:8081",
         ])
         .expect("serve");
         Cli::try_parse_from([

@@ -20,7 +20,7 @@ fn api(node: &Node, method: &str, path: &str, token: Option<&str>, body: Option<
         h.push(("Content-Type", "application/json"));
     }
     node.http
-        .request(method, &node.url(path), &h, body.map(str::as_bytes))
+        .request(method, &node.admin_url(path), &h, body.map(str::as_bytes))
         .unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -123,7 +123,7 @@ fn live_step(
     let data = dir.join(format!("live-{}-{n}", if gpu { "gpu" } else { "cpu" }));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data).expect("create the node's data dir");
-    let (rtmp, http) = (free_tcp_port(), free_tcp_port());
+    let (rtmp, http, admin) = (free_tcp_port(), free_tcp_port(), free_tcp_port());
     let udp = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .expect("a free UDP port")
@@ -167,6 +167,8 @@ fn live_step(
         .arg(format!("127.0.0.1:{rtmp}"))
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{http}"))
+        .arg("--admin-addr")
+        .arg(format!("127.0.0.1:{admin}"))
         .arg("--config")
         .arg(&cfg)
         .env(
@@ -181,6 +183,8 @@ fn live_step(
     let node_pid = node.id();
     let mut procs = Procs(vec![node]);
     let base = format!("http://127.0.0.1:{http}");
+    // /metrics is on the admin listener.
+    let admin_base = format!("http://127.0.0.1:{admin}");
     let up = Instant::now();
     while get(&format!("{base}/healthz")).is_none() {
         if let Ok(Some(st)) = procs.0[0].try_wait() {
@@ -222,7 +226,7 @@ fn live_step(
     };
     until(warmup);
     let metrics = |base: &str| parse_metrics(&get(&format!("{base}/metrics")).unwrap_or_default());
-    let (cpu0, t0, m0) = (process_cpu(node_pid), Instant::now(), metrics(&base));
+    let (cpu0, t0, m0) = (process_cpu(node_pid), Instant::now(), metrics(&admin_base));
     let mut worst: BTreeMap<&str, f64> = BTreeMap::new();
     let mut why = Vec::new();
     let mut nvdec_min = usize::MAX;
@@ -230,7 +234,7 @@ fn live_step(
     while t < secs {
         t += 1.0;
         until(t);
-        let m = metrics(&base);
+        let m = metrics(&admin_base);
         for s in m.iter().filter(|s| s.name == "rungs_rung_realtime_ratio") {
             if let Some((id, _)) = channels.iter().find(|c| s.label("channel") == Some(&c.0)) {
                 let w = worst.entry(id.as_str()).or_insert(0.0);
@@ -244,7 +248,7 @@ fn live_step(
             .sum();
         nvdec_min = nvdec_min.min(nvdec as usize);
     }
-    let (cpu1, t1, m1) = (process_cpu(node_pid), Instant::now(), metrics(&base));
+    let (cpu1, t1, m1) = (process_cpu(node_pid), Instant::now(), metrics(&admin_base));
     for (i, c) in procs.0.iter_mut().enumerate().skip(1) {
         if let Ok(Some(st)) = c.try_wait() {
             why.push(format!(

@@ -21,7 +21,7 @@ mod update;
 pub mod vod;
 
 pub use packager::{ChannelPackager, RungDecl, RungEvent};
-pub use store::{ChannelStore, MediaFile, PlaylistRequest, StoreError};
+pub use store::{ChannelStore, Encoding, MediaFile, PARKING, PlaylistRequest, StoreError};
 pub(crate) use update::Update;
 pub use vod::{VodError, VodSummary, VodWriter};
 

@@ -7,8 +7,9 @@
 //! keep more than the playlist window plus a small margin.
 
 mod read;
+mod snapshot;
 
-pub use read::{MediaFile, PlaylistRequest, StoreError};
+pub use read::{Encoding, MediaFile, PARKING, ParkingLot, PlaylistRequest, StoreError};
 
 use super::PackageConfig;
 use super::Update;
@@ -16,6 +17,7 @@ pub use super::ledger::RenditionInfo;
 use super::ledger::book::{Effect, Ledger, Tracked};
 use super::names;
 use bytes::{Bytes, BytesMut};
+use snapshot::Snapshot;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
@@ -53,12 +55,25 @@ pub struct ChannelStore {
     channel_id: String,
     cfg: PackageConfig,
     inner: Mutex<Inner>,
-    /// Bumped after every batch of updates; waiters await its change.
-    version: watch::Sender<u64>,
+    /// Every rendition's playlist after the last batch of updates; replaced
+    /// after every batch, and waiters await its change. Playlist requests
+    /// read it without the lock above, which the packager needs.
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    /// Where its requests park: the node's lot, shared by every channel.
+    parking: &'static ParkingLot,
 }
 
 impl ChannelStore {
     pub fn new(channel_id: &str, cfg: &PackageConfig) -> Arc<Self> {
+        Self::parked_in(channel_id, cfg, &PARKING)
+    }
+
+    /// A store whose requests park in `parking` rather than the node's lot.
+    pub(crate) fn parked_in(
+        channel_id: &str,
+        cfg: &PackageConfig,
+        parking: &'static ParkingLot,
+    ) -> Arc<Self> {
         let cfg = cfg.sanitized();
         Arc::new(ChannelStore {
             channel_id: channel_id.to_owned(),
@@ -69,7 +84,8 @@ impl ChannelStore {
                 cfg.playlist_segments,
             )),
             cfg,
-            version: watch::Sender::new(0),
+            snapshot: watch::Sender::new(Arc::new(Snapshot::default())),
+            parking,
         })
     }
 
@@ -110,28 +126,29 @@ impl ChannelStore {
         if updates.is_empty() {
             return;
         }
-        {
-            let mut inner = self.lock();
-            for u in updates {
-                self.apply_one(&mut inner, u);
-            }
-            let sid = inner.sid.clone();
-            for r in &mut inner.renditions {
-                let pl = &mut r.playlist;
-                // RFC 8216bis 6.2.6: "A hinted resource MUST be available for
-                // request when its EXT-X-PRELOAD-HINT tag is added": only a
-                // producing stream hints, and the part routes hold the
-                // request until the part exists.
-                pl.preload_hint = match (&sid, r.entry.active && !pl.ended) {
-                    (Some(sid), true) => {
-                        let next = pl.open.as_ref().map_or(0, |o| o.parts.len() as u32);
-                        Some(names::part(sid, pl.next_msn(), next))
-                    }
-                    _ => None,
-                };
-            }
+        let mut inner = self.lock();
+        for u in updates {
+            self.apply_one(&mut inner, u);
         }
-        self.version.send_modify(|v| *v += 1);
+        let sid = inner.sid.clone();
+        for r in &mut inner.renditions {
+            let pl = &mut r.playlist;
+            // RFC 8216bis 6.2.6: "A hinted resource MUST be available for
+            // request when its EXT-X-PRELOAD-HINT tag is added": only a
+            // producing stream hints, and the part routes hold the
+            // request until the part exists.
+            pl.preload_hint = match (&sid, r.entry.active && !pl.ended) {
+                (Some(sid), true) => {
+                    let next = pl.open.as_ref().map_or(0, |o| o.parts.len() as u32);
+                    Some(names::part(sid, pl.next_msn(), next))
+                }
+                _ => None,
+            };
+        }
+        // Sent under the lock, so that snapshots go out in the order their
+        // batches were applied; a send only swaps a pointer.
+        let next = Snapshot::after(&self.snapshot.borrow(), &inner);
+        self.snapshot.send_replace(Arc::new(next));
     }
 
     fn apply_one(&self, inner: &mut Inner, u: Update) {

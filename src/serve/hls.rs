@@ -5,13 +5,14 @@
 //! blocking) and never add CORS (the caller layers it on).
 
 use crate::package::playlist::Skip;
-use crate::package::{ChannelStore, MediaFile, PlaylistRequest, StoreError};
+use crate::package::{ChannelStore, Encoding, MediaFile, PlaylistRequest, StoreError};
 use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use std::sync::Arc;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -59,6 +60,7 @@ async fn master<F: Lookup>(
 
 async fn rendition_file<F: Lookup>(
     State(lookup): State<F>,
+    headers: HeaderMap,
     path: Result<Path<(String, String, String)>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
@@ -86,10 +88,35 @@ async fn rendition_file<F: Lookup>(
     } else {
         LIVE_PLAYLIST_CACHE
     };
-    match store.media_playlist(&rendition, req).await {
-        Ok(text) => playlist(text, cache),
+    let encoding = if accepts_gzip(&headers) {
+        Encoding::Gzip
+    } else {
+        Encoding::Identity
+    };
+    match store.playlist(&rendition, req, encoding).await {
+        Ok(bytes) => media_playlist(bytes, encoding, cache),
         Err(e) => error(e),
     }
+}
+
+/// Whether `Accept-Encoding` lists gzip (or `*`) with a non-zero weight
+/// (RFC 9110 12.5.3).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut params = item.split(';');
+            let coding = params.next().unwrap_or("").trim();
+            let weight = params
+                .filter_map(|p| p.trim().strip_prefix("q=").or(p.trim().strip_prefix("Q=")))
+                .filter_map(|q| q.trim().parse::<f32>().ok())
+                .next()
+                .unwrap_or(1.0);
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && weight > 0.0
+        })
 }
 
 /// Reads the delivery directives. RFC 8216bis 6.2.5: "Query parameters for
@@ -137,6 +164,22 @@ fn decimal<T: std::str::FromStr>(s: &str) -> Option<T> {
 }
 
 fn playlist(text: String, cache: &'static str) -> Response {
+    playlist_headers(cache, Bytes::from(text)).into_response()
+}
+
+/// A media playlist as the store rendered it: already gzipped where the
+/// client accepts that, so the compression layer leaves it be.
+fn media_playlist(bytes: Bytes, encoding: Encoding, cache: &'static str) -> Response {
+    let mut res = playlist_headers(cache, bytes).into_response();
+    let h = res.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if encoding == Encoding::Gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    res
+}
+
+fn playlist_headers(cache: &'static str, body: Bytes) -> impl IntoResponse {
     (
         [
             (
@@ -145,9 +188,8 @@ fn playlist(text: String, cache: &'static str) -> Response {
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
         ],
-        text,
+        body,
     )
-        .into_response()
 }
 
 fn media(f: MediaFile) -> Response {
@@ -171,9 +213,14 @@ fn error(e: StoreError) -> Response {
         // RFC 8216bis 6.2.5.2: "SHOULD return Service Unavailable, such as
         // HTTP 503" after blocking for more than three target durations.
         StoreError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        StoreError::Busy => StatusCode::SERVICE_UNAVAILABLE,
     };
+    // Past the node's cap on parked requests: a client may come back soon.
+    let retry =
+        (e == StoreError::Busy).then_some([(header::RETRY_AFTER, HeaderValue::from_static("1"))]);
     (
         status,
+        retry,
         [
             (header::CACHE_CONTROL, HeaderValue::from_static(ERROR_CACHE)),
             (
@@ -452,6 +499,51 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, ERROR_CACHE)
         );
         assert_eq!(started.elapsed(), Duration::from_secs(6), "bounded wait");
+    }
+
+    #[tokio::test]
+    async fn media_playlists_come_gzipped_to_clients_that_accept_it() {
+        let (app, _) = app();
+        let req = |accept: Option<&str>| {
+            let mut r = Request::get("/hls/live/source/index.m3u8");
+            if let Some(a) = accept {
+                r = r.header(header::ACCEPT_ENCODING, a);
+            }
+            r.body(Body::empty()).expect("request")
+        };
+        let res = app
+            .clone()
+            .oneshot(req(Some("br;q=1.0, gzip;q=0.8")))
+            .await
+            .expect("infallible");
+        assert_eq!(res.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(res.headers()[header::VARY], "accept-encoding");
+        let zipped = to_bytes(res.into_body(), 1 << 20).await.expect("body");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut text)
+            .expect("gzip");
+        for accept in [None, Some("gzip;q=0"), Some("identity")] {
+            let res = app.clone().oneshot(req(accept)).await.expect("infallible");
+            assert!(
+                res.headers().get(header::CONTENT_ENCODING).is_none(),
+                "{accept:?}"
+            );
+            let plain = to_bytes(res.into_body(), 1 << 20).await.expect("body");
+            assert_eq!(String::from_utf8_lossy(&plain), text, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn busy_is_503_with_retry_after() {
+        let res = error(StoreError::Busy);
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert!(
+            error(StoreError::Unavailable)
+                .headers()
+                .get(header::RETRY_AFTER)
+                .is_none()
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! HTTP serving: HLS, WHIP, the control API, metrics, health and the player page.
 //!
 //! Only routing and HTTP concerns live here; what a playlist says is decided
-//! by `package`.
+//! by `package`. Two surfaces: the player port (what players and publishers
+//! need) and the admin port (what an operator needs).
 
 pub mod api;
 pub mod hls;
+pub mod listener;
 mod player;
 
 use crate::config::Config;
@@ -12,15 +14,56 @@ use crate::hub::Hub;
 use crate::ingest::whip::Whip;
 use crate::metrics::METRICS;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{Extensions, HeaderMap, Method, StatusCode, Version, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use std::sync::Arc;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{Any, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
 
-/// The node's whole HTTP surface.
-pub fn router(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>, whip: Arc<Whip>) -> Router {
+/// The largest request body any route reads: a WHIP offer (SDP). Every
+/// other route reads less (the API) or nothing.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The node's two HTTP surfaces.
+pub struct Routers {
+    /// HLS, player pages, WHIP and `/healthz`: open to the internet.
+    pub player: Router,
+    /// `/metrics`, `/api/v1` and `/healthz`: for the operator.
+    pub admin: Router,
+}
+
+/// The player and admin routers; with `http.admin_on_player_port` the
+/// player router carries the admin routes too.
+pub fn routers(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>, whip: Arc<Whip>) -> Routers {
+    let operator = operator(hub.clone(), cfg.clone(), admin_token);
+    let mut player = player(hub, cfg.clone(), whip);
+    if cfg.http.admin_on_player_port {
+        player = player.merge(operator.clone());
+    }
+    let admin = operator.route("/healthz", get(|| async { "ok\n" }));
+    let limit = |r: Router| {
+        r.layer(DefaultBodyLimit::max(MAX_BODY))
+            .layer(RequestBodyLimitLayer::new(MAX_BODY))
+    };
+    Routers {
+        player: limit(player),
+        admin: limit(admin),
+    }
+}
+
+/// `/metrics` tells whoever reads it every live channel's id, its ingest
+/// bitrate and health, the node's load and its GPUs: enough to find and
+/// target streams, so it is the operator's, like the API.
+fn operator(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>) -> Router {
+    Router::new()
+        .merge(api::routes(hub, cfg, admin_token))
+        .route("/metrics", get(metrics))
+}
+
+fn player(hub: Arc<Hub>, cfg: Arc<Config>, whip: Arc<Whip>) -> Router {
     let lookup = {
         let hub = hub.clone();
         move |id: &str| hub.store(id)
@@ -31,7 +74,9 @@ pub fn router(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>, whip: Arc<
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
         .expose_headers([header::CONTENT_LENGTH, header::AGE]);
     // Apple's HLS authoring spec (10.1): playlists MUST be compressed with gzip
-    // when the client accepts it. Media is already compressed; leave it be.
+    // when the client accepts it. Media playlists come gzipped from the store
+    // (once per version, not per request), which this layer leaves alone; it
+    // compresses the multivariant playlist. Media is already compressed.
     let gzip = CompressionLayer::new().gzip(true).compress_when(
         |_: StatusCode, _: Version, h: &HeaderMap, _: &Extensions| {
             h.get(header::CONTENT_TYPE)
@@ -40,10 +85,8 @@ pub fn router(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>, whip: Arc<
     );
     Router::new()
         .merge(hls::routes(lookup).layer(cors).layer(gzip))
-        .merge(crate::ingest::whip::routes(hub.clone(), whip))
-        .merge(api::routes(hub, cfg.clone(), admin_token))
+        .merge(crate::ingest::whip::routes(hub, whip))
         .merge(player::routes(cfg.player.hls_js.clone()))
-        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
 }
 

@@ -45,7 +45,7 @@ pub use hls::{Fetched, fetch_blocking, fetch_media, wait_playlist};
 pub use http::{Http, Resp, raw_get_status};
 pub use metrics::{Metrics, Sample};
 pub use netns::Netns;
-pub use node::{Channel, Node, NodeConfig};
+pub use node::{Channel, HttpLimits, Node, NodeConfig};
 pub use playback::{Playback, check_playback, play_hlsjs, run_page_script};
 pub use playlist::{MediaPlaylist, Multivariant, parse_media, parse_multivariant, resolve};
 pub use publisher::{PubOpts, Publisher};

@@ -21,6 +21,33 @@ pub struct NodeConfig {
     pub max_connections: usize,
     /// `[whip] session_timeout_s`: a WHIP session whose packets stop ends.
     pub session_timeout_s: f64,
+    /// `[http]`: the HTTP limits (the node's defaults unless a test sets them).
+    pub http: HttpLimits,
+    /// More TOML tables, appended to the generated config (e.g.
+    /// `[ingest.limits]`).
+    pub extra_toml: &'static str,
+}
+
+/// `[http]` of the node under test.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub header_timeout_s: f64,
+    pub idle_timeout_s: f64,
+    pub max_connections: usize,
+    pub max_blocked_requests: usize,
+    pub admin_on_player_port: bool,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout_s: 10.0,
+            idle_timeout_s: 60.0,
+            max_connections: 16_384,
+            max_blocked_requests: 10_000,
+            admin_on_player_port: false,
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -31,6 +58,8 @@ impl Default for NodeConfig {
             reconnect_grace_s: 10.0,
             max_connections: 1024,
             session_timeout_s: 10.0,
+            http: HttpLimits::default(),
+            extra_toml: "",
         }
     }
 }
@@ -41,6 +70,8 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub rtmp_port: u16,
     pub http_port: u16,
+    /// The admin listener: `/metrics` and `/api/v1`.
+    pub admin_port: u16,
     /// The WHIP UDP port (ICE-lite, all sessions), on 127.0.0.1: every test
     /// node gets its own, never the default 0.0.0.0:8189 that two nodes
     /// (or a node outside the tests) would fight over.
@@ -116,17 +147,24 @@ impl Node {
         fs::create_dir_all(dir).unwrap();
         let rtmp_port = free_port();
         let http_port = free_port();
+        let admin_port = free_port();
         let whip_udp_port = free_udp_port();
         let cfg_path = dir.join("e2e-config.toml");
+        let h = &cfg.http;
         let toml = format!(
-            "[hls]\npart_target_s = {}\nsegment_target_s = {}\n\n[ingest]\nreconnect_grace_s = {}\nmax_connections = {}\n\n[whip]\nudp_addr = \"127.0.0.1:{whip_udp_port}\"\nsession_timeout_s = {:?}\n",
+            "[hls]\npart_target_s = {}\nsegment_target_s = {}\n\n[ingest]\nreconnect_grace_s = {}\nmax_connections = {}\n\n[whip]\nudp_addr = \"127.0.0.1:{whip_udp_port}\"\nsession_timeout_s = {:?}\n\n[http]\nheader_timeout_s = {:?}\nidle_timeout_s = {:?}\nmax_connections = {}\nmax_blocked_requests = {}\nadmin_on_player_port = {}\n",
             cfg.part_target_s,
             cfg.segment_target_s,
             cfg.reconnect_grace_s,
             cfg.max_connections,
-            cfg.session_timeout_s
+            cfg.session_timeout_s,
+            h.header_timeout_s,
+            h.idle_timeout_s,
+            h.max_connections,
+            h.max_blocked_requests,
+            h.admin_on_player_port,
         );
-        fs::write(&cfg_path, toml).unwrap();
+        fs::write(&cfg_path, toml + "\n" + cfg.extra_toml).unwrap();
         // A node restarted on the same dir appends to a new log file.
         let mut k = 0;
         let log_path = loop {
@@ -145,6 +183,8 @@ impl Node {
             .arg(format!("127.0.0.1:{rtmp_port}"))
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{http_port}"))
+            .arg("--admin-addr")
+            .arg(format!("127.0.0.1:{admin_port}"))
             .arg("--config")
             .arg(&cfg_path)
             .stdin(Stdio::null())
@@ -162,6 +202,7 @@ impl Node {
             data_dir: dir.to_path_buf(),
             rtmp_port,
             http_port,
+            admin_port,
             whip_udp_port,
             log_path,
             token: String::new(),
@@ -218,6 +259,11 @@ impl Node {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.http_port, path)
+    }
+
+    /// A URL on the admin listener (`/metrics`, `/api/v1/...`).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin_port, path)
     }
 
     pub fn rtmp_url(&self, key: &str) -> String {
@@ -296,7 +342,7 @@ impl Node {
     }
 
     pub fn metrics(&self) -> Metrics {
-        let r = self.http.get(&self.url("/metrics"));
+        let r = self.http.get(&self.admin_url("/metrics"));
         assert_eq!(r.status, 200, "GET /metrics");
         Metrics::parse(&r.text())
     }

@@ -4,14 +4,17 @@
 //!
 //! Owns how long a request may wait and which requests are refused. Must
 //! never hold the store lock across an await and never poll: a waiter
-//! re-checks only when the store's watch version changes.
+//! re-checks only when the store's snapshot changes. Playlist requests never
+//! take the lock at all: they read the snapshot.
 
+use super::snapshot::Snapshot;
 use super::{ChannelStore, Inner, RenditionInfo};
 use crate::metrics::METRICS;
 use crate::package::ledger;
 use crate::package::names::{self, MediaName};
-use crate::package::playlist::{self, RenditionReport, Skip};
+use crate::package::playlist::{self, Skip};
 use bytes::Bytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Why a request gets no content.
@@ -23,6 +26,16 @@ pub enum StoreError {
     BadRequest(&'static str),
     #[error("not available in time")]
     Unavailable,
+    /// The node holds as many parked requests as it allows.
+    #[error("too many requests waiting; retry")]
+    Busy,
+}
+
+/// How a playlist's bytes are sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
 }
 
 /// A media playlist request's delivery directives (RFC 8216bis 6.2.5).
@@ -43,19 +56,58 @@ pub struct MediaFile {
     pub content_type: &'static str,
 }
 
-/// Holds the blocked-requests gauge up while a request waits; dropping the
-/// request's future (a client that hangs up) lowers it too.
-struct Blocked;
+/// The node's budget of parked requests (blocking playlist reloads and
+/// hinted parts, every channel together): each holds a socket, a task and a
+/// wake-up on every update, so past the budget a request is refused at once
+/// rather than parked.
+#[derive(Debug)]
+pub struct ParkingLot {
+    parked: AtomicUsize,
+    max: AtomicUsize,
+}
 
-impl Blocked {
-    fn new() -> Self {
+/// The node's one lot; `http.max_blocked_requests` sets its size at start.
+pub static PARKING: ParkingLot = ParkingLot::new(10_000);
+
+impl ParkingLot {
+    pub const fn new(max: usize) -> Self {
+        ParkingLot {
+            parked: AtomicUsize::new(0),
+            max: AtomicUsize::new(max),
+        }
+    }
+
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// A place, or [`StoreError::Busy`] (counted) when the lot is full.
+    pub(super) fn enter(&self) -> Result<Parked<'_>, StoreError> {
+        let max = self.max.load(Ordering::Relaxed);
+        let took = self
+            .parked
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if took.is_err() {
+            METRICS
+                .http_refused_requests
+                .with_label_values(&["too_many_blocked"])
+                .inc();
+            return Err(StoreError::Busy);
+        }
         METRICS.blocked_requests.inc();
-        Blocked
+        Ok(Parked(self))
     }
 }
 
-impl Drop for Blocked {
+/// A parked request's place; dropping the request's future (a client that
+/// hangs up) gives it back too.
+pub(super) struct Parked<'a>(&'a ParkingLot);
+
+impl Drop for Parked<'_> {
     fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::AcqRel);
         METRICS.blocked_requests.dec();
     }
 }
@@ -77,11 +129,11 @@ impl ChannelStore {
     ) -> Result<T, StoreError> {
         // Subscribing before the first look means no change can slip in
         // between the look and the wait.
-        let mut rx = self.version.subscribe();
+        let mut rx = self.snapshot.subscribe();
         if let Some(answer) = probe(&self.lock()) {
             return answer;
         }
-        let _blocked = Blocked::new();
+        let _parked = self.parking.enter()?;
         let deadline = tokio::time::sleep(self.wait_limit());
         tokio::pin!(deadline);
         loop {
@@ -100,80 +152,54 @@ impl ChannelStore {
         }
     }
 
-    /// A media playlist, once it satisfies `req`'s delivery directives.
+    /// A media playlist's text, once it satisfies `req`'s delivery
+    /// directives.
     pub async fn media_playlist(
         &self,
         rendition: &str,
         req: PlaylistRequest,
     ) -> Result<String, StoreError> {
+        let bytes = self.playlist(rendition, req, Encoding::Identity).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// A media playlist in `encoding`, once it satisfies `req`'s delivery
+    /// directives. Every request answered from the same snapshot in the same
+    /// form gets the same bytes, rendered once.
+    pub async fn playlist(
+        &self,
+        rendition: &str,
+        req: PlaylistRequest,
+        encoding: Encoding,
+    ) -> Result<Bytes, StoreError> {
         // RFC 8216bis 6.2.5.2: "If the Playlist URI contains an _HLS_part
         // directive but no _HLS_msn directive, the Server MUST return Bad
         // Request, such as HTTP 400."
         if req.part.is_some() && req.msn.is_none() {
             return Err(StoreError::BadRequest("_HLS_part without _HLS_msn"));
         }
-        self.wait_for(|inner| {
-            let Some(r) = inner.rendition(rendition) else {
-                return Some(Err(StoreError::NotFound));
-            };
-            let pl = &r.playlist;
-            let ready = if pl.ended {
-                // "A Server MUST ignore _HLS_msn and _HLS_part if the
-                // Playlist contains an EXT-X-ENDLIST tag."
-                true
-            } else if let Some(msn) = req.msn {
-                if let Some(why) = too_far(pl, msn, req.part) {
-                    return Some(Err(StoreError::BadRequest(why)));
-                }
-                // "the Server MUST defer responding to the request until the
-                // Playlist contains a Media Segment with a Media Sequence
-                // Number of M or later" (or, with _HLS_part, "the Partial
-                // Segment with Part Index N and with a Media Sequence Number
-                // of M or later").
-                match req.part {
-                    Some(part) => pl.has_part(msn, part),
-                    None => pl.has_segment(msn),
-                }
-            } else {
-                // A first load before any media would be an empty playlist.
-                !pl.segments.is_empty() || pl.open.as_ref().is_some_and(|o| !o.parts.is_empty())
-            };
-            // A request for a segment alone (`_HLS_msn` without `_HLS_part`)
-            // was answered because that segment is complete: show it so.
-            let hold = req.msn.is_none() || req.part.is_some();
-            ready.then(|| Ok(self.render(inner, rendition, req.skip, hold)))
-        })
-        .await
-    }
-
-    fn render(&self, inner: &Inner, rendition: &str, skip: Option<Skip>, hold: bool) -> String {
-        let mut reports = Vec::new();
-        let mut pl = None;
-        for r in &inner.renditions {
-            if &*r.entry.name == rendition {
-                pl = Some(&r.playlist);
-                continue;
+        let mut rx = self.snapshot.subscribe();
+        let mut parked = None;
+        let deadline = tokio::time::sleep(self.wait_limit());
+        tokio::pin!(deadline);
+        loop {
+            let snap = rx.borrow_and_update().clone();
+            if let Some(answer) = answer(&snap, rendition, req, encoding) {
+                return answer;
             }
-            if !r.entry.active {
-                continue;
+            if parked.is_none() {
+                parked = Some(self.parking.enter()?);
             }
-            // RFC 8216bis B.1: "Each Media Playlist MUST contain one
-            // EXT-X-RENDITION-REPORT tag for each Media Playlist (Rendition)
-            // in the Multivariant Playlist, except for the Media Playlist to
-            // which the EXT-X-RENDITION-REPORT tag is being added".
-            let (last_msn, last_part) = match (r.playlist.reported_part(), r.playlist.last_msn()) {
-                (Some((msn, part)), _) => (msn, Some(part)),
-                (None, Some(msn)) => (msn, None),
-                (None, None) => continue,
-            };
-            reports.push(RenditionReport {
-                uri: format!("../{}/index.m3u8", r.entry.name),
-                last_msn,
-                last_part,
-            });
+            tokio::select! {
+                changed = rx.changed() => {
+                    // The sender lives in `self`, which outlives this call.
+                    if changed.is_err() {
+                        return Err(StoreError::Unavailable);
+                    }
+                }
+                () = &mut deadline => return Err(StoreError::Unavailable),
+            }
         }
-        pl.map(|pl| playlist::render_media(pl, skip, &reports, hold))
-            .unwrap_or_default()
     }
 
     /// The multivariant playlist, once every active rendition has a complete
@@ -329,6 +355,43 @@ fn too_far(pl: &playlist::MediaPlaylist, msn: u64, part: Option<u32>) -> Option<
         _ => f64::from(part) + 1.0,
     };
     (ahead > limit).then_some("_HLS_part is beyond the Advance Part Limit")
+}
+
+/// A playlist request's answer from `snap`, or `None` while it must wait.
+fn answer(
+    snap: &Snapshot,
+    rendition: &str,
+    req: PlaylistRequest,
+    encoding: Encoding,
+) -> Option<Result<Bytes, StoreError>> {
+    let Some((index, r)) = snap.rendition(rendition) else {
+        return Some(Err(StoreError::NotFound));
+    };
+    let pl = &r.playlist;
+    let ready = if pl.ended {
+        // "A Server MUST ignore _HLS_msn and _HLS_part if the Playlist
+        // contains an EXT-X-ENDLIST tag."
+        true
+    } else if let Some(msn) = req.msn {
+        if let Some(why) = too_far(pl, msn, req.part) {
+            return Some(Err(StoreError::BadRequest(why)));
+        }
+        // "the Server MUST defer responding to the request until the
+        // Playlist contains a Media Segment with a Media Sequence Number of M
+        // or later" (or, with _HLS_part, "the Partial Segment with Part Index
+        // N and with a Media Sequence Number of M or later").
+        match req.part {
+            Some(part) => pl.has_part(msn, part),
+            None => pl.has_segment(msn),
+        }
+    } else {
+        // A first load before any media would be an empty playlist.
+        !pl.segments.is_empty() || pl.open.as_ref().is_some_and(|o| !o.parts.is_empty())
+    };
+    // A request for a segment alone (`_HLS_msn` without `_HLS_part`) was
+    // answered because that segment is complete: show it so.
+    let hold = req.msn.is_none() || req.part.is_some();
+    ready.then(|| Ok(snap.form(index, req.skip, hold, encoding)))
 }
 
 /// The source (a video rendition that was not declared as a rung) has a

@@ -469,3 +469,129 @@ async fn late_and_skipping_renditions_keep_the_channel_numbering() {
     }]);
     assert_eq!(s.renditions(), ["source", "audio"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiters_released_by_one_update_share_one_rendering_per_form() {
+    let s = started("s1", 0, true);
+    segment(&s, 0);
+    seg_start(&s, &src(), 1, false);
+    part(&s, &src(), 1, true);
+    let wait = |skip, encoding| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let r = PlaylistRequest {
+                msn: Some(1),
+                part: Some(1),
+                skip,
+            };
+            s.playlist("source", r, encoding).await
+        })
+    };
+    let plain: Vec<_> = (0..50).map(|_| wait(None, Encoding::Identity)).collect();
+    let gz: Vec<_> = (0..50).map(|_| wait(None, Encoding::Gzip)).collect();
+    let delta: Vec<_> = (0..50)
+        .map(|_| wait(Some(Skip::Segments), Encoding::Identity))
+        .collect();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(plain.iter().all(|w| !w.is_finished()));
+    part(&s, &src(), 1, false);
+    let mut forms = Vec::new();
+    for group in [plain, gz, delta] {
+        let mut got = Vec::new();
+        for w in group {
+            got.push(w.await.expect("task").expect("released"));
+        }
+        // One rendering: every waiter holds the very same bytes.
+        assert!(
+            got.iter()
+                .all(|b| b.as_ptr() == got[0].as_ptr() && b.len() == got[0].len())
+        );
+        forms.push(got[0].clone());
+    }
+    let text = String::from_utf8_lossy(&forms[0]).into_owned();
+    assert!(text.contains("s1-1.1.m4s"), "{text}");
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&forms[1][..]),
+        &mut unzipped,
+    )
+    .expect("gzip");
+    assert_eq!(
+        unzipped, text,
+        "the gzip form is the plain form, compressed"
+    );
+    assert_ne!(forms[0].as_ptr(), forms[2].as_ptr());
+    // A later request in the same form, with nothing new, gets them too.
+    let again = s
+        .playlist("source", req(Some(1), Some(1)), Encoding::Identity)
+        .await
+        .expect("playlist");
+    assert_eq!(again.as_ptr(), forms[0].as_ptr());
+}
+
+#[test]
+fn the_parking_lot_refuses_past_its_size_and_frees_on_drop() {
+    let lot = ParkingLot::new(2);
+    let a = lot.enter().expect("first");
+    let b = lot.enter().expect("second");
+    assert_eq!(lot.enter().err(), Some(StoreError::Busy));
+    drop(a);
+    let c = lot.enter().expect("a place came free");
+    drop((b, c));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_past_the_node_cap_is_refused_at_once_and_one_that_needs_no_wait_is_not() {
+    let lot: &'static ParkingLot = Box::leak(Box::new(ParkingLot::new(1)));
+    let s = ChannelStore::parked_in("ch", &PackageConfig::default(), lot);
+    start(&s, "s1", 0, true);
+    segment(&s, 0);
+    seg_start(&s, &src(), 1, false);
+    part(&s, &src(), 1, true);
+    let parked = tokio::spawn({
+        let s = s.clone();
+        async move {
+            s.playlist("source", req(Some(1), Some(3)), Encoding::Identity)
+                .await
+        }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!parked.is_finished());
+    let started = tokio::time::Instant::now();
+    let refused = s.media_file("source", "s1-1.4.m4s").await;
+    assert_eq!(refused, Err(StoreError::Busy));
+    let refused = s
+        .playlist("source", req(Some(1), Some(2)), Encoding::Gzip)
+        .await;
+    assert_eq!(refused, Err(StoreError::Busy));
+    assert_eq!(started.elapsed(), Duration::ZERO, "refused without waiting");
+    // A request that is answered at once never parks, so never counts.
+    assert!(
+        s.playlist("source", req(Some(1), Some(0)), Encoding::Identity)
+            .await
+            .is_ok()
+    );
+    part(&s, &src(), 1, false);
+    part(&s, &src(), 1, false);
+    part(&s, &src(), 1, false);
+    assert!(parked.await.expect("task").is_ok());
+    // Its place is free again.
+    let again = tokio::spawn({
+        let s = s.clone();
+        async move {
+            s.playlist("source", req(Some(1), Some(5)), Encoding::Identity)
+                .await
+        }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!again.is_finished(), "parked, not refused");
+    part(&s, &src(), 1, false);
+    part(&s, &src(), 1, false);
+    assert!(again.await.expect("task").is_ok());
+}

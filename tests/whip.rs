@@ -16,6 +16,8 @@
 //!   right one goes live, the channel gets playlists with audio, Stop ends it.
 //! - `whip_netns_aiortc_publish`: the same with aiortc, a second WebRTC
 //!   stack, into a passthrough channel (fewer checks).
+//! - `whip_netns_rotate_key_cuts_the_publisher`: rotating the channel's key
+//!   ends a live aiortc session within a second; the old key gets 401.
 //! - `whip_netns_bad_input`: what the WHIP endpoint refuses (400, 401, 404,
 //!   405, 409), a junk datagram flood on the UDP port while a session is
 //!   live, and a publisher that vanishes without DELETE.
@@ -549,6 +551,80 @@ fn whip_netns_aiortc_publish() {
             ),
         }
         f.assert_empty("whip_netns_aiortc_publish");
+    });
+}
+
+#[test]
+fn whip_netns_rotate_key_cuts_the_publisher() {
+    let _turn = take_turn();
+    let ns = Netns::new("whip_netns_rotate_key_cuts_the_publisher");
+    ns.run_in(|| {
+        let f = Findings::default();
+        let node = whip_node(10.0);
+        let http = Http::new();
+        let ch = create_channel(&f, &node, "whip-rotated", "passthrough");
+        let src = node.media_url(&ch.id, "source");
+        let mut peer = Peer::aiortc(
+            &node.whip_url(&ch.id),
+            &ch.stream_key,
+            90,
+            &node.data_dir,
+            &[],
+        );
+        node.attach_log(&peer.log_path);
+        wait_first_part(&http, &src, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{src} listed no part within 30 s"));
+        let publishing = || whip_metric(&node, "rungs_publishers", &[("ingest", "whip")]);
+        assert_eq!(publishing(), 1.0);
+
+        let auth = format!("Bearer {}", node.token);
+        let r = http
+            .request(
+                "POST",
+                &node.admin_url(&format!("/api/v1/channels/{}/rotate-key", ch.id)),
+                &[("Authorization", &auth)],
+                None,
+            )
+            .expect("rotate-key");
+        assert_eq!(r.status, 200, "rotate-key: {}", r.text());
+        let t0 = Instant::now();
+        let gone = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+            (publishing() == 0.0
+                && whip_metric(
+                    &node,
+                    "rungs_whip_sessions_ended_total",
+                    &[("reason", "channel_gone")],
+                ) == 1.0)
+                .then(|| t0.elapsed())
+        });
+        match gone {
+            Some(d) => {
+                eprintln!("rotate-key -> WHIP session ended after {d:?}");
+                f.check(
+                    d <= Duration::from_secs(1),
+                    "rotate-key cuts within 1 s",
+                    || format!("{d:?}"),
+                );
+            }
+            None => f.fail("rotate-key ends the WHIP session", node.log()),
+        }
+        f.check(
+            whip_metric(
+                &node,
+                "rungs_ingest_cut_total",
+                &[("ingest", "whip"), ("reason", "key_rotated")],
+            ) == 1.0,
+            "rungs_ingest_cut_total{ingest=\"whip\",reason=\"key_rotated\"} counts it",
+            || node.log(),
+        );
+        // The old key is refused at the door.
+        let offer = aiortc_offer("H264", "opus");
+        let again = post_offer(&http, &node, &ch.id, Some(&ch.stream_key), &offer);
+        f.check(again.status == 401, "the old key gets 401", || {
+            format!("{} {}", again.status, again.text())
+        });
+        peer.kill();
+        f.assert_empty("whip_netns_rotate_key_cuts_the_publisher");
     });
 }
 

@@ -291,6 +291,11 @@ impl Node {
         self.extra_logs.lock().unwrap().push(p.to_path_buf());
     }
 
+    /// The node's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child
             .as_mut()

@@ -90,6 +90,7 @@ bench: deps
 	cargo bench --bench playback
 	cargo bench --bench scale
 	cargo bench --bench ladder
+	cargo bench --bench http_load
 
 # On a machine with an NVIDIA GPU and its driver: the gpu_* tests (GPU against
 # CPU results) and the kernel benchmark.

@@ -7,12 +7,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// One log site's budget: at most `burst` lines per `window`.
+#[derive(Debug)]
 pub struct LogBudget {
     burst: u32,
     window: Duration,
     state: Mutex<Window>,
 }
 
+#[derive(Debug)]
 struct Window {
     started: Option<Instant>,
     written: u32,

@@ -86,6 +86,8 @@ struct Persist {
     /// The wall clock and instant of the last source push, to turn a rung
     /// push's wall clock into an instant for the latency histogram.
     clock: Option<(SystemTime, Instant)>,
+    /// Warnings a publisher's timestamps can trigger on every frame.
+    warnings: crate::logging::LogBudget,
 }
 
 impl Persist {
@@ -163,6 +165,7 @@ impl ChannelPackager {
                 next_msn: 0,
                 timeline_end: 0,
                 last_sid_ms: 0,
+                warnings: crate::logging::LogBudget::new(5, Duration::from_secs(10)),
                 init_version: 0,
                 video_seq: 1,
                 audio_seq: 1,

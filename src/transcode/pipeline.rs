@@ -318,6 +318,8 @@ struct DecodeStage {
     /// (pts, arrival) of packets sent to the decoder and not yet seen as
     /// frames; decoders hold a few dozen at most.
     times: std::collections::VecDeque<(i64, Arrival)>,
+    /// Warnings a broken source can trigger on every packet.
+    warnings: crate::logging::LogBudget,
 }
 
 /// Pending (pts, times) entries kept for frames still inside the decoder.
@@ -341,6 +343,7 @@ impl DecodeStage {
             decoded: Vec::new(),
             scaled: Vec::new(),
             times: std::collections::VecDeque::with_capacity(MAX_TIMES),
+            warnings: crate::logging::LogBudget::new(5, std::time::Duration::from_secs(10)),
         }
     }
 
@@ -469,7 +472,9 @@ impl DecodeStage {
                 Some(e)
             }
             Err(e) => {
-                tracing::warn!(channel = %self.channel, error = %e, "source packet did not decode");
+                if let Some(held) = self.warnings.admit_now() {
+                    tracing::warn!(channel = %self.channel, error = %e, held_back = held, "source packet did not decode");
+                }
                 None
             }
             Ok(()) => None,
@@ -518,8 +523,9 @@ impl DecodeStage {
                 active
                     .decoder
                     .decode_pictures(packet, &active.source_pool, &mut decoded)
+                && let Some(held) = self.warnings.admit_now()
             {
-                tracing::warn!(channel = %self.channel, error = %e, "source packet did not decode");
+                tracing::warn!(channel = %self.channel, error = %e, held_back = held, "source packet did not decode");
             }
             for frame in decoded.drain(..) {
                 self.frame(frame);

@@ -160,7 +160,10 @@ impl Live {
             let prev_t = i64::try_from(prev.t).unwrap_or(i64::MAX);
             let mut dur = t - prev_t;
             if dur <= 0 || dur > MAX_FRAME_GAP {
-                tracing::warn!(channel = %p.channel_id, step_ms = dur / 90, "video timestamps jumped; the timeline continues");
+                if let Some(held) = p.warnings.admit_now() {
+                    tracing::warn!(channel = %p.channel_id, step_ms = dur / 90, held_back = held,
+                        "video timestamps jumped; the timeline continues");
+                }
                 dur = i64::try_from(self.frame_ticks).unwrap_or(3000);
                 self.offset += prev_t + dur - t;
                 t = prev_t + dur;

@@ -19,7 +19,7 @@ NVRTC_WHEEL := nvidia-cuda-nvrtc-cu12==12.8.93
 NVRTC_LIB := $(CURDIR)/.nvrtc/nvidia/cuda_nvrtc/lib
 export LD_LIBRARY_PATH := $(NVRTC_LIB)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: run test deps apt-deps build lint bench clean test-gpu bench-gpu bench-gpu-pipeline gpu-bundle
+.PHONY: run test deps apt-deps build lint bench soak clean test-gpu bench-gpu bench-gpu-pipeline gpu-bundle
 
 # aiortc, the second WebRTC stack the WHIP tests publish with, lives in its own
 # virtual environment: the system Python is never touched. Only tests need it.
@@ -91,6 +91,11 @@ bench: deps
 	cargo bench --bench scale
 	cargo bench --bench ladder
 	cargo bench --bench http_load
+
+# A 30-minute live soak of a release node (RUNGS_SOAK_MINUTES to change it):
+# RSS, open fds and threads every 10 s, with their slopes per hour.
+soak: deps
+	cargo bench --bench soak
 
 # On a machine with an NVIDIA GPU and its driver: the gpu_* tests (GPU against
 # CPU results) and the kernel benchmark.

@@ -6,11 +6,13 @@
 
 use super::timing::{AUDIO_RATE, AvClock, SenderClock};
 use crate::hub::{Cut, Publisher};
+use crate::logging::LogBudget;
 use crate::media::annexb::{self, NAL_AUD, NAL_PPS, NAL_SPS};
 use crate::media::{Arrival, IngestEvent, Packet, TIMEBASE, TrackKind, VideoParams, h264};
 use crate::transcode::audio::{AacFrame, OpusToAac};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// One depacketized frame handed over by the session.
 pub struct MediaMsg {
@@ -23,16 +25,121 @@ pub struct MediaMsg {
     pub sender: Option<SenderClock>,
 }
 
+/// Bad parameter sets come with every keyframe of a broken encoder.
+static BAD_PARAMETER_SETS: LogBudget = LogBudget::new(10, Duration::from_secs(10));
+
+/// What one H.264 access unit gives the hub.
+#[derive(Debug)]
+pub struct VideoAu {
+    /// A new decoder configuration: the access unit carries parameter sets
+    /// that differ from the last ones (announce it before the sample).
+    pub config: Option<VideoParams>,
+    /// The sample, unless there is nothing to decode (no configuration yet,
+    /// or no slice left).
+    pub sample: Option<VideoSample>,
+}
+
+#[derive(Debug)]
+pub struct VideoSample {
+    /// It holds an IDR slice.
+    pub keyframe: bool,
+    /// NAL units with 4-byte big-endian lengths, as the avcC built from
+    /// Annex B declares; no parameter sets, no access unit delimiters.
+    pub data: Bytes,
+}
+
+/// Turns the Annex B access units str0m depacketizes (4-byte start codes; a
+/// keyframe comes as SPS, PPS, IDR together) into decoder configurations and
+/// length-prefixed samples. Sans-IO: it knows no clock and no publisher.
+pub struct AnnexBVideo {
+    channel: String,
+    /// The avcC last announced, to spot new parameter sets.
+    avcc: Option<Bytes>,
+    sample: BytesMut,
+}
+
+impl AnnexBVideo {
+    /// `channel` names the log lines.
+    pub fn new(channel: String) -> Self {
+        AnnexBVideo {
+            channel,
+            avcc: None,
+            sample: BytesMut::new(),
+        }
+    }
+
+    pub fn push(&mut self, au: &[u8]) -> VideoAu {
+        let config = self.parameter_sets(au);
+        if self.avcc.is_none() {
+            // Frames before the first SPS/PPS cannot be decoded by anyone.
+            return VideoAu {
+                config,
+                sample: None,
+            };
+        }
+        let keyframe = annexb::annexb_nals(au).any(|n| annexb::nal_type(n) == annexb::NAL_IDR);
+        self.sample.clear();
+        // Parameter sets travel in the avcC, and access unit delimiters mean
+        // nothing in a sample (ISO/IEC 14496-15 5.3.2).
+        let kept = annexb::annexb_to_length_prefixed(au, &mut self.sample, |nal| {
+            !matches!(annexb::nal_type(nal), NAL_SPS | NAL_PPS | NAL_AUD)
+        });
+        let sample = match kept {
+            Ok(n) if n > 0 => Some(VideoSample {
+                keyframe,
+                data: self.sample.split().freeze(),
+            }),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(channel = %self.channel, error = %e, "whip: unusable access unit");
+                None
+            }
+        };
+        VideoAu { config, sample }
+    }
+
+    /// New decoder configuration when this access unit carries parameter
+    /// sets different from the last ones.
+    fn parameter_sets(&mut self, au: &[u8]) -> Option<VideoParams> {
+        let has_sps = annexb::annexb_nals(au).any(|n| annexb::nal_type(n) == NAL_SPS);
+        if !has_sps {
+            return None;
+        }
+        let avcc = match annexb::avc_config_from_annexb(au) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(channel = %self.channel, error = %e, "whip: parameter sets ignored");
+                return None;
+            }
+        };
+        if self.avcc.as_ref() == Some(&avcc) {
+            return None;
+        }
+        match h264::parse_avc_config(avcc.clone()) {
+            Ok(params) => {
+                tracing::info!(channel = %self.channel, width = params.width, height = params.height,
+                    codec = %params.codec_string(), "whip: video configuration");
+                self.avcc = Some(avcc);
+                Some(params)
+            }
+            Err(e) => {
+                if let Some(held) = BAD_PARAMETER_SETS.admit_now() {
+                    tracing::warn!(channel = %self.channel, error = %e, held_back = held, "whip: bad parameter sets ignored");
+                }
+                None
+            }
+        }
+    }
+}
+
 /// Converts one session's frames and hands them to its publisher.
 pub struct MediaThread {
     channel: String,
     publisher: Publisher,
     clock: AvClock,
-    /// The avcC last announced, to spot new parameter sets.
-    avcc: Option<bytes::Bytes>,
+    video: AnnexBVideo,
     audio: Option<OpusToAac>,
     aac: Vec<AacFrame>,
-    sample: BytesMut,
     /// Audio errors are logged once per kind, not per 20 ms packet.
     audio_errors: u64,
 }
@@ -52,13 +159,12 @@ impl MediaThread {
             }
         });
         MediaThread {
+            video: AnnexBVideo::new(channel.clone()),
             channel,
             publisher,
             clock: AvClock::default(),
-            avcc: None,
             audio,
             aac: Vec::new(),
-            sample: BytesMut::new(),
             audio_errors: 0,
         }
     }
@@ -95,33 +201,16 @@ impl MediaThread {
     }
 
     fn video(&mut self, rtp: u64, au: &[u8], arrival: Arrival) -> Result<(), Cut> {
-        if let Some(params) = self.parameter_sets(au) {
-            // The samples below use 4-byte lengths, as the avcC built from
-            // Annex B declares.
+        let VideoAu { config, sample } = self.video.push(au);
+        if let Some(params) = config {
             self.publisher
                 .send(IngestEvent::VideoConfig(Arc::new(params)), arrival)?;
         }
-        if self.avcc.is_none() {
-            // Frames before the first SPS/PPS cannot be decoded by anyone.
+        let Some(VideoSample { keyframe, data }) = sample else {
             return Ok(());
-        }
-        let keyframe = annexb::annexb_nals(au).any(|n| annexb::nal_type(n) == annexb::NAL_IDR);
+        };
         if !self.clock.started() && !keyframe {
             return Ok(());
-        }
-        self.sample.clear();
-        // Parameter sets travel in the avcC, and access unit delimiters mean
-        // nothing in a sample (ISO/IEC 14496-15 5.3.2).
-        let kept = annexb::annexb_to_length_prefixed(au, &mut self.sample, |nal| {
-            !matches!(annexb::nal_type(nal), NAL_SPS | NAL_PPS | NAL_AUD)
-        });
-        match kept {
-            Ok(n) if n > 0 => {}
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                tracing::debug!(channel = %self.channel, error = %e, "whip: unusable access unit");
-                return Ok(());
-            }
         }
         let t = self.clock.video(rtp, arrival.at);
         // WebRTC H.264 has no B-frames (RFC 6184 carries no decode time and
@@ -132,41 +221,10 @@ impl MediaThread {
                 dts: t,
                 pts: t,
                 keyframe,
-                data: self.sample.split().freeze(),
+                data,
             }),
             arrival,
         )
-    }
-
-    /// New decoder configuration when this access unit carries parameter
-    /// sets different from the last ones.
-    fn parameter_sets(&mut self, au: &[u8]) -> Option<VideoParams> {
-        let has_sps = annexb::annexb_nals(au).any(|n| annexb::nal_type(n) == NAL_SPS);
-        if !has_sps {
-            return None;
-        }
-        let avcc = match annexb::avc_config_from_annexb(au) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::debug!(channel = %self.channel, error = %e, "whip: parameter sets ignored");
-                return None;
-            }
-        };
-        if self.avcc.as_ref() == Some(&avcc) {
-            return None;
-        }
-        match h264::parse_avc_config(avcc.clone()) {
-            Ok(params) => {
-                tracing::info!(channel = %self.channel, width = params.width, height = params.height,
-                    codec = %params.codec_string(), "whip: video configuration");
-                self.avcc = Some(avcc);
-                Some(params)
-            }
-            Err(e) => {
-                tracing::warn!(channel = %self.channel, error = %e, "whip: bad parameter sets ignored");
-                None
-            }
-        }
     }
 
     fn audio(&mut self, rtp: u64, opus: &[u8], arrival: Arrival) -> Result<(), Cut> {

@@ -14,6 +14,7 @@ mod timing;
 mod udp;
 
 pub use http::routes;
+pub use media::{AnnexBVideo, VideoAu, VideoSample};
 pub use offer::{OfferError, Offered, check as check_offer};
 pub use session::{SessionTiming, negotiate};
-pub use udp::{Whip, WhipSettings};
+pub use udp::{Demux, Whip, WhipSettings};

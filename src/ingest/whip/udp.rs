@@ -6,6 +6,7 @@
 use super::media::{MediaMsg, MediaThread};
 use super::session::{End, Session, SessionTiming, Transmit};
 use crate::hub::Publisher;
+use crate::logging::LogBudget;
 use crate::media::Arrival;
 use crate::metrics::METRICS;
 use std::collections::HashMap;
@@ -21,6 +22,9 @@ use tokio::sync::mpsc;
 const MEDIA_QUEUE: usize = 256;
 /// Largest datagram read; WebRTC stays under the path MTU.
 const MAX_DATAGRAM: usize = 2048;
+/// A failing peer's DTLS or SRTP ends its session with one line; many such
+/// peers share this budget.
+static SESSION_FAILED: LogBudget = LogBudget::new(10, Duration::from_secs(10));
 /// How long the task sleeps with no session to wake.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
@@ -105,12 +109,7 @@ impl Whip {
         let sessions = Arc::new(Mutex::new(HashMap::new()));
         let task = Task {
             socket,
-            candidates: candidates.clone(),
-            sessions: HashMap::new(),
-            by_addr: HashMap::new(),
-            shared: sessions.clone(),
-            timing: settings.timing,
-            out: Vec::new(),
+            demux: Demux::new(candidates.clone(), sessions.clone(), settings.timing),
         };
         tokio::spawn(task.run(rx));
         Ok(Arc::new(Whip {
@@ -226,6 +225,15 @@ fn candidates(local: SocketAddr, ips: &[IpAddr]) -> std::io::Result<Vec<SocketAd
 
 struct Task {
     socket: UdpSocket,
+    demux: Demux,
+}
+
+/// Every session's sans-IO state and the routing of datagrams to them: a
+/// known source address goes to its session; a new one is opened only by an
+/// ICE binding request that a session's credentials accept. Fed datagrams,
+/// commands and time; what to send collects in `out`. The task owns the
+/// socket around it.
+pub struct Demux {
     candidates: Vec<SocketAddr>,
     sessions: HashMap<String, Session>,
     /// A peer address and the local candidate it sends to, per session.
@@ -240,28 +248,87 @@ impl Task {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let now = Instant::now();
-            let deadline = self
-                .sessions
-                .values()
-                .map(Session::deadline)
-                .min()
-                .unwrap_or(now + IDLE_WAKE);
+            let deadline = self.demux.deadline().unwrap_or(now + IDLE_WAKE);
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.datagram(from, &buf[..n]),
+                    Ok((n, from)) => self.demux.datagram(from, &buf[..n]),
                     // Linux reports ICMP errors for earlier sends here;
                     // they concern one peer, never the socket.
                     Err(e) => tracing::debug!(error = %e, "whip: recv_from"),
                 },
                 c = commands.recv() => match c {
-                    Some(c) => self.command(c),
+                    Some(c) => self.demux.command(c),
                     None => return,
                 },
-                _ = tokio::time::sleep_until(deadline.into()) => self.tick(),
+                _ = tokio::time::sleep_until(deadline.into()) => self.demux.tick(Instant::now()),
             }
             self.send();
-            self.reap();
+            self.demux.reap();
         }
+    }
+
+    fn send(&mut self) {
+        for t in self.demux.out.drain(..) {
+            // A full socket buffer loses this datagram like the network
+            // would; RTCP and DTLS retransmit, and the loop never blocks.
+            if let Err(e) = self.socket.try_send_to(&t.data, t.to) {
+                tracing::debug!(to = %t.to, error = %e, "whip: send dropped");
+            }
+        }
+    }
+}
+
+impl Demux {
+    /// `shared`: the session table the HTTP side reads; ended sessions
+    /// leave it here.
+    pub fn new(
+        candidates: Vec<SocketAddr>,
+        shared: Arc<Mutex<HashMap<String, String>>>,
+        timing: SessionTiming,
+    ) -> Self {
+        Demux {
+            candidates,
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            shared,
+            timing,
+            out: Vec::new(),
+        }
+    }
+
+    /// Starts session `id`: its frames go to `media`.
+    pub fn start(
+        &mut self,
+        id: String,
+        channel: String,
+        rtc: Rtc,
+        media: crossbeam_channel::Sender<MediaMsg>,
+    ) {
+        self.command(Command::Start {
+            id,
+            channel,
+            rtc: Box::new(rtc),
+            media,
+        });
+    }
+
+    /// When `tick` must be called next, if any session is running.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.sessions.values().map(Session::deadline).min()
+    }
+
+    /// Datagrams to send, drained by the caller.
+    pub fn transmits(&mut self) -> &mut Vec<Transmit> {
+        &mut self.out
+    }
+
+    /// Running sessions, and the source addresses routed to each.
+    pub fn routes(&self) -> impl Iterator<Item = (&SocketAddr, &str)> {
+        self.by_addr.iter().map(|(a, (id, _))| (a, id.as_str()))
+    }
+
+    pub fn has_session(&self, id: &str) -> bool {
+        self.sessions.contains_key(id)
     }
 
     fn command(&mut self, c: Command) {
@@ -284,7 +351,8 @@ impl Task {
         }
     }
 
-    fn datagram(&mut self, from: SocketAddr, data: &[u8]) {
+    /// One datagram off the socket, from `from`.
+    pub fn datagram(&mut self, from: SocketAddr, data: &[u8]) {
         let arrival = Arrival::now();
         let now = arrival.at;
         let known = self.by_addr.get(&from).cloned();
@@ -361,8 +429,8 @@ impl Task {
             .copied()
     }
 
-    fn tick(&mut self) {
-        let now = Instant::now();
+    /// Advances every session whose deadline is due at `now`.
+    pub fn tick(&mut self, now: Instant) {
         for s in self.sessions.values_mut() {
             if s.deadline() <= now {
                 s.tick(now, &mut self.out);
@@ -370,19 +438,9 @@ impl Task {
         }
     }
 
-    fn send(&mut self) {
-        for t in self.out.drain(..) {
-            // A full socket buffer loses this datagram like the network
-            // would; RTCP and DTLS retransmit, and the loop never blocks.
-            if let Err(e) = self.socket.try_send_to(&t.data, t.to) {
-                tracing::debug!(to = %t.to, error = %e, "whip: send dropped");
-            }
-        }
-    }
-
     /// Drops ended sessions: their media threads flush and release the
     /// channel's publisher.
-    fn reap(&mut self) {
+    pub fn reap(&mut self) {
         let ended: Vec<String> = self
             .sessions
             .iter()
@@ -402,7 +460,9 @@ impl Task {
                 .inc();
             match &why {
                 End::Failed(e) => {
-                    tracing::warn!(channel = %s.channel, error = %e, "whip: session failed")
+                    if let Some(held) = SESSION_FAILED.admit_now() {
+                        tracing::warn!(channel = %s.channel, error = %e, held_back = held, "whip: session failed")
+                    }
                 }
                 _ => {
                     tracing::info!(channel = %s.channel, reason = why.reason(), "whip: session ended")
@@ -422,4 +482,57 @@ fn dropped(reason: &'static str) {
         .whip_datagrams_dropped
         .with_label_values(&[reason])
         .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::whip::SessionTiming;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reservations_never_pass_the_cap() {
+        const CAP: usize = 5;
+        let settings = WhipSettings {
+            timing: SessionTiming {
+                segment_target: Duration::from_secs(2),
+                part_target: Duration::from_millis(200),
+                idle: Duration::from_secs(10),
+            },
+            max_sessions: CAP,
+            audio_bps: 128_000,
+        };
+        let whip = Whip::start(([127, 0, 0, 1], 0).into(), &[], settings)
+            .await
+            .expect("WHIP socket");
+        for round in 0..20 {
+            // 32 POSTs at once, each holding its place while the others try.
+            let barrier = Arc::new(std::sync::Barrier::new(32));
+            let tries: Vec<_> = (0..32)
+                .map(|i| {
+                    let (whip, barrier) = (whip.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let r = whip.reserve(&format!("ch{i}"));
+                        let seen = whip.session_count();
+                        barrier.wait();
+                        (r, seen)
+                    })
+                })
+                .collect();
+            let results: Vec<_> = tries.into_iter().map(|t| t.join().expect("try")).collect();
+            let taken = results.iter().filter(|(r, _)| r.is_some()).count();
+            assert_eq!(taken, CAP, "round {round}: places taken");
+            assert!(
+                results.iter().all(|(_, seen)| *seen <= CAP),
+                "round {round}"
+            );
+            assert_eq!(whip.session_count(), CAP);
+            drop(results);
+            assert_eq!(
+                whip.session_count(),
+                0,
+                "dropped reservations are given back"
+            );
+        }
+    }
 }

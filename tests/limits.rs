@@ -80,15 +80,21 @@ async fn connect(port: u16) -> TcpStream {
         .expect("connect to the node")
 }
 
-/// Opens `n` connections that each send half a request line and no more.
+/// A connection that sends half a request line and no more.
+async fn half_request(port: u16) -> (TcpStream, Instant) {
+    let mut s = connect(port).await;
+    let at = Instant::now();
+    s.write_all(b"GET /hls/")
+        .await
+        .expect("half a request line");
+    (s, at)
+}
+
+/// `n` such connections.
 async fn half_requests(port: u16, n: usize) -> Vec<(TcpStream, Instant)> {
     let mut socks = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut s = connect(port).await;
-        s.write_all(b"GET /hls/")
-            .await
-            .expect("half a request line");
-        socks.push((s, Instant::now()));
+        socks.push(half_request(port).await);
     }
     socks
 }
@@ -192,17 +198,12 @@ fn half_sent_requests_are_closed_within_the_header_timeout() {
         s
     });
     let opening = Instant::now();
-    let socks = rt.block_on(half_requests(port, SOCKETS));
-    let opened_in = opening.elapsed();
     let closes = rt.block_on(async {
-        // The player is served meanwhile, on its connection and on new ones.
-        let r = get_on(&mut player, &playlist).await.expect("playlist");
-        assert_eq!(r.status, 200, "{r:?}");
-        let mut fresh = connect(port).await;
-        let r = get_on(&mut fresh, &playlist).await.expect("playlist");
-        assert_eq!(r.status, 200, "{r:?}");
+        // Each socket is watched from the moment it is open: its close is
+        // seen when it happens, however long opening the others takes.
         let mut waits = JoinSet::new();
-        for (mut s, at) in socks {
+        for _ in 0..SOCKETS {
+            let (mut s, at) = half_request(port).await;
             waits.spawn(async move {
                 let mut b = [0u8; 64];
                 let read = tokio::time::timeout(Duration::from_secs(20), s.read(&mut b)).await;
@@ -211,8 +212,16 @@ fn half_sent_requests_are_closed_within_the_header_timeout() {
                 (closed, at.elapsed())
             });
         }
-        waits.join_all().await
+        let opened_in = opening.elapsed();
+        // The player is served meanwhile, on its connection and on new ones.
+        let r = get_on(&mut player, &playlist).await.expect("playlist");
+        assert_eq!(r.status, 200, "{r:?}");
+        let mut fresh = connect(port).await;
+        let r = get_on(&mut fresh, &playlist).await.expect("playlist");
+        assert_eq!(r.status, 200, "{r:?}");
+        (waits.join_all().await, opened_in)
     });
+    let (closes, opened_in) = closes;
     let open_for: Vec<Duration> = closes
         .iter()
         .map(|(closed, after)| {

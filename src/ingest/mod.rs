@@ -31,3 +31,27 @@ pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let with = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(
+                axum::http::header::AUTHORIZATION,
+                axum::http::header::HeaderValue::from_str(v).expect("header value"),
+            );
+            h
+        };
+        for v in ["Bearer at_x", "bearer at_x", "BEARER  at_x", "bEaReR at_x "] {
+            assert_eq!(bearer(&with(v)), Some("at_x"), "{v}");
+        }
+        for v in ["Basic at_x", "Bearerat_x", "at_x", "Bearer"] {
+            assert_eq!(bearer(&with(v)), None, "{v}");
+        }
+        assert_eq!(bearer(&axum::http::HeaderMap::new()), None);
+    }
+}

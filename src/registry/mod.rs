@@ -6,7 +6,6 @@
 
 use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -37,7 +36,7 @@ pub type Result<T> = std::result::Result<T, RegistryError>;
 
 /// A channel as stored. `stream_key` is a secret: it is shown to the
 /// channel's owner (CLI, admin API) and nowhere else; `Debug` leaves it out.
-#[derive(Clone, Serialize, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Channel {
     pub id: String,
     pub name: String,

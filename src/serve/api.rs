@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// A channel as the CLI and the API show it to its owner.
-#[derive(Debug, Serialize)]
+/// A channel as the CLI and the API show it to its owner: the one place a
+/// stream key is serialized, and never formatted for a log (no `Debug`).
+#[derive(Serialize)]
 pub struct ChannelView {
     pub id: String,
     pub name: String,
@@ -77,17 +78,6 @@ pub fn routes(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>) -> Router 
         })
 }
 
-/// The credentials of an `Authorization: Bearer <token>` header. RFC 9110
-/// 11.1: "It uses a case-insensitive token to identify the authentication
-/// scheme", so `bearer` and `BEARER` are Bearer too.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim_start().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim_matches(' '))
-}
-
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (
         status,
@@ -98,7 +88,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let presented = bearer(headers).unwrap_or("");
+    let presented = crate::ingest::bearer(headers).unwrap_or("");
     if bool::from(presented.as_bytes().ct_eq(api.token.as_bytes())) {
         Ok(())
     } else {
@@ -231,29 +221,5 @@ async fn rotate(State(api): State<Api>, headers: HeaderMap, Path(id): Path<Strin
             ok_json(StatusCode::OK, ChannelView::new(&ch, &api.cfg))
         }
         Err(r) => r,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bearer_scheme_is_case_insensitive() {
-        let with = |v: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(
-                header::AUTHORIZATION,
-                header::HeaderValue::from_str(v).expect("header value"),
-            );
-            h
-        };
-        for v in ["Bearer at_x", "bearer at_x", "BEARER  at_x", "bEaReR at_x "] {
-            assert_eq!(bearer(&with(v)), Some("at_x"), "{v}");
-        }
-        for v in ["Basic at_x", "Bearerat_x", "at_x", "Bearer"] {
-            assert_eq!(bearer(&with(v)), None, "{v}");
-        }
-        assert_eq!(bearer(&HeaderMap::new()), None);
     }
 }

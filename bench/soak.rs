@@ -122,7 +122,9 @@ fn main() {
             .collect();
         let (lo, hi) = series
             .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), &(_, v)| (lo.min(v), hi.max(v)));
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &(_, v)| {
+                (lo.min(v), hi.max(v))
+            });
         println!(
             "{name:>8}: slope {:+.2} {unit}/hour, range {lo:.1}..{hi:.1} {unit}",
             slope(&series) * 3600.0

@@ -5,7 +5,8 @@
 //!
 //! (a) idle connections: the node's RSS and the channel's dropped GOPs over
 //!     a quiet window, then with 10,000 idle TCP connections open on the
-//!     player port for the same window (goal: no GOP dropped).
+//!     player port and 1,000 junk connections on the RTMP port for the same
+//!     window (goal: no GOP dropped).
 //! (b) blocking reload fan-out: 10,000 keep-alive connections each park a
 //!     blocking reload for a part about a second ahead; when the part is
 //!     published, all are answered. Printed: first-to-last answer spread
@@ -27,6 +28,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+
+/// Junk connections opened on the RTMP port beside the idle HTTP ones.
+const RTMP_JUNK: usize = 1_000;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -108,6 +112,23 @@ fn main() {
         v
     });
     let opened_in = opening.elapsed();
+    // And junk on the RTMP port: a C0 byte, then bytes no handshake has.
+    let rtmp_port = node.rtmp_port;
+    let junk: Vec<TcpStream> = rt.block_on(async {
+        let mut v = Vec::with_capacity(RTMP_JUNK);
+        for i in 0..RTMP_JUNK {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", rtmp_port)).await {
+                let mut bytes = vec![3u8];
+                bytes.extend((0..700).map(|k| (k * 31 + i) as u8));
+                let _ = s.write_all(&bytes).await;
+                v.push(s);
+            }
+        }
+        v
+    });
+    let rtmp_refused = node
+        .metrics()
+        .sum("rungs_ingest_rejected_total", &[("ingest", "rtmp")]);
     let open_now = wait_for(Duration::from_secs(60), Duration::from_millis(200), || {
         let n = node
             .metrics()
@@ -130,6 +151,11 @@ fn main() {
         gops_quiet - gops0,
         gops_loaded - gops_loaded0,
     );
+    println!(
+        "    with {} junk RTMP connections from one address at the same time ({rtmp_refused} refused, the rest cut at the handshake or the auth deadline)",
+        junk.len()
+    );
+    drop(junk);
     drop(idle);
     wait_for(Duration::from_secs(60), Duration::from_millis(200), || {
         let n = node

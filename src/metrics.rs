@@ -21,6 +21,8 @@ pub struct Metrics {
     pub ingest_rejected: IntCounterVec,
     /// Publishers cut off mid-stream, per reason.
     pub ingest_cut: IntCounterVec,
+    /// Node-wide tasks started again after a panic.
+    pub task_restarts: IntCounterVec,
     /// Packets dropped between ingest and packaging because the channel fell behind.
     pub ingest_dropped_packets: IntCounterVec,
     /// Channels with a publisher (or within their reconnect grace period).
@@ -114,6 +116,11 @@ impl Metrics {
                 "rungs_ingest_rejected_total",
                 "Publish attempts refused, by reason.",
                 &["ingest", "reason"],
+            ),
+            task_restarts: counter(
+                "rungs_task_restarts_total",
+                "Node-wide tasks (listeners, WHIP UDP, registry sync) started again after a panic.",
+                &["task"],
             ),
             ingest_cut: counter(
                 "rungs_ingest_cut_total",
@@ -328,6 +335,7 @@ impl Metrics {
             Box::new(m.keyframe_interval.clone()),
             Box::new(m.ingest_rejected.clone()),
             Box::new(m.ingest_cut.clone()),
+            Box::new(m.task_restarts.clone()),
             Box::new(m.ingest_dropped_packets.clone()),
             Box::new(m.live_channels.clone()),
             Box::new(m.publishers.clone()),

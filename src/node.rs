@@ -295,22 +295,26 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
         .await
         .map_err(io(format!("binding WHIP UDP to {}", cfg.whip.udp_addr)))?;
         tracing::info!(rtmp = %cfg.rtmp_addr, http = %cfg.http_addr, admin = %cfg.admin_addr, whip_udp = %cfg.whip.udp_addr, data_dir = %cfg.data_dir.display(), "rungs listening");
-        tokio::spawn(crate::ingest::rtmp::serve(
-            rtmp,
-            hub.clone(),
-            crate::ingest::rtmp::io::Limits::from_config(&cfg)?,
-        ));
+        let rtmp = Arc::new(rtmp);
+        let rtmp_limits = crate::ingest::rtmp::io::Limits::from_config(&cfg)?;
+        let rtmp_hub = hub.clone();
+        tokio::spawn(supervise("rtmp", move || {
+            crate::ingest::rtmp::serve(rtmp.clone(), rtmp_hub.clone(), rtmp_limits)
+        }));
         let reaper = hub.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(REGISTRY_CHECK);
-            loop {
-                every.tick().await;
-                let hub = reaper.clone();
-                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || hub.sync_registry()).await {
-                    tracing::warn!(error = %e, "could not read the channel registry");
+        tokio::spawn(supervise("registry sync", move || {
+            let reaper = reaper.clone();
+            async move {
+                let mut every = tokio::time::interval(REGISTRY_CHECK);
+                loop {
+                    every.tick().await;
+                    let hub = reaper.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || hub.sync_registry()).await {
+                        tracing::warn!(error = %e, "could not read the channel registry");
+                    }
                 }
             }
-        });
+        }));
         let routers = crate::serve::routers(hub, cfg.clone(), token, whip);
         let limits = http_limits(&cfg)?;
         crate::package::PARKING.set_max(cfg.http.max_blocked_requests);
@@ -318,23 +322,32 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        let admin = tokio::spawn(crate::serve::listener::serve(
-            admin,
-            "admin",
-            routers.admin,
-            Limits {
-                max_connections: ADMIN_MAX_CONNECTIONS,
-                ..limits
-            },
-            stopped(stop_rx.clone()),
-        ));
-        let player = tokio::spawn(crate::serve::listener::serve(
-            http,
-            "player",
-            routers.player,
-            limits,
-            stopped(stop_rx),
-        ));
+        let (admin, http) = (Arc::new(admin), Arc::new(http));
+        let admin_limits = Limits {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            ..limits
+        };
+        let admin = {
+            let stop_rx = stop_rx.clone();
+            tokio::spawn(supervise("admin http", move || {
+                crate::serve::listener::serve(
+                    admin.clone(),
+                    "admin",
+                    routers.admin.clone(),
+                    admin_limits,
+                    stopped(stop_rx.clone()),
+                )
+            }))
+        };
+        let player = tokio::spawn(supervise("player http", move || {
+            crate::serve::listener::serve(
+                http.clone(),
+                "player",
+                routers.player.clone(),
+                limits,
+                stopped(stop_rx.clone()),
+            )
+        }));
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
@@ -342,6 +355,29 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
         Ok(())
     })
 }
+
+/// Runs a node-wide task (a listener's accept loop, the registry sync),
+/// starting it again when it panics: one bad moment in a loop every channel
+/// relies on must not take the node's ports away. Ends when the task does.
+async fn supervise<F>(name: &'static str, mut start: impl FnMut() -> F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match tokio::spawn(start()).await {
+            Err(e) if e.is_panic() => {
+                tracing::error!(task = name, "node-wide task panicked; starting it again");
+                METRICS.task_restarts.with_label_values(&[name]).inc();
+                // A task that panics at once must not spin.
+                tokio::time::sleep(RESTART_PAUSE).await;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// The pause before a panicked node-wide task starts again.
+const RESTART_PAUSE: Duration = Duration::from_millis(200);
 
 /// What each HTTP connection is allowed, from `[http]`; also raises the
 /// process's open-file limit to what the connection cap needs.
@@ -433,6 +469,32 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_wide_task_that_panics_is_started_again() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let runs = Arc::new(AtomicU32::new(0));
+        let restarts = || {
+            METRICS
+                .task_restarts
+                .with_label_values(&["supervise-test"])
+                .get()
+        };
+        rt.block_on(supervise("supervise-test", || {
+            let runs = runs.clone();
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("the first run fails");
+                }
+            }
+        }));
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "started again once");
+        assert_eq!(restarts(), 1);
+    }
 
     #[test]
     fn admin_token_is_generated_once_with_mode_0600() {

@@ -67,7 +67,7 @@ too many connections\n";
 /// Serves `app` on `listener` (named `name` in metrics and logs) until
 /// `shutdown` resolves, then lets requests in flight finish for a while.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     name: &'static str,
     app: Router,
     limits: Limits,

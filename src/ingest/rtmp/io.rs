@@ -129,7 +129,7 @@ impl Drop for AddressSlot {
 }
 
 /// Accepts RTMP publishers on `listener` forever, within `limits`.
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>, limits: Limits) {
+pub async fn serve(listener: Arc<TcpListener>, hub: Arc<Hub>, limits: Limits) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let addresses = Arc::new(AddressTable::default());
     loop {

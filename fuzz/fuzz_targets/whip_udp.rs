@@ -6,6 +6,8 @@
 //! has the fixed ICE credentials `fuzzufrag` / `fuzzpassword0123456789abcd`, so a seed can
 //! carry a binding request that opens its address (see `make_seeds.py`).
 //!
+//! `RUNGS_FUZZ_TRACE=1` prints the routes after each datagram (to replay one input).
+//!
 //! Input: datagrams one after another, each as one flags byte (bits 0-1: which of four
 //! source addresses sends it; bits 2-4: milliseconds x 64 the clock moves on before it),
 //! a big-endian u16 length, and the bytes (the last one takes what is left).
@@ -75,6 +77,13 @@ fuzz_target!(|input: &[u8]| {
             assert!(!t.data.is_empty(), "empty datagram to {}", t.to);
         }
         demux.reap();
+        if std::env::var_os("RUNGS_FUZZ_TRACE").is_some() {
+            eprintln!(
+                "{from} {} bytes: routes {:?}",
+                data.len(),
+                demux.routes().collect::<Vec<_>>()
+            );
+        }
         // An address routes to a running session, and only one that sent a datagram.
         for (addr, id) in demux.routes() {
             assert!(demux.has_session(id), "{addr} routed to ended session {id}");

@@ -251,19 +251,37 @@ impl Task {
             let deadline = self.demux.deadline().unwrap_or(now + IDLE_WAKE);
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.demux.datagram(from, &buf[..n]),
+                    Ok((n, from)) => self.contained(|d| d.datagram(from, &buf[..n])),
                     // Linux reports ICMP errors for earlier sends here;
                     // they concern one peer, never the socket.
                     Err(e) => tracing::debug!(error = %e, "whip: recv_from"),
                 },
                 c = commands.recv() => match c {
-                    Some(c) => self.demux.command(c),
+                    Some(c) => self.contained(|d| d.command(c)),
                     None => return,
                 },
-                _ = tokio::time::sleep_until(deadline.into()) => self.demux.tick(Instant::now()),
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    self.contained(|d| d.tick(Instant::now()));
+                }
             }
             self.send();
-            self.demux.reap();
+            self.contained(Demux::reap);
+        }
+    }
+
+    /// Runs one step of the sessions' state machines. A panic in it (str0m
+    /// fed something it did not expect, say) ends every session, whose
+    /// state it may have left half-changed, and the task goes on with the
+    /// same socket: publishers reconnect, the port never goes away.
+    fn contained(&mut self, step: impl FnOnce(&mut Demux)) {
+        let demux = &mut self.demux;
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(demux))).is_err() {
+            tracing::error!(
+                sessions = self.demux.sessions.len(),
+                "whip: the UDP task panicked; ending its sessions and going on"
+            );
+            METRICS.task_restarts.with_label_values(&["whip udp"]).inc();
+            self.demux.reset();
         }
     }
 
@@ -440,6 +458,17 @@ impl Demux {
 
     /// Drops ended sessions: their media threads flush and release the
     /// channel's publisher.
+    /// Drops every session (their media threads then end and their
+    /// publishers leave), keeping reservations not yet started.
+    fn reset(&mut self) {
+        let mut shared = lock(&self.shared);
+        for (id, _) in self.sessions.drain() {
+            shared.remove(&id);
+        }
+        self.by_addr.clear();
+        self.out.clear();
+    }
+
     pub fn reap(&mut self) {
         let ended: Vec<String> = self
             .sessions
@@ -488,6 +517,33 @@ fn dropped(reason: &'static str) {
 mod tests {
     use super::*;
     use crate::ingest::whip::SessionTiming;
+
+    #[tokio::test]
+    async fn a_panic_in_a_step_ends_the_sessions_and_the_task_goes_on() {
+        let timing = SessionTiming {
+            segment_target: Duration::from_secs(2),
+            part_target: Duration::from_millis(200),
+            idle: Duration::from_secs(10),
+        };
+        let socket = UdpSocket::bind(("127.0.0.1", 0)).await.expect("socket");
+        let local = socket.local_addr().expect("address");
+        let shared = Arc::new(Mutex::new(HashMap::new()));
+        let mut task = Task {
+            socket,
+            demux: Demux::new(vec![local], shared.clone(), timing),
+        };
+        let restarts = || METRICS.task_restarts.with_label_values(&["whip udp"]).get();
+        let before = restarts();
+        lock(&shared).insert("reserved".to_string(), "ch".to_string());
+        task.contained(|_| panic!("a step that fails"));
+        assert_eq!(restarts() - before, 1);
+        assert!(lock(&shared).contains_key("reserved"), "reservations kept");
+        // The task goes on: the next steps run.
+        let mut ran = false;
+        task.contained(|_| ran = true);
+        assert!(ran);
+        assert_eq!(restarts() - before, 1);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_reservations_never_pass_the_cap() {

@@ -9,7 +9,8 @@
 mod read;
 mod snapshot;
 
-pub use read::{Encoding, MediaFile, PARKING, ParkingLot, PlaylistRequest, StoreError};
+pub use read::{MediaFile, PARKING, ParkingLot, PlaylistRequest, StoreError};
+pub use snapshot::Encoding;
 
 use super::PackageConfig;
 use super::Update;

@@ -7,7 +7,7 @@
 //! re-checks only when the store's snapshot changes. Playlist requests never
 //! take the lock at all: they read the snapshot.
 
-use super::snapshot::Snapshot;
+use super::snapshot::{Encoding, Snapshot};
 use super::{ChannelStore, Inner, RenditionInfo};
 use crate::metrics::METRICS;
 use crate::package::ledger;
@@ -29,13 +29,6 @@ pub enum StoreError {
     /// The node holds as many parked requests as it allows.
     #[error("too many requests waiting; retry")]
     Busy,
-}
-
-/// How a playlist's bytes are sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Encoding {
-    Identity,
-    Gzip,
 }
 
 /// A media playlist request's delivery directives (RFC 8216bis 6.2.5).

@@ -8,7 +8,6 @@
 //! snapshot, readers only read it.
 
 use super::Inner;
-use super::read::Encoding;
 use crate::package::playlist::{self, MediaPlaylist, RenditionReport, Skip};
 use bytes::Bytes;
 use std::io::Write as _;
@@ -16,6 +15,13 @@ use std::sync::{Arc, OnceLock};
 
 /// Delta or not (3) x held newest segment or not (2) x encoding (2).
 const FORMS: usize = 12;
+
+/// How a playlist's bytes are sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+}
 
 /// Every rendition's playlist after one batch of updates.
 #[derive(Debug, Default)]

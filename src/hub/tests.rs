@@ -353,6 +353,14 @@ fn a_full_queue_drops_whole_gops_and_counts_them() {
     assert_eq!(dropped() - before, 21);
 }
 
+/// `rungs_live_channels` is one gauge for the whole process: tests that
+/// start channels on a hub take turns, so each sees only its own.
+static LIVE_GAUGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn gauge_turn() -> std::sync::MutexGuard<'static, ()> {
+    LIVE_GAUGE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A hub with its own registry and channel threads, channels passing the
 /// source through (no transcoding), and the tempdir that holds its database.
 fn hub() -> (Arc<Hub>, tempfile::TempDir) {
@@ -423,6 +431,7 @@ fn playlist(store: &ChannelStore) -> String {
 
 #[test]
 fn a_panic_in_one_channel_ends_its_stream_alone_and_a_republish_starts_afresh() {
+    let _turn = gauge_turn();
     let (hub, _dir) = hub();
     let (a, key_a) = channel(&hub, "a");
     let (b, key_b) = channel(&hub, "b");
@@ -465,6 +474,8 @@ fn a_panic_in_one_channel_ends_its_stream_alone_and_a_republish_starts_afresh() 
 
 #[test]
 fn a_rotated_key_or_a_deleted_channel_cuts_the_publisher_and_the_new_key_publishes() {
+    let _turn = gauge_turn();
+    let live_before = METRICS.live_channels.get();
     let (hub, _dir) = hub();
     let (a, key_a) = channel(&hub, "a");
     let (b, key_b) = channel(&hub, "b");
@@ -501,6 +512,9 @@ fn a_rotated_key_or_a_deleted_channel_cuts_the_publisher_and_the_new_key_publish
     for id in [&a, &b] {
         hub.terminate(id);
     }
+    eventually("every stream ended", || {
+        METRICS.live_channels.get() == live_before
+    });
 }
 
 #[test]

@@ -97,7 +97,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(5));
     let gops0 = dropped();
     std::thread::sleep(window);
-    let (rss_quiet, gops_quiet) = (rss_bytes(pid), dropped());
+    let (rss_quiet, gops_quiet) = (status_bytes(pid, "VmRSS"), dropped());
     let port = node.http_port;
     let opening = Instant::now();
     let idle: Vec<TcpStream> = rt.block_on(async {
@@ -138,7 +138,7 @@ fn main() {
     .expect("the node holds every idle connection");
     let gops_loaded0 = dropped();
     std::thread::sleep(window);
-    let (rss_loaded, gops_loaded) = (rss_bytes(pid), dropped());
+    let (rss_loaded, gops_loaded) = (status_bytes(pid, "VmRSS"), dropped());
     let t = Instant::now();
     let pl = http.get(&url);
     let playlist_in = t.elapsed();
@@ -180,10 +180,10 @@ fn main() {
     });
     let gops_b0 = dropped();
     // Reference: every connection fetches the playlist once, plainly.
-    let cpu0 = process_cpu(pid);
+    let cpu0 = cpu_seconds(pid);
     let (back, _, plain_ok) = rt.block_on(round(socks, path.clone()));
     socks = back;
-    let plain_cpu = process_cpu(pid) - cpu0;
+    let plain_cpu = cpu_seconds(pid) - cpu0;
     assert_eq!(plain_ok, conns, "plain fetches answered 200");
     let mut spreads = Vec::new();
     let mut cpu_per = Vec::new();
@@ -192,10 +192,10 @@ fn main() {
         let (m, p) = now.pl.next_part();
         // About a second ahead: every request is parked before it exists.
         let ahead = format!("{path}?_HLS_msn={m}&_HLS_part={}", p + 5);
-        let cpu0 = process_cpu(pid);
+        let cpu0 = cpu_seconds(pid);
         let (back, times, ok) = rt.block_on(round(socks, ahead));
         socks = back;
-        let cpu = process_cpu(pid) - cpu0;
+        let cpu = cpu_seconds(pid) - cpu0;
         let first = times.iter().min().copied().expect("answers");
         let last = times.iter().max().copied().expect("answers");
         let spread = last - first;
@@ -286,49 +286,4 @@ async fn read_status(s: &mut TcpStream) -> u16 {
             _ => return 0,
         }
     }
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// User plus system CPU seconds of `pid`.
-fn process_cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some(close) = stat.rfind(')') else {
-        return f64::NAN;
-    };
-    let f: Vec<f64> = stat[close + 2..]
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    // Fields 14 and 15 (1-based) of the whole line; `f` starts at field 3.
-    // SAFETY: sysconf only reads a constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f[11] + f[12]) / ticks
-}
-
-/// Raises the soft open-file limit to `wanted` (at most the hard limit); the
-/// node, our child, inherits it.
-fn raise_open_files(wanted: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct given.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = wanted.min(lim.rlim_max).max(lim.rlim_cur);
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
-    assert!(
-        lim.rlim_cur >= wanted,
-        "the bench needs {wanted} open files; ulimit -Hn is {}",
-        lim.rlim_max
-    );
 }

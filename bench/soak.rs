@@ -111,6 +111,18 @@ fn main() {
         steady.len(),
         WARM_UP.as_secs()
     );
+    if steady.len() < 2 {
+        println!("the run was shorter than the warm-up: no slopes");
+    } else {
+        print_slopes(&steady);
+    }
+    println!(
+        "dropped GOPs {dropped}, publishers cut {cut}, publisher still running at the end: {running}"
+    );
+}
+
+/// Each series' slope per hour after warm-up and over the last half.
+fn print_slopes(steady: &[Sample]) {
     for (name, unit, scale, pick) in [
         ("rss", "MB", 1e6, 1usize),
         ("fds", "", 1.0, 2),
@@ -134,24 +146,16 @@ fn main() {
             slope(last_half) * 3600.0
         );
     }
-    println!(
-        "dropped GOPs {dropped}, publishers cut {cut}, publisher still running at the end: {running}"
-    );
 }
 
 fn sample(pid: u32, t: f64) -> Sample {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count() as f64)
-        .unwrap_or(0.0);
-    (t, field("VmRSS:") * 1024.0, fds, field("Threads:"))
+    let field = |name| status_field(pid, name).unwrap_or(0) as f64;
+    (
+        t,
+        field("VmRSS") * 1024.0,
+        open_fds(pid) as f64,
+        field("Threads"),
+    )
 }
 
 /// The URI of the playlist's last part.

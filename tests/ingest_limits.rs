@@ -48,17 +48,6 @@ fn node_pid(node: &Node) -> u32 {
         .expect("the node's process")
 }
 
-/// A `kB` field of /proc/<pid>/status (`VmRSS`, `VmHWM`), in bytes.
-fn status_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
-        * 1024
-}
-
 /// Connects from `source` (any 127/8 address works on Linux loopback), so
 /// that each peer can be its own client address.
 fn connect_from(source: Ipv4Addr, port: u16) -> TcpStream {

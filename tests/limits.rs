@@ -107,27 +107,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// Thousands of sockets on both sides of loopback: raise the soft limit on
-/// open files to the hard one (the node, our child, inherits it).
-fn raise_open_files() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct given.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-    }
-    assert!(
-        lim.rlim_cur >= 12_000,
-        "these tests need 12000 open files (ulimit -n is {})",
-        lim.rlim_cur
-    );
-}
-
 /// A live passthrough channel on `node`, with its source playlist's URL path.
 fn live_channel(node: &Node, dir: &std::path::Path) -> (Channel, Publisher, String) {
     let ch = node.create_channel("limits");
@@ -172,7 +151,7 @@ fn wait_metric(node: &Node, name: &str, labels: &[(&str, &str)], at_least: f64) 
 #[test]
 fn half_sent_requests_are_closed_within_the_header_timeout() {
     let _turn = take_turn();
-    raise_open_files();
+    raise_open_files(12_000);
     const SOCKETS: usize = 2_000;
     let header_timeout = Duration::from_secs(2);
     let node = Node::start(NodeConfig {
@@ -260,7 +239,7 @@ fn half_sent_requests_are_closed_within_the_header_timeout() {
 #[test]
 fn connections_past_the_cap_are_refused_while_players_are_served() {
     let _turn = take_turn();
-    raise_open_files();
+    raise_open_files(12_000);
     const HELD: usize = 1_000;
     const REFUSED: usize = 200;
     let node = Node::start(NodeConfig {
@@ -363,7 +342,7 @@ fn connections_past_the_cap_are_refused_while_players_are_served() {
 #[test]
 fn parked_requests_past_the_cap_get_503_at_once_and_the_channel_keeps_its_gops() {
     let _turn = take_turn();
-    raise_open_files();
+    raise_open_files(12_000);
     const CAP: usize = 1_000;
     const MORE: usize = 4_000;
     // Long segments give the test a wide window while the first requests

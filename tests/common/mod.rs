@@ -31,6 +31,7 @@ mod metrics;
 mod netns;
 mod node;
 mod playback;
+mod process;
 mod publisher;
 mod timeline;
 
@@ -48,6 +49,7 @@ pub use netns::Netns;
 pub use node::{Channel, HttpLimits, Node, NodeConfig};
 pub use playback::{Playback, check_playback, play_hlsjs, run_page_script};
 pub use playlist::{MediaPlaylist, Multivariant, parse_media, parse_multivariant, resolve};
+pub use process::{cpu_seconds, open_fds, raise_open_files, status_bytes, status_field};
 pub use publisher::{PubOpts, Publisher};
 pub use timeline::{Timeline, TimelineProbe};
 

@@ -13,6 +13,7 @@ use crate::metrics::METRICS;
 use crate::package::{ChannelStore, Update};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, select};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,8 +63,10 @@ pub(super) struct LiveChannel {
     pub store: Arc<ChannelStore>,
     pub events: Sender<Stamped>,
     pub control: Sender<Control>,
-    /// Publish sessions up to this one are cut, and why.
-    cut: Mutex<Option<(u64, Cut)>>,
+    /// Publish sessions up to this one are cut (0: none; sessions count
+    /// from 1): read for every packet, so an atomic, with the reason apart.
+    cut_upto: AtomicU64,
+    cut_why: Mutex<Option<Cut>>,
     /// The stream key the latest publisher authenticated with (a secret:
     /// compared, never shown), to spot a rotation made behind the node's back.
     key: Mutex<String>,
@@ -81,7 +84,8 @@ impl LiveChannel {
             store,
             events,
             control,
-            cut: Mutex::new(None),
+            cut_upto: AtomicU64::new(0),
+            cut_why: Mutex::new(None),
             key: Mutex::new(String::new()),
         }
     }
@@ -98,15 +102,18 @@ impl LiveChannel {
 
     /// Cuts every publish session numbered below `next`.
     pub fn cut(&self, next: u64, why: Cut) {
-        *lock(&self.cut) = Some((next.saturating_sub(1), why));
+        // The reason first: a reader that sees the number finds it.
+        *lock(&self.cut_why) = Some(why);
+        self.cut_upto
+            .store(next.saturating_sub(1), Ordering::Release);
     }
 
     /// Why session `session` is cut, if it is.
     pub fn cut_of(&self, session: u64) -> Option<Cut> {
-        lock(&self.cut)
-            .as_ref()
-            .filter(|(upto, _)| session <= *upto)
-            .map(|(_, why)| why.clone())
+        if session > self.cut_upto.load(Ordering::Acquire) {
+            return None;
+        }
+        lock(&self.cut_why).clone()
     }
 
     pub fn send_control(&self, msg: Control) -> Result<(), Unreachable> {

@@ -489,6 +489,26 @@ fn browser_whip_hlsjs_plays_60s_while_resolution_ramps() {
     });
 }
 
+/// aiortc publishing 90 s to `ch`, once the source rendition lists a part.
+fn aiortc_live(node: &Node, http: &Http, ch: &Channel) -> (Peer, FirstPart) {
+    let src = node.media_url(&ch.id, "source");
+    let peer = Peer::aiortc(
+        &node.whip_url(&ch.id),
+        &ch.stream_key,
+        90,
+        &node.data_dir,
+        &[],
+    );
+    node.attach_log(&peer.log_path);
+    let first = wait_first_part(http, &src, Duration::from_secs(30)).unwrap_or_else(|| {
+        panic!(
+            "{src} listed no part within 30 s; aiortc log:\n{}",
+            peer::tail(&peer.log_path, 30)
+        )
+    });
+    (peer, first)
+}
+
 #[test]
 fn whip_netns_aiortc_publish() {
     let _turn = take_turn();
@@ -501,20 +521,7 @@ fn whip_netns_aiortc_publish() {
         let src = node.media_url(&ch.id, "source");
         let aud = node.media_url(&ch.id, "audio");
 
-        let mut peer = Peer::aiortc(
-            &node.whip_url(&ch.id),
-            &ch.stream_key,
-            90,
-            &node.data_dir,
-            &[],
-        );
-        node.attach_log(&peer.log_path);
-        let first = wait_first_part(&http, &src, Duration::from_secs(30)).unwrap_or_else(|| {
-            panic!(
-                "{src} listed no part within 30 s; aiortc log:\n{}",
-                peer::tail(&peer.log_path, 30)
-            )
-        });
+        let (mut peer, first) = aiortc_live(&node, &http, &ch);
         let p = peer.published(Duration::from_secs(20));
         check_created(&f, &p, &ch.id, "aiortc");
         let t0 = p.connected_unix.unwrap_or(p.answered_unix);
@@ -563,51 +570,25 @@ fn whip_netns_rotate_key_cuts_the_publisher() {
         let node = whip_node(10.0);
         let http = Http::new();
         let ch = create_channel(&f, &node, "whip-rotated", "passthrough");
-        let src = node.media_url(&ch.id, "source");
-        let mut peer = Peer::aiortc(
-            &node.whip_url(&ch.id),
-            &ch.stream_key,
-            90,
-            &node.data_dir,
-            &[],
-        );
-        node.attach_log(&peer.log_path);
-        wait_first_part(&http, &src, Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("{src} listed no part within 30 s"));
+        let (mut peer, _) = aiortc_live(&node, &http, &ch);
         let publishing = || whip_metric(&node, "rungs_publishers", &[("ingest", "whip")]);
         assert_eq!(publishing(), 1.0);
 
-        let auth = format!("Bearer {}", node.token);
-        let r = http
-            .request(
-                "POST",
-                &node.admin_url(&format!("/api/v1/channels/{}/rotate-key", ch.id)),
-                &[("Authorization", &auth)],
-                None,
-            )
-            .expect("rotate-key");
-        assert_eq!(r.status, 200, "rotate-key: {}", r.text());
-        let t0 = Instant::now();
-        let gone = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
-            (publishing() == 0.0
+        node.rotate_key(&ch.id);
+        let ended = time_until(Duration::from_secs(5), || {
+            publishing() == 0.0
                 && whip_metric(
                     &node,
                     "rungs_whip_sessions_ended_total",
                     &[("reason", "channel_gone")],
-                ) == 1.0)
-                .then(|| t0.elapsed())
+                ) == 1.0
         });
-        match gone {
-            Some(d) => {
-                eprintln!("rotate-key -> WHIP session ended after {d:?}");
-                f.check(
-                    d <= Duration::from_secs(1),
-                    "rotate-key cuts within 1 s",
-                    || format!("{d:?}"),
-                );
-            }
-            None => f.fail("rotate-key ends the WHIP session", node.log()),
-        }
+        f.check_within(
+            "rotate-key ends the WHIP session",
+            ended,
+            Duration::from_secs(1),
+            || node.log(),
+        );
         f.check(
             whip_metric(
                 &node,

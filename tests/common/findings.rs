@@ -27,6 +27,26 @@ impl Findings {
         self.check(false, rule, || detail);
     }
 
+    /// `what` happened after `took` (`None`: not within the wait), which
+    /// must be at most `limit`; prints the time taken.
+    pub fn check_within(
+        &self,
+        what: &str,
+        took: Option<std::time::Duration>,
+        limit: std::time::Duration,
+        detail: impl FnOnce() -> String,
+    ) {
+        match took {
+            Some(d) => {
+                eprintln!("{what}: after {d:?}");
+                self.check(d <= limit, &format!("{what} within {limit:?}"), || {
+                    format!("{d:?}")
+                });
+            }
+            None => self.fail(&format!("{what} at all"), detail()),
+        }
+    }
+
     /// The rules that failed.
     pub fn rules(&self) -> Vec<String> {
         self.items.lock().unwrap().keys().cloned().collect()

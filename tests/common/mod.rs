@@ -147,6 +147,12 @@ pub fn wait_for<T>(
     }
 }
 
+/// How long until `cond` holds, polling every 20 ms, up to `limit`.
+pub fn time_until(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    wait_for(limit, Duration::from_millis(20), || cond().then_some(())).map(|()| t0.elapsed())
+}
+
 fn tail(path: &Path, lines: usize) -> String {
     let s = fs::read_to_string(path).unwrap_or_default();
     // ffmpeg rewrites its progress line with '\r': count those as lines too.

@@ -346,6 +346,22 @@ impl Node {
         ch
     }
 
+    /// `POST /api/v1/channels/ID/rotate-key`: the channel with its new key.
+    pub fn rotate_key(&self, id: &str) -> Channel {
+        let auth = format!("Bearer {}", self.token);
+        let r = self
+            .http
+            .request(
+                "POST",
+                &self.admin_url(&format!("/api/v1/channels/{id}/rotate-key")),
+                &[("Authorization", &auth)],
+                None,
+            )
+            .expect("rotate-key");
+        assert_eq!(r.status, 200, "rotate-key: {}", r.text());
+        Channel::from_json(r.json())
+    }
+
     pub fn metrics(&self) -> Metrics {
         let r = self.http.get(&self.admin_url("/metrics"));
         assert_eq!(r.status, 200, "GET /metrics");

@@ -129,10 +129,12 @@ fn main() {
     let rtmp_refused = node
         .metrics()
         .sum("rungs_ingest_rejected_total", &[("ingest", "rtmp")]);
+    let player_connections = || {
+        node.metrics()
+            .sum("rungs_http_connections", &[("listener", "player")])
+    };
     let open_now = wait_for(Duration::from_secs(60), Duration::from_millis(200), || {
-        let n = node
-            .metrics()
-            .sum("rungs_http_connections", &[("listener", "player")]);
+        let n = player_connections();
         (n >= conns as f64).then_some(n)
     })
     .expect("the node holds every idle connection");
@@ -158,10 +160,7 @@ fn main() {
     drop(junk);
     drop(idle);
     wait_for(Duration::from_secs(60), Duration::from_millis(200), || {
-        let n = node
-            .metrics()
-            .sum("rungs_http_connections", &[("listener", "player")]);
-        (n < 10.0).then_some(())
+        (player_connections() < 10.0).then_some(())
     })
     .expect("the node let go of the idle connections");
 

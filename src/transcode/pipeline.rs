@@ -14,6 +14,7 @@
 //! downloaded once; a stage whose GPU backend does not open falls back to
 //! the CPU for this stream, with a log line and a metric.
 
+mod check;
 mod encoder;
 
 use crate::gpu::device::Gpu;

@@ -5,7 +5,8 @@
 //! 5.1 reports no per-frame error sums), one whole GOP in `quality_every_gops`:
 //! a decoder can start at an IDR, so the GOPs in between cost nothing, and
 //! every frame of a sampled GOP is scored, so the late frames of a GOP count
-//! as much as the IDR.
+//! as much as the IDR. This thread only copies the sampled inputs; the
+//! decoding and scoring run on the rung's check thread ([`super::check`]).
 //!
 //! The decode stage decides at each GOP's first frame whether this rung
 //! takes the GOP (live: only when its queue is nearly empty), so a rung
@@ -15,7 +16,8 @@
 //! knows the channel's backend plan and falls back; on a GPU channel the
 //! PSNR and SSIM of the samples come from the quality kernels.
 
-use super::{Output, PipelineConfig};
+use super::check::Check;
+use super::{Output, Pace, PipelineConfig};
 use crate::media::{Arrival, Packet, TrackKind};
 use crate::metrics::METRICS;
 use crate::transcode::decode::{DecodeError, VideoDecoder};
@@ -25,7 +27,7 @@ use crate::transcode::encode::{
 use crate::transcode::frame::{Frame, FrameError, FramePool, Plane};
 use crate::transcode::ladder::Rung;
 use crate::transcode::quality::cuda::GpuQuality;
-use crate::transcode::quality::{self, FrameMse, Psnr, PsnrMean, Ssim, SsimMean};
+use crate::transcode::quality::{Psnr, Ssim};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::collections::VecDeque;
 use std::thread::JoinHandle;
@@ -44,8 +46,13 @@ pub enum RungError {
     Spawn(#[source] std::io::Error),
 }
 
-/// A rung admits a GOP only when at most this many frames wait for it: an
-/// encoder that keeps up drains its queue within a frame or two.
+/// A rung admits a GOP only when at most this many frames wait for it, or a
+/// third of its queue if that is more. An encoder that keeps up drains its
+/// queue within a frame or two, but on a busy machine the scheduler can hold
+/// it back for a few hundred milliseconds: dropping a whole GOP (a gap of
+/// seconds for viewers) for that would be far worse than the delay. The
+/// rest of the queue takes what a GOP adds while the encoder catches up, so
+/// the decode stage does not block on it.
 const ADMIT_DEPTH: usize = 4;
 /// Copies of sampled input frames kept while the encoder and its check decoder
 /// catch up with them: more than the encoder's delay (lookahead + B-frames),
@@ -70,6 +77,8 @@ pub(super) struct RungWorker {
     tx: Option<Sender<EncJob>>,
     thread: Option<JoinHandle<()>>,
     admitted: bool,
+    /// Frames queued at most for a GOP to be admitted.
+    admit_depth: usize,
     /// Target of the scaler while this rung skips a GOP.
     scratch: Option<Frame>,
 }
@@ -138,8 +147,14 @@ impl RungWorker {
             meter,
         } = encoder;
         let gauge = BackendGauge::new(backend);
-        let checker = if cfg.quality_every_gops > 0 {
-            Some(VideoDecoder::new(encoder.params(), 1).map_err(RungError::Checker)?)
+        let check = if cfg.quality_every_gops > 0 {
+            let decoder = VideoDecoder::new(encoder.params(), 1).map_err(RungError::Checker)?;
+            let decoded = Check::decoded_pool(rung.size)?;
+            let live = cfg.pace == Pace::Live;
+            Some(
+                Check::start(channel, &rung.name, decoder, decoded, meter, live)
+                    .map_err(RungError::Spawn)?,
+            )
         } else {
             None
         };
@@ -147,7 +162,6 @@ impl RungWorker {
         // Queue + the frame being encoded + the one being scaled + scratch.
         let pool = FramePool::new(rung.size, queue + 3)?;
         let refs = FramePool::new(rung.size, REFERENCES)?;
-        let check_pool = FramePool::new(rung.size, 8)?;
         let _ = out.send(Output::Config {
             rung: index,
             params: encoder.params().clone(),
@@ -160,26 +174,19 @@ impl RungWorker {
             encoder,
             backend,
             _gauge: gauge,
-            meter,
-            checker,
+            check,
             every_gops: u64::from(cfg.quality_every_gops),
             gops: 0,
             sampling: false,
-            checking: false,
             refs,
-            pending_refs: VecDeque::with_capacity(REFERENCES),
-            check_pool,
             times: VecDeque::with_capacity(MAX_TIMES),
             packets: Vec::new(),
-            checked: Vec::new(),
             out,
             output_lost: false,
             summary: RungSummary {
                 backend,
                 ..RungSummary::default()
             },
-            psnr: PsnrMean::default(),
-            ssim: SsimMean::default(),
             gop: None,
         };
         let handle = std::thread::Builder::new()
@@ -198,6 +205,7 @@ impl RungWorker {
             tx: Some(tx),
             thread: Some(handle),
             admitted: true,
+            admit_depth: ADMIT_DEPTH.max(queue / 3),
             scratch: None,
         })
     }
@@ -209,7 +217,7 @@ impl RungWorker {
             .rung_queue_frames
             .with_label_values(&[&self.channel, &self.name])
             .set(depth as i64);
-        let admit = !live || depth <= ADMIT_DEPTH;
+        let admit = !live || depth <= self.admit_depth;
         if !admit && self.admitted {
             tracing::warn!(channel = %self.channel, rung = %self.name, queued = depth,
                 "encoder behind; dropping a GOP");
@@ -266,7 +274,7 @@ impl RungWorker {
 /// others idle. Lowering the other encoders' priority keeps it fed first and
 /// leaves the smaller rungs, which finish side by side, to fill the gaps
 /// (about 5% less wall time for the standard 1080p ladder on two cores).
-fn lower_priority() {
+pub(super) fn lower_priority() {
     // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS and a
     // thread id changes that one thread's nice value (a Linux thread is a
     // schedulable entity of its own) and reports failure through its return.
@@ -287,32 +295,23 @@ struct EncoderThread {
     backend: &'static str,
     /// Counts this rung in `rungs_rungs_by_backend` until the thread ends.
     _gauge: BackendGauge,
-    /// The quality kernels, on a GPU channel.
-    meter: Option<GpuQuality>,
-    /// Decodes this rung's own output for the quality samples.
-    checker: Option<VideoDecoder>,
+    /// Decodes and scores this rung's quality samples.
+    check: Option<Check>,
     every_gops: u64,
     /// GOPs this rung has started.
     gops: u64,
     /// The GOP going into the encoder is a sampled one.
     sampling: bool,
-    /// The GOP coming out of the encoder is a sampled one.
-    checking: bool,
+    /// Copies of sampled input frames, until the check has scored them.
     refs: FramePool,
-    pending_refs: VecDeque<Frame>,
-    /// Pictures out of the check decoder.
-    check_pool: FramePool,
     /// (pts, arrival of its source packet) of frames inside the encoder.
     times: VecDeque<(i64, Arrival)>,
     packets: Vec<EncodedPacket>,
-    checked: Vec<crate::transcode::decode::DecodedFrame>,
     out: Sender<Output>,
     /// A packet found the live output queue full: the rest of its GOP is
     /// dropped (a decoder cannot use it), up to the next keyframe.
     output_lost: bool,
     summary: RungSummary,
-    psnr: PsnrMean,
-    ssim: SsimMean,
     /// (pts of the GOP's IDR, encode seconds spent on it so far).
     gop: Option<(i64, f64)>,
 }
@@ -330,8 +329,10 @@ impl EncoderThread {
         self.account(started, 0);
         self.emit(&mut packets);
         self.packets = packets;
-        self.summary.psnr = self.psnr.psnr();
-        self.summary.ssim = self.ssim.ssim();
+        if let Some((psnr, ssim)) = self.check.as_mut().and_then(Check::finish) {
+            self.summary.psnr = psnr.psnr();
+            self.summary.ssim = ssim.ssim();
+        }
         let _ = self.out.send(Output::Summary {
             rung: self.index,
             summary: self.summary.clone(),
@@ -388,7 +389,11 @@ impl EncoderThread {
     /// the encoder made of it.
     fn sample(&mut self, frame: &Frame, gop_start: bool) {
         if gop_start || self.summary.frames == 0 {
-            self.sampling = self.checker.is_some() && self.gops.is_multiple_of(self.every_gops);
+            // From the second GOP on: the first is the encoder's warm-up
+            // (first IDR, lookahead filling), the worst moment to add the
+            // check's decoding and scoring to this thread.
+            self.sampling = self.check.is_some()
+                && (self.gops + self.every_gops - 1).is_multiple_of(self.every_gops);
             self.gops += 1;
         }
         self.summary.frames += 1;
@@ -400,9 +405,11 @@ impl EncoderThread {
             return;
         };
         let planes = Plane::ALL.map(|p| (frame.plane(p), frame.stride(p)));
-        if copy.copy_from_planes(planes).is_ok() {
+        if copy.copy_from_planes(planes).is_ok()
+            && let Some(check) = &mut self.check
+        {
             copy.set_pts(frame.pts());
-            self.pending_refs.push_back(copy);
+            check.reference(copy);
         }
     }
 
@@ -424,7 +431,9 @@ impl EncoderThread {
                 keyframe: p.keyframe,
                 data: p.data,
             };
-            self.check(&packet);
+            if let Some(check) = &mut self.check {
+                check.packet(&packet);
+            }
             if self.output_lost && !packet.keyframe {
                 continue;
             }
@@ -449,78 +458,6 @@ impl EncoderThread {
                 // The pipeline is being dropped: nobody reads on.
                 Err(TrySendError::Disconnected(_)) => false,
             };
-        }
-    }
-
-    /// Decodes the rung's own output and scores the sampled frames.
-    fn check(&mut self, packet: &Packet) {
-        let Some(checker) = &mut self.checker else {
-            return;
-        };
-        let refs = &self.pending_refs;
-        let is_sample = |pts: i64| refs.iter().any(|r| r.pts() == pts);
-        if packet.keyframe {
-            // A sampled GOP's IDR always has its copy: the copies of the GOP
-            // sampled before it were all matched or dropped long ago.
-            self.checking = is_sample(packet.pts);
-        }
-        if !self.checking {
-            return;
-        }
-        // Every reference picture goes through the decoder, sampled or not,
-        // to keep the reference chain intact; a non-reference one only when
-        // it is a sample (nothing else will ever read it).
-        checker.skip_non_reference(!is_sample(packet.pts));
-        let mut decoded = std::mem::take(&mut self.checked);
-        // Only the samples are copied out of the decoder.
-        let mut keep = is_sample;
-        if checker
-            .decode_kept(packet, &self.check_pool, &mut decoded, &mut keep)
-            .is_err()
-        {
-            decoded.clear();
-        }
-        for d in decoded.drain(..) {
-            let pts = d.frame.pts();
-            while self.pending_refs.front().is_some_and(|r| r.pts() < pts) {
-                self.pending_refs.pop_front();
-            }
-            if let Some(r) = self.pending_refs.front()
-                && r.pts() == pts
-            {
-                let on_gpu = self.meter.as_mut().and_then(|m| {
-                    m.measure(&[(r, &d.frame)])
-                        .map_err(|e| {
-                            tracing::debug!(channel = %self.channel, rung = %self.name, error = %e,
-                                "GPU quality failed; measuring this frame on the CPU");
-                        })
-                        .ok()
-                        .and_then(|v| v.into_iter().next())
-                        .map(|(mse, ssim)| (mse, Some(ssim)))
-                });
-                let scored = on_gpu.or_else(|| {
-                    let mse = FrameMse::new(r, &d.frame).ok()?;
-                    Some((mse, quality::ssim(r, &d.frame).ok()))
-                });
-                if let Some((mse, ssim)) = scored {
-                    self.score(mse, ssim);
-                }
-                self.pending_refs.pop_front();
-            }
-        }
-        self.checked = decoded;
-    }
-
-    fn score(&mut self, mse: FrameMse, ssim: Option<Ssim>) {
-        let labels = [self.channel.as_str(), self.name.as_str()];
-        METRICS
-            .rung_psnr
-            .with_label_values(&labels)
-            .set(mse.psnr().average);
-        self.psnr.add(mse);
-        if let Some(s) = ssim {
-            METRICS.rung_ssim.with_label_values(&labels).set(s.all);
-            self.ssim.add(s);
         }
     }
 

@@ -118,6 +118,11 @@ impl AxisFilter {
         }
     }
 
+    /// Samples in an input line: every window ends at or before it.
+    pub(super) fn input(&self) -> usize {
+        self.input
+    }
+
     pub fn starts(&self) -> &[u32] {
         &self.starts
     }

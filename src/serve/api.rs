@@ -78,7 +78,7 @@ pub fn routes(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>) -> Router 
         })
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (
         status,
         [(header::CACHE_CONTROL, "no-store")],
@@ -88,8 +88,14 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 fn authorize(api: &Api, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    authorize_admin(&api.token, headers)
+}
+
+/// Every operator route's guard: the admin bearer token, compared in
+/// constant time; a 401 that asks for a bearer token otherwise.
+pub(super) fn authorize_admin(token: &str, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let presented = crate::ingest::bearer(headers).unwrap_or("");
-    if bool::from(presented.as_bytes().ct_eq(api.token.as_bytes())) {
+    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
         Ok(())
     } else {
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong admin token");

@@ -49,6 +49,46 @@ pub struct Config {
     pub player: PlayerConfig,
     pub gpu: GpuConfig,
     pub whip: WhipConfig,
+    /// Authorization callbacks to the operator's backend.
+    pub hooks: HooksConfig,
+}
+
+/// Authorization hooks: the node asks the operator's backend, over HTTP(S),
+/// whether a publish or a playback may go ahead (`src/hooks.rs`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksConfig {
+    /// POSTed on every publish (RTMP and WHIP) once the stream key matched.
+    /// Empty: no hook.
+    pub publish_url: String,
+    /// POSTed when a player asks for a channel's multivariant playlist.
+    /// Empty: no hook.
+    pub play_url: String,
+    /// How long the backend has to answer.
+    pub timeout_ms: u64,
+    /// What a timeout or an unreachable backend means: `"deny"` or `"allow"`.
+    pub on_timeout: HookPolicy,
+    /// How long an answer is reused for the same question.
+    pub cache_s: f64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HookPolicy {
+    Allow,
+    Deny,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        HooksConfig {
+            publish_url: String::new(),
+            play_url: String::new(),
+            timeout_ms: 1000,
+            on_timeout: HookPolicy::Deny,
+            cache_s: 10.0,
+        }
+    }
 }
 
 /// WebRTC ingest (WHIP, RFC 9725): one UDP port for every session, ICE-lite.
@@ -215,6 +255,7 @@ impl Default for Config {
             player: PlayerConfig::default(),
             gpu: GpuConfig::default(),
             whip: WhipConfig::default(),
+            hooks: HooksConfig::default(),
         }
     }
 }

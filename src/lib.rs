@@ -3,6 +3,7 @@
 pub mod av;
 pub mod config;
 pub mod gpu;
+pub mod hooks;
 pub mod hub;
 pub mod ingest;
 pub mod logging;

@@ -31,6 +31,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ChannelCmd,
     },
+    /// Register, list and delete playback keys (ES384) for private channels.
+    PlaybackKey {
+        #[command(subcommand)]
+        cmd: PlaybackKeyCmd,
+    },
+    /// Revoke a viewer's playback tokens.
+    Viewer {
+        #[command(subcommand)]
+        cmd: ViewerCmd,
+    },
     /// Transcode a file into an HLS VOD ladder as fast as the machine goes.
     Transcode(TranscodeArgs),
     /// What this machine offers (CUDA driver, GPUs, NVDEC, NVENC, NVRTC) and
@@ -65,6 +75,10 @@ struct TranscodeArgs {
     /// Print a JSON summary on stdout instead of text.
     #[arg(long)]
     json: bool,
+    /// Timed metadata: JSON lines `{"at": SECONDS, "text": "..."}` (or
+    /// `"hex": "c0ffee"`), put into the output as emsg boxes.
+    #[arg(long)]
+    metadata: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -103,7 +117,21 @@ enum ChannelCmd {
         /// ABR ladder: standard (default), passthrough, or one from the config.
         #[arg(long)]
         ladder: Option<String>,
+        /// Players need a signed playback token.
+        #[arg(long)]
+        private: bool,
         /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a channel's settings (its private flag).
+    Update {
+        #[command(flatten)]
+        common: Common,
+        id: String,
+        /// true: players need a signed playback token; false: anyone plays.
+        #[arg(long, action = clap::ArgAction::Set)]
+        private: Option<bool>,
         #[arg(long)]
         json: bool,
     },
@@ -120,6 +148,26 @@ enum ChannelCmd {
         common: Common,
         id: String,
     },
+    /// Insert timed metadata into the channel's live stream (ID3 in an emsg
+    /// box in every rendition's next part, and an EXT-X-DATERANGE). Needs
+    /// the running node: it calls the node's admin API.
+    Metadata {
+        #[command(flatten)]
+        common: Common,
+        id: String,
+        /// Text, carried in an ID3 TXXX frame.
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        text: Option<String>,
+        /// A file of up to 1024 bytes, carried in an ID3 PRIV frame.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// How long the event lasts, in seconds.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// The node's admin address (default: the config's admin_addr).
+        #[arg(long)]
+        admin_addr: Option<SocketAddr>,
+    },
     /// Give a channel a new stream key; the old one stops working.
     RotateKey {
         #[command(flatten)]
@@ -127,6 +175,51 @@ enum ChannelCmd {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlaybackKeyCmd {
+    /// Generate an ES384 key pair: the public half is stored, the private
+    /// half (PKCS#8 PEM) is printed once and never stored.
+    Create {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register the public half of a key pair made elsewhere.
+    Import {
+        #[command(flatten)]
+        common: Common,
+        /// PEM file with an ECDSA P-384 public key (-----BEGIN PUBLIC KEY-----).
+        #[arg(long)]
+        public_key: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List registered playback keys (public halves).
+    List {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a playback key; tokens it signed are refused.
+    Delete {
+        #[command(flatten)]
+        common: Common,
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ViewerCmd {
+    /// Refuse every token for this viewer id issued until now.
+    Revoke {
+        #[command(flatten)]
+        common: Common,
+        viewer_id: String,
     },
 }
 
@@ -145,6 +238,8 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Serve(args) => serve(args),
         Cmd::Channel { cmd } => channel(cmd),
+        Cmd::PlaybackKey { cmd } => playback_key(cmd),
+        Cmd::Viewer { cmd } => viewer(cmd),
         Cmd::Transcode(args) => transcode(args),
         Cmd::Probe(args) => probe(args),
     }
@@ -183,12 +278,21 @@ fn transcode(args: TranscodeArgs) -> Result<()> {
         pipeline.ladders.check(&l)?;
         pipeline.ladder = l;
     }
+    let metadata = match &args.metadata {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)?;
+            rungs::hub::offline::parse_sidecar(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => Vec::new(),
+    };
     let report = rungs::hub::offline::run(rungs::hub::offline::Options {
         input: &args.input,
         output: &args.output,
         pipeline,
         package: cfg.hls.clone(),
         progress: !args.json && std::io::stderr().is_terminal(),
+        metadata,
     })?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -229,12 +333,27 @@ fn channel(cmd: ChannelCmd) -> Result<()> {
             common,
             name,
             ladder,
+            private,
             json,
         } => {
             let cfg = common.load()?;
             let ladder = ladder.unwrap_or_else(|| cfg.transcode.default_ladder.clone());
             cfg.ladders()?.check(&ladder)?;
-            let ch = node::open_registry(&cfg)?.create(&name, &ladder)?;
+            let ch = node::open_registry(&cfg)?.create_with(&name, &ladder, private)?;
+            print_channels(&mut out, &cfg, &[ch], json, true)?;
+        }
+        ChannelCmd::Update {
+            common,
+            id,
+            private,
+            json,
+        } => {
+            let cfg = common.load()?;
+            let reg = node::open_registry(&cfg)?;
+            let ch = match private {
+                Some(p) => reg.set_private(&id, p)?,
+                None => reg.get(&id)?,
+            };
             print_channels(&mut out, &cfg, &[ch], json, true)?;
         }
         ChannelCmd::List { common, json } => {
@@ -247,10 +366,162 @@ fn channel(cmd: ChannelCmd) -> Result<()> {
             node::open_registry(&cfg)?.delete(&id)?;
             writeln!(out, "deleted channel {id}")?;
         }
+        ChannelCmd::Metadata {
+            common,
+            id,
+            text,
+            file,
+            duration,
+            admin_addr,
+        } => {
+            let cfg = common.load()?;
+            let body = match (text, file) {
+                (Some(t), _) => (t.into_bytes(), "text/plain; charset=utf-8"),
+                (None, Some(f)) => (std::fs::read(&f)?, "application/octet-stream"),
+                (None, None) => anyhow::bail!("give --text or --file"),
+            };
+            let answer = post_metadata(&cfg, admin_addr, &id, body, duration)?;
+            writeln!(out, "{answer}")?;
+        }
         ChannelCmd::RotateKey { common, id, json } => {
             let cfg = common.load()?;
             let ch = node::open_registry(&cfg)?.rotate_key(&id)?;
             print_channels(&mut out, &cfg, &[ch], json, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Calls the running node's metadata endpoint with the admin token from
+/// the config or the data dir; the node's JSON answer, or its error.
+fn post_metadata(
+    cfg: &Config,
+    admin_addr: Option<SocketAddr>,
+    id: &str,
+    (body, content_type): (Vec<u8>, &str),
+    duration: Option<f64>,
+) -> Result<String> {
+    let token = match &cfg.api.admin_token {
+        Some(t) => t.clone(),
+        None => {
+            let path = cfg.data_dir.join("admin-token");
+            std::fs::read_to_string(&path)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "reading {}: {e} (has the node run with this data dir?)",
+                        path.display()
+                    )
+                })?
+                .trim()
+                .to_string()
+        }
+    };
+    let mut addr = admin_addr.unwrap_or(cfg.admin_addr);
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let mut url = format!("http://{addr}/api/v1/channels/{id}/metadata");
+    if let Some(d) = duration {
+        url.push_str(&format!("?duration={d}"));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, text) = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await?;
+        let status = r.status();
+        Ok::<_, reqwest::Error>((status, r.text().await?))
+    })?;
+    if !status.is_success() {
+        anyhow::bail!("the node answered {status}: {}", text.trim());
+    }
+    Ok(text.trim().to_string())
+}
+
+fn playback_key(cmd: PlaybackKeyCmd) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        PlaybackKeyCmd::Create { common, json } => {
+            let cfg = common.load()?;
+            let (private, public) = rungs::serve::access::generate_key_pair()?;
+            let key = node::open_registry(&cfg)?.add_playback_key(&public)?;
+            if json {
+                let created = rungs::serve::api::CreatedKey {
+                    key,
+                    private_key: private,
+                };
+                serde_json::to_writer(&mut out, &created)?;
+                writeln!(out)?;
+            } else {
+                writeln!(
+                    out,
+                    "playback key {id} registered (ES384). Its private key, shown this once and \
+                     stored nowhere (sign playback tokens with it, kid \"{id}\"):\n{private}",
+                    id = key.id
+                )?;
+            }
+        }
+        PlaybackKeyCmd::Import {
+            common,
+            public_key,
+            json,
+        } => {
+            let cfg = common.load()?;
+            let pem = std::fs::read_to_string(&public_key)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", public_key.display()))?;
+            let public = rungs::serve::access::normalize_public_pem(&pem)?;
+            let key = node::open_registry(&cfg)?.add_playback_key(&public)?;
+            if json {
+                serde_json::to_writer(&mut out, &key)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "playback key {} registered", key.id)?;
+            }
+        }
+        PlaybackKeyCmd::List { common, json } => {
+            let cfg = common.load()?;
+            let keys = node::open_registry(&cfg)?.playback_keys()?;
+            if json {
+                serde_json::to_writer(&mut out, &keys)?;
+                writeln!(out)?;
+            } else {
+                for k in &keys {
+                    writeln!(out, "{} (created {})\n{}", k.id, k.created_at, k.public_pem)?;
+                }
+                if keys.is_empty() {
+                    writeln!(
+                        out,
+                        "no playback keys; create one with `rungs playback-key create`"
+                    )?;
+                }
+            }
+        }
+        PlaybackKeyCmd::Delete { common, id } => {
+            let cfg = common.load()?;
+            node::open_registry(&cfg)?.delete_playback_key(&id)?;
+            writeln!(out, "deleted playback key {id}")?;
+        }
+    }
+    Ok(())
+}
+
+fn viewer(cmd: ViewerCmd) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        ViewerCmd::Revoke { common, viewer_id } => {
+            let cfg = common.load()?;
+            let rev = node::open_registry(&cfg)?.revoke_viewer(&viewer_id)?;
+            writeln!(
+                out,
+                "viewer {} revoked: its tokens issued until {} (unix seconds) are refused",
+                rev.viewer_id, rev.revoked_at
+            )?;
         }
     }
     Ok(())
@@ -277,7 +548,7 @@ fn print_channels(
         let play = format!("{}/play/{}", cfg.http_base_url(), v.id);
         writeln!(
             out,
-            "channel {name} (id {id}, ladder {ladder})\n\
+            "channel {name} (id {id}, ladder {ladder}{private})\n\
              \x20 RTMP server   {rtmp}\n\
              \x20 stream key    {key}\n\
              \x20 ffmpeg        ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=48000 \
@@ -291,6 +562,11 @@ fn print_channels(
             name = v.name,
             id = v.id,
             ladder = v.ladder,
+            private = if v.private {
+                ", private: playback token required"
+            } else {
+                ""
+            },
             rtmp = v.ingest.rtmp,
             whip = v.ingest.whip,
             base = cfg.http_base_url(),
@@ -371,6 +647,19 @@ mod tests {
             .expect("delete");
         Cli::try_parse_from(["rungs", "channel", "rotate-key", "--data-dir", "d", "abc"])
             .expect("rotate");
+        for args in [
+            &["channel", "create", "--name", "n", "--private"][..],
+            &["channel", "update", "abc", "--private", "true"],
+            &["channel", "update", "abc", "--private", "false", "--json"],
+            &["playback-key", "create", "--json"],
+            &["playback-key", "import", "--public-key", "pub.pem"],
+            &["playback-key", "list"],
+            &["playback-key", "delete", "pk_1"],
+            &["viewer", "revoke", "viewer-7"],
+        ] {
+            Cli::try_parse_from(std::iter::once("rungs").chain(args.iter().copied()))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
         Cli::try_parse_from([
             "rungs",
             "transcode",
@@ -394,6 +683,7 @@ mod tests {
             stream_key: "sk_x".into(),
             ladder: "standard".into(),
             created_at: 0,
+            private: false,
         };
         let mut buf = Vec::new();
         print_channels(&mut buf, &cfg, &[ch], true, true).expect("print");

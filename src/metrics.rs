@@ -23,6 +23,10 @@ pub struct Metrics {
     pub ingest_cut: IntCounterVec,
     /// Node-wide tasks started again after a panic.
     pub task_restarts: IntCounterVec,
+    /// Authorization hook answers, per hook and result.
+    pub hook_calls: IntCounterVec,
+    /// Time the operator's backend took to answer a hook call.
+    pub hook_seconds: HistogramVec,
     /// Packets dropped between ingest and packaging because the channel fell behind.
     pub ingest_dropped_packets: IntCounterVec,
     /// Channels with a publisher (or within their reconnect grace period).
@@ -122,6 +126,20 @@ impl Metrics {
                 "Node-wide tasks (listeners, WHIP UDP, registry sync) started again after a panic.",
                 &["task"],
             ),
+            hook_calls: counter(
+                "rungs_hook_calls_total",
+                "Authorization hook answers, by hook (publish, play) and result (allow, deny, cached, timeout, error).",
+                &["hook", "result"],
+            ),
+            hook_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "rungs_hook_seconds",
+                    "Time the operator's backend took to answer an authorization hook call.",
+                )
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+                &["hook"],
+            )
+            .expect("static metric definition"),
             ingest_cut: counter(
                 "rungs_ingest_cut_total",
                 "Publishers cut off mid-stream: key rotated, channel deleted or failed, an ingest limit broken.",
@@ -336,6 +354,8 @@ impl Metrics {
             Box::new(m.ingest_rejected.clone()),
             Box::new(m.ingest_cut.clone()),
             Box::new(m.task_restarts.clone()),
+            Box::new(m.hook_calls.clone()),
+            Box::new(m.hook_seconds.clone()),
             Box::new(m.ingest_dropped_packets.clone()),
             Box::new(m.live_channels.clone()),
             Box::new(m.publishers.clone()),

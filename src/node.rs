@@ -50,6 +50,8 @@ pub enum NodeError {
     Gpu(#[from] GpuError),
     #[error("channel registry: {0}")]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Hooks(#[from] crate::hooks::HookError),
     #[error("{what} {}: {source}", path.display())]
     File {
         what: &'static str,
@@ -295,11 +297,12 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
         .await
         .map_err(io(format!("binding WHIP UDP to {}", cfg.whip.udp_addr)))?;
         tracing::info!(rtmp = %cfg.rtmp_addr, http = %cfg.http_addr, admin = %cfg.admin_addr, whip_udp = %cfg.whip.udp_addr, data_dir = %cfg.data_dir.display(), "rungs listening");
+        let hooks = Arc::new(crate::hooks::Hooks::new(&cfg.hooks)?);
         let rtmp = Arc::new(rtmp);
         let rtmp_limits = crate::ingest::rtmp::io::Limits::from_config(&cfg)?;
-        let rtmp_hub = hub.clone();
+        let (rtmp_hub, rtmp_hooks) = (hub.clone(), hooks.clone());
         tokio::spawn(supervise("rtmp", move || {
-            crate::ingest::rtmp::serve(rtmp.clone(), rtmp_hub.clone(), rtmp_limits)
+            crate::ingest::rtmp::serve(rtmp.clone(), rtmp_hub.clone(), rtmp_limits, rtmp_hooks.clone())
         }));
         let reaper = hub.clone();
         tokio::spawn(supervise("registry sync", move || {
@@ -315,7 +318,7 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
                 }
             }
         }));
-        let routers = crate::serve::routers(hub, cfg.clone(), token, whip);
+        let routers = crate::serve::routers(hub, cfg.clone(), token, whip, hooks);
         let limits = http_limits(&cfg)?;
         crate::package::PARKING.set_max(cfg.http.max_blocked_requests);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -44,32 +44,6 @@ fn cli_list(node: &Node) -> Vec<String> {
     ids_in(&v)
 }
 
-/// Publishes with `key` and returns whether the node accepted it (the
-/// channel's playlist appeared / ffmpeg kept running) or refused it (ffmpeg
-/// exited nonzero).
-fn publish_accepted(
-    node: &Node,
-    ch_id: &str,
-    key: &str,
-    dir: &std::path::Path,
-) -> (bool, Publisher) {
-    let mut p = Publisher::start(&node.rtmp_url(key), &PubOpts::default(), dir);
-    node.attach_log(&p.log_path);
-    if let Some(st) = p.wait_exit(Duration::from_secs(6)) {
-        assert!(!st.success(), "ffmpeg exited 0 within 6 s:\n{}", p.log());
-        return (false, p);
-    }
-    // Still running: it must be live.
-    let ok = wait_playlist(
-        &node.http,
-        &node.media_url(ch_id, "source"),
-        1,
-        Duration::from_secs(20),
-    )
-    .is_some();
-    (ok && p.try_status().is_none(), p)
-}
-
 #[test]
 fn channels_survive_restart_and_api_requires_token() {
     let f = Findings::default();
@@ -169,7 +143,7 @@ fn channels_survive_restart_and_api_requires_token() {
         "GET /api/v1/channels/{id} after restart",
         || format!("{} {}", r.status, r.text()),
     );
-    let (ok, mut p) = publish_accepted(&node2, &b.id, &b.stream_key, &node2.data_dir);
+    let (ok, mut p) = node2.publish_accepted(&b.id, &b.stream_key, &node2.data_dir);
     f.check(
         ok,
         "publishing works after a restart (API-made channel)",
@@ -283,7 +257,7 @@ fn channels_survive_restart_and_api_requires_token() {
         "deleted channel gone from CLI list",
         || "still listed".into(),
     );
-    let (ok, _p) = publish_accepted(&node2, &g.id, &g.stream_key, &node2.data_dir);
+    let (ok, _p) = node2.publish_accepted(&g.id, &g.stream_key, &node2.data_dir);
     f.check(!ok, "deleted channel's key is refused", || {
         "publish accepted".into()
     });
@@ -340,7 +314,7 @@ fn rotate_key_refuses_old_accepts_new() {
     assert_ne!(k1, k2, "rotate-key gives a new key");
 
     let rej0 = node.metrics().sum("rungs_ingest_rejected_total", &[]);
-    let (ok, _p) = publish_accepted(&node, &ch.id, &k1, &node.data_dir);
+    let (ok, _p) = node.publish_accepted(&ch.id, &k1, &node.data_dir);
     f.check(!ok, "old key refused after CLI rotate-key", || {
         "accepted".into()
     });
@@ -348,7 +322,7 @@ fn rotate_key_refuses_old_accepts_new() {
     f.check(rej1 > rej0, "refusal of the old key is counted", || {
         format!("{rej0} -> {rej1}")
     });
-    let (ok, mut p) = publish_accepted(&node, &ch.id, &k2, &node.data_dir);
+    let (ok, mut p) = node.publish_accepted(&ch.id, &k2, &node.data_dir);
     f.check(ok, "new key accepted after CLI rotate-key", || p.log());
     p.stop();
 
@@ -365,7 +339,7 @@ fn rotate_key_refuses_old_accepts_new() {
     let r2 = Channel::from_json(r.json());
     let k3 = r2.stream_key.clone();
     assert_ne!(k3, k2);
-    let (ok, _p) = publish_accepted(&node, &ch.id, &k2, &node.data_dir);
+    let (ok, _p) = node.publish_accepted(&ch.id, &k2, &node.data_dir);
     f.check(!ok, "old key refused after API rotate-key", || {
         "accepted".into()
     });
@@ -412,7 +386,7 @@ fn rotate_key_refuses_old_accepts_new() {
         || format!("{src} still live"),
     );
     p.stop();
-    let (ok, _p) = publish_accepted(&node, &ch.id, &k3, &node.data_dir);
+    let (ok, _p) = node.publish_accepted(&ch.id, &k3, &node.data_dir);
     f.check(!ok, "deleted channel's key refused", || "accepted".into());
 
     let log = node.log();

@@ -10,6 +10,7 @@ use super::core::{ChannelCore, Input, Output, Refusal};
 use super::transcoding::Transcoding;
 use crate::media::{Arrival, IngestEvent};
 use crate::metrics::METRICS;
+use crate::package::metadata::{MetadataRefusal, Payload, Placement};
 use crate::package::{ChannelStore, Update};
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, select};
 use std::collections::HashMap;
@@ -32,6 +33,12 @@ pub(super) enum Control {
     },
     /// A publish session ended (see [`Input::Left`]).
     Left { session: u64, abandoned: bool },
+    /// Timed metadata for the stream; where it was placed goes to `reply`.
+    Metadata {
+        payload: Payload,
+        duration: Option<Duration>,
+        reply: Sender<Result<Placement, MetadataRefusal>>,
+    },
     /// The channel was deleted: end the stream now.
     Terminate,
 }
@@ -124,6 +131,30 @@ impl LiveChannel {
         }
     }
 
+    /// Hands timed metadata to the channel's core; the answer says where it
+    /// was placed. Blocking (a few milliseconds: the driver answers between
+    /// two media events): call it off the async threads.
+    pub fn metadata(
+        &self,
+        payload: Payload,
+        duration: Option<Duration>,
+    ) -> Result<Result<Placement, MetadataRefusal>, Unreachable> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        match self.send_control(Control::Metadata {
+            payload,
+            duration,
+            reply,
+        }) {
+            Err(Unreachable::Gone) => return Ok(Err(MetadataRefusal::NotLive)),
+            sent => sent?,
+        }
+        match answer.recv_timeout(CONTROL_WAIT) {
+            Ok(a) => Ok(a),
+            Err(RecvTimeoutError::Timeout) => Err(Unreachable::Busy(CONTROL_WAIT)),
+            Err(RecvTimeoutError::Disconnected) => Ok(Err(MetadataRefusal::NotLive)),
+        }
+    }
+
     /// Asks the channel's core to take publish session `session`. A driver
     /// that is gone has ended its stream.
     pub fn join(&self, session: u64) -> Result<Result<(), Refusal>, Unreachable> {
@@ -156,6 +187,8 @@ pub(super) struct Driver {
     pub transcoding: Transcoding,
     /// The stream is counted in `rungs_live_channels` (until it ends).
     pub counted_live: bool,
+    /// The core's answer to the last [`Input::Metadata`].
+    pub placed: Option<Result<Placement, MetadataRefusal>>,
 }
 
 impl Driver {
@@ -217,6 +250,18 @@ impl Driver {
                     }
                     self.input(Input::Left { session, abandoned })
                 }
+                Ok(Control::Metadata {
+                    payload,
+                    duration,
+                    reply,
+                }) => {
+                    let go = self.input(Input::Metadata { payload, duration });
+                    // The core answers within the input; a caller that gave
+                    // up waiting has dropped its receiver.
+                    let answer = self.placed.take().unwrap_or(Err(MetadataRefusal::NotLive));
+                    let _ = reply.send(answer);
+                    go
+                }
                 Ok(Control::Terminate) | Err(_) => self.input(Input::Terminate),
             },
             default(timeout) => self.input(Input::Timeout),
@@ -255,6 +300,7 @@ impl Driver {
                     METRICS.live_channels.dec()
                 }
                 Some(Output::Remove) => return false,
+                Some(Output::Metadata(answer)) => self.placed = Some(answer),
                 _ => {}
             }
         }

@@ -9,6 +9,7 @@
 //! state lives here, so publisher admission is a call, not a shared lock.
 
 use crate::media::{Arrival, IngestEvent, TrackKind};
+use crate::package::metadata::{MetadataRefusal, Payload, Placement};
 use crate::package::{ChannelPackager, PackageConfig, RungEvent, Update};
 use crate::transcode::pipeline::{Output as RungOutput, rung_decls};
 use std::collections::VecDeque;
@@ -39,6 +40,12 @@ pub(crate) enum Input {
     Rung(RungOutput),
     /// Everything the pipeline still made after [`Output::FlushPipeline`].
     Flushed(Vec<RungOutput>),
+    /// Timed metadata to place at the stream's next part; answered with
+    /// [`Output::Metadata`].
+    Metadata {
+        payload: Payload,
+        duration: Option<Duration>,
+    },
     /// The channel was deleted: end the stream now.
     Terminate,
     /// The source is over (a file's end): package what is left and end
@@ -66,6 +73,8 @@ pub(crate) enum Output {
     Ended,
     /// The core is done: take the channel out of the node's table.
     Remove,
+    /// Where [`Input::Metadata`] was placed, or why not.
+    Metadata(Result<Placement, MetadataRefusal>),
 }
 
 /// Why [`ChannelCore::admit`] turned a publisher away.
@@ -233,6 +242,17 @@ impl ChannelCore {
                 _ => self.flush_then(now, AfterFlush::Terminate),
             },
             Input::Finish => self.flush_then(now, AfterFlush::Finish),
+            Input::Metadata { payload, duration } => {
+                // Only a stream with a publisher makes parts to carry it: in
+                // the grace period or after the end, none is coming.
+                let answer = match (self.phase, self.publisher) {
+                    (Phase::Live, Some(_)) if self.flushing.is_none() => {
+                        self.packager.insert_metadata(payload, duration)
+                    }
+                    _ => Err(MetadataRefusal::NotLive),
+                };
+                self.out.push_back(Output::Metadata(answer));
+            }
             Input::Timeout => match self.phase {
                 Phase::Grace { until } if now >= until => {
                     self.end_stream(now, "publisher did not come back");

@@ -14,6 +14,7 @@ mod transcoding;
 
 use crate::media::{Arrival, IngestEvent, TrackKind};
 use crate::metrics::METRICS;
+use crate::package::metadata::{MetadataRefusal, Payload, Placement};
 use crate::package::{ChannelStore, PackageConfig};
 use crate::registry::{Registry, RegistryError};
 use crate::transcode::ladder::Ladders;
@@ -29,6 +30,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use transcoding::Transcoding;
+
+/// Why timed metadata was not placed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error(transparent)]
+    Refused(#[from] MetadataRefusal),
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
+}
 
 /// Why a publish attempt was refused. The message never contains the key.
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +251,7 @@ impl Hub {
             core,
             transcoding,
             counted_live: true,
+            placed: None,
         };
         std::thread::Builder::new()
             .name(format!("chan-{id}"))
@@ -250,6 +261,23 @@ impl Hub {
                 source,
             })?;
         Ok(live)
+    }
+
+    /// Places timed metadata at the next part of every rendition of the
+    /// channel's live stream. Blocking (it waits for the channel's thread):
+    /// call it off the async threads.
+    pub fn insert_metadata(
+        &self,
+        channel_id: &str,
+        payload: Payload,
+        duration: Option<Duration>,
+    ) -> Result<Placement, MetadataError> {
+        let live = lock(&self.table).get(channel_id).cloned();
+        let Some(live) = live else {
+            return Err(MetadataError::Refused(MetadataRefusal::NotLive));
+        };
+        live.metadata(payload, duration)?
+            .map_err(MetadataError::Refused)
     }
 
     /// The part store of a channel that is live or whose ended stream still lingers.

@@ -10,6 +10,7 @@
 use super::core::{ChannelCore, Input, Output, Timing};
 use super::transcoding::Transcoding;
 use crate::media::{Arrival, IngestEvent, Packet, TIMEBASE, TrackKind};
+use crate::package::metadata::{MetadataRefusal, Payload, Placement};
 use crate::package::vod::{VodError, VodSummary, VodWriter};
 use crate::package::{PackageConfig, plan};
 use crate::transcode::ladder::Rung;
@@ -80,6 +81,76 @@ pub struct Options<'a> {
     pub package: PackageConfig,
     /// Redraw a progress line on stderr.
     pub progress: bool,
+    /// Timed metadata to put into the output (emsg boxes), by media time.
+    pub metadata: Vec<TimedEvent>,
+}
+
+/// One line of a `--metadata` sidecar: `{"at": seconds, "text": "..."}` or
+/// `{"at": seconds, "hex": "c0ffee"}`; `at` counts from the file's first
+/// video frame.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarLine {
+    pub at: f64,
+    pub text: Option<String>,
+    pub hex: Option<String>,
+    pub duration: Option<f64>,
+}
+
+/// A timed event of a sidecar file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedEvent {
+    pub at_s: f64,
+    pub payload: Payload,
+    pub duration: Option<Duration>,
+}
+
+/// Parses a sidecar of JSON lines (blank lines and `#` comments skipped),
+/// sorted by time.
+pub fn parse_sidecar(text: &str) -> Result<Vec<TimedEvent>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let l: SidecarLine =
+            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1))?;
+        if !l.at.is_finite() || l.at < 0.0 {
+            return Err(format!("line {}: `at` must be seconds >= 0", n + 1));
+        }
+        let payload = match (l.text, l.hex) {
+            (Some(t), None) => Payload::Text(t),
+            (None, Some(h)) => Payload::Bytes(hex(&h).ok_or(format!("line {}: bad hex", n + 1))?),
+            _ => return Err(format!("line {}: give one of `text` or `hex`", n + 1)),
+        };
+        if payload.len() > crate::package::metadata::MAX_PAYLOAD {
+            return Err(format!("line {}: more than 1024 bytes", n + 1));
+        }
+        let duration = match l.duration {
+            Some(d) if d.is_finite() && d >= 0.0 => Some(Duration::from_secs_f64(d)),
+            Some(_) => return Err(format!("line {}: bad duration", n + 1)),
+            None => None,
+        };
+        out.push(TimedEvent {
+            at_s: l.at,
+            payload,
+            duration,
+        });
+    }
+    out.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    Ok(out)
+}
+
+fn hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_start_matches("0x");
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Ladder state gathered from the pipeline's outputs.
@@ -170,6 +241,8 @@ struct VodChannel {
     writer: VodWriter,
     clock: MediaClock,
     ladder: Ladder,
+    /// The core's answer to the last [`Input::Metadata`].
+    placed: Option<Result<Placement, MetadataRefusal>>,
 }
 
 impl VodChannel {
@@ -195,6 +268,7 @@ impl VodChannel {
             writer,
             clock: MediaClock::new(),
             ladder: Ladder::default(),
+            placed: None,
         })
     }
 
@@ -221,6 +295,20 @@ impl VodChannel {
         }
     }
 
+    /// Timed metadata at the source's next part; `NotLive` until the
+    /// packager has started the stream.
+    fn metadata(&mut self, ev: &TimedEvent) -> Result<Placement, MetadataRefusal> {
+        self.placed = None;
+        let input = Input::Metadata {
+            payload: ev.payload.clone(),
+            duration: ev.duration,
+        };
+        if self.input(input).is_err() {
+            return Err(MetadataRefusal::NotLive);
+        }
+        self.placed.take().unwrap_or(Err(MetadataRefusal::NotLive))
+    }
+
     /// Ends the stream and writes the playlists.
     fn finish(mut self) -> Result<(VodSummary, Ladder), OfflineError> {
         self.input(Input::Finish)?;
@@ -236,8 +324,10 @@ impl VodChannel {
                 .transcoding
                 .carry(&mut self.core, now, out, &mut |o| ladder.note(o))
                 .map_err(OfflineError::Pipeline)?;
-            if let Some(Output::Store(updates)) = rest {
-                self.writer.apply(updates)?;
+            match rest {
+                Some(Output::Store(updates)) => self.writer.apply(updates)?,
+                Some(Output::Metadata(answer)) => self.placed = Some(answer),
+                _ => {}
             }
         }
         Ok(())
@@ -256,6 +346,8 @@ pub fn run(opts: Options<'_>) -> Result<Report, OfflineError> {
     let mut frames = 0u64;
     let mut last_draw = Instant::now();
     let mut position = 0.0;
+    let mut first_pts = None;
+    let mut next_event = 0;
 
     while let Some(event) = source.next_event()? {
         if let IngestEvent::Packet(p) = &event
@@ -263,6 +355,18 @@ pub fn run(opts: Options<'_>) -> Result<Report, OfflineError> {
         {
             frames += 1;
             position = p.pts as f64 / f64::from(TIMEBASE);
+            // Sidecar events whose time this frame reaches go in before it:
+            // the packager places them where the source has got to.
+            let since = (p.pts - *first_pts.get_or_insert(p.pts)) as f64 / f64::from(TIMEBASE);
+            while let Some(ev) = opts.metadata.get(next_event).filter(|ev| ev.at_s <= since) {
+                match channel.metadata(ev) {
+                    // Still measuring the frame rate: retry at the next frame.
+                    Err(MetadataRefusal::NotLive) if frames < 1000 => break,
+                    Err(e) => tracing::warn!(at = ev.at_s, error = %e, "sidecar event left out"),
+                    Ok(_) => {}
+                }
+                next_event += 1;
+            }
         }
         channel.source(event)?;
         if opts.progress && last_draw.elapsed() > Duration::from_millis(500) {

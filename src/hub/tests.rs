@@ -6,6 +6,7 @@ use super::core::{ChannelCore, Input, Output, Refusal, Timing};
 use super::*;
 use crate::media::Packet;
 use crate::package::Update;
+use crate::package::metadata::{MetadataRefusal, Payload, Placement};
 use crate::package::testmedia::{audio_params, media, video_params};
 use crate::transcode::pipeline::Output as RungOutput;
 use bytes::Bytes;
@@ -553,4 +554,49 @@ fn a_publisher_over_its_bitrate_cap_is_cut_and_counted() {
         Err("bitrate")
     );
     assert_eq!(cut() - before, 1, "counted once");
+}
+
+/// The core's answer to [`Input::Metadata`].
+fn placed(out: &[Output]) -> Option<&Result<Placement, MetadataRefusal>> {
+    out.iter().find_map(|o| match o {
+        Output::Metadata(a) => Some(a),
+        _ => None,
+    })
+}
+
+#[test]
+fn metadata_is_placed_while_live_and_refused_in_grace() {
+    let text = || Input::Metadata {
+        payload: Payload::Text("hi".into()),
+        duration: None,
+    };
+    let mut r = Rig::new(false);
+    assert_eq!(
+        placed(&r.handle(0, text())),
+        Some(&Err(MetadataRefusal::NotLive)),
+        "no media yet"
+    );
+    r.publish(1, 0, 3);
+    let out = r.handle(3000, text());
+    assert!(matches!(placed(&out), Some(Ok(_))), "{out:?}");
+    // The next part carries it, with its date range.
+    let next = r.publish(1, 3000, 1);
+    assert!(
+        updates(&next)
+            .iter()
+            .any(|u| matches!(u, Update::DateRange { .. })),
+        "a date range goes with the next part"
+    );
+    r.handle(
+        4000,
+        Input::Left {
+            session: 1,
+            abandoned: false,
+        },
+    );
+    assert_eq!(
+        placed(&r.handle(4100, text())),
+        Some(&Err(MetadataRefusal::NotLive)),
+        "in the grace period no part is coming"
+    );
 }

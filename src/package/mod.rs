@@ -9,6 +9,7 @@
 mod align;
 pub mod fmp4;
 mod ledger;
+pub mod metadata;
 mod names;
 pub mod packager;
 pub mod plan;

@@ -18,6 +18,7 @@ pub use rung::{RungDecl, RungEvent};
 
 use super::Update;
 use super::align::AudioAligner;
+use super::metadata::{Board, MAX_PAYLOAD, MetadataRefusal, Payload, Placement, TimedMetadata};
 use super::plan::{self, FrameProbe};
 use super::segmenter::{CutPolicy, Rules, Segmenter};
 #[cfg(any(test, feature = "internals"))]
@@ -88,6 +89,8 @@ struct Persist {
     clock: Option<(SystemTime, Instant)>,
     /// Warnings a publisher's timestamps can trigger on every frame.
     warnings: crate::logging::LogBudget,
+    /// Timed metadata waiting for each rendition's part.
+    metadata: Board,
 }
 
 impl Persist {
@@ -171,6 +174,7 @@ impl ChannelPackager {
                 audio_seq: 1,
                 resume: false,
                 clock: None,
+                metadata: Board::default(),
             },
             rungs: Vec::new(),
             pacer: Pacer::default(),
@@ -211,6 +215,39 @@ impl ChannelPackager {
             }
         }
         self.emit(out);
+    }
+
+    /// Timed metadata at the end of what the source has packaged: the
+    /// source's next part carries it, and every other rendition the part
+    /// of its own that reaches the same media time.
+    pub fn insert_metadata(
+        &mut self,
+        payload: Payload,
+        duration: Option<Duration>,
+    ) -> Result<Placement, MetadataRefusal> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(MetadataRefusal::TooLarge(payload.len()));
+        }
+        let Phase::Live(live) = &self.phase else {
+            return Err(MetadataRefusal::NotLive);
+        };
+        let at = live.video.seg.end();
+        let date = live.wall(at);
+        let id = self.p.metadata.next_id();
+        let ev = TimedMetadata {
+            id,
+            payload,
+            duration,
+            at,
+            date,
+        };
+        let placement = Placement {
+            id,
+            media_time: ev.media_time(),
+            date,
+        };
+        self.p.metadata.add(ev)?;
+        Ok(placement)
     }
 
     /// The publisher is gone (it may come back): flush what was packaged and

@@ -3,7 +3,10 @@
 //! Pure: renders what it is given. Must never decide what a playlist
 //! contains (the store does) and never block or read a clock.
 
+use super::metadata::{DATERANGE_CLASS, DateRange, Payload};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// RFC 8216bis 4.4.3.8: "The Skip Boundary MUST be at least six times the
@@ -43,6 +46,8 @@ pub struct SegmentHead {
     /// EXT-X-MAP URI in force for this segment.
     pub map_uri: String,
     pub program_date_time: SystemTime,
+    /// Timed metadata placed in this segment, listed while it is.
+    pub date_ranges: Vec<Arc<DateRange>>,
 }
 
 /// A complete media segment.
@@ -87,6 +92,9 @@ pub struct MediaPlaylist {
     /// URI of the next part, while a stream is producing.
     pub preload_hint: Option<String>,
     pub ended: bool,
+    /// IDs of date ranges whose segments left the window, with the media
+    /// sequence number at which they left, for RECENTLY-REMOVED-DATERANGES.
+    pub removed_date_ranges: VecDeque<(String, u64)>,
 }
 
 impl MediaPlaylist {
@@ -100,6 +108,7 @@ impl MediaPlaylist {
             open: None,
             preload_hint: None,
             ended: false,
+            removed_date_ranges: VecDeque::new(),
         }
     }
 
@@ -297,13 +306,30 @@ pub fn render_media(
         if skip_dateranges {
             // RFC 8216bis 4.4.5.2: RECENTLY-REMOVED-DATERANGES "is REQUIRED
             // if the Client requested an update that skips EXT-X-DATERANGE
-            // tags"; this node writes no date ranges yet, so it is empty.
+            // tags": a tab-delimited list of the IDs of date ranges removed
+            // from the Playlist recently (here: whose segments left the
+            // window within the last window's worth of segments).
+            let ids: Vec<&str> = pl
+                .removed_date_ranges
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect();
             let _ = writeln!(
                 w,
-                "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped},RECENTLY-REMOVED-DATERANGES=\"\""
+                "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped},RECENTLY-REMOVED-DATERANGES=\"{}\"",
+                ids.join("\t")
             );
         } else {
             let _ = writeln!(w, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+            // `_HLS_skip=YES` asks to skip Media Segments only: a client
+            // that did not ask for v2 keeps no date ranges across updates,
+            // so those of the skipped segments are still listed (RFC
+            // 8216bis 6.2.5.1 lets only a v2 request skip EXT-X-DATERANGE).
+            for s in complete.iter().take(skipped) {
+                for d in &s.head.date_ranges {
+                    date_range(w, d);
+                }
+            }
         }
     }
     let first_parts = pl.first_with_parts();
@@ -366,6 +392,11 @@ pub struct VodSegment {
     pub discontinuity: bool,
     /// EXT-X-MAP URI in force for this segment.
     pub map_uri: String,
+    /// The segment's date: written only before a date range, since
+    /// EXT-X-DATERANGE needs a date to stand on.
+    pub program_date_time: SystemTime,
+    /// Timed metadata placed in this segment.
+    pub date_ranges: Vec<Arc<DateRange>>,
 }
 
 /// A complete on-demand media playlist: no parts, no blocking, no dates.
@@ -418,6 +449,19 @@ pub fn render_vod(pl: &VodPlaylist) -> String {
             let _ = writeln!(w, "#EXT-X-MAP:URI=\"{}\"", s.map_uri);
             map = Some(&s.map_uri);
         }
+        if !s.date_ranges.is_empty() {
+            // RFC 8216bis 4.4.5.1: "If a Playlist contains an
+            // EXT-X-DATERANGE tag, it MUST also contain at least one
+            // EXT-X-PROGRAM-DATE-TIME tag."
+            let _ = writeln!(
+                w,
+                "#EXT-X-PROGRAM-DATE-TIME:{}",
+                program_date_time(s.program_date_time)
+            );
+            for d in &s.date_ranges {
+                date_range(w, d);
+            }
+        }
         if s.gap {
             line(w, "#EXT-X-GAP");
         }
@@ -446,6 +490,47 @@ fn head<'a>(w: &mut String, h: &'a SegmentHead, map: &mut Option<&'a str>) {
         "#EXT-X-PROGRAM-DATE-TIME:{}",
         program_date_time(h.program_date_time)
     );
+    // Also before the first EXT-X-PART (RFC 8216bis 4.4.4.9, above), so a
+    // player has the range before it loads the part that carries its emsg.
+    for d in &h.date_ranges {
+        date_range(w, d);
+    }
+}
+
+/// One EXT-X-DATERANGE tag (RFC 8216bis 4.4.5.1). "If a Playlist contains
+/// an EXT-X-DATERANGE tag, it MUST also contain at least one
+/// EXT-X-PROGRAM-DATE-TIME tag": every live segment head has one.
+pub fn date_range(w: &mut String, d: &DateRange) {
+    // ID and START-DATE are REQUIRED; CLASS names this node's semantics
+    // ("All EXT-X-DATERANGE tags with the same CLASS attribute value MUST
+    // adhere to these semantics").
+    let _ = write!(
+        w,
+        "#EXT-X-DATERANGE:ID=\"{}\",CLASS=\"{DATERANGE_CLASS}\",START-DATE=\"{}\"",
+        d.id,
+        program_date_time(d.start)
+    );
+    if let Some(dur) = d.duration {
+        let _ = write!(w, ",DURATION={}", secs3(dur));
+    }
+    match &d.payload {
+        // A quoted-string "MUST NOT contain CR, LF, or double quote"
+        // (RFC 8216bis 4.2): text with them goes as bytes.
+        Payload::Text(t) if !t.contains(['"', '\r', '\n']) => {
+            let _ = write!(w, ",X-RUNGS-TEXT=\"{t}\"");
+        }
+        Payload::Text(t) => hex_attr(w, t.as_bytes()),
+        Payload::Bytes(b) => hex_attr(w, b),
+    }
+    line(w, "");
+}
+
+/// `X-RUNGS-DATA=0x...`: a hexadecimal-sequence (RFC 8216bis 4.2).
+fn hex_attr(w: &mut String, bytes: &[u8]) {
+    w.push_str(",X-RUNGS-DATA=0x");
+    for b in bytes {
+        let _ = write!(w, "{b:02X}");
+    }
 }
 
 fn part(w: &mut String, p: &Part) {

@@ -2,6 +2,7 @@
 //! the live store and VOD consume it.
 
 use super::ledger::RenditionInfo;
+use super::metadata::DateRange;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -62,6 +63,13 @@ pub(crate) enum Update {
     /// The rendition is no longer produced (the ladder was re-planned
     /// without it): left out of the multivariant playlist and reports.
     Retire { rendition: Arc<str> },
+    /// Timed metadata carried by the next [`Update::Part`] of the
+    /// rendition: listed as EXT-X-DATERANGE while segment `msn` is.
+    DateRange {
+        rendition: Arc<str>,
+        msn: u64,
+        range: Arc<DateRange>,
+    },
     /// The publisher went away; no part is coming until the next stream.
     Pause,
     /// The presentation ended: every playlist gets EXT-X-ENDLIST.

@@ -199,6 +199,8 @@ fn vod_playlist(r: &Rendition) -> VodPlaylist {
                 gap: s.gap,
                 discontinuity: s.head.discontinuity,
                 map_uri: s.head.map_uri.clone(),
+                program_date_time: s.head.program_date_time,
+                date_ranges: s.head.date_ranges.clone(),
             })
             .collect(),
     }

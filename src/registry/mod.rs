@@ -1,4 +1,5 @@
-//! SQLite channel store: channels and their stream keys survive restarts.
+//! SQLite channel store: channels and their stream keys, playback keys
+//! (public halves only) and revoked viewers survive restarts.
 //!
 //! Every call opens its own short transaction on the database file, so a
 //! channel created by the CLI while the node runs is visible to the node at
@@ -30,6 +31,12 @@ pub enum RegistryError {
     NotFound(String),
     #[error("invalid channel name: {0}")]
     InvalidName(String),
+    #[error("no playback key with id {0}")]
+    KeyNotFound(String),
+    #[error("invalid playback key: {0}")]
+    InvalidKey(String),
+    #[error("invalid viewer id: {0}")]
+    InvalidViewer(String),
 }
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
@@ -44,6 +51,8 @@ pub struct Channel {
     /// ABR ladder preset (`standard`, `passthrough` or one from config).
     pub ladder: String,
     pub created_at: u64,
+    /// Players need a signed playback token (see `serve::access`).
+    pub private: bool,
 }
 
 impl std::fmt::Debug for Channel {
@@ -54,6 +63,7 @@ impl std::fmt::Debug for Channel {
             .field("stream_key", &"<secret>")
             .field("ladder", &self.ladder)
             .field("created_at", &self.created_at)
+            .field("private", &self.private)
             .finish()
     }
 }
@@ -69,15 +79,36 @@ CREATE TABLE IF NOT EXISTS channels (
     name        TEXT NOT NULL,
     stream_key  TEXT NOT NULL UNIQUE,
     created_at  INTEGER NOT NULL,
-    ladder      TEXT NOT NULL DEFAULT 'standard'
+    ladder      TEXT NOT NULL DEFAULT 'standard',
+    private     INTEGER NOT NULL DEFAULT 0
+);
+-- Public halves only: the private key is shown once at creation and never stored.
+CREATE TABLE IF NOT EXISTS playback_keys (
+    id          TEXT PRIMARY KEY,
+    public_pem  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+-- A token naming this viewer and issued (iat) before revoked_at is refused.
+CREATE TABLE IF NOT EXISTS revoked_viewers (
+    viewer_id   TEXT PRIMARY KEY,
+    revoked_at  INTEGER NOT NULL
 );
 ";
 
 /// Columns added after the first release, applied to older databases.
-const MIGRATIONS: [(&str, &str); 1] = [(
-    "ladder",
-    "ALTER TABLE channels ADD COLUMN ladder TEXT NOT NULL DEFAULT 'standard'",
-)];
+const MIGRATIONS: [(&str, &str); 2] = [
+    (
+        "ladder",
+        "ALTER TABLE channels ADD COLUMN ladder TEXT NOT NULL DEFAULT 'standard'",
+    ),
+    (
+        "private",
+        "ALTER TABLE channels ADD COLUMN private INTEGER NOT NULL DEFAULT 0",
+    ),
+];
+
+/// Longest viewer id a playback token may carry, as the managed service allows.
+pub const MAX_VIEWER_ID: usize = 40;
 
 /// Longest accepted channel name, in characters.
 const MAX_NAME: usize = 200;
@@ -142,6 +173,11 @@ impl Registry {
     /// Creates a channel. `ladder` must already be checked against the
     /// node's ladders; the registry only stores it.
     pub fn create(&self, name: &str, ladder: &str) -> Result<Channel> {
+        self.create_with(name, ladder, false)
+    }
+
+    /// Creates a channel, private (playback tokens required) or not.
+    pub fn create_with(&self, name: &str, ladder: &str, private: bool) -> Result<Channel> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control)
         {
@@ -155,17 +191,19 @@ impl Registry {
             stream_key: random_key(),
             ladder: ladder.to_string(),
             created_at: unix_now(),
+            private,
         };
         self.with(|c| {
             c.execute(
-                "INSERT INTO channels (id, name, stream_key, created_at, ladder) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO channels (id, name, stream_key, created_at, ladder, private) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     channel.id,
                     channel.name,
                     channel.stream_key,
                     channel.created_at as i64,
-                    channel.ladder
+                    channel.ladder,
+                    channel.private
                 ],
             )
         })?;
@@ -175,7 +213,7 @@ impl Registry {
     pub fn list(&self) -> Result<Vec<Channel>> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, name, stream_key, created_at, ladder FROM channels ORDER BY created_at, id",
+                "SELECT id, name, stream_key, created_at, ladder, private FROM channels ORDER BY created_at, id",
             )?;
             let rows = stmt.query_map([], row_to_channel)?;
             rows.collect()
@@ -185,7 +223,7 @@ impl Registry {
     pub fn get(&self, id: &str) -> Result<Channel> {
         self.with(|c| {
             c.query_row(
-                "SELECT id, name, stream_key, created_at, ladder FROM channels WHERE id = ?1",
+                "SELECT id, name, stream_key, created_at, ladder, private FROM channels WHERE id = ?1",
                 [id],
                 row_to_channel,
             )
@@ -215,6 +253,105 @@ impl Registry {
         }
     }
 
+    /// Makes a channel private (playback tokens required) or public; players
+    /// see the change within the node's access refresh (about a second).
+    pub fn set_private(&self, id: &str, private: bool) -> Result<Channel> {
+        match self.with(|c| {
+            c.execute(
+                "UPDATE channels SET private = ?1 WHERE id = ?2",
+                params![private, id],
+            )
+        })? {
+            0 => Err(RegistryError::NotFound(id.to_string())),
+            _ => self.get(id),
+        }
+    }
+
+    /// Ids of the channels that need a playback token.
+    pub fn private_channels(&self) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT id FROM channels WHERE private != 0")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Registers the public half of a playback key (an SPKI PEM, already
+    /// checked by the caller to be ECDSA P-384).
+    pub fn add_playback_key(&self, public_pem: &str) -> Result<PlaybackKey> {
+        let key = PlaybackKey {
+            id: format!("pk_{}", random_hex(8)),
+            public_pem: public_pem.to_string(),
+            created_at: unix_now(),
+        };
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO playback_keys (id, public_pem, created_at) VALUES (?1, ?2, ?3)",
+                params![key.id, key.public_pem, key.created_at as i64],
+            )
+        })?;
+        Ok(key)
+    }
+
+    pub fn playback_keys(&self) -> Result<Vec<PlaybackKey>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, public_pem, created_at FROM playback_keys ORDER BY created_at, id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(PlaybackKey {
+                    id: r.get(0)?,
+                    public_pem: r.get(1)?,
+                    created_at: r.get::<_, i64>(2)?.max(0) as u64,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Deletes a playback key: tokens it signed are refused from the next
+    /// access refresh on.
+    pub fn delete_playback_key(&self, id: &str) -> Result<()> {
+        match self.with(|c| c.execute("DELETE FROM playback_keys WHERE id = ?1", [id]))? {
+            0 => Err(RegistryError::KeyNotFound(id.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Revokes a viewer: tokens naming it issued before now are refused
+    /// (a token without `iat` naming it is refused for good). Revoking
+    /// again moves the instant forward.
+    pub fn revoke_viewer(&self, viewer_id: &str) -> Result<Revocation> {
+        check_viewer_id(viewer_id)?;
+        let rev = Revocation {
+            viewer_id: viewer_id.to_string(),
+            revoked_at: unix_now(),
+        };
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO revoked_viewers (viewer_id, revoked_at) VALUES (?1, ?2) \
+                 ON CONFLICT(viewer_id) DO UPDATE SET revoked_at = excluded.revoked_at",
+                params![rev.viewer_id, rev.revoked_at as i64],
+            )
+        })?;
+        Ok(rev)
+    }
+
+    pub fn revocations(&self) -> Result<Vec<Revocation>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT viewer_id, revoked_at FROM revoked_viewers ORDER BY revoked_at, viewer_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Revocation {
+                    viewer_id: r.get(0)?,
+                    revoked_at: r.get::<_, i64>(1)?.max(0) as u64,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
     /// The channel whose stream key is `key`. Every stored key is compared in
     /// constant time, so response timing says nothing about how close a guess was.
     pub fn find_by_key(&self, key: &str) -> Result<Option<Channel>> {
@@ -229,6 +366,31 @@ impl Registry {
     }
 }
 
+/// The public half of a playback key: what verifies the tokens it signed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlaybackKey {
+    pub id: String,
+    /// SubjectPublicKeyInfo PEM (`-----BEGIN PUBLIC KEY-----`), ECDSA P-384.
+    pub public_pem: String,
+    pub created_at: u64,
+}
+
+/// A revoked viewer id and when (unix seconds) it was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Revocation {
+    pub viewer_id: String,
+    pub revoked_at: u64,
+}
+
+fn check_viewer_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.chars().count() > MAX_VIEWER_ID || id.chars().any(char::is_control) {
+        return Err(RegistryError::InvalidViewer(format!(
+            "a viewer id is 1 to {MAX_VIEWER_ID} printable characters"
+        )));
+    }
+    Ok(())
+}
+
 fn row_to_channel(r: &rusqlite::Row<'_>) -> rusqlite::Result<Channel> {
     Ok(Channel {
         id: r.get(0)?,
@@ -236,6 +398,7 @@ fn row_to_channel(r: &rusqlite::Row<'_>) -> rusqlite::Result<Channel> {
         stream_key: r.get(2)?,
         created_at: r.get::<_, i64>(3)?.max(0) as u64,
         ladder: r.get(4)?,
+        private: r.get(5)?,
     })
 }
 
@@ -317,6 +480,36 @@ mod tests {
         drop(conn);
         let reg = Registry::open(dir.path()).expect("migrate");
         assert_eq!(reg.get("c1").expect("get").ladder, "standard");
+        assert!(!reg.get("c1").expect("get").private);
+    }
+
+    #[test]
+    fn private_flag_keys_and_revocations_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::open(dir.path()).expect("open");
+        let a = reg.create_with("a", "standard", true).expect("create");
+        let b = reg.create("b", "standard").expect("create");
+        assert!(a.private && !b.private);
+        assert!(reg.set_private(&b.id, true).expect("set").private);
+        assert!(!reg.set_private(&a.id, false).expect("set").private);
+        assert!(matches!(
+            reg.set_private("nope", true),
+            Err(RegistryError::NotFound(_))
+        ));
+        let k = reg.add_playback_key("PEM").expect("key");
+        assert!(reg.revoke_viewer(&"v".repeat(41)).is_err());
+        reg.revoke_viewer("viewer-1").expect("revoke");
+        reg.revoke_viewer("viewer-1").expect("revoke again");
+        drop(reg);
+        let reg = Registry::open(dir.path()).expect("reopen");
+        assert_eq!(reg.private_channels().expect("private"), vec![b.id.clone()]);
+        assert_eq!(reg.playback_keys().expect("keys"), vec![k.clone()]);
+        assert_eq!(reg.revocations().expect("revs").len(), 1);
+        reg.delete_playback_key(&k.id).expect("delete");
+        assert!(matches!(
+            reg.delete_playback_key(&k.id),
+            Err(RegistryError::KeyNotFound(_))
+        ));
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! The channel control API under `/api/v1/channels`, guarded by the admin bearer token.
+//! The control API under `/api/v1` (channels, playback keys, viewer
+//! revocations), guarded by the admin bearer token.
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::registry::{Channel, RegistryError};
+use crate::registry::{Channel, PlaybackKey, RegistryError, Revocation};
+use crate::serve::access::{self, Access};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -20,6 +22,8 @@ pub struct ChannelView {
     pub name: String,
     pub stream_key: String,
     pub ladder: String,
+    /// Players need a signed playback token (`?token=`).
+    pub private: bool,
     pub ingest: IngestUrls,
     pub playback_url: String,
 }
@@ -38,6 +42,7 @@ impl ChannelView {
             name: ch.name.clone(),
             stream_key: ch.stream_key.clone(),
             ladder: ch.ladder.clone(),
+            private: ch.private,
             ingest: IngestUrls {
                 rtmp: cfg.rtmp_ingest_url(),
                 whip: cfg.whip_ingest_url(&ch.id),
@@ -52,6 +57,7 @@ struct Api {
     hub: Arc<Hub>,
     cfg: Arc<Config>,
     token: Arc<str>,
+    access: Arc<Access>,
 }
 
 #[derive(Deserialize)]
@@ -60,21 +66,65 @@ struct CreateRequest {
     name: String,
     /// Ladder preset; the node's default when absent.
     ladder: Option<String>,
+    /// Playback tokens required; false when absent.
+    #[serde(default)]
+    private: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateRequest {
+    private: Option<bool>,
+}
+
+/// An empty body (or `{}`) generates a key pair; `public_key` imports one.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KeyRequest {
+    /// SPKI PEM of an ECDSA P-384 public key.
+    public_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    viewer_id: String,
+}
+
+/// A created key pair: the private half is in this response and nowhere else.
+#[derive(Serialize)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub key: PlaybackKey,
+    /// PKCS#8 PEM; shown once, never stored.
+    pub private_key: String,
 }
 
 /// A create request is a name and a ladder preset.
 const MAX_BODY: usize = 16 * 1024;
 
-pub fn routes(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>) -> Router {
+pub fn routes(
+    hub: Arc<Hub>,
+    cfg: Arc<Config>,
+    admin_token: Arc<str>,
+    access: Arc<Access>,
+) -> Router {
     Router::new()
         .route("/api/v1/channels", get(list).post(create))
-        .route("/api/v1/channels/{id}", get(show).delete(remove))
+        .route(
+            "/api/v1/channels/{id}",
+            get(show).delete(remove).patch(update),
+        )
         .route("/api/v1/channels/{id}/rotate-key", post(rotate))
+        .route("/api/v1/playback-keys", get(list_keys).post(create_key))
+        .route("/api/v1/playback-keys/{id}", delete(delete_key))
+        .route("/api/v1/revocations", get(list_revocations).post(revoke))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Api {
             hub,
             cfg,
             token: admin_token,
+            access,
         })
 }
 
@@ -110,7 +160,10 @@ pub(super) fn authorize_admin(token: &str, headers: &HeaderMap) -> Result<(), Bo
 fn registry_error(e: RegistryError) -> Response {
     match e {
         RegistryError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
-        RegistryError::InvalidName(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        RegistryError::KeyNotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        RegistryError::InvalidName(_)
+        | RegistryError::InvalidKey(_)
+        | RegistryError::InvalidViewer(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
         RegistryError::Db { .. } | RegistryError::Private { .. } => {
             tracing::error!(error = %e, "channel registry");
             error(
@@ -175,7 +228,14 @@ async fn create(
     if let Err(e) = api.hub.ladders().check(&ladder) {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
-    match blocking(&api, move |hub| hub.registry().create(&req.name, &ladder)).await {
+    let private = req.private;
+    let access = api.access.clone();
+    let created = blocking(&api, move |hub| {
+        let ch = hub.registry().create_with(&req.name, &ladder, private)?;
+        access.reload()?;
+        Ok(ch)
+    });
+    match created.await {
         Ok(ch) => {
             tracing::info!(channel = %ch.id, "channel created");
             ok_json(StatusCode::CREATED, ChannelView::new(&ch, &api.cfg))
@@ -226,6 +286,150 @@ async fn rotate(State(api): State<Api>, headers: HeaderMap, Path(id): Path<Strin
             tracing::info!(channel = %ch.id, "stream key rotated");
             ok_json(StatusCode::OK, ChannelView::new(&ch, &api.cfg))
         }
+        Err(r) => r,
+    }
+}
+
+async fn update(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<UpdateRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return *r;
+    }
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let access = api.access.clone();
+    let updated = blocking(&api, move |hub| {
+        let ch = match req.private {
+            Some(p) => hub.registry().set_private(&id, p)?,
+            None => hub.registry().get(&id)?,
+        };
+        // Players see the change on their next request, not a second later.
+        access.reload()?;
+        Ok(ch)
+    });
+    match updated.await {
+        Ok(ch) => {
+            tracing::info!(channel = %ch.id, private = ch.private, "channel updated");
+            ok_json(StatusCode::OK, ChannelView::new(&ch, &api.cfg))
+        }
+        Err(r) => r,
+    }
+}
+
+async fn list_keys(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return *r;
+    }
+    match blocking(&api, |hub| hub.registry().playback_keys()).await {
+        Ok(keys) => ok_json(StatusCode::OK, keys),
+        Err(r) => r,
+    }
+}
+
+/// Generates a key pair (empty body) or imports a public key
+/// (`{"public_key": PEM}`). Only the public half is stored.
+async fn create_key(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return *r;
+    }
+    let req: KeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        KeyRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+        }
+    };
+    let (private, public) = match req.public_key {
+        Some(pem) => match access::normalize_public_pem(&pem) {
+            Ok(p) => (None, p),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        },
+        None => match access::generate_key_pair() {
+            Ok((private, public)) => (Some(private), public),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+    };
+    let access = api.access.clone();
+    let stored = blocking(&api, move |hub| {
+        let key = hub.registry().add_playback_key(&public)?;
+        access.reload()?;
+        Ok(key)
+    });
+    match stored.await {
+        Ok(key) => {
+            tracing::info!(key = %key.id, "playback key registered");
+            match private {
+                Some(private_key) => ok_json(StatusCode::CREATED, CreatedKey { key, private_key }),
+                None => ok_json(StatusCode::CREATED, key),
+            }
+        }
+        Err(r) => r,
+    }
+}
+
+async fn delete_key(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return *r;
+    }
+    let access = api.access.clone();
+    let deleted = blocking(&api, move |hub| {
+        hub.registry().delete_playback_key(&id)?;
+        access.reload()?;
+        tracing::info!(key = %id, "playback key deleted");
+        Ok(())
+    });
+    match deleted.await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn list_revocations(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return *r;
+    }
+    match blocking(&api, |hub| hub.registry().revocations()).await {
+        Ok(revs) => ok_json(StatusCode::OK, revs),
+        Err(r) => r,
+    }
+}
+
+/// Revokes a viewer id: its tokens issued until now are refused.
+async fn revoke(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Result<Json<RevokeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return *r;
+    }
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let access = api.access.clone();
+    let revoked = blocking(&api, move |hub| {
+        let rev: Revocation = hub.registry().revoke_viewer(&req.viewer_id)?;
+        access.reload()?;
+        Ok(rev)
+    });
+    match revoked.await {
+        Ok(rev) => ok_json(StatusCode::CREATED, rev),
         Err(r) => r,
     }
 }

@@ -2,17 +2,23 @@
 //!
 //! Owns the HTTP mapping: delivery-directive parsing, status codes, content
 //! types and cache headers. Must never wait on its own (the store does the
-//! blocking) and never add CORS (the caller layers it on).
+//! blocking) and never add CORS (the caller layers it on). For a private
+//! channel every request passes `access` first, and playlists are rewritten
+//! per request to carry the token (the store's bytes stay token-free).
 
+use crate::hooks::{Decision, Hooks, PlayQuestion};
 use crate::package::playlist::Skip;
 use crate::package::{ChannelStore, Encoding, MediaFile, PlaylistRequest, StoreError};
+use crate::serve::access::{self, Access, Grant, Refusal};
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -36,38 +42,154 @@ pub fn routes<F>(lookup: F) -> Router
 where
     F: Fn(&str) -> Option<Arc<ChannelStore>> + Clone + Send + Sync + 'static,
 {
+    routes_with_access(lookup, Access::detached(), Arc::new(Hooks::none()))
+}
+
+/// [`routes`] with private channels: `access` says which channels need a
+/// playback token and checks it.
+pub fn routes_with_access<F>(lookup: F, access: Arc<Access>, hooks: Arc<Hooks>) -> Router
+where
+    F: Fn(&str) -> Option<Arc<ChannelStore>> + Clone + Send + Sync + 'static,
+{
     Router::new()
         .route("/hls/{id}/master.m3u8", get(master::<F>))
         .route("/hls/{id}/{rendition}/{file}", get(rendition_file::<F>))
-        .with_state(lookup)
+        .with_state(Hls {
+            lookup,
+            access,
+            hooks,
+        })
+}
+
+#[derive(Clone)]
+struct Hls<F> {
+    lookup: F,
+    access: Arc<Access>,
+    hooks: Arc<Hooks>,
+}
+
+type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+/// `None` for a public channel; for a private one the token and what it
+/// grants, or the 403 that refuses the request. Checked before the store is
+/// looked up, so a refusal says nothing about whether the channel is live.
+#[allow(clippy::result_large_err)]
+fn guard(
+    access: &Access,
+    channel: &str,
+    headers: &HeaderMap,
+    query: &QueryPairs,
+    multivariant: bool,
+) -> Result<Option<(Grant, String)>, Response> {
+    if !access.is_private(channel) {
+        return Ok(None);
+    }
+    let token = match query {
+        Ok(Query(pairs)) => pairs
+            .iter()
+            .find(|(k, _)| k == access::TOKEN_PARAM)
+            .map(|(_, v)| v.clone()),
+        Err(_) => None,
+    };
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let origin =
+        header(header::ORIGIN).or_else(|| header(header::REFERER).and_then(access::referer_origin));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let req = access::Request {
+        channel,
+        token: token.as_deref(),
+        origin,
+        now,
+        multivariant,
+    };
+    match access.check(&req) {
+        Ok(grant) => Ok(Some((grant, token.unwrap_or_default()))),
+        Err(why) => Err(refused(why)),
+    }
+}
+
+/// 403 naming the reason in `X-Rungs-Refusal`; never a word about keys or
+/// the token itself.
+fn refused(why: Refusal) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        [
+            (
+                header::HeaderName::from_static(access::REFUSAL_HEADER),
+                HeaderValue::from_static(why.as_str()),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static(ERROR_CACHE)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+        ],
+        format!("forbidden: {}\n", why.as_str()),
+    )
+        .into_response()
 }
 
 async fn master<F: Lookup>(
-    State(lookup): State<F>,
+    State(hls): State<Hls<F>>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
     path: Result<Path<String>, PathRejection>,
+    query: QueryPairs,
 ) -> Response {
     let Ok(Path(id)) = path else {
         return error(StoreError::NotFound);
     };
-    let Some(store) = lookup(&id) else {
+    let private = match guard(&hls.access, &id, &headers, &query, true) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    // The play hook is asked once per multivariant request (and its answer
+    // cached): a player reaches every other URI from this one.
+    if hls.hooks.has_play_hook() {
+        let client = extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let q = PlayQuestion {
+            channel: &id,
+            client,
+            claims: private.as_ref().map(|(grant, _)| &grant.claims),
+        };
+        if hls.hooks.play(&q).await == Decision::Deny {
+            return refused(Refusal::Hook);
+        }
+    }
+    let Some(store) = (hls.lookup)(&id) else {
         return error(StoreError::NotFound);
     };
-    match store.master_playlist().await {
-        Ok(text) => playlist(text, LIVE_PLAYLIST_CACHE),
-        Err(e) => error(e),
+    match (store.master_playlist().await, private) {
+        (Ok(text), None) => playlist(text, LIVE_PLAYLIST_CACHE),
+        (Ok(text), Some((grant, token))) => {
+            let text = match grant.max_height {
+                Some(h) => access::limit_height(&text, h),
+                None => text,
+            };
+            playlist(access::rewrite_playlist(&text, &token), LIVE_PLAYLIST_CACHE)
+        }
+        (Err(e), _) => error(e),
     }
 }
 
 async fn rendition_file<F: Lookup>(
-    State(lookup): State<F>,
+    State(hls): State<Hls<F>>,
     headers: HeaderMap,
     path: Result<Path<(String, String, String)>, PathRejection>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    query: QueryPairs,
 ) -> Response {
     let Ok(Path((id, rendition, file))) = path else {
         return error(StoreError::NotFound);
     };
-    let Some(store) = lookup(&id) else {
+    let private = match guard(&hls.access, &id, &headers, &query, false) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(store) = (hls.lookup)(&id) else {
         return error(StoreError::NotFound);
     };
     if file != "index.m3u8" {
@@ -88,6 +210,21 @@ async fn rendition_file<F: Lookup>(
     } else {
         LIVE_PLAYLIST_CACHE
     };
+    if let Some((_, token)) = private {
+        // The store's gzip is shared by every request; a rewritten playlist
+        // is one token's, so it is read plain, rewritten, and left to the
+        // compression layer to gzip for this response alone.
+        return match store.playlist(&rendition, req, Encoding::Identity).await {
+            Ok(bytes) => {
+                let text = access::rewrite_playlist(&String::from_utf8_lossy(&bytes), &token);
+                let mut res = playlist(text, cache);
+                res.headers_mut()
+                    .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+                res
+            }
+            Err(e) => error(e),
+        };
+    }
     let encoding = if accepts_gzip(&headers) {
         Encoding::Gzip
     } else {
@@ -531,6 +668,79 @@ mod tests {
             let plain = to_bytes(res.into_body(), 1 << 20).await.expect("body");
             assert_eq!(String::from_utf8_lossy(&plain), text, "{accept:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_private_channel_checks_every_request_and_rewrites_its_playlists() {
+        let (_, store) = app();
+        let access = Access::detached();
+        let (private_pem, public_pem) = access::generate_key_pair().expect("pair");
+        access
+            .set(&["live"], &[("pk_1", &public_pem)], &[])
+            .expect("keys");
+        let lookup = move |id: &str| (id == "live").then(|| store.clone());
+        let app = routes_with_access(lookup, access, Arc::new(Hooks::none()));
+        let exp = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 60;
+        let token = access::sign_token(
+            &private_pem,
+            None,
+            &serde_json::json!({ "channel": "live", "exp": exp }),
+        )
+        .expect("sign");
+        for uri in [
+            "/hls/live/master.m3u8",
+            "/hls/live/source/index.m3u8",
+            "/hls/live/source/init-s1-1.mp4",
+            "/hls/live/source/s1-1.1.m4s",
+            "/hls/live/source/s1-0.m4s",
+        ] {
+            let res = app
+                .clone()
+                .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+                .await
+                .expect("infallible");
+            assert_eq!(res.status(), StatusCode::FORBIDDEN, "{uri}");
+            assert_eq!(res.headers()[access::REFUSAL_HEADER], "missing", "{uri}");
+            assert_eq!(res.headers()[header::CACHE_CONTROL], ERROR_CACHE, "{uri}");
+            let (s, _, _, _) = get(&app, &format!("{uri}?token={token}")).await;
+            assert_eq!(s, StatusCode::OK, "{uri} with a token");
+        }
+        // The store's shared gzip is not used: the rewritten playlist goes
+        // out plain here, for the compression layer to gzip per response.
+        let res = app
+            .clone()
+            .oneshot(
+                Request::get(format!("/hls/live/source/index.m3u8?token={token}"))
+                    .header(header::ACCEPT_ENCODING, "gzip")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert!(res.headers().get(header::CONTENT_ENCODING).is_none());
+        let text = String::from_utf8(
+            to_bytes(res.into_body(), 1 << 20)
+                .await
+                .expect("body")
+                .to_vec(),
+        )
+        .expect("utf-8");
+        assert!(
+            text.contains(&format!("URI=\"s1-1.2.m4s?token={token}\"")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("\ns1-0.m4s?token={token}\n")),
+            "{text}"
+        );
+        let (_, _, _, master) = get(&app, &format!("/hls/live/master.m3u8?token={token}")).await;
+        assert!(
+            String::from_utf8_lossy(&master).contains(&format!("source/index.m3u8?token={token}"))
+        );
     }
 
     #[test]

@@ -162,6 +162,11 @@ struct Connection {
 
 impl Connection {
     async fn run(mut self, stream: TcpStream) {
+        // Handlers that need the client's address (authorization hooks, the
+        // per-viewer checks) read it as axum's `ConnectInfo`.
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Watched {
             io: stream,
@@ -170,7 +175,9 @@ impl Connection {
         let service = {
             let activity = activity.clone();
             let inner = TowerToHyperService::new(self.app.clone());
-            hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 let request = InFlight::begin(activity.clone());
                 let answer = hyper::service::Service::call(&inner, req);
                 async move {

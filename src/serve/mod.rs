@@ -4,12 +4,15 @@
 //! by `package`. Two surfaces: the player port (what players and publishers
 //! need) and the admin port (what an operator needs).
 
+pub mod access;
 pub mod api;
 pub mod hls;
 pub mod listener;
+mod metadata;
 mod player;
 
 use crate::config::Config;
+use crate::hooks::Hooks;
 use crate::hub::Hub;
 use crate::ingest::whip::Whip;
 use crate::metrics::METRICS;
@@ -37,9 +40,18 @@ pub struct Routers {
 
 /// The player and admin routers; with `http.admin_on_player_port` the
 /// player router carries the admin routes too.
-pub fn routers(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>, whip: Arc<Whip>) -> Routers {
-    let operator = operator(hub.clone(), cfg.clone(), admin_token);
-    let mut player = player(hub, cfg.clone(), whip);
+pub fn routers(
+    hub: Arc<Hub>,
+    cfg: Arc<Config>,
+    admin_token: Arc<str>,
+    whip: Arc<Whip>,
+    hooks: Arc<Hooks>,
+) -> Routers {
+    // One view of private channels for both surfaces: the API reloads it
+    // after each change, the player side checks tokens against it.
+    let access = access::Access::new(hub.registry().clone());
+    let operator = operator(hub.clone(), cfg.clone(), admin_token, access.clone());
+    let mut player = player(hub, cfg.clone(), whip, hooks, access);
     if cfg.http.admin_on_player_port {
         player = player.merge(operator.clone());
     }
@@ -57,13 +69,25 @@ pub fn routers(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>, whip: Arc
 /// `/metrics` tells whoever reads it every live channel's id, its ingest
 /// bitrate and health, the node's load and its GPUs: enough to find and
 /// target streams, so it is the operator's, like the API.
-fn operator(hub: Arc<Hub>, cfg: Arc<Config>, admin_token: Arc<str>) -> Router {
+fn operator(
+    hub: Arc<Hub>,
+    cfg: Arc<Config>,
+    admin_token: Arc<str>,
+    access: Arc<access::Access>,
+) -> Router {
     Router::new()
-        .merge(api::routes(hub, cfg, admin_token))
+        .merge(metadata::routes(hub.clone(), admin_token.clone()))
+        .merge(api::routes(hub, cfg, admin_token, access))
         .route("/metrics", get(metrics))
 }
 
-fn player(hub: Arc<Hub>, cfg: Arc<Config>, whip: Arc<Whip>) -> Router {
+fn player(
+    hub: Arc<Hub>,
+    cfg: Arc<Config>,
+    whip: Arc<Whip>,
+    hooks: Arc<Hooks>,
+    access: Arc<access::Access>,
+) -> Router {
     let lookup = {
         let hub = hub.clone();
         move |id: &str| hub.store(id)
@@ -72,7 +96,11 @@ fn player(hub: Arc<Hub>, cfg: Arc<Config>, whip: Arc<Whip>) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
-        .expose_headers([header::CONTENT_LENGTH, header::AGE]);
+        .expose_headers([
+            header::CONTENT_LENGTH,
+            header::AGE,
+            header::HeaderName::from_static(access::REFUSAL_HEADER),
+        ]);
     // Apple's HLS authoring spec (10.1): playlists MUST be compressed with gzip
     // when the client accepts it. Media playlists come gzipped from the store
     // (once per version, not per request), which this layer leaves alone; it
@@ -84,8 +112,12 @@ fn player(hub: Arc<Hub>, cfg: Arc<Config>, whip: Arc<Whip>) -> Router {
         },
     );
     Router::new()
-        .merge(hls::routes(lookup).layer(cors).layer(gzip))
-        .merge(crate::ingest::whip::routes(hub, whip))
+        .merge(
+            hls::routes_with_access(lookup, access, hooks.clone())
+                .layer(cors)
+                .layer(gzip),
+        )
+        .merge(crate::ingest::whip::routes(hub, whip, hooks))
         .merge(player::routes(cfg.player.hls_js.clone()))
         .route("/healthz", get(|| async { "ok\n" }))
 }

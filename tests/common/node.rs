@@ -362,6 +362,27 @@ impl Node {
         Channel::from_json(r.json())
     }
 
+    /// Publishes with `key` and returns whether the node accepted it (the
+    /// channel's playlist appeared / ffmpeg kept running) or refused it
+    /// (ffmpeg exited nonzero).
+    pub fn publish_accepted(&self, ch_id: &str, key: &str, dir: &Path) -> (bool, super::Publisher) {
+        let mut p = super::Publisher::start(&self.rtmp_url(key), &super::PubOpts::default(), dir);
+        self.attach_log(&p.log_path);
+        if let Some(st) = p.wait_exit(Duration::from_secs(6)) {
+            assert!(!st.success(), "ffmpeg exited 0 within 6 s:\n{}", p.log());
+            return (false, p);
+        }
+        // Still running: it must be live.
+        let ok = super::wait_playlist(
+            &self.http,
+            &self.media_url(ch_id, "source"),
+            1,
+            Duration::from_secs(20),
+        )
+        .is_some();
+        (ok && p.try_status().is_none(), p)
+    }
+
     pub fn metrics(&self) -> Metrics {
         let r = self.http.get(&self.admin_url("/metrics"));
         assert_eq!(r.status, 200, "GET /metrics");

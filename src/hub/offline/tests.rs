@@ -315,6 +315,21 @@ fn ffprobe_frames(playlist: &Path) -> u64 {
 }
 
 #[test]
+fn sidecar_lines_parse_and_bad_ones_are_refused() {
+    let evs = parse_sidecar(
+        "{\"at\": 2, \"text\": \"b\"}\n\n{\"at\": 1, \"hex\": \"0x00ff\", \"duration\": 5}",
+    )
+    .expect("valid");
+    assert_eq!(evs[0].at_s, 1.0);
+    assert_eq!(evs[0].payload, Payload::Bytes(vec![0, 255]));
+    assert_eq!(evs[0].duration, Some(Duration::from_secs(5)));
+    assert_eq!(evs[1].payload, Payload::Text("b".into()));
+    assert!(parse_sidecar("{\"at\": -1, \"text\": \"x\"}").is_err());
+    assert!(parse_sidecar("{\"at\": 1}").is_err());
+    assert!(parse_sidecar("{\"at\": 1, \"hex\": \"abc\"}").is_err());
+}
+
+#[test]
 fn a_file_becomes_a_vod_ladder_ffprobe_reads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("in.mp4");
@@ -360,9 +375,31 @@ fn a_file_becomes_a_vod_ladder_ffprobe_reads() {
         },
         package: PackageConfig::default(),
         progress: false,
+        metadata: parse_sidecar(
+            "{\"at\": 1.5, \"text\": \"first-event\"}\n# a comment\n{\"at\": 3, \"hex\": \"c0ffee\"}\n",
+        )
+        .expect("sidecar"),
     })
     .expect("transcode");
     assert_eq!(report.frames, 120);
+    // Every rendition carries both sidecar events in emsg boxes.
+    for r in &report.renditions {
+        let mut media = Vec::new();
+        for f in std::fs::read_dir(output.join(&r.name)).expect("rendition dir") {
+            let path = f.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "m4s") {
+                media.extend(std::fs::read(&path).expect("segment"));
+            }
+        }
+        let has = |needle: &[u8]| media.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"https://aomedia.org/emsg/ID3"), "{}: no emsg", r.name);
+        assert!(has(b"first-event"), "{}: no text event", r.name);
+        let pl = read(&output.join(&r.name).join("index.m3u8"));
+        assert!(pl.contains("X-RUNGS-TEXT=\"first-event\""), "{pl}");
+        assert!(pl.contains("X-RUNGS-DATA=0xC0FFEE"), "{pl}");
+        assert!(pl.contains("#EXT-X-PROGRAM-DATE-TIME:"), "{pl}");
+        assert!(has(b"rungs\0\xc0\xff\xee"), "{}: no bytes event", r.name);
+    }
     let names: Vec<&str> = report.renditions.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["source", "480p", "360p", "160p", "audio"]);
     assert!(output.join("master.m3u8").exists());

@@ -5,6 +5,7 @@
 
 use super::session::{PublishSession, RtmpError, SessionEvent};
 use crate::config::{Config, ConfigError};
+use crate::hooks::{Decision, Hooks, PublishQuestion, key_id};
 use crate::hub::{Hub, PublishError, Publisher};
 use crate::logging::LogBudget;
 use crate::media::Arrival;
@@ -129,7 +130,7 @@ impl Drop for AddressSlot {
 }
 
 /// Accepts RTMP publishers on `listener` forever, within `limits`.
-pub async fn serve(listener: Arc<TcpListener>, hub: Arc<Hub>, limits: Limits) {
+pub async fn serve(listener: Arc<TcpListener>, hub: Arc<Hub>, limits: Limits, hooks: Arc<Hooks>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let addresses = Arc::new(AddressTable::default());
     loop {
@@ -149,9 +150,9 @@ pub async fn serve(listener: Arc<TcpListener>, hub: Arc<Hub>, limits: Limits) {
                     refused_at_accept(peer, "too_many_connections", limits.max_connections);
                     continue;
                 };
-                let hub = hub.clone();
+                let (hub, hooks) = (hub.clone(), hooks.clone());
                 tokio::spawn(async move {
-                    connection(socket, peer, hub, limits.auth_timeout).await;
+                    connection(socket, peer, hub, hooks, limits.auth_timeout).await;
                     drop((slot, address_slot));
                 });
             }
@@ -213,6 +214,7 @@ struct Connection {
     socket: TcpStream,
     peer: SocketAddr,
     hub: Arc<Hub>,
+    hooks: Arc<Hooks>,
     auth_timeout: Duration,
     /// Until a publish is accepted, every wait ends here.
     auth_deadline: Instant,
@@ -221,7 +223,13 @@ struct Connection {
     live: Option<Publisher>,
 }
 
-async fn connection(socket: TcpStream, peer: SocketAddr, hub: Arc<Hub>, auth_timeout: Duration) {
+async fn connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    hub: Arc<Hub>,
+    hooks: Arc<Hooks>,
+    auth_timeout: Duration,
+) {
     // Small control messages must not wait for Nagle during the handshake.
     if let Err(e) = socket.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "rtmp: set_nodelay failed");
@@ -231,6 +239,7 @@ async fn connection(socket: TcpStream, peer: SocketAddr, hub: Arc<Hub>, auth_tim
         socket,
         peer,
         hub,
+        hooks,
         auth_timeout,
         auth_deadline: Instant::now() + auth_timeout,
         session: PublishSession::new(),
@@ -360,6 +369,19 @@ impl Connection {
     }
 
     async fn on_publish(&mut self, stream_key: &str) -> Result<Next, ConnError> {
+        if !self.hook_allows(stream_key).await {
+            reject("hook_denied");
+            if let Some(held) = PUBLISH_REFUSED.admit_now() {
+                tracing::warn!(peer = %self.peer, reason = "hook_denied", held_back = held, "rtmp: publish refused by the authorization hook");
+            }
+            for event in self.session.refuse_publish("publish not authorized")? {
+                if let SessionEvent::Send(bytes) = event {
+                    self.send(bytes).await?;
+                }
+            }
+            self.linger().await;
+            return Ok(Next::Close);
+        }
         let started = {
             let key = stream_key.to_string();
             crate::ingest::off_async(&self.hub, move |hub| hub.start_publish(&key, INGEST)).await
@@ -395,6 +417,29 @@ impl Connection {
                 Ok(Next::Close)
             }
         }
+    }
+
+    /// Asks the operator's backend, when a publish hook is configured, about
+    /// the channel this key belongs to. An unknown key is left to the hub,
+    /// which refuses it without asking anyone.
+    async fn hook_allows(&self, stream_key: &str) -> bool {
+        if !self.hooks.has_publish_hook() {
+            return true;
+        }
+        let found = {
+            let key = stream_key.to_string();
+            crate::ingest::off_async(&self.hub, move |hub| hub.registry().find_by_key(&key)).await
+        };
+        let Some(Ok(Some(channel))) = found else {
+            return true;
+        };
+        let q = PublishQuestion {
+            channel: &channel.id,
+            protocol: INGEST,
+            client: self.peer.ip(),
+            key_id: key_id(stream_key),
+        };
+        self.hooks.publish(&q).await == Decision::Allow
     }
 
     /// Lets a refusal reach the peer before the socket closes: closing with unread input

@@ -5,16 +5,18 @@
 use super::offer::{self, OfferError};
 use super::session::{SetupError, negotiate};
 use super::udp::{StartError, Whip};
+use crate::hooks::{Decision, Hooks, PublishQuestion, key_id};
 use crate::hub::{Hub, PublishError};
 use crate::logging::LogBudget;
 use crate::metrics::METRICS;
 use crate::registry::RegistryError;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
@@ -35,11 +37,12 @@ static FAILED: LogBudget = LogBudget::new(10, Duration::from_secs(10));
 struct Ctx {
     hub: Arc<Hub>,
     whip: Arc<Whip>,
+    hooks: Arc<Hooks>,
 }
 
 /// `/whip/{id}` and `/whip/{id}/{session}`, with CORS for publishing pages
 /// on any origin.
-pub fn routes(hub: Arc<Hub>, whip: Arc<Whip>) -> Router {
+pub fn routes(hub: Arc<Hub>, whip: Arc<Whip>, hooks: Arc<Hooks>) -> Router {
     // RFC 9725 4.2: browser clients need CORS; the Location of the session
     // must be readable by the page for its DELETE.
     let cors = CorsLayer::new()
@@ -61,7 +64,7 @@ pub fn routes(hub: Arc<Hub>, whip: Arc<Whip>) -> Router {
         )
         .layer(DefaultBodyLimit::max(MAX_OFFER))
         .layer(cors)
-        .with_state(Ctx { hub, whip })
+        .with_state(Ctx { hub, whip, hooks })
 }
 
 fn reject(reason: &'static str) {
@@ -109,6 +112,7 @@ async fn publish(
     State(ctx): State<Ctx>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let is_sdp = headers
@@ -164,6 +168,24 @@ async fn publish(
             tracing::warn!(channel = %id, held_back = held, "whip: publish refused: wrong stream key");
         }
         return unauthorized("wrong stream key for this channel");
+    }
+    if ctx.hooks.has_publish_hook() {
+        let client = extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        let q = PublishQuestion {
+            channel: &channel.id,
+            protocol: INGEST,
+            client,
+            key_id: key_id(key),
+        };
+        if ctx.hooks.publish(&q).await == Decision::Deny {
+            reject("hook_denied");
+            if let Some(held) = REFUSED.admit_now() {
+                tracing::warn!(channel = %id, held_back = held, "whip: publish refused by the authorization hook");
+            }
+            return text(StatusCode::FORBIDDEN, "publish not authorized");
+        }
     }
     let Ok(sdp) = std::str::from_utf8(&body) else {
         reject("bad_sdp");

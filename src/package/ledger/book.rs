@@ -11,6 +11,7 @@
 
 use super::{Entry, RenditionInfo, SegmentStats, gaps};
 use crate::package::Update;
+use crate::package::metadata::DateRange;
 use crate::package::names;
 use crate::package::playlist::{MediaPlaylist, OpenSegment, Part, Segment, SegmentHead};
 use bytes::Bytes;
@@ -143,6 +144,7 @@ impl<T: Default> Ledger<T> {
                     discontinuity,
                     map_uri,
                     program_date_time,
+                    date_ranges: Vec::new(),
                 };
                 self.start_segment(&rendition, head)
             }
@@ -175,6 +177,14 @@ impl<T: Default> Ledger<T> {
             }
             Update::Retire { rendition } => {
                 self.retire(&rendition);
+                Effect::None
+            }
+            Update::DateRange {
+                rendition,
+                msn,
+                range,
+            } => {
+                self.date_range(&rendition, msn, range);
                 Effect::None
             }
             Update::Pause => {
@@ -222,6 +232,17 @@ impl<T: Default> Ledger<T> {
         });
         r.open_bytes += bytes.len();
         Effect::Part { index, msn, bytes }
+    }
+
+    /// A date range listed with `rendition`'s open segment `msn`.
+    fn date_range(&mut self, rendition: &str, msn: u64, range: Arc<DateRange>) {
+        let Some(index) = self.index(rendition) else {
+            return;
+        };
+        let pl = &mut self.renditions[index].playlist;
+        if let Some(open) = pl.open.as_mut().filter(|o| o.head.msn == msn) {
+            open.head.date_ranges.push(range);
+        }
     }
 
     /// The rendition is no longer produced: its open segment is dropped.
@@ -470,6 +491,7 @@ fn push_gaps<T>(
                 discontinuity: false,
                 map_uri: map_uri.to_owned(),
                 program_date_time: date,
+                date_ranges: Vec::new(),
             },
             uri: names::segment("gap", msn),
             duration,
@@ -488,6 +510,9 @@ fn push_gaps<T>(
     trim(r, window);
 }
 
+/// IDs kept for RECENTLY-REMOVED-DATERANGES.
+const MAX_REMOVED_DATE_RANGES: usize = 64;
+
 /// Keeps the newest `window` segments listed, and their statistics. RFC
 /// 8216bis 6.2.2: the media sequence "MUST be incremented by 1 for every
 /// Media Segment that is removed", and "If the server removes an
@@ -498,11 +523,27 @@ fn trim<T>(r: &mut Tracked<T>, window: usize) {
     if pl.segments.len() > window {
         let gone = pl.segments.len() - window;
         for s in pl.segments.drain(..gone) {
+            for d in &s.head.date_ranges {
+                pl.removed_date_ranges
+                    .push_back((d.id.clone(), pl.media_sequence));
+            }
             pl.media_sequence += 1;
             if s.head.discontinuity {
                 pl.discontinuity_sequence += 1;
             }
         }
+    }
+    // "Recently": within a window's worth of segments, and a bounded list.
+    let horizon = pl
+        .media_sequence
+        .saturating_sub(u64::try_from(window).unwrap_or(u64::MAX));
+    while pl
+        .removed_date_ranges
+        .front()
+        .is_some_and(|(_, at)| *at < horizon)
+        || pl.removed_date_ranges.len() > MAX_REMOVED_DATE_RANGES
+    {
+        pl.removed_date_ranges.pop_front();
     }
     let stats = &mut r.entry.stats;
     stats.drain(..stats.len().saturating_sub(window));

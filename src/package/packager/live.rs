@@ -13,6 +13,7 @@ use crate::metrics::METRICS;
 use crate::package::Update;
 use crate::package::align::{AudioAligner, Release};
 use crate::package::fmp4;
+use crate::package::metadata::{self, Board, DateRange};
 use crate::package::plan;
 use crate::package::segmenter::{Event, MAX_LOAN_PARTS, Part, Sample, Segmenter};
 use bytes::Bytes;
@@ -424,6 +425,7 @@ impl Live {
                         &p.channel_id,
                         &p.source,
                         &mut p.video_seq,
+                        &mut p.metadata,
                         part,
                         TIMEBASE,
                         now,
@@ -483,6 +485,7 @@ impl Live {
                         &p.channel_id,
                         &p.audio,
                         &mut p.audio_seq,
+                        &mut p.metadata,
                         part,
                         rate,
                         now,
@@ -549,10 +552,12 @@ impl AudioTrack {
 }
 
 /// Writes a part's fragment and the update that publishes it.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn publish_part(
     channel: &str,
     rendition: &Arc<str>,
     seq: &mut u32,
+    board: &mut Board,
     part: Part,
     timescale: u32,
     now: Instant,
@@ -561,10 +566,35 @@ pub(super) fn publish_part(
     let first_arrival = part.first_arrival;
     let duration = plan::duration(part.duration, timescale);
     let (msn, independent, dts) = (part.msn, part.independent, part.dts);
+    // Timed metadata whose time this part reaches: its `emsg` boxes go
+    // before the `moof`, where CMAF puts a chunk's event messages (hls.js
+    // looks for them among the fragment's top-level boxes), and its date
+    // range goes into the playlist with the part.
+    let events = board.take(rendition, timescale, dts, dts.saturating_add(part.duration));
     let samples = fmp4_samples(part.samples);
     match fmp4::fragment(*seq, TRACK_ID, dts, &samples) {
-        Ok(bytes) => {
+        Ok(mut bytes) => {
             *seq = seq.wrapping_add(1).max(1);
+            if !events.is_empty() {
+                let mut with = bytes::BytesMut::new();
+                for (ev, pt) in &events {
+                    match metadata::emsg(ev, timescale, *pt) {
+                        Ok(b) => {
+                            with.extend_from_slice(&b);
+                            out.push(Update::DateRange {
+                                rendition: rendition.clone(),
+                                msn,
+                                range: Arc::new(DateRange::of(ev)),
+                            });
+                        }
+                        Err(e) => {
+                            tracing::error!(channel, %rendition, id = ev.id, error = %e, "cannot write an emsg box; event left out of this rendition");
+                        }
+                    }
+                }
+                with.extend_from_slice(&bytes);
+                bytes = with.freeze();
+            }
             out.push(Update::Part {
                 rendition: rendition.clone(),
                 msn,

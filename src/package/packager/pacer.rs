@@ -112,6 +112,7 @@ fn rendition(u: &Update) -> Option<&Arc<str>> {
         | Update::Part { rendition, .. }
         | Update::SegmentEnd { rendition, .. }
         | Update::Declare { rendition, .. }
+        | Update::DateRange { rendition, .. }
         | Update::Retire { rendition } => Some(rendition),
         Update::StreamStart { .. } | Update::Pause | Update::End => None,
     }

@@ -515,6 +515,7 @@ impl Rung {
                     &ctx.p.channel_id,
                     &self.name,
                     &mut self.seq,
+                    &mut ctx.p.metadata,
                     part,
                     TIMEBASE,
                     ctx.now,

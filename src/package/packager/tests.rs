@@ -506,3 +506,58 @@ async fn audio_waits_for_video() {
     assert_eq!(a.len(), 2);
     assert!((v[0] - a[0]).abs() <= 1024.0 / 44_100.0);
 }
+
+#[tokio::test]
+async fn timed_metadata_goes_into_the_next_part_of_video_and_audio() {
+    use crate::package::metadata::{MetadataRefusal, Payload};
+    let mut rig = Rig::new("pk-meta");
+    assert_eq!(
+        rig.pk.insert_metadata(Payload::Text("early".into()), None),
+        Err(MetadataRefusal::NotLive)
+    );
+    rig.configs(320, true, 0);
+    let packets = media(0, 6, 60, true);
+    let (first, rest): (Vec<_>, Vec<_>) = packets.into_iter().partition(|p| p.dts < 3 * 90_000);
+    rig.feed(first, 0);
+    let placed = rig
+        .pk
+        .insert_metadata(Payload::Text("hello".into()), None)
+        .expect("live");
+    let at = placed.media_time.as_secs_f64();
+    assert!((2.5..3.0).contains(&at), "placed at {at}");
+    rig.feed(rest, 0);
+    for rendition in ["source", "audio"] {
+        let text = rig.playlist(rendition).await;
+        let tag = format!("#EXT-X-DATERANGE:ID=\"rungs-{}\"", placed.id);
+        let line = text
+            .lines()
+            .position(|l| l.starts_with(&tag))
+            .unwrap_or_else(|| panic!("{rendition}: no date range\n{text}"));
+        assert!(text.contains("X-RUNGS-TEXT=\"hello\""), "{text}");
+        // The parts of the segment whose head lists the date range.
+        let after: Vec<String> = part_uris(
+            &text
+                .lines()
+                .skip(line + 1)
+                .take_while(|l| !l.starts_with("#EXT-X-PROGRAM-DATE-TIME"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        let mut found = false;
+        for u in part_uris(&text) {
+            let f = rig.store.media_file(rendition, &u).await.expect("part");
+            if &f.bytes[4..8] == b"emsg" {
+                assert!(
+                    after.contains(&u),
+                    "{rendition}: the emsg is in a part of the date range's segment"
+                );
+                assert!(f.bytes.windows(5).any(|w| w == b"hello"));
+                let size = u32::from_be_bytes([f.bytes[0], f.bytes[1], f.bytes[2], f.bytes[3]]);
+                assert_eq!(&f.bytes[size as usize + 4..size as usize + 8], b"moof");
+                assert!(!found, "{rendition}: one part carries it");
+                found = true;
+            }
+        }
+        assert!(found, "{rendition}: no part carries the emsg");
+    }
+}

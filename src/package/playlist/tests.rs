@@ -24,6 +24,7 @@ fn head(msn: u64) -> SegmentHead {
         discontinuity: false,
         map_uri: "init-s1-0.mp4".into(),
         program_date_time: at(1_700_000_000_000 + (msn - 100) * 2000),
+        date_ranges: Vec::new(),
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod check;
 mod encoder;
+mod nice;
 
 use crate::gpu::device::Gpu;
 use crate::media::{Arrival, Packet, VideoParams};

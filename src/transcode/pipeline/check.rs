@@ -74,7 +74,7 @@ impl Check {
         let handle = std::thread::Builder::new()
             .name(format!("chk-{rung}"))
             .spawn(move || {
-                super::encoder::lower_priority();
+                super::nice::lower_priority();
                 thread.run(rx)
             })?;
         Ok(Check {

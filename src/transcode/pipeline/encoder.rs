@@ -60,8 +60,6 @@ const ADMIT_DEPTH: usize = 4;
 const REFERENCES: usize = 16;
 /// Frames an encoder holds at most (lookahead, B-frames, threads).
 const MAX_TIMES: usize = 64;
-/// Nice value, offline, of every rung encoder but the largest's.
-const OFFLINE_NICE: libc::c_int = 4;
 
 pub(super) struct EncJob {
     pub frame: Frame,
@@ -193,7 +191,7 @@ impl RungWorker {
             .name(format!("enc-{}", rung.name))
             .spawn(move || {
                 if yields {
-                    lower_priority();
+                    super::nice::lower_priority();
                 }
                 thread.run(rx)
             })
@@ -265,25 +263,6 @@ impl RungWorker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-/// Offline, the largest rung's encoder is the longest chain of work. At an
-/// equal share of the cores it falls behind the others, fills its queue, and
-/// at the end of the file encodes that backlog alone on one core while the
-/// others idle. Lowering the other encoders' priority keeps it fed first and
-/// leaves the smaller rungs, which finish side by side, to fill the gaps
-/// (about 5% less wall time for the standard 1080p ladder on two cores).
-pub(super) fn lower_priority() {
-    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS and a
-    // thread id changes that one thread's nice value (a Linux thread is a
-    // schedulable entity of its own) and reports failure through its return.
-    let failed = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, OFFLINE_NICE) != 0
-    };
-    if failed {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "encoder priority unchanged");
     }
 }
 

@@ -18,17 +18,18 @@ fn renditions(master: &str) -> Vec<String> {
     let mut out = Vec::new();
     for l in master.lines() {
         if l.starts_with("#EXT-X-MEDIA:") {
-            if let Some(i) = l.find("URI=\"") {
-                let rest = &l[i + 5..];
-                if let Some(end) = rest.find('"') {
-                    out.push(rest[..end].to_string());
-                }
-            }
+            out.extend(uri_attribute(l));
         } else if !l.starts_with('#') && !l.trim().is_empty() {
             out.push(l.trim().to_string());
         }
     }
     out
+}
+
+/// The value of a tag line's `URI="..."` attribute.
+fn uri_attribute(line: &str) -> Option<String> {
+    let rest = &line[line.find("URI=\"")? + 5..];
+    Some(rest[..rest.find('"')?].to_string())
 }
 
 fn post(node: &Node, id: &str, content_type: &str, body: &[u8]) -> (u16, serde_json::Value) {
@@ -62,11 +63,8 @@ fn media_after(pl: &str, tag: &str) -> Vec<String> {
         if l.starts_with("#EXT-X-PROGRAM-DATE-TIME") && !out.is_empty() {
             break;
         }
-        if let Some(i) = l.find("URI=\"").filter(|_| l.starts_with("#EXT-X-PART:")) {
-            let rest = &l[i + 5..];
-            if let Some(end) = rest.find('"') {
-                out.push(rest[..end].to_string());
-            }
+        if l.starts_with("#EXT-X-PART:") {
+            out.extend(uri_attribute(l));
         } else if !l.starts_with('#') && !l.trim().is_empty() {
             out.push(l.trim().to_string());
         }

@@ -256,7 +256,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::CONTENT_TYPE,
-            "text/plain; charset=utf-8".parse().unwrap(),
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         assert_eq!(
             payload(&h, Bytes::from_static(b"hi")).ok(),
@@ -265,7 +265,7 @@ mod tests {
         assert!(payload(&h, Bytes::from_static(&[0xff])).is_err());
         h.insert(
             header::CONTENT_TYPE,
-            "application/octet-stream".parse().unwrap(),
+            header::HeaderValue::from_static("application/octet-stream"),
         );
         assert_eq!(
             payload(&h, Bytes::from_static(&[0xff])).ok(),

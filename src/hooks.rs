@@ -7,15 +7,23 @@
 //! 4xx denies; a 5xx, a timeout or an unreachable backend follow
 //! `hooks.on_timeout`. Answers are cached per question for `hooks.cache_s`,
 //! so a player reloading playlists does not call the backend every time.
+//!
+//! A channel's policy may name its own publish or play hook; it replaces
+//! the node's for that channel. The overrides are re-read from the
+//! registry every second, so a change applies within one.
 
 use crate::config::{HookPolicy, HooksConfig};
 use crate::metrics::METRICS;
+use crate::registry::Registry;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+/// How stale the per-channel hook URLs may get.
+const REFRESH: Duration = Duration::from_secs(1);
 
 /// Questions remembered at most; past it the oldest half is forgotten.
 const CACHE_ENTRIES: usize = 10_000;
@@ -78,6 +86,14 @@ pub struct Hooks {
     on_timeout: Decision,
     cache_for: Duration,
     cache: Mutex<HashMap<String, (Instant, Decision)>>,
+    overrides: RwLock<Arc<Overrides>>,
+}
+
+/// Channels whose policy names hooks of their own.
+#[derive(Default)]
+struct Overrides {
+    publish: HashMap<String, reqwest::Url>,
+    play: HashMap<String, reqwest::Url>,
 }
 
 /// A stream key's identifier for the backend: the first 16 hex digits of
@@ -136,7 +152,73 @@ impl Hooks {
             on_timeout: cfg.on_timeout.into(),
             cache_for: Duration::from_secs_f64(cfg.cache_s),
             cache: Mutex::new(HashMap::new()),
+            overrides: RwLock::new(Arc::default()),
         })
+    }
+
+    /// The node's hooks plus the channels' own, read from `registry` now
+    /// (blocking) and, inside a tokio runtime, every [`REFRESH`] on the
+    /// blocking pool.
+    pub fn with_registry(
+        cfg: &HooksConfig,
+        registry: Arc<Registry>,
+    ) -> Result<Arc<Hooks>, HookError> {
+        let hooks = Arc::new(Hooks::new(cfg)?);
+        hooks.reload(&registry);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let me = Arc::downgrade(&hooks);
+            rt.spawn(async move {
+                let mut every = tokio::time::interval(REFRESH);
+                loop {
+                    every.tick().await;
+                    let Some(hooks) = me.upgrade() else {
+                        return;
+                    };
+                    let registry = registry.clone();
+                    // Only a panic lands here, and reload cannot panic.
+                    let _ = tokio::task::spawn_blocking(move || hooks.reload(&registry)).await;
+                }
+            });
+        }
+        Ok(hooks)
+    }
+
+    /// Re-reads the channels' hook URLs. A URL that does not parse (the
+    /// API checks them, a hand-edited database may not) leaves that channel
+    /// on the node's hook, with a warning.
+    fn reload(&self, registry: &Registry) {
+        let policies = match registry.policies() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not re-read channel hooks from the registry");
+                return;
+            }
+        };
+        let mut next = Overrides::default();
+        for (channel, policy) in policies {
+            for (url, into) in [
+                (policy.publish_hook, &mut next.publish),
+                (policy.play_hook, &mut next.play),
+            ] {
+                let Some(url) = url else { continue };
+                match reqwest::Url::parse(&url) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                        into.insert(channel.clone(), u);
+                    }
+                    _ => {
+                        tracing::warn!(channel = %channel, "channel hook is not an http(s) URL; the node's hook applies")
+                    }
+                }
+            }
+        }
+        *self.overrides.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+    }
+
+    fn overrides(&self) -> Arc<Overrides> {
+        self.overrides
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// No hooks: every question is allowed (routers built without a node).
@@ -146,11 +228,18 @@ impl Hooks {
 
     /// May this publisher go live? Allow when no publish hook is configured.
     pub async fn publish(&self, q: &PublishQuestion<'_>) -> Decision {
-        let Some(url) = &self.publish_url else {
+        let overrides = self.overrides();
+        let Some(url) = overrides
+            .publish
+            .get(q.channel)
+            .or(self.publish_url.as_ref())
+        else {
             return Decision::Allow;
         };
+        // The URL is part of the question: a channel moved to another
+        // backend does not inherit the old backend's cached answers.
         let key = format!(
-            "publish\0{}\0{}\0{}\0{}",
+            "publish\0{url}\0{}\0{}\0{}\0{}",
             q.channel, q.protocol, q.client, q.key_id
         );
         self.ask("publish", url, key, &Body::Publish(q)).await
@@ -158,20 +247,23 @@ impl Hooks {
 
     /// May this viewer play? Allow when no play hook is configured.
     pub async fn play(&self, q: &PlayQuestion<'_>) -> Decision {
-        let Some(url) = &self.play_url else {
+        let overrides = self.overrides();
+        let Some(url) = overrides.play.get(q.channel).or(self.play_url.as_ref()) else {
             return Decision::Allow;
         };
         let claims = q.claims.map(|c| c.to_string()).unwrap_or_default();
-        let key = format!("play\0{}\0{}\0{claims}", q.channel, q.client);
+        let key = format!("play\0{url}\0{}\0{}\0{claims}", q.channel, q.client);
         self.ask("play", url, key, &Body::Play(q)).await
     }
 
+    /// Whether any channel may have a publish hook: callers skip building a
+    /// question (a registry read) when none can.
     pub fn has_publish_hook(&self) -> bool {
-        self.publish_url.is_some()
+        self.publish_url.is_some() || !self.overrides().publish.is_empty()
     }
 
     pub fn has_play_hook(&self) -> bool {
-        self.play_url.is_some()
+        self.play_url.is_some() || !self.overrides().play.is_empty()
     }
 
     async fn ask(
@@ -400,6 +492,50 @@ mod tests {
             let e = Hooks::new(&cfg).err().expect("refused");
             assert!(e.to_string().contains(field), "{e}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_channel_hook_replaces_the_node_hook_for_that_channel_only() {
+        let (deny, deny_calls, _) = backend(403);
+        let (allow, allow_calls, _) = backend(204);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = Arc::new(Registry::open(dir.path()).expect("registry"));
+        let own = registry.create("own", "standard").expect("create");
+        let other = registry.create("other", "standard").expect("create");
+        let policy = crate::registry::Policy {
+            publish_hook: Some(deny.clone()),
+            ..Default::default()
+        };
+        registry.set_policy(&own.id, &policy).expect("policy");
+        let cfg = HooksConfig {
+            publish_url: allow,
+            timeout_ms: 300,
+            ..HooksConfig::default()
+        };
+        let h = Hooks::with_registry(&cfg, registry.clone()).expect("hooks");
+        fn ask(channel: &str) -> PublishQuestion<'_> {
+            PublishQuestion {
+                channel,
+                protocol: "rtmp",
+                client: IpAddr::from([127, 0, 0, 1]),
+                key_id: "k".into(),
+            }
+        }
+        let (own_id, other_id) = (own.id.as_str(), other.id.as_str());
+        assert_eq!(h.publish(&ask(own_id)).await, Decision::Deny);
+        assert_eq!(h.publish(&ask(other_id)).await, Decision::Allow);
+        assert_eq!(deny_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(allow_calls.load(Ordering::SeqCst), 1);
+        // No play hook anywhere: playback is not asked about.
+        assert!(h.has_publish_hook() && !h.has_play_hook());
+
+        // Cleared, the channel falls back to the node's hook.
+        registry
+            .set_policy(&own.id, &crate::registry::Policy::default())
+            .expect("policy");
+        h.reload(&registry);
+        assert_eq!(h.publish(&ask(own_id)).await, Decision::Allow);
+        assert_eq!(allow_calls.load(Ordering::SeqCst), 2);
     }
 
     #[test]

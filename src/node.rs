@@ -297,7 +297,7 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
         .await
         .map_err(io(format!("binding WHIP UDP to {}", cfg.whip.udp_addr)))?;
         tracing::info!(rtmp = %cfg.rtmp_addr, http = %cfg.http_addr, admin = %cfg.admin_addr, whip_udp = %cfg.whip.udp_addr, data_dir = %cfg.data_dir.display(), "rungs listening");
-        let hooks = Arc::new(crate::hooks::Hooks::new(&cfg.hooks)?);
+        let hooks = crate::hooks::Hooks::with_registry(&cfg.hooks, hub.registry().clone())?;
         let rtmp = Arc::new(rtmp);
         let rtmp_limits = crate::ingest::rtmp::io::Limits::from_config(&cfg)?;
         let (rtmp_hub, rtmp_hooks) = (hub.clone(), hooks.clone());

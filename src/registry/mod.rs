@@ -5,6 +5,12 @@
 //! channel created by the CLI while the node runs is visible to the node at
 //! once. Stream keys are compared in constant time and never logged.
 
+mod policy;
+mod sessions;
+
+pub use policy::Policy;
+pub use sessions::*;
+
 use rand::RngCore;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -37,6 +43,8 @@ pub enum RegistryError {
     InvalidKey(String),
     #[error("invalid viewer id: {0}")]
     InvalidViewer(String),
+    #[error("invalid channel policy: {0}")]
+    InvalidPolicy(String),
 }
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
@@ -96,7 +104,7 @@ CREATE TABLE IF NOT EXISTS revoked_viewers (
 ";
 
 /// Columns added after the first release, applied to older databases.
-const MIGRATIONS: [(&str, &str); 2] = [
+const MIGRATIONS: [(&str, &str); 3] = [
     (
         "ladder",
         "ALTER TABLE channels ADD COLUMN ladder TEXT NOT NULL DEFAULT 'standard'",
@@ -105,6 +113,7 @@ const MIGRATIONS: [(&str, &str); 2] = [
         "private",
         "ALTER TABLE channels ADD COLUMN private INTEGER NOT NULL DEFAULT 0",
     ),
+    policy::MIGRATION,
 ];
 
 /// Longest viewer id a playback token may carry, as the managed service allows.
@@ -138,6 +147,7 @@ impl Registry {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        conn.execute_batch(sessions::SCHEMA).map_err(db)?;
         for (column, sql) in MIGRATIONS {
             let present: bool = conn
                 .query_row(

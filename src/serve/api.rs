@@ -163,7 +163,8 @@ fn registry_error(e: RegistryError) -> Response {
         RegistryError::KeyNotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
         RegistryError::InvalidName(_)
         | RegistryError::InvalidKey(_)
-        | RegistryError::InvalidViewer(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        | RegistryError::InvalidViewer(_)
+        | RegistryError::InvalidPolicy(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
         RegistryError::Db { .. } | RegistryError::Private { .. } => {
             tracing::error!(error = %e, "channel registry");
             error(

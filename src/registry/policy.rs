@@ -1,0 +1,140 @@
+//! Per-channel rules beyond the private flag: which sites may embed the
+//! player, which countries and networks may watch, and which backend
+//! decides publish and play for this channel instead of the node's hooks.
+//!
+//! Stored as one JSON column so a rule added later needs no migration; the
+//! registry checks only that it parses, `serve` validates what it means.
+
+use super::{Registry, RegistryError, Result};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+/// A channel's playback and publish rules. Every list empty (the default)
+/// means no restriction of that kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Origins (`https://example.com`) whose pages may play the channel,
+    /// checked on `Origin` (else `Referer`); CORS echoes only these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// ISO 3166-1 alpha-2 codes; when not empty, only these may watch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_countries: Vec<String>,
+    /// ISO 3166-1 alpha-2 codes that may not watch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_countries: Vec<String>,
+    /// Networks (`10.0.0.0/8`, `2001:db8::/32`); when not empty, only these may watch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_cidrs: Vec<String>,
+    /// Networks that may not watch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_cidrs: Vec<String>,
+    /// Publish hook URL for this channel, replacing the node's `hooks.publish_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_hook: Option<String>,
+    /// Play hook URL for this channel, replacing the node's `hooks.play_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub play_hook: Option<String>,
+}
+
+impl Policy {
+    /// Whether any playback restriction beyond the private flag applies.
+    pub fn restricts_playback(&self) -> bool {
+        !(self.allowed_origins.is_empty()
+            && self.allow_countries.is_empty()
+            && self.deny_countries.is_empty()
+            && self.allow_cidrs.is_empty()
+            && self.deny_cidrs.is_empty())
+    }
+}
+
+/// Added after the first release, applied to older databases.
+pub(super) const MIGRATION: (&str, &str) = (
+    "policy",
+    "ALTER TABLE channels ADD COLUMN policy TEXT NOT NULL DEFAULT '{}'",
+);
+
+fn parse(id: &str, json: &str) -> Result<Policy> {
+    serde_json::from_str(json)
+        .map_err(|e| RegistryError::InvalidPolicy(format!("stored policy of channel {id}: {e}")))
+}
+
+impl Registry {
+    pub fn policy(&self, id: &str) -> Result<Policy> {
+        let json: Option<String> = self.with(|c| {
+            c.query_row("SELECT policy FROM channels WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+        })?;
+        let json = json.ok_or_else(|| RegistryError::NotFound(id.to_string()))?;
+        parse(id, &json)
+    }
+
+    /// Replaces the channel's policy whole.
+    pub fn set_policy(&self, id: &str, policy: &Policy) -> Result<()> {
+        let json = serde_json::to_string(policy)
+            .map_err(|e| RegistryError::InvalidPolicy(e.to_string()))?;
+        match self.with(|c| {
+            c.execute(
+                "UPDATE channels SET policy = ?1 WHERE id = ?2",
+                params![json, id],
+            )
+        })? {
+            0 => Err(RegistryError::NotFound(id.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every channel whose policy is not the default, by id. A policy that
+    /// no longer parses is skipped with a warning rather than hiding the rest.
+    pub fn policies(&self) -> Result<Vec<(String, Policy)>> {
+        let rows: Vec<(String, String)> = self.with(|c| {
+            let mut stmt = c.prepare("SELECT id, policy FROM channels WHERE policy != '{}'")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, json)| match parse(&id, &json) {
+                Ok(p) => Some((id, p)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "channel policy ignored");
+                    None
+                }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_round_trips_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let reg = Registry::open(dir.path()).expect("open");
+        let a = reg.create("a", "standard").expect("create");
+        let b = reg.create("b", "standard").expect("create");
+        assert_eq!(reg.policy(&a.id).expect("policy"), Policy::default());
+        assert!(reg.policies().expect("policies").is_empty());
+        let p = Policy {
+            allowed_origins: vec!["https://example.com".into()],
+            deny_countries: vec!["FR".into()],
+            play_hook: Some("http://127.0.0.1:9/play".into()),
+            ..Policy::default()
+        };
+        reg.set_policy(&a.id, &p).expect("set");
+        drop(reg);
+        let reg = Registry::open(dir.path()).expect("reopen");
+        assert_eq!(reg.policy(&a.id).expect("policy"), p);
+        assert_eq!(reg.policies().expect("policies"), vec![(a.id.clone(), p)]);
+        assert_eq!(reg.policy(&b.id).expect("policy"), Policy::default());
+        assert!(matches!(
+            reg.set_policy("nope", &Policy::default()),
+            Err(RegistryError::NotFound(_))
+        ));
+    }
+}

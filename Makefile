@@ -50,6 +50,21 @@ $(NVRTC_LIB)/libnvrtc.so.12: | apt-deps
 	rm -rf .nvrtc.dl
 	@test -f $@
 
+# A static FFmpeg 9 (libx264, libx265, libsvtav1) from PyPI's imageio-ffmpeg: its FLV muxer
+# writes Enhanced RTMP (HEVC, AV1), which Debian's FFmpeg 5.1 cannot. A test publisher only;
+# rungs links Debian's FFmpeg. tests/enhanced_rtmp.rs runs .ffmpeg9/ffmpeg.
+FFMPEG9_WHEEL := imageio-ffmpeg==0.8.1
+FFMPEG9 := $(CURDIR)/.ffmpeg9/ffmpeg
+
+$(FFMPEG9): | apt-deps
+	rm -rf .ffmpeg9 .ffmpeg9.dl
+	python3 -m pip download -q --no-deps --only-binary=:all: -d .ffmpeg9.dl $(FFMPEG9_WHEEL)
+	python3 -m zipfile -e .ffmpeg9.dl/*.whl .ffmpeg9
+	rm -rf .ffmpeg9.dl
+	chmod +x .ffmpeg9/imageio_ffmpeg/binaries/ffmpeg-linux-*
+	ln -s $$(cd .ffmpeg9 && ls imageio_ffmpeg/binaries/ffmpeg-linux-*) $@
+	@test -x $@
+
 # Checked every time (one import), installed only when missing.
 whip-venv: | apt-deps
 	@if ! $(WHIP_VENV)/bin/python -c 'import aiortc' 2>/dev/null; then \
@@ -79,7 +94,7 @@ lint: deps
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features internals -- -D warnings
 
-test: deps whip-venv lint
+test: deps whip-venv $(FFMPEG9) lint
 	cargo test -- --test-threads=2
 
 # Latency from outside the node (release build), real players' latency

@@ -51,6 +51,36 @@ pub struct Config {
     pub whip: WhipConfig,
     /// Authorization callbacks to the operator's backend.
     pub hooks: HooksConfig,
+    /// Where a player's address and country come from, for channels'
+    /// network and country rules.
+    pub access: AccessConfig,
+}
+
+/// How the node tells where a player is (`src/serve/geo.rs`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    /// A MaxMind GeoIP2 or GeoLite2 Country (or City) database, `.mmdb`,
+    /// opened once at start. Empty: no country is known, so a channel with
+    /// `allow_countries` refuses everyone and `deny_countries` refuses no one.
+    pub geoip_database: PathBuf,
+    /// Addresses or networks (`10.0.0.0/8`) of the proxies or CDN in front
+    /// of the node. Only from these is `client_address_header` believed.
+    pub trusted_proxies: Vec<String>,
+    /// Header a trusted proxy puts the client's address in: a comma-separated
+    /// list, each proxy appending the address it saw (`x-forwarded-for`), or
+    /// a single address (`x-real-ip`, `cf-connecting-ip`).
+    pub client_address_header: String,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            geoip_database: PathBuf::new(),
+            trusted_proxies: Vec::new(),
+            client_address_header: "x-forwarded-for".into(),
+        }
+    }
 }
 
 /// Authorization hooks: the node asks the operator's backend, over HTTP(S),
@@ -256,6 +286,7 @@ impl Default for Config {
             gpu: GpuConfig::default(),
             whip: WhipConfig::default(),
             hooks: HooksConfig::default(),
+            access: AccessConfig::default(),
         }
     }
 }
@@ -391,6 +422,7 @@ impl Config {
                 "http.max_blocked_requests must be at least 1".into(),
             ));
         }
+        crate::serve::geo::Locator::from_config(&self.access)?;
         if self.public_host.is_empty() || self.public_host.contains(['/', ' ']) {
             return Err(ConfigError::Invalid(
                 "public_host must be a host name or address".into(),
@@ -508,6 +540,16 @@ mod tests {
         assert!(c.ladders().expect("ladders").contains("mobile"));
         std::fs::write(&p, "[transcode]\ndefault_ladder = \"nope\"\n").expect("write");
         assert!(Config::load(Some(&p)).is_err());
+        std::fs::write(
+            &p,
+            "[access]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\"]\nclient_address_header = \"X-Real-IP\"\n",
+        )
+        .expect("write");
+        let c = Config::load(Some(&p)).expect("access");
+        assert_eq!(c.access.trusted_proxies.len(), 2);
+        std::fs::write(&p, "[access]\ntrusted_proxies = [\"cdn\"]\n").expect("write");
+        let err = Config::load(Some(&p)).expect_err("bad proxy");
+        assert!(err.to_string().contains("access.trusted_proxies"), "{err}");
         std::fs::write(&p, "typo_field = 1\n").expect("write");
         let err = Config::load(Some(&p)).expect_err("unknown field");
         assert!(err.to_string().contains("typo_field"), "{err}");

@@ -5,8 +5,9 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use rungs::config::Config;
 use rungs::node;
-use rungs::registry::Channel;
+use rungs::registry::{Channel, Policy, Registry};
 use rungs::serve::api::ChannelView;
+use rungs::serve::rules::PolicyPatch;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -120,11 +121,14 @@ enum ChannelCmd {
         /// Players need a signed playback token.
         #[arg(long)]
         private: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Change a channel's settings (its private flag).
+    /// Change a channel's settings: its private flag, its playback rules and
+    /// hooks (each list given replaces that list; an empty value clears it).
     Update {
         #[command(flatten)]
         common: Common,
@@ -132,6 +136,16 @@ enum ChannelCmd {
         /// true: players need a signed playback token; false: anyone plays.
         #[arg(long, action = clap::ArgAction::Set)]
         private: Option<bool>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one channel: its URLs, rules and hooks.
+    Show {
+        #[command(flatten)]
+        common: Common,
+        id: String,
         #[arg(long)]
         json: bool,
     },
@@ -176,6 +190,89 @@ enum ChannelCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show the channel's stream now: state, health, ingest as received,
+    /// each rung, viewers. Needs the running node: it calls the node's
+    /// admin API.
+    Stream {
+        #[command(flatten)]
+        common: Common,
+        id: String,
+        #[arg(long)]
+        json: bool,
+        /// The node's admin address (default: the config's admin_addr).
+        #[arg(long)]
+        admin_addr: Option<SocketAddr>,
+    },
+    /// List the channel's recorded stream sessions, newest first, with
+    /// what happened in them (reconnects, refusals, drops, the end).
+    Sessions {
+        #[command(flatten)]
+        common: Common,
+        id: String,
+        /// How many sessions.
+        #[arg(long, default_value_t = rungs::serve::health::DEFAULT_SESSIONS)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A channel's playback rules and hooks. Lists take the flag repeated or
+/// comma-separated; on `update` a list given replaces that list, and an
+/// empty value (`--allow-origin ''`) clears it, as `--play-hook ''` clears
+/// the hook.
+#[derive(Args)]
+struct PolicyArgs {
+    /// Only pages of this origin (scheme://host[:port]) may play the channel.
+    #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]
+    allow_origin: Vec<String>,
+    /// Only viewers in this country (ISO 3166-1 alpha-2) may watch; needs
+    /// the node's access.geoip_database.
+    #[arg(long, value_name = "CC", value_delimiter = ',')]
+    allow_country: Vec<String>,
+    /// Viewers in this country may not watch.
+    #[arg(long, value_name = "CC", value_delimiter = ',')]
+    deny_country: Vec<String>,
+    /// Only viewers in this network (CIDR, or one address) may watch.
+    #[arg(long, value_name = "NET", value_delimiter = ',')]
+    allow_cidr: Vec<String>,
+    /// Viewers in this network may not watch.
+    #[arg(long, value_name = "NET", value_delimiter = ',')]
+    deny_cidr: Vec<String>,
+    /// This channel's publish hook, in place of the node's hooks.publish_url.
+    #[arg(long, value_name = "URL")]
+    publish_hook: Option<String>,
+    /// This channel's play hook, in place of the node's hooks.play_url.
+    #[arg(long, value_name = "URL")]
+    play_hook: Option<String>,
+}
+
+impl PolicyArgs {
+    fn patch(self) -> PolicyPatch {
+        let list = |v: Vec<String>| {
+            (!v.is_empty()).then(|| v.into_iter().filter(|s| !s.trim().is_empty()).collect())
+        };
+        PolicyPatch {
+            allowed_origins: list(self.allow_origin),
+            allow_countries: list(self.allow_country),
+            deny_countries: list(self.deny_country),
+            allow_cidrs: list(self.allow_cidr),
+            deny_cidrs: list(self.deny_cidr),
+            publish_hook: self.publish_hook.map(Some),
+            play_hook: self.play_hook.map(Some),
+        }
+    }
+}
+
+/// `stored` with `patch` applied and checked, or an error naming the field.
+fn patched(cfg: &Config, stored: Policy, patch: PolicyPatch) -> Result<Policy> {
+    if patch.sets_countries() && cfg.access.geoip_database.as_os_str().is_empty() {
+        eprintln!(
+            "note: this config has no access.geoip_database; a node without one knows no \
+             country (an allow list refuses every viewer, a deny list none)"
+        );
+    }
+    rungs::serve::rules::normalize(patch.apply(stored)).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 #[derive(Subcommand)]
@@ -334,31 +431,56 @@ fn channel(cmd: ChannelCmd) -> Result<()> {
             name,
             ladder,
             private,
+            policy,
             json,
         } => {
             let cfg = common.load()?;
             let ladder = ladder.unwrap_or_else(|| cfg.transcode.default_ladder.clone());
             cfg.ladders()?.check(&ladder)?;
-            let ch = node::open_registry(&cfg)?.create_with(&name, &ladder, private)?;
-            print_channels(&mut out, &cfg, &[ch], json, true)?;
+            // Checked before the channel exists, so a bad rule creates nothing.
+            let policy = patched(&cfg, Policy::default(), policy.patch())?;
+            let reg = node::open_registry(&cfg)?;
+            let ch = reg.create_with(&name, &ladder, private)?;
+            if policy != Policy::default() {
+                reg.set_policy(&ch.id, &policy)?;
+            }
+            print_channels(&mut out, &cfg, &[(ch, policy)], json, true)?;
         }
         ChannelCmd::Update {
             common,
             id,
             private,
+            policy,
             json,
         } => {
             let cfg = common.load()?;
             let reg = node::open_registry(&cfg)?;
+            let patch = policy.patch();
+            let stored = reg.policy(&id)?;
+            let policy = if patch.is_empty() {
+                stored
+            } else {
+                let p = patched(&cfg, stored, patch)?;
+                reg.set_policy(&id, &p)?;
+                p
+            };
             let ch = match private {
                 Some(p) => reg.set_private(&id, p)?,
                 None => reg.get(&id)?,
             };
-            print_channels(&mut out, &cfg, &[ch], json, true)?;
+            print_channels(&mut out, &cfg, &[(ch, policy)], json, true)?;
+        }
+        ChannelCmd::Show { common, id, json } => {
+            let cfg = common.load()?;
+            let reg = node::open_registry(&cfg)?;
+            let ch = reg.get(&id)?;
+            let policy = reg.policy(&id)?;
+            print_channels(&mut out, &cfg, &[(ch, policy)], json, true)?;
         }
         ChannelCmd::List { common, json } => {
             let cfg = common.load()?;
-            let chs = node::open_registry(&cfg)?.list()?;
+            let reg = node::open_registry(&cfg)?;
+            let chs = with_policies(&reg, reg.list()?)?;
             print_channels(&mut out, &cfg, &chs, json, false)?;
         }
         ChannelCmd::Delete { common, id } => {
@@ -385,21 +507,87 @@ fn channel(cmd: ChannelCmd) -> Result<()> {
         }
         ChannelCmd::RotateKey { common, id, json } => {
             let cfg = common.load()?;
-            let ch = node::open_registry(&cfg)?.rotate_key(&id)?;
-            print_channels(&mut out, &cfg, &[ch], json, true)?;
+            let reg = node::open_registry(&cfg)?;
+            let ch = reg.rotate_key(&id)?;
+            let chs = with_policies(&reg, vec![ch])?;
+            print_channels(&mut out, &cfg, &chs, json, true)?;
+        }
+        ChannelCmd::Stream {
+            common,
+            id,
+            json,
+            admin_addr,
+        } => {
+            let cfg = common.load()?;
+            let answer = admin_call(
+                &cfg,
+                admin_addr,
+                &format!("/api/v1/channels/{id}/stream"),
+                None,
+            )?;
+            if json {
+                writeln!(out, "{answer}")?;
+            } else {
+                let v = serde_json::from_str(&answer)?;
+                write!(out, "{}", rungs::serve::health::stream_text(&v))?;
+            }
+        }
+        ChannelCmd::Sessions {
+            common,
+            id,
+            limit,
+            json,
+        } => {
+            let cfg = common.load()?;
+            let reg = node::open_registry(&cfg)?;
+            reg.get(&id)?;
+            let v = rungs::serve::health::sessions_view(&id, &reg.sessions(&id, limit)?);
+            if json {
+                writeln!(out, "{v}")?;
+            } else {
+                write!(out, "{}", rungs::serve::health::sessions_text(&v))?;
+            }
         }
     }
     Ok(())
 }
 
-/// Calls the running node's metadata endpoint with the admin token from
-/// the config or the data dir; the node's JSON answer, or its error.
+/// Each channel with its policy (the default for most).
+fn with_policies(reg: &Registry, chs: Vec<Channel>) -> Result<Vec<(Channel, Policy)>> {
+    let mut policies: std::collections::HashMap<String, Policy> =
+        reg.policies()?.into_iter().collect();
+    Ok(chs
+        .into_iter()
+        .map(|c| {
+            let p = policies.remove(&c.id).unwrap_or_default();
+            (c, p)
+        })
+        .collect())
+}
+
+/// Calls the running node's metadata endpoint; its JSON answer, or its error.
 fn post_metadata(
     cfg: &Config,
     admin_addr: Option<SocketAddr>,
     id: &str,
-    (body, content_type): (Vec<u8>, &str),
+    body: (Vec<u8>, &str),
     duration: Option<f64>,
+) -> Result<String> {
+    let mut path = format!("/api/v1/channels/{id}/metadata");
+    if let Some(d) = duration {
+        path.push_str(&format!("?duration={d}"));
+    }
+    admin_call(cfg, admin_addr, &path, Some(body))
+}
+
+/// Calls `path` of the running node's admin API (a POST of `body`, else a
+/// GET) with the admin token from the config or the data dir; the node's
+/// answer, or its error.
+fn admin_call(
+    cfg: &Config,
+    admin_addr: Option<SocketAddr>,
+    path: &str,
+    body: Option<(Vec<u8>, &str)>,
 ) -> Result<String> {
     let token = match &cfg.api.admin_token {
         Some(t) => t.clone(),
@@ -420,21 +608,20 @@ fn post_metadata(
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let mut url = format!("http://{addr}/api/v1/channels/{id}/metadata");
-    if let Some(d) = duration {
-        url.push_str(&format!("?duration={d}"));
-    }
+    let url = format!("http://{addr}{path}");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let (status, text) = rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(&url)
-            .bearer_auth(&token)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await?;
+        let client = reqwest::Client::new();
+        let req = match body {
+            Some((body, content_type)) => client
+                .post(&url)
+                .header("content-type", content_type)
+                .body(body),
+            None => client.get(&url),
+        };
+        let r = req.bearer_auth(&token).send().await?;
         let status = r.status();
         Ok::<_, reqwest::Error>((status, r.text().await?))
     })?;
@@ -531,11 +718,14 @@ fn viewer(cmd: ViewerCmd) -> Result<()> {
 fn print_channels(
     out: &mut impl Write,
     cfg: &Config,
-    chs: &[Channel],
+    chs: &[(Channel, Policy)],
     json: bool,
     single: bool,
 ) -> Result<()> {
-    let views: Vec<ChannelView> = chs.iter().map(|c| ChannelView::new(c, cfg)).collect();
+    let views: Vec<ChannelView> = chs
+        .iter()
+        .map(|(c, p)| ChannelView::new(c, p, cfg))
+        .collect();
     if json {
         match (single, views.as_slice()) {
             (true, [v]) => serde_json::to_writer(&mut *out, v)?,
@@ -558,7 +748,7 @@ fn print_channels(
              \x20 WHIP          {whip} (OBS 30+: Service \"WHIP\", Bearer Token = stream key)\n\
              \x20 go live       {base}/publish/{id} (from a browser camera, over WHIP)\n\
              \x20 watch         {play}\n\
-             \x20 HLS           {hls}\n",
+             \x20 HLS           {hls}\n{rules}",
             name = v.name,
             id = v.id,
             ladder = v.ladder,
@@ -572,6 +762,7 @@ fn print_channels(
             base = cfg.http_base_url(),
             key = v.stream_key,
             hls = v.playback_url,
+            rules = rules_text(v),
         )?;
     }
     if views.is_empty() {
@@ -581,6 +772,33 @@ fn print_channels(
         )?;
     }
     Ok(())
+}
+
+/// The lines of a channel's rules and hooks that are set, as `channel
+/// show`/`list` print them.
+fn rules_text(v: &ChannelView) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        if !value.is_empty() {
+            out.push_str(&format!("  {label:<13} {value}\n"));
+        }
+    };
+    let both = |allow: &[String], deny: &[String]| {
+        let mut parts = Vec::new();
+        if !allow.is_empty() {
+            parts.push(format!("only {}", allow.join(", ")));
+        }
+        if !deny.is_empty() {
+            parts.push(format!("not {}", deny.join(", ")));
+        }
+        parts.join("; ")
+    };
+    line("origins", v.allowed_origins.join(", "));
+    line("countries", both(&v.allow_countries, &v.deny_countries));
+    line("networks", both(&v.allow_cidrs, &v.deny_cidrs));
+    line("publish hook", v.publish_hook.clone().unwrap_or_default());
+    line("play hook", v.play_hook.clone().unwrap_or_default());
+    out
 }
 
 /// Logs to stderr at `level` unless RUST_LOG says otherwise.
@@ -643,6 +861,7 @@ mod tests {
         ])
         .expect("create");
         Cli::try_parse_from(["rungs", "channel", "list", "--data-dir", "d"]).expect("list");
+        Cli::try_parse_from(["rungs", "channel", "show", "--data-dir", "d", "abc"]).expect("show");
         Cli::try_parse_from(["rungs", "channel", "delete", "--data-dir", "d", "abc"])
             .expect("delete");
         Cli::try_parse_from(["rungs", "channel", "rotate-key", "--data-dir", "d", "abc"])
@@ -651,6 +870,35 @@ mod tests {
             &["channel", "create", "--name", "n", "--private"][..],
             &["channel", "update", "abc", "--private", "true"],
             &["channel", "update", "abc", "--private", "false", "--json"],
+            &[
+                "channel",
+                "create",
+                "--name",
+                "n",
+                "--allow-origin",
+                "https://a.example",
+                "--allow-origin",
+                "https://b.example",
+                "--allow-country",
+                "FR,DE",
+                "--deny-cidr",
+                "10.0.0.0/8",
+                "--play-hook",
+                "https://backend.example/play",
+            ],
+            &[
+                "channel",
+                "update",
+                "abc",
+                "--allow-origin",
+                "",
+                "--deny-country",
+                "CN",
+                "--allow-cidr",
+                "192.0.2.0/24",
+                "--publish-hook",
+                "",
+            ],
             &["playback-key", "create", "--json"],
             &["playback-key", "import", "--public-key", "pub.pem"],
             &["playback-key", "list"],
@@ -675,6 +923,69 @@ mod tests {
     }
 
     #[test]
+    fn policy_flags_make_a_patch_and_an_empty_value_clears() {
+        let patch = |args: &[&str]| {
+            let cli = Cli::try_parse_from(
+                ["rungs", "channel", "update", "abc"]
+                    .iter()
+                    .chain(args)
+                    .copied(),
+            )
+            .expect("parse");
+            match cli.cmd {
+                Cmd::Channel {
+                    cmd: ChannelCmd::Update { policy, .. },
+                } => policy.patch(),
+                _ => panic!("not an update"),
+            }
+        };
+        assert!(patch(&[]).is_empty());
+        let p = patch(&[
+            "--allow-origin",
+            "https://a.example",
+            "--allow-origin",
+            "https://b.example",
+            "--deny-country",
+            "fr,de",
+            "--play-hook",
+            "",
+        ]);
+        assert_eq!(
+            p.allowed_origins,
+            Some(vec!["https://a.example".into(), "https://b.example".into()])
+        );
+        assert_eq!(p.deny_countries, Some(vec!["fr".into(), "de".into()]));
+        assert_eq!(p.play_hook, Some(Some(String::new())));
+        assert_eq!(p.allow_cidrs, None);
+        assert_eq!(patch(&["--allow-origin", ""]).allowed_origins, Some(vec![]));
+    }
+
+    #[test]
+    fn text_output_shows_the_rules_that_are_set() {
+        let ch = Channel {
+            id: "abc".into(),
+            name: "n".into(),
+            stream_key: "sk_x".into(),
+            ladder: "standard".into(),
+            created_at: 0,
+            private: false,
+        };
+        let policy = Policy {
+            allowed_origins: vec!["https://a.example".into()],
+            deny_countries: vec!["FR".into()],
+            allow_cidrs: vec!["10.0.0.0/8".into()],
+            ..Policy::default()
+        };
+        let mut buf = Vec::new();
+        print_channels(&mut buf, &Config::default(), &[(ch, policy)], false, true).expect("print");
+        let text = String::from_utf8(buf).expect("utf-8");
+        assert!(text.contains("origins       https://a.example\n"), "{text}");
+        assert!(text.contains("countries     not FR\n"), "{text}");
+        assert!(text.contains("networks      only 10.0.0.0/8\n"), "{text}");
+        assert!(!text.contains("hook"), "{text}");
+    }
+
+    #[test]
     fn json_output_is_one_object() {
         let cfg = Config::default();
         let ch = Channel {
@@ -686,7 +997,7 @@ mod tests {
             private: false,
         };
         let mut buf = Vec::new();
-        print_channels(&mut buf, &cfg, &[ch], true, true).expect("print");
+        print_channels(&mut buf, &cfg, &[(ch, Policy::default())], true, true).expect("print");
         let v: serde_json::Value = serde_json::from_slice(&buf).expect("json");
         assert_eq!(v["ingest"]["rtmp"], "rtmp://localhost:1935/live");
         assert_eq!(v["ingest"]["whip"], "http://localhost:8080/whip/abc");

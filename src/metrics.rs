@@ -48,6 +48,8 @@ pub struct Metrics {
     pub http_timed_out_connections: IntCounterVec,
     /// HTTP requests answered 503 at once, per reason (`too_many_blocked`).
     pub http_refused_requests: IntCounterVec,
+    /// Player requests answered 403, per `X-Rungs-Refusal` reason.
+    pub play_refused: IntCounterVec,
     /// From a frame's arrival at ingest to its part being fetchable.
     pub ingest_to_part: HistogramVec,
     /// Node start time as a Unix timestamp, for uptime panels.
@@ -201,6 +203,11 @@ impl Metrics {
             http_refused_requests: counter(
                 "rungs_http_refused_requests_total",
                 "HTTP requests answered 503 at once, by reason (too_many_blocked: the cap on parked blocking requests).",
+                &["reason"],
+            ),
+            play_refused: counter(
+                "rungs_play_refused_total",
+                "Player requests (playlists, init segments, parts, segments) answered 403, by reason (the X-Rungs-Refusal value, spaces as underscores).",
                 &["reason"],
             ),
             ingest_to_part: HistogramVec::new(
@@ -367,6 +374,7 @@ impl Metrics {
             Box::new(m.http_refused_connections.clone()),
             Box::new(m.http_timed_out_connections.clone()),
             Box::new(m.http_refused_requests.clone()),
+            Box::new(m.play_refused.clone()),
             Box::new(m.ingest_to_part.clone()),
             Box::new(m.start_time.clone()),
             Box::new(m.rung_psnr.clone()),

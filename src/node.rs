@@ -77,6 +77,7 @@ pub fn new_channel_plan(cfg: &Config, machine: &MachineFacts) -> Result<ChannelP
         .plan(&cfg.transcode.default_ladder, Size::new(1920, 1080))?
         .len();
     let stream = StreamFacts {
+        codec: crate::media::VideoCodec::Avc,
         profile_idc: 100,
         chroma_format_idc: Some(1),
         bit_depth: Some(8),
@@ -318,7 +319,8 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
                 }
             }
         }));
-        let routers = crate::serve::routers(hub, cfg.clone(), token, whip, hooks);
+        let locator = crate::serve::geo::Locator::open(&cfg.access)?;
+        let routers = crate::serve::routers(hub, cfg.clone(), token, whip, hooks, locator);
         let limits = http_limits(&cfg)?;
         crate::package::PARKING.set_max(cfg.http.max_blocked_requests);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -1,9 +1,9 @@
 //! Authorization hooks against a small HTTP backend the test runs: the
 //! publish hook refuses one channel and lets another publish (RTMP with
 //! ffmpeg, and the WHIP endpoint), the play hook refuses its playlist, the
-//! backend sees no stream key, and a
-//! backend that never answers is handled by the configured policy within
-//! the hook's deadline.
+//! backend sees no stream key, a backend that never answers is handled by
+//! the configured policy within the hook's deadline, and a channel's own
+//! hook replaces the node's.
 
 mod common;
 
@@ -254,6 +254,25 @@ fn a_hook_that_never_answers_follows_the_policy_within_its_deadline() {
             "timeouts are counted",
             || format!("{:?}", m.find("rungs_hook_calls_total", &[])),
         );
+        if policy == "deny" {
+            // A channel with a publish hook of its own is asked there, not
+            // at the node's silent backend.
+            let own = Backend::start(Arc::default(), false);
+            let ch = node.create_channel("hook-own");
+            node.cli(&["channel", "update", &ch.id, "--publish-hook", &own.url]);
+            // Hooks are re-read from the registry every second.
+            let deadline = Instant::now() + Duration::from_secs(8);
+            let mut status = whip_post(&node, &ch).0;
+            while status != 400 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                status = whip_post(&node, &ch).0;
+            }
+            f.check(
+                status == 400 && own.bodies().iter().any(|b| b.contains(&ch.id)),
+                "a channel's own publish hook replaces the node's (past the hook: 400 bad offer)",
+                || format!("status {status}, own backend saw {:?}", own.bodies()),
+            );
+        }
     }
     f.check(
         !backend.bodies().is_empty(),

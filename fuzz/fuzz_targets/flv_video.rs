@@ -22,6 +22,8 @@ fuzz_target!(|data: &[u8]| {
             assert!((-(1 << 23)..(1 << 23)).contains(&composition_time_ms));
         }
         Ok(VideoTag::EndOfSequence | VideoTag::Command) => {}
+        // Checked in depth by the enhanced_tags target.
+        Ok(VideoTag::Enhanced(_)) => assert_ne!(data[0] & 0x80, 0),
         Err(e) => check_error(&e, data.len()),
     }
 });

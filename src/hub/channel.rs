@@ -6,7 +6,9 @@
 //! through a bounded queue and drop whole GOPs when it is full.
 
 use super::Cut;
-use super::core::{ChannelCore, Input, Output, Refusal};
+use super::core::{ChannelCore, Input, Joined, Output, Refusal};
+use super::journal::{Journal, SessionNote};
+use super::status::{StreamStatus, Viewers};
 use super::transcoding::Transcoding;
 use crate::media::{Arrival, IngestEvent};
 use crate::metrics::METRICS;
@@ -29,10 +31,15 @@ pub(super) enum Control {
     /// A publisher asks for the channel; the core's answer goes to `reply`.
     Join {
         session: u64,
+        protocol: &'static str,
         reply: Sender<Result<(), Refusal>>,
     },
     /// A publish session ended (see [`Input::Left`]).
-    Left { session: u64, abandoned: bool },
+    Left {
+        session: u64,
+        abandoned: bool,
+        reason: String,
+    },
     /// Timed metadata for the stream; where it was placed goes to `reply`.
     Metadata {
         payload: Payload,
@@ -77,6 +84,12 @@ pub(super) struct LiveChannel {
     /// The stream key the latest publisher authenticated with (a secret:
     /// compared, never shown), to spot a rotation made behind the node's back.
     key: Mutex<String>,
+    /// The stream's session record.
+    pub journal: Journal,
+    /// The core's latest status snapshot, for the stream API.
+    pub status: Mutex<Option<StreamStatus>>,
+    /// Who read the channel's playlists lately.
+    pub viewers: Mutex<Viewers>,
 }
 
 impl LiveChannel {
@@ -85,6 +98,7 @@ impl LiveChannel {
         store: Arc<ChannelStore>,
         events: Sender<Stamped>,
         control: Sender<Control>,
+        journal: Journal,
     ) -> Self {
         LiveChannel {
             id: id.to_string(),
@@ -94,6 +108,9 @@ impl LiveChannel {
             cut_upto: AtomicU64::new(0),
             cut_why: Mutex::new(None),
             key: Mutex::new(String::new()),
+            journal,
+            status: Mutex::new(None),
+            viewers: Mutex::new(Viewers::default()),
         }
     }
 
@@ -157,9 +174,17 @@ impl LiveChannel {
 
     /// Asks the channel's core to take publish session `session`. A driver
     /// that is gone has ended its stream.
-    pub fn join(&self, session: u64) -> Result<Result<(), Refusal>, Unreachable> {
+    pub fn join(
+        &self,
+        session: u64,
+        protocol: &'static str,
+    ) -> Result<Result<(), Refusal>, Unreachable> {
         let (reply, answer) = crossbeam_channel::bounded(1);
-        match self.send_control(Control::Join { session, reply }) {
+        match self.send_control(Control::Join {
+            session,
+            protocol,
+            reply,
+        }) {
             Err(Unreachable::Gone) => return Ok(Err(Refusal::Ended)),
             sent => sent?,
         }
@@ -198,7 +223,10 @@ impl Driver {
     /// republish starts afresh, and no other channel notices.
     pub fn run(mut self, events: Receiver<Stamped>, control: Receiver<Control>) {
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            while self.step(&events, &control) {}
+            // What the core said before its first input.
+            if self.carry_out(Instant::now()) {
+                while self.step(&events, &control) {}
+            }
         }));
         if let Err(panic) = ran {
             let what = panic
@@ -207,6 +235,9 @@ impl Driver {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             tracing::error!(channel = %self.me.id, panic = %what, "channel failed; ending its stream");
+            self.me.journal.note(SessionNote::Ended {
+                reason: format!("channel failed: {what}"),
+            });
             self.me.cut(u64::MAX, Cut::ChannelFailed);
             self.me.store.apply(vec![Update::End]);
             if self.counted_live {
@@ -236,11 +267,24 @@ impl Driver {
                 Err(_) => panic!("the transcoding pipeline stopped"),
             },
             recv(control) -> msg => match msg {
-                Ok(Control::Join { session, reply }) => {
-                    let _ = reply.send(self.core.admit(session));
-                    true
+                Ok(Control::Join {
+                    session,
+                    protocol,
+                    reply,
+                }) => {
+                    let at = Instant::now();
+                    let _ = reply.send(self.core.admit(Joined {
+                        session,
+                        protocol,
+                        at,
+                    }));
+                    self.carry_out(at)
                 }
-                Ok(Control::Left { session, abandoned }) => {
+                Ok(Control::Left {
+                    session,
+                    abandoned,
+                    reason,
+                }) => {
                     // The session sent all it will before it left: package
                     // what is still queued before the core moves on.
                     for s in events.try_iter() {
@@ -248,7 +292,11 @@ impl Driver {
                             return false;
                         }
                     }
-                    self.input(Input::Left { session, abandoned })
+                    self.input(Input::Left {
+                        session,
+                        abandoned,
+                        reason,
+                    })
                 }
                 Ok(Control::Metadata {
                     payload,
@@ -281,6 +329,11 @@ impl Driver {
     fn input(&mut self, input: Input) -> bool {
         let now = Instant::now();
         self.core.handle(now, input);
+        self.carry_out(now)
+    }
+
+    /// Carries out what the core asks; false once it is done.
+    fn carry_out(&mut self, now: Instant) -> bool {
         while let Some(out) = self.core.poll_output() {
             let rest = match self.transcoding.carry(&mut self.core, now, out, &mut Some) {
                 Ok(rest) => rest,
@@ -301,6 +354,8 @@ impl Driver {
                 }
                 Some(Output::Remove) => return false,
                 Some(Output::Metadata(answer)) => self.placed = Some(answer),
+                Some(Output::Session(note)) => self.me.journal.note(note),
+                Some(Output::Status(status)) => *lock(&self.me.status) = Some(*status),
                 _ => {}
             }
         }

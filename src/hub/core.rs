@@ -7,13 +7,23 @@
 //! [`super::channel`] drives it and carries out its [`Output`]s, as
 //! `ingest/whip/udp.rs` does for a WHIP session. Every piece of a channel's
 //! state lives here, so publisher admission is a call, not a shared lock.
+//! What it knows about its stream goes out as [`Output::Session`] notes for
+//! the registry and [`Output::Status`] snapshots for the stream API.
 
+use super::journal::SessionNote;
+use super::status::{
+    AudioInfo, IngestClock, IngestInfo, StreamState, StreamStatus, VideoInfo, WARMUP, rungs_of,
+};
 use crate::media::{Arrival, IngestEvent, TrackKind};
 use crate::package::metadata::{MetadataRefusal, Payload, Placement};
 use crate::package::{ChannelPackager, PackageConfig, RungEvent, Update};
+use crate::transcode::backend::ChannelPlan;
 use crate::transcode::pipeline::{Output as RungOutput, rung_decls};
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often, at most, a status snapshot goes out while nothing changes.
+const STATUS_EVERY: Duration = Duration::from_millis(500);
 
 /// How long a lost publisher's stream waits for it, and how long an ended
 /// stream's playlists are served (so players read EXT-X-ENDLIST).
@@ -21,6 +31,15 @@ use std::time::{Duration, Instant};
 pub(crate) struct Timing {
     pub grace: Duration,
     pub linger: Duration,
+}
+
+/// A publish session asking for the channel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Joined {
+    pub session: u64,
+    /// `rtmp`, `whip`.
+    pub protocol: &'static str,
+    pub at: Instant,
 }
 
 /// What the driver hands the core.
@@ -34,8 +53,13 @@ pub(crate) enum Input {
     },
     /// Publish session `session` ended. `abandoned`: it started the stream
     /// and left before sending video, or ingest refused its media; its
-    /// stream ends without a grace period.
-    Left { session: u64, abandoned: bool },
+    /// stream ends without a grace period. `reason`: why it went, for
+    /// the session record.
+    Left {
+        session: u64,
+        abandoned: bool,
+        reason: String,
+    },
     /// One output of the transcoding pipeline.
     Rung(RungOutput),
     /// Everything the pipeline still made after [`Output::FlushPipeline`].
@@ -75,6 +99,11 @@ pub(crate) enum Output {
     Remove,
     /// Where [`Input::Metadata`] was placed, or why not.
     Metadata(Result<Placement, MetadataRefusal>),
+    /// For the stream's session record.
+    Session(SessionNote),
+    /// The channel's state for the stream API: on every change, and at
+    /// most every [`STATUS_EVERY`] while media flows.
+    Status(Box<StreamStatus>),
 }
 
 /// Why [`ChannelCore::admit`] turned a publisher away.
@@ -136,31 +165,59 @@ pub(crate) struct ChannelCore {
     /// without lingering.
     packaged: bool,
     out: VecDeque<Output>,
+    /// When the admitted (or last) publisher joined.
+    joined: Instant,
+    /// Why the last publisher left.
+    left_why: Option<String>,
+    clock: IngestClock,
+    ingest: IngestInfo,
+    /// The measured rates reached the session record since the last
+    /// configuration change.
+    rates_noted: bool,
+    started: Option<SystemTime>,
+    ladder: Vec<String>,
+    plan: Option<ChannelPlan>,
+    /// When the next status snapshot is due; `None`: at the next input.
+    next_status: Option<Instant>,
 }
 
 impl ChannelCore {
-    /// A channel whose stream publish session `session` starts.
+    /// A channel whose stream publish session `joined` starts.
     pub fn new(
         id: &str,
         package: PackageConfig,
         timing: Timing,
         transcode: bool,
-        session: u64,
+        joined: Joined,
     ) -> Self {
-        ChannelCore {
+        let mut core = ChannelCore {
             id: id.to_owned(),
             packager: ChannelPackager::buffered(id, package),
             timing,
             transcode,
             phase: Phase::Live,
-            publisher: Some(session),
+            publisher: Some(joined.session),
             media_session: None,
             pipeline_running: false,
             flushing: None,
             last_arrival: None,
             packaged: false,
             out: VecDeque::new(),
-        }
+            joined: joined.at,
+            left_why: None,
+            clock: IngestClock::default(),
+            ingest: IngestInfo {
+                protocol: joined.protocol,
+                ..IngestInfo::default()
+            },
+            rates_noted: false,
+            started: None,
+            ladder: Vec::new(),
+            plan: None,
+            next_status: None,
+        };
+        core.report(joined.at);
+        core
     }
 
     /// Takes publish session `session` as the channel's publisher. A stream
@@ -169,16 +226,30 @@ impl ChannelCore {
     /// a new stream. One owner decides, so a publisher arriving as the grace
     /// period runs out either wins the stream back or starts a new one,
     /// never both.
-    pub fn admit(&mut self, session: u64) -> Result<(), Refusal> {
+    pub fn admit(&mut self, joined: Joined) -> Result<(), Refusal> {
         match self.phase {
             Phase::Ended { .. } | Phase::Removed => Err(Refusal::Ended),
-            _ if self.publisher.is_some() => Err(Refusal::AlreadyLive),
+            _ if self.publisher.is_some() => {
+                self.note_event(
+                    "publish refused",
+                    format!(
+                        "a second {} publisher was turned away: the channel has one",
+                        joined.protocol
+                    ),
+                );
+                Err(Refusal::AlreadyLive)
+            }
             phase => {
                 if matches!(phase, Phase::Grace { .. }) {
                     tracing::info!(channel = %self.id, "publisher reconnected within grace");
                 }
+                self.note_event("publisher reconnected", joined.protocol);
                 self.phase = Phase::Live;
-                self.publisher = Some(session);
+                self.publisher = Some(joined.session);
+                self.ingest.protocol = joined.protocol;
+                self.joined = joined.at;
+                self.next_status = None;
+                self.report(joined.at);
                 Ok(())
             }
         }
@@ -211,10 +282,17 @@ impl ChannelCore {
                 event,
                 arrival,
             } => self.media(now, session, event, arrival),
-            Input::Left { session, abandoned } => {
+            Input::Left {
+                session,
+                abandoned,
+                reason,
+            } => {
                 if self.publisher != Some(session) {
                     return;
                 }
+                self.note_event("publisher left", reason.clone());
+                self.left_why = Some(reason);
+                self.next_status = None;
                 self.publisher = None;
                 let then = if abandoned {
                     AfterFlush::Abandon
@@ -255,12 +333,14 @@ impl ChannelCore {
             }
             Input::Timeout => match self.phase {
                 Phase::Grace { until } if now >= until => {
-                    self.end_stream(now, "publisher did not come back");
+                    let why = format!("publisher did not come back ({})", self.left_why());
+                    self.end_stream(now, why);
                 }
                 Phase::Ended { until } if now >= until => self.remove(),
                 _ => {}
             },
         }
+        self.report(now);
     }
 
     fn media(&mut self, now: Instant, session: u64, event: IngestEvent, arrival: Arrival) {
@@ -291,6 +371,7 @@ impl ChannelCore {
     /// goes first: its cuts decide where the rungs, which come later, cut.
     fn package(&mut self, event: IngestEvent, arrival: Arrival) {
         self.last_arrival = Some(arrival);
+        self.observe(&event, arrival);
         let video = match &event {
             IngestEvent::VideoConfig(_) => true,
             IngestEvent::Packet(p) => p.track == TrackKind::Video,
@@ -313,7 +394,11 @@ impl ChannelCore {
 
     fn rung(&mut self, out: RungOutput) {
         match out {
-            RungOutput::Plan(rungs) => self.packager.set_rungs(rung_decls(rungs)),
+            RungOutput::Plan(rungs) => {
+                self.ladder = rungs.iter().map(|r| r.name.clone()).collect();
+                self.next_status = None;
+                self.packager.set_rungs(rung_decls(rungs));
+            }
             RungOutput::Config { rung, params } => {
                 let Some(at) = self.last_arrival else { return };
                 self.packager
@@ -326,7 +411,11 @@ impl ChannelCore {
             } => self
                 .packager
                 .push_rung(rung, RungEvent::Packet(packet), arrival.wall, arrival.at),
-            RungOutput::Summary { .. } | RungOutput::Backends(_) => {}
+            RungOutput::Backends(plan) => {
+                self.plan = Some(plan);
+                self.next_status = None;
+            }
+            RungOutput::Summary { .. } => {}
         }
         self.emit_updates();
     }
@@ -350,6 +439,7 @@ impl ChannelCore {
             } => {
                 self.packager.discontinuity();
                 self.emit_updates();
+                self.clock.restart();
                 self.media_session = Some(session);
                 self.package(event, arrival);
             }
@@ -363,17 +453,21 @@ impl ChannelCore {
                 }
             }
             AfterFlush::Abandon => {
-                self.end_stream(now, "publisher refused or left before sending video");
+                let why = format!(
+                    "publisher refused or left before sending video ({})",
+                    self.left_why()
+                );
+                self.end_stream(now, why);
                 if !self.packaged {
                     self.remove();
                 }
             }
-            AfterFlush::Terminate => self.end_stream(now, "channel deleted"),
-            AfterFlush::Finish => self.end_stream(now, "source ended"),
+            AfterFlush::Terminate => self.end_stream(now, "channel deleted".into()),
+            AfterFlush::Finish => self.end_stream(now, "source ended".into()),
         }
     }
 
-    fn end_stream(&mut self, now: Instant, why: &str) {
+    fn end_stream(&mut self, now: Instant, why: String) {
         if matches!(self.phase, Phase::Ended { .. } | Phase::Removed) {
             return;
         }
@@ -384,12 +478,107 @@ impl ChannelCore {
             until: now + self.timing.linger,
         };
         self.out.push_back(Output::Ended);
-        tracing::info!(channel = %self.id, reason = why, "stream ended");
+        tracing::info!(channel = %self.id, reason = %why, "stream ended");
+        self.out
+            .push_back(Output::Session(SessionNote::Ended { reason: why }));
+        self.next_status = None;
     }
 
     fn remove(&mut self) {
         self.phase = Phase::Removed;
         self.out.push_back(Output::Remove);
+    }
+
+    fn left_why(&self) -> &str {
+        self.left_why.as_deref().unwrap_or("disconnected")
+    }
+
+    fn note_event(&mut self, kind: &'static str, detail: impl Into<String>) {
+        self.out.push_back(Output::Session(SessionNote::Event {
+            kind,
+            detail: detail.into(),
+        }));
+    }
+
+    /// Ingest as received: configurations as they come and change, and
+    /// the pace of the media, measured on arrival.
+    fn observe(&mut self, event: &IngestEvent, arrival: Arrival) {
+        match event {
+            IngestEvent::VideoConfig(p) => {
+                let info = VideoInfo::new(p);
+                match &self.ingest.video {
+                    Some(old) if old.same_format(&info) => return,
+                    Some(old) => {
+                        let change = format!("video {} -> {}", old.describe(), info.describe());
+                        self.note_event("ingest changed", change);
+                    }
+                    None => {}
+                }
+                self.ingest.video = Some(info);
+                self.rates_noted = false;
+                self.next_status = None;
+            }
+            IngestEvent::AudioConfig(p) => {
+                let info = AudioInfo::new(p);
+                match &self.ingest.audio {
+                    Some(old) if *old == info => return,
+                    Some(old) => {
+                        let change = format!("audio {} -> {}", old.describe(), info.describe());
+                        self.note_event("ingest changed", change);
+                    }
+                    None => {}
+                }
+                self.ingest.audio = Some(info);
+                self.rates_noted = false;
+                self.next_status = None;
+            }
+            IngestEvent::Packet(p) => {
+                self.started.get_or_insert(arrival.wall);
+                self.clock.packet(arrival.at, p);
+                // The record gets the rates once, when first measured
+                // after each configuration.
+                let measured = self.clock.reading().span >= WARMUP;
+                if self.rates_noted || !measured || self.ingest.video.is_none() {
+                    return;
+                }
+                self.rates_noted = true;
+            }
+        }
+        self.measure();
+        self.out
+            .push_back(Output::Session(SessionNote::Ingest(self.ingest.clone())));
+    }
+
+    fn measure(&mut self) {
+        let r = self.clock.reading();
+        if let Some(v) = &mut self.ingest.video {
+            // Two decimals: 29.97 reads as itself, jitter does not.
+            v.frame_rate = r.frame_rate.map(|f| (f * 100.0).round() / 100.0);
+        }
+        self.ingest.bitrate_bps = r.bitrate_bps;
+    }
+
+    /// Sends a status snapshot when something changed or one is due.
+    fn report(&mut self, now: Instant) {
+        if self.phase == Phase::Removed || self.next_status.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_status = Some(now + STATUS_EVERY);
+        self.measure();
+        let state = match (self.phase, self.publisher) {
+            (Phase::Ended { .. } | Phase::Removed, _) => StreamState::Offline,
+            (_, Some(_)) => StreamState::Live,
+            (_, None) => StreamState::Reconnecting,
+        };
+        let status = StreamStatus {
+            state,
+            publisher_since: self.publisher.map(|_| self.joined),
+            started: self.started,
+            ingest: self.ingest.clone(),
+            clock: self.clock.reading(),
+            rungs: rungs_of(&self.ladder, self.plan.as_ref()),
+        };
+        self.out.push_back(Output::Status(Box::new(status)));
     }
 
     fn emit_updates(&mut self) {

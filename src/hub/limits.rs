@@ -172,6 +172,7 @@ mod tests {
 
     fn config(width: u32, height: u32) -> IngestEvent {
         IngestEvent::VideoConfig(Arc::new(VideoParams {
+            codec: crate::media::VideoCodec::Avc,
             avcc: Bytes::new(),
             width,
             height,

@@ -2,12 +2,16 @@
 //!
 //! The hub authenticates publishers against the registry, keeps one
 //! [`channel`] owner thread per live channel and gives HTTP the channel's part
-//! store. It never parses media and never blocks an ingest task.
+//! store, its latest [`status`] and its player count. Each stream's session
+//! goes to the registry through the [`journal`]'s background writer. It never
+//! parses media and never blocks an ingest task.
 
 mod channel;
 mod core;
+mod journal;
 mod limits;
 pub mod offline;
+pub mod status;
 #[cfg(test)]
 mod tests;
 mod transcoding;
@@ -21,14 +25,17 @@ use crate::transcode::ladder::Ladders;
 use crate::transcode::pipeline::PipelineConfig;
 pub use channel::Unreachable;
 use channel::{CONTROL_QUEUE, Control, Driver, LiveChannel, Stamped, Table, lock};
-use core::{ChannelCore, Refusal, Timing};
-use crossbeam_channel::TrySendError;
+use core::{ChannelCore, Joined, Refusal, Timing};
+use crossbeam_channel::{Sender, TrySendError};
+use journal::Journal;
 use limits::Meter;
 pub use limits::{IngestLimits, OverLimit};
+use status::StreamStatus;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 use transcoding::Transcoding;
 
 /// Why timed metadata was not placed.
@@ -122,11 +129,26 @@ pub struct Hub {
     cfg: HubConfig,
     table: Table,
     next_session: AtomicU64,
+    /// The stream session writer.
+    journal: Sender<journal::Record>,
 }
 
 impl Hub {
+    /// The node's hub. Sessions a previous run left open are closed first
+    /// (their node stopped without recording their end): call it once, as
+    /// the node starts.
     pub fn new(registry: Arc<Registry>, cfg: HubConfig) -> Arc<Self> {
+        let now = journal::unix_ms(SystemTime::now());
+        match registry.close_interrupted_sessions(now) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                sessions = n,
+                "closed stream sessions a previous run left open"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot close the previous run's stream sessions"),
+        }
         Arc::new(Hub {
+            journal: journal::start(registry.clone()),
             registry,
             cfg,
             table: Arc::new(Mutex::new(HashMap::new())),
@@ -163,7 +185,7 @@ impl Hub {
             // thread takes that lock when it removes itself.
             let existing = lock(&self.table).get(&channel.id).cloned();
             if let Some(live) = &existing {
-                match live.join(session) {
+                match live.join(session, ingest) {
                     Ok(Ok(())) => {
                         live.authenticated(stream_key);
                         return Ok(self.publisher(live.clone(), session, ingest, false));
@@ -191,7 +213,7 @@ impl Hub {
                 // Another publisher started a stream meanwhile: ask it.
                 continue;
             }
-            let live = self.spawn_channel(&channel.id, &channel.ladder, session)?;
+            let live = self.spawn_channel(&channel.id, &channel.ladder, session, ingest)?;
             live.authenticated(stream_key);
             table.insert(channel.id.clone(), live.clone());
             METRICS.live_channels.inc();
@@ -215,6 +237,7 @@ impl Hub {
         id: &str,
         ladder: &str,
         session: u64,
+        protocol: &'static str,
     ) -> Result<Arc<LiveChannel>, PublishError> {
         // A ladder removed from the config since the channel was made falls
         // back to the source alone rather than refusing the publisher.
@@ -232,18 +255,24 @@ impl Hub {
         let store = ChannelStore::new(id, &self.cfg.package);
         let (events_tx, events_rx) = crossbeam_channel::bounded(self.cfg.queue_packets);
         let (control_tx, control_rx) = crossbeam_channel::bounded(CONTROL_QUEUE);
-        let live = Arc::new(LiveChannel::new(id, store, events_tx, control_tx));
+        let journal = Journal::open(self.journal.clone(), session, id, protocol);
+        let live = Arc::new(LiveChannel::new(id, store, events_tx, control_tx, journal));
         let timing = Timing {
             grace: self.cfg.reconnect_grace,
             linger: self.cfg.ended_linger,
         };
         let transcoding = Transcoding::new(id, template);
+        let joined = Joined {
+            session,
+            protocol,
+            at: Instant::now(),
+        };
         let core = ChannelCore::new(
             id,
             self.cfg.package.clone(),
             timing,
             transcoding.enabled(),
-            session,
+            joined,
         );
         let driver = Driver {
             table: self.table.clone(),
@@ -283,6 +312,24 @@ impl Hub {
     /// The part store of a channel that is live or whose ended stream still lingers.
     pub fn store(&self, channel_id: &str) -> Option<Arc<ChannelStore>> {
         lock(&self.table).get(channel_id).map(|c| c.store.clone())
+    }
+
+    /// The latest status of the channel's stream (live, reconnecting, or
+    /// ended and lingering) and how many players read its playlists in
+    /// the last [`status::VIEWER_WINDOW`] before `now`.
+    pub fn stream_status(&self, channel_id: &str, now: Instant) -> Option<(StreamStatus, usize)> {
+        let live = lock(&self.table).get(channel_id).cloned()?;
+        let status = lock(&live.status).clone()?;
+        let viewers = lock(&live.viewers).count(now);
+        Some((status, viewers))
+    }
+
+    /// A player at `addr` was served a playlist of the channel at `now`.
+    pub fn note_playlist_request(&self, channel_id: &str, addr: IpAddr, now: Instant) {
+        let live = lock(&self.table).get(channel_id).cloned();
+        if let Some(live) = live {
+            lock(&live.viewers).note(addr, now);
+        }
     }
 
     /// Catches up with registry changes made behind the node's back (`rungs
@@ -423,6 +470,7 @@ impl Publisher {
             }),
         };
         if let Some(cut) = cut {
+            self.live.journal.event("publisher cut", cut.to_string());
             gate.cut = Some(cut.clone());
             METRICS
                 .ingest_cut
@@ -478,6 +526,10 @@ impl Publisher {
         }
         if !self.enqueue(event, arrival) {
             gate.dropping = true;
+            self.live.journal.event(
+                "ingest dropped",
+                "the channel fell behind: media dropped until the next keyframe",
+            );
             if is_packet {
                 METRICS
                     .ingest_dropped_packets
@@ -497,6 +549,9 @@ impl Publisher {
     /// refused again.
     pub fn refuse(&self) {
         lock(&self.gate).refused = true;
+        self.live
+            .journal
+            .event("media refused", "ingest refused the publisher's media");
     }
 
     fn count_drop(&self, event: &IngestEvent) {
@@ -525,9 +580,14 @@ impl Publisher {
 impl Drop for Publisher {
     fn drop(&mut self) {
         METRICS.publishers.with_label_values(&[self.ingest]).dec();
-        let (sent_video, refused) = {
+        let (sent_video, refused, reason) = {
             let g = lock(&self.gate);
-            (g.sent_video, g.refused)
+            let reason = match (&g.cut, g.refused) {
+                (Some(cut), _) => format!("cut: {cut}"),
+                (None, true) => "media refused".to_string(),
+                (None, false) => "disconnected".to_string(),
+            };
+            (g.sent_video, g.refused, reason)
         };
         // A publisher that started the stream and left before any video, or
         // whose media was refused, did not make a stream worth a grace period.
@@ -535,6 +595,7 @@ impl Drop for Publisher {
         let left = Control::Left {
             session: self.session,
             abandoned,
+            reason,
         };
         if let Err(e @ Unreachable::Busy(_)) = self.live.send_control(left) {
             tracing::warn!(channel = %self.live.id, error = %e, "publisher left, but its channel was not told");

@@ -7,7 +7,7 @@
 //! time as its clock, paced by the slowest stage instead of the wall clock,
 //! so a figure measured here is what the live node can sustain.
 
-use super::core::{ChannelCore, Input, Output, Timing};
+use super::core::{ChannelCore, Input, Joined, Output, Timing};
 use super::transcoding::Transcoding;
 use crate::media::{Arrival, IngestEvent, Packet, TIMEBASE, TrackKind};
 use crate::package::metadata::{MetadataRefusal, Payload, Placement};
@@ -261,12 +261,18 @@ impl VodChannel {
             grace: Duration::ZERO,
             linger: Duration::ZERO,
         };
-        let core = ChannelCore::new("transcode", package, timing, transcoding.enabled(), SESSION);
+        let clock = MediaClock::new();
+        let file = Joined {
+            session: SESSION,
+            protocol: "file",
+            at: clock.t0,
+        };
+        let core = ChannelCore::new("transcode", package, timing, transcoding.enabled(), file);
         Ok(VodChannel {
             core,
             transcoding,
             writer,
-            clock: MediaClock::new(),
+            clock,
             ladder: Ladder::default(),
             placed: None,
         })

@@ -2,7 +2,9 @@
 //! publisher's drop-whole-GOPs gate against a small queue.
 
 use super::channel::{CONTROL_QUEUE, LiveChannel, Stamped};
-use super::core::{ChannelCore, Input, Output, Refusal, Timing};
+use super::core::{ChannelCore, Input, Joined, Output, Refusal, Timing};
+use super::journal::SessionNote;
+use super::status::{Health, StreamState};
 use super::*;
 use crate::media::Packet;
 use crate::package::Update;
@@ -22,15 +24,74 @@ struct Rig {
     core: ChannelCore,
     t0: Instant,
     wall0: SystemTime,
+    /// Session notes, set aside from the outputs a test looks at.
+    notes: Vec<SessionNote>,
+    /// The latest status snapshot.
+    status: Option<StreamStatus>,
 }
 
 impl Rig {
     fn new(transcode: bool) -> Rig {
+        let t0 = Instant::now();
+        let first = Joined {
+            session: 1,
+            protocol: "rtmp",
+            at: t0,
+        };
         Rig {
-            core: ChannelCore::new("test", PackageConfig::default(), TIMING, transcode, 1),
-            t0: Instant::now(),
+            core: ChannelCore::new("test", PackageConfig::default(), TIMING, transcode, first),
+            t0,
             wall0: SystemTime::now(),
+            notes: Vec::new(),
+            status: None,
         }
+    }
+
+    /// Publish session `session` asks for the channel at `ms`.
+    fn admit(&mut self, session: u64, ms: i64) -> Result<(), Refusal> {
+        let joined = Joined {
+            session,
+            protocol: "whip",
+            at: self.at(ms),
+        };
+        let answer = self.core.admit(joined);
+        self.drain();
+        answer
+    }
+
+    /// The core's outputs, less the notes and snapshots kept in `self`.
+    fn drain(&mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Session(n) => self.notes.push(n),
+                Output::Status(s) => self.status = Some(*s),
+                o => out.push(o),
+            }
+        }
+        out
+    }
+
+    fn events(&self) -> Vec<(&'static str, String)> {
+        self.notes
+            .iter()
+            .filter_map(|n| match n {
+                SessionNote::Event { kind, detail } => Some((*kind, detail.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn left(&mut self, session: u64, ms: i64, abandoned: bool) -> Vec<Output> {
+        let reason = "disconnected".to_string();
+        self.handle(
+            ms,
+            Input::Left {
+                session,
+                abandoned,
+                reason,
+            },
+        )
     }
 
     fn at(&self, ms: i64) -> Instant {
@@ -46,7 +107,7 @@ impl Rig {
 
     fn handle(&mut self, ms: i64, input: Input) -> Vec<Output> {
         self.core.handle(self.at(ms), input);
-        std::iter::from_fn(|| self.core.poll_output()).collect()
+        self.drain()
     }
 
     fn event(&mut self, session: u64, ms: i64, event: IngestEvent) -> Vec<Output> {
@@ -109,19 +170,13 @@ fn reconnect_within_grace_continues_with_a_discontinuity() {
             .iter()
             .any(|u| matches!(u, Update::Part { .. }))
     );
-    let left = r.handle(
-        4000,
-        Input::Left {
-            session: 1,
-            abandoned: false,
-        },
-    );
+    let left = r.left(1, 4000, false);
     assert!(!ended(&left), "a lost publisher gets a grace period");
     assert_eq!(r.core.poll_timeout(), Some(r.at(4000) + TIMING.grace));
     // Within grace nothing ends, and another publisher may take over.
     assert!(!ended(&r.handle(5000, Input::Timeout)));
-    assert_eq!(r.core.admit(2), Ok(()));
-    assert_eq!(r.core.admit(3), Err(Refusal::AlreadyLive));
+    assert_eq!(r.admit(2, 5000), Ok(()));
+    assert_eq!(r.admit(3, 5000), Err(Refusal::AlreadyLive));
     assert_eq!(r.core.poll_timeout(), None, "grace cancelled");
     let again = r.publish(2, 5000, 3);
     assert!(
@@ -141,13 +196,7 @@ fn reconnect_within_grace_continues_with_a_discontinuity() {
 fn grace_expiry_ends_the_stream_then_linger_then_removal() {
     let mut r = Rig::new(false);
     r.publish(1, 0, 3);
-    r.handle(
-        3000,
-        Input::Left {
-            session: 1,
-            abandoned: false,
-        },
-    );
+    r.left(1, 3000, false);
     let out = r.handle(5000, Input::Timeout);
     assert!(
         ended(&out) && has_end(&out),
@@ -155,7 +204,7 @@ fn grace_expiry_ends_the_stream_then_linger_then_removal() {
     );
     assert!(!removed(&out), "ended playlists are served a while");
     assert_eq!(
-        r.core.admit(2),
+        r.admit(2, 5000),
         Err(Refusal::Ended),
         "a new publisher starts a new stream"
     );
@@ -172,13 +221,7 @@ fn grace_expiry_ends_the_stream_then_linger_then_removal() {
 fn a_publisher_that_leaves_before_video_is_abandoned_without_linger() {
     let mut r = Rig::new(false);
     r.event(1, 0, IngestEvent::AudioConfig(audio_params()));
-    let out = r.handle(
-        100,
-        Input::Left {
-            session: 1,
-            abandoned: true,
-        },
-    );
+    let out = r.left(1, 100, true);
     assert!(ended(&out) && removed(&out), "{out:?}");
 }
 
@@ -242,19 +285,13 @@ fn the_pipeline_is_flushed_before_the_core_moves_on() {
         .filter(|o| matches!(o, Output::Transcode(..)))
         .count();
     assert_eq!(fed, 31, "the video configuration and every video packet");
-    let left = r.handle(
-        1000,
-        Input::Left {
-            session: 1,
-            abandoned: false,
-        },
-    );
+    let left = r.left(1, 1000, false);
     assert!(matches!(left.as_slice(), [Output::FlushPipeline]));
     assert_eq!(r.core.poll_timeout(), None, "grace waits for the flush");
     r.handle(1000, Input::Flushed(Vec::new()));
     assert_eq!(r.core.poll_timeout(), Some(r.at(1000) + TIMING.grace));
     // A reconnect starts a new pipeline.
-    assert_eq!(r.core.admit(2), Ok(()));
+    assert_eq!(r.admit(2, 1100), Ok(()));
     let again = r.publish(2, 1500, 1);
     assert!(again.iter().any(|o| matches!(o, Output::StartPipeline)));
 }
@@ -298,6 +335,12 @@ fn an_hour_of_media_goes_through_on_the_fake_clock() {
     );
 }
 
+/// A session journal nothing reads: its notes are dropped.
+fn unread_journal() -> Journal {
+    let (tx, _) = crossbeam_channel::bounded(1);
+    Journal::open(tx, 1, "test", "rtmp")
+}
+
 /// A publisher whose channel has room for `room` events and no thread.
 fn publisher(room: usize) -> (Publisher, crossbeam_channel::Receiver<Stamped>) {
     let (events, events_rx) = crossbeam_channel::bounded(room);
@@ -307,6 +350,7 @@ fn publisher(room: usize) -> (Publisher, crossbeam_channel::Receiver<Stamped>) {
         ChannelStore::new("gate-test", &PackageConfig::default()),
         events,
         control,
+        unread_journal(),
     ));
     (
         Publisher::new(live, 1, "rtmp", true, IngestLimits::NONE),
@@ -528,6 +572,7 @@ fn a_publisher_over_its_bitrate_cap_is_cut_and_counted() {
             ChannelStore::new("cap-test", &PackageConfig::default()),
             events,
             control,
+            unread_journal(),
         ));
         (live, (events_rx, _control_rx))
     };
@@ -587,16 +632,160 @@ fn metadata_is_placed_while_live_and_refused_in_grace() {
             .any(|u| matches!(u, Update::DateRange { .. })),
         "a date range goes with the next part"
     );
-    r.handle(
-        4000,
-        Input::Left {
-            session: 1,
-            abandoned: false,
-        },
-    );
+    r.left(1, 4000, false);
     assert_eq!(
         placed(&r.handle(4100, text())),
         Some(&Err(MetadataRefusal::NotLive)),
         "in the grace period no part is coming"
+    );
+}
+
+#[test]
+fn the_session_record_tells_a_reconnect_a_refusal_a_format_change_and_the_end() {
+    let mut r = Rig::new(false);
+    r.publish(1, 0, 4);
+    // The configuration goes to the record at once, the measured rates
+    // once there are some.
+    let ingests: Vec<&status::IngestInfo> = r
+        .notes
+        .iter()
+        .filter_map(|n| match n {
+            SessionNote::Ingest(i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    // Video, audio, then the rates.
+    assert_eq!(ingests.len(), 3, "{:?}", r.notes);
+    let video = |i: &status::IngestInfo| i.video.clone().expect("video");
+    assert_eq!(
+        (video(ingests[0]).width, ingests[0].protocol),
+        (320, "rtmp")
+    );
+    assert_eq!(video(ingests[1]).frame_rate, None);
+    assert_eq!(ingests[1].audio.clone().map(|a| a.channels), Some(2));
+    let fps = video(ingests[2]).frame_rate.unwrap_or(0.0);
+    assert!((fps - 30.0).abs() < 0.5, "{fps}");
+    assert!(ingests[2].bitrate_bps.is_some());
+
+    r.left(1, 4000, false);
+    assert_eq!(r.admit(2, 5000), Ok(()));
+    assert_eq!(r.admit(3, 5100), Err(Refusal::AlreadyLive));
+    r.publish(2, 5000, 2);
+    // The same format again is no change; a new size is.
+    r.event(2, 7000, IngestEvent::VideoConfig(video_params(640)));
+    r.left(2, 7000, false);
+    r.handle(9000, Input::Timeout);
+
+    let events = r.events();
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        kinds,
+        [
+            "publisher left",
+            "publisher reconnected",
+            "publish refused",
+            "ingest changed",
+            "publisher left"
+        ],
+        "{events:?}"
+    );
+    assert_eq!(events[0].1, "disconnected");
+    assert_eq!(events[1].1, "whip");
+    assert_eq!(
+        events[3].1,
+        "video h264 320x240 High 1.3 -> h264 640x240 High 1.3"
+    );
+    assert_eq!(
+        r.notes.last(),
+        Some(&SessionNote::Ended {
+            reason: "publisher did not come back (disconnected)".into()
+        })
+    );
+}
+
+#[test]
+fn status_follows_the_stream_from_live_to_reconnecting_to_offline() {
+    use crate::transcode::backend::{ChannelPlan, SoftwareDecode, X264Reason};
+    use crate::transcode::frame::Size;
+    use crate::transcode::ladder::Rung;
+
+    let mut r = Rig::new(true);
+    r.publish(1, 0, 6);
+    let s = r.status.clone().expect("a snapshot");
+    assert_eq!(s.state, StreamState::Live);
+    assert_eq!(s.rungs, vec![status::RungInfo::source()]);
+    assert_eq!(s.ingest.protocol, "rtmp");
+    let video = s.ingest.video.clone().expect("video");
+    assert_eq!((video.width, video.height), (320, 240));
+    assert_eq!(s.ingest.audio.clone().map(|a| a.sample_rate), Some(44_100));
+    assert_eq!(s.health(r.at(6000)), Health::Healthy);
+    assert_eq!(s.health(r.at(9000)), Health::Starving, "silent for 3 s");
+
+    let rung = Rung {
+        name: "180p".into(),
+        size: Size {
+            width: 240,
+            height: 180,
+        },
+        bitrate_bps: 300_000,
+    };
+    r.handle(6000, Input::Rung(RungOutput::Plan(vec![rung])));
+    let plan = ChannelPlan::cpu(1, SoftwareDecode::GpuOff, X264Reason::GpuOff);
+    r.handle(6000, Input::Rung(RungOutput::Backends(plan)));
+    let rungs = r.status.clone().expect("a snapshot").rungs;
+    assert_eq!(rungs.len(), 2);
+    assert_eq!(
+        (rungs[1].name.as_str(), rungs[1].encoder, rungs[1].backend),
+        ("180p", Some("libx264"), Some("cpu"))
+    );
+
+    r.left(1, 6000, false);
+    r.handle(6000, Input::Flushed(Vec::new()));
+    let s = r.status.clone().expect("a snapshot");
+    assert_eq!(s.state, StreamState::Reconnecting);
+    assert_eq!(s.health(r.at(6100)), Health::Unknown, "nobody to judge");
+    r.handle(8000, Input::Timeout);
+    assert_eq!(r.status.map(|s| s.state), Some(StreamState::Offline));
+}
+
+#[test]
+fn a_stream_reports_status_and_viewers_and_its_session_reaches_the_registry() {
+    let _turn = gauge_turn();
+    let (hub, _dir) = hub();
+    let (id, key) = channel(&hub, "status");
+    let p = hub.start_publish(&key, "rtmp").expect("publish");
+    stream(&p, 0, 2).expect("streams");
+    eventually("a snapshot with the ingest", || {
+        hub.stream_status(&id, Instant::now())
+            .is_some_and(|(s, _)| s.ingest.video.is_some())
+    });
+    let now = Instant::now();
+    for a in [[192, 0, 2, 1], [192, 0, 2, 1], [192, 0, 2, 2]] {
+        hub.note_playlist_request(&id, a.into(), now);
+    }
+    let (s, viewers) = hub.stream_status(&id, now).expect("live");
+    assert_eq!(
+        (s.state, viewers, s.ingest.protocol),
+        (StreamState::Live, 2, "rtmp")
+    );
+    assert!(hub.stream_status("nope", now).is_none());
+
+    drop(p);
+    hub.terminate(&id);
+    let ended = || {
+        let list = hub.registry().sessions(&id, 1).expect("sessions");
+        list.into_iter().find(|s| s.end_reason.is_some())
+    };
+    eventually("the session ends in the registry", || ended().is_some());
+    let s = ended().expect("ended");
+    assert_eq!(s.end_reason.as_deref(), Some("channel deleted"));
+    assert_eq!(s.protocol, "rtmp");
+    assert_eq!(s.ingest.expect("ingest")["video"]["width"], 320);
+    assert!(
+        s.events
+            .iter()
+            .any(|e| e.kind == "publisher left" && e.detail == "disconnected"),
+        "{:?}",
+        s.events
     );
 }

@@ -54,6 +54,7 @@ pub fn parse_avc_config(record: Bytes) -> Result<VideoParams, MediaError> {
         r.take(len)?;
     }
     Ok(VideoParams {
+        codec: super::VideoCodec::Avc,
         avcc: record,
         width: dims.width,
         height: dims.height,
@@ -258,7 +259,7 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), MediaErro
 
 /// Turns a NAL unit payload into its RBSP by dropping each emulation_prevention_three_byte,
 /// the 0x03 in a 0x00 0x00 0x03 sequence (7.4.1).
-fn remove_emulation_prevention(data: &[u8]) -> Vec<u8> {
+pub(crate) fn remove_emulation_prevention(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len());
     let mut zeros = 0;
     for &b in data {
@@ -272,23 +273,23 @@ fn remove_emulation_prevention(data: &[u8]) -> Vec<u8> {
     out
 }
 
-fn invalid(what: &'static str, why: String) -> MediaError {
+pub(crate) fn invalid(what: &'static str, why: String) -> MediaError {
     MediaError::Invalid { what, why }
 }
 
 /// Big-endian byte cursor for container records.
-struct ByteReader<'a> {
+pub(crate) struct ByteReader<'a> {
     data: &'a [u8],
     pos: usize,
     what: &'static str,
 }
 
 impl<'a> ByteReader<'a> {
-    fn new(data: &'a [u8], what: &'static str) -> Self {
+    pub(crate) fn new(data: &'a [u8], what: &'static str) -> Self {
         ByteReader { data, pos: 0, what }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], MediaError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], MediaError> {
         let end = self.pos.saturating_add(n);
         let out = self.data.get(self.pos..end).ok_or(MediaError::Truncated {
             what: self.what,
@@ -299,11 +300,11 @@ impl<'a> ByteReader<'a> {
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, MediaError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, MediaError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, MediaError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, MediaError> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }

@@ -2,7 +2,9 @@
 
 pub mod aac;
 pub mod annexb;
+pub mod av1;
 pub mod h264;
+pub mod hevc;
 
 use bytes::Bytes;
 use std::sync::Arc;
@@ -22,28 +24,62 @@ pub enum TrackKind {
     Audio,
 }
 
-/// H.264 decoder configuration as the publisher sent it.
+/// The video codec of a track, with what its codec string needs beyond [`VideoParams`]'
+/// common fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// H.264: the configuration record is an AVCDecoderConfigurationRecord (`avcC`).
+    Avc,
+    /// H.265: the configuration record is an HEVCDecoderConfigurationRecord (`hvcC`).
+    Hevc(hevc::HevcProfile),
+    /// AV1: the configuration record is an AV1CodecConfigurationRecord (`av1C`).
+    Av1(av1::Av1Profile),
+}
+
+impl VideoCodec {
+    /// The codec's common name, for log lines and refusals.
+    pub fn name(&self) -> &'static str {
+        match self {
+            VideoCodec::Avc => "H.264",
+            VideoCodec::Hevc(_) => "HEVC",
+            VideoCodec::Av1(_) => "AV1",
+        }
+    }
+}
+
+/// Video decoder configuration as the publisher sent it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VideoParams {
-    /// AVCDecoderConfigurationRecord (ISO/IEC 14496-15), as carried in the FLV
-    /// sequence header and written verbatim into the `avcC` box.
+    pub codec: VideoCodec,
+    /// The codec's decoder configuration record (ISO/IEC 14496-15 `avcC` or `hvcC`, or the
+    /// AV1 `av1C`), as carried in the FLV sequence header and written verbatim into the
+    /// sample entry.
     pub avcc: Bytes,
     pub width: u32,
     pub height: u32,
+    /// H.264 `profile_idc`, HEVC `general_profile_idc`, AV1 `seq_profile`.
     pub profile_idc: u8,
+    /// H.264 constraint_set flags; 0 for the other codecs.
     pub constraint_flags: u8,
+    /// H.264 `level_idc`, HEVC `general_level_idc`, AV1 `seq_level_idx`.
     pub level_idc: u8,
-    /// Bytes in each NAL unit length prefix of the samples (1, 2 or 4).
+    /// Bytes in each NAL unit length prefix of the samples (1, 2 or 4); AV1 samples are
+    /// OBUs with sizes of their own, and this is 0.
     pub nal_length_size: u8,
 }
 
 impl VideoParams {
-    /// RFC 6381 codec string, `avc1.PPCCLL`.
+    /// RFC 6381 codec string: `avc1.PPCCLL`, or as [`hevc::HevcProfile::codec_string`] and
+    /// [`av1::Av1Profile::codec_string`] write it.
     pub fn codec_string(&self) -> String {
-        format!(
-            "avc1.{:02x}{:02x}{:02x}",
-            self.profile_idc, self.constraint_flags, self.level_idc
-        )
+        match &self.codec {
+            VideoCodec::Avc => format!(
+                "avc1.{:02x}{:02x}{:02x}",
+                self.profile_idc, self.constraint_flags, self.level_idc
+            ),
+            VideoCodec::Hevc(p) => p.codec_string(),
+            VideoCodec::Av1(p) => p.codec_string(),
+        }
     }
 }
 

@@ -11,12 +11,13 @@
 use bytes::Bytes;
 use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
 use mp4_atom::{
-    Atom, Audio, Avc1, Avcc, BufMut as _, Dinf, Dref, Encode as _, Esds, Ftyp, Hdlr, Header, Mdat,
-    Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts,
-    Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd,
+    Atom, Audio, Av01, Av1c, Avc1, Avcc, BufMut as _, Dinf, Dref, Encode as _, Esds, Ftyp, Hdlr,
+    Header, Mdat, Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsc,
+    Stsd, Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url, Visual, Vmhd,
 };
+use mp4_atom::{FourCC, Hvc1, Hvcc};
 
-use crate::media::{AudioParams, TIMEBASE, VideoParams};
+use crate::media::{AudioParams, TIMEBASE, VideoCodec, VideoParams};
 
 /// Which codec a track carries.
 #[derive(Clone, Copy, Debug)]
@@ -277,10 +278,13 @@ struct MediaBoxes<'a> {
 }
 
 enum SampleEntry<'a> {
-    /// The visual fields and the verbatim AVCDecoderConfigurationRecord.
-    Avc1 {
+    /// A visual sample entry (`avc1`, `hvc1` or `av01`) with the verbatim configuration
+    /// record in its box (`avcC`, `hvcC` or `av1C`).
+    Video {
+        entry: FourCC,
+        config: FourCC,
         visual: Visual,
-        avcc: &'a [u8],
+        record: &'a [u8],
     },
     Mp4a(Mp4a),
 }
@@ -295,7 +299,16 @@ impl<'a> MediaBoxes<'a> {
         };
         match codec {
             TrackCodec::Video(video) => {
-                check_avcc(video)?;
+                let (entry, config) = match video.codec {
+                    VideoCodec::Avc => {
+                        check_avcc(video)?;
+                        (Avc1::KIND, Avcc::KIND)
+                    }
+                    // `hvc1`, not `hev1`: parameter sets only in the record, as FLV sends
+                    // them, which is also what Apple's HLS authoring spec asks for.
+                    VideoCodec::Hevc(_) => (Hvc1::KIND, Hvcc::KIND),
+                    VideoCodec::Av1(_) => (Av01::KIND, Av1c::KIND),
+                };
                 let width = dimension("video width", video.width)?;
                 let height = dimension("video height", video.height)?;
                 Ok(MediaBoxes {
@@ -310,14 +323,16 @@ impl<'a> MediaBoxes<'a> {
                     },
                     vmhd: Some(Vmhd::default()),
                     smhd: None,
-                    entry: SampleEntry::Avc1 {
+                    entry: SampleEntry::Video {
+                        entry,
+                        config,
                         visual: Visual {
                             data_reference_index: 1,
                             width,
                             height,
                             ..Default::default()
                         },
-                        avcc: &video.avcc,
+                        record: &video.avcc,
                     },
                 })
             }
@@ -387,10 +402,15 @@ impl<'a> MediaBoxes<'a> {
             0u32.encode(buf)?; // version 0, flags 0
             1u32.encode(buf)?; // entry_count
             match &self.entry {
-                SampleEntry::Avc1 { visual, avcc } => buf.encode_atom(Avc1::KIND, |buf| {
+                SampleEntry::Video {
+                    entry,
+                    config,
+                    visual,
+                    record,
+                } => buf.encode_atom(*entry, |buf| {
                     visual.encode(buf)?;
-                    buf.encode_atom(Avcc::KIND, |buf| {
-                        buf.append_slice(avcc);
+                    buf.encode_atom(*config, |buf| {
+                        buf.append_slice(record);
                         Ok(())
                     })
                 }),

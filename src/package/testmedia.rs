@@ -17,6 +17,7 @@ const HIGH_AVCC: &[u8] = &[
 
 pub fn video_params(width: u32) -> Arc<VideoParams> {
     Arc::new(VideoParams {
+        codec: crate::media::VideoCodec::Avc,
         avcc: Bytes::from_static(HIGH_AVCC),
         width,
         height: 240,
@@ -173,6 +174,7 @@ pub fn h264(
     avcc.extend_from_slice(&(pps.len() as u16).to_be_bytes());
     avcc.extend_from_slice(pps);
     let params = Arc::new(VideoParams {
+        codec: crate::media::VideoCodec::Avc,
         avcc: Bytes::from(avcc),
         width: 320,
         height: 240,

@@ -1,18 +1,25 @@
-//! Private channels: who may watch. Verifies playback tokens (ES384 JWTs
-//! signed by a registered playback key) and rewrites served playlists so
-//! every URI they name carries the token on to the next request.
+//! Who may watch. Every channel's rules (allowed origins, networks,
+//! countries: `rules.rs`) and, for private channels, playback tokens (ES384
+//! JWTs signed by a registered playback key); served playlists are
+//! rewritten so every URI they name carries the token on to the next
+//! request.
 //!
-//! Owns the per-node view of the registry's private flags, playback keys
-//! and revoked viewers, a bounded cache of verified tokens and the set of
-//! spent single-use ids. Must never log, count or echo a token or a key:
-//! refusals name a reason and nothing else. The package store stays
-//! token-agnostic; tokens live only in the bytes this module hands out.
+//! Owns the per-node view of the registry's private flags, channel rules,
+//! playback keys and revoked viewers, a bounded cache of verified tokens and
+//! the set of spent single-use ids. Must never log, count or echo a token or
+//! a key, nor log a client's address: refusals name a reason and nothing
+//! else. The package store stays token-agnostic; tokens live only in the
+//! bytes this module hands out.
 
-use crate::registry::{MAX_VIEWER_ID, Registry, RegistryError};
+use crate::registry::{MAX_VIEWER_ID, Policy, Registry, RegistryError};
+use crate::serve::geo::Locator;
+use crate::serve::rules::{Breach, PolicyError, Rules};
+use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -22,8 +29,8 @@ pub const REFUSAL_HEADER: &str = "x-rungs-refusal";
 pub const TOKEN_PARAM: &str = "token";
 
 /// How stale the node's view of the registry may get: a channel made
-/// private, a key deleted or a viewer revoked by the CLI takes effect
-/// within this (at once through the API).
+/// private, its rules changed, a key deleted or a viewer revoked by the CLI
+/// takes effect within this (at once through the API).
 const REFRESH: Duration = Duration::from_secs(1);
 /// Verified tokens kept; a player's requests reuse one token for minutes,
 /// so a small map spares nearly every signature check.
@@ -33,8 +40,8 @@ const MAX_VERIFIED: usize = 4096;
 /// one (forgetting would let it be replayed).
 const MAX_SPENT: usize = 100_000;
 
-/// Why a request for a private channel was refused; `as_str` is the value
-/// of [`REFUSAL_HEADER`].
+/// Why a player request was refused; `as_str` is the value of
+/// [`REFUSAL_HEADER`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// No `token` query parameter.
@@ -49,8 +56,18 @@ pub enum Refusal {
     BadSignature,
     /// The token is for another channel.
     WrongChannel,
-    /// The token names allowed origins and the request's is not one.
+    /// The channel's allowed origins, or the token's, do not list the
+    /// request's (or it named none).
     Origin,
+    /// The client's address is in a network the channel denies, or outside
+    /// every one it allows.
+    Network,
+    /// The client's country is denied, or not among the allowed ones, or
+    /// unknown where the channel allows only some.
+    Region,
+    /// The channel's stored rules do not read (a hand-edited database):
+    /// nobody plays it until they are set again.
+    Policy,
     /// The token's viewer was revoked after (or when) it was issued.
     Revoked,
     /// A single-use token presented on the multivariant playlist again.
@@ -69,6 +86,9 @@ impl Refusal {
             Refusal::BadSignature => "bad signature",
             Refusal::WrongChannel => "wrong channel",
             Refusal::Origin => "origin",
+            Refusal::Network => "network",
+            Refusal::Region => "region",
+            Refusal::Policy => "policy",
             Refusal::Revoked => "revoked",
             Refusal::Used => "used",
             Refusal::Hook => "hook",
@@ -122,10 +142,34 @@ pub struct Request<'a> {
     pub multivariant: bool,
 }
 
+impl From<Breach> for Refusal {
+    fn from(b: Breach) -> Self {
+        match b {
+            Breach::Origin => Refusal::Origin,
+            Breach::Network => Refusal::Network,
+            Breach::Region => Refusal::Region,
+            Breach::Unreadable => Refusal::Policy,
+        }
+    }
+}
+
+/// What CORS may answer for a channel's response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cors {
+    /// No allowed origins: `*`.
+    Any,
+    /// The request's origin is allowed: echo it.
+    Echo,
+    /// Allowed origins that do not include the request's: no CORS header.
+    Withhold,
+}
+
 /// The registry as the serve layer needs it, read whole on each refresh.
 #[derive(Default)]
 struct Snapshot {
     private: HashSet<String>,
+    /// Channels whose policy restricts playback.
+    rules: HashMap<String, Arc<Rules>>,
     /// (key id, PEM as stored, verifying key).
     keys: Vec<(String, String, DecodingKey)>,
     revoked: HashMap<String, u64>,
@@ -133,6 +177,7 @@ struct Snapshot {
 
 pub struct Access {
     registry: Option<Arc<Registry>>,
+    locator: Locator,
     snapshot: RwLock<Arc<Snapshot>>,
     verified: Mutex<HashMap<String, Arc<Claims>>>,
     spent: Mutex<HashMap<String, u64>>,
@@ -148,8 +193,8 @@ impl Access {
     /// Reads the registry now (blocking: SQLite) and, inside a tokio
     /// runtime, re-reads it every [`REFRESH`] on the blocking pool, so
     /// requests never wait on SQLite and CLI changes apply within a second.
-    pub fn new(registry: Arc<Registry>) -> Arc<Self> {
-        let access = Arc::new(Self::empty(Some(registry)));
+    pub fn new(registry: Arc<Registry>, locator: Locator) -> Arc<Self> {
+        let access = Arc::new(Self::empty(Some(registry), locator));
         if let Err(e) = access.reload() {
             tracing::error!(error = %e, "could not read private channels from the registry");
         }
@@ -172,27 +217,51 @@ impl Access {
         access
     }
 
-    /// No registry: every channel public until [`Access::set`] says otherwise.
+    /// No registry: every channel public and unrestricted until
+    /// [`Access::set`] and [`Access::set_policy`] say otherwise.
     pub fn detached() -> Arc<Self> {
-        Arc::new(Self::empty(None))
+        Self::detached_with(Locator::direct())
     }
 
-    fn empty(registry: Option<Arc<Registry>>) -> Self {
+    /// [`Access::detached`] with addresses and countries from `locator`.
+    pub fn detached_with(locator: Locator) -> Arc<Self> {
+        Arc::new(Self::empty(None, locator))
+    }
+
+    fn empty(registry: Option<Arc<Registry>>, locator: Locator) -> Self {
         Access {
             registry,
+            locator,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             verified: Mutex::new(HashMap::new()),
             spent: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Re-reads private flags, keys and revocations from the registry
-    /// (blocking). The API calls it after each change so it applies at once.
+    /// Re-reads private flags, channel rules, keys and revocations from the
+    /// registry (blocking). The API calls it after each change so it applies
+    /// at once.
     pub fn reload(&self) -> Result<(), RegistryError> {
         let Some(reg) = &self.registry else {
             return Ok(());
         };
         let private = reg.private_channels()?.into_iter().collect();
+        let before = self.snapshot();
+        let mut rules = HashMap::new();
+        for (channel, policy) in reg.policies()? {
+            let compiled = match Rules::compile(&policy) {
+                Ok(None) => continue,
+                Ok(Some(r)) => r,
+                Err(e) => {
+                    // Once per change, not on every refresh.
+                    if !before.rules.contains_key(&channel) {
+                        tracing::warn!(channel = %channel, error = %e, "stored channel policy does not read; the channel refuses every player until it is set again");
+                    }
+                    Rules::unreadable()
+                }
+            };
+            rules.insert(channel, Arc::new(compiled));
+        }
         let keys = reg
             .playback_keys()?
             .into_iter()
@@ -211,6 +280,7 @@ impl Access {
             .collect();
         self.install(Snapshot {
             private,
+            rules,
             keys,
             revoked,
         });
@@ -244,10 +314,35 @@ impl Access {
             .iter()
             .map(|(id, pem)| Ok((id.to_string(), pem.to_string(), decoding_key(pem)?)))
             .collect::<Result<_, KeyError>>()?;
+        let rules = self.snapshot().rules.clone();
         self.install(Snapshot {
             private: private.iter().map(|s| s.to_string()).collect(),
+            rules,
             keys,
             revoked: revoked.iter().map(|(v, t)| (v.to_string(), *t)).collect(),
+        });
+        Ok(())
+    }
+
+    /// For tests and the detached form: `channel`'s rules, replacing its
+    /// previous ones.
+    pub fn set_policy(&self, channel: &str, policy: &Policy) -> Result<(), PolicyError> {
+        let compiled = Rules::compile(policy)?;
+        let cur = self.snapshot();
+        let mut rules = cur.rules.clone();
+        match compiled {
+            Some(r) => rules.insert(channel.to_string(), Arc::new(r)),
+            None => rules.remove(channel),
+        };
+        self.install(Snapshot {
+            private: cur.private.clone(),
+            rules,
+            keys: cur
+                .keys
+                .iter()
+                .map(|(id, pem, key)| (id.clone(), pem.clone(), key.clone()))
+                .collect(),
+            revoked: cur.revoked.clone(),
         });
         Ok(())
     }
@@ -261,6 +356,48 @@ impl Access {
 
     pub fn is_private(&self, channel: &str) -> bool {
         self.snapshot().private.contains(channel)
+    }
+
+    /// Whether this node can tell a client's country (it has a GeoIP database).
+    pub fn knows_countries(&self) -> bool {
+        self.locator.has_countries()
+    }
+
+    /// The client's address: the socket peer, or from a trusted proxy what
+    /// its address header says. `peer` is none only without a socket
+    /// (in-process tests).
+    pub fn client(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        peer.map(|p| self.locator.client(p, headers))
+    }
+
+    /// Checks a channel's rules (allowed origins, networks, countries); for
+    /// every channel, public or private, before any token.
+    pub fn admit(
+        &self,
+        channel: &str,
+        client: Option<IpAddr>,
+        origin: Option<&str>,
+    ) -> Result<(), Refusal> {
+        match self.snapshot().rules.get(channel) {
+            None => Ok(()),
+            Some(r) => r
+                .check(client, origin, &self.locator)
+                .map_err(Refusal::from),
+        }
+    }
+
+    /// What CORS may say on `channel`'s response to a request from `origin`.
+    pub fn cors(&self, channel: &str, origin: Option<&str>) -> Cors {
+        match self.snapshot().rules.get(channel) {
+            Some(r) if r.limits_origins() => {
+                if r.origin_allowed(origin) {
+                    Cors::Echo
+                } else {
+                    Cors::Withhold
+                }
+            }
+            _ => Cors::Any,
+        }
     }
 
     /// Checks a request for a private channel. Public channels never come here.
@@ -393,6 +530,13 @@ fn origin_allowed(allowed: &str, origin: Option<&str>) -> bool {
         .map(str::trim)
         .filter(|a| !a.is_empty())
         .any(|a| a == "*" || Some(a) == origin)
+}
+
+/// The request's `Origin`, else the origin of its `Referer`: the page that
+/// asked, as far as the browser tells.
+pub fn request_origin(headers: &HeaderMap) -> Option<&str> {
+    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    header(header::ORIGIN).or_else(|| header(header::REFERER).and_then(referer_origin))
 }
 
 /// The origin (`scheme://host[:port]`) of a `Referer` URL.
@@ -815,7 +959,85 @@ source/index.m3u8\n\
     }
 
     #[test]
+    fn channel_rules_apply_to_public_and_private_channels_and_shape_cors() {
+        let (_db, locator) =
+            crate::serve::geo::test_locator(&[("203.0.113.0/24", "FR"), ("198.51.100.0/24", "DE")]);
+        let access = Access::detached_with(locator);
+        assert!(access.knows_countries());
+        let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        access
+            .set_policy(
+                "open",
+                &Policy {
+                    deny_countries: list(&["FR"]),
+                    deny_cidrs: list(&["192.0.2.0/24"]),
+                    ..Policy::default()
+                },
+            )
+            .expect("valid");
+        access
+            .set_policy(
+                "site",
+                &Policy {
+                    allowed_origins: list(&["https://a.example"]),
+                    allow_countries: list(&["DE"]),
+                    ..Policy::default()
+                },
+            )
+            .expect("valid");
+        // Private flags set later keep the rules.
+        access.set(&["site"], &[], &[]).expect("no keys");
+        let ip = |s: &str| Some(s.parse::<IpAddr>().expect("address"));
+        let (fr, de, other) = (ip("203.0.113.7"), ip("198.51.100.7"), ip("192.0.2.7"));
+        let site = Some("https://a.example");
+        for (channel, client, origin, want) in [
+            ("open", fr, None, Err(Refusal::Region)),
+            ("open", de, None, Ok(())),
+            ("open", other, None, Err(Refusal::Network)),
+            ("plain", fr, None, Ok(())),
+            ("site", de, site, Ok(())),
+            ("site", de, Some("https://b.example"), Err(Refusal::Origin)),
+            ("site", de, None, Err(Refusal::Origin)),
+            ("site", fr, site, Err(Refusal::Region)),
+            // Not in the database: unknown, and only DE is allowed.
+            ("site", ip("10.0.0.1"), site, Err(Refusal::Region)),
+        ] {
+            assert_eq!(
+                access.admit(channel, client, origin),
+                want,
+                "{channel} {client:?} {origin:?}"
+            );
+        }
+        assert_eq!(access.cors("plain", Some("https://b.example")), Cors::Any);
+        assert_eq!(access.cors("open", Some("https://b.example")), Cors::Any);
+        assert_eq!(access.cors("site", site), Cors::Echo);
+        assert_eq!(
+            access.cors("site", Some("https://b.example")),
+            Cors::Withhold
+        );
+        assert_eq!(access.cors("site", None), Cors::Withhold);
+        access
+            .set_policy("site", &Policy::default())
+            .expect("cleared");
+        assert_eq!(access.cors("site", Some("https://b.example")), Cors::Any);
+        assert_eq!(access.admit("site", fr, None), Ok(()));
+        assert!(access.is_private("site"));
+    }
+
+    #[test]
     fn referer_gives_its_origin() {
+        let mut h = HeaderMap::new();
+        assert_eq!(request_origin(&h), None);
+        h.insert(
+            header::REFERER,
+            axum::http::HeaderValue::from_static("https://r.example/page"),
+        );
+        assert_eq!(request_origin(&h), Some("https://r.example"));
+        h.insert(
+            header::ORIGIN,
+            axum::http::HeaderValue::from_static("https://o.example"),
+        );
+        assert_eq!(request_origin(&h), Some("https://o.example"));
         assert_eq!(
             referer_origin("https://a.example:8443/page?x#y"),
             Some("https://a.example:8443")

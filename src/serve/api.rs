@@ -3,14 +3,16 @@
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::registry::{Channel, PlaybackKey, RegistryError, Revocation};
+use crate::registry::{Channel, PlaybackKey, Policy, RegistryError, Revocation};
 use crate::serve::access::{self, Access};
+use crate::serve::rules::{self, PolicyPatch};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
@@ -26,6 +28,20 @@ pub struct ChannelView {
     pub private: bool,
     pub ingest: IngestUrls,
     pub playback_url: String,
+    /// Origins whose pages may play the channel (empty: any).
+    pub allowed_origins: Vec<String>,
+    /// Countries (ISO 3166-1 alpha-2) that alone may watch (empty: any).
+    pub allow_countries: Vec<String>,
+    /// Countries that may not watch.
+    pub deny_countries: Vec<String>,
+    /// Networks that alone may watch (empty: any).
+    pub allow_cidrs: Vec<String>,
+    /// Networks that may not watch.
+    pub deny_cidrs: Vec<String>,
+    /// This channel's publish hook, in place of the node's.
+    pub publish_hook: Option<String>,
+    /// This channel's play hook, in place of the node's.
+    pub play_hook: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -36,7 +52,8 @@ pub struct IngestUrls {
 }
 
 impl ChannelView {
-    pub fn new(ch: &Channel, cfg: &Config) -> Self {
+    pub fn new(ch: &Channel, policy: &Policy, cfg: &Config) -> Self {
+        let policy = policy.clone();
         ChannelView {
             id: ch.id.clone(),
             name: ch.name.clone(),
@@ -48,6 +65,13 @@ impl ChannelView {
                 whip: cfg.whip_ingest_url(&ch.id),
             },
             playback_url: format!("{}/hls/{}/master.m3u8", cfg.http_base_url(), ch.id),
+            allowed_origins: policy.allowed_origins,
+            allow_countries: policy.allow_countries,
+            deny_countries: policy.deny_countries,
+            allow_cidrs: policy.allow_cidrs,
+            deny_cidrs: policy.deny_cidrs,
+            publish_hook: policy.publish_hook,
+            play_hook: policy.play_hook,
         }
     }
 }
@@ -60,21 +84,66 @@ struct Api {
     access: Arc<Access>,
 }
 
+/// The body of `POST /api/v1/channels` (`name` required) and of `PATCH
+/// /api/v1/channels/{id}` (`name` and `ladder` refused): a field left out
+/// stays as it was (or the default, on create).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateRequest {
-    name: String,
+struct ChannelRequest {
+    name: Option<String>,
     /// Ladder preset; the node's default when absent.
     ladder: Option<String>,
-    /// Playback tokens required; false when absent.
-    #[serde(default)]
-    private: bool,
+    /// Playback tokens required; false when absent on create.
+    private: Option<bool>,
+    allowed_origins: Option<Vec<String>>,
+    allow_countries: Option<Vec<String>>,
+    deny_countries: Option<Vec<String>>,
+    allow_cidrs: Option<Vec<String>>,
+    deny_cidrs: Option<Vec<String>>,
+    /// `null` (or `""`) clears it, which absent does not.
+    #[serde(default, deserialize_with = "given")]
+    publish_hook: Option<Option<String>>,
+    #[serde(default, deserialize_with = "given")]
+    play_hook: Option<Option<String>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UpdateRequest {
-    private: Option<bool>,
+/// A field present in the body, `null` included.
+fn given<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl ChannelRequest {
+    fn policy(&mut self) -> PolicyPatch {
+        PolicyPatch {
+            allowed_origins: self.allowed_origins.take(),
+            allow_countries: self.allow_countries.take(),
+            deny_countries: self.deny_countries.take(),
+            allow_cidrs: self.allow_cidrs.take(),
+            deny_cidrs: self.deny_cidrs.take(),
+            publish_hook: self.publish_hook.take(),
+            play_hook: self.play_hook.take(),
+        }
+    }
+}
+
+/// A country rule on a node that cannot tell countries would refuse
+/// everyone (an allow list) or no one (a deny list): the 400 that refuses
+/// it up front.
+fn countries_unknown(api: &Api, patch: &PolicyPatch) -> Option<Response> {
+    (patch.sets_countries() && !api.access.knows_countries()).then(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "allow_countries/deny_countries: this node has no GeoIP database (access.geoip_database)",
+        )
+    })
+}
+
+fn policy_error(e: rules::PolicyError) -> RegistryError {
+    RegistryError::InvalidPolicy(e.to_string())
 }
 
 /// An empty body (or `{}`) generates a key pair; `public_key` imports one.
@@ -202,9 +271,17 @@ async fn list(State(api): State<Api>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&api, &headers) {
         return *r;
     }
-    match blocking(&api, |hub| hub.registry().list()).await {
-        Ok(chs) => {
-            let views: Vec<_> = chs.iter().map(|c| ChannelView::new(c, &api.cfg)).collect();
+    let listed = blocking(&api, |hub| {
+        let policies: HashMap<String, Policy> = hub.registry().policies()?.into_iter().collect();
+        Ok((hub.registry().list()?, policies))
+    });
+    match listed.await {
+        Ok((chs, policies)) => {
+            let none = Policy::default();
+            let views: Vec<_> = chs
+                .iter()
+                .map(|c| ChannelView::new(c, policies.get(&c.id).unwrap_or(&none), &api.cfg))
+                .collect();
             ok_json(StatusCode::OK, views)
         }
         Err(r) => r,
@@ -214,32 +291,51 @@ async fn list(State(api): State<Api>, headers: HeaderMap) -> Response {
 async fn create(
     State(api): State<Api>,
     headers: HeaderMap,
-    body: Result<Json<CreateRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<ChannelRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     if let Err(r) = authorize(&api, &headers) {
         return *r;
     }
-    let Json(req) = match body {
+    let Json(mut req) = match body {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
+    let Some(name) = req.name.take() else {
+        return error(StatusCode::BAD_REQUEST, "missing field `name`");
+    };
     let ladder = req
         .ladder
+        .take()
         .unwrap_or_else(|| api.cfg.transcode.default_ladder.clone());
     if let Err(e) = api.hub.ladders().check(&ladder) {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
-    let private = req.private;
+    let patch = req.policy();
+    if let Some(r) = countries_unknown(&api, &patch) {
+        return r;
+    }
+    // Checked before the channel exists, so a bad rule creates nothing.
+    let policy = match rules::normalize(patch.apply(Policy::default())) {
+        Ok(p) => p,
+        Err(e) => return registry_error(policy_error(e)),
+    };
+    let private = req.private.unwrap_or(false);
     let access = api.access.clone();
     let created = blocking(&api, move |hub| {
-        let ch = hub.registry().create_with(&req.name, &ladder, private)?;
+        let ch = hub.registry().create_with(&name, &ladder, private)?;
+        if policy != Policy::default() {
+            hub.registry().set_policy(&ch.id, &policy)?;
+        }
         access.reload()?;
-        Ok(ch)
+        Ok((ch, policy))
     });
     match created.await {
-        Ok(ch) => {
+        Ok((ch, policy)) => {
             tracing::info!(channel = %ch.id, "channel created");
-            ok_json(StatusCode::CREATED, ChannelView::new(&ch, &api.cfg))
+            ok_json(
+                StatusCode::CREATED,
+                ChannelView::new(&ch, &policy, &api.cfg),
+            )
         }
         Err(r) => r,
     }
@@ -249,8 +345,11 @@ async fn show(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>
     if let Err(r) = authorize(&api, &headers) {
         return *r;
     }
-    match blocking(&api, move |hub| hub.registry().get(&id)).await {
-        Ok(ch) => ok_json(StatusCode::OK, ChannelView::new(&ch, &api.cfg)),
+    let shown = blocking(&api, move |hub| {
+        Ok((hub.registry().get(&id)?, hub.registry().policy(&id)?))
+    });
+    match shown.await {
+        Ok((ch, policy)) => ok_json(StatusCode::OK, ChannelView::new(&ch, &policy, &api.cfg)),
         Err(r) => r,
     }
 }
@@ -280,12 +379,12 @@ async fn rotate(State(api): State<Api>, headers: HeaderMap, Path(id): Path<Strin
         let ch = hub.registry().rotate_key(&id)?;
         // The publisher that authenticated with the old key is cut now.
         hub.revoke(&id);
-        Ok(ch)
+        Ok((ch, hub.registry().policy(&id)?))
     });
     match rotated.await {
-        Ok(ch) => {
+        Ok((ch, policy)) => {
             tracing::info!(channel = %ch.id, "stream key rotated");
-            ok_json(StatusCode::OK, ChannelView::new(&ch, &api.cfg))
+            ok_json(StatusCode::OK, ChannelView::new(&ch, &policy, &api.cfg))
         }
         Err(r) => r,
     }
@@ -295,29 +394,51 @@ async fn update(
     State(api): State<Api>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<Json<UpdateRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<ChannelRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     if let Err(r) = authorize(&api, &headers) {
         return *r;
     }
-    let Json(req) = match body {
+    let Json(mut req) = match body {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
+    if req.name.is_some() || req.ladder.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "name and ladder are set when a channel is created",
+        );
+    }
+    let patch = req.policy();
+    if let Some(r) = countries_unknown(&api, &patch) {
+        return r;
+    }
     let access = api.access.clone();
     let updated = blocking(&api, move |hub| {
-        let ch = match req.private {
-            Some(p) => hub.registry().set_private(&id, p)?,
-            None => hub.registry().get(&id)?,
+        let reg = hub.registry();
+        let stored = reg.policy(&id)?;
+        // Checked before anything is written: a bad rule changes nothing.
+        let policy = if patch.is_empty() {
+            None
+        } else {
+            Some(rules::normalize(patch.apply(stored.clone())).map_err(policy_error)?)
         };
+        let ch = match req.private {
+            Some(p) => reg.set_private(&id, p)?,
+            None => reg.get(&id)?,
+        };
+        if let Some(p) = &policy {
+            reg.set_policy(&id, p)?;
+        }
+        let policy = policy.unwrap_or(stored);
         // Players see the change on their next request, not a second later.
         access.reload()?;
-        Ok(ch)
+        Ok((ch, policy))
     });
     match updated.await {
-        Ok(ch) => {
+        Ok((ch, policy)) => {
             tracing::info!(channel = %ch.id, private = ch.private, "channel updated");
-            ok_json(StatusCode::OK, ChannelView::new(&ch, &api.cfg))
+            ok_json(StatusCode::OK, ChannelView::new(&ch, &policy, &api.cfg))
         }
         Err(r) => r,
     }

@@ -2,11 +2,14 @@
 //!
 //! Owns the HTTP mapping: delivery-directive parsing, status codes, content
 //! types and cache headers. Must never wait on its own (the store does the
-//! blocking) and never add CORS (the caller layers it on). For a private
-//! channel every request passes `access` first, and playlists are rewritten
-//! per request to carry the token (the store's bytes stay token-free).
+//! blocking) and never add CORS (the caller layers it on). Every request
+//! passes `access` first (the channel's origin, network and country rules;
+//! for a private channel its token too), and a private channel's playlists
+//! are rewritten per request to carry the token (the store's bytes stay
+//! token-free).
 
 use crate::hooks::{Decision, Hooks, PlayQuestion};
+use crate::metrics::METRICS;
 use crate::package::playlist::Skip;
 use crate::package::{ChannelStore, Encoding, MediaFile, PlaylistRequest, StoreError};
 use crate::serve::access::{self, Access, Grant, Refusal};
@@ -70,19 +73,37 @@ struct Hls<F> {
 
 type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
-/// `None` for a public channel; for a private one the token and what it
-/// grants, or the 403 that refuses the request. Checked before the store is
-/// looked up, so a refusal says nothing about whether the channel is live.
+/// A request that passed [`guard`].
+struct Admitted {
+    /// The client's address (behind a trusted proxy, the one it names).
+    client: Option<IpAddr>,
+    /// For a private channel, what the token grants and the token itself.
+    private: Option<(Grant, String)>,
+}
+
+/// The channel's rules, then for a private channel its token; or the 403
+/// that refuses the request. Checked before the store is looked up, so a
+/// refusal says nothing about whether the channel is live.
 #[allow(clippy::result_large_err)]
 fn guard(
     access: &Access,
     channel: &str,
+    extensions: &axum::http::Extensions,
     headers: &HeaderMap,
     query: &QueryPairs,
     multivariant: bool,
-) -> Result<Option<(Grant, String)>, Response> {
+) -> Result<Admitted, Response> {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let client = access.client(peer, headers);
+    let origin = access::request_origin(headers);
+    access.admit(channel, client, origin).map_err(refused)?;
     if !access.is_private(channel) {
-        return Ok(None);
+        return Ok(Admitted {
+            client,
+            private: None,
+        });
     }
     let token = match query {
         Ok(Query(pairs)) => pairs
@@ -91,9 +112,6 @@ fn guard(
             .map(|(_, v)| v.clone()),
         Err(_) => None,
     };
-    let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    let origin =
-        header(header::ORIGIN).or_else(|| header(header::REFERER).and_then(access::referer_origin));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -105,14 +123,21 @@ fn guard(
         multivariant,
     };
     match access.check(&req) {
-        Ok(grant) => Ok(Some((grant, token.unwrap_or_default()))),
+        Ok(grant) => Ok(Admitted {
+            client,
+            private: Some((grant, token.unwrap_or_default())),
+        }),
         Err(why) => Err(refused(why)),
     }
 }
 
-/// 403 naming the reason in `X-Rungs-Refusal`; never a word about keys or
-/// the token itself.
+/// 403 naming the reason in `X-Rungs-Refusal`; never a word about keys,
+/// the token or the client's address. Counted by reason.
 fn refused(why: Refusal) -> Response {
+    METRICS
+        .play_refused
+        .with_label_values(&[&why.as_str().replace(' ', "_")])
+        .inc();
     (
         StatusCode::FORBIDDEN,
         [
@@ -141,19 +166,17 @@ async fn master<F: Lookup>(
     let Ok(Path(id)) = path else {
         return error(StoreError::NotFound);
     };
-    let private = match guard(&hls.access, &id, &headers, &query, true) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+    let Admitted { client, private } =
+        match guard(&hls.access, &id, &extensions, &headers, &query, true) {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
     // The play hook is asked once per multivariant request (and its answer
     // cached): a player reaches every other URI from this one.
     if hls.hooks.has_play_hook() {
-        let client = extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
         let q = PlayQuestion {
             channel: &id,
-            client,
+            client: client.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             claims: private.as_ref().map(|(grant, _)| &grant.claims),
         };
         if hls.hooks.play(&q).await == Decision::Deny {
@@ -179,14 +202,15 @@ async fn master<F: Lookup>(
 async fn rendition_file<F: Lookup>(
     State(hls): State<Hls<F>>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
     path: Result<Path<(String, String, String)>, PathRejection>,
     query: QueryPairs,
 ) -> Response {
     let Ok(Path((id, rendition, file))) = path else {
         return error(StoreError::NotFound);
     };
-    let private = match guard(&hls.access, &id, &headers, &query, false) {
-        Ok(p) => p,
+    let private = match guard(&hls.access, &id, &extensions, &headers, &query, false) {
+        Ok(a) => a.private,
         Err(r) => return r,
     };
     let Some(store) = (hls.lookup)(&id) else {
@@ -741,6 +765,65 @@ mod tests {
         assert!(
             String::from_utf8_lossy(&master).contains(&format!("source/index.m3u8?token={token}"))
         );
+    }
+
+    #[tokio::test]
+    async fn channel_rules_refuse_every_uri_of_a_public_channel_by_the_client_address() {
+        let (_, store) = app();
+        let locator = crate::serve::geo::Locator::from_config(&crate::config::AccessConfig {
+            trusted_proxies: vec!["127.0.0.1".into()],
+            ..crate::config::AccessConfig::default()
+        })
+        .expect("valid");
+        let access = Access::detached_with(locator);
+        access
+            .set_policy(
+                "live",
+                &crate::registry::Policy {
+                    deny_cidrs: vec!["203.0.113.0/24".into()],
+                    ..crate::registry::Policy::default()
+                },
+            )
+            .expect("valid");
+        let lookup = move |id: &str| (id == "live").then(|| store.clone());
+        let app = routes_with_access(lookup, access, Arc::new(Hooks::none()));
+        let get_from = |uri: &str, peer: [u8; 4], forwarded: Option<&'static str>| {
+            let mut r = Request::get(uri).extension(ConnectInfo(SocketAddr::from((peer, 40000))));
+            if let Some(f) = forwarded {
+                r = r.header("x-forwarded-for", f);
+            }
+            app.clone().oneshot(r.body(Body::empty()).expect("request"))
+        };
+        let before = METRICS.play_refused.with_label_values(&["network"]).get();
+        for uri in [
+            "/hls/live/master.m3u8",
+            "/hls/live/source/index.m3u8",
+            "/hls/live/source/init-s1-1.mp4",
+            "/hls/live/source/s1-1.1.m4s",
+            "/hls/live/source/s1-0.m4s",
+        ] {
+            let res = get_from(uri, [203, 0, 113, 9], None)
+                .await
+                .expect("infallible");
+            assert_eq!(res.status(), StatusCode::FORBIDDEN, "{uri}");
+            assert_eq!(res.headers()[access::REFUSAL_HEADER], "network", "{uri}");
+            // Through the trusted proxy, the address it names counts.
+            let res = get_from(uri, [127, 0, 0, 1], Some("203.0.113.9"))
+                .await
+                .expect("infallible");
+            assert_eq!(res.status(), StatusCode::FORBIDDEN, "{uri} via the proxy");
+            let res = get_from(uri, [127, 0, 0, 1], Some("198.51.100.9"))
+                .await
+                .expect("infallible");
+            assert_eq!(res.status(), StatusCode::OK, "{uri} via the proxy");
+            // From anyone else the header is not believed.
+            let res = get_from(uri, [198, 51, 100, 1], Some("192.0.2.1, 203.0.113.9"))
+                .await
+                .expect("infallible");
+            assert_eq!(res.status(), StatusCode::OK, "{uri} forged");
+        }
+        let after = METRICS.play_refused.with_label_values(&["network"]).get();
+        assert!(after >= before + 10, "{before} -> {after}");
     }
 
     #[test]

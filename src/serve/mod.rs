@@ -6,10 +6,13 @@
 
 pub mod access;
 pub mod api;
+pub mod geo;
+pub mod health;
 pub mod hls;
 pub mod listener;
 mod metadata;
 mod player;
+pub mod rules;
 
 use crate::config::Config;
 use crate::hooks::Hooks;
@@ -17,9 +20,10 @@ use crate::hub::Hub;
 use crate::ingest::whip::Whip;
 use crate::metrics::METRICS;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Extensions, HeaderMap, Method, StatusCode, Version, header};
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
 use tower_http::compression::CompressionLayer;
@@ -46,10 +50,11 @@ pub fn routers(
     admin_token: Arc<str>,
     whip: Arc<Whip>,
     hooks: Arc<Hooks>,
+    locator: geo::Locator,
 ) -> Routers {
-    // One view of private channels for both surfaces: the API reloads it
-    // after each change, the player side checks tokens against it.
-    let access = access::Access::new(hub.registry().clone());
+    // One view of private channels and channel rules for both surfaces: the
+    // API reloads it after each change, the player side checks against it.
+    let access = access::Access::new(hub.registry().clone(), locator);
     let operator = operator(hub.clone(), cfg.clone(), admin_token, access.clone());
     let mut player = player(hub, cfg.clone(), whip, hooks, access);
     if cfg.http.admin_on_player_port {
@@ -77,6 +82,7 @@ fn operator(
 ) -> Router {
     Router::new()
         .merge(metadata::routes(hub.clone(), admin_token.clone()))
+        .merge(health::routes(hub.clone(), admin_token.clone()))
         .merge(api::routes(hub, cfg, admin_token, access))
         .route("/metrics", get(metrics))
 }
@@ -92,7 +98,9 @@ fn player(
         let hub = hub.clone();
         move |id: &str| hub.store(id)
     };
-    // Players on any origin may read the stream; the API stays same-origin.
+    // Players on any origin may read the stream, unless its channel lists
+    // allowed origins (`channel_cors` narrows it then); the API stays
+    // same-origin.
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
@@ -113,13 +121,66 @@ fn player(
     );
     Router::new()
         .merge(
-            hls::routes_with_access(lookup, access, hooks.clone())
+            hls::routes_with_access(lookup, access.clone(), hooks.clone())
                 .layer(cors)
-                .layer(gzip),
+                .layer(axum::middleware::from_fn_with_state(access, channel_cors))
+                .layer(gzip)
+                .layer(axum::middleware::from_fn_with_state(
+                    hub.clone(),
+                    health::count_viewers,
+                )),
         )
         .merge(crate::ingest::whip::routes(hub, whip, hooks))
         .merge(player::routes(cfg.player.hls_js.clone()))
         .route("/healthz", get(|| async { "ok\n" }))
+}
+
+/// For a channel with allowed origins, `Access-Control-Allow-Origin` echoes
+/// the request's origin when it is one of them and is left out otherwise
+/// (also on preflights, which the CORS layer answers itself); other
+/// channels keep `*`. The HLS handlers refuse such requests anyway: this
+/// keeps a page on another origin from even reading the refusal.
+async fn channel_cors(
+    State(access): State<Arc<access::Access>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let channel = req
+        .uri()
+        .path()
+        .strip_prefix("/hls/")
+        .and_then(|rest| rest.split('/').next())
+        .map(str::to_string);
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut res = next.run(req).await;
+    let Some(channel) = channel else {
+        return res;
+    };
+    let h = res.headers_mut();
+    match access.cors(&channel, origin.as_ref().and_then(|o| o.to_str().ok())) {
+        access::Cors::Any => {}
+        access::Cors::Echo => {
+            if let Some(o) = origin {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+            }
+        }
+        access::Cors::Withhold => {
+            h.remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+            h.remove(header::ACCESS_CONTROL_EXPOSE_HEADERS);
+        }
+    }
+    // The answer depends on the origin now: caches must key on it. (The
+    // CORS layer already says so; this keeps it true if its list changes.)
+    let varies = h
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().eq_ignore_ascii_case("origin"));
+    if !varies {
+        h.append(header::VARY, header::HeaderValue::from_static("origin"));
+    }
+    res
 }
 
 async fn metrics() -> impl IntoResponse {

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::gpu::GpuMode;
 use crate::gpu::probe::Probe;
-use crate::media::VideoParams;
+use crate::media::{VideoCodec, VideoParams};
 
 /// NVDEC's H.264 limits, the same for every GPU generation since Maxwell
 /// (NVIDIA Video Codec SDK, "NVDEC Video Decoder API Programming Guide",
@@ -120,6 +120,7 @@ pub struct DeviceLoad {
 /// What the plan needs to know of a video stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamFacts {
+    pub codec: VideoCodec,
     pub profile_idc: u8,
     /// 0 monochrome, 1 4:2:0, 2 4:2:2, 3 4:4:4, when the stream says.
     pub chroma_format_idc: Option<u8>,
@@ -135,8 +136,12 @@ impl StreamFacts {
     /// 5.3.3.1.2) when the writer included it; the profile alone already
     /// rules out the 10-bit, 4:2:2 and 4:4:4 profiles.
     pub fn from_params(p: &VideoParams) -> Self {
-        let ext = avcc_extension(&p.avcc);
+        let ext = match p.codec {
+            VideoCodec::Avc => avcc_extension(&p.avcc),
+            VideoCodec::Hevc(_) | VideoCodec::Av1(_) => None,
+        };
         Self {
+            codec: p.codec,
             profile_idc: p.profile_idc,
             chroma_format_idc: ext.map(|e| e.0),
             bit_depth: ext.map(|e| e.1),
@@ -147,6 +152,12 @@ impl StreamFacts {
 
     /// Why NVDEC cannot decode this stream, if it cannot.
     pub fn nvdec_refusal(&self) -> Option<SoftwareDecode> {
+        // NVDEC's limits below are H.264's; other codecs have not been tried on a GPU yet.
+        if self.codec != VideoCodec::Avc {
+            return Some(SoftwareDecode::Codec {
+                codec: self.codec.name(),
+            });
+        }
         if !NVDEC_PROFILES.contains(&self.profile_idc) {
             return Some(SoftwareDecode::Profile {
                 profile_idc: self.profile_idc,
@@ -224,6 +235,10 @@ pub enum SoftwareDecode {
     NoGpu(String),
     /// The GPU chosen has no usable NVDEC.
     NoNvdec,
+    /// A source codec the node decodes in software only.
+    Codec {
+        codec: &'static str,
+    },
     Profile {
         profile_idc: u8,
     },
@@ -251,6 +266,7 @@ impl SoftwareDecode {
             SoftwareDecode::GpuOff => "gpu_off",
             SoftwareDecode::NoGpu(_) => "no_gpu",
             SoftwareDecode::NoNvdec => "no_nvdec",
+            SoftwareDecode::Codec { .. } => "codec",
             SoftwareDecode::Profile { .. } => "profile",
             SoftwareDecode::Chroma { .. } => "chroma",
             SoftwareDecode::BitDepth { .. } => "bit_depth",
@@ -273,6 +289,12 @@ impl fmt::Display for SoftwareDecode {
             SoftwareDecode::GpuOff => write!(f, "gpu.enabled = \"off\""),
             SoftwareDecode::NoGpu(why) => write!(f, "no GPU: {why}"),
             SoftwareDecode::NoNvdec => write!(f, "the GPU has no usable NVDEC"),
+            SoftwareDecode::Codec { codec } => {
+                write!(
+                    f,
+                    "{codec} sources are decoded in software (NVDEC: H.264 only so far)"
+                )
+            }
             SoftwareDecode::Profile { profile_idc } => write!(
                 f,
                 "NVDEC does not decode H.264 profile {profile_idc} ({})",

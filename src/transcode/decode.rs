@@ -1,4 +1,4 @@
-//! `VideoDecoder`: H.264 samples in, pooled YUV 4:2:0 frames out, through FFmpeg's software
+//! `VideoDecoder`: H.264, HEVC or AV1 samples in, pooled YUV 4:2:0 frames out, through FFmpeg's software
 //! decoder or through NVDEC (FFmpeg's cuda hwaccel), whose pictures stay in device memory
 //! until someone asks for them on the host. Owns the FFmpeg decoder context and nothing else:
 //! it never scales, converts pixel formats or touches threads of its own beyond FFmpeg's frame
@@ -12,33 +12,38 @@ use ffmpeg::format::Pixel;
 use ffmpeg::packet::{Flags, Mut as _};
 use ffmpeg_next as ffmpeg;
 
-use crate::media::{Packet, TIMEBASE, VideoParams};
+use crate::media::{Packet, TIMEBASE, VideoCodec, VideoParams};
 use crate::transcode::frame::{Frame, FrameError, FramePool, Size};
 
 pub type Result<T, E = DecodeError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("FFmpeg has no H.264 decoder")]
-    NoDecoder,
+    #[error("this FFmpeg build has no {codec} decoder ({wanted})")]
+    NoDecoder {
+        codec: &'static str,
+        wanted: &'static str,
+    },
     #[error(
-        "cannot open the H.264 decoder for {size} ({nal_length_size}-byte NAL lengths): {source}"
+        "cannot open the {codec} decoder for {size} ({nal_length_size}-byte NAL lengths): {source}"
     )]
     Open {
+        codec: &'static str,
         size: Size,
         nal_length_size: u8,
         source: ffmpeg::Error,
     },
-    #[error("H.264 decoder refused the packet at pts {pts} ({bytes} bytes): {source}")]
+    #[error("video decoder refused the packet at pts {pts} ({bytes} bytes): {source}")]
     Packet {
         pts: i64,
         bytes: usize,
         source: ffmpeg::Error,
     },
-    #[error("H.264 decoder failed after the packet at pts {pts}: {source}")]
+    #[error("video decoder failed after the packet at pts {pts}: {source}")]
     Receive { pts: i64, source: ffmpeg::Error },
     #[error(
-        "decoded pixel format {format:?} at pts {pts} is not supported (only yuv420p/yuvj420p)"
+        "decoded pixel format {format:?} at pts {pts} is not supported (only yuv420p, yuvj420p \
+         and yuv420p10le)"
     )]
     PixelFormat { format: Pixel, pts: i64 },
     #[error("decoded picture at pts {pts} is {decoded}, the frame pool holds {pool}")]
@@ -190,6 +195,7 @@ pub struct VideoDecoder {
 
 fn open_error(params: &VideoParams, source: ffmpeg::Error) -> DecodeError {
     DecodeError::Open {
+        codec: params.codec.name(),
         size: Size::new(params.width, params.height),
         nal_length_size: params.nal_length_size,
         source,
@@ -197,8 +203,8 @@ fn open_error(params: &VideoParams, source: ffmpeg::Error) -> DecodeError {
 }
 
 impl VideoDecoder {
-    /// Opens a software H.264 decoder for samples described by `params` (the avcC record goes
-    /// in as extradata, so samples stay length-prefixed). `threads` > 1 enables frame
+    /// Opens a software decoder for samples described by `params` (the configuration record
+    /// goes in as extradata, so samples stay as FLV and fMP4 carry them). `threads` > 1 enables frame
     /// threading, which delays output by `threads - 1` pictures; 0 lets FFmpeg pick.
     pub fn new(params: &VideoParams, threads: usize) -> Result<Self> {
         let (mut ctx, codec) = Self::context(params)?;
@@ -244,10 +250,27 @@ impl VideoDecoder {
         Self::open(ctx, codec, params, Some(device))
     }
 
-    /// FFmpeg's H.264 decoder context with the avcC as extradata, not opened yet.
+    /// FFmpeg's decoder context for the codec with the configuration record as extradata,
+    /// not opened yet.
     fn context(params: &VideoParams) -> Result<(ffmpeg::codec::Context, ffmpeg::Codec)> {
         crate::av::init();
-        let codec = ffmpeg::decoder::find(ffmpeg::codec::Id::H264).ok_or(DecodeError::NoDecoder)?;
+        let no_decoder = |wanted| DecodeError::NoDecoder {
+            codec: params.codec.name(),
+            wanted,
+        };
+        let codec = match params.codec {
+            VideoCodec::Avc => {
+                ffmpeg::decoder::find(ffmpeg::codec::Id::H264).ok_or(no_decoder("h264"))
+            }
+            VideoCodec::Hevc(_) => {
+                ffmpeg::decoder::find(ffmpeg::codec::Id::HEVC).ok_or(no_decoder("hevc"))
+            }
+            // FFmpeg's native `av1` decoder decodes only through a hwaccel; dav1d is the
+            // software one (Debian's FFmpeg 5.1 has it).
+            VideoCodec::Av1(_) => {
+                ffmpeg::decoder::find_by_name("libdav1d").ok_or(no_decoder("libdav1d"))
+            }
+        }?;
         let mut ctx = ffmpeg::codec::Context::new_with_codec(codec);
         set_extradata(&mut ctx, &params.avcc).map_err(|source| open_error(params, source))?;
         Ok((ctx, codec))
@@ -488,7 +511,10 @@ impl VideoDecoder {
             if sw != Pixel::NV12 {
                 return Err(DecodeError::PixelFormat { format: sw, pts });
             }
-        } else if !matches!(format, Pixel::YUV420P | Pixel::YUVJ420P) {
+        } else if !matches!(
+            format,
+            Pixel::YUV420P | Pixel::YUVJ420P | Pixel::YUV420P10LE
+        ) {
             return Err(DecodeError::PixelFormat { format, pts });
         }
         let decoded = Size::new(pic.width(), pic.height());
@@ -526,13 +552,18 @@ impl VideoDecoder {
         let mut frame = pool
             .get()
             .map_err(|source| DecodeError::Frame { pts, source })?;
-        frame
-            .copy_from_planes([
-                (pic.data(0), pic.stride(0)),
-                (pic.data(1), pic.stride(1)),
-                (pic.data(2), pic.stride(2)),
-            ])
-            .map_err(|source| DecodeError::Frame { pts, source })?;
+        let planes = [
+            (pic.data(0), pic.stride(0)),
+            (pic.data(1), pic.stride(1)),
+            (pic.data(2), pic.stride(2)),
+        ];
+        // The source rung stays as sent; the ladder is 8-bit 4:2:0.
+        if format == Pixel::YUV420P10LE {
+            frame.copy_from_planes_10le(planes)
+        } else {
+            frame.copy_from_planes(planes)
+        }
+        .map_err(|source| DecodeError::Frame { pts, source })?;
         frame.set_pts(pts);
         Ok(Some(Decoded::Host(DecodedFrame { frame, keyframe })))
     }

@@ -237,6 +237,28 @@ impl Frame {
         Ok(())
     }
 
+    /// Copies three strided planes of 10-bit samples in, each a little-endian u16 (FFmpeg's
+    /// `yuv420p10le`, what H.264 High 10 and HEVC Main 10 decode to), reduced to 8 bits with
+    /// rounding. `stride`s and the plane lengths are in bytes. The ladder is 8-bit, and
+    /// reducing here, once per picture, is cheaper than carrying 16-bit samples through every
+    /// rung's filter.
+    pub fn copy_from_planes_10le(&mut self, planes: [(&[u8], usize); 3]) -> Result<()> {
+        for (plane, (src, src_stride)) in Plane::ALL.into_iter().zip(planes) {
+            let (width, height) = self.layout.plane_size(plane);
+            check_plane(plane, src, src_stride, 2 * width, height)?;
+            let stride = self.stride(plane);
+            let dst = self.plane_mut(plane);
+            for (d, s) in dst.chunks_exact_mut(stride).zip(src.chunks(src_stride)) {
+                for (out, le) in d[..width].iter_mut().zip(s.chunks_exact(2)) {
+                    let v = u16::from_le_bytes([le[0], le[1]]);
+                    // Round half up; a sample above 1021 (or stray high bits) saturates.
+                    *out = ((u32::from(v) + 2) >> 2).min(255) as u8;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Copies a packed I420 picture in (FFmpeg `-pix_fmt yuv420p -f rawvideo`).
     pub fn copy_from_packed(&mut self, data: &[u8]) -> Result<()> {
         let [y, u, _] = Plane::ALL.map(|p| {
@@ -480,6 +502,26 @@ mod tests {
         assert_eq!(f.row(Plane::Y, 1), &y[8..14]);
         assert_eq!(f.row(Plane::U, 0), &[10, 11, 12]);
         assert_eq!(f.row(Plane::V, 1), &[23, 24, 25]);
+    }
+
+    #[test]
+    fn ten_bit_planes_round_to_eight() {
+        let pool = FramePool::new(Size::new(4, 2), 1).unwrap();
+        let mut f = pool.get().unwrap();
+        let le = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        // Y rows at a 10-byte stride (one pad sample), the last row unpadded.
+        let y = le(&[0, 1, 2, 1023, 0xffff, 64, 940, 513, 514]);
+        let c = le(&[512, 1022]);
+        f.copy_from_planes_10le([(&y, 10), (&c, 4), (&c, 4)])
+            .unwrap();
+        assert_eq!(f.row(Plane::Y, 0), &[0, 0, 1, 255]);
+        assert_eq!(f.row(Plane::Y, 1), &[16, 235, 128, 129]);
+        assert_eq!(f.row(Plane::U, 0), &[128, 255]);
+        // A plane one byte short is refused, not read past.
+        assert!(matches!(
+            f.copy_from_planes_10le([(&y[..y.len() - 1], 10), (&c, 4), (&c, 4)]),
+            Err(FrameError::ShortPlane { .. })
+        ));
     }
 
     #[test]

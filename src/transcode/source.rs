@@ -1,5 +1,5 @@
 //! Reads a media file (any container FFmpeg demuxes) as the node's ingest
-//! events: H.264 video and AAC audio, timestamps in the node timebase.
+//! events: H.264, HEVC or AV1 video and AAC audio, timestamps in the node timebase.
 //!
 //! The offline `rungs transcode` command feeds these to the same packager
 //! and pipeline a live channel uses. Never decodes: packets pass as they are,
@@ -9,7 +9,9 @@ use crate::media::aac::parse_audio_specific_config;
 use crate::media::annexb::{
     NAL_AUD, NAL_PPS, NAL_SPS, annexb_to_length_prefixed, avc_config_from_annexb, nal_type,
 };
+use crate::media::av1::parse_av1_config;
 use crate::media::h264::parse_avc_config;
+use crate::media::hevc::parse_hevc_config;
 use crate::media::{
     AudioParams, IngestEvent, MediaError, Packet, TIMEBASE, TrackKind, VideoParams,
 };
@@ -29,9 +31,9 @@ pub enum SourceError {
     },
     #[error("{path} has no video stream")]
     NoVideo { path: PathBuf },
-    #[error("{path}: video is {codec}; only H.264 can be transcoded")]
+    #[error("{path}: video is {codec}; only H.264, HEVC and AV1 can be transcoded")]
     Codec { path: PathBuf, codec: String },
-    #[error("{path}: H.264 parameter sets: {source}")]
+    #[error("{path}: video configuration: {source}")]
     Params { path: PathBuf, source: MediaError },
     #[error("{path}: reading packets: {source}")]
     Read {
@@ -95,25 +97,36 @@ impl FileSource {
                 path: path_buf.clone(),
             })?;
         let codec = video.parameters().id();
-        if codec != ffmpeg::codec::Id::H264 {
-            return Err(SourceError::Codec {
-                path: path_buf,
-                codec: format!("{codec:?}"),
-            });
-        }
         let extra = extradata(&video);
         let params_err = |source| SourceError::Params {
             path: path_buf.clone(),
             source,
         };
-        // avcC starts with configurationVersion 1; anything else is Annex B.
-        let annexb = extra.first() != Some(&1);
-        let record = if annexb {
-            avc_config_from_annexb(&extra).map_err(params_err)?
-        } else {
-            extra
+        let unsupported = |what: &str| SourceError::Codec {
+            path: path_buf.clone(),
+            codec: what.to_owned(),
         };
-        let video_params = Arc::new(parse_avc_config(record).map_err(params_err)?);
+        // A configuration record starts with configurationVersion 1 (avcC, hvcC) or the av1C
+        // marker and version (0x81); H.264 without one is Annex B, as MPEG-TS carries it.
+        let (annexb, params) = match codec {
+            ffmpeg::codec::Id::H264 if extra.first() == Some(&1) => {
+                (false, parse_avc_config(extra).map_err(params_err)?)
+            }
+            ffmpeg::codec::Id::H264 => {
+                let record = avc_config_from_annexb(&extra).map_err(params_err)?;
+                (true, parse_avc_config(record).map_err(params_err)?)
+            }
+            ffmpeg::codec::Id::HEVC if extra.first() == Some(&1) => {
+                (false, parse_hevc_config(extra).map_err(params_err)?)
+            }
+            ffmpeg::codec::Id::HEVC => return Err(unsupported("HEVC without an hvcC (Annex B)")),
+            ffmpeg::codec::Id::AV1 if extra.first() == Some(&0x81) => {
+                (false, parse_av1_config(extra).map_err(params_err)?)
+            }
+            ffmpeg::codec::Id::AV1 => return Err(unsupported("AV1 without an av1C")),
+            other => return Err(unsupported(&format!("{other:?}"))),
+        };
+        let video_params = Arc::new(params);
         let rate = video.avg_frame_rate();
         let frame_rate = (rate.numerator() > 0 && rate.denominator() > 0).then(|| {
             FrameRate::new(

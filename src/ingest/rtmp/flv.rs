@@ -1,7 +1,9 @@
 //! FLV tag body parsing for RTMP audio and video messages (Adobe FLV spec v10.1, E.4.2 and
-//! E.4.3). Sans-IO and zero-copy: payloads are slices of the message `Bytes`. Recognises what
-//! it refuses (legacy codecs, Enhanced RTMP) so the refusal can name it.
+//! E.4.3). Sans-IO and zero-copy: payloads are slices of the message `Bytes`. Recognises the
+//! legacy codecs it refuses so the refusal can name them; Enhanced RTMP tags go to
+//! `enhanced.rs`.
 
+use super::enhanced::{self, ExAudioTag, ExVideoTag, SOUND_FORMAT_EX_HEADER, VIDEO_EX_HEADER};
 use crate::media::TrackKind;
 use bytes::Bytes;
 
@@ -9,10 +11,6 @@ use bytes::Bytes;
 const CODEC_AVC: u8 = 7;
 /// E.4.2.1 SoundFormat 10.
 const SOUND_FORMAT_AAC: u8 = 10;
-/// Enhanced RTMP v1/v2: bit 7 of the video tag's first byte (IsExHeader).
-const VIDEO_EX_HEADER: u8 = 0x80;
-/// Enhanced RTMP v2: SoundFormat 9, reserved in FLV v10.1, announces an audio ExHeader.
-const SOUND_FORMAT_EX_HEADER: u8 = 9;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlvError {
@@ -58,6 +56,8 @@ pub enum VideoTag {
     EndOfSequence,
     /// FrameType 5: a video info/command frame (seek markers), not a picture.
     Command,
+    /// IsExHeader set: an Enhanced RTMP tag (FourCC codecs, multitrack).
+    Enhanced(ExVideoTag),
 }
 
 /// A parsed audio tag body.
@@ -67,6 +67,8 @@ pub enum AudioTag {
     SequenceHeader(Bytes),
     /// AACPacketType 1: one raw AAC frame.
     Frame(Bytes),
+    /// SoundFormat ExHeader: an Enhanced RTMP tag.
+    Enhanced(ExAudioTag),
 }
 
 /// Parses an FLV VIDEODATA body (E.4.3.1) as carried in an RTMP video message.
@@ -78,7 +80,7 @@ pub fn parse_video_tag(body: Bytes) -> Result<VideoTag, FlvError> {
         have: 0,
     })?;
     if first & VIDEO_EX_HEADER != 0 {
-        return Err(enhanced_video(&body));
+        return enhanced::parse_video_tag(body).map(VideoTag::Enhanced);
     }
     let frame_type = first >> 4;
     let codec_id = first & 0x0f;
@@ -142,14 +144,7 @@ pub fn parse_audio_tag(body: Bytes) -> Result<AudioTag, FlvError> {
     })?;
     let format = first >> 4;
     if format == SOUND_FORMAT_EX_HEADER {
-        // Enhanced RTMP v2 audio: AudioPacketType in the low nibble, then a FourCC.
-        return Err(FlvError::Unsupported {
-            track: T,
-            codec: match body.get(1..5) {
-                Some(fourcc) => format!("Enhanced RTMP audio (FourCC {})", fourcc_name(fourcc)),
-                None => "Enhanced RTMP audio".to_string(),
-            },
-        });
+        return enhanced::parse_audio_tag(body).map(AudioTag::Enhanced);
     }
     if format != SOUND_FORMAT_AAC {
         return Err(FlvError::Unsupported {
@@ -176,34 +171,9 @@ pub fn parse_audio_tag(body: Bytes) -> Result<AudioTag, FlvError> {
     }
 }
 
-/// The error for a video tag with the Enhanced RTMP ExHeader bit: name the FourCC so the
-/// operator can see what the encoder is set to (OBS sends `hvc1` or `av01` when HEVC or AV1
-/// is chosen).
-fn enhanced_video(body: &[u8]) -> FlvError {
-    // Enhanced RTMP: UB[4] PacketType in the low nibble; 6 = Multitrack, which puts an
-    // AvMultitrackType/PacketType byte before the FourCC.
-    let packet_type = body.first().map_or(0, |b| b & 0x0f);
-    let (fourcc, what) = if packet_type == 6 {
-        (body.get(2..6), "Enhanced RTMP multitrack video")
-    } else {
-        (body.get(1..5), "Enhanced RTMP video")
-    };
-    match fourcc {
-        Some(f) => FlvError::Unsupported {
-            track: TrackKind::Video,
-            codec: format!("{what} (FourCC {})", fourcc_name(f)),
-        },
-        None => FlvError::Truncated {
-            track: TrackKind::Video,
-            need: if packet_type == 6 { 6 } else { 5 },
-            have: body.len(),
-        },
-    }
-}
-
 /// A FourCC for a log line: quoted when printable, hex otherwise (peer bytes never reach a
 /// log unescaped).
-fn fourcc_name(f: &[u8]) -> String {
+pub fn fourcc_name(f: &[u8]) -> String {
     if f.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
         format!("'{}'", String::from_utf8_lossy(f))
     } else {
@@ -355,21 +325,17 @@ mod tests {
     }
 
     #[test]
-    fn enhanced_rtmp_names_the_fourcc() {
-        // OBS 30 HEVC: IsExHeader | FrameType 1 | PacketType 1 (CodedFrames), 'hvc1'.
-        let c = unsupported(video(b"\x91hvc1\0\0\0\0"));
-        assert!(c.contains("'hvc1'"), "{c}");
-        let c = unsupported(video(b"\x90av01"));
-        assert!(c.contains("'av01'"), "{c}");
-        let c = unsupported(video(b"\x96\x01vp09"));
-        assert!(c.contains("multitrack") && c.contains("'vp09'"), "{c}");
-        let c = unsupported(video(b"\x90\x00\x01\xff\x02"));
-        assert!(c.contains("0x0001ff02"), "{c}");
+    fn enhanced_tags_go_to_the_enhanced_parser() {
+        assert!(matches!(
+            video(b"\x91hvc1\0\0\0\0"),
+            Ok(VideoTag::Enhanced(ExVideoTag::Tracks { .. }))
+        ));
         assert!(matches!(
             video(b"\x90hv"),
             Err(FlvError::Truncated { need: 5, .. })
         ));
-        let c = unsupported(audio(b"\x90Opus"));
-        assert!(c.contains("'Opus'"), "{c}");
+        assert!(matches!(audio(b"\x90Opus"), Ok(AudioTag::Enhanced(_))));
+        assert_eq!(fourcc_name(b"hvc1"), "'hvc1'");
+        assert_eq!(fourcc_name(b"\x00\x01\xff\x02"), "0x0001ff02");
     }
 }

@@ -3,10 +3,12 @@
 //! (bytes for the peer among them). It never decides whether a stream key may publish: it
 //! asks, and the caller answers with `accept_publish` or `refuse_publish`.
 
+use super::enhanced::{AudioPacket, ExAudioTag, ExVideoTag, VideoFourCc, VideoPacket};
 use super::flv::{self, AudioTag, FlvError, VideoTag};
 use super::guard::{Guard, GuardError};
 use crate::media::{
-    AudioParams, IngestEvent, MediaError, Packet, TrackKind, VideoParams, aac, h264, ms_to_ticks,
+    AudioParams, IngestEvent, MediaError, Packet, TIMEBASE, TrackKind, VideoCodec, VideoParams,
+    aac, av1, h264, hevc, ms_to_ticks,
 };
 use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
@@ -404,56 +406,158 @@ impl StreamState {
         timestamp_ms: u32,
         events: &mut Vec<SessionEvent>,
     ) -> Result<(), RtmpError> {
-        let tag = flv::parse_video_tag(body).map_err(|source| RtmpError::Flv {
+        let flv_error = |source| RtmpError::Flv {
             timestamp_ms,
             source,
-        })?;
+        };
+        let tag = flv::parse_video_tag(body).map_err(flv_error)?;
         let ms = self.clock.extend(timestamp_ms);
+        let at = At {
+            timestamp_ms,
+            dts: ms_to_ticks(ms),
+        };
         match tag {
             VideoTag::SequenceHeader(record) => {
-                // Some encoders repeat the sequence header before every keyframe.
-                if self.video.as_ref().is_some_and(|v| v.avcc == record) {
-                    return Ok(());
-                }
-                let params =
-                    h264::parse_avc_config(record).map_err(|source| RtmpError::Config {
-                        track: TrackKind::Video,
-                        timestamp_ms,
-                        source,
-                    })?;
-                let params = Arc::new(params);
-                self.video = Some(params.clone());
-                events.push(SessionEvent::Media(IngestEvent::VideoConfig(params)));
+                self.video_config(record, h264::parse_avc_config, at, events)
             }
             VideoTag::Frame {
                 keyframe,
                 composition_time_ms,
                 data,
-            } => {
-                let Some(video) = &self.video else {
-                    self.dropped_before_config += 1;
+            } => self.video_frame(
+                VideoFourCc::Avc,
+                keyframe,
+                composition_time_ms,
+                data,
+                at,
+                events,
+            ),
+            VideoTag::EndOfSequence | VideoTag::Command => Ok(()),
+            VideoTag::Enhanced(ExVideoTag::Command(_)) => Ok(()),
+            VideoTag::Enhanced(ExVideoTag::Tracks {
+                keyframe,
+                timestamp_offset_ns,
+                multitrack,
+                mut tracks,
+            }) => {
+                if let Some(multitrack) = multitrack {
+                    return Err(flv_error(FlvError::Unsupported {
+                        track: TrackKind::Video,
+                        codec: format!(
+                            "Enhanced RTMP multitrack video ({}, {} track(s)): this node \
+                             ingests one video track per connection",
+                            multitrack.name(),
+                            tracks.len()
+                        ),
+                    }));
+                }
+                // Outside multitrack the parser returns exactly one track.
+                let Some(track) = tracks.pop() else {
                     return Ok(());
                 };
-                if data.is_empty() {
-                    return Ok(());
+                let at = at.nudged(timestamp_offset_ns);
+                match (track.fourcc, track.packet) {
+                    (_, VideoPacket::SequenceEnd | VideoPacket::Metadata(_)) => Ok(()),
+                    // The AV1VideoDescriptor form is for MPEG-2 TS remuxing; the av1C in a
+                    // SequenceStart is what a publisher must send for FLV.
+                    (_, VideoPacket::Mpeg2TsSequenceStart(_)) => Ok(()),
+                    (VideoFourCc::Avc, VideoPacket::SequenceStart(record)) => {
+                        self.video_config(record, h264::parse_avc_config, at, events)
+                    }
+                    (VideoFourCc::Hevc, VideoPacket::SequenceStart(record)) => {
+                        self.video_config(record, hevc::parse_hevc_config, at, events)
+                    }
+                    (VideoFourCc::Av1, VideoPacket::SequenceStart(record)) => {
+                        self.video_config(record, av1::parse_av1_config, at, events)
+                    }
+                    (
+                        fourcc @ (VideoFourCc::Avc | VideoFourCc::Hevc | VideoFourCc::Av1),
+                        VideoPacket::CodedFrames {
+                            composition_time_ms,
+                            data,
+                        },
+                    ) => self.video_frame(fourcc, keyframe, composition_time_ms, data, at, events),
+                    (VideoFourCc::Vp9, _) => Err(flv_error(FlvError::Unsupported {
+                        track: TrackKind::Video,
+                        codec: "Enhanced RTMP video (FourCC 'vp09', VP9)".into(),
+                    })),
+                    (VideoFourCc::Other(f), _) => Err(flv_error(FlvError::Unsupported {
+                        track: TrackKind::Video,
+                        codec: format!("Enhanced RTMP video (FourCC {})", flv::fourcc_name(&f)),
+                    })),
                 }
-                // Downstream (decoder, fMP4 samples) relies on the length prefixes.
-                h264::count_length_prefixed_nals(&data, video.nal_length_size).map_err(
-                    |source| RtmpError::Sample {
-                        timestamp_ms,
-                        source,
-                    },
-                )?;
-                events.push(SessionEvent::Media(IngestEvent::Packet(Packet {
-                    track: TrackKind::Video,
-                    dts: ms_to_ticks(ms),
-                    pts: ms_to_ticks(ms + i64::from(composition_time_ms)),
-                    keyframe,
-                    data,
-                })));
             }
-            VideoTag::EndOfSequence | VideoTag::Command => {}
         }
+    }
+
+    fn video_config(
+        &mut self,
+        record: Bytes,
+        parse: fn(Bytes) -> Result<VideoParams, MediaError>,
+        at: At,
+        events: &mut Vec<SessionEvent>,
+    ) -> Result<(), RtmpError> {
+        // Some encoders repeat the sequence header before every keyframe.
+        if self.video.as_ref().is_some_and(|v| v.avcc == record) {
+            return Ok(());
+        }
+        let params = parse(record).map_err(|source| RtmpError::Config {
+            track: TrackKind::Video,
+            timestamp_ms: at.timestamp_ms,
+            source,
+        })?;
+        let params = Arc::new(params);
+        self.video = Some(params.clone());
+        events.push(SessionEvent::Media(IngestEvent::VideoConfig(params)));
+        Ok(())
+    }
+
+    fn video_frame(
+        &mut self,
+        fourcc: VideoFourCc,
+        keyframe: bool,
+        composition_time_ms: i32,
+        data: Bytes,
+        at: At,
+        events: &mut Vec<SessionEvent>,
+    ) -> Result<(), RtmpError> {
+        let Some(video) = &self.video else {
+            self.dropped_before_config += 1;
+            return Ok(());
+        };
+        let sample_error = |source| RtmpError::Sample {
+            timestamp_ms: at.timestamp_ms,
+            source,
+        };
+        let configured = match video.codec {
+            VideoCodec::Avc => VideoFourCc::Avc,
+            VideoCodec::Hevc(_) => VideoFourCc::Hevc,
+            VideoCodec::Av1(_) => VideoFourCc::Av1,
+        };
+        if fourcc != configured {
+            return Err(sample_error(MediaError::Invalid {
+                what: "coded frames",
+                why: format!(
+                    "{fourcc:?} frames after a {} sequence start",
+                    video.codec.name()
+                ),
+            }));
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        // Downstream (decoder, fMP4 samples) relies on the length prefixes; AV1 samples are
+        // OBUs, which carry sizes of their own.
+        if video.nal_length_size != 0 {
+            h264::count_length_prefixed_nals(&data, video.nal_length_size).map_err(sample_error)?;
+        }
+        events.push(SessionEvent::Media(IngestEvent::Packet(Packet {
+            track: TrackKind::Video,
+            dts: at.dts,
+            pts: at.dts + ms_to_ticks(i64::from(composition_time_ms)),
+            keyframe,
+            data,
+        })));
         Ok(())
     }
 
@@ -463,45 +567,118 @@ impl StreamState {
         timestamp_ms: u32,
         events: &mut Vec<SessionEvent>,
     ) -> Result<(), RtmpError> {
-        let tag = flv::parse_audio_tag(body).map_err(|source| RtmpError::Flv {
+        let flv_error = |source| RtmpError::Flv {
             timestamp_ms,
             source,
-        })?;
+        };
+        let tag = flv::parse_audio_tag(body).map_err(flv_error)?;
         let ms = self.clock.extend(timestamp_ms);
+        let at = At {
+            timestamp_ms,
+            dts: ms_to_ticks(ms),
+        };
         match tag {
-            AudioTag::SequenceHeader(asc) => {
-                if self.audio.as_ref().is_some_and(|a| a.asc == asc) {
-                    return Ok(());
-                }
-                let params =
-                    aac::parse_audio_specific_config(asc).map_err(|source| RtmpError::Config {
+            AudioTag::SequenceHeader(asc) => self.audio_config(asc, at, events),
+            AudioTag::Frame(data) => self.audio_frame(data, at, events),
+            AudioTag::Enhanced(ExAudioTag {
+                timestamp_offset_ns,
+                multitrack,
+                mut tracks,
+            }) => {
+                if let Some(multitrack) = multitrack {
+                    return Err(flv_error(FlvError::Unsupported {
                         track: TrackKind::Audio,
-                        timestamp_ms,
-                        source,
-                    })?;
-                let params = Arc::new(params);
-                self.audio = Some(params.clone());
-                events.push(SessionEvent::Media(IngestEvent::AudioConfig(params)));
-            }
-            AudioTag::Frame(data) => {
-                if self.audio.is_none() {
-                    self.dropped_before_config += 1;
-                    return Ok(());
+                        codec: format!(
+                            "Enhanced RTMP multitrack audio ({}, {} track(s)): this node \
+                             ingests one audio track per connection",
+                            multitrack.name(),
+                            tracks.len()
+                        ),
+                    }));
                 }
-                if data.is_empty() {
+                let Some(track) = tracks.pop() else {
                     return Ok(());
+                };
+                if &track.fourcc != b"mp4a" {
+                    return Err(flv_error(FlvError::Unsupported {
+                        track: TrackKind::Audio,
+                        codec: format!(
+                            "Enhanced RTMP audio (FourCC {})",
+                            flv::fourcc_name(&track.fourcc)
+                        ),
+                    }));
                 }
-                let ticks = ms_to_ticks(ms);
-                events.push(SessionEvent::Media(IngestEvent::Packet(Packet {
-                    track: TrackKind::Audio,
-                    dts: ticks,
-                    pts: ticks,
-                    keyframe: true,
-                    data,
-                })));
+                let at = at.nudged(timestamp_offset_ns);
+                match track.packet {
+                    AudioPacket::SequenceStart(asc) => self.audio_config(asc, at, events),
+                    AudioPacket::CodedFrames(data) => self.audio_frame(data, at, events),
+                    // The AudioSpecificConfig already says how many channels there are.
+                    AudioPacket::SequenceEnd | AudioPacket::MultichannelConfig { .. } => Ok(()),
+                }
             }
         }
+    }
+
+    fn audio_config(
+        &mut self,
+        asc: Bytes,
+        at: At,
+        events: &mut Vec<SessionEvent>,
+    ) -> Result<(), RtmpError> {
+        if self.audio.as_ref().is_some_and(|a| a.asc == asc) {
+            return Ok(());
+        }
+        let params = aac::parse_audio_specific_config(asc).map_err(|source| RtmpError::Config {
+            track: TrackKind::Audio,
+            timestamp_ms: at.timestamp_ms,
+            source,
+        })?;
+        let params = Arc::new(params);
+        self.audio = Some(params.clone());
+        events.push(SessionEvent::Media(IngestEvent::AudioConfig(params)));
         Ok(())
+    }
+
+    fn audio_frame(
+        &mut self,
+        data: Bytes,
+        at: At,
+        events: &mut Vec<SessionEvent>,
+    ) -> Result<(), RtmpError> {
+        if self.audio.is_none() {
+            self.dropped_before_config += 1;
+            return Ok(());
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        events.push(SessionEvent::Media(IngestEvent::Packet(Packet {
+            track: TrackKind::Audio,
+            dts: at.dts,
+            pts: at.dts,
+            keyframe: true,
+            data,
+        })));
+        Ok(())
+    }
+}
+
+/// When a tag happened: its raw RTMP timestamp (for errors) and the extended decode time.
+#[derive(Clone, Copy)]
+struct At {
+    timestamp_ms: u32,
+    /// In node ticks.
+    dts: i64,
+}
+
+impl At {
+    /// Adds an Enhanced RTMP ModEx TimestampOffsetNano, rounded to the nearest node tick.
+    fn nudged(self, offset_ns: u32) -> Self {
+        let ticks = (i64::from(offset_ns) * i64::from(TIMEBASE) + 500_000_000) / 1_000_000_000;
+        At {
+            dts: self.dts + ticks,
+            ..self
+        }
     }
 }
 

@@ -17,6 +17,7 @@ const HIGH_AVCC: &[u8] = &[
 
 fn video_params(avcc: &[u8]) -> VideoParams {
     VideoParams {
+        codec: crate::media::VideoCodec::Avc,
         avcc: Bytes::copy_from_slice(avcc),
         width: 320,
         height: 240,

@@ -28,6 +28,7 @@ fn h100(index: usize) -> DeviceFacts {
 
 fn hd(profile_idc: u8) -> StreamFacts {
     StreamFacts {
+        codec: crate::media::VideoCodec::Avc,
         profile_idc,
         chroma_format_idc: Some(1),
         bit_depth: Some(8),
@@ -308,6 +309,7 @@ fn chroma_and_bit_depth_come_from_the_avcc_extension() {
         1, 100, 0, 30, 0xff, 0xe1, 0, 4, 0x67, 100, 0, 30, 1, 0, 2, 0x68, 0xee,
     ];
     let params = |avcc: &[u8]| VideoParams {
+        codec: crate::media::VideoCodec::Avc,
         avcc: bytes::Bytes::copy_from_slice(avcc),
         width: 640,
         height: 360,

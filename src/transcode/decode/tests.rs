@@ -200,6 +200,7 @@ fn nvdec_fails_cleanly_without_a_driver_and_matches_software_with_one() {
 #[test]
 fn a_cut_config_record_is_survivable() {
     let mut params = VideoParams {
+        codec: crate::media::VideoCodec::Avc,
         // The SPS length says 40 bytes, one follows.
         avcc: Bytes::from_static(&[1, 0x64, 0, 0x1e, 0xff, 0xe1, 0, 40, 0x67]),
         width: 640,

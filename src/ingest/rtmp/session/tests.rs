@@ -386,6 +386,77 @@ fn unsupported_codec_ends_the_session_naming_it() {
 }
 
 #[test]
+fn enhanced_rtmp_hevc_with_nano_offset() {
+    use crate::media::hevc::tests::{X265_MAIN_320X180, hex};
+    let mut pair = Pair::publishing("k");
+    // Key | SequenceStart, 'hvc1', hvcC.
+    let mut start = b"\x90hvc1".to_vec();
+    start.extend_from_slice(&hex(X265_MAIN_320X180));
+    let events = pair.video(Bytes::from(start), 0);
+    let [SessionEvent::Media(IngestEvent::VideoConfig(v))] = &events[..] else {
+        panic!("expected VideoConfig, got {events:?}");
+    };
+    assert_eq!((v.width, v.height), (320, 180));
+    assert_eq!(v.codec_string(), "hvc1.1.6.L60.90");
+    // ModEx TimestampOffsetNano 500000 ns (45 ticks) | CodedFrames, 'hvc1', cts 40 ms, one
+    // IDR_W_RADL NAL.
+    let frame = b"\x97\x02\x07\xa1\x20\x01hvc1\x00\x00\x28\0\0\0\x02\x26\x01";
+    let events = pair.video(Bytes::from_static(frame), 10);
+    let p = packet(&events);
+    assert!(p.keyframe);
+    assert_eq!((p.dts, p.pts), (10 * 90 + 45, 50 * 90 + 45));
+    assert_eq!(&p.data[..], b"\0\0\0\x02\x26\x01");
+    // AV1 frames after an HEVC configuration end the session.
+    let bytes = pair_video_bytes(&mut pair, b"\x91av01\x12\x00", 20);
+    let err = pair.server.feed(&bytes).expect_err("mismatch");
+    assert!(matches!(err, RtmpError::Sample { .. }), "{err}");
+}
+
+#[test]
+fn enhanced_rtmp_multitrack_and_other_codecs_are_refused_by_name() {
+    let mut pair = Pair::publishing("k");
+    let bytes = pair_video_bytes(&mut pair, b"\x96\x10avc1\x00\x00\x00\x01\xaa", 0);
+    let err = pair.server.feed(&bytes).expect_err("multitrack");
+    let codec = err.unsupported_codec().expect("named");
+    assert!(
+        codec.contains("multitrack") && codec.contains("ManyTracks"),
+        "{codec}"
+    );
+
+    let mut pair = Pair::publishing("k");
+    let bytes = pair_video_bytes(&mut pair, b"\x90vp09\x01", 0);
+    let err = pair.server.feed(&bytes).expect_err("vp9");
+    assert!(err.unsupported_codec().expect("named").contains("'vp09'"));
+
+    let mut pair = Pair::publishing("k");
+    let r = pair
+        .client
+        .publish_audio_data(
+            Bytes::from_static(b"\x90Opus\x01"),
+            RtmpTimestamp::new(0),
+            false,
+        )
+        .expect("client");
+    let ClientSessionResult::OutboundResponse(p) = r else {
+        panic!("packet expected");
+    };
+    let err = pair.server.feed(&p.bytes).expect_err("opus");
+    assert!(err.unsupported_codec().expect("named").contains("'Opus'"));
+}
+
+/// The client's bytes for one video message, not yet fed to the server.
+fn pair_video_bytes(pair: &mut Pair, body: &'static [u8], ts: u32) -> Vec<u8> {
+    let r = pair
+        .client
+        .publish_video_data(Bytes::from_static(body), RtmpTimestamp::new(ts), false)
+        .expect("client");
+    let ClientSessionResult::OutboundResponse(p) = r else {
+        panic!("packet expected");
+    };
+    p.bytes
+}
+
+#[test]
 fn stream_key_is_not_in_debug_output() {
     let e = SessionEvent::PublishRequested {
         app: "live".into(),
@@ -588,6 +659,7 @@ fn flv_parsers_take_garbage() {
                 assert_eq!(data.len(), len - 5);
                 let _ = h264::parse_avc_config(data);
             }
+            Ok(VideoTag::Enhanced(_)) => assert_ne!(body[0] & 0x80, 0),
             Ok(_) => assert_eq!(body[0] & 0x8f, 7),
             Err(_) => {}
         }
@@ -597,13 +669,14 @@ fn flv_parsers_take_garbage() {
                 let _ = aac::parse_audio_specific_config(asc);
             }
             Ok(AudioTag::Frame(_)) => assert_eq!(body[0] >> 4, 10),
+            Ok(AudioTag::Enhanced(_)) => assert_eq!(body[0] >> 4, 9),
             Err(_) => {}
         }
-        // Everything that is not AVC or AAC is an error.
-        if len > 0 && body[0] & 0x8f != 7 {
+        // Everything that is not AVC, AAC or Enhanced RTMP is an error.
+        if len > 0 && body[0] & 0x8f != 7 && body[0] & 0x80 == 0 {
             assert!(flv::parse_video_tag(body.clone()).is_err());
         }
-        if len > 0 && body[0] >> 4 != 10 {
+        if len > 0 && !matches!(body[0] >> 4, 9 | 10) {
             assert!(flv::parse_audio_tag(body).is_err());
         }
     }

@@ -960,16 +960,20 @@ mod tests {
         assert_eq!(patch(&["--allow-origin", ""]).allowed_origins, Some(vec![]));
     }
 
-    #[test]
-    fn text_output_shows_the_rules_that_are_set() {
-        let ch = Channel {
+    fn sample_channel() -> Channel {
+        Channel {
             id: "abc".into(),
             name: "n".into(),
             stream_key: "sk_x".into(),
             ladder: "standard".into(),
             created_at: 0,
             private: false,
-        };
+        }
+    }
+
+    #[test]
+    fn text_output_shows_the_rules_that_are_set() {
+        let ch = sample_channel();
         let policy = Policy {
             allowed_origins: vec!["https://a.example".into()],
             deny_countries: vec!["FR".into()],
@@ -988,14 +992,7 @@ mod tests {
     #[test]
     fn json_output_is_one_object() {
         let cfg = Config::default();
-        let ch = Channel {
-            id: "abc".into(),
-            name: "n".into(),
-            stream_key: "sk_x".into(),
-            ladder: "standard".into(),
-            created_at: 0,
-            private: false,
-        };
+        let ch = sample_channel();
         let mut buf = Vec::new();
         print_channels(&mut buf, &cfg, &[(ch, Policy::default())], true, true).expect("print");
         let v: serde_json::Value = serde_json::from_slice(&buf).expect("json");

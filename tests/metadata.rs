@@ -121,19 +121,7 @@ fn timed_metadata_reaches_every_rendition_and_hlsjs() {
         status.to_string()
     });
 
-    let mut publisher = Publisher::start(
-        &node.rtmp_url(&ch.stream_key),
-        &PubOpts::default(),
-        &node.data_dir,
-    );
-    node.attach_log(&publisher.log_path);
-    wait_playlist(
-        &http,
-        &node.media_url(&ch.id, "source"),
-        2,
-        Duration::from_secs(30),
-    )
-    .unwrap_or_else(|| panic!("no playlist; ffmpeg:\n{}", publisher.log()));
+    let mut publisher = node.publish_live(&ch, 2);
     let master_url = node.master_url(&ch.id);
     let master = http.get(&master_url).text();
     let base = master_url.trim_end_matches("master.m3u8").to_string();

@@ -9,30 +9,11 @@
 mod common;
 
 use common::*;
-use std::time::Duration;
 
 const PLAY_SECONDS: u32 = 60;
 /// A forced level switch this often, then ABR for the rest.
 const SWITCH_EVERY_S: u32 = 8;
 const MAX_LATENCY_S: f64 = 1.0;
-
-/// ffmpeg publishing to `ch` until the source has two complete segments.
-fn publish_live(node: &Node, http: &Http, ch: &Channel) -> Publisher {
-    let publisher = Publisher::start(
-        &node.rtmp_url(&ch.stream_key),
-        &PubOpts::default(),
-        &node.data_dir,
-    );
-    node.attach_log(&publisher.log_path);
-    wait_playlist(
-        http,
-        &node.media_url(&ch.id, "source"),
-        2,
-        Duration::from_secs(25),
-    )
-    .unwrap_or_else(|| panic!("no playlist; ffmpeg:\n{}", publisher.log()));
-    publisher
-}
 
 #[test]
 fn browser_hlsjs_plays_ladder_60s() {
@@ -45,7 +26,7 @@ fn browser_hlsjs_plays_ladder_60s() {
     // From before the first segment: the multivariant playlist is checked
     // from its first answer on.
     let probe = TimelineProbe::start(&node.master_url(&ch.id));
-    let mut publisher = publish_live(&node, &http, &ch);
+    let mut publisher = node.publish_live(&ch, 2);
 
     let page = node.url(&format!("/play/{}", ch.id));
     let pr = http.get(&page);
@@ -160,9 +141,8 @@ fn browser_hlsjs_helper_ends_a_stall_on_a_segment_never_loaded() {
     require_browser();
     let _turn = take_turn();
     let node = Node::start(NodeConfig::default());
-    let http = Http::new();
     let ch = node.create_channel_with_ladder("stuck", "passthrough");
-    let _publisher = publish_live(&node, &http, &ch);
+    let _publisher = node.publish_live(&ch, 2);
 
     let f = Findings::default();
 

@@ -71,7 +71,6 @@ fn private_channel_plays_with_a_token_and_refuses_without() {
     let f = Findings::default();
     let node = Node::start(NodeConfig::default());
     let http = Http::new();
-    let auth = format!("Bearer {}", node.token);
 
     let out = node.cli(&[
         "channel",
@@ -296,19 +295,7 @@ fn private_channel_plays_with_a_token_and_refuses_without() {
     );
 
     // A key deleted through the API stops verifying at once.
-    let api = |method: &str, path: &str, body: Option<&[u8]>| {
-        node.http
-            .request(
-                method,
-                &node.admin_url(path),
-                &[
-                    ("Authorization", &auth),
-                    ("Content-Type", "application/json"),
-                ],
-                body,
-            )
-            .expect("API")
-    };
+    let api = |method: &str, path: &str, body: Option<&[u8]>| node.api(method, path, body);
     let listed_keys = api("GET", "/api/v1/playback-keys", None).json();
     f.check(
         listed_keys.as_array().is_some_and(|a| a.len() == 1),

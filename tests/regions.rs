@@ -155,20 +155,7 @@ fn countries_and_networks_through_the_trusted_proxy() {
         ..NodeConfig::default()
     });
     let http = Http::new();
-    let auth = format!("Bearer {}", node.token);
-    let api = |method: &str, path: &str, body: &str| {
-        node.http
-            .request(
-                method,
-                &node.admin_url(path),
-                &[
-                    ("Authorization", &auth),
-                    ("Content-Type", "application/json"),
-                ],
-                Some(body.as_bytes()),
-            )
-            .expect("API")
-    };
+    let api = |method: &str, path: &str, body: &str| node.api(method, path, Some(body.as_bytes()));
 
     // Created by the CLI with a country and a network denied.
     let out = node.cli(&[
@@ -214,19 +201,7 @@ fn countries_and_networks_through_the_trusted_proxy() {
         || shown.clone(),
     );
 
-    let publisher = Publisher::start(
-        &node.rtmp_url(&ch.stream_key),
-        &PubOpts::default(),
-        &node.data_dir,
-    );
-    node.attach_log(&publisher.log_path);
-    wait_playlist(
-        &http,
-        &node.media_url(&ch.id, "source"),
-        1,
-        Duration::from_secs(30),
-    )
-    .unwrap_or_else(|| panic!("no playlist; ffmpeg:\n{}", publisher.log()));
+    let publisher = node.publish_live(&ch, 1);
     let urls = media_urls(&http, &node, &ch.id, &[]);
 
     // (rule, source address, X-Forwarded-For, want: None plays, Some refuses).
@@ -474,21 +449,9 @@ fn allowed_origins_play_on_the_own_origin_only() {
     let f = Findings::default();
     let node = Node::start(NodeConfig::default());
     let own = node.url("");
-    let auth = format!("Bearer {}", node.token);
     let body =
         format!(r#"{{"name": "site", "ladder": "passthrough", "allowed_origins": ["{own}/"]}}"#);
-    let r = node
-        .http
-        .request(
-            "POST",
-            &node.admin_url("/api/v1/channels"),
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-            ],
-            Some(body.as_bytes()),
-        )
-        .expect("API");
+    let r = node.api("POST", "/api/v1/channels", Some(body.as_bytes()));
     assert_eq!(r.status, 201, "{}", r.text());
     let v = r.json();
     f.check(

@@ -62,19 +62,11 @@ pub struct VideoInfo {
 
 impl VideoInfo {
     pub fn new(p: &VideoParams) -> Self {
-        let codec_string = p.codec_string();
-        // The codec string's sample entry names the codec.
-        let (codec, profile, level) = match codec_string.get(..4) {
-            Some("avc1" | "avc3") => ("h264", h264_profile(p.profile_idc), h264_level(p.level_idc)),
-            Some("hvc1" | "hev1") => ("hevc", hevc_profile(p.profile_idc), hevc_level(p.level_idc)),
-            Some("av01") => ("av1", av1_profile(p.profile_idc), av1_level(p.level_idc)),
-            _ => ("other", "other", p.level_idc.to_string()),
-        };
         VideoInfo {
-            codec,
-            codec_string,
-            profile,
-            level,
+            codec: p.codec.id(),
+            codec_string: p.codec_string(),
+            profile: p.profile_name(),
+            level: p.level_name(),
             width: p.width,
             height: p.height,
             frame_rate: None,
@@ -137,60 +129,6 @@ impl AudioInfo {
             self.codec, self.profile, self.sample_rate, self.channels
         )
     }
-}
-
-/// ITU-T H.264 Annex A profile names by `profile_idc`.
-fn h264_profile(profile_idc: u8) -> &'static str {
-    match profile_idc {
-        66 => "Baseline",
-        77 => "Main",
-        88 => "Extended",
-        100 => "High",
-        110 => "High 10",
-        122 => "High 4:2:2",
-        244 => "High 4:4:4 Predictive",
-        _ => "other",
-    }
-}
-
-/// `level_idc` is ten times the level (Annex A), 9 being level 1b.
-fn h264_level(level_idc: u8) -> String {
-    match level_idc {
-        9 => "1b".to_string(),
-        l => format!("{}.{}", l / 10, l % 10),
-    }
-}
-
-/// ITU-T H.265 Annex A `general_profile_idc`.
-fn hevc_profile(profile_idc: u8) -> &'static str {
-    match profile_idc {
-        1 => "Main",
-        2 => "Main 10",
-        3 => "Main Still Picture",
-        4 => "Range Extensions",
-        _ => "other",
-    }
-}
-
-/// `general_level_idc` is thirty times the level (Annex A).
-fn hevc_level(level_idc: u8) -> String {
-    let tenths = u32::from(level_idc) / 3;
-    format!("{}.{}", tenths / 10, tenths % 10)
-}
-
-/// AV1 `seq_profile` (spec 6.4.1).
-fn av1_profile(seq_profile: u8) -> &'static str {
-    match seq_profile {
-        0 => "Main",
-        1 => "High",
-        2 => "Professional",
-        _ => "other",
-    }
-}
-
-/// `seq_level_idx` counts levels from 2.0, four minor levels each (annex A.3).
-fn av1_level(seq_level_idx: u8) -> String {
-    format!("{}.{}", 2 + seq_level_idx / 4, seq_level_idx % 4)
 }
 
 /// How ingest media time advances against the wall clock, over the last
@@ -542,13 +480,6 @@ mod tests {
 
     #[test]
     fn codec_names_for_an_operator() {
-        assert_eq!(h264_profile(100), "High");
-        assert_eq!(h264_level(31), "3.1");
-        assert_eq!(h264_level(9), "1b");
-        assert_eq!(hevc_level(93), "3.1");
-        assert_eq!(hevc_level(120), "4.0");
-        assert_eq!(av1_level(8), "4.0");
-        assert_eq!(av1_level(5), "3.1");
         let v = VideoInfo::new(&crate::package::testmedia::video_params(320));
         assert_eq!(v.describe(), "h264 320x240 High 1.3");
         assert_eq!((v.codec, v.codec_string.as_str()), ("h264", "avc1.64000d"));

@@ -193,9 +193,31 @@ fn uvlc(r: &mut BitReader<'_>) -> Result<u32, MediaError> {
         .saturating_add((1 << leading_zeros) - 1))
 }
 
+/// AV1 `seq_profile` (spec 6.4.1).
+pub fn profile_name(seq_profile: u8) -> &'static str {
+    match seq_profile {
+        0 => "Main",
+        1 => "High",
+        2 => "Professional",
+        _ => "unknown",
+    }
+}
+
+/// `seq_level_idx` counts levels from 2.0, four minor levels each (annex A.3).
+pub fn level_name(seq_level_idx: u8) -> String {
+    format!("{}.{}", 2 + seq_level_idx / 4, seq_level_idx % 4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_for_an_operator() {
+        assert_eq!(profile_name(0), "Main");
+        assert_eq!(level_name(8), "4.0");
+        assert_eq!(level_name(5), "3.1");
+    }
 
     fn hex(s: &str) -> Bytes {
         Bytes::from(

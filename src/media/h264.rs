@@ -397,9 +397,41 @@ impl<'a> BitReader<'a> {
     }
 }
 
+/// ITU-T H.264 Annex A profile names by `profile_idc`.
+pub fn profile_name(profile_idc: u8) -> &'static str {
+    match profile_idc {
+        44 => "CAVLC 4:4:4 Intra",
+        66 => "Baseline",
+        77 => "Main",
+        88 => "Extended",
+        100 => "High",
+        110 => "High 10",
+        122 => "High 4:2:2",
+        244 => "High 4:4:4 Predictive",
+        83 | 86 => "Scalable",
+        118 | 128 | 134 | 135 | 138 | 139 => "Multiview",
+        _ => "unknown",
+    }
+}
+
+/// `level_idc` is ten times the level (Annex A), 9 being level 1b.
+pub fn level_name(level_idc: u8) -> String {
+    match level_idc {
+        9 => "1b".to_string(),
+        l => format!("{}.{}", l / 10, l % 10),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_for_an_operator() {
+        assert_eq!(profile_name(100), "High");
+        assert_eq!(level_name(31), "3.1");
+        assert_eq!(level_name(9), "1b");
+    }
 
     // Each record is the body of the first AVC sequence header tag (after the 5-byte FLV
     // video tag header) written by FFmpeg 5.1.9 (Debian 12) with libx264 for one frame of

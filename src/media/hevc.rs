@@ -190,9 +190,33 @@ pub fn parse_sps(nal: &[u8]) -> Result<(u32, u32), MediaError> {
     Ok((width - crop_w as u32, height - crop_h as u32))
 }
 
+/// ITU-T H.265 Annex A `general_profile_idc`.
+pub fn profile_name(profile_idc: u8) -> &'static str {
+    match profile_idc {
+        1 => "Main",
+        2 => "Main 10",
+        3 => "Main Still Picture",
+        4 => "Range Extensions",
+        _ => "unknown",
+    }
+}
+
+/// `general_level_idc` is thirty times the level (Annex A).
+pub fn level_name(level_idc: u8) -> String {
+    let tenths = u32::from(level_idc) / 3;
+    format!("{}.{}", tenths / 10, tenths % 10)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn names_for_an_operator() {
+        assert_eq!(profile_name(2), "Main 10");
+        assert_eq!(level_name(93), "3.1");
+        assert_eq!(level_name(120), "4.0");
+    }
 
     // hvcC of one frame of `testsrc2` written by FFmpeg 5.1.9 (Debian 12) with libx265 3.5,
     // `-c:v libx265 -frames:v 1 -tag:v hvc1 out.mp4`, its SEI array (x265's banner) cut and

@@ -45,6 +45,15 @@ impl VideoCodec {
             VideoCodec::Av1(_) => "AV1",
         }
     }
+
+    /// The codec as APIs name it: `h264`, `hevc`, `av1`.
+    pub fn id(&self) -> &'static str {
+        match self {
+            VideoCodec::Avc => "h264",
+            VideoCodec::Hevc(_) => "hevc",
+            VideoCodec::Av1(_) => "av1",
+        }
+    }
 }
 
 /// Video decoder configuration as the publisher sent it.
@@ -79,6 +88,24 @@ impl VideoParams {
             ),
             VideoCodec::Hevc(p) => p.codec_string(),
             VideoCodec::Av1(p) => p.codec_string(),
+        }
+    }
+
+    /// The profile's name in its codec's specification (`High`, `Main 10`).
+    pub fn profile_name(&self) -> &'static str {
+        match self.codec {
+            VideoCodec::Avc => h264::profile_name(self.profile_idc),
+            VideoCodec::Hevc(_) => hevc::profile_name(self.profile_idc),
+            VideoCodec::Av1(_) => av1::profile_name(self.profile_idc),
+        }
+    }
+
+    /// The level as its codec's specification writes it (`3.1`, `1b`).
+    pub fn level_name(&self) -> String {
+        match self.codec {
+            VideoCodec::Avc => h264::level_name(self.level_idc),
+            VideoCodec::Hevc(_) => hevc::level_name(self.level_idc),
+            VideoCodec::Av1(_) => av1::level_name(self.level_idc),
         }
     }
 }

@@ -406,6 +406,15 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
     use tower::ServiceExt as _;
 
+    /// One URI of every kind a channel serves: what access rules must cover.
+    const EVERY_KIND: [&str; 5] = [
+        "/hls/live/master.m3u8",
+        "/hls/live/source/index.m3u8",
+        "/hls/live/source/init-s1-1.mp4",
+        "/hls/live/source/s1-1.1.m4s",
+        "/hls/live/source/s1-0.m4s",
+    ];
+
     /// A channel `live` with one complete segment and two parts of the next.
     fn app() -> (Router, Arc<ChannelStore>) {
         let store = ChannelStore::new("live", &PackageConfig::default());
@@ -715,13 +724,7 @@ mod tests {
             &serde_json::json!({ "channel": "live", "exp": exp }),
         )
         .expect("sign");
-        for uri in [
-            "/hls/live/master.m3u8",
-            "/hls/live/source/index.m3u8",
-            "/hls/live/source/init-s1-1.mp4",
-            "/hls/live/source/s1-1.1.m4s",
-            "/hls/live/source/s1-0.m4s",
-        ] {
+        for uri in EVERY_KIND {
             let res = app
                 .clone()
                 .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
@@ -795,13 +798,7 @@ mod tests {
             app.clone().oneshot(r.body(Body::empty()).expect("request"))
         };
         let before = METRICS.play_refused.with_label_values(&["network"]).get();
-        for uri in [
-            "/hls/live/master.m3u8",
-            "/hls/live/source/index.m3u8",
-            "/hls/live/source/init-s1-1.mp4",
-            "/hls/live/source/s1-1.1.m4s",
-            "/hls/live/source/s1-0.m4s",
-        ] {
+        for uri in EVERY_KIND {
             let res = get_from(uri, [203, 0, 113, 9], None)
                 .await
                 .expect("infallible");

@@ -298,7 +298,7 @@ impl fmt::Display for SoftwareDecode {
             SoftwareDecode::Profile { profile_idc } => write!(
                 f,
                 "NVDEC does not decode H.264 profile {profile_idc} ({})",
-                profile_name(*profile_idc)
+                crate::media::h264::profile_name(*profile_idc)
             ),
             SoftwareDecode::Chroma { chroma_format_idc } => write!(
                 f,
@@ -320,22 +320,6 @@ impl fmt::Display for SoftwareDecode {
                 write!(f, "NVDEC refused the stream: {why}")
             }
         }
-    }
-}
-
-fn profile_name(profile_idc: u8) -> &'static str {
-    match profile_idc {
-        44 => "CAVLC 4:4:4 Intra",
-        66 => "Baseline",
-        77 => "Main",
-        88 => "Extended",
-        100 => "High",
-        110 => "High 10",
-        122 => "High 4:2:2",
-        244 => "High 4:4:4 Predictive",
-        83 | 86 => "Scalable",
-        118 | 128 | 134 | 135 | 138 | 139 => "Multiview",
-        _ => "unknown",
     }
 }
 

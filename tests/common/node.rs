@@ -383,6 +383,37 @@ impl Node {
         (ok && p.try_status().is_none(), p)
     }
 
+    /// ffmpeg (the default test pattern) publishing to `ch` until its
+    /// source rendition lists `segments` complete segments.
+    pub fn publish_live(&self, ch: &Channel, segments: usize) -> super::Publisher {
+        let publisher = super::Publisher::start(
+            &self.rtmp_url(&ch.stream_key),
+            &super::PubOpts::default(),
+            &self.data_dir,
+        );
+        self.attach_log(&publisher.log_path);
+        super::wait_playlist(
+            &self.http,
+            &self.media_url(&ch.id, "source"),
+            segments,
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|| panic!("no playlist; ffmpeg:\n{}", publisher.log()));
+        publisher
+    }
+
+    /// An admin API call with the node's token (and a JSON body, if any).
+    pub fn api(&self, method: &str, path: &str, body: Option<&[u8]>) -> super::Resp {
+        let auth = format!("Bearer {}", self.token);
+        let mut headers = vec![("Authorization", auth.as_str())];
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        self.http
+            .request(method, &self.admin_url(path), &headers, body)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     pub fn metrics(&self) -> Metrics {
         let r = self.http.get(&self.admin_url("/metrics"));
         assert_eq!(r.status, 200, "GET /metrics");

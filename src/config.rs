@@ -83,6 +83,51 @@ impl Default for AccessConfig {
     }
 }
 
+impl AccessConfig {
+    /// `trusted_proxies` parsed.
+    pub fn trusted_networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|s| {
+                parse_network(s).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "access.trusted_proxies: {s:?} is not an address or a network (CIDR)"
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// `client_address_header` as a header name.
+    pub fn address_header(&self) -> Result<axum::http::HeaderName, ConfigError> {
+        let name = self.client_address_header.trim();
+        let header = axum::http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "access.client_address_header = {name:?} is not an HTTP header name"
+            ))
+        })?;
+        if header == axum::http::header::FORWARDED {
+            // RFC 7239's `for=` syntax is not read; every proxy that writes
+            // it can also write X-Forwarded-For.
+            return Err(ConfigError::Invalid(
+                "access.client_address_header: \"forwarded\" (RFC 7239) is not supported; use x-forwarded-for".into(),
+            ));
+        }
+        Ok(header)
+    }
+}
+
+/// A network as an operator writes it: `10.0.0.0/8`, `2001:db8::/32`, or a
+/// bare address (one host). Host bits are cleared (`10.1.2.3/8` is
+/// `10.0.0.0/8`), so what is stored and shown is what is matched.
+pub fn parse_network(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
+}
+
 /// Authorization hooks: the node asks the operator's backend, over HTTP(S),
 /// whether a publish or a playback may go ahead (`src/hooks.rs`).
 #[derive(Clone, Debug, Deserialize)]
@@ -422,7 +467,8 @@ impl Config {
                 "http.max_blocked_requests must be at least 1".into(),
             ));
         }
-        crate::serve::geo::Locator::from_config(&self.access)?;
+        self.access.trusted_networks()?;
+        self.access.address_header()?;
         if self.public_host.is_empty() || self.public_host.contains(['/', ' ']) {
             return Err(ConfigError::Invalid(
                 "public_host must be a host name or address".into(),

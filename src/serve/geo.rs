@@ -12,17 +12,6 @@ use axum::http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 
-/// A network as an operator writes it: `10.0.0.0/8`, `2001:db8::/32`, or a
-/// bare address (one host). Host bits are cleared (`10.1.2.3/8` is
-/// `10.0.0.0/8`), so what is stored and shown is what is matched.
-pub fn parse_network(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    s.parse::<IpNet>()
-        .map(|n| n.trunc())
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .ok()
-}
-
 /// Whether any of `nets` holds `addr`.
 pub fn in_networks(nets: &[IpNet], addr: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(&addr))
@@ -73,32 +62,10 @@ impl Locator {
         Ok(locator)
     }
 
-    /// `[access]` without its database: what config validation checks.
+    /// `[access]` without its database.
     pub fn from_config(cfg: &AccessConfig) -> Result<Locator, ConfigError> {
-        let trusted_proxies = cfg
-            .trusted_proxies
-            .iter()
-            .map(|s| {
-                parse_network(s).ok_or_else(|| {
-                    ConfigError::Invalid(format!(
-                        "access.trusted_proxies: {s:?} is not an address or a network (CIDR)"
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let name = cfg.client_address_header.trim();
-        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            ConfigError::Invalid(format!(
-                "access.client_address_header = {name:?} is not an HTTP header name"
-            ))
-        })?;
-        if header == axum::http::header::FORWARDED {
-            // RFC 7239's `for=` syntax is not read; every proxy that writes
-            // it can also write X-Forwarded-For.
-            return Err(ConfigError::Invalid(
-                "access.client_address_header: \"forwarded\" (RFC 7239) is not supported; use x-forwarded-for".into(),
-            ));
-        }
+        let trusted_proxies = cfg.trusted_networks()?;
+        let header = cfg.address_header()?;
         Ok(Locator {
             trusted_proxies,
             header,
@@ -206,7 +173,7 @@ pub(crate) fn test_locator(entries: &[(&str, &str)]) -> (tempfile::TempDir, Loca
     db.metadata.ip_version = IpVersion::V6;
     db.metadata.database_type = "GeoLite2-Country".into();
     for (net, code) in entries {
-        let net = parse_network(net).expect("network");
+        let net = crate::config::parse_network(net).expect("network");
         let (addr, len) = match net {
             IpNet::V4(v4) => (
                 IpAddr::from(v4.addr().to_ipv6_compatible()),
@@ -236,6 +203,7 @@ pub(crate) fn test_locator(entries: &[(&str, &str)]) -> (tempfile::TempDir, Loca
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_network;
     use axum::http::HeaderValue;
 
     #[test]

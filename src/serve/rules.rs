@@ -92,7 +92,7 @@ pub fn normalize(policy: Policy) -> Result<Policy, PolicyError> {
             .ok_or_else(|| "is not an ISO 3166-1 alpha-2 code (two letters)".to_string())
     };
     let network = |s: &str| {
-        geo::parse_network(s)
+        crate::config::parse_network(s)
             .map(|n| n.to_string())
             .ok_or_else(|| "is not an address or a network (CIDR)".to_string())
     };
@@ -222,7 +222,11 @@ impl Rules {
         let p = normalize(policy.clone())?;
         // normalize() left only valid entries, so these drop nothing.
         let countries = |l: &[String]| l.iter().filter_map(|c| geo::country(c)).collect();
-        let networks = |l: &[String]| l.iter().filter_map(|n| geo::parse_network(n)).collect();
+        let networks = |l: &[String]| {
+            l.iter()
+                .filter_map(|n| crate::config::parse_network(n))
+                .collect()
+        };
         Ok(Some(Rules {
             allow_countries: countries(&p.allow_countries),
             deny_countries: countries(&p.deny_countries),

@@ -4,7 +4,7 @@
 //! type it shares: `Truncated` when the body ends before a field, `Invalid` naming the field
 //! and its byte offset. It parses; what the node ingests is the session's decision.
 
-use super::flv::FlvError;
+use super::tag_error::FlvError;
 use crate::media::TrackKind;
 use bytes::Bytes;
 

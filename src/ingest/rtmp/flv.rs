@@ -4,6 +4,7 @@
 //! `enhanced.rs`.
 
 use super::enhanced::{self, ExAudioTag, ExVideoTag, SOUND_FORMAT_EX_HEADER, VIDEO_EX_HEADER};
+pub use super::tag_error::FlvError;
 use crate::media::TrackKind;
 use bytes::Bytes;
 
@@ -11,34 +12,6 @@ use bytes::Bytes;
 const CODEC_AVC: u8 = 7;
 /// E.4.2.1 SoundFormat 10.
 const SOUND_FORMAT_AAC: u8 = 10;
-
-#[derive(Debug, thiserror::Error)]
-pub enum FlvError {
-    /// The body ends before a field it must contain.
-    #[error("truncated {} tag: need {need} bytes, have {have}", kind(*.track))]
-    Truncated {
-        track: TrackKind,
-        need: usize,
-        have: usize,
-    },
-    /// A field holds a value the spec does not allow.
-    #[error("invalid {} tag at byte {offset}: {why}", kind(*.track))]
-    Invalid {
-        track: TrackKind,
-        offset: usize,
-        why: String,
-    },
-    /// Well-formed as far as we can tell, but a codec or format this node does not ingest.
-    #[error("unsupported {} codec: {codec}", kind(*.track))]
-    Unsupported { track: TrackKind, codec: String },
-}
-
-fn kind(track: TrackKind) -> &'static str {
-    match track {
-        TrackKind::Video => "video",
-        TrackKind::Audio => "audio",
-    }
-}
 
 /// A parsed video tag body.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,5 +5,6 @@ pub mod flv;
 pub mod guard;
 pub mod io;
 pub mod session;
+mod tag_error;
 
 pub use io::serve;

@@ -163,10 +163,15 @@ fn source_passes_through_and_ladder_is_h264(
         "no H.264 variant in:\n{master}"
     );
 
-    assert!(
-        !node.log().contains(&ch.stream_key),
-        "stream key in the node log"
-    );
+    let log = node.log();
+    assert!(!log.contains(&ch.stream_key), "stream key in the node log");
+    if video.contains(&"-rtmp_enhanced_codecs") {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("rtmp: publishing") && l.contains(r#"["hvc1", "av01"]"#)),
+            "the publisher's fourCcList is not on the publishing line:\n{log}"
+        );
+    }
 }
 
 #[test]
@@ -184,6 +189,11 @@ fn hevc_over_enhanced_rtmp() {
             "yuv420p",
             "-b:v",
             "300k",
+            // FFmpeg then announces `fourCcList` in its connect, and gets the node's
+            // capabilities in a rewritten `_result` (connect.rs): the publish going on is
+            // the check that FFmpeg reads that answer and the chunk headers after it.
+            "-rtmp_enhanced_codecs",
+            "hvc1,av01",
         ],
         "hvc1",
         "hevc",

@@ -1,7 +1,9 @@
 //! Pre-screens the post-handshake RTMP chunk stream before rml_rtmp's `ServerSession` parses
 //! it, refusing what would make that library panic, overflow the stack or grow without bound.
-//! Sans-IO; it never alters the bytes, it only says yes or no. It must never hand rml_rtmp,
-//! not even its own copy of the chunk deserializer, bytes that make it panic.
+//! Sans-IO; it never alters the bytes, it only says yes or no (and keeps a copy of the first
+//! `connect` command for the session, whose Enhanced RTMP capabilities rml_rtmp drops: see
+//! [`Guard::take_connect`]). It must never hand rml_rtmp, not even its own copy of the chunk
+//! deserializer, bytes that make it panic.
 //!
 //! Why it exists (rml_rtmp 0.8.0 / rml_amf0 0.3.0, read from their sources):
 //! - AMF0 values are decoded recursively with no depth limit: a few kilobytes of nested
@@ -35,8 +37,9 @@ use rml_rtmp::chunk_io::{ChunkDeserializationError, ChunkDeserializer};
 use rml_rtmp::messages::{MessagePayload, RtmpMessage};
 use std::collections::HashMap;
 
-mod amf;
+pub(super) mod amf;
 use amf::{AmfScan, scan_amf0};
+use bytes::Bytes;
 
 /// Bytes the peer may send without completing an RTMP message. A message's length field is
 /// 24 bits (16 MiB); real encoders send video frames well under 8 MiB, and this bound also
@@ -201,6 +204,10 @@ pub struct Guard {
     create_streams: u32,
     /// Whether the session accepted a publish: the unauthenticated limits no longer apply.
     authenticated: bool,
+    /// The first `connect` command's AMF0 bytes, until the session takes them: rml_rtmp
+    /// keeps only the app name of it, and the Enhanced RTMP capabilities are in it too.
+    connect: Option<Bytes>,
+    seen_connect: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -327,6 +334,8 @@ impl Guard {
             commands: 0,
             create_streams: 0,
             authenticated: false,
+            connect: None,
+            seen_connect: false,
         }
     }
 
@@ -335,6 +344,12 @@ impl Guard {
     /// publisher are the media ones: [`MAX_PENDING_BYTES`] and the AMF limits).
     pub fn authenticated(&mut self) {
         self.authenticated = true;
+    }
+
+    /// The AMF0 bytes of the first `connect` command, once it has passed the checks (at
+    /// most once per connection: rml_rtmp answers only the first connect too).
+    pub fn take_connect(&mut self) -> Option<Bytes> {
+        self.connect.take()
     }
 
     /// Checks the next bytes of the chunk stream. They must be exactly the bytes the session
@@ -529,12 +544,13 @@ impl Guard {
                 }
             }
             TYPE_AMF0_COMMAND | TYPE_AMF3_COMMAND | TYPE_AMF0_DATA | TYPE_AMF3_DATA => {
-                let mut data = &message.data[..];
+                let mut amf0 = message.data.clone();
                 // rml_rtmp decodes "AMF3" commands as AMF0 after dropping a leading 0x00
                 // (Flash clients mislabel AMF0 this way); scan what it will decode.
-                if type_id == TYPE_AMF3_COMMAND && data.first() == Some(&0) {
-                    data = &data[1..];
+                if type_id == TYPE_AMF3_COMMAND && amf0.first() == Some(&0) {
+                    amf0 = amf0.slice(1..);
                 }
+                let data = &amf0[..];
                 if data.len() > MAX_AMF_MESSAGE_BYTES {
                     return Err(GuardError::AmfTooLarge {
                         type_id,
@@ -544,6 +560,10 @@ impl Guard {
                 let scan = scan_amf0(data).map_err(|e| e.into_error(type_id))?;
                 if matches!(type_id, TYPE_AMF0_COMMAND | TYPE_AMF3_COMMAND) {
                     self.on_command(&scan)?;
+                    if scan.first_string == Some(b"connect".as_slice()) && !self.seen_connect {
+                        self.seen_connect = true;
+                        self.connect = Some(amf0.clone());
+                    }
                 } else if scan.first_string == Some(b"@setDataFrame".as_slice()) && scan.values < 3
                 {
                     return Err(GuardError::SetDataFrameTooShort {

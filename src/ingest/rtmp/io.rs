@@ -389,7 +389,14 @@ impl Connection {
         match started.unwrap_or(Err(PublishError::Interrupted)) {
             Ok(publisher) => {
                 let live = publisher;
-                tracing::info!(peer = %self.peer, channel = %live.channel_id(), "rtmp: publishing");
+                let caps = self.session.publisher_caps();
+                tracing::info!(
+                    peer = %self.peer,
+                    channel = %live.channel_id(),
+                    caps_ex = caps.caps_ex,
+                    fourcc_list = ?caps.fourcc_list,
+                    "rtmp: publishing"
+                );
                 self.live = Some(live);
                 for event in self.session.accept_publish()? {
                     if let SessionEvent::Send(bytes) = event {

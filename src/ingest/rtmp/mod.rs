@@ -1,5 +1,6 @@
 //! RTMP ingest: sans-IO session and FLV tag parsing; `io` is the only part that touches sockets.
 
+pub mod connect;
 pub mod enhanced;
 pub mod flv;
 pub mod guard;

@@ -3,6 +3,7 @@
 //! (bytes for the peer among them). It never decides whether a stream key may publish: it
 //! asks, and the caller answers with `accept_publish` or `refuse_publish`.
 
+use super::connect::{HeaderPatch, PublisherCaps, enhanced_result, parse_connect};
 use super::enhanced::{AudioPacket, ExAudioTag, ExVideoTag, VideoFourCc, VideoPacket};
 use super::flv::{self, AudioTag, FlvError, VideoTag};
 use super::guard::{Guard, GuardError};
@@ -133,6 +134,8 @@ pub struct PublishSession {
     phase: Phase,
     guard: Guard,
     stream: StreamState,
+    /// What the publisher announced in its `connect` (Enhanced RTMP v2).
+    caps: PublisherCaps,
 }
 
 enum Phase {
@@ -162,6 +165,14 @@ struct StreamState {
     /// Set when a result closes the session (a refused connect); applied after the results
     /// of the current call are returned.
     close: bool,
+    /// rml_rtmp's outgoing chunk size, which a rewritten `_result` must fit in one chunk of.
+    chunk_size: usize,
+    /// Set when the connect `_result` was rewritten with rungs's capabilities, until the
+    /// chunk headers rml_rtmp writes after it agree with the peer again (see
+    /// [`HeaderPatch`]); `patch_from`: the index of the first event of the current call it
+    /// applies to.
+    header_patch: Option<HeaderPatch>,
+    patch_from: usize,
 }
 
 impl Default for PublishSession {
@@ -182,8 +193,18 @@ impl PublishSession {
                 audio: None,
                 dropped_before_config: 0,
                 close: false,
+                chunk_size: 0,
+                header_patch: None,
+                patch_from: 0,
             },
+            caps: PublisherCaps::default(),
         }
+    }
+
+    /// The Enhanced RTMP capabilities the publisher announced in its `connect`; empty for a
+    /// legacy publisher, or before the connect arrives.
+    pub fn publisher_caps(&self) -> &PublisherCaps {
+        &self.caps
     }
 
     /// Feeds bytes read from the peer. An error is final: the session is closed and the
@@ -191,6 +212,7 @@ impl PublishSession {
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SessionEvent>, RtmpError> {
         let mut events = Vec::new();
         let result = self.feed_inner(bytes, &mut events);
+        self.stream.patch_headers(&mut events);
         if result.is_err() || self.stream.close {
             self.phase = Phase::Closed;
         }
@@ -240,7 +262,9 @@ impl PublishSession {
                 })??
             }
         };
-        Ok(sends(results))
+        let mut events = sends(results);
+        self.stream.patch_headers(&mut events);
+        Ok(events)
     }
 
     /// Media messages dropped because they came before their track's sequence header.
@@ -266,9 +290,10 @@ impl PublishSession {
                         remaining_bytes,
                     } => {
                         push_send(events, response_bytes);
-                        let (server, initial) = unwind_to_error("new session", || {
-                            ServerSession::new(ServerSessionConfig::new())
-                        })??;
+                        let config = ServerSessionConfig::new();
+                        self.stream.chunk_size = config.chunk_size as usize;
+                        let (server, initial) =
+                            unwind_to_error("new session", || ServerSession::new(config))??;
                         // Window ack size, peer bandwidth and chunk size go out before the
                         // peer's first command is answered.
                         events.extend(sends(initial));
@@ -292,16 +317,45 @@ impl PublishSession {
         // The guard sees every byte before the session does; see guard.rs for why.
         let guard = &mut self.guard;
         unwind_to_error("chunk guard", || guard.check(bytes))??;
+        if let Some(connect) = guard.take_connect() {
+            // The capabilities are advisory: a publisher that writes them wrongly still
+            // publishes, as the legacy publisher it then is.
+            self.caps = parse_connect(&connect).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "rtmp: ignoring the connect's Enhanced RTMP capabilities");
+                PublisherCaps::default()
+            });
+        }
         let results = unwind_to_error("handle_input", || server.handle_input(bytes))??;
-        self.stream.handle(server, results, events)
+        self.stream.handle(server, results, &self.caps, events)
     }
 }
 
 impl StreamState {
+    /// Applies the pending [`HeaderPatch`] to the sends among `events` it covers.
+    fn patch_headers(&mut self, events: &mut [SessionEvent]) {
+        let from = std::mem::take(&mut self.patch_from);
+        let Some(patch) = self.header_patch else {
+            return;
+        };
+        for event in events.iter_mut().skip(from) {
+            let SessionEvent::Send(bytes) = event else {
+                continue;
+            };
+            if let Some(fixed) = patch.fix(bytes) {
+                if let Some(fixed) = fixed {
+                    *bytes = Bytes::from(fixed);
+                }
+                self.header_patch = None;
+                return;
+            }
+        }
+    }
+
     fn handle(
         &mut self,
         server: &mut ServerSession,
         results: Vec<ServerSessionResult>,
+        caps: &PublisherCaps,
         events: &mut Vec<SessionEvent>,
     ) -> Result<(), RtmpError> {
         for result in results {
@@ -325,7 +379,18 @@ impl StreamState {
                         let r = unwind_to_error("accept_request", || {
                             server.accept_request(request_id)
                         })??;
-                        events.extend(sends(r));
+                        let mut answer = sends(r);
+                        // rml_rtmp answers with one packet, the `_result`.
+                        if let (true, [SessionEvent::Send(result)]) =
+                            (caps.is_enhanced(), answer.as_mut_slice())
+                            && let Some((rewritten, patch)) =
+                                enhanced_result(result, self.chunk_size)
+                        {
+                            *result = Bytes::from(rewritten);
+                            self.header_patch = Some(patch);
+                            self.patch_from = events.len() + 1;
+                        }
+                        events.extend(answer);
                     } else {
                         let description = format!(
                             "unknown application {app_name:?}: publish to rtmp://<host>/{APP}/<stream key>"

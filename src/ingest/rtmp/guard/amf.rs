@@ -1,6 +1,6 @@
 //! A bounded, iterative walk over AMF0 values: how the guard learns a
 //! message's nesting depth and command name without rml_amf0's unbounded
-//! recursion.
+//! recursion, and what `connect.rs` runs before it lets rml_amf0 decode a connect.
 
 use super::{GuardError, MAX_AMF_DEPTH};
 
@@ -17,14 +17,14 @@ pub(super) const STRICT_ARRAY: u8 = 0x0a;
 
 /// What a scan of an AMF0 value sequence found.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct AmfScan<'a> {
+pub(in crate::ingest::rtmp) struct AmfScan<'a> {
     /// Top-level values, as rml_amf0's `deserialize` would return them.
     pub(super) values: usize,
     /// The first top-level value when it is a string (a command or data handler name).
     pub(super) first_string: Option<&'a [u8]>,
 }
 
-pub(super) enum AmfProblem {
+pub(in crate::ingest::rtmp) enum AmfProblem {
     TooDeep,
     Malformed { offset: usize, why: &'static str },
 }
@@ -53,7 +53,7 @@ enum Frame {
 /// leniency: a string or property name cut by the end of the data is accepted). Where this
 /// walk accepts, rml_amf0's recursion is no deeper than the depth checked here; where it is
 /// stricter, the message was malformed anyway.
-pub(super) fn scan_amf0(data: &[u8]) -> Result<AmfScan<'_>, AmfProblem> {
+pub(in crate::ingest::rtmp) fn scan_amf0(data: &[u8]) -> Result<AmfScan<'_>, AmfProblem> {
     let mut r = Cursor { data, pos: 0 };
     let mut stack: Vec<Frame> = Vec::new();
     let mut values = 0usize;

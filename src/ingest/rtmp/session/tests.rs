@@ -485,6 +485,12 @@ impl Rng {
 
 /// Server bytes up to an established RTMP session, for a client that writes raw chunks.
 fn handshaken() -> PublishSession {
+    handshaken_with_initial().0
+}
+
+/// `handshaken`, with what the server sent once the handshake completed (window ack size,
+/// peer bandwidth, chunk size).
+fn handshaken_with_initial() -> (PublishSession, Vec<u8>) {
     let mut server = PublishSession::new();
     let mut handshake = Handshake::new(PeerType::Client);
     let c0c1 = handshake.generate_outbound_p0_and_p1().expect("c0c1");
@@ -493,8 +499,8 @@ fn handshaken() -> PublishSession {
     else {
         panic!("handshake");
     };
-    only_sends(server.feed(&response_bytes).expect("c2"));
-    server
+    let initial = only_sends(server.feed(&response_bytes).expect("c2"));
+    (server, initial)
 }
 
 fn is_media_or_publish(e: &SessionEvent) -> bool {
@@ -762,4 +768,128 @@ fn a_large_message_is_refused_before_the_publish_and_taken_after_it() {
     nal.extend(&big);
     let events = pair.video(avc_frame(true, 0, &[&nal]), 0);
     assert_eq!(packet(&events).data.len(), 4 + nal.len());
+}
+
+#[test]
+fn the_connects_enhanced_capabilities_are_recorded() {
+    let command = |properties: Vec<(&str, Amf0Value)>| {
+        raw_message(
+            &mut ChunkSerializer::new(),
+            20,
+            &[
+                Amf0Value::Utf8String("connect".into()),
+                Amf0Value::Number(1.0),
+                Amf0Value::Object(
+                    properties
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
+                ),
+            ],
+        )
+    };
+    let app = ("app", Amf0Value::Utf8String(APP.into()));
+
+    let mut session = handshaken();
+    session
+        .feed(&command(vec![
+            app.clone(),
+            ("capsEx", Amf0Value::Number(5.0)),
+            (
+                "fourCcList",
+                Amf0Value::StrictArray(vec![Amf0Value::Utf8String("hvc1".into())]),
+            ),
+        ]))
+        .expect("connect");
+    assert!(session.publisher_caps().reconnect());
+    assert_eq!(session.publisher_caps().fourcc_list, ["hvc1"]);
+
+    let mut legacy = handshaken();
+    legacy.feed(&command(vec![app.clone()])).expect("connect");
+    assert!(!legacy.publisher_caps().reconnect());
+    assert!(!legacy.publisher_caps().is_enhanced());
+
+    // Capabilities of the wrong type leave a legacy publisher, still connected.
+    let mut odd = handshaken();
+    let events = odd
+        .feed(&command(vec![
+            app,
+            ("capsEx", Amf0Value::Utf8String("1".into())),
+        ]))
+        .expect("connect");
+    assert!(!odd.publisher_caps().reconnect());
+    assert!(!only_sends(events).is_empty(), "the connect is answered");
+}
+
+/// An Enhanced publisher reads rungs's capabilities in the connect `_result`, and the
+/// createStream `_result` after it on the same chunk stream still reads back.
+#[test]
+fn an_enhanced_connect_is_answered_with_rungs_capabilities() {
+    let (mut session, initial) = handshaken_with_initial();
+    let mut client = ChunkSerializer::new();
+    let connect = raw_message(
+        &mut client,
+        20,
+        &[
+            Amf0Value::Utf8String("connect".into()),
+            Amf0Value::Number(1.0),
+            Amf0Value::Object(
+                [
+                    ("app".to_owned(), Amf0Value::Utf8String(APP.into())),
+                    ("capsEx".to_owned(), Amf0Value::Number(1.0)),
+                ]
+                .into(),
+            ),
+        ],
+    );
+    let create_stream = raw_message(
+        &mut client,
+        20,
+        &[
+            Amf0Value::Utf8String("createStream".into()),
+            Amf0Value::Number(2.0),
+            Amf0Value::Null,
+        ],
+    );
+    let mut wire = initial;
+    wire.extend(only_sends(session.feed(&connect).expect("connect")));
+    wire.extend(only_sends(
+        session.feed(&create_stream).expect("createStream"),
+    ));
+
+    let mut peer = rml_rtmp::chunk_io::ChunkDeserializer::new();
+    let mut commands = Vec::new();
+    let mut input: &[u8] = &wire;
+    while let Some(m) = peer.get_next_message(input).expect("peer reads") {
+        input = &[];
+        match m.to_rtmp_message().expect("message") {
+            RtmpMessage::SetChunkSize { size } => {
+                peer.set_max_chunk_size(size as usize).expect("chunk size");
+            }
+            RtmpMessage::Amf0Command {
+                command_name,
+                transaction_id,
+                command_object,
+                additional_arguments,
+            } => commands.push((
+                command_name,
+                transaction_id,
+                command_object,
+                additional_arguments,
+            )),
+            _ => {}
+        }
+    }
+    // rml_rtmp's onBWDone, then the two `_result`s.
+    assert_eq!(commands.len(), 3, "{commands:?}");
+    let (name, txn, Amf0Value::Object(object), _) = &commands[1] else {
+        panic!("connect _result: {:?}", commands[1]);
+    };
+    assert_eq!((name.as_str(), *txn), ("_result", 1.0));
+    assert_eq!(object.get("capsEx"), Some(&Amf0Value::Number(4.0)));
+    assert!(object.contains_key("fourCcList"));
+    assert!(object.contains_key("fmsVer"), "rml_rtmp's properties stay");
+    let (name, txn, _, args) = &commands[2];
+    assert_eq!((name.as_str(), *txn), ("_result", 2.0));
+    assert_eq!(args, &[Amf0Value::Number(1.0)], "createStream's stream id");
 }

@@ -506,15 +506,11 @@ impl StreamState {
                 mut tracks,
             }) => {
                 if let Some(multitrack) = multitrack {
-                    return Err(flv_error(FlvError::Unsupported {
-                        track: TrackKind::Video,
-                        codec: format!(
-                            "Enhanced RTMP multitrack video ({}, {} track(s)): this node \
-                             ingests one video track per connection",
-                            multitrack.name(),
-                            tracks.len()
-                        ),
-                    }));
+                    return Err(flv_error(multitrack_refused(
+                        TrackKind::Video,
+                        multitrack.name(),
+                        tracks.len(),
+                    )));
                 }
                 // Outside multitrack the parser returns exactly one track.
                 let Some(track) = tracks.pop() else {
@@ -651,15 +647,11 @@ impl StreamState {
                 mut tracks,
             }) => {
                 if let Some(multitrack) = multitrack {
-                    return Err(flv_error(FlvError::Unsupported {
-                        track: TrackKind::Audio,
-                        codec: format!(
-                            "Enhanced RTMP multitrack audio ({}, {} track(s)): this node \
-                             ingests one audio track per connection",
-                            multitrack.name(),
-                            tracks.len()
-                        ),
-                    }));
+                    return Err(flv_error(multitrack_refused(
+                        TrackKind::Audio,
+                        multitrack.name(),
+                        tracks.len(),
+                    )));
                 }
                 let Some(track) = tracks.pop() else {
                     return Ok(());
@@ -791,6 +783,21 @@ fn sends(results: Vec<ServerSessionResult>) -> Vec<SessionEvent> {
             _ => None,
         })
         .collect()
+}
+
+/// Multitrack publishes are parsed but not ingested yet: the refusal names what was sent.
+fn multitrack_refused(track: TrackKind, kind: &str, tracks: usize) -> FlvError {
+    let what = match track {
+        TrackKind::Video => "video",
+        TrackKind::Audio => "audio",
+    };
+    FlvError::Unsupported {
+        track,
+        codec: format!(
+            "Enhanced RTMP multitrack {what} ({kind}, {tracks} track(s)): this node ingests \
+             one {what} track per connection"
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,172 @@
+use super::*;
+
+#[test]
+fn cli_parses_the_documented_forms() {
+    Cli::try_parse_from([
+        "rungs",
+        "serve",
+        "--config",
+        "x.toml",
+        "--data-dir",
+        "d",
+        "--rtmp-addr",
+        "127.0.0.1:1935",
+        "--http-addr",
+        "127.0.0.1:8080",
+        "--admin-addr",
+        "127.0.0.1:8081",
+    ])
+    .expect("serve");
+    Cli::try_parse_from([
+        "rungs",
+        "channel",
+        "create",
+        "--data-dir",
+        "d",
+        "--name",
+        "n",
+        "--json",
+    ])
+    .expect("create");
+    Cli::try_parse_from(["rungs", "channel", "list", "--data-dir", "d"]).expect("list");
+    Cli::try_parse_from(["rungs", "channel", "show", "--data-dir", "d", "abc"]).expect("show");
+    Cli::try_parse_from(["rungs", "channel", "delete", "--data-dir", "d", "abc"]).expect("delete");
+    Cli::try_parse_from(["rungs", "channel", "rotate-key", "--data-dir", "d", "abc"])
+        .expect("rotate");
+    for args in [
+        &["channel", "create", "--name", "n", "--private"][..],
+        &["channel", "update", "abc", "--private", "true"],
+        &["channel", "update", "abc", "--private", "false", "--json"],
+        &[
+            "channel",
+            "create",
+            "--name",
+            "n",
+            "--allow-origin",
+            "https://a.example",
+            "--allow-origin",
+            "https://b.example",
+            "--allow-country",
+            "FR,DE",
+            "--deny-cidr",
+            "10.0.0.0/8",
+            "--play-hook",
+            "https://backend.example/play",
+        ],
+        &[
+            "channel",
+            "update",
+            "abc",
+            "--allow-origin",
+            "",
+            "--deny-country",
+            "CN",
+            "--allow-cidr",
+            "192.0.2.0/24",
+            "--publish-hook",
+            "",
+        ],
+        &["playback-key", "create", "--json"],
+        &["playback-key", "import", "--public-key", "pub.pem"],
+        &["playback-key", "list"],
+        &["playback-key", "delete", "pk_1"],
+        &["viewer", "revoke", "viewer-7"],
+    ] {
+        Cli::try_parse_from(std::iter::once("rungs").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    }
+    Cli::try_parse_from([
+        "rungs",
+        "transcode",
+        "--input",
+        "in.mp4",
+        "--output",
+        "out",
+        "--ladder",
+        "standard",
+        "--json",
+    ])
+    .expect("transcode");
+}
+
+#[test]
+fn policy_flags_make_a_patch_and_an_empty_value_clears() {
+    let patch = |args: &[&str]| {
+        let cli = Cli::try_parse_from(
+            ["rungs", "channel", "update", "abc"]
+                .iter()
+                .chain(args)
+                .copied(),
+        )
+        .expect("parse");
+        match cli.cmd {
+            Cmd::Channel {
+                cmd: ChannelCmd::Update { policy, .. },
+            } => policy.patch(),
+            _ => panic!("not an update"),
+        }
+    };
+    assert!(patch(&[]).is_empty());
+    let p = patch(&[
+        "--allow-origin",
+        "https://a.example",
+        "--allow-origin",
+        "https://b.example",
+        "--deny-country",
+        "fr,de",
+        "--play-hook",
+        "",
+    ]);
+    assert_eq!(
+        p.allowed_origins,
+        Some(vec!["https://a.example".into(), "https://b.example".into()])
+    );
+    assert_eq!(p.deny_countries, Some(vec!["fr".into(), "de".into()]));
+    assert_eq!(p.play_hook, Some(Some(String::new())));
+    assert_eq!(p.allow_cidrs, None);
+    assert_eq!(patch(&["--allow-origin", ""]).allowed_origins, Some(vec![]));
+}
+
+fn sample_channel() -> Channel {
+    Channel {
+        id: "abc".into(),
+        name: "n".into(),
+        stream_key: "sk_x".into(),
+        ladder: "standard".into(),
+        created_at: 0,
+        private: false,
+    }
+}
+
+#[test]
+fn text_output_shows_the_rules_that_are_set() {
+    let ch = sample_channel();
+    let policy = Policy {
+        allowed_origins: vec!["https://a.example".into()],
+        deny_countries: vec!["FR".into()],
+        allow_cidrs: vec!["10.0.0.0/8".into()],
+        ..Policy::default()
+    };
+    let mut buf = Vec::new();
+    print_channels(&mut buf, &Config::default(), &[(ch, policy)], false, true).expect("print");
+    let text = String::from_utf8(buf).expect("utf-8");
+    assert!(text.contains("origins       https://a.example\n"), "{text}");
+    assert!(text.contains("countries     not FR\n"), "{text}");
+    assert!(text.contains("networks      only 10.0.0.0/8\n"), "{text}");
+    assert!(!text.contains("hook"), "{text}");
+}
+
+#[test]
+fn json_output_is_one_object() {
+    let cfg = Config::default();
+    let ch = sample_channel();
+    let mut buf = Vec::new();
+    print_channels(&mut buf, &cfg, &[(ch, Policy::default())], true, true).expect("print");
+    let v: serde_json::Value = serde_json::from_slice(&buf).expect("json");
+    assert_eq!(v["ingest"]["rtmp"], "rtmp://localhost:1935/live");
+    assert_eq!(v["ingest"]["whip"], "http://localhost:8080/whip/abc");
+    assert_eq!(
+        v["playback_url"],
+        "http://localhost:8080/hls/abc/master.m3u8"
+    );
+}

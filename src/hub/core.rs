@@ -537,8 +537,10 @@ impl ChannelCore {
                 self.clock.packet(arrival.at, p);
                 // The record gets the rates once, when first measured
                 // after each configuration.
-                let measured = self.clock.reading().span >= WARMUP;
-                if self.rates_noted || !measured || self.ingest.video.is_none() {
+                if self.rates_noted
+                    || self.ingest.video.is_none()
+                    || self.clock.reading().span < WARMUP
+                {
                     return;
                 }
                 self.rates_noted = true;

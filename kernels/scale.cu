@@ -1,5 +1,7 @@
 // The ladder scaler on the GPU: one launch reads a decoded source frame
 // (YUV420P, or NV12 as NVDEC writes it) and writes every plane of every rung.
+// A 10-bit NVDEC surface (P010) is first reduced to NV12 by p010_to_nv12, at
+// the end of this file.
 //
 // The filter is the CPU scaler's, exactly (src/transcode/scale/cpu.rs, "The
 // filter, exactly"): the host builds the same Q14 tables (AxisFilter) and
@@ -82,4 +84,26 @@ extern "C" __global__ void scale_ladder(const ScaleJob* __restrict__ jobs, int j
         int out = (acc + (1 << 19)) >> 20;
         job.dst[(size_t)y * job.dst_pitch + x] = (unsigned char)min(max(out, 0), 255);
     }
+}
+
+// A 10-bit NVDEC picture (P010: 16-bit little-endian samples, the value in the high 10 bits)
+// reduced to the 8-bit NV12 that scale_ladder reads, one plane per launch (Y, or the
+// interleaved UV rows as `width` samples). The rule is the CPU's, exactly (ten_to_eight in
+// src/transcode/frame.rs): v8 = min((v10 + 2) >> 2, 255) with v10 = p010 >> 6. It runs before
+// the filter, as on the CPU, where a decoded 10-bit picture is reduced when it is copied in:
+// rounding after filtering would differ in the last bit, and the GPU must agree with the CPU.
+extern "C" __global__ void p010_to_nv12(
+    const unsigned char* __restrict__ src, int src_pitch,
+    unsigned char* __restrict__ dst, int dst_pitch,
+    int width, int rows)
+{
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y;
+    if (x >= width || y >= rows) {
+        return;
+    }
+    // The host checks that the surface and its pitch are 2-byte aligned.
+    const unsigned short* row = (const unsigned short*)(src + (size_t)y * src_pitch);
+    unsigned int v10 = row[x] >> 6;
+    dst[(size_t)y * dst_pitch + x] = (unsigned char)min((v10 + 2) >> 2, 255u);
 }

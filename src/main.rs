@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use rungs::config::Config;
 use rungs::node;
-use rungs::registry::{Channel, Policy, Registry};
+use rungs::registry::{Channel, Multitrack, Policy, Registry, TrackUse};
 use rungs::serve::api::ChannelView;
 use rungs::serve::rules::PolicyPatch;
 use std::io::{IsTerminal, Write};
@@ -182,6 +182,26 @@ enum ChannelCmd {
         #[arg(long)]
         admin_addr: Option<SocketAddr>,
     },
+    /// Ask the channel's publisher to reconnect and publish again (Enhanced
+    /// RTMP reconnect request; only a publisher that announced it can is
+    /// asked), e.g. before this node is drained. Needs the running node: it
+    /// calls the node's admin API.
+    Reconnect {
+        #[command(flatten)]
+        common: Common,
+        id: String,
+        /// Where the publisher should reconnect: an rtmp:// or rtmps:// URL
+        /// (tcUrl, without the stream key), or a reference starting with /.
+        /// Default: where it is connected now.
+        #[arg(long, value_name = "URL")]
+        tc_url: Option<String>,
+        /// Print the node's JSON answer instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The node's admin address (default: the config's admin_addr).
+        #[arg(long)]
+        admin_addr: Option<SocketAddr>,
+    },
     /// Give a channel a new stream key; the old one stops working.
     RotateKey {
         #[command(flatten)]
@@ -245,6 +265,24 @@ struct PolicyArgs {
     /// This channel's play hook, in place of the node's hooks.play_url.
     #[arg(long, value_name = "URL")]
     play_hook: Option<String>,
+    /// Whether publishers may send several video tracks (Enhanced RTMP
+    /// multitrack): allow, deny or require.
+    #[arg(long, value_name = "RULE", value_parser = kebab::<Multitrack>)]
+    multitrack: Option<Multitrack>,
+    /// What a multitrack publish's further tracks become: fill (rungs as
+    /// sent, the rest of the ladder transcoded), passthrough-only, or
+    /// transcode (tracks ignored).
+    #[arg(long, value_name = "USE", value_parser = kebab::<TrackUse>)]
+    tracks: Option<TrackUse>,
+    /// The tallest video track accepted, in lines (1080 for 1080p); 0
+    /// clears it.
+    #[arg(long, value_name = "LINES")]
+    max_height: Option<u32>,
+}
+
+/// A setting's value as the API spells it (`passthrough-only`).
+fn kebab<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|e| e.to_string())
 }
 
 impl PolicyArgs {
@@ -260,6 +298,9 @@ impl PolicyArgs {
             deny_cidrs: list(self.deny_cidr),
             publish_hook: self.publish_hook.map(Some),
             play_hook: self.play_hook.map(Some),
+            multitrack: self.multitrack,
+            tracks: self.tracks,
+            max_height: self.max_height.map(|h| (h != 0).then_some(h)),
         }
     }
 }
@@ -505,6 +546,26 @@ fn channel(cmd: ChannelCmd) -> Result<()> {
             let answer = post_metadata(&cfg, admin_addr, &id, body, duration)?;
             writeln!(out, "{answer}")?;
         }
+        ChannelCmd::Reconnect {
+            common,
+            id,
+            tc_url,
+            json,
+            admin_addr,
+        } => {
+            let cfg = common.load()?;
+            let answer = admin_call(
+                &cfg,
+                admin_addr,
+                &format!("/api/v1/channels/{id}/reconnect"),
+                Some((reconnect_body(tc_url.as_deref()), "application/json")),
+            )?;
+            if json {
+                writeln!(out, "{answer}")?;
+            } else {
+                writeln!(out, "{}", reconnect_text(&id, tc_url.as_deref()))?;
+            }
+        }
         ChannelCmd::RotateKey { common, id, json } => {
             let cfg = common.load()?;
             let reg = node::open_registry(&cfg)?;
@@ -563,6 +624,26 @@ fn with_policies(reg: &Registry, chs: Vec<Channel>) -> Result<Vec<(Channel, Poli
             (c, p)
         })
         .collect())
+}
+
+/// The body of a reconnect request: `{}`, or the new server.
+fn reconnect_body(tc_url: Option<&str>) -> Vec<u8> {
+    match tc_url {
+        Some(url) => serde_json::json!({ "tc_url": url })
+            .to_string()
+            .into_bytes(),
+        None => b"{}".to_vec(),
+    }
+}
+
+/// What `channel reconnect` prints once the node has sent the request (a
+/// refusal is the node's error, as for every admin call).
+fn reconnect_text(id: &str, tc_url: Option<&str>) -> String {
+    let to = tc_url.map_or_else(String::new, |u| format!(" to {u}"));
+    format!(
+        "channel {id}: its publisher was asked to reconnect{to}; the stream continues if it \
+         is back within the reconnect grace period"
+    )
 }
 
 /// Calls the running node's metadata endpoint; its JSON answer, or its error.
@@ -798,6 +879,18 @@ fn rules_text(v: &ChannelView) -> String {
     line("networks", both(&v.allow_cidrs, &v.deny_cidrs));
     line("publish hook", v.publish_hook.clone().unwrap_or_default());
     line("play hook", v.play_hook.clone().unwrap_or_default());
+    if v.multitrack != Multitrack::default() || v.tracks != TrackUse::default() {
+        line(
+            "multitrack",
+            format!("{}, tracks {}", v.multitrack.name(), v.tracks.name()),
+        );
+    }
+    line(
+        "max height",
+        v.max_height
+            .map(|h| format!("{h} lines"))
+            .unwrap_or_default(),
+    );
     out
 }
 

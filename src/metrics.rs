@@ -23,12 +23,16 @@ pub struct Metrics {
     pub ingest_cut: IntCounterVec,
     /// Node-wide tasks started again after a panic.
     pub task_restarts: IntCounterVec,
+    /// Operator requests that a publisher reconnect, per result.
+    pub reconnect_requests: IntCounterVec,
     /// Authorization hook answers, per hook and result.
     pub hook_calls: IntCounterVec,
     /// Time the operator's backend took to answer a hook call.
     pub hook_seconds: HistogramVec,
     /// Packets dropped between ingest and packaging because the channel fell behind.
     pub ingest_dropped_packets: IntCounterVec,
+    /// A multitrack publish's tracks taken out of the ladder, per reason.
+    pub tracks_dropped: IntCounterVec,
     /// Channels with a publisher (or within their reconnect grace period).
     pub live_channels: IntGauge,
     /// Current publish sessions per ingest protocol.
@@ -128,6 +132,11 @@ impl Metrics {
                 "Node-wide tasks (listeners, WHIP UDP, registry sync) started again after a panic.",
                 &["task"],
             ),
+            reconnect_requests: counter(
+                "rungs_reconnect_requests_total",
+                "Operator requests that a channel's publisher reconnect (Enhanced RTMP ReconnectRequest), by result (sent, not_supported, not_live, unknown_channel, error).",
+                &["result"],
+            ),
             hook_calls: counter(
                 "rungs_hook_calls_total",
                 "Authorization hook answers, by hook (publish, play) and result (allow, deny, cached, timeout, error).",
@@ -151,6 +160,11 @@ impl Metrics {
                 "rungs_ingest_dropped_packets_total",
                 "Packets dropped because the channel's packager fell behind.",
                 &["channel"],
+            ),
+            tracks_dropped: counter(
+                "rungs_ingest_tracks_dropped_total",
+                "Video tracks of multitrack publishes taken out of the ladder (misaligned: a frame where the source has a keyframe is not one).",
+                &["channel", "reason"],
             ),
             live_channels: IntGauge::new(
                 "rungs_live_channels",
@@ -361,9 +375,11 @@ impl Metrics {
             Box::new(m.ingest_rejected.clone()),
             Box::new(m.ingest_cut.clone()),
             Box::new(m.task_restarts.clone()),
+            Box::new(m.reconnect_requests.clone()),
             Box::new(m.hook_calls.clone()),
             Box::new(m.hook_seconds.clone()),
             Box::new(m.ingest_dropped_packets.clone()),
+            Box::new(m.tracks_dropped.clone()),
             Box::new(m.live_channels.clone()),
             Box::new(m.publishers.clone()),
             Box::new(m.parts_published.clone()),
@@ -417,6 +433,9 @@ impl Metrics {
     pub fn forget_channel(&self, channel: &str, renditions: &[&str]) {
         let _ = self.keyframe_interval.remove_label_values(&[channel]);
         let _ = self.ingest_dropped_packets.remove_label_values(&[channel]);
+        let _ = self
+            .tracks_dropped
+            .remove_label_values(&[channel, "misaligned"]);
         for ingest in ["rtmp", "whip"] {
             let _ = self.ingest_bytes.remove_label_values(&[channel, ingest]);
         }

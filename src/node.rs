@@ -162,6 +162,7 @@ pub fn pipeline_config(
         quality_every_gops: t.quality_every_gops,
         frame_rate: None,
         gpu,
+        covered: Vec::new(),
     })
 }
 

@@ -1,9 +1,9 @@
 //! Tests that need an NVIDIA GPU (and its driver): named `gpu_*` and ignored
 //! by default, run by `make test-gpu`. The frames come from the FFmpeg CLI
-//! (testsrc2, and mandelbrot with grain), made once into `target/gpu-frames`
-//! (`make gpu-frames`); a GPU machine without FFmpeg reads them from the
-//! folder `RUNGS_GPU_FRAMES` names. This binary links no FFmpeg library, so
-//! it runs on such a machine as built here.
+//! (testsrc2, and mandelbrot with grain; one source in 10 bits too), made
+//! once into `target/gpu-frames` (`make gpu-frames`); a GPU machine without
+//! FFmpeg reads them from the folder `RUNGS_GPU_FRAMES` names. This binary
+//! links no FFmpeg library, so it runs on such a machine as built here.
 
 #[path = "gpu/compare.rs"]
 mod compare;
@@ -57,20 +57,34 @@ fn sources() -> Vec<(&'static str, &'static str, Size, Vec<Size>)> {
     ]
 }
 
-/// Raw I420 frames of `name`: from `RUNGS_GPU_FRAMES/<name>.yuv` when set,
-/// else made with the FFmpeg CLI into `target/gpu-frames`.
-fn frames(name: &str, graph: &str, size: Size) -> Vec<Frame> {
+/// The source the 10-bit test reads: odd chroma width (683). testsrc2 made
+/// in 10 bits directly leaves the two low bits 0; made in RGB and converted,
+/// two thirds of its samples use them.
+fn ten_bit_source() -> (&'static str, &'static str, Size, Vec<Size>) {
+    let (_, _, size, ladder) = sources().remove(2);
+    (
+        "testsrc2-rgb-768",
+        "testsrc2=size=1366x768:rate=30,format=rgb24",
+        size,
+        ladder,
+    )
+}
+
+/// [`FRAMES`] raw frames of `graph` in `pix_fmt`, packed as FFmpeg's rawvideo
+/// writes them, `frame_len` bytes each: from `RUNGS_GPU_FRAMES/<file>` when
+/// set, else made with the FFmpeg CLI into `target/gpu-frames`.
+fn raw(file: &str, graph: &str, pix_fmt: &str, frame_len: usize) -> Vec<u8> {
     let dir = std::env::var_os("RUNGS_GPU_FRAMES").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/gpu-frames"),
         PathBuf::from,
     );
-    let file = dir.join(format!("{name}.yuv"));
+    let file = dir.join(file);
     if !file.exists() {
         std::fs::create_dir_all(&dir).expect("frames folder");
         let made = Command::new("ffmpeg")
             .args(["-v", "error", "-y", "-f", "lavfi", "-i", graph, "-frames:v"])
             .arg(FRAMES.to_string())
-            .args(["-pix_fmt", "yuv420p", "-f", "rawvideo"])
+            .args(["-pix_fmt", pix_fmt, "-f", "rawvideo"])
             .arg(&file)
             .status();
         assert!(
@@ -80,18 +94,40 @@ fn frames(name: &str, graph: &str, size: Size) -> Vec<Frame> {
         );
     }
     let data = std::fs::read(&file).expect("read the frames");
-    let pool = FramePool::new(size, FRAMES).expect("size");
-    let len = pool.get().expect("frame").layout().packed_len();
     assert_eq!(
         data.len(),
-        FRAMES * len,
-        "{file:?} holds {FRAMES} frames of {size}"
+        FRAMES * frame_len,
+        "{file:?} holds {FRAMES} frames of {frame_len} bytes"
     );
+    data
+}
+
+/// Raw I420 frames of `name` (`<name>.yuv`).
+fn frames(name: &str, graph: &str, size: Size) -> Vec<Frame> {
+    let pool = FramePool::new(size, FRAMES).expect("size");
+    let len = pool.get().expect("frame").layout().packed_len();
+    let data = raw(&format!("{name}.yuv"), graph, "yuv420p", len);
     data.chunks_exact(len)
         .map(|chunk| {
             let mut f = pool.get().expect("pool holds every frame");
             f.copy_from_packed(chunk).expect("packed length");
             f
+        })
+        .collect()
+}
+
+/// Raw 10-bit frames of `name` (`<name>-yuv420p10le.yuv`): per frame, its Y,
+/// U and V planes of little-endian u16 samples, packed.
+fn frames_10bit(name: &str, graph: &str, size: Size) -> Vec<[Vec<u8>; 3]> {
+    let luma = 2 * size.area() as usize;
+    let chroma = 2 * size.chroma().area() as usize;
+    let file = format!("{name}-yuv420p10le.yuv");
+    let data = raw(&file, graph, "yuv420p10le", luma + 2 * chroma);
+    data.chunks_exact(luma + 2 * chroma)
+        .map(|f| {
+            let (y, uv) = f.split_at(luma);
+            let (u, v) = uv.split_at(chroma);
+            [y.to_vec(), u.to_vec(), v.to_vec()]
         })
         .collect()
 }
@@ -130,6 +166,15 @@ fn frames_for_the_gpu_tests_are_made_and_whole() {
             "{name} looks blank"
         );
     }
+    let (name, graph, size, _) = ten_bit_source();
+    let f = frames_10bit(name, graph, size);
+    assert_eq!(f.len(), FRAMES);
+    // Real 10-bit samples: the two bits below the top eight are used.
+    let low_bits = f[0][0]
+        .chunks_exact(2)
+        .filter(|le| u16::from_le_bytes([le[0], le[1]]) % 4 != 0)
+        .count();
+    assert!(low_bits > f[0][0].len() / 8, "{name} has no 10-bit detail");
 }
 
 #[test]
@@ -190,6 +235,80 @@ fn gpu_scale_reads_nv12_as_it_reads_i420() {
             .expect("nv12");
         for (r, (a, b)) in want.iter().zip(&got).enumerate() {
             assert_eq!(max_difference(a, b), 0, "rung {}", ladder[r]);
+        }
+    }
+}
+
+/// NVDEC's 10-bit layout (P010) reduced to 8 bits and scaled on the GPU gives
+/// what the CPU gives for the same picture decoded in software (reduced when
+/// copied in, then scaled): within 1 of the CPU scaler, as 8-bit sources are,
+/// and exactly the GPU's own ladder of the CPU-reduced picture, since the
+/// reduction is exact.
+#[test]
+#[ignore = "needs a GPU: make test-gpu"]
+fn gpu_scale_reduces_p010_as_the_cpu_reduces_10_bit() {
+    let gpu = gpu();
+    let (name, graph, size, ladder) = ten_bit_source();
+    let direct = ScaleOptions {
+        cascade: Cascade::Direct,
+        ..ScaleOptions::default()
+    };
+    let mut cpu = CpuScaler::with_options(size, &ladder, direct).expect("cpu scaler");
+    let mut scaler = GpuScaler::new(gpu, size, &ladder).expect("gpu scaler");
+    let pool = FramePool::new(size, 1).expect("size");
+    let (w, h) = (size.width as usize, size.height as usize);
+    let c = size.chroma();
+    let (cw, ch) = (c.width as usize, c.height as usize);
+    // Pitches unlike ours and unlike each other, as a decoder's surface has them.
+    let (y_pitch, uv_pitch) = (2 * w + 128, 4 * cw + 320);
+    for (i, [y10, u10, v10]) in frames_10bit(name, graph, size).iter().enumerate() {
+        let mut src = pool.get().expect("frame");
+        src.copy_from_planes_10le([(y10, 2 * w), (u10, 2 * cw), (v10, 2 * cw)])
+            .expect("10-bit planes");
+        src.set_pts(i as i64 * 3000);
+        let sample =
+            |plane: &[u8], at: usize| u16::from_le_bytes([plane[2 * at], plane[2 * at + 1]]);
+        let mut y = vec![0u8; y_pitch * h];
+        for row in 0..h {
+            for x in 0..w {
+                let p010 = sample(y10, row * w + x) << 6;
+                y[row * y_pitch + 2 * x..][..2].copy_from_slice(&p010.to_le_bytes());
+            }
+        }
+        let mut uv = vec![0u8; uv_pitch * ch];
+        for row in 0..ch {
+            for x in 0..cw {
+                let at = row * uv_pitch + 4 * x;
+                let (u, v) = (
+                    sample(u10, row * cw + x) << 6,
+                    sample(v10, row * cw + x) << 6,
+                );
+                uv[at..][..2].copy_from_slice(&u.to_le_bytes());
+                uv[at + 2..][..2].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        let (mut want, mut eight_bit, mut got) =
+            (poisoned(&ladder), poisoned(&ladder), poisoned(&ladder));
+        cpu.scale(&src, &mut want).expect("cpu scale");
+        scaler
+            .scale(&src, &mut eight_bit)
+            .expect("gpu scale of the reduced picture");
+        scaler
+            .scale_p010((&y, y_pitch), (&uv, uv_pitch), src.pts(), &mut got)
+            .expect("p010");
+        for (r, ((w8, e), g)) in want.iter().zip(&eight_bit).zip(&got).enumerate() {
+            let rung = ladder[r];
+            assert_eq!(
+                max_difference(e, g),
+                0,
+                "{name} frame {i} rung {rung}: reduction"
+            );
+            let d = max_difference(w8, g);
+            assert!(
+                d <= 1,
+                "{name} frame {i} rung {rung}: GPU differs from the CPU by {d}"
+            );
+            assert_eq!(g.pts(), src.pts());
         }
     }
 }

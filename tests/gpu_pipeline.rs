@@ -5,8 +5,12 @@
 //! `gpu.enabled = "off"`. Every rung's PSNR must be within 0.1 dB of the CPU
 //! backend's. Named `gpu_*` and ignored by default: `make test-gpu`.
 //!
-//! The input is made once by the FFmpeg CLI into `target/gpu-frames` (the
-//! test that is not ignored does it); a GPU machine without the CLI reads it
+//! NVDEC is also checked on its own, for H.264 and for 10-bit HEVC (P010
+//! surfaces): its pictures against FFmpeg's software decode, and the CUDA
+//! scaler reading them in device memory against the CPU scaler.
+//!
+//! The inputs are made once by the FFmpeg CLI into `target/gpu-frames` (the
+//! test that is not ignored does it); a GPU machine without the CLI reads them
 //! from the folder `RUNGS_GPU_FRAMES` names. `RUNGS_BIN` names the `rungs`
 //! binary when it is not the one cargo built. Unlike `tests/gpu.rs`, this
 //! binary and `rungs` link FFmpeg's libraries (libavcodec 59, as Debian 12
@@ -20,6 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const INPUT: &str = "gpu-pipeline-1080p.mp4";
+/// Two seconds of 1080p HEVC Main 10 from libx265, with B-frames.
+const HEVC_10BIT: &str = "gpu-nvdec-hevc-main10-1080p.mp4";
 /// The largest PSNR difference per rung allowed between the two backends.
 const TOLERANCE_DB: f64 = 0.1;
 
@@ -33,23 +39,71 @@ fn frames_dir() -> PathBuf {
 /// Six seconds of 1080p30 High profile with B-frames and 2 s GOPs, as OBS
 /// would send it.
 fn input() -> PathBuf {
+    clip(
+        INPUT,
+        &["-i", "testsrc2=size=1920x1080:rate=30", "-t", "6"],
+        &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-profile:v",
+            "high",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-bf",
+            "2",
+            "-b:v",
+            "8M",
+        ],
+    )
+}
+
+/// [`HEVC_10BIT`]: testsrc2 drawn in RGB, so that its 10-bit samples use
+/// their two low bits, then x265 Main 10 with B-frames and 1 s GOPs.
+fn hevc_10bit() -> PathBuf {
+    clip(
+        HEVC_10BIT,
+        &[
+            "-i",
+            "testsrc2=size=1920x1080:rate=30,format=rgb24",
+            "-t",
+            "2",
+        ],
+        &[
+            "-c:v",
+            "libx265",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p10le",
+            "-x265-params",
+            "keyint=30:min-keyint=30:bframes=2:log-level=error",
+            "-b:v",
+            "6M",
+            "-tag:v",
+            "hvc1",
+        ],
+    )
+}
+
+/// `file` in the frames folder, made by the FFmpeg CLI from the lavfi
+/// `input` with `output` options when it is not there.
+fn clip(file: &str, input: &[&str], output: &[&str]) -> PathBuf {
     let dir = frames_dir();
-    let file = dir.join(INPUT);
+    let file = dir.join(file);
     if !file.exists() {
         std::fs::create_dir_all(&dir).expect("frames folder");
         let made = Command::new("ffmpeg")
             .args(["-v", "error", "-y", "-f", "lavfi"])
-            .args(["-i", "testsrc2=size=1920x1080:rate=30", "-t", "6"])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-profile:v",
-                "high",
-            ])
-            .args(["-pix_fmt", "yuv420p", "-g", "60", "-keyint_min", "60"])
-            .args(["-sc_threshold", "0", "-bf", "2", "-b:v", "8M"])
+            .args(input)
+            .args(output)
             .arg(&file)
             .status();
         assert!(
@@ -96,13 +150,14 @@ fn transcode(dir: &Path, mode: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON report")
 }
 
-/// No GPU needed: makes (once) the input the GPU test reads, so that it can
-/// be carried to a GPU machine without FFmpeg's CLI.
+/// No GPU needed: makes (once) the inputs the GPU tests read, so that they
+/// can be carried to a GPU machine without FFmpeg's CLI.
 #[test]
 fn input_for_the_gpu_pipeline_test_is_made() {
-    let file = input();
-    let len = std::fs::metadata(&file).expect("input").len();
-    assert!(len > 100_000, "{file:?} is {len} bytes");
+    for file in [input(), hevc_10bit()] {
+        let len = std::fs::metadata(&file).expect("input").len();
+        assert!(len > 100_000, "{file:?} is {len} bytes");
+    }
 }
 
 #[test]
@@ -158,6 +213,22 @@ fn gpu_transcode_ladder_psnr_is_within_a_tenth_of_a_db_of_the_cpu_backends() {
 #[test]
 #[ignore = "needs a GPU: make test-gpu"]
 fn gpu_nvdec_pictures_equal_software_decode_and_scale_from_device_memory() {
+    nvdec_matches_software(&input(), rungs::transcode::frame::SemiPlanar::Nv12);
+}
+
+/// The same for 10-bit HEVC: NVDEC's P010 surfaces, reduced to 8 bits on the
+/// host (download) and on the device (the scaler's `p010_to_nv12`), give what
+/// the software decoder's yuv420p10le gives once the CPU has reduced it.
+#[test]
+#[ignore = "needs a GPU: make test-gpu"]
+fn gpu_nvdec_decodes_10_bit_hevc_as_software_does_and_scales_it_on_the_device() {
+    nvdec_matches_software(&hevc_10bit(), rungs::transcode::frame::SemiPlanar::P010);
+}
+
+/// Decodes the first 45 video packets of `file` in software and with NVDEC
+/// (whose surfaces must be `surfaces`), and compares picture for picture:
+/// downloads exactly, device-memory ladders within 1 of the CPU's.
+fn nvdec_matches_software(file: &Path, surfaces: rungs::transcode::frame::SemiPlanar) {
     use std::collections::HashMap;
 
     use rungs::gpu::GpuConfig;
@@ -168,7 +239,7 @@ fn gpu_nvdec_pictures_equal_software_decode_and_scale_from_device_memory() {
     use rungs::transcode::scale::{Cascade, CpuScaler, GpuScaler, ScaleOptions, Scaler};
     use rungs::transcode::source::FileSource;
 
-    let mut source = FileSource::open(&input()).expect("open the input");
+    let mut source = FileSource::open(file).expect("open the input");
     let params = source.video.clone();
     let mut packets = Vec::new();
     while let Some(event) = source.next_event().expect("read the input") {
@@ -227,17 +298,19 @@ fn gpu_nvdec_pictures_equal_software_decode_and_scale_from_device_memory() {
         let Decoded::Device(d) = picture else {
             panic!("NVDEC gave a host picture at {pts}");
         };
+        assert_eq!(d.format(), surfaces, "pts {pts}");
         let host = d.download(&pool).expect("download");
         assert_eq!(
             max_difference(&host.frame, &w.frame),
             0,
             "pts {pts}: NVDEC differs"
         );
-        let (y, uv) = d.nv12();
+        let (y, uv) = d.planes();
         let (mut from_device, mut from_cpu) = (frames(0xA5), frames(0x5A));
         // SAFETY: `d` is a surface of the NVDEC decoder opened on this GPU
         // (its primary context), alive until the call returns.
-        unsafe { scaler.scale_nv12_device(y, uv, pts, &mut from_device) }.expect("GPU scale");
+        unsafe { scaler.scale_device(d.format(), y, uv, pts, &mut from_device) }
+            .expect("GPU scale");
         cpu.scale(&w.frame, &mut from_cpu).expect("CPU scale");
         for (r, (a, b)) in from_device.iter().zip(&from_cpu).enumerate() {
             let diff = max_difference(a, b);

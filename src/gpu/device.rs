@@ -42,6 +42,7 @@ pub struct Gpu {
     /// Kept loaded for as long as the functions below are used.
     _modules: Vec<Arc<CudaModule>>,
     pub(crate) scale_ladder: CudaFunction,
+    pub(crate) p010_to_nv12: CudaFunction,
     pub(crate) sse_planes: CudaFunction,
     pub(crate) ssim_planes: CudaFunction,
 }
@@ -114,6 +115,7 @@ impl Gpu {
         };
         // Module order is kernels::ALL's: scale, then quality.
         let scale_ladder = function(0, "scale_ladder")?;
+        let p010_to_nv12 = function(0, "p010_to_nv12")?;
         let sse_planes = function(1, "sse_planes")?;
         let ssim_planes = function(1, "ssim_planes")?;
         Ok(Arc::new(Self {
@@ -122,6 +124,7 @@ impl Gpu {
             ctx,
             _modules: modules,
             scale_ladder,
+            p010_to_nv12,
             sse_planes,
             ssim_planes,
         }))

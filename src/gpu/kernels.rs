@@ -19,7 +19,7 @@ pub struct KernelSource {
 pub const SCALE: KernelSource = KernelSource {
     file: "kernels/scale.cu",
     source: include_str!("../../kernels/scale.cu"),
-    entries: &["scale_ladder"],
+    entries: &["scale_ladder", "p010_to_nv12"],
 };
 
 pub const QUALITY: KernelSource = KernelSource {
@@ -132,6 +132,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The 10-bit reduction compiles on its own terms: its entry takes the two pointers and
+    /// four ints `GpuScaler` passes, and it rounds with integer arithmetic only (no float
+    /// conversion that could round differently from the CPU).
+    #[test]
+    fn nvrtc_compiles_the_p010_reduction() {
+        assert!(nvrtc_present(), "{}", KernelError::NoNvrtc);
+        let ptx = compile(SCALE, "compute_90")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_src();
+        let start = ptx
+            .find(".entry p010_to_nv12(")
+            .expect("the p010_to_nv12 entry");
+        let body = &ptx[start..];
+        let params = &body[..body.find(')').expect("parameter list")];
+        assert_eq!(params.matches(".param .u64").count(), 2, "{params}");
+        assert_eq!(params.matches(".param .u32").count(), 4, "{params}");
+        let end = body.find("\n}").expect("entry body");
+        assert!(
+            !body[..end].contains("cvt.rn.f"),
+            "float rounding in the reduction"
+        );
     }
 
     #[test]

@@ -14,11 +14,14 @@ use super::journal::SessionNote;
 use super::status::{
     AudioInfo, IngestClock, IngestInfo, StreamState, StreamStatus, VideoInfo, WARMUP, rungs_of,
 };
-use crate::media::{Arrival, IngestEvent, TrackKind};
+use super::tracks::{Slot, Tracks, Verdict};
+use crate::media::{Arrival, IngestEvent, TrackKind, VideoEvent};
+use crate::metrics::METRICS;
 use crate::package::metadata::{MetadataRefusal, Payload, Placement};
-use crate::package::{ChannelPackager, PackageConfig, RungEvent, Update};
+use crate::package::{ChannelPackager, PackageConfig, Update};
+use crate::registry::TrackUse;
 use crate::transcode::backend::ChannelPlan;
-use crate::transcode::pipeline::{Output as RungOutput, rung_decls};
+use crate::transcode::pipeline::Output as RungOutput;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -84,9 +87,11 @@ pub(crate) enum Input {
 pub(crate) enum Output {
     /// Changes for the channel's store, one atomic batch.
     Store(Vec<Update>),
-    /// Start the transcoding pipeline (the first video configuration of a
-    /// publish session on a channel with a ladder).
-    StartPipeline,
+    /// Start the transcoding pipeline (the first video frame of a publish
+    /// session on a channel with a ladder, so that every track the publisher
+    /// announces is known), leaving out the ladder's rungs of `covered`
+    /// heights: the publisher's own tracks stand in for them.
+    StartPipeline { covered: Vec<u32> },
     /// Feed the pipeline a video configuration or packet.
     Transcode(IngestEvent, Arrival),
     /// Finish the pipeline and hand everything it still makes back as
@@ -175,7 +180,12 @@ pub(crate) struct ChannelCore {
     /// configuration change.
     rates_noted: bool,
     started: Option<SystemTime>,
-    ladder: Vec<String>,
+    /// A multitrack publish's further tracks, and the ladder they share with
+    /// the transcoded rungs.
+    tracks: Tracks,
+    /// The source's video configuration, held until its first frame starts
+    /// the pipeline.
+    held_config: Option<IngestEvent>,
     plan: Option<ChannelPlan>,
     /// When the next status snapshot is due; `None`: at the next input.
     next_status: Option<Instant>,
@@ -188,6 +198,7 @@ impl ChannelCore {
         package: PackageConfig,
         timing: Timing,
         transcode: bool,
+        tracks: TrackUse,
         joined: Joined,
     ) -> Self {
         let mut core = ChannelCore {
@@ -212,7 +223,8 @@ impl ChannelCore {
             },
             rates_noted: false,
             started: None,
-            ladder: Vec::new(),
+            tracks: Tracks::new(tracks),
+            held_config: None,
             plan: None,
             next_status: None,
         };
@@ -376,41 +388,122 @@ impl ChannelCore {
             IngestEvent::VideoConfig(_) => true,
             IngestEvent::Packet(p) => p.track == TrackKind::Video,
             IngestEvent::AudioConfig(_) => false,
+            IngestEvent::Track { .. } => {
+                if let IngestEvent::Track { id, event } = event {
+                    self.track(id, event, arrival);
+                }
+                return;
+            }
         };
-        let to_pipeline = (self.transcode && video).then(|| event.clone());
+        let to_pipeline =
+            (self.transcode && self.tracks.transcodes() && video).then(|| event.clone());
+        let source_key = match &event {
+            IngestEvent::Packet(p) if p.track == TrackKind::Video && p.keyframe => Some(p.pts),
+            _ => None,
+        };
         self.packager.push(event, arrival.wall, arrival.at);
         self.emit_updates();
-        if let Some(event) = to_pipeline {
-            if !self.pipeline_running {
-                if !matches!(event, IngestEvent::VideoConfig(_)) {
+        if let Some(pts) = source_key {
+            for (id, why) in self.tracks.source_keyframe(pts) {
+                self.track_dropped(id, &why);
+            }
+        }
+        let Some(event) = to_pipeline else { return };
+        if !self.pipeline_running {
+            let config = match event {
+                IngestEvent::VideoConfig(_) => {
+                    self.held_config = Some(event);
                     return;
                 }
-                self.pipeline_running = true;
-                self.out.push_back(Output::StartPipeline);
-            }
-            self.out.push_back(Output::Transcode(event, arrival));
+                _ => match self.held_config.take() {
+                    Some(config) => config,
+                    None => return,
+                },
+            };
+            self.pipeline_running = true;
+            self.out.push_back(Output::StartPipeline {
+                covered: self.tracks.covered_heights(),
+            });
+            self.out.push_back(Output::Transcode(config, arrival));
         }
+        self.out.push_back(Output::Transcode(event, arrival));
+    }
+
+    /// One event of a multitrack publish's further track: a rung passed
+    /// through, once its configuration made it one.
+    fn track(&mut self, id: u8, event: VideoEvent, arrival: Arrival) {
+        match event {
+            VideoEvent::Config(params) => {
+                if self.tracks.config(id, params.clone()) {
+                    self.recompose();
+                }
+                if let Some(i) = self.tracks.index_of_track(id) {
+                    self.packager.push_rung(
+                        i,
+                        VideoEvent::Config(params),
+                        arrival.wall,
+                        arrival.at,
+                    );
+                }
+                self.next_status = None;
+            }
+            VideoEvent::Packet(p) => match self.tracks.packet(id, &p) {
+                Verdict::Forward(i) => {
+                    self.packager
+                        .push_rung(i, VideoEvent::Packet(p), arrival.wall, arrival.at)
+                }
+                Verdict::Ignore => {}
+                Verdict::Dropped(why) => self.track_dropped(id, &why),
+            },
+        }
+        self.emit_updates();
+    }
+
+    /// A track left the ladder: its keyframes do not line up with the source's.
+    fn track_dropped(&mut self, id: u8, why: &str) {
+        tracing::warn!(channel = %self.id, track = id, why,
+            "multitrack: track's keyframes do not line up with the source's; dropped from the ladder");
+        METRICS
+            .tracks_dropped
+            .with_label_values(&[&self.id, "misaligned"])
+            .inc();
+        self.note_event("track dropped", format!("track {id}: {why}"));
+        self.recompose();
+    }
+
+    /// Hands the packager the ladder of transcoded rungs and tracks as it
+    /// stands.
+    fn recompose(&mut self) {
+        let ladder = self.tracks.compose();
+        self.packager.set_rungs(ladder);
+        self.next_status = None;
+        self.emit_updates();
     }
 
     fn rung(&mut self, out: RungOutput) {
         match out {
             RungOutput::Plan(rungs) => {
-                self.ladder = rungs.iter().map(|r| r.name.clone()).collect();
-                self.next_status = None;
-                self.packager.set_rungs(rung_decls(rungs));
+                self.tracks.set_plan(rungs);
+                self.recompose();
             }
             RungOutput::Config { rung, params } => {
-                let Some(at) = self.last_arrival else { return };
+                let (Some(at), Some(i)) = (self.last_arrival, self.tracks.index_of_planned(rung))
+                else {
+                    return;
+                };
                 self.packager
-                    .push_rung(rung, RungEvent::Config(params), at.wall, at.at);
+                    .push_rung(i, VideoEvent::Config(params), at.wall, at.at);
             }
             RungOutput::Packet {
                 rung,
                 packet,
                 arrival,
-            } => self
-                .packager
-                .push_rung(rung, RungEvent::Packet(packet), arrival.wall, arrival.at),
+            } => {
+                if let Some(i) = self.tracks.index_of_planned(rung) {
+                    self.packager
+                        .push_rung(i, VideoEvent::Packet(packet), arrival.wall, arrival.at)
+                }
+            }
             RungOutput::Backends(plan) => {
                 self.plan = Some(plan);
                 self.next_status = None;
@@ -439,6 +532,10 @@ impl ChannelCore {
             } => {
                 self.packager.discontinuity();
                 self.emit_updates();
+                // The new session announces its own tracks.
+                self.held_config = None;
+                self.tracks.clear();
+                self.recompose();
                 self.clock.restart();
                 self.media_session = Some(session);
                 self.package(event, arrival);
@@ -532,6 +629,7 @@ impl ChannelCore {
                 self.rates_noted = false;
                 self.next_status = None;
             }
+            IngestEvent::Track { .. } => return,
             IngestEvent::Packet(p) => {
                 self.started.get_or_insert(arrival.wall);
                 self.clock.packet(arrival.at, p);
@@ -558,6 +656,7 @@ impl ChannelCore {
             v.frame_rate = r.frame_rate.map(|f| (f * 100.0).round() / 100.0);
         }
         self.ingest.bitrate_bps = r.bitrate_bps;
+        self.ingest.tracks = self.tracks.infos();
     }
 
     /// Sends a status snapshot when something changed or one is due.
@@ -572,13 +671,22 @@ impl ChannelCore {
             (_, Some(_)) => StreamState::Live,
             (_, None) => StreamState::Reconnecting,
         };
+        let ladder: Vec<(String, Option<usize>)> = (self.tracks.ladder().iter())
+            .map(|e| {
+                let planned = match e.slot {
+                    Slot::Planned(i) => Some(i),
+                    Slot::Track(_) => None,
+                };
+                (e.decl.name.clone(), planned)
+            })
+            .collect();
         let status = StreamStatus {
             state,
             publisher_since: self.publisher.map(|_| self.joined),
             started: self.started,
             ingest: self.ingest.clone(),
             clock: self.clock.reading(),
-            rungs: rungs_of(&self.ladder, self.plan.as_ref()),
+            rungs: rungs_of(&ladder, self.plan.as_ref()),
         };
         self.out.push_back(Output::Status(Box::new(status)));
     }

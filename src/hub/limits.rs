@@ -1,9 +1,11 @@
 //! What one publisher may send a channel: frame size, frame rate and bit
 //! rate, measured in media time (a publisher sending a recording faster than
-//! real time is not over a cap its stream is within). Sans-IO: fed the
-//! publisher's events, it says when a cap is broken.
+//! real time is not over a cap its stream is within), and the channel's own
+//! rules on multitrack and picture height. Sans-IO: fed the publisher's
+//! events, it says when a cap or rule is broken.
 
-use crate::media::{IngestEvent, TIMEBASE, TrackKind};
+use crate::media::{IngestEvent, TIMEBASE, TrackKind, VideoEvent, VideoParams};
+use crate::registry::{Multitrack, Policy};
 use std::collections::VecDeque;
 
 /// The caps from config; `None` is no cap.
@@ -13,6 +15,23 @@ pub struct IngestLimits {
     pub max_width: Option<u32>,
     pub max_height: Option<u32>,
     pub max_frame_rate: Option<f64>,
+}
+
+/// What a channel's policy says about what its publisher sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChannelRules {
+    pub multitrack: Multitrack,
+    /// The tallest video track accepted, in lines.
+    pub max_height: Option<u32>,
+}
+
+impl ChannelRules {
+    pub fn of(policy: &Policy) -> Self {
+        ChannelRules {
+            multitrack: policy.multitrack,
+            max_height: policy.max_height,
+        }
+    }
 }
 
 impl IngestLimits {
@@ -38,6 +57,12 @@ pub enum OverLimit {
     },
     #[error("{fps:.1} frames/s above the cap of {cap}")]
     FrameRate { fps: f64, cap: f64 },
+    #[error("video track {track} is {height} lines tall, above the channel's maximum of {max}")]
+    Height { track: u8, height: u32, max: u32 },
+    #[error("video track {track}: this channel does not take multitrack publishes")]
+    MultitrackDenied { track: u8 },
+    #[error("one video track: this channel requires a multitrack publish")]
+    MultitrackRequired,
 }
 
 impl OverLimit {
@@ -47,6 +72,9 @@ impl OverLimit {
             OverLimit::Bitrate { .. } => "bitrate",
             OverLimit::FrameSize { .. } => "frame_size",
             OverLimit::FrameRate { .. } => "frame_rate",
+            OverLimit::Height { .. } => "max_height",
+            OverLimit::MultitrackDenied { .. } => "multitrack_denied",
+            OverLimit::MultitrackRequired => "multitrack_required",
         }
     }
 }
@@ -65,62 +93,107 @@ pub struct Meter {
     frames: VecDeque<(i64, usize)>,
     bytes: u64,
     audio: VecDeque<(i64, usize)>,
+    /// Further video tracks' bytes: they count towards the bit rate, not the frame rate.
+    tracks: VecDeque<(i64, usize)>,
+    rules: ChannelRules,
+    /// A further video track was announced.
+    multitrack: bool,
 }
 
 impl Meter {
-    pub fn new(limits: IngestLimits) -> Self {
+    pub fn new(limits: IngestLimits, rules: ChannelRules) -> Self {
         Meter {
             limits,
             frames: VecDeque::new(),
             bytes: 0,
             audio: VecDeque::new(),
+            tracks: VecDeque::new(),
+            rules,
+            multitrack: false,
         }
     }
 
-    /// Takes one event; an error when it breaks a cap.
+    /// Takes one event; an error when it breaks a cap or a rule.
     pub fn check(&mut self, event: &IngestEvent) -> Result<(), OverLimit> {
         match event {
-            IngestEvent::VideoConfig(p) => {
-                let (max_width, max_height) = (
-                    self.limits.max_width.unwrap_or(u32::MAX),
-                    self.limits.max_height.unwrap_or(u32::MAX),
-                );
-                if p.width > max_width || p.height > max_height {
-                    return Err(OverLimit::FrameSize {
-                        width: p.width,
-                        height: p.height,
-                        max_width,
-                        max_height,
-                    });
-                }
-                Ok(())
-            }
+            IngestEvent::VideoConfig(p) => self.video_config(0, p),
             IngestEvent::AudioConfig(_) => Ok(()),
+            IngestEvent::Track { id, event } => {
+                if self.rules.multitrack == Multitrack::Deny {
+                    return Err(OverLimit::MultitrackDenied { track: *id });
+                }
+                self.multitrack = true;
+                match event {
+                    VideoEvent::Config(p) => self.video_config(*id, p),
+                    VideoEvent::Packet(p) => self.count(None, p.dts, p.data.len()),
+                }
+            }
             IngestEvent::Packet(p) => {
-                let window = i64::from(TIMEBASE) * WINDOW_S as i64;
-                let q = match p.track {
-                    TrackKind::Video => &mut self.frames,
-                    TrackKind::Audio => &mut self.audio,
-                };
-                // Timestamps that go back start the window afresh: a new
-                // timeline, not a burst.
-                if q.back().is_some_and(|&(t, _)| p.dts < t) {
-                    for (_, n) in q.drain(..) {
-                        self.bytes -= n as u64;
-                    }
+                // Multitrack publishers announce every track before the first frame.
+                if p.track == TrackKind::Video
+                    && self.rules.multitrack == Multitrack::Require
+                    && !self.multitrack
+                {
+                    return Err(OverLimit::MultitrackRequired);
                 }
-                q.push_back((p.dts, p.data.len()));
-                self.bytes += p.data.len() as u64;
-                for q in [&mut self.frames, &mut self.audio] {
-                    while q.len() > 1 && q.back().map_or(0, |b| b.0) - q[0].0 > window {
-                        if let Some((_, n)) = q.pop_front() {
-                            self.bytes -= n as u64;
-                        }
-                    }
-                }
-                self.rates()
+                self.count(Some(p.track), p.dts, p.data.len())
             }
         }
+    }
+
+    /// The channel's own rules, read when its publisher was admitted.
+    pub fn set_rules(&mut self, rules: ChannelRules) {
+        self.rules = rules;
+    }
+
+    fn video_config(&self, track: u8, p: &VideoParams) -> Result<(), OverLimit> {
+        let (max_width, max_height) = (
+            self.limits.max_width.unwrap_or(u32::MAX),
+            self.limits.max_height.unwrap_or(u32::MAX),
+        );
+        if p.width > max_width || p.height > max_height {
+            return Err(OverLimit::FrameSize {
+                width: p.width,
+                height: p.height,
+                max_width,
+                max_height,
+            });
+        }
+        match self.rules.max_height {
+            Some(max) if p.height > max => Err(OverLimit::Height {
+                track,
+                height: p.height,
+                max,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// One packet of `kind` (`None`: a further video track) in the rate window.
+    fn count(&mut self, kind: Option<TrackKind>, dts: i64, len: usize) -> Result<(), OverLimit> {
+        let window = i64::from(TIMEBASE) * WINDOW_S as i64;
+        let q = match kind {
+            Some(TrackKind::Video) => &mut self.frames,
+            Some(TrackKind::Audio) => &mut self.audio,
+            None => &mut self.tracks,
+        };
+        // Timestamps that go back start the window afresh: a new
+        // timeline, not a burst.
+        if q.back().is_some_and(|&(t, _)| dts < t) {
+            for (_, n) in q.drain(..) {
+                self.bytes -= n as u64;
+            }
+        }
+        q.push_back((dts, len));
+        self.bytes += len as u64;
+        for q in [&mut self.frames, &mut self.audio, &mut self.tracks] {
+            while q.len() > 1 && q.back().map_or(0, |b| b.0) - q[0].0 > window {
+                if let Some((_, n)) = q.pop_front() {
+                    self.bytes -= n as u64;
+                }
+            }
+        }
+        self.rates()
     }
 
     fn rates(&self) -> Result<(), OverLimit> {
@@ -197,10 +270,10 @@ mod tests {
             max_height: Some(1080),
             max_frame_rate: Some(60.0),
         };
-        let mut m = Meter::new(limits);
+        let mut m = Meter::new(limits, ChannelRules::default());
         assert_eq!(m.check(&config(1920, 1080)), Ok(()));
         assert_eq!(feed(&mut m, 0, 60, 6_000_000), Ok(()));
-        let mut m = Meter::new(limits);
+        let mut m = Meter::new(limits, ChannelRules::default());
         let err = feed(&mut m, 0, 60, 20_000_000).expect_err("over the cap");
         assert_eq!(err.reason(), "bitrate");
         assert_eq!(
@@ -215,11 +288,11 @@ mod tests {
             max_frame_rate: Some(30.0),
             ..IngestLimits::NONE
         };
-        let mut m = Meter::new(limits);
+        let mut m = Meter::new(limits, ChannelRules::default());
         assert_eq!(feed(&mut m, 0, 10, 1_000_000), Ok(()));
         // The publisher's clock starts again at zero.
         assert_eq!(feed(&mut m, 0, 10, 1_000_000), Ok(()));
-        let mut m = Meter::new(limits);
+        let mut m = Meter::new(limits, ChannelRules::default());
         let fast = (0..600).try_for_each(|i| m.check(&video(i * 1500, 100)));
         assert_eq!(fast.map_err(|e| e.reason()), Err("frame_rate"));
     }

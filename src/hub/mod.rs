@@ -14,13 +14,14 @@ pub mod offline;
 pub mod status;
 #[cfg(test)]
 mod tests;
+mod tracks;
 mod transcoding;
 
-use crate::media::{Arrival, IngestEvent, TrackKind};
+use crate::media::{Arrival, IngestEvent, TrackKind, VideoEvent};
 use crate::metrics::METRICS;
 use crate::package::metadata::{MetadataRefusal, Payload, Placement};
 use crate::package::{ChannelStore, PackageConfig};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Registry, RegistryError, TrackUse};
 use crate::transcode::ladder::Ladders;
 use crate::transcode::pipeline::PipelineConfig;
 pub use channel::Unreachable;
@@ -28,7 +29,7 @@ use channel::{CONTROL_QUEUE, Control, Driver, LiveChannel, Stamped, Table, lock}
 use core::{ChannelCore, Joined, Refusal, Timing};
 use crossbeam_channel::{Sender, TrySendError};
 use journal::Journal;
-use limits::Meter;
+use limits::{ChannelRules, Meter};
 pub use limits::{IngestLimits, OverLimit};
 use status::StreamStatus;
 use std::collections::HashMap;
@@ -111,6 +112,61 @@ impl Cut {
     }
 }
 
+/// An operator's request that a channel's publisher reconnect and publish again (Enhanced
+/// RTMP v2 `NetConnection.Connect.ReconnectRequest`), as its connection receives it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReconnectRequest {
+    /// Where to reconnect; `None`: where it is connected now.
+    pub tc_url: Option<String>,
+}
+
+/// What became of a reconnect request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReconnectOutcome {
+    /// Handed to the publisher's connection, which writes it to the publisher.
+    Sent,
+    /// The publisher did not say it reconnects when asked (a legacy RTMP publisher, or WHIP,
+    /// which has no such request): it is left alone.
+    NotSupported { ingest: &'static str },
+    /// The channel has no publisher now (never published, in its reconnect grace period, or
+    /// ended).
+    NotLive,
+}
+
+impl ReconnectOutcome {
+    /// Short label for the `result` metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ReconnectOutcome::Sent => "sent",
+            ReconnectOutcome::NotSupported { .. } => "not_supported",
+            ReconnectOutcome::NotLive => "not_live",
+        }
+    }
+}
+
+/// Why a reconnect request was not even tried.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconnectError {
+    #[error("no channel {0}")]
+    UnknownChannel(String),
+    #[error("channel registry: {0}")]
+    Registry(#[from] RegistryError),
+}
+
+/// The connections of the live publishers, by channel id: how the hub reaches one to ask it
+/// to reconnect. Each [`Publisher`] adds itself and takes itself out when dropped.
+type Lines = Arc<Mutex<HashMap<String, Line>>>;
+
+/// One live publisher's entry in [`Lines`].
+struct Line {
+    /// Its publish session, so that a publisher going never removes its successor's entry.
+    session: u64,
+    ingest: &'static str,
+    /// Set once its connection listens for requests (the publisher announced it can
+    /// reconnect); the latest request wins, a slow connection is never queued up to.
+    requests: Option<tokio::sync::watch::Sender<Option<ReconnectRequest>>>,
+}
+
 #[derive(Clone, Debug)]
 pub struct HubConfig {
     pub package: PackageConfig,
@@ -131,6 +187,8 @@ pub struct Hub {
     next_session: AtomicU64,
     /// The stream session writer.
     journal: Sender<journal::Record>,
+    /// Live publishers' connections, for reconnect requests.
+    lines: Lines,
 }
 
 impl Hub {
@@ -153,6 +211,7 @@ impl Hub {
             cfg,
             table: Arc::new(Mutex::new(HashMap::new())),
             next_session: AtomicU64::new(1),
+            lines: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -179,6 +238,8 @@ impl Hub {
             .registry
             .find_by_key(stream_key)?
             .ok_or(PublishError::UnknownKey)?;
+        let policy = self.registry.policy(&channel.id)?;
+        let rules = ChannelRules::of(&policy);
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         loop {
             // The table lock is not held while the channel answers: its
@@ -188,7 +249,7 @@ impl Hub {
                 match live.join(session, ingest) {
                     Ok(Ok(())) => {
                         live.authenticated(stream_key);
-                        return Ok(self.publisher(live.clone(), session, ingest, false));
+                        return Ok(self.publisher(live.clone(), session, ingest, false, rules));
                     }
                     Ok(Err(Refusal::AlreadyLive)) => {
                         return Err(PublishError::AlreadyLive(channel.id));
@@ -213,12 +274,13 @@ impl Hub {
                 // Another publisher started a stream meanwhile: ask it.
                 continue;
             }
-            let live = self.spawn_channel(&channel.id, &channel.ladder, session, ingest)?;
+            let live =
+                self.spawn_channel(&channel.id, &channel.ladder, policy.tracks, session, ingest)?;
             live.authenticated(stream_key);
             table.insert(channel.id.clone(), live.clone());
             METRICS.live_channels.inc();
             tracing::info!(channel = %channel.id, ingest, "stream started");
-            return Ok(self.publisher(live, session, ingest, true));
+            return Ok(self.publisher(live, session, ingest, true, rules));
         }
     }
 
@@ -228,14 +290,27 @@ impl Hub {
         session: u64,
         ingest: &'static str,
         started_stream: bool,
+        rules: ChannelRules,
     ) -> Publisher {
-        Publisher::new(live, session, ingest, started_stream, self.cfg.limits)
+        let mut publisher = Publisher::new(live, session, ingest, started_stream, self.cfg.limits);
+        lock(&publisher.gate).meter.set_rules(rules);
+        lock(&self.lines).insert(
+            publisher.live.id.clone(),
+            Line {
+                session,
+                ingest,
+                requests: None,
+            },
+        );
+        publisher.lines = Some(self.lines.clone());
+        publisher
     }
 
     fn spawn_channel(
         &self,
         id: &str,
         ladder: &str,
+        tracks: TrackUse,
         session: u64,
         protocol: &'static str,
     ) -> Result<Arc<LiveChannel>, PublishError> {
@@ -272,6 +347,7 @@ impl Hub {
             self.cfg.package.clone(),
             timing,
             transcoding.enabled(),
+            tracks,
             joined,
         );
         let driver = Driver {
@@ -307,6 +383,61 @@ impl Hub {
         };
         live.metadata(payload, duration)?
             .map_err(MetadataError::Refused)
+    }
+
+    /// Asks the channel's publisher to reconnect and publish again (to `request.tc_url`, else
+    /// where it is connected): only a publisher that announced it can (Enhanced RTMP capsEx
+    /// Reconnect) is asked; its stream goes on through the reconnect grace period when it
+    /// comes back. Reads the registry only to tell an unknown channel from one that is not
+    /// live (blocking, SQLite): call it off the async threads.
+    pub fn request_reconnect(
+        &self,
+        channel_id: &str,
+        request: ReconnectRequest,
+    ) -> Result<ReconnectOutcome, ReconnectError> {
+        let outcome = self.reach_publisher(channel_id, request);
+        let result = match outcome {
+            Some(outcome) => Ok(outcome),
+            None => match self.registry.get(channel_id) {
+                Ok(_) => Ok(ReconnectOutcome::NotLive),
+                Err(RegistryError::NotFound(_)) => {
+                    Err(ReconnectError::UnknownChannel(channel_id.to_string()))
+                }
+                Err(e) => Err(ReconnectError::Registry(e)),
+            },
+        };
+        let label = match &result {
+            Ok(outcome) => outcome.label(),
+            Err(ReconnectError::UnknownChannel(_)) => "unknown_channel",
+            Err(ReconnectError::Registry(_)) => "error",
+        };
+        METRICS.reconnect_requests.with_label_values(&[label]).inc();
+        result
+    }
+
+    /// The outcome when the channel has a publisher; `None` when it has none.
+    fn reach_publisher(
+        &self,
+        channel_id: &str,
+        request: ReconnectRequest,
+    ) -> Option<ReconnectOutcome> {
+        let live = lock(&self.table).get(channel_id).cloned();
+        let lines = lock(&self.lines);
+        let line = lines.get(channel_id)?;
+        // A publisher cut (key rotated, channel deleted) is on its way out, not live.
+        if live.is_none_or(|l| l.cut_of(line.session).is_some()) {
+            return None;
+        }
+        let Some(requests) = &line.requests else {
+            return Some(ReconnectOutcome::NotSupported {
+                ingest: line.ingest,
+            });
+        };
+        // Fails only when the connection has let go of its receiver: it is closing.
+        match requests.send(Some(request)) {
+            Ok(()) => Some(ReconnectOutcome::Sent),
+            Err(_) => None,
+        }
     }
 
     /// The part store of a channel that is live or whose ended stream still lingers.
@@ -399,6 +530,9 @@ pub struct Publisher {
     /// This publisher started the stream (it did not take over one in grace).
     started_stream: bool,
     gate: Mutex<Gate>,
+    /// The hub's table of live publishers' connections, which this one is in (set by the
+    /// hub; `None` for a publisher made outside it).
+    lines: Option<Lines>,
 }
 
 /// Drop-whole-GOPs bookkeeping of one publisher.
@@ -408,6 +542,9 @@ struct Gate {
     /// Latest configs, re-sent after a drop so the packager never misses one.
     video_config: Option<IngestEvent>,
     audio_config: Option<IngestEvent>,
+    track_configs: std::collections::BTreeMap<u8, IngestEvent>,
+    /// Further video tracks that wait for their next keyframe after a drop.
+    resuming: Vec<u8>,
     last_keyframe_dts: Option<i64>,
     /// Some video reached the channel: only then is there a stream to keep
     /// alive through a reconnect grace period.
@@ -437,17 +574,35 @@ impl Publisher {
                 dropping: false,
                 video_config: None,
                 audio_config: None,
+                track_configs: std::collections::BTreeMap::new(),
+                resuming: Vec::new(),
                 last_keyframe_dts: None,
                 sent_video: false,
                 refused: false,
                 cut: None,
-                meter: Meter::new(limits),
+                meter: Meter::new(limits, ChannelRules::default()),
             }),
+            lines: None,
         }
     }
 
     pub fn channel_id(&self) -> &str {
         &self.live.id
+    }
+
+    /// Lets the hub ask this publisher to reconnect: call it when the publisher said it
+    /// reconnects on request (Enhanced RTMP capsEx Reconnect). The receiver sees the latest
+    /// [`Hub::request_reconnect`] for the channel while this publisher is live; without this
+    /// call the hub answers [`ReconnectOutcome::NotSupported`].
+    pub fn reconnect_requests(&self) -> tokio::sync::watch::Receiver<Option<ReconnectRequest>> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        if let Some(lines) = &self.lines
+            && let Some(line) = lock(lines).get_mut(&self.live.id)
+            && line.session == self.session
+        {
+            line.requests = Some(tx);
+        }
+        rx
     }
 
     /// Hands one event to the channel, stamped with when ingest read it
@@ -482,6 +637,29 @@ impl Publisher {
         match &event {
             IngestEvent::VideoConfig(_) => gate.video_config = Some(event.clone()),
             IngestEvent::AudioConfig(_) => gate.audio_config = Some(event.clone()),
+            IngestEvent::Track {
+                id: track,
+                event: VideoEvent::Config(_),
+            } => {
+                gate.track_configs.insert(*track, event.clone());
+            }
+            IngestEvent::Track {
+                id: track,
+                event: VideoEvent::Packet(p),
+            } => {
+                METRICS
+                    .ingest_bytes
+                    .with_label_values(&[id, self.ingest])
+                    .inc_by(p.data.len() as u64);
+                // After a drop each track resumes at a keyframe of its own, as track 0 does.
+                if gate.resuming.contains(track) {
+                    if !p.keyframe {
+                        self.count_drop(&event);
+                        return Ok(());
+                    }
+                    gate.resuming.retain(|t| t != track);
+                }
+            }
             IngestEvent::Packet(p) => {
                 METRICS
                     .ingest_bytes
@@ -510,7 +688,9 @@ impl Publisher {
             let configs: Vec<IngestEvent> = [gate.video_config.clone(), gate.audio_config.clone()]
                 .into_iter()
                 .flatten()
+                .chain(gate.track_configs.values().cloned())
                 .collect();
+            gate.resuming = gate.track_configs.keys().copied().collect();
             for c in configs {
                 if !self.enqueue(c, arrival) {
                     self.count_drop(&event);
@@ -520,7 +700,7 @@ impl Publisher {
             gate.dropping = false;
             tracing::info!(channel = id, "channel caught up; resuming at a keyframe");
         }
-        let is_packet = matches!(event, IngestEvent::Packet(_));
+        let is_packet = is_packet(&event);
         if matches!(&event, IngestEvent::Packet(p) if p.track == TrackKind::Video) {
             gate.sent_video = true;
         }
@@ -555,7 +735,7 @@ impl Publisher {
     }
 
     fn count_drop(&self, event: &IngestEvent) {
-        if matches!(event, IngestEvent::Packet(_)) {
+        if is_packet(event) {
             METRICS
                 .ingest_dropped_packets
                 .with_label_values(&[&self.live.id])
@@ -580,6 +760,15 @@ impl Publisher {
 impl Drop for Publisher {
     fn drop(&mut self) {
         METRICS.publishers.with_label_values(&[self.ingest]).dec();
+        if let Some(lines) = &self.lines {
+            let mut lines = lock(lines);
+            if lines
+                .get(&self.live.id)
+                .is_some_and(|l| l.session == self.session)
+            {
+                lines.remove(&self.live.id);
+            }
+        }
         let (sent_video, refused, reason) = {
             let g = lock(&self.gate);
             let reason = match (&g.cut, g.refused) {
@@ -601,4 +790,16 @@ impl Drop for Publisher {
             tracing::warn!(channel = %self.live.id, error = %e, "publisher left, but its channel was not told");
         }
     }
+}
+
+/// Whether an event is media rather than a configuration.
+fn is_packet(event: &IngestEvent) -> bool {
+    matches!(
+        event,
+        IngestEvent::Packet(_)
+            | IngestEvent::Track {
+                event: VideoEvent::Packet(_),
+                ..
+            }
+    )
 }

@@ -13,6 +13,7 @@ use crate::media::{Arrival, IngestEvent, Packet, TIMEBASE, TrackKind};
 use crate::package::metadata::{MetadataRefusal, Payload, Placement};
 use crate::package::vod::{VodError, VodSummary, VodWriter};
 use crate::package::{PackageConfig, plan};
+use crate::registry::TrackUse;
 use crate::transcode::ladder::Rung;
 use crate::transcode::pipeline::{Output as RungOutput, Pace, PipelineConfig, RungSummary};
 use crate::transcode::source::{FileSource, SourceError};
@@ -267,7 +268,14 @@ impl VodChannel {
             protocol: "file",
             at: clock.t0,
         };
-        let core = ChannelCore::new("transcode", package, timing, transcoding.enabled(), file);
+        let core = ChannelCore::new(
+            "transcode",
+            package,
+            timing,
+            transcoding.enabled(),
+            TrackUse::default(),
+            file,
+        );
         Ok(VodChannel {
             core,
             transcoding,

@@ -44,6 +44,24 @@ pub struct IngestInfo {
     pub audio: Option<AudioInfo>,
     /// Audio and video together, per second of media.
     pub bitrate_bps: Option<u64>,
+    /// A multitrack publish's video tracks beyond track 0 (which `video` describes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// One further video track of a multitrack publish.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrackInfo {
+    /// The Enhanced RTMP track id.
+    pub id: u8,
+    #[serde(flatten)]
+    pub video: VideoInfo,
+    /// Per second of media, measured.
+    pub bitrate_bps: Option<u64>,
+    /// The rung it is passed through as.
+    pub rendition: Option<String>,
+    /// Why it is not (or no longer) a rung.
+    pub reason: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -275,10 +293,19 @@ impl RungInfo {
     }
 }
 
-/// The source, then the ladder's rungs with the encoders `plan` gives them.
-pub fn rungs_of(names: &[String], plan: Option<&ChannelPlan>) -> Vec<RungInfo> {
+/// The source, then the ladder's rungs: each named with the index of its transcoded rung
+/// in `plan` (whose encoders they get), or `None` for a publisher's track passed through.
+pub fn rungs_of(ladder: &[(String, Option<usize>)], plan: Option<&ChannelPlan>) -> Vec<RungInfo> {
     let mut out = vec![RungInfo::source()];
-    for (i, name) in names.iter().enumerate() {
+    for (name, planned) in ladder {
+        let Some(i) = *planned else {
+            out.push(RungInfo {
+                name: name.clone(),
+                encoder: Some("passthrough"),
+                backend: None,
+            });
+            continue;
+        };
         let encoder = plan.and_then(|p| p.rungs.get(i)).map(|e| match e.name() {
             "nvenc" => "h264_nvenc",
             _ => "libx264",

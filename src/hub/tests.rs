@@ -39,7 +39,14 @@ impl Rig {
             at: t0,
         };
         Rig {
-            core: ChannelCore::new("test", PackageConfig::default(), TIMING, transcode, first),
+            core: ChannelCore::new(
+                "test",
+                PackageConfig::default(),
+                TIMING,
+                transcode,
+                TrackUse::default(),
+                first,
+            ),
             t0,
             wall0: SystemTime::now(),
             notes: Vec::new(),
@@ -278,7 +285,7 @@ fn the_pipeline_is_flushed_before_the_core_moves_on() {
     let out = r.publish(1, 0, 1);
     assert!(matches!(
         out.iter().find(|o| !matches!(o, Output::Store(_))),
-        Some(Output::StartPipeline)
+        Some(Output::StartPipeline { .. })
     ));
     let fed = out
         .iter()
@@ -293,7 +300,11 @@ fn the_pipeline_is_flushed_before_the_core_moves_on() {
     // A reconnect starts a new pipeline.
     assert_eq!(r.admit(2, 1100), Ok(()));
     let again = r.publish(2, 1500, 1);
-    assert!(again.iter().any(|o| matches!(o, Output::StartPipeline)));
+    assert!(
+        again
+            .iter()
+            .any(|o| matches!(o, Output::StartPipeline { .. }))
+    );
 }
 
 #[test]
@@ -432,6 +443,7 @@ fn hub() -> (Arc<Hub>, tempfile::TempDir) {
             quality_every_gops: 0,
             frame_rate: None,
             gpu: None,
+            covered: Vec::new(),
         },
     };
     (Hub::new(registry, cfg), dir)
@@ -788,4 +800,73 @@ fn a_stream_reports_status_and_viewers_and_its_session_reaches_the_registry() {
         "{:?}",
         s.events
     );
+}
+
+#[test]
+fn a_reconnect_request_reaches_only_a_live_publisher_that_listens() {
+    let _turn = gauge_turn();
+    let live_before = METRICS.live_channels.get();
+    let (hub, _dir) = hub();
+    let (a, key_a) = channel(&hub, "a");
+    let (b, key_b) = channel(&hub, "b");
+    let (idle, _) = channel(&hub, "idle");
+    let ask = |id: &str, tc_url: Option<&str>| {
+        hub.request_reconnect(
+            id,
+            ReconnectRequest {
+                tc_url: tc_url.map(str::to_owned),
+            },
+        )
+    };
+    let sent_before = METRICS
+        .reconnect_requests
+        .with_label_values(&["sent"])
+        .get();
+
+    // a listens (an RTMP publisher that announced capsEx Reconnect); b over WHIP cannot.
+    let pa = hub.start_publish(&key_a, "rtmp").expect("publish a");
+    let mut requests = pa.reconnect_requests();
+    let pb = hub.start_publish(&key_b, "whip").expect("publish b");
+    assert_eq!(
+        ask(&a, Some("rtmp://edge-2/live")).expect("a"),
+        ReconnectOutcome::Sent
+    );
+    assert!(requests.has_changed().expect("the hub holds the sender"));
+    assert_eq!(
+        requests.borrow_and_update().clone(),
+        Some(ReconnectRequest {
+            tc_url: Some("rtmp://edge-2/live".into())
+        })
+    );
+    assert_eq!(
+        ask(&b, None).expect("b"),
+        ReconnectOutcome::NotSupported { ingest: "whip" }
+    );
+    assert_eq!(ask(&idle, None).expect("idle"), ReconnectOutcome::NotLive);
+    assert!(matches!(
+        ask("no-such-channel", None),
+        Err(ReconnectError::UnknownChannel(_))
+    ));
+    assert_eq!(
+        METRICS
+            .reconnect_requests
+            .with_label_values(&["sent"])
+            .get(),
+        sent_before + 1
+    );
+
+    // Gone (its channel waits in its grace period): not live, and nothing reaches the old
+    // connection's receiver.
+    drop(pa);
+    assert_eq!(ask(&a, None).expect("a"), ReconnectOutcome::NotLive);
+    assert!(requests.has_changed().is_err(), "the sender went with it");
+    // A publisher cut by a key rotation is on its way out.
+    hub.registry().rotate_key(&b).expect("rotate");
+    hub.revoke(&b);
+    assert_eq!(ask(&b, None).expect("b"), ReconnectOutcome::NotLive);
+    drop(pb);
+    for id in [&a, &b] {
+        hub.terminate(id);
+    }
+    eventually("both ended", || METRICS.live_channels.get() == live_before);
 }

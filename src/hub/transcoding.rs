@@ -47,9 +47,13 @@ impl Transcoding {
         keep: &mut dyn FnMut(RungOutput) -> Option<RungOutput>,
     ) -> std::io::Result<Option<Output>> {
         match out {
-            Output::StartPipeline => {
+            Output::StartPipeline { covered } => {
                 if let Some(cfg) = &self.template {
-                    self.pipeline = Some(Pipeline::start(&self.channel, cfg.clone())?);
+                    let cfg = PipelineConfig {
+                        covered,
+                        ..cfg.clone()
+                    };
+                    self.pipeline = Some(Pipeline::start(&self.channel, cfg)?);
                 }
             }
             Output::Transcode(event, arrival) => self.feed(event, arrival),
@@ -70,7 +74,7 @@ impl Transcoding {
         match event {
             IngestEvent::VideoConfig(params) => p.push_config(params),
             IngestEvent::Packet(pkt) => p.push_packet(pkt, arrival),
-            IngestEvent::AudioConfig(_) => {}
+            IngestEvent::AudioConfig(_) | IngestEvent::Track { .. } => {}
         }
     }
 }

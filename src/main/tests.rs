@@ -71,6 +71,17 @@ fn cli_parses_the_documented_forms() {
         &["playback-key", "list"],
         &["playback-key", "delete", "pk_1"],
         &["viewer", "revoke", "viewer-7"],
+        &["channel", "reconnect", "abc"],
+        &[
+            "channel",
+            "reconnect",
+            "abc",
+            "--tc-url",
+            "rtmp://edge-2.example/live",
+            "--json",
+            "--admin-addr",
+            "127.0.0.1:8081",
+        ],
     ] {
         Cli::try_parse_from(std::iter::once("rungs").chain(args.iter().copied()))
             .unwrap_or_else(|e| panic!("{args:?}: {e}"));
@@ -169,4 +180,26 @@ fn json_output_is_one_object() {
         v["playback_url"],
         "http://localhost:8080/hls/abc/master.m3u8"
     );
+}
+
+#[test]
+fn reconnect_sends_the_tc_url_given_and_says_where_to() {
+    let cli = Cli::try_parse_from(["rungs", "channel", "reconnect", "abc", "--tc-url", "/live"])
+        .expect("parse");
+    let Cmd::Channel {
+        cmd: ChannelCmd::Reconnect { id, tc_url, .. },
+    } = cli.cmd
+    else {
+        panic!("not a reconnect");
+    };
+    assert_eq!((id.as_str(), tc_url.as_deref()), ("abc", Some("/live")));
+    let body: serde_json::Value =
+        serde_json::from_slice(&reconnect_body(tc_url.as_deref())).expect("json");
+    assert_eq!(body, serde_json::json!({ "tc_url": "/live" }));
+    assert_eq!(reconnect_body(None), b"{}");
+    assert!(
+        reconnect_text("abc", Some("/live"))
+            .starts_with("channel abc: its publisher was asked to reconnect to /live;")
+    );
+    assert!(reconnect_text("abc", None).contains("asked to reconnect; the stream continues"));
 }

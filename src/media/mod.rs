@@ -173,6 +173,23 @@ pub enum IngestEvent {
     /// New or changed audio configuration; applies to the packets after it.
     AudioConfig(Arc<AudioParams>),
     Packet(Packet),
+    /// A further video track of a multitrack publish: Enhanced RTMP track `id`, never 0.
+    /// Track 0, the one every publisher sends, travels as the events above.
+    Track {
+        id: u8,
+        event: VideoEvent,
+    },
+}
+
+/// One event of a video rendition other than the source: a transcoded rung's encoder
+/// output, or a publisher's further track.
+#[derive(Clone, Debug)]
+pub enum VideoEvent {
+    /// The configuration; applies to the packets after it.
+    Config(Arc<VideoParams>),
+    /// One access unit. `keyframe` marks IDRs; dts and pts are on the source packets'
+    /// clock.
+    Packet(Packet),
 }
 
 /// Errors from parsing codec configuration and bitstreams.

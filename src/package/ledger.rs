@@ -212,12 +212,10 @@ fn bitrates(stats: &VecDeque<SegmentStats>, min_for_peak: Duration) -> (u64, u64
 
 #[cfg(test)]
 mod tests {
-    use crate::media::{IngestEvent, TrackKind};
+    use crate::media::{IngestEvent, TrackKind, VideoEvent};
     use crate::package::testmedia::{audio_params, media, video_params};
     use crate::package::vod::VodAssembler;
-    use crate::package::{
-        ChannelPackager, ChannelStore, PackageConfig, PlaylistRequest, RungDecl, RungEvent,
-    };
+    use crate::package::{ChannelPackager, ChannelStore, PackageConfig, PlaylistRequest, RungDecl};
     use std::time::{Duration, Instant, SystemTime};
 
     /// One packager's updates applied to a live store and to a VOD: a
@@ -236,7 +234,7 @@ mod tests {
             height: 160,
             bitrate_bps: 250_000,
         }]);
-        pk.push_rung(0, RungEvent::Config(video_params(212)), wall0, t0);
+        pk.push_rung(0, VideoEvent::Config(video_params(212)), wall0, t0);
         for p in media(0, 8, 30, true) {
             let ms = p.dts / 90;
             let (wall, now) = (wall0 + at(ms), t0 + at(ms));
@@ -245,7 +243,7 @@ mod tests {
                 (p.track == TrackKind::Video && !(4000..6000).contains(&ms)).then(|| p.clone());
             pk.push(IngestEvent::Packet(p), wall, now);
             if let Some(r) = rung {
-                pk.push_rung(0, RungEvent::Packet(r), wall, now);
+                pk.push_rung(0, VideoEvent::Packet(r), wall, now);
             }
         }
         pk.end();

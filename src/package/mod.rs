@@ -21,7 +21,7 @@ pub(crate) mod testmedia;
 mod update;
 pub mod vod;
 
-pub use packager::{ChannelPackager, RungDecl, RungEvent};
+pub use packager::{ChannelPackager, RungDecl};
 pub use store::{ChannelStore, Encoding, MediaFile, PARKING, PlaylistRequest, StoreError};
 pub(crate) use update::Update;
 pub use vod::{VodError, VodSummary, VodWriter};

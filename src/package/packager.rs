@@ -14,7 +14,7 @@ mod pacer;
 mod rung;
 mod trail;
 
-pub use rung::{RungDecl, RungEvent};
+pub use rung::RungDecl;
 
 use super::Update;
 use super::align::AudioAligner;
@@ -213,6 +213,9 @@ impl ChannelPackager {
                     TrackKind::Audio => self.audio_packet(held, &mut out),
                 }
             }
+            // A publisher's further tracks are rungs: the channel core hands them to
+            // `push_rung`.
+            IngestEvent::Track { .. } => {}
         }
         self.emit(out);
     }

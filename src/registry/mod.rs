@@ -8,7 +8,7 @@
 mod policy;
 mod sessions;
 
-pub use policy::Policy;
+pub use policy::{Multitrack, Policy, TrackUse};
 pub use sessions::*;
 
 use rand::RngCore;

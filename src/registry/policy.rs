@@ -1,6 +1,7 @@
 //! Per-channel rules beyond the private flag: which sites may embed the
-//! player, which countries and networks may watch, and which backend
-//! decides publish and play for this channel instead of the node's hooks.
+//! player, which countries and networks may watch, which backend decides
+//! publish and play for this channel instead of the node's hooks, and what
+//! a publisher may send (multitrack, the tallest picture).
 //!
 //! Stored as one JSON column so a rule added later needs no migration; the
 //! registry checks only that it parses, `serve` validates what it means.
@@ -36,6 +37,66 @@ pub struct Policy {
     /// Play hook URL for this channel, replacing the node's `hooks.play_url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub play_hook: Option<String>,
+    /// Whether a publisher may (or must) send several video tracks.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub multitrack: Multitrack,
+    /// What the further tracks of a multitrack publish become.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tracks: TrackUse,
+    /// The tallest video track accepted, in lines (1080 for 1080p); taller is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_height: Option<u32>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// Whether a channel takes multitrack publishes (Enhanced RTMP v2: several video tracks
+/// on one connection, the broadcaster's own ladder).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Multitrack {
+    #[default]
+    Allow,
+    /// A publish with a second video track is cut.
+    Deny,
+    /// A publish with one video track is cut.
+    Require,
+}
+
+/// What a multitrack publish's further video tracks become.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrackUse {
+    /// Each track is a rung passed through as sent; the ladder's rungs no track covers are
+    /// transcoded from the source (track 0).
+    #[default]
+    Fill,
+    /// Only the tracks are rungs; nothing is transcoded.
+    PassthroughOnly,
+    /// The tracks are ignored; the ladder is transcoded from the source as for one track.
+    Transcode,
+}
+
+impl Multitrack {
+    pub fn name(self) -> &'static str {
+        match self {
+            Multitrack::Allow => "allow",
+            Multitrack::Deny => "deny",
+            Multitrack::Require => "require",
+        }
+    }
+}
+
+impl TrackUse {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrackUse::Fill => "fill",
+            TrackUse::PassthroughOnly => "passthrough-only",
+            TrackUse::Transcode => "transcode",
+        }
+    }
 }
 
 impl Policy {
@@ -124,6 +185,9 @@ mod tests {
             allowed_origins: vec!["https://example.com".into()],
             deny_countries: vec!["FR".into()],
             play_hook: Some("http://127.0.0.1:9/play".into()),
+            multitrack: Multitrack::Require,
+            tracks: TrackUse::PassthroughOnly,
+            max_height: Some(1080),
             ..Policy::default()
         };
         reg.set_policy(&a.id, &p).expect("set");

@@ -1,9 +1,13 @@
-//! The control API under `/api/v1` (channels, playback keys, viewer
-//! revocations), guarded by the admin bearer token.
+//! The control API under `/api/v1` (channels, reconnect requests to their
+//! publishers, playback keys, viewer revocations), guarded by the admin
+//! bearer token.
 
 use crate::config::Config;
-use crate::hub::Hub;
-use crate::registry::{Channel, PlaybackKey, Policy, RegistryError, Revocation};
+use crate::hub::{Hub, ReconnectError, ReconnectOutcome, ReconnectRequest};
+use crate::ingest::rtmp::reconnect::check_tc_url;
+use crate::registry::{
+    Channel, Multitrack, PlaybackKey, Policy, RegistryError, Revocation, TrackUse,
+};
 use crate::serve::access::{self, Access};
 use crate::serve::rules::{self, PolicyPatch};
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -42,6 +46,14 @@ pub struct ChannelView {
     pub publish_hook: Option<String>,
     /// This channel's play hook, in place of the node's.
     pub play_hook: Option<String>,
+    /// Whether publishers may (`allow`), may not (`deny`) or must (`require`) send
+    /// several video tracks.
+    pub multitrack: Multitrack,
+    /// What a multitrack publish's further tracks become: `fill`, `passthrough-only`,
+    /// `transcode`.
+    pub tracks: TrackUse,
+    /// The tallest video track accepted, in lines.
+    pub max_height: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,6 +84,9 @@ impl ChannelView {
             deny_cidrs: policy.deny_cidrs,
             publish_hook: policy.publish_hook,
             play_hook: policy.play_hook,
+            multitrack: policy.multitrack,
+            tracks: policy.tracks,
+            max_height: policy.max_height,
         }
     }
 }
@@ -105,6 +120,13 @@ struct ChannelRequest {
     publish_hook: Option<Option<String>>,
     #[serde(default, deserialize_with = "given")]
     play_hook: Option<Option<String>>,
+    /// `allow`, `deny` or `require` several video tracks (Enhanced RTMP multitrack).
+    multitrack: Option<Multitrack>,
+    /// `fill`, `passthrough-only` or `transcode`: what further tracks become.
+    tracks: Option<TrackUse>,
+    /// The tallest video track accepted, in lines; `null` clears it.
+    #[serde(default, deserialize_with = "given")]
+    max_height: Option<Option<u32>>,
 }
 
 /// A field present in the body, `null` included.
@@ -126,6 +148,9 @@ impl ChannelRequest {
             deny_cidrs: self.deny_cidrs.take(),
             publish_hook: self.publish_hook.take(),
             play_hook: self.play_hook.take(),
+            multitrack: self.multitrack.take(),
+            tracks: self.tracks.take(),
+            max_height: self.max_height.take(),
         }
     }
 }
@@ -160,6 +185,16 @@ struct RevokeRequest {
     viewer_id: String,
 }
 
+/// The body of `POST /api/v1/channels/{id}/reconnect`: empty, `{}`, or a new
+/// server for the publisher.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReconnectBody {
+    /// Enhanced RTMP `tcUrl`: an rtmp(s):// URL or a reference starting
+    /// with `/`; absent, the publisher reconnects where it is connected.
+    tc_url: Option<String>,
+}
+
 /// A created key pair: the private half is in this response and nowhere else.
 #[derive(Serialize)]
 pub struct CreatedKey {
@@ -185,6 +220,7 @@ pub fn routes(
             get(show).delete(remove).patch(update),
         )
         .route("/api/v1/channels/{id}/rotate-key", post(rotate))
+        .route("/api/v1/channels/{id}/reconnect", post(reconnect))
         .route("/api/v1/playback-keys", get(list_keys).post(create_key))
         .route("/api/v1/playback-keys/{id}", delete(delete_key))
         .route("/api/v1/revocations", get(list_revocations).post(revoke))
@@ -553,5 +589,83 @@ async fn revoke(
     match revoked.await {
         Ok(rev) => ok_json(StatusCode::CREATED, rev),
         Err(r) => r,
+    }
+}
+
+/// Asks the channel's publisher to reconnect and publish again (Enhanced
+/// RTMP v2 `NetConnection.Connect.ReconnectRequest`), e.g. before the node
+/// is drained. 202 once the request is handed to the publisher's
+/// connection; 409 when the channel is not live, or when its publisher did
+/// not announce that it reconnects on request (capsEx Reconnect; never a
+/// WHIP publisher): such a publisher is left alone rather than cut.
+async fn reconnect(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return *r;
+    }
+    let req: ReconnectBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReconnectBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+        }
+    };
+    if let Some(url) = &req.tc_url
+        && let Err(e) = check_tc_url(url)
+    {
+        return error(StatusCode::BAD_REQUEST, format!("tc_url: {e}"));
+    }
+    let hub = api.hub.clone();
+    let ch = id.clone();
+    let request = ReconnectRequest {
+        tc_url: req.tc_url.clone(),
+    };
+    let asked = tokio::task::spawn_blocking(move || hub.request_reconnect(&ch, request)).await;
+    let outcome = match asked {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(ReconnectError::UnknownChannel(_))) => {
+            return error(StatusCode::NOT_FOUND, format!("no channel {id}"));
+        }
+        Ok(Err(ReconnectError::Registry(e))) => return registry_error(e),
+        Err(e) => {
+            tracing::error!(channel = %id, error = %e, "reconnect request failed");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+    };
+    let conflict = |msg: String| {
+        (
+            StatusCode::CONFLICT,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(serde_json::json!({ "error": msg, "result": outcome.label() })),
+        )
+            .into_response()
+    };
+    match outcome {
+        ReconnectOutcome::Sent => {
+            tracing::info!(channel = %id, new_server = req.tc_url.is_some(), "publisher asked to reconnect");
+            ok_json(
+                StatusCode::ACCEPTED,
+                serde_json::json!({
+                    "channel": id,
+                    "result": outcome.label(),
+                    "tc_url": req.tc_url,
+                }),
+            )
+        }
+        ReconnectOutcome::NotSupported { ingest: "whip" } => conflict(format!(
+            "channel {id} is published over WHIP, which has no reconnect request: its publisher was not asked"
+        )),
+        ReconnectOutcome::NotSupported { .. } => conflict(format!(
+            "the publisher of channel {id} did not announce Enhanced RTMP reconnect support \
+             (capsEx Reconnect in its connect): it was not asked, and publishes on"
+        )),
+        ReconnectOutcome::NotLive => conflict(format!(
+            "channel {id} is not live (no publisher, in its reconnect grace period, or ended): there is no publisher to ask"
+        )),
     }
 }

@@ -384,6 +384,25 @@ pub fn stream_text(v: &Value) -> String {
             num(&ing["last_media_age_s"], 2)
         );
     }
+    if let Some(tracks) = ing["tracks"].as_array() {
+        for t in tracks {
+            let video = format!(
+                "{} {}x{} {} fps, {}",
+                s(&t["codec"]),
+                t["width"],
+                t["height"],
+                num(&t["frame_rate"], 2),
+                t["bitrate_bps"]
+                    .as_f64()
+                    .map_or("-".to_string(), |b| format!("{:.2} Mb/s", b / 1e6)),
+            );
+            let fate = match t["rendition"].as_str() {
+                Some(r) => format!("rung {r}"),
+                None => s(&t["reason"]),
+            };
+            let _ = writeln!(out, "  track {}: {video}: {fate}", t["id"]);
+        }
+    }
     if let Some(rungs) = v["rungs"].as_array().filter(|r| !r.is_empty()) {
         let _ = writeln!(
             out,

@@ -7,7 +7,7 @@
 //! never look at tokens or log a client's address; a rule it cannot read
 //! refuses rather than lets through.
 
-use crate::registry::Policy;
+use crate::registry::{Multitrack, Policy, TrackUse};
 use crate::serve::geo::{self, Country, Locator};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -40,6 +40,9 @@ pub struct PolicyPatch {
     pub deny_cidrs: Option<Vec<String>>,
     pub publish_hook: Option<Option<String>>,
     pub play_hook: Option<Option<String>>,
+    pub multitrack: Option<Multitrack>,
+    pub tracks: Option<TrackUse>,
+    pub max_height: Option<Option<u32>>,
 }
 
 impl PolicyPatch {
@@ -53,6 +56,9 @@ impl PolicyPatch {
             deny_cidrs: self.deny_cidrs.unwrap_or(to.deny_cidrs),
             publish_hook: self.publish_hook.unwrap_or(to.publish_hook),
             play_hook: self.play_hook.unwrap_or(to.play_hook),
+            multitrack: self.multitrack.unwrap_or(to.multitrack),
+            tracks: self.tracks.unwrap_or(to.tracks),
+            max_height: self.max_height.unwrap_or(to.max_height),
         }
     }
 
@@ -104,6 +110,17 @@ pub fn normalize(policy: Policy) -> Result<Policy, PolicyError> {
         deny_cidrs: each("deny_cidrs", policy.deny_cidrs, &network)?,
         publish_hook: hook("publish_hook", policy.publish_hook)?,
         play_hook: hook("play_hook", policy.play_hook)?,
+        multitrack: policy.multitrack,
+        tracks: policy.tracks,
+        max_height: match policy.max_height {
+            Some(h) if !(16..=8640).contains(&h) => {
+                return Err(invalid(
+                    "max_height",
+                    format!("{h} is not a picture height in lines (16 to 8640)"),
+                ));
+            }
+            h => h,
+        },
     })
 }
 

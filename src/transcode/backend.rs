@@ -17,17 +17,74 @@ use crate::gpu::GpuMode;
 use crate::gpu::probe::Probe;
 use crate::media::{VideoCodec, VideoParams};
 
-/// NVDEC's H.264 limits, the same for every GPU generation since Maxwell
-/// (NVIDIA Video Codec SDK, "NVDEC Video Decoder API Programming Guide",
-/// table "Hardware video decoder capabilities"): 48x16 up to 4096x4096.
-pub const NVDEC_H264_MIN: (u32, u32) = (48, 16);
-pub const NVDEC_H264_MAX: (u32, u32) = (4096, 4096);
+/// The picture sizes NVDEC decodes a codec at, in luma samples, both sides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NvdecLimits {
+    pub min: (u32, u32),
+    pub max: (u32, u32),
+}
+
+impl fmt::Display for NvdecLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (min, max) = (self.min, self.max);
+        write!(f, "{}x{}..{}x{}", min.0, min.1, max.0, max.1)
+    }
+}
+
+// NVDEC per codec on the GPUs the node runs on (Turing and later): NVIDIA
+// Video Codec SDK, "NVDEC Video Decoder API Programming Guide", table
+// "Hardware video decoder capabilities" (sizes), and the "NVDEC Application
+// Note", table "NVDEC Hardware Capabilities" (which generation has what).
+
+/// H.264, every generation since Maxwell: 48x16 up to 4096x4096 (8192x8192
+/// only from Blackwell on).
+pub const NVDEC_H264: NvdecLimits = NvdecLimits {
+    min: (48, 16),
+    max: (4096, 4096),
+};
+
+/// HEVC Main and Main 10, 8192x8192 since Pascal: 144x144 up to 8192x8192.
+pub const NVDEC_HEVC: NvdecLimits = NvdecLimits {
+    min: (144, 144),
+    max: (8192, 8192),
+};
+
+/// AV1 Main profile (8 and 10 bits, 4:2:0), on the GPUs that have it (see
+/// [`nvdec_decodes_av1`]): 128x128 up to 8192x8192.
+pub const NVDEC_AV1: NvdecLimits = NvdecLimits {
+    min: (128, 128),
+    max: (8192, 8192),
+};
 
 /// H.264 profiles NVDEC decodes (8-bit 4:2:0 only): Constrained Baseline and
 /// Baseline (66), Main (77), High (100). Extended (88, data partitioning),
 /// High 10 (110), High 4:2:2 (122), High 4:4:4 (244), CAVLC 4:4:4 (44) and
-/// the SVC/MVC profiles are not.
-const NVDEC_PROFILES: [u8; 3] = [66, 77, 100];
+/// the SVC/MVC profiles are not (High 10 and 4:2:2 only from Blackwell on).
+const NVDEC_H264_PROFILES: [u8; 3] = [66, 77, 100];
+
+/// HEVC `general_profile_idc`s NVDEC decodes into surfaces the ladder reads:
+/// Main (1) and Main 10 (2). Range Extensions (4: 4:4:4, 4:2:2, 12-bit) give
+/// other surfaces or none.
+const NVDEC_HEVC_PROFILES: [u8; 2] = [1, 2];
+
+/// AV1 `seq_profile`s NVDEC decodes: Main (0) only; High (1, 4:4:4) and
+/// Professional (2, 4:2:2 and 12-bit) are not.
+const NVDEC_AV1_PROFILES: [u8; 1] = [0];
+
+/// Whether the NVDEC of a GPU of this compute capability ("major.minor", as
+/// the probe reports it) decodes AV1: Ampere GA10x (8.6, 8.7), Ada (8.9) and
+/// Blackwell (10.0 on) do; Turing (7.5), GA100 (8.0) and Hopper (9.0) do not,
+/// so an H100 or H200 decodes AV1 in software.
+pub fn nvdec_decodes_av1(compute_capability: &str) -> bool {
+    let Some((major, minor)) = compute_capability.split_once('.') else {
+        return false;
+    };
+    match (major.parse::<u32>(), minor.parse::<u32>()) {
+        (Ok(8), Ok(minor)) => minor >= 6,
+        (Ok(major), Ok(_)) => major >= 10,
+        _ => false,
+    }
+}
 
 /// NVENC sessions a GeForce or TITAN driver allows at once (8 since the
 /// R550 drivers of 2024; 5, and 3, before). Quadro, RTX professional and
@@ -43,6 +100,8 @@ pub struct DeviceFacts {
     pub memory_bytes: u64,
     /// FFmpeg's cuda hwaccel opened a device for H.264.
     pub nvdec: bool,
+    /// Its NVDEC decodes AV1 too ([`nvdec_decodes_av1`]).
+    pub nvdec_av1: bool,
     /// h264_nvenc opened.
     pub nvenc: bool,
     /// NVENC sessions the driver allows at once, when it limits them.
@@ -84,6 +143,7 @@ impl MachineFacts {
                 name: d.name.clone(),
                 memory_bytes: d.memory_bytes,
                 nvdec: probe.nvdec.usable,
+                nvdec_av1: probe.nvdec.usable && nvdec_decodes_av1(&d.compute_capability),
                 nvenc: probe.nvenc.usable,
                 nvenc_session_limit: nvenc_session_limit(&d.name),
             })
@@ -131,35 +191,40 @@ pub struct StreamFacts {
 }
 
 impl StreamFacts {
-    /// From the stream's configuration record. Chroma format and bit depth
-    /// come from the avcC's high-profile extension (ISO/IEC 14496-15
-    /// 5.3.3.1.2) when the writer included it; the profile alone already
-    /// rules out the 10-bit, 4:2:2 and 4:4:4 profiles.
+    /// From the stream's configuration record. For H.264, chroma format and
+    /// bit depth come from the avcC's high-profile extension (ISO/IEC
+    /// 14496-15 5.3.3.1.2) when the writer included it; the profile alone
+    /// already rules out the 10-bit, 4:2:2 and 4:4:4 profiles. hvcC and av1C
+    /// always carry both.
     pub fn from_params(p: &VideoParams) -> Self {
-        let ext = match p.codec {
-            VideoCodec::Avc => avcc_extension(&p.avcc),
-            VideoCodec::Hevc(_) | VideoCodec::Av1(_) => None,
+        let (chroma_format_idc, bit_depth) = match p.codec {
+            VideoCodec::Avc => avcc_extension(&p.avcc).unzip(),
+            // HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 8.3.3.1.2):
+            // chromaFormat is the low 2 bits of byte 16, coded as
+            // chroma_format_idc.
+            VideoCodec::Hevc(h) => (p.avcc.get(16).map(|b| b & 0b11), Some(h.bit_depth)),
+            VideoCodec::Av1(a) => (p.avcc.get(2).map(|&b| av1c_chroma(b)), Some(a.bit_depth)),
         };
         Self {
             codec: p.codec,
             profile_idc: p.profile_idc,
-            chroma_format_idc: ext.map(|e| e.0),
-            bit_depth: ext.map(|e| e.1),
+            chroma_format_idc,
+            bit_depth,
             width: p.width,
             height: p.height,
         }
     }
 
-    /// Why NVDEC cannot decode this stream, if it cannot.
+    /// Why NVDEC cannot decode this stream, on any GPU, if it cannot.
     pub fn nvdec_refusal(&self) -> Option<SoftwareDecode> {
-        // NVDEC's limits below are H.264's; other codecs have not been tried on a GPU yet.
-        if self.codec != VideoCodec::Avc {
-            return Some(SoftwareDecode::Codec {
-                codec: self.codec.name(),
-            });
-        }
-        if !NVDEC_PROFILES.contains(&self.profile_idc) {
+        let (profiles, depths, limits): (&[u8], &[u8], _) = match self.codec {
+            VideoCodec::Avc => (&NVDEC_H264_PROFILES, &[8], NVDEC_H264),
+            VideoCodec::Hevc(_) => (&NVDEC_HEVC_PROFILES, &[8, 10], NVDEC_HEVC),
+            VideoCodec::Av1(_) => (&NVDEC_AV1_PROFILES, &[8, 10], NVDEC_AV1),
+        };
+        if !profiles.contains(&self.profile_idc) {
             return Some(SoftwareDecode::Profile {
+                codec: self.codec,
                 profile_idc: self.profile_idc,
             });
         }
@@ -168,18 +233,67 @@ impl StreamFacts {
                 chroma_format_idc: c,
             });
         }
-        if let Some(b) = self.bit_depth.filter(|&b| b != 8) {
-            return Some(SoftwareDecode::BitDepth { bits: b });
+        if let Some(b) = self.bit_depth.filter(|b| !depths.contains(b)) {
+            return Some(SoftwareDecode::BitDepth {
+                codec: self.codec.name(),
+                bits: b,
+            });
         }
-        let (min, max) = (NVDEC_H264_MIN, NVDEC_H264_MAX);
         let (w, h) = (self.width, self.height);
+        let (min, max) = (limits.min, limits.max);
         if w < min.0 || h < min.1 || w > max.0 || h > max.1 {
             return Some(SoftwareDecode::Size {
+                codec: self.codec.name(),
                 width: w,
                 height: h,
+                limits,
             });
         }
         None
+    }
+}
+
+/// Why NVDEC on `device` cannot decode `stream`, if it cannot: the GPU's own
+/// NVDEC first (whether it has one, and AV1), then the stream's limits.
+fn nvdec_refusal_on(device: &DeviceFacts, stream: &StreamFacts) -> Option<SoftwareDecode> {
+    if !device.nvdec {
+        return Some(SoftwareDecode::NoNvdec);
+    }
+    if matches!(stream.codec, VideoCodec::Av1(_)) && !device.nvdec_av1 {
+        return Some(SoftwareDecode::Codec {
+            codec: stream.codec.name(),
+            gpu: device.name.clone(),
+        });
+    }
+    stream.nvdec_refusal()
+}
+
+/// chroma_format_idc from the av1C byte of mono_chrome, chroma_subsampling_x
+/// and chroma_subsampling_y (AV1 ISOBMFF binding 2.3.3; AV1 spec 6.4.2
+/// gives their meaning): 4:0:0, 4:2:0, 4:2:2 or 4:4:4.
+fn av1c_chroma(flags: u8) -> u8 {
+    let (mono, x, y) = (flags & 0x10 != 0, flags & 0x08 != 0, flags & 0x04 != 0);
+    match (mono, x, y) {
+        (true, _, _) => 0,
+        (false, true, true) => 1,
+        (false, true, false) => 2,
+        // 4:4:4, and the subsampling AV1 does not define (vertical only).
+        (false, false, _) => 3,
+    }
+}
+
+/// A codec's name for a profile number, for an operator reading a refusal.
+fn profile_name(codec: VideoCodec, profile_idc: u8) -> &'static str {
+    match codec {
+        VideoCodec::Avc => crate::media::h264::profile_name(profile_idc),
+        VideoCodec::Hevc(_) => crate::media::hevc::profile_name(profile_idc),
+        // AV1 spec Annex A.2.
+        VideoCodec::Av1(_) => match profile_idc {
+            0 => "Main",
+            1 => "High",
+            2 => "Professional",
+            _ => "unknown",
+        },
     }
 }
 
@@ -235,23 +349,28 @@ pub enum SoftwareDecode {
     NoGpu(String),
     /// The GPU chosen has no usable NVDEC.
     NoNvdec,
-    /// A source codec the node decodes in software only.
+    /// The GPU chosen has NVDEC, but not for this codec (AV1 before GA10x).
     Codec {
         codec: &'static str,
+        gpu: String,
     },
     Profile {
+        codec: VideoCodec,
         profile_idc: u8,
     },
     Chroma {
         chroma_format_idc: u8,
     },
     BitDepth {
+        codec: &'static str,
         bits: u8,
     },
-    /// Outside NVDEC's H.264 limits.
+    /// Outside NVDEC's limits for the codec.
     Size {
+        codec: &'static str,
         width: u32,
         height: u32,
+        limits: NvdecLimits,
     },
     /// FFmpeg could not open the CUDA device or decoder.
     OpenFailed(String),
@@ -289,31 +408,30 @@ impl fmt::Display for SoftwareDecode {
             SoftwareDecode::GpuOff => write!(f, "gpu.enabled = \"off\""),
             SoftwareDecode::NoGpu(why) => write!(f, "no GPU: {why}"),
             SoftwareDecode::NoNvdec => write!(f, "the GPU has no usable NVDEC"),
-            SoftwareDecode::Codec { codec } => {
-                write!(
-                    f,
-                    "{codec} sources are decoded in software (NVDEC: H.264 only so far)"
-                )
+            SoftwareDecode::Codec { codec, gpu } => {
+                write!(f, "the NVDEC of {gpu} does not decode {codec}")
             }
-            SoftwareDecode::Profile { profile_idc } => write!(
+            SoftwareDecode::Profile { codec, profile_idc } => write!(
                 f,
-                "NVDEC does not decode H.264 profile {profile_idc} ({})",
-                crate::media::h264::profile_name(*profile_idc)
+                "NVDEC does not decode {} profile {profile_idc} ({})",
+                codec.name(),
+                profile_name(*codec, *profile_idc)
             ),
             SoftwareDecode::Chroma { chroma_format_idc } => write!(
                 f,
                 "NVDEC decodes only 4:2:0, the stream has chroma_format_idc {chroma_format_idc}"
             ),
-            SoftwareDecode::BitDepth { bits } => {
-                write!(
-                    f,
-                    "NVDEC decodes only 8-bit H.264, the stream is {bits}-bit"
-                )
+            SoftwareDecode::BitDepth { codec, bits } => {
+                write!(f, "NVDEC does not decode {bits}-bit {codec}")
             }
-            SoftwareDecode::Size { width, height } => write!(
+            SoftwareDecode::Size {
+                codec,
+                width,
+                height,
+                limits,
+            } => write!(
                 f,
-                "{width}x{height} is outside NVDEC's H.264 limits ({}x{}..{}x{})",
-                NVDEC_H264_MIN.0, NVDEC_H264_MIN.1, NVDEC_H264_MAX.0, NVDEC_H264_MAX.1
+                "{width}x{height} is outside NVDEC's {codec} limits ({limits})"
             ),
             SoftwareDecode::OpenFailed(why) => write!(f, "NVDEC did not open: {why}"),
             SoftwareDecode::DecodeFailed(why) => {
@@ -554,7 +672,8 @@ impl fmt::Display for ChannelPlan {
 ///
 /// The channel goes to the least loaded GPU: fewest channels, then most
 /// free memory, then lowest index. NVDEC decodes the stream when that GPU
-/// has it and the stream is within its limits; the kernels scale and
+/// has it, for the codec (AV1 only from Ampere GA10x on), and the stream is
+/// within its limits; the kernels scale and
 /// measure when they are loaded; each rung gets NVENC while the GPU has it
 /// and sessions are left, libx264 otherwise.
 pub fn plan(
@@ -573,8 +692,7 @@ pub fn plan(
     };
     let device = &machine.devices[pos];
     let load = loads.get(pos).copied().unwrap_or_default();
-    let decode = match stream.nvdec_refusal() {
-        _ if !device.nvdec => DecodeBackend::Software(SoftwareDecode::NoNvdec),
+    let decode = match nvdec_refusal_on(device, stream) {
         Some(why) => DecodeBackend::Software(why),
         None => DecodeBackend::Nvdec,
     };

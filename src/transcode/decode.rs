@@ -13,7 +13,7 @@ use ffmpeg::packet::{Flags, Mut as _};
 use ffmpeg_next as ffmpeg;
 
 use crate::media::{Packet, TIMEBASE, VideoCodec, VideoParams};
-use crate::transcode::frame::{Frame, FrameError, FramePool, Size};
+use crate::transcode::frame::{Frame, FrameError, FramePool, SemiPlanar, Size};
 
 pub type Result<T, E = DecodeError> = std::result::Result<T, E>;
 
@@ -46,6 +46,11 @@ pub enum DecodeError {
          and yuv420p10le)"
     )]
     PixelFormat { format: Pixel, pts: i64 },
+    #[error(
+        "NVDEC surface format {format:?} at pts {pts} is not supported (only nv12, p010le and \
+         p016le)"
+    )]
+    SurfaceFormat { format: Pixel, pts: i64 },
     #[error("decoded picture at pts {pts} is {decoded}, the frame pool holds {pool}")]
     SizeChanged { decoded: Size, pool: Size, pts: i64 },
     #[error("decoded picture at pts {pts} has no timestamp")]
@@ -66,14 +71,15 @@ pub struct DecodedFrame {
     pub keyframe: bool,
 }
 
-/// A picture NVDEC left in device memory: NV12 in one of FFmpeg's CUDA surfaces, which goes
-/// back to FFmpeg's pool when this is dropped. Hold few at once: the pool has
-/// [`EXTRA_SURFACES`] to spare beyond what the decoder itself needs.
+/// A picture NVDEC left in device memory: NV12 (8-bit streams) or P010 (10-bit) in one of
+/// FFmpeg's CUDA surfaces, which goes back to FFmpeg's pool when this is dropped. Hold few at
+/// once: the pool has [`EXTRA_SURFACES`] to spare beyond what the decoder itself needs.
 pub struct DeviceFrame {
     picture: ffmpeg::frame::Video,
     pts: i64,
     pub keyframe: bool,
     size: Size,
+    format: SemiPlanar,
 }
 
 impl std::fmt::Debug for DeviceFrame {
@@ -82,6 +88,7 @@ impl std::fmt::Debug for DeviceFrame {
             .field("pts", &self.pts)
             .field("keyframe", &self.keyframe)
             .field("size", &self.size)
+            .field("format", &self.format)
             .finish_non_exhaustive()
     }
 }
@@ -95,11 +102,17 @@ impl DeviceFrame {
         self.size
     }
 
+    /// How the surface's samples are laid out: what [`DeviceFrame::planes`] points at.
+    pub fn format(&self) -> SemiPlanar {
+        self.format
+    }
+
     /// (device address, pitch in bytes) of the Y plane and of the interleaved UV plane, in
     /// the CUDA context of the device the decoder was opened on.
-    pub fn nv12(&self) -> ((u64, usize), (u64, usize)) {
+    pub fn planes(&self) -> ((u64, usize), (u64, usize)) {
         // SAFETY: a decoded AV_PIX_FMT_CUDA frame (checked when it was taken) holds device
-        // pointers to its NV12 planes in data[0] and data[1] with their pitches in linesize.
+        // pointers to its two planes (NV12 or P010) in data[0] and data[1] with their pitches
+        // in linesize.
         unsafe {
             let raw = self.picture.as_ptr();
             let plane = |i: usize| ((*raw).data[i] as u64, (*raw).linesize[i].max(0) as usize);
@@ -113,7 +126,7 @@ impl DeviceFrame {
         let pts = self.pts;
         let mut sw = ffmpeg::frame::Video::empty();
         // SAFETY: both frames are valid; av_hwframe_transfer_data allocates `sw`'s buffers in
-        // the surface's software format (NV12) and copies the picture into them.
+        // the surface's software format (NV12, P010 or P016) and copies the picture into them.
         let ret = unsafe {
             ffmpeg::ffi::av_hwframe_transfer_data(sw.as_mut_ptr(), self.picture.as_ptr(), 0)
         };
@@ -126,9 +139,13 @@ impl DeviceFrame {
         let mut frame = pool
             .get()
             .map_err(|source| DecodeError::Frame { pts, source })?;
-        frame
-            .copy_from_nv12((sw.data(0), sw.stride(0)), (sw.data(1), sw.stride(1)))
-            .map_err(|source| DecodeError::Frame { pts, source })?;
+        let (y, uv) = ((sw.data(0), sw.stride(0)), (sw.data(1), sw.stride(1)));
+        // 10-bit pictures reduced as the software decoder's are (`take_picture`).
+        match self.format {
+            SemiPlanar::Nv12 => frame.copy_from_nv12(y, uv),
+            SemiPlanar::P010 => frame.copy_from_p010(y, uv),
+        }
+        .map_err(|source| DecodeError::Frame { pts, source })?;
         frame.set_pts(pts);
         Ok(DecodedFrame {
             frame,
@@ -207,7 +224,7 @@ impl VideoDecoder {
     /// goes in as extradata, so samples stay as FLV and fMP4 carry them). `threads` > 1 enables frame
     /// threading, which delays output by `threads - 1` pictures; 0 lets FFmpeg pick.
     pub fn new(params: &VideoParams, threads: usize) -> Result<Self> {
-        let (mut ctx, codec) = Self::context(params)?;
+        let (mut ctx, codec) = Self::context(params, false)?;
         ctx.set_threading(threading::Config {
             kind: if threads == 1 {
                 threading::Type::None
@@ -220,16 +237,17 @@ impl VideoDecoder {
         Self::open(ctx, codec, params, None)
     }
 
-    /// Opens FFmpeg's H.264 decoder with the cuda hwaccel (NVDEC) on CUDA device `device`:
-    /// pictures come out as NV12 surfaces in device memory ([`Decoded::Device`]). The device
-    /// is opened on its primary context, the one the node's kernels run in, so the scaler
-    /// reads the surfaces where they are.
+    /// Opens FFmpeg's decoder for the codec (`h264`, `hevc`, or the native `av1`) with the
+    /// cuda hwaccel (NVDEC) on CUDA device `device`: pictures come out as NV12 (8-bit) or P010
+    /// (10-bit) surfaces in device memory ([`Decoded::Device`]). The device is opened on its
+    /// primary context, the one the node's kernels run in, so the scaler reads the surfaces
+    /// where they are.
     ///
     /// An error here (no driver, no such device) or on the first packets (NVDEC refuses the
     /// stream: `get_format` is offered no CUDA format, or the hwaccel does not initialise)
     /// means: decode this stream in software.
     pub fn new_nvdec(params: &VideoParams, device: usize) -> Result<Self> {
-        let (mut ctx, codec) = Self::context(params)?;
+        let (mut ctx, codec) = Self::context(params, true)?;
         let hw = cuda_device(device)?;
         // SAFETY: the context is not open yet, so nothing reads these fields concurrently.
         // `hw` is a new reference whose ownership passes to the context (which unrefs it when
@@ -251,8 +269,11 @@ impl VideoDecoder {
     }
 
     /// FFmpeg's decoder context for the codec with the configuration record as extradata,
-    /// not opened yet.
-    fn context(params: &VideoParams) -> Result<(ffmpeg::codec::Context, ffmpeg::Codec)> {
+    /// not opened yet; `nvdec`: the decoder that takes the cuda hwaccel.
+    fn context(
+        params: &VideoParams,
+        nvdec: bool,
+    ) -> Result<(ffmpeg::codec::Context, ffmpeg::Codec)> {
         crate::av::init();
         let no_decoder = |wanted| DecodeError::NoDecoder {
             codec: params.codec.name(),
@@ -265,8 +286,12 @@ impl VideoDecoder {
             VideoCodec::Hevc(_) => {
                 ffmpeg::decoder::find(ffmpeg::codec::Id::HEVC).ok_or(no_decoder("hevc"))
             }
-            // FFmpeg's native `av1` decoder decodes only through a hwaccel; dav1d is the
-            // software one (Debian's FFmpeg 5.1 has it).
+            // FFmpeg's native `av1` decoder decodes only through a hwaccel, so it is NVDEC's;
+            // dav1d is the software one (Debian's FFmpeg 5.1 has both). Found by name:
+            // looked up by codec id, FFmpeg may hand out either.
+            VideoCodec::Av1(_) if nvdec => {
+                ffmpeg::decoder::find_by_name("av1").ok_or(no_decoder("av1"))
+            }
             VideoCodec::Av1(_) => {
                 ffmpeg::decoder::find_by_name("libdav1d").ok_or(no_decoder("libdav1d"))
             }
@@ -505,18 +530,22 @@ impl VideoDecoder {
             .or_else(|| pic.timestamp())
             .ok_or(DecodeError::NoTimestamp { pts: packet_pts })?;
         let format = pic.format();
-        let on_device = format == Pixel::CUDA;
-        if on_device {
-            let sw = surface_format(pic);
-            if sw != Pixel::NV12 {
-                return Err(DecodeError::PixelFormat { format: sw, pts });
-            }
+        let surface = if format == Pixel::CUDA {
+            Some(match surface_format(pic) {
+                Pixel::NV12 => SemiPlanar::Nv12,
+                // FFmpeg's NVDEC gives P010 for 10-bit streams and P016 for 12-bit ones; both
+                // hold the value in the high bits, and the ladder keeps the top 10 of them.
+                Pixel::P010LE | Pixel::P016LE => SemiPlanar::P010,
+                sw => return Err(DecodeError::SurfaceFormat { format: sw, pts }),
+            })
         } else if !matches!(
             format,
             Pixel::YUV420P | Pixel::YUVJ420P | Pixel::YUV420P10LE
         ) {
             return Err(DecodeError::PixelFormat { format, pts });
-        }
+        } else {
+            None
+        };
         let decoded = Size::new(pic.width(), pic.height());
         if decoded != pool.size() {
             return Err(DecodeError::SizeChanged {
@@ -534,7 +563,7 @@ impl VideoDecoder {
         if !keep(pts) {
             return Ok(None);
         }
-        if on_device {
+        if let Some(format) = surface {
             // The surface goes with the picture; the decoder gets a fresh frame to fill.
             let picture = std::mem::replace(&mut self.picture, ffmpeg::frame::Video::empty());
             let frame = DeviceFrame {
@@ -542,6 +571,7 @@ impl VideoDecoder {
                 pts,
                 keyframe,
                 size: decoded,
+                format,
             };
             return Ok(Some(if device {
                 Decoded::Device(frame)
@@ -569,7 +599,8 @@ impl VideoDecoder {
     }
 }
 
-/// The software format of a hardware picture's surfaces (NV12 for 8-bit 4:2:0 from NVDEC).
+/// The software format of a hardware picture's surfaces (from NVDEC: NV12 for 8-bit 4:2:0,
+/// P010 for 10-bit).
 fn surface_format(pic: &ffmpeg::frame::Video) -> Pixel {
     // SAFETY: a hardware frame's hw_frames_ctx, when set, is a reference to an
     // AVHWFramesContext buffer, valid while the frame holds it.

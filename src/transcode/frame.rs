@@ -1,5 +1,7 @@
 //! `Frame`, one YUV 4:2:0 8-bit picture, and `FramePool`, which recycles
-//! frame buffers. Owns the plane layout; never allocates once a pool is warm.
+//! frame buffers. Owns the plane layout, the copies in from decoders' layouts
+//! (planar, NV12, 10-bit planar and P010) and the one 10-to-8-bit rounding
+//! rule; never allocates once a pool is warm.
 //!
 //! Layout: Y, then U, then V in one buffer. Every row starts on a 64-byte
 //! boundary (the buffer base is aligned and each stride is a multiple of 64)
@@ -250,10 +252,50 @@ impl Frame {
             let dst = self.plane_mut(plane);
             for (d, s) in dst.chunks_exact_mut(stride).zip(src.chunks(src_stride)) {
                 for (out, le) in d[..width].iter_mut().zip(s.chunks_exact(2)) {
-                    let v = u16::from_le_bytes([le[0], le[1]]);
-                    // Round half up; a sample above 1021 (or stray high bits) saturates.
-                    *out = ((u32::from(v) + 2) >> 2).min(255) as u8;
+                    *out = ten_to_eight(u16::from_le_bytes([le[0], le[1]]));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies a P010 picture in (NVDEC's 10-bit output, [`SemiPlanar::P010`]): Y, then
+    /// interleaved UV rows, each sample a little-endian u16 with the value in its high 10 bits.
+    /// Those 10 bits are reduced to 8 exactly as [`Frame::copy_from_planes_10le`] reduces the
+    /// same picture decoded in software, so a stream reads the same whichever decoder ran.
+    /// `stride`s and plane lengths are in bytes.
+    pub fn copy_from_p010(&mut self, y: (&[u8], usize), uv: (&[u8], usize)) -> Result<()> {
+        let (width, height) = self.layout.plane_size(Plane::Y);
+        check_plane(Plane::Y, y.0, y.1, 2 * width, height)?;
+        let (cw, ch) = self.layout.plane_size(Plane::U);
+        check_plane(Plane::U, uv.0, uv.1, 4 * cw, ch)?;
+        let sample = |le: &[u8]| ten_to_eight(u16::from_le_bytes([le[0], le[1]]) >> 6);
+        let stride = self.stride(Plane::Y);
+        for (d, s) in self
+            .plane_mut(Plane::Y)
+            .chunks_exact_mut(stride)
+            .zip(y.0.chunks(y.1))
+        {
+            for (out, le) in d[..width].iter_mut().zip(s.chunks_exact(2)) {
+                *out = sample(le);
+            }
+        }
+        let cstride = self.stride(Plane::U);
+        let (u_range, v_range) = (self.layout.range(Plane::U), self.layout.range(Plane::V));
+        let pixels = &mut self.buf[self.base..];
+        let (head, v_plane) = pixels.split_at_mut(v_range.start);
+        let u_plane = &mut head[u_range];
+        let rows = u_plane
+            .chunks_exact_mut(cstride)
+            .zip(v_plane.chunks_exact_mut(cstride));
+        for ((u_row, v_row), s) in rows.zip(uv.0.chunks(uv.1)) {
+            for ((u, v), pair) in u_row[..cw]
+                .iter_mut()
+                .zip(&mut v_row[..cw])
+                .zip(s.chunks_exact(4))
+            {
+                *u = sample(&pair[..2]);
+                *v = sample(&pair[2..]);
             }
         }
         Ok(())
@@ -320,6 +362,43 @@ impl Frame {
                 out.extend_from_slice(self.row(plane, y));
             }
         }
+    }
+}
+
+/// A 10-bit sample reduced to 8 bits, rounding half up: `(v + 2) >> 2`. A value above 1021
+/// (or stray bits above the tenth) saturates at 255. The one rule for every 10-bit source: the
+/// software decoder's planes, NVDEC's P010 here and in `p010_to_nv12` (kernels/scale.cu).
+pub fn ten_to_eight(v: u16) -> u8 {
+    ((u32::from(v) + 2) >> 2).min(255) as u8
+}
+
+/// How a hardware decoder lays out a 4:2:0 picture: the Y plane, then one plane of
+/// interleaved U and V samples (U first), each with a pitch of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SemiPlanar {
+    /// 8-bit samples: NVDEC's output for 8-bit streams.
+    Nv12,
+    /// 16-bit little-endian samples, the value in the high bits: NVDEC's output for 10-bit
+    /// streams (FFmpeg's P010LE; its P016LE, for 12-bit ones, is read the same way).
+    P010,
+}
+
+impl SemiPlanar {
+    /// Bytes per sample.
+    pub fn sample_bytes(self) -> usize {
+        match self {
+            SemiPlanar::Nv12 => 1,
+            SemiPlanar::P010 => 2,
+        }
+    }
+}
+
+impl fmt::Display for SemiPlanar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SemiPlanar::Nv12 => "NV12",
+            SemiPlanar::P010 => "P010",
+        })
     }
 }
 
@@ -521,6 +600,64 @@ mod tests {
         assert!(matches!(
             f.copy_from_planes_10le([(&y[..y.len() - 1], 10), (&c, 4), (&c, 4)]),
             Err(FrameError::ShortPlane { .. })
+        ));
+    }
+
+    /// NVDEC's P010 and the software decoder's yuv420p10le of one picture give the same
+    /// 8-bit frame: whichever decoder ran, the ladder starts from the same samples.
+    #[test]
+    fn p010_reduces_to_eight_bits_as_the_software_planes_do() {
+        let size = Size::new(13, 7);
+        let pool = FramePool::new(size, 2).unwrap();
+        let (w, h) = (13, 7);
+        let (cw, ch) = (7, 4);
+        // Scrambled 10-bit values, the first row starting with the extremes.
+        let value = |i: usize| ((i * 389 + 17) % 1024) as u16;
+        let mut luma: Vec<u16> = (0..w * h).map(value).collect();
+        luma[..4].copy_from_slice(&[0, 1023, 1021, 2]);
+        let (u, v): (Vec<u16>, Vec<u16>) = (0..cw * ch)
+            .map(|i| (value(i + 1000), value(i + 2000)))
+            .unzip();
+        let le = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let mut want = pool.get().unwrap();
+        want.copy_from_planes_10le([(&le(&luma), 2 * w), (&le(&u), 2 * cw), (&le(&v), 2 * cw)])
+            .unwrap();
+        // P010 at pitches with padding, the last rows unpadded; the 6 low bits, zero in
+        // P010, carry noise that must be ignored (P016 fills them).
+        let (y_pitch, uv_pitch) = (2 * w + 6, 4 * cw + 10);
+        let mut y = vec![0xEEu8; y_pitch * (h - 1) + 2 * w];
+        let mut uv = vec![0xEEu8; uv_pitch * (ch - 1) + 4 * cw];
+        let p010 = |v: u16, i: usize| ((v << 6) | (i as u16 % 64)).to_le_bytes();
+        for row in 0..h {
+            for x in 0..w {
+                let i = row * w + x;
+                y[row * y_pitch + 2 * x..][..2].copy_from_slice(&p010(luma[i], i));
+            }
+        }
+        for row in 0..ch {
+            for x in 0..cw {
+                let i = row * cw + x;
+                let at = row * uv_pitch + 4 * x;
+                uv[at..][..2].copy_from_slice(&p010(u[i], i));
+                uv[at + 2..][..2].copy_from_slice(&p010(v[i], i + 7));
+            }
+        }
+        let mut got = pool.get().unwrap();
+        got.copy_from_p010((&y, y_pitch), (&uv, uv_pitch)).unwrap();
+        for p in Plane::ALL {
+            let (_, rows) = got.layout().plane_size(p);
+            for r in 0..rows {
+                assert_eq!(got.row(p, r), want.row(p, r), "{p:?} row {r}");
+            }
+        }
+        assert_eq!(got.row(Plane::Y, 0)[..4], [0, 255, 255, 1]);
+        // A UV plane one byte short is refused, not read past.
+        assert!(matches!(
+            got.copy_from_p010((&y, y_pitch), (&uv[..uv.len() - 1], uv_pitch)),
+            Err(FrameError::ShortPlane {
+                plane: Plane::U,
+                ..
+            })
         ));
     }
 

@@ -93,6 +93,8 @@ pub struct PipelineConfig {
     pub frame_rate: Option<FrameRate>,
     /// The node's GPUs and their shared load; `None`: CPU backends only.
     pub gpu: Option<Arc<GpuRuntime>>,
+    /// Heights of the ladder not to make: the publisher sends them as tracks of its own.
+    pub covered: Vec<u32>,
 }
 
 /// What the pipeline hands back, in order.
@@ -143,19 +145,6 @@ pub struct Pipeline {
 
 /// Live decoder backlog, in media time, past which a GOP is dropped: 1.5 s.
 const MAX_BACKLOG_TICKS: i64 = crate::media::TIMEBASE as i64 * 3 / 2;
-
-/// The packager's view of a planned ladder.
-pub fn rung_decls(rungs: Vec<Rung>) -> Vec<crate::package::RungDecl> {
-    rungs
-        .into_iter()
-        .map(|r| crate::package::RungDecl {
-            name: r.name,
-            width: r.size.width,
-            height: r.size.height,
-            bitrate_bps: r.bitrate_bps,
-        })
-        .collect()
-}
 
 /// Source packets queued for the decoder: about two GOPs of 1080p60.
 const INPUT_QUEUE: usize = 256;
@@ -393,7 +382,10 @@ impl DecodeStage {
         self.params = Some(params.clone());
         let size = Size::new(params.width, params.height);
         let plan = match self.cfg.ladders.plan(&self.cfg.ladder, size) {
-            Ok(p) => p,
+            Ok(mut p) => {
+                p.retain(|r| !self.cfg.covered.contains(&r.size.height));
+                p
+            }
             Err(e) => {
                 tracing::error!(channel = %self.channel, error = %e, "no ladder; passing the source through only");
                 Vec::new()
@@ -706,12 +698,12 @@ impl DecodeStage {
         }
         let scaled = match (scaler, df) {
             (LadderScaler::Gpu(s), Decoded::Device(d)) => {
-                let (y, uv) = d.nv12();
+                let (y, uv) = d.planes();
                 // SAFETY: `d` is a surface of the NVDEC decoder opened on the
                 // plan's device with its primary context, the context of
                 // `s`'s GPU (the same device); it stays alive, unchanged,
                 // until this call has returned.
-                unsafe { s.scale_nv12_device(y, uv, pts, &mut self.scaled) }
+                unsafe { s.scale_device(d.format(), y, uv, pts, &mut self.scaled) }
                     .map_err(PipelineError::from)
             }
             (LadderScaler::Gpu(s), Decoded::Host(h)) => s

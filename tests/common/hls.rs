@@ -1,9 +1,10 @@
 //! LL-HLS client helpers: fetch a media playlist (plain or blocking) and
 //! parse it strictly, or wait for a live one to have complete segments.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::http::{Http, Resp};
+use super::node::Node;
 use super::playlist::{MediaPlaylist, parse_media};
 use super::wait_for;
 
@@ -57,4 +58,21 @@ pub fn wait_playlist(
         let pl = parse_media(&r.text()).ok()?;
         (pl.segments.len() >= min_segments).then_some(Fetched { resp: r, pl })
     })
+}
+
+/// Waits until every rendition in `names` (and audio) lists `n` complete
+/// segments, within `timeout` in all.
+pub fn wait_all(http: &Http, node: &Node, id: &str, names: &[&str], n: usize, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    for name in names.iter().chain(&["audio"]) {
+        let url = node.media_url(id, name);
+        let left = end.saturating_duration_since(Instant::now());
+        if wait_playlist(http, &url, n, left).is_none() {
+            let r = http.try_get(&url);
+            panic!(
+                "{url} did not list {n} complete segments within {timeout:?}; last answer: {}",
+                r.map_or_else(|e| e, |r| format!("{} {}", r.status, r.text()))
+            );
+        }
+    }
 }

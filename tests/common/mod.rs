@@ -42,12 +42,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use findings::Findings;
-pub use hls::{Fetched, fetch_blocking, fetch_media, wait_playlist};
+pub use hls::{Fetched, fetch_blocking, fetch_media, wait_all, wait_playlist};
 pub use http::{Http, Resp, raw_get_status};
 pub use metrics::{Metrics, Sample};
 pub use netns::Netns;
 pub use node::{Channel, HttpLimits, Node, NodeConfig};
-pub use playback::{Playback, check_playback, play_hlsjs, run_page_script};
+pub use playback::{Playback, check_playback, play_hlsjs, play_hlsjs_codec, run_page_script};
 pub use playlist::{MediaPlaylist, Multivariant, parse_media, parse_multivariant, resolve};
 pub use process::{cpu_seconds, open_fds, raise_open_files, status_bytes, status_field};
 pub use publisher::{PubOpts, Publisher};

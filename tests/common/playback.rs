@@ -28,6 +28,17 @@ pub fn play_hlsjs(
     )
 }
 
+/// Like [`play_hlsjs`] without a switch or player page, on the top level of
+/// those whose video codec starts with `codec` (e.g. `avc1`): the report's
+/// `startLevel` is that level's index (-1: none), and each of its `levels`
+/// has the `videoCodec` hls.js parsed.
+pub fn play_hlsjs_codec(master_url: &str, seconds: u32, codec: &str) -> serde_json::Value {
+    run_page_script(
+        "tests/player/play.mjs",
+        &[master_url, &seconds.to_string(), "-", "0", codec],
+    )
+}
+
 /// Runs a browser driver script of the repository with node and returns
 /// the last JSON line it printed; panics when it printed none.
 pub fn run_page_script(script: &str, args: &[&str]) -> serde_json::Value {

@@ -2,6 +2,12 @@
 // level switches and latency as one JSON line on stdout.
 //
 // usage: node tests/player/play.mjs <multivariant URL> <seconds> [player page URL] [switch every N s]
+//        [video codec prefix]
+//
+// With a video codec prefix (e.g. `avc1`), the level played is the top one of
+// those whose video codec starts with it, not the top one of all (a ladder
+// whose source is AV1 or HEVC and whose rungs are H.264). Each level of the
+// report carries the video codec hls.js parsed from its CODECS.
 //
 // hls.js runs with the settings the README recommends to sites
 // (lowLatencyMode and the node's playback rate control) on the top level;
@@ -18,10 +24,11 @@
 import { writeFileSync } from 'node:fs';
 import { runPlayer } from './harness.mjs';
 
-const [src, secondsArg, playPageArg, switchArg] = process.argv.slice(2);
+const [src, secondsArg, playPageArg, switchArg, codecArg] = process.argv.slice(2);
 const seconds = Number(secondsArg || 20);
 const playPage = playPageArg && playPageArg !== '-' ? playPageArg : null;
 const switchEvery = Number(switchArg || 0);
+const codecPrefix = codecArg && codecArg !== '-' ? codecArg : '';
 
 const pageHtml = (origin) => `<!doctype html><html><body>
 <video id="v" muted playsinline autoplay style="width:640px"></video>
@@ -121,11 +128,15 @@ setInterval(() => {
 }, 100);
 hls.on(Hls.Events.FRAG_BUFFERED, (e, d) => window.report.events.push(['frag', d.frag.type, d.frag.level, d.frag.sn, d.part ? d.part.index : -1, +d.frag.start.toFixed(3), now()]));
 hls.on(Hls.Events.MANIFEST_PARSED, (e, d) => {
-  window.report.levels = d.levels.map((l) => ({ width: l.width, height: l.height, bitrate: l.bitrate, url: String(l.url) }));
+  window.report.levels = d.levels.map((l) => ({ width: l.width, height: l.height, bitrate: l.bitrate, url: String(l.url), videoCodec: l.videoCodec || null }));
   // The top level, chosen by the test, not by hls.js's ABR: its estimates
   // from 200 ms parts on a loaded machine can switch twice within one
   // segment, which no stream can make seamless.
-  hls.loadLevel = d.levels.length - 1;
+  // With a codec prefix, the top level of that codec (none: -1 in the
+  // report, and hls.js left to its ABR).
+  const wanted = ${JSON.stringify(codecPrefix)};
+  window.report.startLevel = wanted ? d.levels.map((l) => (l.videoCodec || '').startsWith(wanted)).lastIndexOf(true) : d.levels.length - 1;
+  hls.loadLevel = window.report.startLevel;
   // No play() here: the muted autoplay attribute starts playback once hls.js
   // has placed the playhead at its start position (what the README tells
   // sites to do). A play() this early lets hls.js's gap controller place it

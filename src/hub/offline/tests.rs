@@ -372,6 +372,7 @@ fn a_file_becomes_a_vod_ladder_ffprobe_reads() {
             quality_every_gops: 2,
             frame_rate: Some(FrameRate::new(30, 1)),
             gpu: None,
+            covered: Vec::new(),
         },
         package: PackageConfig::default(),
         progress: false,

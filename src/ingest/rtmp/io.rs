@@ -1,12 +1,12 @@
 //! The RTMP listener: the only RTMP code that touches sockets. One task per connection moves
-//! bytes between the socket and a `PublishSession` and events from it to the hub. It never
-//! logs a stream key, and logs what any peer can trigger (refusals, errors) within a
-//! [`LogBudget`].
+//! bytes between the socket and a `PublishSession` and events from it to the hub, and writes
+//! the hub's reconnect requests to a publisher that can take them. It never logs a stream key,
+//! and logs what any peer can trigger (refusals, errors) within a [`LogBudget`].
 
 use super::session::{PublishSession, RtmpError, SessionEvent};
 use crate::config::{Config, ConfigError};
 use crate::hooks::{Decision, Hooks, PublishQuestion, key_id};
-use crate::hub::{Hub, PublishError, Publisher};
+use crate::hub::{Hub, PublishError, Publisher, ReconnectRequest};
 use crate::logging::LogBudget;
 use crate::media::Arrival;
 use crate::metrics::METRICS;
@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::time::{Instant, timeout, timeout_at};
 
 const INGEST: &str = "rtmp";
@@ -221,6 +222,9 @@ struct Connection {
     session: PublishSession,
     /// The hub counts it in `publishers{ingest}`; dropping it ends the publish.
     live: Option<Publisher>,
+    /// The hub's reconnect requests, once publishing, for a publisher that announced capsEx
+    /// Reconnect.
+    reconnect: Option<watch::Receiver<Option<ReconnectRequest>>>,
 }
 
 async fn connection(
@@ -244,6 +248,7 @@ async fn connection(
         auth_deadline: Instant::now() + auth_timeout,
         session: PublishSession::new(),
         live: None,
+        reconnect: None,
     };
     let result = conn.run().await;
     let channel = conn.channel_id();
@@ -296,6 +301,20 @@ async fn connection(
     // `conn` drops here: the publisher (if any) and the gauge go with it.
 }
 
+/// The next reconnect request for this connection; never resolves for a publisher that cannot
+/// be asked, or once the hub has let go of the sender (the publish is ending).
+async fn next_reconnect(
+    requests: &mut Option<watch::Receiver<Option<ReconnectRequest>>>,
+) -> Option<ReconnectRequest> {
+    let Some(rx) = requests else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        return std::future::pending().await;
+    }
+    rx.borrow_and_update().clone()
+}
+
 /// Counts a connection refused or cut off for what the peer sent.
 fn reject(reason: &'static str) {
     METRICS
@@ -315,16 +334,25 @@ impl Connection {
     async fn run(&mut self) -> Result<(), ConnError> {
         let mut buf = vec![0u8; READ_BUFFER].into_boxed_slice();
         loop {
-            let read = if self.live.is_some() {
-                timeout(IDLE_TIMEOUT, self.socket.read(&mut buf))
-                    .await
-                    .map_err(|_| ConnError::Idle)?
+            let live = self.live.is_some();
+            let deadline = if live {
+                Instant::now() + IDLE_TIMEOUT
             } else {
-                timeout_at(self.auth_deadline, self.socket.read(&mut buf))
-                    .await
-                    .map_err(|_| ConnError::NoPublish(self.auth_timeout))?
+                self.auth_deadline
             };
-            let n = read?;
+            // Both branches are cancel-safe: a read that loses the race has read nothing.
+            let read = tokio::select! {
+                read = timeout_at(deadline, self.socket.read(&mut buf)) => read,
+                Some(request) = next_reconnect(&mut self.reconnect) => {
+                    self.send_reconnect_request(request).await?;
+                    continue;
+                }
+            };
+            let n = match read {
+                Ok(read) => read?,
+                Err(_) if live => return Err(ConnError::Idle),
+                Err(_) => return Err(ConnError::NoPublish(self.auth_timeout)),
+            };
             if n == 0 {
                 tracing::debug!(peer = %self.peer, "rtmp: closed by peer");
                 return Ok(());
@@ -397,6 +425,11 @@ impl Connection {
                     fourcc_list = ?caps.fourcc_list,
                     "rtmp: publishing"
                 );
+                // Listening before the publish is answered: once the publisher reads
+                // NetStream.Publish.Start, the hub can reach it.
+                if caps.reconnect() {
+                    self.reconnect = Some(live.reconnect_requests());
+                }
                 self.live = Some(live);
                 for event in self.session.accept_publish()? {
                     if let SessionEvent::Send(bytes) = event {
@@ -447,6 +480,29 @@ impl Connection {
             key_id: key_id(stream_key),
         };
         self.hooks.publish(&q).await == Decision::Allow
+    }
+
+    /// Writes a reconnect request from the hub. A request the session cannot send now (the
+    /// publish just finished) or whose tcUrl it refuses is logged and dropped: the connection
+    /// goes on either way.
+    async fn send_reconnect_request(&mut self, request: ReconnectRequest) -> Result<(), ConnError> {
+        let channel = self.channel_id();
+        // The tcUrl is the operator's, but it is not logged: a URL may carry a token.
+        let new_server = request.tc_url.is_some();
+        match self.session.reconnect_request(request.tc_url.as_deref()) {
+            Ok(Some(bytes)) => {
+                tracing::info!(peer = %self.peer, %channel, new_server, "rtmp: asked the publisher to reconnect");
+                self.send(bytes).await
+            }
+            Ok(None) => {
+                tracing::debug!(peer = %self.peer, %channel, "rtmp: not publishing, reconnect request dropped");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, %channel, error = %e, "rtmp: reconnect request not sent");
+                Ok(())
+            }
+        }
     }
 
     /// Lets a refusal reach the peer before the socket closes: closing with unread input

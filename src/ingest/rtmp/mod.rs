@@ -5,6 +5,7 @@ pub mod enhanced;
 pub mod flv;
 pub mod guard;
 pub mod io;
+pub mod reconnect;
 pub mod session;
 mod tag_error;
 

@@ -4,24 +4,30 @@
 //! asks, and the caller answers with `accept_publish` or `refuse_publish`.
 
 use super::connect::{HeaderPatch, PublisherCaps, enhanced_result, parse_connect};
-use super::enhanced::{AudioPacket, ExAudioTag, ExVideoTag, VideoFourCc, VideoPacket};
+use super::enhanced::{AudioPacket, ExAudioTag, ExVideoTag, VideoFourCc, VideoPacket, VideoTrack};
 use super::flv::{self, AudioTag, FlvError, VideoTag};
 use super::guard::{Guard, GuardError};
+use super::reconnect::{self, ReconnectError};
 use crate::media::{
-    AudioParams, IngestEvent, MediaError, Packet, TIMEBASE, TrackKind, VideoCodec, VideoParams,
-    aac, av1, h264, hevc, ms_to_ticks,
+    AudioParams, IngestEvent, MediaError, Packet, TIMEBASE, TrackKind, VideoCodec, VideoEvent,
+    VideoParams, aac, av1, h264, hevc, ms_to_ticks,
 };
 use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent, ServerSessionResult,
 };
+use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 /// The one RTMP application this node ingests on: `rtmp://host/live/<stream key>`.
 pub const APP: &str = "live";
+
+/// Video tracks one publisher may send: a ladder of renditions is rarely more than five,
+/// and each track costs a rung's packaging.
+const MAX_VIDEO_TRACKS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RtmpError {
@@ -54,6 +60,10 @@ pub enum RtmpError {
     /// dropped: its state after an unwind is unknown.
     #[error("rml_rtmp panicked in {during} on peer input")]
     LibraryPanic { during: &'static str },
+    /// A reconnect request could not be written (its tcUrl was refused); the session is
+    /// unchanged.
+    #[error("reconnect request: {0}")]
+    Reconnect(#[from] ReconnectError),
     #[error("no publish request is waiting for an answer")]
     NoPendingPublish,
     #[error("session is closed")]
@@ -159,7 +169,9 @@ enum Publish {
 struct StreamState {
     publish: Publish,
     clock: Clock,
-    video: Option<Arc<VideoParams>>,
+    /// Each video track's configuration by Enhanced RTMP track id (0: the only track of a
+    /// publisher that does not send multitrack).
+    video: BTreeMap<u8, Arc<VideoParams>>,
     audio: Option<Arc<AudioParams>>,
     dropped_before_config: u64,
     /// Set when a result closes the session (a refused connect); applied after the results
@@ -189,7 +201,7 @@ impl PublishSession {
             stream: StreamState {
                 publish: Publish::Idle,
                 clock: Clock::default(),
-                video: None,
+                video: BTreeMap::new(),
                 audio: None,
                 dropped_before_config: 0,
                 close: false,
@@ -205,6 +217,25 @@ impl PublishSession {
     /// legacy publisher, or before the connect arrives.
     pub fn publisher_caps(&self) -> &PublisherCaps {
         &self.caps
+    }
+
+    /// Enhanced RTMP v2 "Reconnect Request": the bytes that ask this publisher to reconnect
+    /// (to `tc_url`, else to the tcUrl it connected with) and publish again, or `None` when it
+    /// cannot be asked: it did not announce capsEx Reconnect in its `connect`, or it is not
+    /// publishing. Nothing else changes: "the server managing the original connection [...]
+    /// SHOULD continue processing messages from the client until the client disconnects", so
+    /// media keeps flowing until the publisher hangs up. An error (a `tc_url` that
+    /// [`reconnect::check_tc_url`] refuses) leaves the session as it was.
+    pub fn reconnect_request(&self, tc_url: Option<&str>) -> Result<Option<Bytes>, RtmpError> {
+        let publishing =
+            matches!(self.phase, Phase::Rtmp(_)) && self.stream.publish == Publish::Publishing;
+        if !publishing || !self.caps.reconnect() {
+            return Ok(None);
+        }
+        // On a chunk stream of its own (see `reconnect::CHUNK_STREAM`): written between two
+        // of rml_rtmp's whole messages, it leaves their header compression as it was.
+        let bytes = reconnect::request(tc_url, self.stream.chunk_size)?;
+        Ok(Some(Bytes::from(bytes)))
     }
 
     /// Feeds bytes read from the peer. An error is final: the session is closed and the
@@ -483,13 +514,14 @@ impl StreamState {
         };
         match tag {
             VideoTag::SequenceHeader(record) => {
-                self.video_config(record, h264::parse_avc_config, at, events)
+                self.video_config(0, record, h264::parse_avc_config, at, events)
             }
             VideoTag::Frame {
                 keyframe,
                 composition_time_ms,
                 data,
             } => self.video_frame(
+                0,
                 VideoFourCc::Avc,
                 keyframe,
                 composition_time_ms,
@@ -502,64 +534,83 @@ impl StreamState {
             VideoTag::Enhanced(ExVideoTag::Tracks {
                 keyframe,
                 timestamp_offset_ns,
-                multitrack,
-                mut tracks,
+                multitrack: _,
+                tracks,
             }) => {
-                if let Some(multitrack) = multitrack {
-                    return Err(flv_error(multitrack_refused(
-                        TrackKind::Video,
-                        multitrack.name(),
-                        tracks.len(),
-                    )));
-                }
-                // Outside multitrack the parser returns exactly one track.
-                let Some(track) = tracks.pop() else {
-                    return Ok(());
-                };
+                // Outside multitrack the parser returns exactly one track, with id 0.
                 let at = at.nudged(timestamp_offset_ns);
-                match (track.fourcc, track.packet) {
-                    (_, VideoPacket::SequenceEnd | VideoPacket::Metadata(_)) => Ok(()),
-                    // The AV1VideoDescriptor form is for MPEG-2 TS remuxing; the av1C in a
-                    // SequenceStart is what a publisher must send for FLV.
-                    (_, VideoPacket::Mpeg2TsSequenceStart(_)) => Ok(()),
-                    (VideoFourCc::Avc, VideoPacket::SequenceStart(record)) => {
-                        self.video_config(record, h264::parse_avc_config, at, events)
-                    }
-                    (VideoFourCc::Hevc, VideoPacket::SequenceStart(record)) => {
-                        self.video_config(record, hevc::parse_hevc_config, at, events)
-                    }
-                    (VideoFourCc::Av1, VideoPacket::SequenceStart(record)) => {
-                        self.video_config(record, av1::parse_av1_config, at, events)
-                    }
-                    (
-                        fourcc @ (VideoFourCc::Avc | VideoFourCc::Hevc | VideoFourCc::Av1),
-                        VideoPacket::CodedFrames {
-                            composition_time_ms,
-                            data,
-                        },
-                    ) => self.video_frame(fourcc, keyframe, composition_time_ms, data, at, events),
-                    (VideoFourCc::Vp9, _) => Err(flv_error(FlvError::Unsupported {
-                        track: TrackKind::Video,
-                        codec: "Enhanced RTMP video (FourCC 'vp09', VP9)".into(),
-                    })),
-                    (VideoFourCc::Other(f), _) => Err(flv_error(FlvError::Unsupported {
-                        track: TrackKind::Video,
-                        codec: format!("Enhanced RTMP video (FourCC {})", flv::fourcc_name(&f)),
-                    })),
+                for track in tracks {
+                    self.video_track(track, keyframe, at, events)?;
                 }
+                Ok(())
             }
+        }
+    }
+
+    /// One track of an Enhanced RTMP video tag.
+    fn video_track(
+        &mut self,
+        track: VideoTrack,
+        keyframe: bool,
+        at: At,
+        events: &mut Vec<SessionEvent>,
+    ) -> Result<(), RtmpError> {
+        let flv_error = |source| RtmpError::Flv {
+            timestamp_ms: at.timestamp_ms,
+            source,
+        };
+        let id = track.track_id;
+        if !self.video.contains_key(&id) && self.video.len() >= MAX_VIDEO_TRACKS {
+            return Err(flv_error(FlvError::Unsupported {
+                track: TrackKind::Video,
+                codec: format!(
+                    "Enhanced RTMP multitrack video with more than {MAX_VIDEO_TRACKS} tracks \
+                     (track id {id})"
+                ),
+            }));
+        }
+        match (track.fourcc, track.packet) {
+            (_, VideoPacket::SequenceEnd | VideoPacket::Metadata(_)) => Ok(()),
+            // The AV1VideoDescriptor form is for MPEG-2 TS remuxing; the av1C in a
+            // SequenceStart is what a publisher must send for FLV.
+            (_, VideoPacket::Mpeg2TsSequenceStart(_)) => Ok(()),
+            (VideoFourCc::Avc, VideoPacket::SequenceStart(record)) => {
+                self.video_config(id, record, h264::parse_avc_config, at, events)
+            }
+            (VideoFourCc::Hevc, VideoPacket::SequenceStart(record)) => {
+                self.video_config(id, record, hevc::parse_hevc_config, at, events)
+            }
+            (VideoFourCc::Av1, VideoPacket::SequenceStart(record)) => {
+                self.video_config(id, record, av1::parse_av1_config, at, events)
+            }
+            (
+                fourcc @ (VideoFourCc::Avc | VideoFourCc::Hevc | VideoFourCc::Av1),
+                VideoPacket::CodedFrames {
+                    composition_time_ms,
+                    data,
+                },
+            ) => self.video_frame(id, fourcc, keyframe, composition_time_ms, data, at, events),
+            (VideoFourCc::Vp9, _) => Err(flv_error(FlvError::Unsupported {
+                track: TrackKind::Video,
+                codec: "Enhanced RTMP video (FourCC 'vp09', VP9)".into(),
+            })),
+            (VideoFourCc::Other(f), _) => Err(flv_error(FlvError::Unsupported {
+                track: TrackKind::Video,
+                codec: format!("Enhanced RTMP video (FourCC {})", flv::fourcc_name(&f)),
+            })),
         }
     }
 
     fn video_config(
         &mut self,
+        track: u8,
         record: Bytes,
         parse: fn(Bytes) -> Result<VideoParams, MediaError>,
         at: At,
         events: &mut Vec<SessionEvent>,
     ) -> Result<(), RtmpError> {
         // Some encoders repeat the sequence header before every keyframe.
-        if self.video.as_ref().is_some_and(|v| v.avcc == record) {
+        if self.video.get(&track).is_some_and(|v| v.avcc == record) {
             return Ok(());
         }
         let params = parse(record).map_err(|source| RtmpError::Config {
@@ -568,13 +619,21 @@ impl StreamState {
             source,
         })?;
         let params = Arc::new(params);
-        self.video = Some(params.clone());
-        events.push(SessionEvent::Media(IngestEvent::VideoConfig(params)));
+        self.video.insert(track, params.clone());
+        events.push(SessionEvent::Media(match track {
+            0 => IngestEvent::VideoConfig(params),
+            id => IngestEvent::Track {
+                id,
+                event: VideoEvent::Config(params),
+            },
+        }));
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn video_frame(
         &mut self,
+        track: u8,
         fourcc: VideoFourCc,
         keyframe: bool,
         composition_time_ms: i32,
@@ -582,7 +641,7 @@ impl StreamState {
         at: At,
         events: &mut Vec<SessionEvent>,
     ) -> Result<(), RtmpError> {
-        let Some(video) = &self.video else {
+        let Some(video) = self.video.get(&track) else {
             self.dropped_before_config += 1;
             return Ok(());
         };
@@ -612,13 +671,20 @@ impl StreamState {
         if video.nal_length_size != 0 {
             h264::count_length_prefixed_nals(&data, video.nal_length_size).map_err(sample_error)?;
         }
-        events.push(SessionEvent::Media(IngestEvent::Packet(Packet {
+        let packet = Packet {
             track: TrackKind::Video,
             dts: at.dts,
             pts: at.dts + ms_to_ticks(i64::from(composition_time_ms)),
             keyframe,
             data,
-        })));
+        };
+        events.push(SessionEvent::Media(match track {
+            0 => IngestEvent::Packet(packet),
+            id => IngestEvent::Track {
+                id,
+                event: VideoEvent::Packet(packet),
+            },
+        }));
         Ok(())
     }
 
@@ -643,17 +709,12 @@ impl StreamState {
             AudioTag::Frame(data) => self.audio_frame(data, at, events),
             AudioTag::Enhanced(ExAudioTag {
                 timestamp_offset_ns,
-                multitrack,
-                mut tracks,
+                multitrack: _,
+                tracks,
             }) => {
-                if let Some(multitrack) = multitrack {
-                    return Err(flv_error(multitrack_refused(
-                        TrackKind::Audio,
-                        multitrack.name(),
-                        tracks.len(),
-                    )));
-                }
-                let Some(track) = tracks.pop() else {
+                // The renditions share one audio rendition: track 0's. Further audio tracks
+                // (other languages, commentary) are not packaged.
+                let Some(track) = tracks.into_iter().find(|t| t.track_id == 0) else {
                     return Ok(());
                 };
                 if &track.fourcc != b"mp4a" {
@@ -786,19 +847,5 @@ fn sends(results: Vec<ServerSessionResult>) -> Vec<SessionEvent> {
 }
 
 /// Multitrack publishes are parsed but not ingested yet: the refusal names what was sent.
-fn multitrack_refused(track: TrackKind, kind: &str, tracks: usize) -> FlvError {
-    let what = match track {
-        TrackKind::Video => "video",
-        TrackKind::Audio => "audio",
-    };
-    FlvError::Unsupported {
-        track,
-        codec: format!(
-            "Enhanced RTMP multitrack {what} ({kind}, {tracks} track(s)): this node ingests \
-             one {what} track per connection"
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -6,9 +6,10 @@
 //! stream's life. Must never let a rung event reach a rung of another
 //! ladder, and never read a clock.
 
-use super::rung::{Ctx, Rung, RungDecl, RungEvent};
+use super::rung::{Ctx, Rung, RungDecl};
 use super::{ChannelPackager, Phase};
 use crate::media::TrackKind;
+use crate::media::VideoEvent;
 use crate::package::Update;
 use std::time::{Instant, SystemTime};
 
@@ -87,7 +88,7 @@ impl ChannelPackager {
     /// too. `now` is a wall clock for the event (the present, or the source
     /// frame's): a part is taken to be published at the later of that and
     /// the newest source arrival, the packager's only clock.
-    pub fn push_rung(&mut self, rung: usize, event: RungEvent, now: SystemTime, arrival: Instant) {
+    pub fn push_rung(&mut self, rung: usize, event: VideoEvent, now: SystemTime, arrival: Instant) {
         let Some(r) = self.rungs.get_mut(rung).filter(|r| r.valid) else {
             tracing::debug!(channel = %self.p.channel_id, rung, "event for a rung not in the ladder; ignored");
             return;
@@ -104,18 +105,18 @@ impl ChannelPackager {
                     now,
                 };
                 match event {
-                    RungEvent::Config(params) => r.config(params, Some(&mut ctx), &mut out),
-                    RungEvent::Packet(pkt) if pkt.track == TrackKind::Video => {
+                    VideoEvent::Config(params) => r.config(params, Some(&mut ctx), &mut out),
+                    VideoEvent::Packet(pkt) if pkt.track == TrackKind::Video => {
                         r.packet(&mut ctx, pkt, arrival, &mut out);
                     }
-                    RungEvent::Packet(_) => {}
+                    VideoEvent::Packet(_) => {}
                 }
             }
-            (_, RungEvent::Config(params)) => r.config(params, None, &mut out),
-            (Phase::Probing { .. }, RungEvent::Packet(pkt)) if pkt.track == TrackKind::Video => {
+            (_, VideoEvent::Config(params)) => r.config(params, None, &mut out),
+            (Phase::Probing { .. }, VideoEvent::Packet(pkt)) if pkt.track == TrackKind::Video => {
                 r.hold_early(pkt, arrival);
             }
-            (Phase::Idle | Phase::Probing { .. }, RungEvent::Packet(_)) => {}
+            (Phase::Idle | Phase::Probing { .. }, VideoEvent::Packet(_)) => {}
         }
         self.emit(out);
     }

@@ -36,16 +36,6 @@ pub struct RungDecl {
     pub bitrate_bps: u64,
 }
 
-/// What a rung's encoder hands the packager, in its output order.
-#[derive(Clone, Debug)]
-pub enum RungEvent {
-    /// The encoder's configuration; applies to the packets after it.
-    Config(Arc<VideoParams>),
-    /// One encoded access unit. `keyframe` marks IDRs; dts and pts are on
-    /// the source packets' clock (pts equal to the source frame's pts).
-    Packet(Packet),
-}
-
 /// Rung frames kept while the source is still measuring its frame rate.
 const EARLY_KEPT: usize = 600;
 /// Rung frames kept waiting for the source to get past them.

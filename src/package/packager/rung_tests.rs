@@ -3,6 +3,7 @@
 
 use super::tests::{Rig, audio_params, media, tfdt, values, video_params};
 use super::*;
+use crate::media::VideoEvent;
 use crate::metrics::METRICS;
 use crate::package::store::PlaylistRequest;
 use bytes::Bytes;
@@ -42,11 +43,11 @@ impl Rig {
         for (i, d) in ladder().iter().take(n).enumerate() {
             let mut params = (*video_params(d.width)).clone();
             params.height = d.height;
-            self.push_rung(i, RungEvent::Config(Arc::new(params)), at_ms);
+            self.push_rung(i, VideoEvent::Config(Arc::new(params)), at_ms);
         }
     }
 
-    fn push_rung(&mut self, rung: usize, e: RungEvent, at_ms: i64) {
+    fn push_rung(&mut self, rung: usize, e: VideoEvent, at_ms: i64) {
         let at = Duration::from_millis(at_ms.max(0) as u64);
         // The source frame's arrival: the rung frame's time less the lag.
         let arrival = self.t0 + at.saturating_sub(Duration::from_millis(LAG_MS as u64));
@@ -79,7 +80,7 @@ impl Rig {
         for (at, ev) in evs {
             match ev {
                 Ev::Source(p) => self.push(IngestEvent::Packet(p), at),
-                Ev::Rung(r, p) => self.push_rung(r, RungEvent::Packet(p), at),
+                Ev::Rung(r, p) => self.push_rung(r, VideoEvent::Packet(p), at),
             }
         }
     }
@@ -410,14 +411,14 @@ async fn a_new_source_resolution_replans_the_ladder_at_a_boundary() {
     }]);
     let mut params = (*video_params(640)).clone();
     params.height = 360;
-    rig.push_rung(0, RungEvent::Config(Arc::new(params)), 3000 + LAG_MS);
+    rig.push_rung(0, VideoEvent::Config(Arc::new(params)), 3000 + LAG_MS);
     let resent: Vec<Packet> = media(3000, 1, 60, false)
         .into_iter()
         .filter(|p| p.dts < 3600 * 90)
         .collect();
     for p in resent {
         let at = p.dts / 90 + LAG_MS;
-        rig.push_rung(0, RungEvent::Packet(encoded(&p, 0)), at);
+        rig.push_rung(0, VideoEvent::Packet(encoded(&p, 0)), at);
     }
     rig.feed_with_rungs(late, 0, 1, |_, _| false);
     rig.pk.end();

@@ -9,6 +9,8 @@ fn device(index: usize, name: &str, nvdec: bool, nvenc: bool) -> DeviceFacts {
         name: name.into(),
         memory_bytes: 80 * GIB,
         nvdec,
+        // Ada, as an L4: AV1 too.
+        nvdec_av1: nvdec,
         nvenc,
         nvenc_session_limit: nvenc_session_limit(name),
     }
@@ -22,8 +24,16 @@ fn machine(devices: Vec<DeviceFacts>) -> MachineFacts {
     }
 }
 
+/// Hopper: NVDEC without AV1, no NVENC.
 fn h100(index: usize) -> DeviceFacts {
-    device(index, "NVIDIA H100 80GB HBM3", true, false)
+    DeviceFacts {
+        nvdec_av1: false,
+        ..device(index, "NVIDIA H100 80GB HBM3", true, false)
+    }
+}
+
+fn l4(index: usize) -> DeviceFacts {
+    device(index, "NVIDIA L4", true, true)
 }
 
 fn hd(profile_idc: u8) -> StreamFacts {
@@ -188,6 +198,10 @@ fn high_10_and_other_profiles_nvdec_refuses_decode_in_software() {
         ..hd(100)
     };
     assert_eq!(s.nvdec_refusal().map(|w| w.reason()), Some("bit_depth"));
+    assert_eq!(
+        s.nvdec_refusal().map(|w| w.to_string()).as_deref(),
+        Some("NVDEC does not decode 10-bit H.264")
+    );
     assert_eq!(hd(66).nvdec_refusal(), None);
     assert_eq!(hd(77).nvdec_refusal(), None);
 }
@@ -205,12 +219,22 @@ fn sizes_outside_nvdecs_limits_decode_in_software() {
         assert_eq!(
             p.decode,
             DecodeBackend::Software(SoftwareDecode::Size {
+                codec: "H.264",
                 width: w,
-                height: h
+                height: h,
+                limits: NVDEC_H264,
             }),
             "{w}x{h}"
         );
     }
+    let s = StreamFacts {
+        width: 4112,
+        ..hd(100)
+    };
+    assert_eq!(
+        s.nvdec_refusal().map(|w| w.to_string()).as_deref(),
+        Some("4112x1080 is outside NVDEC's H.264 limits (48x16..4096x4096)")
+    );
     for (w, h) in [(4096, 4096), (48, 16), (3840, 2160)] {
         let s = StreamFacts {
             width: w,
@@ -218,6 +242,203 @@ fn sizes_outside_nvdecs_limits_decode_in_software() {
             ..hd(100)
         };
         assert_eq!(s.nvdec_refusal(), None, "{w}x{h}");
+    }
+}
+
+/// A stream as its hvcC or av1C describes it.
+fn stream(codec: crate::media::VideoCodec, profile_idc: u8, bits: u8) -> StreamFacts {
+    StreamFacts {
+        codec,
+        profile_idc,
+        chroma_format_idc: Some(1),
+        bit_depth: Some(bits),
+        width: 1920,
+        height: 1080,
+    }
+}
+
+fn hevc(profile_idc: u8, bits: u8) -> StreamFacts {
+    use crate::media::hevc::HevcProfile;
+    let profile = HevcProfile {
+        profile_space: 0,
+        high_tier: false,
+        profile_idc,
+        compatibility: 0,
+        constraints: [0; 6],
+        level_idc: 120,
+        bit_depth: bits,
+    };
+    stream(crate::media::VideoCodec::Hevc(profile), profile_idc, bits)
+}
+
+fn av1(profile: u8, bits: u8) -> StreamFacts {
+    use crate::media::av1::Av1Profile;
+    let p = Av1Profile {
+        profile,
+        level_idx: 8,
+        high_tier: false,
+        bit_depth: bits,
+    };
+    stream(crate::media::VideoCodec::Av1(p), profile, bits)
+}
+
+#[test]
+fn hevc_main_and_main_10_decode_on_nvdec_within_its_hevc_limits() {
+    let m = machine(vec![h100(0)]);
+    for s in [hevc(1, 8), hevc(2, 8), hevc(2, 10)] {
+        let p = plan(GpuMode::Auto, &m, &[], &s, 3);
+        assert_eq!(p.decode, DecodeBackend::Nvdec, "{s:?}");
+    }
+    // Range Extensions (4:4:4, 4:2:2, 12-bit) and 12 bits however flagged.
+    let why = hevc(4, 8).nvdec_refusal().expect("RExt");
+    assert_eq!(
+        why.to_string(),
+        "NVDEC does not decode HEVC profile 4 (Range Extensions)"
+    );
+    assert_eq!(
+        hevc(2, 12).nvdec_refusal().map(|w| w.reason()),
+        Some("bit_depth")
+    );
+    let s = StreamFacts {
+        chroma_format_idc: Some(2),
+        ..hevc(2, 10)
+    };
+    assert_eq!(s.nvdec_refusal().map(|w| w.reason()), Some("chroma"));
+    // HEVC's limits, not H.264's: 8K decodes, below 144 lines does not.
+    for (w, h, ok) in [
+        (8192, 8192, true),
+        (7680, 4320, true),
+        (144, 144, true),
+        (8200, 4320, false),
+        (1920, 8200, false),
+        (256, 143, false),
+        (143, 256, false),
+    ] {
+        let s = StreamFacts {
+            width: w,
+            height: h,
+            ..hevc(2, 10)
+        };
+        let why = s.nvdec_refusal();
+        assert_eq!(why.is_none(), ok, "{w}x{h}: {why:?}");
+        if let Some(why) = why {
+            assert!(
+                why.to_string()
+                    .contains("NVDEC's HEVC limits (144x144..8192x8192)"),
+                "{why}"
+            );
+        }
+    }
+}
+
+#[test]
+fn av1_decodes_on_nvdec_only_where_the_gpu_has_it() {
+    let s = av1(0, 10);
+    // Hopper's NVDEC has no AV1: software, said with the GPU's name.
+    let p = plan(GpuMode::Auto, &machine(vec![h100(0)]), &[], &s, 2);
+    let DecodeBackend::Software(why) = &p.decode else {
+        panic!("{p}")
+    };
+    assert_eq!(why.reason(), "codec");
+    assert!(why.is_fallback());
+    assert_eq!(
+        why.to_string(),
+        "the NVDEC of NVIDIA H100 80GB HBM3 does not decode AV1"
+    );
+    assert_eq!((p.device, p.scale), (Some(0), Stage::Cuda));
+    // H.264 and HEVC still decode on that GPU.
+    let p = plan(GpuMode::Auto, &machine(vec![h100(0)]), &[], &hevc(1, 8), 2);
+    assert_eq!(p.decode, DecodeBackend::Nvdec);
+    // Ada decodes AV1 Main, 8 and 10 bits, within AV1's limits.
+    let ada = machine(vec![l4(0)]);
+    for s in [av1(0, 8), av1(0, 10)] {
+        assert_eq!(
+            plan(GpuMode::Auto, &ada, &[], &s, 2).decode,
+            DecodeBackend::Nvdec
+        );
+    }
+    for (s, reason) in [
+        (av1(1, 8), "profile"),
+        (av1(2, 12), "profile"),
+        (av1(0, 12), "bit_depth"),
+    ] {
+        let p = plan(GpuMode::Auto, &ada, &[], &s, 2);
+        let DecodeBackend::Software(why) = &p.decode else {
+            panic!("{s:?}: {p}")
+        };
+        assert_eq!(why.reason(), reason, "{s:?}");
+    }
+    assert_eq!(
+        av1(1, 8).nvdec_refusal().map(|w| w.to_string()).as_deref(),
+        Some("NVDEC does not decode AV1 profile 1 (High)")
+    );
+    let small = |w, h| StreamFacts {
+        width: w,
+        height: h,
+        ..av1(0, 8)
+    };
+    assert_eq!(small(128, 128).nvdec_refusal(), None);
+    assert_eq!(
+        small(127, 128).nvdec_refusal().map(|w| w.reason()),
+        Some("size")
+    );
+    assert_eq!(
+        small(8193, 2160).nvdec_refusal().map(|w| w.reason()),
+        Some("size")
+    );
+}
+
+#[test]
+fn av1_nvdec_follows_the_compute_capability() {
+    for (cc, av1) in [
+        ("7.5", false),
+        ("8.0", false),
+        ("8.6", true),
+        ("8.7", true),
+        ("8.9", true),
+        ("9.0", false),
+        ("10.0", true),
+        ("12.0", true),
+        ("", false),
+        ("nine", false),
+    ] {
+        assert_eq!(nvdec_decodes_av1(cc), av1, "{cc}");
+    }
+}
+
+#[test]
+fn hevc_and_av1_records_give_chroma_and_bit_depth() {
+    // x265's own Main record, as an Enhanced RTMP publisher sends it.
+    let record = crate::media::hevc::tests::hex(crate::media::hevc::tests::X265_MAIN_320X180);
+    let p = crate::media::hevc::parse_hevc_config(record).expect("x265 hvcC");
+    let s = StreamFacts::from_params(&p);
+    assert_eq!((s.chroma_format_idc, s.bit_depth), (Some(1), Some(8)));
+    // The same fields set by hand: 10 bits, then 4:2:2.
+    let params = |codec, avcc: Vec<u8>, profile_idc| VideoParams {
+        codec,
+        avcc: bytes::Bytes::from(avcc),
+        width: 1920,
+        height: 1080,
+        profile_idc,
+        constraint_flags: 0,
+        level_idc: 120,
+        nal_length_size: 4,
+    };
+    let h = hevc(2, 10);
+    // hvcC up to numOfArrays; byte 16 is reserved '111111' then chromaFormat.
+    let mut hvcc = vec![1, 2, 0x20, 0, 0, 0, 0x90, 0, 0, 0, 0, 0, 120, 0xf0, 0, 0xfc];
+    hvcc.extend([0xfc | 1, 0xf8 | 2, 0xf8 | 2, 0, 0, 0x0f, 0]);
+    let s = StreamFacts::from_params(&params(h.codec, hvcc.clone(), 2));
+    assert_eq!((s.chroma_format_idc, s.bit_depth), (Some(1), Some(10)));
+    assert_eq!(s.nvdec_refusal(), None);
+    hvcc[16] = 0xfc | 2;
+    let s = StreamFacts::from_params(&params(h.codec, hvcc, 2));
+    assert_eq!(s.chroma_format_idc, Some(2));
+    // av1C byte 2: tier, high_bitdepth, twelve_bit, mono_chrome, subsampling x and y.
+    let a = av1(0, 10);
+    for (flags, chroma) in [(0x4c, 1), (0x48, 2), (0x40, 3), (0x5c, 0)] {
+        let s = StreamFacts::from_params(&params(a.codec, vec![0x81, 0x08, flags, 0], 0));
+        assert_eq!((s.chroma_format_idc, s.bit_depth), (Some(chroma), Some(10)));
     }
 }
 

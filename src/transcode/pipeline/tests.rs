@@ -18,6 +18,7 @@ fn config(pace: Pace) -> PipelineConfig {
         quality_every_gops: 2,
         frame_rate: None,
         gpu: None,
+        covered: Vec::new(),
     }
 }
 
@@ -158,6 +159,7 @@ fn nvdec_and_nvenc_that_do_not_open_fall_back_to_the_cpu_per_stream_and_rung() {
             name: "injected GPU with NVDEC and NVENC".into(),
             memory_bytes: 16 << 30,
             nvdec: true,
+            nvdec_av1: true,
             nvenc: true,
             nvenc_session_limit: None,
         }],

@@ -5,7 +5,9 @@
 //! one launch and one download on the scaler's own stream.
 //!
 //! Every rung is scaled from the source, as [`Cascade::Direct`] does on the
-//! CPU, so the two agree sample for sample.
+//! CPU, so the two agree sample for sample. A 10-bit source (NVDEC's P010) is
+//! first reduced to 8-bit NV12 on the device by `p010_to_nv12`, with the CPU's
+//! rounding and in the CPU's order (reduce, then filter), so it agrees too.
 //!
 //! [`Cascade::Direct`]: super::Cascade::Direct
 
@@ -20,7 +22,7 @@ use super::{
     AxisFilter, Kernel, Result as ScaleResult, ScaleError, Scaler, check_frames, check_outputs,
 };
 use crate::gpu::device::{Gpu, GpuError, driver};
-use crate::transcode::frame::{Frame, Layout, Plane, Size};
+use crate::transcode::frame::{Frame, Layout, Plane, SemiPlanar, Size};
 
 /// Threads per block: 32 columns (one warp reads a row segment) by 8 rows.
 const BLOCK: (u32, u32) = (32, 8);
@@ -32,6 +34,8 @@ const TILE_H: usize = 32;
 const MAX_ROWS: usize = 512;
 /// Row pitch alignment of the NV12 source on the device, as for our frames.
 const PITCH_ALIGN: usize = 64;
+/// Threads per block of `p010_to_nv12`: one row segment of samples each.
+const REDUCE_BLOCK: u32 = 256;
 
 /// One output plane of one rung; `kernels/scale.cu`'s `ScaleJob`, field for
 /// field (6 pointers, then 10 ints: 88 bytes, 8-aligned on both sides).
@@ -105,7 +109,11 @@ pub struct GpuScaler {
     up: PinnedHostSlice<u8>,
     up_nv12: PinnedHostSlice<u8>,
     down: PinnedHostSlice<u8>,
-    /// Around each frame's launch, for `rungs_gpu_kernel_seconds_total`.
+    /// A host P010 picture's planes on the device ([`GpuScaler::scale_p010`]): made on its
+    /// first call, grown only if a later picture's pitches need more.
+    up_p010: Option<CudaSlice<u8>>,
+    /// Around each frame's launch (a 10-bit source's reduction included), for
+    /// `rungs_gpu_kernel_seconds_total`.
     timing: KernelTiming,
 }
 
@@ -303,41 +311,37 @@ impl GpuScaler {
             up,
             up_nv12,
             down,
+            up_p010: None,
             timing,
         })
     }
 
-    /// Scales an NV12 picture that is already in device memory (an NVDEC
-    /// surface: the device addresses and pitches of its Y and interleaved UV
-    /// planes) into `dst`: one device-to-device copy into the scaler's
-    /// source buffer, the launch, and one download of every rung into
-    /// pinned memory. The surface can be reused as soon as this returns.
+    /// Scales a picture that is already in device memory (an NVDEC surface: the device
+    /// addresses and pitches of its Y and interleaved UV planes, laid out as `format`) into
+    /// `dst`. NV12 is copied device to device into the scaler's source buffer; P010 is
+    /// reduced to 8 bits into that buffer by `p010_to_nv12`. Then the launch, and one
+    /// download of every rung into pinned memory. The surface can be reused as soon as this
+    /// returns.
     ///
     /// # Safety
     ///
     /// `y` and `uv` must address device memory in this GPU's primary context
     /// (the one FFmpeg's NVDEC opens with `primary_ctx`) holding the
     /// source's rows at those pitches, valid until this returns.
-    pub unsafe fn scale_nv12_device(
+    pub unsafe fn scale_device(
         &mut self,
+        format: SemiPlanar,
         y: (u64, usize),
         uv: (u64, usize),
         pts: i64,
         dst: &mut [Frame],
     ) -> Result<(), GpuScaleError> {
         check_outputs(&self.rungs, dst)?;
-        let nv = self.nv12_layout;
-        let (w, h) = (self.source.width as usize, self.source.height as usize);
-        let c = self.source.chroma();
-        let (cw, ch) = (2 * c.width as usize, c.height as usize);
-        for (what, pitch, width, ptr) in [("Y", y.1, w, y.0), ("UV", uv.1, cw, uv.0)] {
-            if pitch < width || ptr == 0 {
-                return Err(GpuScaleError::ShortNv12 {
-                    what,
-                    got: pitch,
-                    need: width,
-                });
+        for (what, (ptr, pitch), row) in self.surface_rows(format, y, uv) {
+            if ptr == 0 {
+                return Err(bad_surface(format, what, "null device address".into()));
             }
+            check_pitch(format, what, ptr, pitch, row)?;
         }
         self.gpu
             .context()
@@ -350,6 +354,47 @@ impl GpuScaler {
         unsafe { sys::cuStreamSynchronize(std::ptr::null_mut()) }
             .result()
             .map_err(driver("cuStreamSynchronize"))?;
+        let source = match format {
+            SemiPlanar::Nv12 => {
+                // SAFETY: the caller's promise above, and the rows checked against the pitches.
+                unsafe { self.copy_nv12_device(y, uv) }?;
+                Source::Nv12
+            }
+            SemiPlanar::P010 => Source::P010 { y, uv },
+        };
+        self.run(source, pts, dst)
+    }
+
+    /// Each plane of a `format` picture of the source's size by name, with its (address,
+    /// pitch) and the bytes of one of its rows.
+    fn surface_rows<T>(
+        &self,
+        format: SemiPlanar,
+        y: (T, usize),
+        uv: (T, usize),
+    ) -> [(&'static str, (T, usize), usize); 2] {
+        let bytes = format.sample_bytes();
+        let c = self.source.chroma();
+        [
+            ("Y", y, self.source.width as usize * bytes),
+            ("UV", uv, 2 * c.width as usize * bytes),
+        ]
+    }
+
+    /// Copies an NV12 surface into `src` in the scaler's NV12 layout, on its stream.
+    ///
+    /// # Safety
+    ///
+    /// As for [`GpuScaler::scale_device`], with pitches checked against the rows.
+    unsafe fn copy_nv12_device(
+        &mut self,
+        y: (u64, usize),
+        uv: (u64, usize),
+    ) -> Result<(), GpuScaleError> {
+        let nv = self.nv12_layout;
+        let (w, h) = (self.source.width as usize, self.source.height as usize);
+        let c = self.source.chroma();
+        let (cw, ch) = (2 * c.width as usize, c.height as usize);
         let base = device_ptr(&self.src, &self.stream);
         let planes = [
             (y, 0, nv.y_pitch, w, h),
@@ -382,7 +427,7 @@ impl GpuScaler {
                 .result()
                 .map_err(driver("cuMemcpy2DAsync"))?;
         }
-        self.run(Source::Nv12, pts, dst)
+        Ok(())
     }
 
     /// Scales an NV12 picture (a hardware decoder's layout: `y` and
@@ -396,23 +441,10 @@ impl GpuScaler {
         dst: &mut [Frame],
     ) -> Result<(), GpuScaleError> {
         check_outputs(&self.rungs, dst)?;
+        self.check_host_surface(SemiPlanar::Nv12, y, uv)?;
         let nv = self.nv12_layout;
-        let (w, h) = (self.source.width as usize, self.source.height as usize);
-        let c = self.source.chroma();
-        let (cw, ch) = (2 * c.width as usize, c.height as usize);
-        let short = |what: &'static str, got: usize, need: usize| GpuScaleError::ShortNv12 {
-            what,
-            got,
-            need,
-        };
-        let need_y = y.1 * (h - 1) + w;
-        if y.1 < w || y.0.len() < need_y {
-            return Err(short("Y", y.0.len(), need_y));
-        }
-        let need_uv = uv.1 * (ch - 1) + cw;
-        if uv.1 < cw || uv.0.len() < need_uv {
-            return Err(short("UV", uv.0.len(), need_uv));
-        }
+        let w = self.source.width as usize;
+        let cw = 2 * self.source.chroma().width as usize;
         let up = self
             .up_nv12
             .as_mut_slice()
@@ -427,6 +459,69 @@ impl GpuScaler {
             .memcpy_htod(&self.up_nv12, &mut self.src)
             .map_err(driver("cuMemcpyHtoDAsync"))?;
         self.run(Source::Nv12, pts, dst)
+    }
+
+    /// Scales a P010 picture held on the host (NVDEC's 10-bit layout, as
+    /// [`Frame::copy_from_p010`] reads it) into `dst`: both planes go up as they are, then
+    /// are reduced and scaled exactly as an NVDEC surface is by [`GpuScaler::scale_device`].
+    /// What checks the reduction on a GPU without NVDEC.
+    pub fn scale_p010(
+        &mut self,
+        y: (&[u8], usize),
+        uv: (&[u8], usize),
+        pts: i64,
+        dst: &mut [Frame],
+    ) -> Result<(), GpuScaleError> {
+        check_outputs(&self.rungs, dst)?;
+        self.check_host_surface(SemiPlanar::P010, y, uv)?;
+        // UV starts on an aligned address after Y, as in a decoder's surface.
+        let uv_offset = y.0.len().next_multiple_of(PITCH_ALIGN);
+        let need = uv_offset + uv.0.len();
+        let up = match self.up_p010.take() {
+            Some(up) if up.len() >= need => up,
+            _ => self
+                .stream
+                .alloc_zeros::<u8>(need)
+                .map_err(driver("cuMemAlloc"))?,
+        };
+        let up = self.up_p010.insert(up);
+        self.stream
+            .memcpy_htod(y.0, &mut up.slice_mut(..y.0.len()))
+            .map_err(driver("cuMemcpyHtoDAsync"))?;
+        self.stream
+            .memcpy_htod(uv.0, &mut up.slice_mut(uv_offset..need))
+            .map_err(driver("cuMemcpyHtoDAsync"))?;
+        let base = device_ptr(up, &self.stream);
+        let source = Source::P010 {
+            y: (base, y.1),
+            uv: (base + uv_offset as u64, uv.1),
+        };
+        self.run(source, pts, dst)
+    }
+
+    /// Checks host planes of a `format` picture of the source's size: pitches that hold a
+    /// row (2-byte aligned for P010) and enough bytes for every row, the last unpadded.
+    fn check_host_surface(
+        &self,
+        format: SemiPlanar,
+        y: (&[u8], usize),
+        uv: (&[u8], usize),
+    ) -> Result<(), GpuScaleError> {
+        let (h, ch) = (
+            self.source.height as usize,
+            self.source.chroma().height as usize,
+        );
+        let planes = self.surface_rows(format, y, uv).into_iter().zip([h, ch]);
+        for ((what, (data, pitch), row), rows) in planes {
+            // Where the host rows lie does not matter: they go up to an aligned device buffer.
+            check_pitch(format, what, 0, pitch, row)?;
+            let need = pitch * (rows - 1) + row;
+            if data.len() < need {
+                let why = format!("has {} bytes, needs {need}", data.len());
+                return Err(bad_surface(format, what, why));
+            }
+        }
+        Ok(())
     }
 
     fn scale_i420(&mut self, src: &Frame, dst: &mut [Frame]) -> Result<(), GpuScaleError> {
@@ -511,6 +606,10 @@ impl GpuScaler {
         let table = match source {
             Source::I420 => &self.i420,
             Source::Nv12 => &self.nv12,
+            Source::P010 { y, uv } => {
+                self.reduce_p010(y, uv)?;
+                &self.nv12
+            }
         };
         let cfg = LaunchConfig {
             grid_dim: (table.blocks, 1, 1),
@@ -527,12 +626,49 @@ impl GpuScaler {
         unsafe { launch.launch(cfg) }.map_err(driver("cuLaunchKernel"))?;
         Ok(())
     }
+
+    /// Queues `p010_to_nv12` for both planes of a P010 picture (device addresses and
+    /// pitches, checked by the caller), writing the 8-bit NV12 the `nv12` jobs read into `src`.
+    fn reduce_p010(&self, y: (u64, usize), uv: (u64, usize)) -> Result<(), GpuScaleError> {
+        let nv = self.nv12_layout;
+        let base = device_ptr(&self.src, &self.stream);
+        let c = self.source.chroma();
+        let planes = [
+            (y, 0, nv.y_pitch, self.source.width, self.source.height),
+            (uv, nv.uv_offset, nv.uv_pitch, 2 * c.width, c.height),
+        ];
+        for ((src, src_pitch), offset, dst_pitch, width, rows) in planes {
+            let cfg = LaunchConfig {
+                grid_dim: (width.div_ceil(REDUCE_BLOCK), rows, 1),
+                block_dim: (REDUCE_BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let dst = base + offset as u64;
+            // Sides are at most MAX_SIDE and pitches were checked to fit an int.
+            let (src_pitch, dst_pitch) = (src_pitch as i32, dst_pitch as i32);
+            let (width, rows) = (width as i32, rows as i32);
+            let mut launch = self.stream.launch_builder(&self.gpu.p010_to_nv12);
+            launch.arg(&src).arg(&src_pitch).arg(&dst).arg(&dst_pitch);
+            launch.arg(&width).arg(&rows);
+            // SAFETY: the kernel reads `rows` rows of `width` 16-bit samples at `src_pitch`
+            // from the caller's planes (checked to hold them, 2-byte aligned) and writes as
+            // many bytes per row into `src`, sized for this NV12 layout; it is ordered
+            // before the scale launch on the same stream.
+            unsafe { launch.launch(cfg) }.map_err(driver("cuLaunchKernel"))?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy)]
 enum Source {
     I420,
     Nv12,
+    /// A P010 picture at these device (address, pitch) pairs, reduced into `src` first.
+    P010 {
+        y: (u64, usize),
+        uv: (u64, usize),
+    },
 }
 
 impl Scaler for GpuScaler {
@@ -558,12 +694,36 @@ pub enum GpuScaleError {
          ({MAX_ROWS} rows)"
     )]
     TooSteep { from: usize, to: usize },
-    #[error("NV12 {what} plane has {got} bytes, needs {need}")]
-    ShortNv12 {
+    #[error("{format} {what} plane: {why}")]
+    BadSurface {
+        format: SemiPlanar,
         what: &'static str,
-        got: usize,
-        need: usize,
+        why: String,
     },
+}
+
+fn bad_surface(format: SemiPlanar, what: &'static str, why: String) -> GpuScaleError {
+    GpuScaleError::BadSurface { format, what, why }
+}
+
+/// A plane's pitch must hold its `row` bytes and fit the kernels' ints; 16-bit samples must
+/// sit on even addresses (a misaligned load would fault the whole CUDA context).
+fn check_pitch(
+    format: SemiPlanar,
+    what: &'static str,
+    address: u64,
+    pitch: usize,
+    row: usize,
+) -> Result<(), GpuScaleError> {
+    if pitch < row || i32::try_from(pitch).is_err() {
+        let why = format!("pitch {pitch} does not fit its {row}-byte rows");
+        return Err(bad_surface(format, what, why));
+    }
+    if format.sample_bytes() == 2 && (address | pitch as u64) & 1 != 0 {
+        let why = format!("16-bit samples at address {address:#x}, pitch {pitch}");
+        return Err(bad_surface(format, what, why));
+    }
+    Ok(())
 }
 
 /// One axis's table by address (device, or host in the emulation test).
@@ -743,36 +903,40 @@ mod tests {
         }
     }
 
-    #[test]
-    fn kernel_emulation_matches_the_cpu_scaler_for_i420_and_nv12() {
+    /// The source and ladder the emulation tests scale: 64x36 is steep enough (21x) for
+    /// tiles shorter than TILE_H.
+    const SOURCE: Size = Size::new(1366, 768);
+    const RUNGS: [Size; 3] = [Size::new(854, 480), Size::new(284, 160), Size::new(64, 36)];
+
+    /// A deterministic texture with every frequency: a hash of the position.
+    fn texture(x: usize, y: usize, salt: u32) -> u32 {
+        (x as u32).wrapping_mul(2_654_435_761) ^ (y as u32).wrapping_mul(40_503) ^ salt
+    }
+
+    /// The CPU scaler's ladder of `src`: what the kernel must give.
+    fn cpu_ladder(src: &Frame) -> Vec<Frame> {
         use crate::transcode::frame::FramePool;
         use crate::transcode::scale::{Cascade, CpuScaler, ScaleOptions};
-
-        let source = Size::new(1366, 768);
-        // 64x36 is steep enough (21x) for tiles shorter than TILE_H.
-        let rungs = [Size::new(854, 480), Size::new(284, 160), Size::new(64, 36)];
-        let mut src = FramePool::new(source, 1).unwrap().get().unwrap();
-        // Deterministic texture with every frequency: a hash of the position.
-        for p in Plane::ALL {
-            let stride = src.stride(p);
-            for (i, b) in src.plane_mut(p).iter_mut().enumerate() {
-                let (x, y) = ((i % stride) as u32, (i / stride) as u32);
-                *b = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)).to_le_bytes()[1];
-            }
-        }
         let direct = ScaleOptions {
             cascade: Cascade::Direct,
             ..ScaleOptions::default()
         };
-        let mut cpu = CpuScaler::with_options(source, &rungs, direct).unwrap();
-        let mut want: Vec<Frame> = rungs
+        let mut cpu = CpuScaler::with_options(SOURCE, &RUNGS, direct).unwrap();
+        let mut want: Vec<Frame> = RUNGS
             .iter()
             .map(|&r| FramePool::new(r, 1).unwrap().get().unwrap())
             .collect();
-        cpu.scale(&src, &mut want).unwrap();
+        cpu.scale(src, &mut want).unwrap();
+        want
+    }
 
-        let src_layout = Layout::new(source).unwrap();
-        let layouts: Vec<Layout> = rungs.iter().map(|&r| Layout::new(r).unwrap()).collect();
+    /// Emulates one launch over a source at `base` read through `planes` and checks every
+    /// rung against `want`, sample for sample.
+    fn assert_emulated_ladder(name: &str, base: u64, planes: [SourcePlane; 3], want: &[Frame]) {
+        let src_layout = Layout::new(SOURCE).unwrap();
+        let layouts: Vec<Layout> = RUNGS.iter().map(|&r| Layout::new(r).unwrap()).collect();
+        // Per rung and plane kind: (starts, weights, taps) horizontally, then vertically,
+        // then the tile height; the jobs point into these.
         let mut tables = Vec::new();
         for l in &layouts {
             for plane in [Plane::Y, Plane::U] {
@@ -818,9 +982,54 @@ mod tests {
             dst_offsets.push(len);
             len += l.buffer_len().next_multiple_of(PITCH_ALIGN);
         }
+        let mut out = vec![0xA5u8; len];
+        let (jobs, blocks) = build_jobs(
+            base,
+            planes,
+            out.as_mut_ptr() as u64,
+            &layouts,
+            &dst_offsets,
+            &filters,
+        );
+        emulate_launch(&jobs, blocks);
+        for (r, l) in layouts.iter().enumerate() {
+            for p in Plane::ALL {
+                let (pw, ph) = l.plane_size(p);
+                for y in 0..ph {
+                    let at = dst_offsets[r] + l.offset(p) + y * l.stride(p);
+                    assert_eq!(
+                        &out[at..at + pw],
+                        want[r].row(p, y),
+                        "{name} rung {} {p:?} row {y}",
+                        RUNGS[r]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_emulation_matches_the_cpu_scaler_for_i420_and_nv12() {
+        use crate::transcode::frame::FramePool;
+
+        let mut src = FramePool::new(SOURCE, 1).unwrap().get().unwrap();
+        for p in Plane::ALL {
+            let stride = src.stride(p);
+            for (i, b) in src.plane_mut(p).iter_mut().enumerate() {
+                *b = texture(i % stride, i / stride, 0).to_le_bytes()[1];
+            }
+        }
+        let want = cpu_ladder(&src);
 
         // I420 straight from our frame; NV12 interleaved into its own layout.
-        let nv = Nv12Layout::new(source);
+        let src_layout = Layout::new(SOURCE).unwrap();
+        assert_emulated_ladder(
+            "i420",
+            src.pixels().as_ptr() as u64,
+            i420_planes(&src_layout),
+            &want,
+        );
+        let nv = Nv12Layout::new(SOURCE);
         let mut nv12 = vec![0u8; nv.len];
         let (w, h) = src_layout.plane_size(Plane::Y);
         let (cw, ch) = src_layout.plane_size(Plane::U);
@@ -833,36 +1042,76 @@ mod tests {
                 nv12[nv.uv_offset + y * nv.uv_pitch + 2 * x + 1] = src.row(Plane::V, y)[x];
             }
         }
-        let (i420_planes, nv12_planes) = (i420_planes(&src_layout), nv.planes());
-        for (name, base, planes) in [
-            ("i420", src.pixels().as_ptr() as u64, i420_planes),
-            ("nv12", nv12.as_ptr() as u64, nv12_planes),
-        ] {
-            let mut out = vec![0xA5u8; len];
-            let (jobs, blocks) = build_jobs(
-                base,
-                planes,
-                out.as_mut_ptr() as u64,
-                &layouts,
-                &dst_offsets,
-                &filters,
-            );
-            emulate_launch(&jobs, blocks);
-            for (r, l) in layouts.iter().enumerate() {
-                for p in Plane::ALL {
-                    let (pw, ph) = l.plane_size(p);
-                    for y in 0..ph {
-                        let at = dst_offsets[r] + l.offset(p) + y * l.stride(p);
-                        assert_eq!(
-                            &out[at..at + pw],
-                            want[r].row(p, y),
-                            "{name} rung {} {p:?} row {y}",
-                            rungs[r]
-                        );
-                    }
-                }
+        assert_emulated_ladder("nv12", nv12.as_ptr() as u64, nv.planes(), &want);
+    }
+
+    /// `p010_to_nv12` in kernels/scale.cu, line for line over host memory: every thread
+    /// (x of the row segment, y the block's row) of one launch.
+    fn emulate_p010_to_nv12(
+        src: &[u8],
+        src_pitch: usize,
+        dst: &mut [u8],
+        dst_pitch: usize,
+        width: usize,
+        rows: usize,
+    ) {
+        for y in 0..rows {
+            for x in 0..width {
+                let at = y * src_pitch + 2 * x;
+                let v10 = u32::from(u16::from_le_bytes([src[at], src[at + 1]])) >> 6;
+                dst[y * dst_pitch + x] = ((v10 + 2) >> 2).min(255) as u8;
             }
         }
+    }
+
+    /// A 10-bit picture reduced by `p010_to_nv12` (as `reduce_p010` launches it) and then
+    /// scaled by the NV12 jobs gives the CPU's ladder of the same picture decoded in
+    /// software: reduced when copied in (`Frame::copy_from_planes_10le`), then scaled.
+    #[test]
+    fn p010_reduction_then_the_kernel_matches_the_cpu_on_a_10_bit_picture() {
+        use crate::transcode::frame::FramePool;
+
+        let src_layout = Layout::new(SOURCE).unwrap();
+        let (w, h) = src_layout.plane_size(Plane::Y);
+        let (cw, ch) = src_layout.plane_size(Plane::U);
+        let plane = |pw: usize, ph: usize, salt| -> Vec<u16> {
+            (0..pw * ph)
+                .map(|i| (texture(i % pw, i / pw, salt) >> 8) as u16 % 1024)
+                .collect()
+        };
+        let (y10, u10, v10) = (plane(w, h, 0), plane(cw, ch, 1), plane(cw, ch, 2));
+        let le = |v: &[u16]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let mut src = FramePool::new(SOURCE, 1).unwrap().get().unwrap();
+        src.copy_from_planes_10le([(&le(&y10), 2 * w), (&le(&u10), 2 * cw), (&le(&v10), 2 * cw)])
+            .unwrap();
+        let want = cpu_ladder(&src);
+
+        // P010 with pitches unlike ours, as NVDEC's surfaces have them.
+        let (y_pitch, uv_pitch) = (
+            (2 * w).next_multiple_of(512),
+            (4 * cw).next_multiple_of(512),
+        );
+        let mut y = vec![0u8; y_pitch * h];
+        let mut uv = vec![0u8; uv_pitch * ch];
+        for row in 0..h {
+            for x in 0..w {
+                let at = row * y_pitch + 2 * x;
+                y[at..at + 2].copy_from_slice(&(y10[row * w + x] << 6).to_le_bytes());
+            }
+        }
+        for row in 0..ch {
+            for x in 0..cw {
+                let (at, i) = (row * uv_pitch + 4 * x, row * cw + x);
+                uv[at..at + 2].copy_from_slice(&(u10[i] << 6).to_le_bytes());
+                uv[at + 2..at + 4].copy_from_slice(&(v10[i] << 6).to_le_bytes());
+            }
+        }
+        let nv = Nv12Layout::new(SOURCE);
+        let mut nv12 = vec![0u8; nv.len];
+        let (luma, chroma) = nv12.split_at_mut(nv.uv_offset);
+        emulate_p010_to_nv12(&y, y_pitch, luma, nv.y_pitch, w, h);
+        emulate_p010_to_nv12(&uv, uv_pitch, chroma, nv.uv_pitch, 2 * cw, ch);
+        assert_emulated_ladder("p010", nv12.as_ptr() as u64, nv.planes(), &want);
     }
 
     #[test]

@@ -228,7 +228,12 @@ fn rewritten_result_and_the_headers_after_it_read_back() {
     let Amf0Value::Object(object) = &values[2] else {
         panic!("command object");
     };
-    assert_eq!(object.get("capsEx"), Some(&Amf0Value::Number(4.0)));
+    assert_eq!(
+        object.get("capsEx"),
+        Some(&Amf0Value::Number(f64::from(
+            caps_ex::RECONNECT | caps_ex::MOD_EX
+        )))
+    );
     assert_eq!(object.get("fmsVer"), Some(&s("FMS/3,0,1,1233")));
     assert_eq!(
         object.get("fourCcList"),

@@ -296,4 +296,56 @@ mod tests {
         let fast = (0..600).try_for_each(|i| m.check(&video(i * 1500, 100)));
         assert_eq!(fast.map_err(|e| e.reason()), Err("frame_rate"));
     }
+
+    fn track(event: IngestEvent) -> IngestEvent {
+        let event = match event {
+            IngestEvent::VideoConfig(p) => VideoEvent::Config(p),
+            IngestEvent::Packet(p) => VideoEvent::Packet(p),
+            other => panic!("not video: {other:?}"),
+        };
+        IngestEvent::Track { id: 1, event }
+    }
+
+    #[test]
+    fn channel_rules_on_multitrack_and_height() {
+        let rules = |multitrack, max_height| ChannelRules {
+            multitrack,
+            max_height,
+        };
+        let mut m = Meter::new(IngestLimits::NONE, rules(Multitrack::Deny, None));
+        assert_eq!(m.check(&config(1280, 720)), Ok(()));
+        let err = m.check(&track(config(640, 360))).expect_err("denied");
+        assert_eq!(err.reason(), "multitrack_denied");
+
+        let mut m = Meter::new(IngestLimits::NONE, rules(Multitrack::Require, None));
+        assert_eq!(m.check(&config(1280, 720)), Ok(()));
+        let err = m.check(&video(0, 100)).expect_err("required");
+        assert_eq!(err.reason(), "multitrack_required");
+        let mut m = Meter::new(IngestLimits::NONE, rules(Multitrack::Require, None));
+        assert_eq!(m.check(&track(config(640, 360))), Ok(()));
+        assert_eq!(m.check(&video(0, 100)), Ok(()));
+
+        let mut m = Meter::new(IngestLimits::NONE, rules(Multitrack::Allow, Some(720)));
+        assert_eq!(m.check(&config(1280, 720)), Ok(()));
+        let err = m.check(&track(config(1920, 1080))).expect_err("too tall");
+        assert_eq!(
+            err.to_string(),
+            "video track 1 is 1080 lines tall, above the channel's maximum of 720"
+        );
+    }
+
+    #[test]
+    fn further_tracks_count_towards_the_bit_rate_not_the_frame_rate() {
+        let limits = IngestLimits {
+            max_bitrate_bps: Some(3_000_000),
+            max_frame_rate: Some(30.0),
+            ..IngestLimits::NONE
+        };
+        let mut m = Meter::new(limits, ChannelRules::default());
+        let over = (0..300).try_for_each(|i| {
+            m.check(&video(i * 3000, 5000))?;
+            m.check(&track(video(i * 3000, 10_000)))
+        });
+        assert_eq!(over.map_err(|e| e.reason()), Err("bitrate"));
+    }
 }

@@ -136,6 +136,22 @@ fn policy_flags_make_a_patch_and_an_empty_value_clears() {
     assert_eq!(p.play_hook, Some(Some(String::new())));
     assert_eq!(p.allow_cidrs, None);
     assert_eq!(patch(&["--allow-origin", ""]).allowed_origins, Some(vec![]));
+    let p = patch(&[
+        "--multitrack",
+        "require",
+        "--tracks",
+        "passthrough-only",
+        "--max-height",
+        "1080",
+    ]);
+    assert_eq!(p.multitrack, Some(Multitrack::Require));
+    assert_eq!(p.tracks, Some(TrackUse::PassthroughOnly));
+    assert_eq!(p.max_height, Some(Some(1080)));
+    assert_eq!(patch(&["--max-height", "0"]).max_height, Some(None));
+    assert!(
+        Cli::try_parse_from(["rungs", "channel", "update", "abc", "--tracks", "some"]).is_err(),
+        "an unknown value is refused"
+    );
 }
 
 fn sample_channel() -> Channel {
@@ -156,6 +172,8 @@ fn text_output_shows_the_rules_that_are_set() {
         allowed_origins: vec!["https://a.example".into()],
         deny_countries: vec!["FR".into()],
         allow_cidrs: vec!["10.0.0.0/8".into()],
+        tracks: TrackUse::Transcode,
+        max_height: Some(720),
         ..Policy::default()
     };
     let mut buf = Vec::new();
@@ -164,6 +182,11 @@ fn text_output_shows_the_rules_that_are_set() {
     assert!(text.contains("origins       https://a.example\n"), "{text}");
     assert!(text.contains("countries     not FR\n"), "{text}");
     assert!(text.contains("networks      only 10.0.0.0/8\n"), "{text}");
+    assert!(
+        text.contains("multitrack    allow, tracks transcode\n"),
+        "{text}"
+    );
+    assert!(text.contains("max height    720 lines\n"), "{text}");
     assert!(!text.contains("hook"), "{text}");
 }
 

@@ -73,6 +73,15 @@ impl SourceTrail {
     /// A source frame with publisher pts `publisher` is presented at
     /// timeline time `timeline`.
     pub fn frame(&mut self, publisher: i64, timeline: u64) {
+        // A frame decoded after its segment's keyframe but presented before
+        // it (an open GOP's leading picture: HEVC RASL/RADL, x265's default)
+        // is where the segment's presentation starts, and where a rung,
+        // whose IDR the pipeline puts on that first presented frame, cuts.
+        if let Some(b) = self.boundaries.back_mut()
+            && timeline < b.pts
+        {
+            b.pts = timeline;
+        }
         self.frames.push_back((publisher, timeline));
         while self.frames.len() > FRAMES_KEPT {
             self.frames.pop_front();
@@ -138,6 +147,28 @@ mod tests {
         assert_eq!(t.boundary(6).map(|b| b.discontinuity), Some(true));
         assert_eq!(t.boundary(7), None);
         assert_eq!(t.last_msn(), Some(6));
+    }
+
+    #[test]
+    fn leading_pictures_move_the_segment_start_to_the_first_presented_frame() {
+        let mut t = SourceTrail::default();
+        t.segment_start(0, 0, UNIX_EPOCH, false);
+        t.frame(0, 0);
+        t.frame(3000, 3000);
+        // The CRA at 9000 starts segment 1; the two pictures decoded after it show first.
+        t.segment_start(1, 9000, UNIX_EPOCH, false);
+        t.frame(9000, 9000);
+        t.frame(6000, 6000);
+        t.frame(7500, 7500);
+        t.frame(12000, 12000);
+        assert_eq!(t.boundary(1).map(|b| b.pts), Some(6000));
+        assert_eq!(t.segment_at(5999), Some(0));
+        assert_eq!(t.segment_at(6000), Some(1));
+        assert_eq!(
+            t.boundary(0).map(|b| b.pts),
+            Some(0),
+            "earlier segments stay"
+        );
     }
 
     #[test]

@@ -99,13 +99,15 @@ test: deps whip-venv $(FFMPEG9) lint
 
 # Latency from outside the node (release build), real players' latency
 # (hls.js and Shaka on RTMP and WHIP publishes; WHIP needs root for its
-# network namespace) and the CPU scaler's per-frame cost.
-bench: deps
+# network namespace), the CPU scaler's per-frame cost, and what an Enhanced
+# RTMP multitrack publish and HEVC ingest cost the node (FFmpeg 9 publishes).
+bench: deps $(FFMPEG9)
 	cargo bench --bench latency
 	cargo bench --bench playback
 	cargo bench --bench scale
 	cargo bench --bench ladder
 	cargo bench --bench http_load
+	cargo bench --bench multitrack
 
 # A 30-minute live soak of a release node (RUNGS_SOAK_MINUTES to change it):
 # RSS, open fds and threads every 10 s, with their slopes per hour.

@@ -76,18 +76,16 @@ fn clip(dir: &Path, name: &str, tracks: &[Track], seconds: u32) -> PathBuf {
     .to_vec();
     for (i, Track(w, h, kbps, gop)) in tracks.iter().enumerate() {
         graph.push_str(&format!(";[s{i}]scale={w}:{h}[v{i}]"));
-        args.extend(
-            [
-                format!("-b:v:{i}"),
-                format!("{kbps}k"),
-                format!("-maxrate:v:{i}"),
-                format!("{kbps}k"),
-                format!("-bufsize:v:{i}"),
-                format!("{}k", kbps * 2),
-                format!("-x264-params:v:{i}"),
-                format!("keyint={gop}:min-keyint={gop}:scenecut=0"),
-            ],
-        );
+        args.extend([
+            format!("-b:v:{i}"),
+            format!("{kbps}k"),
+            format!("-maxrate:v:{i}"),
+            format!("{kbps}k"),
+            format!("-bufsize:v:{i}"),
+            format!("{}k", kbps * 2),
+            format!("-x264-params:v:{i}"),
+            format!("keyint={gop}:min-keyint={gop}:scenecut=0"),
+        ]);
     }
     args.extend(["-filter_complex".into(), graph]);
     for i in 0..tracks.len() {

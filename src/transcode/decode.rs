@@ -418,7 +418,19 @@ impl VideoDecoder {
         if self.pending.len() == PENDING_FLAGS {
             self.pending.pop_front();
         }
-        self.pending.push_back((packet.pts, packet.keyframe));
+        let mut keyframe = packet.keyframe;
+        if !keyframe {
+            // A picture decoded after its GOP's keyframe but shown before it (an open GOP's
+            // leading picture: HEVC RASL/RADL, x265's default) is where the GOP starts
+            // showing, and where the packager cuts the rungs: the keyframe's flag moves to
+            // the earliest such picture, so the rung's IDR is the first picture of its segment.
+            let flagged = self.pending.iter_mut().rev().find(|e| e.1);
+            if let Some(flag) = flagged.filter(|e| packet.pts < e.0) {
+                flag.1 = false;
+                keyframe = true;
+            }
+        }
+        self.pending.push_back((packet.pts, keyframe));
         self.packet.set_pts(Some(packet.pts));
         self.packet.set_dts(Some(packet.dts));
         self.packet.set_flags(if packet.keyframe {
@@ -556,10 +568,18 @@ impl VideoDecoder {
         }
         // The source packet's flag is authoritative (it is what the ingest and the packager
         // saw); FFmpeg's own flag covers a picture whose entry fell out of the window.
-        let keyframe = match self.pending.iter().position(|(p, _)| *p == pts) {
+        let mut keyframe = match self.pending.iter().position(|(p, _)| *p == pts) {
             Some(i) => self.pending.remove(i).is_some_and(|(_, key)| key),
             None => pic.is_key(),
         };
+        // Pictures come out in presentation order: an entry shown before this one that is
+        // still waiting never came out (the leading pictures a decoder skips when it starts
+        // at an open GOP's keyframe), and a keyframe flag it held passes to this picture.
+        self.pending.retain(|&(p, key)| {
+            let stale = p < pts;
+            keyframe |= stale && key;
+            !stale
+        });
         if !keep(pts) {
             return Ok(None);
         }

@@ -197,9 +197,15 @@ fn nvdec_fails_cleanly_without_a_driver_and_matches_software_with_one() {
     }
 }
 
-/// 10-bit HEVC and AV1 clips as MP4 (hvcC, av1C), their video packets read as a file source
-/// reads them.
-fn ten_bit_clip(dir: &std::path::Path, name: &str, encoder: &[&str]) -> Clip {
+/// An MP4 clip (hvcC, av1C) of `frames` 320x184 frames in `pix_fmt`, its video packets read
+/// as a file source reads them.
+fn mp4_clip(
+    dir: &std::path::Path,
+    name: &str,
+    frames: usize,
+    pix_fmt: &str,
+    encoder: &[&str],
+) -> Clip {
     use crate::media::{IngestEvent, TrackKind};
     let path = dir.join(format!("{name}.mp4"));
     let out = path.to_str().expect("temp paths are UTF-8");
@@ -209,7 +215,8 @@ fn ten_bit_clip(dir: &std::path::Path, name: &str, encoder: &[&str]) -> Clip {
         "-i",
         "testsrc2=size=320x184:rate=30,format=rgb24",
     ];
-    args.extend(["-frames:v", "8", "-pix_fmt", "yuv420p10le"]);
+    let frames = frames.to_string();
+    args.extend(["-frames:v", &frames, "-pix_fmt", pix_fmt]);
     args.extend(encoder);
     args.push(out);
     ffmpeg_cli::run(&args);
@@ -244,7 +251,7 @@ fn nvdec_for_10_bit_hevc_and_av1_fails_cleanly_without_a_driver() {
     ];
     let av1 = ["-c:v", "libsvtav1", "-preset", "12"];
     for (name, encoder) in [("hevc", &hevc[..]), ("av1", &av1[..])] {
-        let clip = ten_bit_clip(dir.path(), name, encoder);
+        let clip = mp4_clip(dir.path(), name, 8, "yuv420p10le", encoder);
         let want = decode_all(&clip, 1);
         assert_eq!(want.len(), 8, "{name}: software decodes every picture");
         let mut dec = match VideoDecoder::new_nvdec(&clip.params, 0) {
@@ -319,4 +326,43 @@ fn a_cut_config_record_is_survivable() {
         VideoDecoder::new(&params, 1).is_ok(),
         "no extradata is allowed"
     );
+}
+
+/// An open GOP (x265's default: each CRA's leading pictures are decoded after it and shown
+/// before it) starts showing at its earliest leading picture: that picture carries the GOP's
+/// keyframe flag, so a rung's IDR opens the segment the packager cuts there.
+#[test]
+fn an_open_gop_starts_at_its_first_shown_picture() {
+    let dir = tempfile::tempdir().unwrap();
+    let x265 = [
+        "-c:v",
+        "libx265",
+        "-x265-params",
+        "log-level=error:keyint=30:min-keyint=30:scenecut=0:bframes=3",
+    ];
+    let clip = mp4_clip(dir.path(), "open-gop", 95, "yuv420p", &x265);
+    // Each GOP in decode order, from a source keyframe to the next: where it starts showing.
+    let mut starts = Vec::new();
+    let mut leading = 0;
+    for (i, p) in clip.packets.iter().enumerate() {
+        if !p.keyframe {
+            continue;
+        }
+        let gop = clip.packets[i..]
+            .iter()
+            .enumerate()
+            .take_while(|(j, q)| *j == 0 || !q.keyframe)
+            .map(|(_, q)| q.pts);
+        let first = gop.min().unwrap_or(p.pts);
+        leading += usize::from(first < p.pts);
+        starts.push(first);
+    }
+    assert!(leading >= 2, "x265 made no open GOP: {starts:?}");
+    let frames = decode_all(&clip, 2);
+    let keys: Vec<i64> = frames
+        .iter()
+        .filter(|f| f.keyframe)
+        .map(|f| f.frame.pts())
+        .collect();
+    assert_eq!(keys, starts);
 }

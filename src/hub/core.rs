@@ -186,6 +186,9 @@ pub(crate) struct ChannelCore {
     /// The source's video configuration, held until its first frame starts
     /// the pipeline.
     held_config: Option<IngestEvent>,
+    /// The publish session's first video frame came: every track it
+    /// announces is known.
+    tracks_settled: bool,
     plan: Option<ChannelPlan>,
     /// When the next status snapshot is due; `None`: at the next input.
     next_status: Option<Instant>,
@@ -225,6 +228,7 @@ impl ChannelCore {
             started: None,
             tracks: Tracks::new(tracks),
             held_config: None,
+            tracks_settled: false,
             plan: None,
             next_status: None,
         };
@@ -395,6 +399,14 @@ impl ChannelCore {
                 return;
             }
         };
+        if !self.tracks_settled
+            && matches!(&event, IngestEvent::Packet(p) if p.track == TrackKind::Video)
+        {
+            self.tracks_settled = true;
+            if self.tracks.settle() {
+                self.recompose();
+            }
+        }
         let to_pipeline =
             (self.transcode && self.tracks.transcodes() && video).then(|| event.clone());
         let source_key = match &event {
@@ -534,8 +546,8 @@ impl ChannelCore {
                 self.emit_updates();
                 // The new session announces its own tracks.
                 self.held_config = None;
-                self.tracks.clear();
-                self.recompose();
+                self.tracks.rejoin();
+                self.tracks_settled = false;
                 self.clock.restart();
                 self.media_session = Some(session);
                 self.package(event, arrival);

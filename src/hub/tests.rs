@@ -6,7 +6,7 @@ use super::core::{ChannelCore, Input, Joined, Output, Refusal, Timing};
 use super::journal::SessionNote;
 use super::status::{Health, StreamState};
 use super::*;
-use crate::media::Packet;
+use crate::media::{Packet, VideoEvent, VideoParams};
 use crate::package::Update;
 use crate::package::metadata::{MetadataRefusal, Payload, Placement};
 use crate::package::testmedia::{audio_params, media, video_params};
@@ -869,4 +869,163 @@ fn a_reconnect_request_reaches_only_a_live_publisher_that_listens() {
         hub.terminate(id);
     }
     eventually("both ended", || METRICS.live_channels.get() == live_before);
+}
+
+/// A further track of 160x120, its frames on the source's clock; keyframes where the
+/// source's are unless `shift` moves them.
+fn track_events(from_ms: i64, secs: i64, shift: i64) -> Vec<IngestEvent> {
+    media(from_ms, secs, 30, false)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut p)| {
+            p.keyframe = (i as i64 + shift) % 30 == 0;
+            IngestEvent::Track {
+                id: 1,
+                event: VideoEvent::Packet(p),
+            }
+        })
+        .collect()
+}
+
+fn track_config() -> IngestEvent {
+    let params = VideoParams {
+        width: 160,
+        height: 120,
+        ..(*video_params(160)).clone()
+    };
+    IngestEvent::Track {
+        id: 1,
+        event: VideoEvent::Config(Arc::new(params)),
+    }
+}
+
+impl Rig {
+    /// [`Rig::publish`] with a further track, its frames each after the source's.
+    fn publish_multitrack(
+        &mut self,
+        session: u64,
+        from_ms: i64,
+        secs: i64,
+        shift: i64,
+    ) -> Vec<Output> {
+        let mut out = self.event(
+            session,
+            from_ms,
+            IngestEvent::VideoConfig(video_params(320)),
+        );
+        out.extend(self.event(session, from_ms, track_config()));
+        let mut track = track_events(from_ms, secs, shift).into_iter();
+        for p in media(from_ms, secs, 30, false) {
+            let ms = p.dts / 90;
+            out.extend(self.event(session, ms, IngestEvent::Packet(p)));
+            if let Some(t) = track.next() {
+                out.extend(self.event(session, ms, t));
+            }
+        }
+        out
+    }
+
+    /// The frames alone (no configurations) of [`Rig::publish_multitrack`].
+    fn publish_multitrack_frames(
+        &mut self,
+        session: u64,
+        from_ms: i64,
+        secs: i64,
+        shift: i64,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let mut track = track_events(from_ms, secs, shift).into_iter();
+        for p in media(from_ms, secs, 30, false) {
+            let ms = p.dts / 90;
+            out.extend(self.event(session, ms, IngestEvent::Packet(p)));
+            if let Some(t) = track.next() {
+                out.extend(self.event(session, ms, t));
+            }
+        }
+        out
+    }
+}
+
+fn declared(out: &[Output], name: &str) -> bool {
+    updates(out)
+        .iter()
+        .any(|u| matches!(u, Update::Declare { rendition, .. } if &**rendition == name))
+}
+
+fn retired(out: &[Output], name: &str) -> bool {
+    updates(out)
+        .iter()
+        .any(|u| matches!(u, Update::Retire { rendition } if &**rendition == name))
+}
+
+fn parts_of(out: &[Output], name: &str) -> usize {
+    updates(out)
+        .iter()
+        .filter(|u| matches!(u, Update::Part { rendition, .. } if &**rendition == name))
+        .count()
+}
+
+#[test]
+fn a_further_track_is_a_rung_the_pipeline_leaves_out_until_it_misses_a_keyframe() {
+    let mut r = Rig::new(true);
+    let out = r.publish_multitrack(1, 0, 3, 0);
+    let start = out.iter().find_map(|o| match o {
+        Output::StartPipeline { covered } => Some(covered.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        start,
+        Some(vec![120]),
+        "the pipeline starts after the track is known"
+    );
+    assert!(declared(&out, "120p"));
+    assert!(
+        parts_of(&out, "120p") > 5,
+        "the track's frames are packaged"
+    );
+    let status = r.status.clone().expect("status");
+    let track = &status.ingest.tracks[0];
+    assert_eq!(track.rendition.as_deref(), Some("120p"));
+    assert!(
+        status
+            .rungs
+            .iter()
+            .any(|x| x.name == "120p" && x.encoder == Some("passthrough"))
+    );
+
+    // From second 3 the track's keyframes come 10 frames late: it leaves the ladder.
+    let late = r.publish_multitrack_frames(1, 3000, 2, 10);
+    assert!(retired(&late, "120p"));
+    let status = r.status.clone().expect("status");
+    let track = &status.ingest.tracks[0];
+    assert!(track.rendition.is_none());
+    assert!(
+        track
+            .reason
+            .as_deref()
+            .is_some_and(|w| w.contains("not a keyframe"))
+    );
+    assert!(r.events().iter().any(|(k, _)| *k == "track dropped"));
+}
+
+#[test]
+fn a_reconnect_keeps_the_tracks_it_sends_again_and_drops_the_others() {
+    let mut r = Rig::new(false);
+    let out = r.publish_multitrack(1, 0, 2, 0);
+    assert!(declared(&out, "120p"));
+    r.left(1, 2000, false);
+    assert_eq!(r.admit(2, 2100), Ok(()));
+    let again = r.publish_multitrack(2, 2100, 2, 0);
+    assert!(
+        !retired(&again, "120p"),
+        "the same track keeps its playlist"
+    );
+    assert!(parts_of(&again, "120p") > 5);
+    r.left(2, 4100, false);
+    assert_eq!(r.admit(3, 4200), Ok(()));
+    let single = r.publish(3, 4200, 2);
+    assert!(
+        retired(&single, "120p"),
+        "a session without the track drops its rung"
+    );
 }

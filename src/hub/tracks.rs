@@ -66,6 +66,8 @@ enum State {
 struct Track {
     params: Arc<VideoParams>,
     state: State,
+    /// Announced by the current publish session.
+    current: bool,
     /// (pts, keyframe) of its latest frames, in decode order.
     recent: VecDeque<(i64, bool)>,
     /// (dts, bytes) over the last [`RATE_WINDOW`].
@@ -178,6 +180,7 @@ impl Tracks {
         if let Some(t) = self.tracks.get_mut(&id) {
             let renamed = t.params.height != params.height;
             t.params = params;
+            t.current = true;
             return renamed && t.state == State::Rung;
         }
         let state = if self.use_ == TrackUse::Transcode {
@@ -209,6 +212,7 @@ impl Tracks {
             Track {
                 params,
                 state,
+                current: true,
                 recent: VecDeque::new(),
                 rate: VecDeque::new(),
             },
@@ -321,10 +325,24 @@ impl Tracks {
         }
     }
 
-    /// A new publish session: its tracks are announced afresh.
-    pub fn clear(&mut self) {
-        self.tracks.clear();
+    /// A new publish session (a reconnect): it announces its tracks afresh. Until
+    /// [`Self::settle`], the last session's stay, so that a rung the new session sends
+    /// again keeps its playlist.
+    pub fn rejoin(&mut self) {
         self.source_keys.clear();
+        for t in self.tracks.values_mut() {
+            t.current = false;
+            t.recent.clear();
+            t.rate.clear();
+        }
+    }
+
+    /// The session's first frame came, after every track it announces: tracks of an earlier
+    /// session it did not announce go. True when the ladder changed.
+    pub fn settle(&mut self) -> bool {
+        let before = self.tracks.len();
+        self.tracks.retain(|_, t| t.current);
+        self.tracks.len() != before
     }
 
     /// Each track as received, and what became of it.

@@ -265,40 +265,9 @@ impl Frame {
     /// same picture decoded in software, so a stream reads the same whichever decoder ran.
     /// `stride`s and plane lengths are in bytes.
     pub fn copy_from_p010(&mut self, y: (&[u8], usize), uv: (&[u8], usize)) -> Result<()> {
-        let (width, height) = self.layout.plane_size(Plane::Y);
-        check_plane(Plane::Y, y.0, y.1, 2 * width, height)?;
-        let (cw, ch) = self.layout.plane_size(Plane::U);
-        check_plane(Plane::U, uv.0, uv.1, 4 * cw, ch)?;
-        let sample = |le: &[u8]| ten_to_eight(u16::from_le_bytes([le[0], le[1]]) >> 6);
-        let stride = self.stride(Plane::Y);
-        for (d, s) in self
-            .plane_mut(Plane::Y)
-            .chunks_exact_mut(stride)
-            .zip(y.0.chunks(y.1))
-        {
-            for (out, le) in d[..width].iter_mut().zip(s.chunks_exact(2)) {
-                *out = sample(le);
-            }
-        }
-        let cstride = self.stride(Plane::U);
-        let (u_range, v_range) = (self.layout.range(Plane::U), self.layout.range(Plane::V));
-        let pixels = &mut self.buf[self.base..];
-        let (head, v_plane) = pixels.split_at_mut(v_range.start);
-        let u_plane = &mut head[u_range];
-        let rows = u_plane
-            .chunks_exact_mut(cstride)
-            .zip(v_plane.chunks_exact_mut(cstride));
-        for ((u_row, v_row), s) in rows.zip(uv.0.chunks(uv.1)) {
-            for ((u, v), pair) in u_row[..cw]
-                .iter_mut()
-                .zip(&mut v_row[..cw])
-                .zip(s.chunks_exact(4))
-            {
-                *u = sample(&pair[..2]);
-                *v = sample(&pair[2..]);
-            }
-        }
-        Ok(())
+        self.copy_semi_planar(y, uv, 2, |le| {
+            ten_to_eight(u16::from_le_bytes([le[0], le[1]]) >> 6)
+        })
     }
 
     /// Copies a packed I420 picture in (FFmpeg `-pix_fmt yuv420p -f rawvideo`).
@@ -318,17 +287,35 @@ impl Frame {
     /// Copies an NV12 picture in (a hardware decoder's usual output): the
     /// interleaved UV plane is split into U and V so the scaler sees I420.
     pub fn copy_from_nv12(&mut self, y: (&[u8], usize), uv: (&[u8], usize)) -> Result<()> {
+        self.copy_semi_planar(y, uv, 1, |b| b[0])
+    }
+
+    /// A Y plane and an interleaved UV plane of `bytes`-wide samples, each made a byte by
+    /// `sample`, into the three planes the scaler reads.
+    fn copy_semi_planar(
+        &mut self,
+        y: (&[u8], usize),
+        uv: (&[u8], usize),
+        bytes: usize,
+        sample: impl Fn(&[u8]) -> u8,
+    ) -> Result<()> {
         let (width, height) = self.layout.plane_size(Plane::Y);
-        check_plane(Plane::Y, y.0, y.1, width, height)?;
+        check_plane(Plane::Y, y.0, y.1, bytes * width, height)?;
         let (cw, ch) = self.layout.plane_size(Plane::U);
-        check_plane(Plane::U, uv.0, uv.1, 2 * cw, ch)?;
+        check_plane(Plane::U, uv.0, uv.1, 2 * bytes * cw, ch)?;
         let stride = self.stride(Plane::Y);
         for (d, s) in self
             .plane_mut(Plane::Y)
             .chunks_exact_mut(stride)
             .zip(y.0.chunks(y.1))
         {
-            d[..width].copy_from_slice(&s[..width]);
+            if bytes == 1 {
+                d[..width].copy_from_slice(&s[..width]);
+                continue;
+            }
+            for (out, one) in d[..width].iter_mut().zip(s.chunks_exact(bytes)) {
+                *out = sample(one);
+            }
         }
         let cstride = self.stride(Plane::U);
         let (u_range, v_range) = (self.layout.range(Plane::U), self.layout.range(Plane::V));
@@ -342,10 +329,10 @@ impl Frame {
             for ((u, v), pair) in u_row[..cw]
                 .iter_mut()
                 .zip(&mut v_row[..cw])
-                .zip(s.chunks_exact(2))
+                .zip(s.chunks_exact(2 * bytes))
             {
-                *u = pair[0];
-                *v = pair[1];
+                *u = sample(&pair[..bytes]);
+                *v = sample(&pair[bytes..]);
             }
         }
         Ok(())

@@ -44,8 +44,8 @@ mod release;
 
 use common::*;
 use release::release_binary;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Seconds of each clip (looped by the publisher).
@@ -179,24 +179,25 @@ fn main() {
         .tempdir()
         .expect("temp dir");
     let dir = tmp.path();
-    let ffmpeg9 = ffmpeg9();
     let t = Instant::now();
     let ladder = runs
         .iter()
         .any(|r| matches!(r.clip, ClipName::Ladder))
         .then(|| {
-            make_clip(
-                &ffmpeg9,
-                dir,
-                "ladder",
-                &[(1920, 1080, 4000), (1280, 720, 2500), (640, 360, 700)],
-                Codec::H264,
-            )
+            let streams = [
+                clip_stream(1920, 1080, 4000, 60),
+                clip_stream(1280, 720, 2500, 60),
+                clip_stream(640, 360, 700, 60),
+            ];
+            clip(dir, "ladder", PICTURE, &streams, CLIP_SECONDS, X264)
         });
     let hevc = runs
         .iter()
         .any(|r| matches!(r.clip, ClipName::Hevc))
-        .then(|| make_clip(&ffmpeg9, dir, "hevc720", &[(1280, 720, 2500)], Codec::Hevc));
+        .then(|| {
+            let streams = [clip_stream(1280, 720, 2500, 60)];
+            clip(dir, "hevc720", PICTURE, &streams, CLIP_SECONDS, X265)
+        });
     eprintln!("clips made in {:.0} s", t.elapsed().as_secs_f64());
 
     // A publisher that stops ends its channel a second later, not ten.
@@ -213,7 +214,7 @@ fn main() {
             ClipName::Hevc => hevc.as_deref(),
         }
         .expect("the clips the runs need are made");
-        let m = measure(&node, node_pid, &ffmpeg9, clip, run, secs, warmup);
+        let m = measure(&node, node_pid, clip, run, secs, warmup);
         eprintln!(
             "{}: node {:.2} cores, publisher {:.2}, others {:.2}",
             m.name, m.node_cores, m.publisher_cores, m.other_cores
@@ -224,15 +225,7 @@ fn main() {
 }
 
 /// One run on a fresh channel: publish, warm up, measure the window, stop, wait for the end.
-fn measure(
-    node: &Node,
-    node_pid: u32,
-    ffmpeg9: &Path,
-    clip: &Path,
-    run: &Run,
-    secs: u64,
-    warmup: u64,
-) -> Measured {
+fn measure(node: &Node, node_pid: u32, clip: &Path, run: &Run, secs: u64, warmup: u64) -> Measured {
     let http = Http::new();
     let ch = node.create_channel_with_ladder(&format!("bench-{}", run.name), "standard");
     if let Some(rules) = run.rules {
@@ -243,19 +236,18 @@ fn measure(
         );
         assert_eq!(r.status, 200, "PATCH {rules}: {}", r.text());
     }
-    let mut publisher = Copy::start(
-        ffmpeg9,
+    let mut publisher = CopyPublisher::start(
         clip,
         run.maps,
         &node.rtmp_url(&ch.stream_key),
         &node.data_dir,
         run.name,
     );
-    node.attach_log(&publisher.log);
+    node.attach_log(publisher.log_path());
 
     // Warm-up: the node's plan, then a complete segment of every rendition, then `warmup`.
     let rungs = wait_for(Duration::from_secs(60), Duration::from_millis(250), || {
-        publisher.check_running(node);
+        check_running(&mut publisher, node);
         let r = rungs_of(node, &ch.id);
         (!r.is_empty()).then_some(r)
     })
@@ -288,11 +280,11 @@ fn measure(
     }
     let names: Vec<&str> = rungs.iter().map(|(n, _)| n.as_str()).collect();
     wait_all(&http, node, &ch.id, &names, 1, Duration::from_secs(60));
-    publisher.check_running(node);
+    check_running(&mut publisher, node);
     std::thread::sleep(Duration::from_secs(warmup));
 
     // The steady window.
-    let pub_pid = publisher.child.id();
+    let pub_pid = publisher.pid();
     let m0 = node.metrics();
     let (t0, node0, pub0, busy0) = (
         Instant::now(),
@@ -304,7 +296,7 @@ fn measure(
     let (node1, pub1, busy1) = (cpu_seconds(node_pid), cpu_seconds(pub_pid), machine_busy());
     let wall_s = t0.elapsed().as_secs_f64();
     let m1 = node.metrics();
-    publisher.check_running(node);
+    check_running(&mut publisher, node);
 
     let id = ch.id.as_str();
     let delta = |name: &str| m1.sum(name, &[("channel", id)]) - m0.sum(name, &[("channel", id)]);
@@ -515,180 +507,33 @@ fn window_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Optio
     None
 }
 
-fn ffmpeg9() -> PathBuf {
-    let bin = repo_root().join(".ffmpeg9/ffmpeg");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `make .ffmpeg9/ffmpeg` (or `make test`)",
-        bin.display()
-    );
-    bin
-}
+/// H.264 as an encoder in a studio sends it: IDRs only where `-g` puts them.
+const X264: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-sc_threshold",
+    "0",
+];
+/// HEVC with closed GOPs, so segments of the source and the rungs start on the same picture.
+const X265: &[&str] = &[
+    "-c:v",
+    "libx265",
+    "-preset",
+    "ultrafast",
+    "-x265-params",
+    "log-level=error:scenecut=0:open-gop=0",
+];
 
-#[derive(Clone, Copy)]
-enum Codec {
-    H264,
-    Hevc,
-}
-
-/// A clip of [`CLIP_SECONDS`] (Matroska): one video stream per (width, height, kb/s), all cut
-/// from [`PICTURE`], IDR every 60 frames on each, and AAC.
-fn make_clip(
-    ffmpeg9: &Path,
-    dir: &Path,
-    name: &str,
-    video: &[(u32, u32, u32)],
-    codec: Codec,
-) -> PathBuf {
-    let out = dir.join(format!("{name}.mkv"));
-    let mut graph = format!("[0:v]split={}", video.len());
-    graph.extend((0..video.len()).map(|i| format!("[s{i}]")));
-    let mut args: Vec<String> = [
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-y",
-        "-f",
-        "lavfi",
-        "-i",
-        PICTURE,
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-t",
-        &CLIP_SECONDS.to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    for (i, (w, h, kbps)) in video.iter().enumerate() {
-        graph.push_str(&format!(";[s{i}]scale={w}:{h}[v{i}]"));
-        args.extend([
-            format!("-b:v:{i}"),
-            format!("{kbps}k"),
-            format!("-maxrate:v:{i}"),
-            format!("{kbps}k"),
-            format!("-bufsize:v:{i}"),
-            format!("{}k", kbps * 2),
-        ]);
-    }
-    args.extend(["-filter_complex".into(), graph]);
-    for i in 0..video.len() {
-        args.extend(["-map".into(), format!("[v{i}]")]);
-    }
-    let encoder: &[&str] = match codec {
-        Codec::H264 => &[
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-x264-params",
-            "keyint=60:min-keyint=60:scenecut=0",
-        ],
-        Codec::Hevc => &[
-            "-c:v",
-            "libx265",
-            "-preset",
-            "ultrafast",
-            "-x265-params",
-            "log-level=error:keyint=60:min-keyint=60:scenecut=0:open-gop=0",
-        ],
-    };
-    args.extend(encoder.iter().map(|s| s.to_string()));
-    args.extend(
-        [
-            "-pix_fmt", "yuv420p", "-map", "1:a", "-c:a", "aac", "-b:a", "128k",
-        ]
-        .map(String::from),
-    );
-    args.push(out.to_string_lossy().into_owned());
-    eprintln!("making {} with FFmpeg 9...", out.display());
-    let o = Command::new(ffmpeg9)
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ffmpeg 9");
-    assert!(
-        o.status.success(),
-        "ffmpeg 9 {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
-/// FFmpeg 9 sending a clip's chosen video streams and its audio over RTMP at its own pace,
-/// looped, `-c copy` (every video stream after the first goes as a multitrack track); killed
-/// on Drop.
-struct Copy {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Copy {
-    fn start(
-        ffmpeg9: &Path,
-        clip: &Path,
-        maps: &[&str],
-        url: &str,
-        dir: &Path,
-        name: &str,
-    ) -> Copy {
-        let log = dir.join(format!("ffmpeg9-{name}.log"));
-        let file = std::fs::File::create(&log).expect("publisher log file");
-        let mut cmd = Command::new(ffmpeg9);
-        cmd.args([
-            "-hide_banner",
-            "-nostdin",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-        ])
-        .arg(clip);
-        for m in maps.iter().chain(&["0:a"]) {
-            cmd.args(["-map", m]);
-        }
-        // HEVC goes as Enhanced RTMP; the codecs announced in the connect are a harmless
-        // extra for H.264.
-        cmd.args([
-            "-c",
-            "copy",
-            "-rtmp_enhanced_codecs",
-            "hvc1,av01",
-            "-f",
-            "flv",
-            url,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(file);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", ffmpeg9.display()));
-        Copy { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Panics, with both logs, if the publisher has exited (refused or cut).
-    fn check_running(&mut self, node: &Node) {
-        if let Ok(Some(st)) = self.child.try_wait() {
-            panic!(
-                "the publisher exited ({st}); its log:\n{}\nnode log:\n{}",
-                self.log(),
-                node.log()
-            );
-        }
-    }
-}
-
-impl Drop for Copy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Panics, with both logs, if the publisher has exited (refused or cut).
+fn check_running(publisher: &mut CopyPublisher, node: &Node) {
+    if let Some(st) = publisher.exit_status() {
+        panic!(
+            "the publisher exited ({st}); its log:\n{}\nnode log:\n{}",
+            publisher.log(),
+            node.log()
+        );
     }
 }
 

@@ -31,144 +31,25 @@ mod switching;
 use common::*;
 use master::{Want, want};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-fn ffmpeg9() -> PathBuf {
-    let bin = repo_root().join(".ffmpeg9/ffmpeg");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `make .ffmpeg9/ffmpeg` (or `make test`)",
-        bin.display()
-    );
-    bin
+/// testsrc2 at the top track's size: every track is scaled from the same pictures.
+fn picture(w: u32, h: u32) -> String {
+    format!("testsrc2=size={w}x{h}:rate=30")
 }
 
-/// One video stream of a clip: size, bit rate, keyframe interval in frames.
-struct Track(u32, u32, u32, u32);
-
-/// A 30 fps clip (Matroska, one video stream per track, AAC audio) of `seconds`, encoded once
-/// by FFmpeg 9.
-fn clip(dir: &Path, name: &str, tracks: &[Track], seconds: u32) -> PathBuf {
-    let out = dir.join(format!("{name}.mkv"));
-    let Some(Track(w0, h0, ..)) = tracks.first() else {
-        panic!("a clip needs a track");
-    };
-    let mut graph = format!("[0:v]split={}", tracks.len());
-    graph.extend((0..tracks.len()).map(|i| format!("[s{i}]")));
-    let mut args: Vec<String> = [
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-y",
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("testsrc2=size={w0}x{h0}:rate=30"),
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-t",
-        &seconds.to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    for (i, Track(w, h, kbps, gop)) in tracks.iter().enumerate() {
-        graph.push_str(&format!(";[s{i}]scale={w}:{h}[v{i}]"));
-        args.extend([
-            format!("-b:v:{i}"),
-            format!("{kbps}k"),
-            format!("-maxrate:v:{i}"),
-            format!("{kbps}k"),
-            format!("-bufsize:v:{i}"),
-            format!("{}k", kbps * 2),
-            format!("-x264-params:v:{i}"),
-            format!("keyint={gop}:min-keyint={gop}:scenecut=0"),
-        ]);
-    }
-    args.extend(["-filter_complex".into(), graph]);
-    for i in 0..tracks.len() {
-        args.extend(["-map".into(), format!("[v{i}]")]);
-    }
-    args.extend(
-        [
-            "-map",
-            "1:a",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "64k",
-        ]
-        .map(String::from),
-    );
-    args.push(out.to_string_lossy().into_owned());
-    let o = Command::new(ffmpeg9())
-        .args(&args)
-        .output()
-        .expect("run ffmpeg 9");
-    assert!(
-        o.status.success(),
-        "ffmpeg 9 {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
-}
-
-/// FFmpeg 9 sending `clip` (the video streams `maps` picks, and audio) over RTMP at its
-/// own pace, looped; killed on Drop.
-struct Copy {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Copy {
-    fn start(clip: &Path, maps: &[&str], url: &str, dir: &Path, name: &str) -> Copy {
-        let log = dir.join(format!("ffmpeg9-{name}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-re", "-stream_loop", "-1"]
-            .map(String::from)
-            .to_vec();
-        args.extend(["-i".into(), clip.to_string_lossy().into_owned()]);
-        for m in maps.iter().chain(&["0:a"]) {
-            args.extend(["-map".into(), (*m).to_string()]);
-        }
-        args.extend(["-c", "copy", "-f", "flv", url].map(String::from));
-        let child = Command::new(ffmpeg9())
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn ffmpeg 9");
-        Copy { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the publisher to exit (the node closed the connection).
-    fn exited(&mut self, within: Duration) -> bool {
-        wait_for(within, Duration::from_millis(100), || {
-            self.child.try_wait().ok().flatten()
-        })
-        .is_some()
-    }
-}
-
-impl Drop for Copy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// H.264 for the clips: fast, keyframes only where `-g` puts them.
+const X264: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+    "-tune",
+    "zerolatency",
+    "-sc_threshold",
+    "0",
+];
 
 /// The MD5 of every video packet of stream `map` of `file`, in decode order (Debian's
 /// FFmpeg, `-c copy`: the bytes as stored).
@@ -203,7 +84,7 @@ fn latest_segment(http: &Http, node: &Node, id: &str, name: &str) -> PathBuf {
     tmp_file(&node.data_dir, &format!("{name}-latest.mp4"), &bytes)
 }
 
-fn stream(node: &Node, id: &str) -> serde_json::Value {
+fn stream_view(node: &Node, id: &str) -> serde_json::Value {
     let r = node.api("GET", &format!("/api/v1/channels/{id}/stream"), None);
     assert_eq!(r.status, 200, "{}", r.text());
     serde_json::from_slice(&r.body).expect("stream JSON")
@@ -217,12 +98,19 @@ fn multitrack_tracks_are_rungs_and_the_ladder_is_filled() {
     let http = Http::new();
     let ch = node.create_channel_with_ladder("multitrack", "standard");
     let tracks = [
-        Track(1920, 1080, 4000, 60),
-        Track(1280, 720, 2500, 60),
-        Track(640, 360, 700, 60),
+        clip_stream(1920, 1080, 4000, 60),
+        clip_stream(1280, 720, 2500, 60),
+        clip_stream(640, 360, 700, 60),
     ];
-    let clip = clip(&node.data_dir, "ladder", &tracks, 12);
-    let publisher = Copy::start(
+    let clip = clip(
+        &node.data_dir,
+        "ladder",
+        &picture(1920, 1080),
+        &tracks,
+        12,
+        X264,
+    );
+    let publisher = CopyPublisher::start(
         &clip,
         &["0:v:0", "0:v:1", "0:v:2"],
         &node.rtmp_url(&ch.stream_key),
@@ -284,7 +172,7 @@ fn multitrack_tracks_are_rungs_and_the_ladder_is_filled() {
     }
 
     // The stream API: each track with what became of it, and who makes each rung.
-    let s = stream(&node, &ch.id);
+    let s = stream_view(&node, &ch.id);
     let listed = s["ingest"]["tracks"]
         .as_array()
         .cloned()
@@ -383,11 +271,16 @@ fn misaligned_tracks_are_dropped_and_channel_rules_refuse() {
     let misaligned = clip(
         dir,
         "misaligned",
-        &[Track(640, 360, 700, 60), Track(320, 180, 300, 45)],
+        &picture(640, 360),
+        &[
+            clip_stream(640, 360, 700, 60),
+            clip_stream(320, 180, 300, 45),
+        ],
         8,
+        X264,
     );
     let ch = node.create_channel_with_ladder("misaligned", "standard");
-    let publisher = Copy::start(
+    let publisher = CopyPublisher::start(
         &misaligned,
         &["0:v:0", "0:v:1"],
         &node.rtmp_url(&ch.stream_key),
@@ -409,7 +302,7 @@ fn misaligned_tracks_are_dropped_and_channel_rules_refuse() {
         node.log(),
         publisher.log()
     );
-    let s = stream(&node, &ch.id);
+    let s = stream_view(&node, &ch.id);
     let track = &s["ingest"]["tracks"][0];
     assert!(
         track["rendition"].is_null()
@@ -439,7 +332,14 @@ fn misaligned_tracks_are_dropped_and_channel_rules_refuse() {
     drop(publisher);
 
     // Channel rules: each cuts the publisher, with its reason counted and logged.
-    let single = clip(dir, "single", &[Track(640, 360, 700, 60)], 4);
+    let single = clip(
+        dir,
+        "single",
+        &picture(640, 360),
+        &[clip_stream(640, 360, 700, 60)],
+        4,
+        X264,
+    );
     let cases: [(&str, &str, &Path, &[&str], &str); 3] = [
         (
             "deny",
@@ -478,7 +378,7 @@ fn misaligned_tracks_are_dropped_and_channel_rules_refuse() {
             want.trim(),
             "{name}: the channel shows its rule: {v}"
         );
-        let mut p = Copy::start(clip, maps, &node.rtmp_url(&ch.stream_key), dir, name);
+        let mut p = CopyPublisher::start(clip, maps, &node.rtmp_url(&ch.stream_key), dir, name);
         assert!(
             p.exited(Duration::from_secs(20)),
             "{name}: the publisher was not cut; node log:\n{}",

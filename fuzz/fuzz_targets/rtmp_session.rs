@@ -21,7 +21,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rungs::ingest::rtmp::session::{PublishSession, RtmpError, SessionEvent};
-use rungs::media::{IngestEvent, TrackKind};
+use rungs::media::{IngestEvent, TrackKind, VideoEvent};
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -88,6 +88,8 @@ struct Seen {
     accepted: bool,
     video_config: bool,
     audio_config: bool,
+    /// Further video tracks configured.
+    tracks: std::collections::BTreeSet<u8>,
 }
 
 impl Seen {
@@ -105,6 +107,18 @@ impl Seen {
                     match m {
                         IngestEvent::VideoConfig(_) => self.video_config = true,
                         IngestEvent::AudioConfig(_) => self.audio_config = true,
+                        IngestEvent::Track { id, event } => {
+                            assert_ne!(*id, 0, "track 0 travels as plain video events");
+                            match event {
+                                VideoEvent::Config(_) => {
+                                    self.tracks.insert(*id);
+                                }
+                                VideoEvent::Packet(p) => {
+                                    assert!(!p.data.is_empty(), "empty packet");
+                                    assert!(self.tracks.contains(id), "track before its config");
+                                }
+                            }
+                        }
                         IngestEvent::Packet(p) => {
                             assert!(!p.data.is_empty(), "empty packet");
                             match p.track {

@@ -11,6 +11,7 @@
 //!
 //! - `node`: the node under test ([`Node`], its CLI and channels);
 //! - `publisher`: live-paced ffmpeg RTMP publishers ([`Publisher`]);
+//! - `ffmpeg9`: FFmpeg 9 clips sent with `-c copy` (Enhanced RTMP, multitrack);
 //! - `http`: timed HTTP requests ([`Http`], [`Resp`]);
 //! - `hls`: fetching and strictly parsing media playlists;
 //! - `metrics`: the Prometheus text format ([`Metrics`]);
@@ -24,6 +25,7 @@
 pub mod fmp4;
 pub mod playlist;
 
+mod ffmpeg9;
 mod findings;
 mod hls;
 mod http;
@@ -41,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use ffmpeg9::{CopyPublisher, Stream, clip, clip_stream, ffmpeg9};
 pub use findings::Findings;
 pub use hls::{Fetched, fetch_blocking, fetch_media, wait_all, wait_playlist};
 pub use http::{Http, Resp, raw_get_status};

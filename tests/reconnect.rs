@@ -342,8 +342,8 @@ fn a_publisher_that_announced_reconnect_is_asked_and_one_that_did_not_is_left_al
     let mut asked = RawPublisher::publish(&node, &enhanced.stream_key, Some(1.0));
     assert_eq!(
         asked.connect_result.get("capsEx"),
-        Some(&Amf0Value::Number(5.0)),
-        "the node announces Reconnect|ModEx"
+        Some(&Amf0Value::Number(7.0)),
+        "the node announces Reconnect|Multitrack|ModEx"
     );
     // Video, so that the stream waits out a grace period when the publisher goes.
     asked.video(avc_sequence_header(), 0);

@@ -32,10 +32,11 @@ pub mod caps_ex {
 /// FourCCs rungs ingests (the `fourCcList` of its answer).
 pub const SERVER_FOURCCS: [&str; 3] = ["avc1", "hvc1", "av01"];
 /// Reconnect: rungs sends `NetConnection.Connect.ReconnectRequest` when the operator asks
-/// (`reconnect.rs`), to a publisher that announced Reconnect itself. ModEx: it reads ModEx
-/// packets (and applies their nanosecond offset). Not Multitrack: it refuses multitrack
-/// publishes, and announcing what it does not do would mislead a publisher.
-pub const SERVER_CAPS_EX: u8 = caps_ex::RECONNECT | caps_ex::MOD_EX;
+/// (`reconnect.rs`), to a publisher that announced Reconnect itself. Multitrack: further
+/// video tracks become rungs (`hub/tracks.rs`). ModEx: it reads ModEx packets (and applies
+/// their nanosecond offset). Not TimestampNanoOffset as a capability of its own: the offset
+/// comes inside ModEx, which is what it announces.
+pub const SERVER_CAPS_EX: u8 = caps_ex::RECONNECT | caps_ex::MULTITRACK | caps_ex::MOD_EX;
 /// FourCcInfoMask (Enhanced RTMP v2): CanDecode 0x01 | CanForward 0x04. rungs decodes each
 /// FourCC for its ladder and forwards it as the source rung.
 const SERVER_FOURCC_INFO: f64 = 5.0;

@@ -230,9 +230,8 @@ fn rewritten_result_and_the_headers_after_it_read_back() {
     };
     assert_eq!(
         object.get("capsEx"),
-        Some(&Amf0Value::Number(f64::from(
-            caps_ex::RECONNECT | caps_ex::MOD_EX
-        )))
+        // Reconnect 0x01 | Multitrack 0x02 | ModEx 0x04.
+        Some(&Amf0Value::Number(7.0))
     );
     assert_eq!(object.get("fmsVer"), Some(&s("FMS/3,0,1,1233")));
     assert_eq!(

@@ -2,7 +2,7 @@
 //! garbage.
 
 use super::*;
-use crate::ingest::rtmp::connect::caps_ex;
+use crate::ingest::rtmp::connect::{SERVER_CAPS_EX, caps_ex};
 use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::messages::RtmpMessage;
 use rml_rtmp::rml_amf0::{self, Amf0Value};
@@ -945,9 +945,7 @@ fn an_enhanced_connect_is_answered_with_rungs_capabilities() {
     assert_eq!((name.as_str(), *txn), ("_result", 1.0));
     assert_eq!(
         object.get("capsEx"),
-        Some(&Amf0Value::Number(f64::from(
-            caps_ex::RECONNECT | caps_ex::MOD_EX
-        )))
+        Some(&Amf0Value::Number(f64::from(SERVER_CAPS_EX)))
     );
     assert!(object.contains_key("fourCcList"));
     assert!(object.contains_key("fmsVer"), "rml_rtmp's properties stay");

@@ -220,8 +220,8 @@ fn gpu_usable(bin: &Path) -> Result<String, String> {
     if p["nvdec"]["usable"] != true {
         return Err(format!("NVDEC not usable: {}", detail("nvdec")));
     }
-    if p["nvrtc"]["usable"] != true {
-        return Err(format!("NVRTC not usable: {}", detail("nvrtc")));
+    if p["kernels"]["usable"] != true {
+        return Err(format!("CUDA kernels not usable: {}", detail("kernels")));
     }
     Ok(format!(
         "{} ({} MiB), driver {}, NVENC {}",

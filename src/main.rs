@@ -386,7 +386,7 @@ fn main() -> Result<()> {
 fn probe(args: ProbeArgs) -> Result<()> {
     let cfg = Config::load(args.config.as_deref())?;
     let found = rungs::gpu::probe::probe(&cfg.gpu);
-    let machine = rungs::transcode::backend::MachineFacts::from_probe(&found, found.nvrtc.usable);
+    let machine = rungs::transcode::backend::MachineFacts::from_probe(&found, found.kernels.usable);
     // The backends come from the planner channels use, for a 1080p one.
     let plan = node::new_channel_plan(&cfg, &machine)?;
     let mut out = std::io::stdout().lock();

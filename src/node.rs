@@ -119,7 +119,7 @@ pub fn open_gpu(cfg: &Config) -> Result<Option<Arc<GpuRuntime>>, NodeError> {
     match Gpu::open_all(&cfg.gpu) {
         Ok(gpus) => {
             for gpu in &gpus {
-                tracing::info!(gpu = gpu.index, name = %gpu.name, "CUDA kernels compiled");
+                tracing::info!(gpu = gpu.index, name = %gpu.name, "CUDA kernels ready");
             }
             let machine = MachineFacts::from_probe(&probe, true);
             let plan = new_channel_plan(cfg, &machine)?;

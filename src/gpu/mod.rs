@@ -1,6 +1,7 @@
 //! The GPU side of the node: what the machine offers (`probe`) and the CUDA
-//! kernels compiled at start (`kernels`). libcuda and libnvrtc are loaded at
-//! run time, so the same binary runs, CPU only, where they are missing.
+//! kernels (`kernels`: PTX compiled at build time, NVRTC at start only for a
+//! GPU the build did not cover). libcuda and libnvrtc are loaded at run time,
+//! so the same binary runs, CPU only, where they are missing.
 //! Owns the `[gpu]` section of the config file.
 
 pub mod device;

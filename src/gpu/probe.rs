@@ -1,6 +1,7 @@
 //! What the machine offers the pipeline (CUDA driver, GPUs, NVDEC, NVENC,
-//! NVRTC): the facts `rungs probe` prints and the backend planner
-//! (`transcode::backend`) chooses from, and the check behind
+//! NVRTC, and where each GPU's kernels come from: PTX embedded at build time
+//! or NVRTC at start): the facts `rungs probe` prints and the backend
+//! planner (`transcode::backend`) chooses from, and the check behind
 //! `gpu.enabled = "on"`.
 //!
 //! libcuda and libnvrtc are loaded at run time. cudarc panics when a library
@@ -13,6 +14,8 @@ use ffmpeg_next as ffmpeg;
 use serde::Serialize;
 
 use super::GpuConfig;
+use super::device::{DriverVersion, driver_too_old};
+use super::kernels::{self, KernelOrigin};
 
 /// Everything `rungs probe` reports.
 #[derive(Clone, Debug, Serialize)]
@@ -24,6 +27,9 @@ pub struct Probe {
     pub nvdec: Capability,
     pub nvenc: Capability,
     pub nvrtc: Capability,
+    /// Whether every selected GPU gets its CUDA kernels, and from where:
+    /// the PTX embedded at build time, or NVRTC at start.
+    pub kernels: Capability,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -34,6 +40,8 @@ pub struct Device {
     /// "major.minor", e.g. "9.0" for Hopper.
     pub compute_capability: String,
     pub selected: bool,
+    /// Where its kernels come from, or why it gets none.
+    pub kernels: Capability,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -73,12 +81,12 @@ impl GpuRequired {
 /// Looks at the machine. Never panics and never fails: what is missing is
 /// reported as such.
 pub fn probe(cfg: &GpuConfig) -> Probe {
-    let nvrtc = if crate::gpu::kernels::nvrtc_present() {
-        Capability::yes("libnvrtc loaded")
-    } else {
-        Capability::no("libnvrtc.so.12 not found on the library path")
+    let nvrtc_version = kernels::nvrtc_version();
+    let nvrtc = match nvrtc_version {
+        Some((major, minor)) => Capability::yes(format!("libnvrtc loaded, CUDA {major}.{minor}")),
+        None => Capability::no("libnvrtc.so.12 not found on the library path"),
     };
-    let (driver, devices, nvdec, nvenc) = match cuda_devices(cfg) {
+    let (driver, devices, nvdec, nvenc) = match cuda_devices(cfg, nvrtc_version) {
         Err(why) => {
             let no = || Capability::no(why.clone());
             (None, Vec::new(), no(), no())
@@ -93,12 +101,96 @@ pub fn probe(cfg: &GpuConfig) -> Probe {
             (Some(version), devices, nvdec, nvenc)
         }
     };
+    let kernels = all_kernels(&devices, nvrtc_version.is_some());
     Probe {
         driver,
         devices,
         nvdec,
         nvenc,
         nvrtc,
+        kernels,
+    }
+}
+
+/// What the build embedded, e.g. "PTX embedded for compute_75, compute_90
+/// (CUDA 12.8)".
+fn embedded_summary() -> String {
+    match kernels::EMBEDDED {
+        [] => "no PTX embedded (built without NVRTC)".to_owned(),
+        all @ [first, ..] => {
+            let archs: Vec<&str> = all.iter().map(|e| e.arch).collect();
+            let (major, minor) = first.cuda;
+            format!(
+                "PTX embedded for {} (CUDA {major}.{minor})",
+                archs.join(", ")
+            )
+        }
+    }
+}
+
+/// The kernels for the whole machine: usable when every selected GPU gets
+/// them (with no GPU, when the build or NVRTC would give some).
+fn all_kernels(devices: &[Device], nvrtc: bool) -> Capability {
+    let summary = embedded_summary();
+    let selected: Vec<&Device> = devices.iter().filter(|d| d.selected).collect();
+    if selected.is_empty() {
+        let embedded = !kernels::EMBEDDED.is_empty();
+        let detail = match (embedded, nvrtc) {
+            (true, true) => format!("{summary}; NVRTC at start for other GPUs"),
+            (true, false) => format!("{summary}; no NVRTC for other GPUs"),
+            (false, true) => format!("{summary}; {}", KernelOrigin::Nvrtc),
+            (false, false) => format!("{summary}, and no NVRTC (libnvrtc.so.12) to compile them"),
+        };
+        return if embedded || nvrtc {
+            Capability::yes(detail)
+        } else {
+            Capability::no(detail)
+        };
+    }
+    let per_gpu: Vec<String> = selected
+        .iter()
+        .map(|d| format!("GPU {}: {}", d.index, d.kernels.detail))
+        .collect();
+    let detail = format!("{summary}; {}", per_gpu.join("; "));
+    if selected.iter().all(|d| d.kernels.usable) {
+        Capability::yes(detail)
+    } else {
+        Capability::no(detail)
+    }
+}
+
+/// Where a GPU of compute capability `capability` gets its kernels, as
+/// `Gpu::open` will do it: the embedded PTX for its architecture unless the
+/// driver is older than that PTX's CUDA, else NVRTC's (`nvrtc`: its CUDA
+/// version, when on the library path) unless the driver is older than it.
+fn kernels_for(
+    capability: (i32, i32),
+    embedded: Option<(&'static str, (i32, i32))>,
+    nvrtc: Option<(i32, i32)>,
+    driver: &DriverVersion,
+) -> Capability {
+    // An unknown driver version is taken to be new enough: loading will tell.
+    let takes = |cuda: (i32, i32)| driver.cuda.is_none_or(|d| d >= cuda);
+    let (major, minor) = capability;
+    match (embedded, nvrtc) {
+        (Some((arch, cuda)), _) if takes(cuda) => {
+            Capability::yes(KernelOrigin::Embedded(arch).to_string())
+        }
+        (_, Some(cuda)) if takes(cuda) => {
+            let why = if embedded.is_some() {
+                " (the driver is older than the embedded PTX)"
+            } else {
+                ""
+            };
+            Capability::yes(format!("{}{why}", KernelOrigin::Nvrtc))
+        }
+        (Some((_, cuda)), _) | (None, Some(cuda)) => {
+            Capability::no(driver_too_old(driver, Some(cuda)))
+        }
+        (None, None) => Capability::no(format!(
+            "no PTX embedded for compute capability {major}.{minor} and NVRTC \
+             (libnvrtc.so.12) is not on the library path to compile the kernels"
+        )),
     }
 }
 
@@ -120,10 +212,10 @@ impl Probe {
                 "gpu.devices selects none of the GPUs present".into(),
             ));
         }
-        if !self.nvrtc.usable {
+        if !self.kernels.usable {
             return Err(GpuRequired(format!(
-                "NVRTC cannot be loaded to compile the kernels: {}",
-                crate::gpu::kernels::KernelError::NoNvrtc
+                "the CUDA kernels cannot be loaded: {}",
+                self.kernels.detail
             )));
         }
         Ok(())
@@ -132,6 +224,8 @@ impl Probe {
 
 impl fmt::Display for Probe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show =
+            |c: &Capability| format!("{} ({})", if c.usable { "yes" } else { "no" }, c.detail);
         match &self.driver {
             None => writeln!(f, "no CUDA driver: CPU backends ({})", self.nvdec.detail)?,
             Some(v) => {
@@ -154,24 +248,21 @@ impl fmt::Display for Probe {
                         }
                     )?;
                 }
-                let show = |c: &Capability| {
-                    format!("{} ({})", if c.usable { "yes" } else { "no" }, c.detail)
-                };
                 writeln!(f, "NVDEC (FFmpeg cuda hwaccel): {}", show(&self.nvdec))?;
                 writeln!(f, "NVENC (h264_nvenc): {}", show(&self.nvenc))?;
             }
         }
-        write!(
-            f,
-            "NVRTC: {} ({})",
-            if self.nvrtc.usable { "yes" } else { "no" },
-            self.nvrtc.detail
-        )
+        writeln!(f, "CUDA kernels: {}", show(&self.kernels))?;
+        write!(f, "NVRTC: {}", show(&self.nvrtc))
     }
 }
 
-/// The driver's version and its GPUs, or why there are none.
-fn cuda_devices(cfg: &GpuConfig) -> Result<(String, Vec<Device>), String> {
+/// The driver's version and its GPUs (each with where its kernels come from,
+/// given NVRTC's version when it is on the path), or why there are none.
+fn cuda_devices(
+    cfg: &GpuConfig,
+    nvrtc: Option<(i32, i32)>,
+) -> Result<(String, Vec<Device>), String> {
     use cudarc::driver::{result, sys};
     // SAFETY: only tries to dlopen libcuda under its usual names.
     if !unsafe { sys::is_culib_present() } {
@@ -179,11 +270,10 @@ fn cuda_devices(cfg: &GpuConfig) -> Result<(String, Vec<Device>), String> {
     }
     let err = |what: &str, e: result::DriverError| format!("{what}: {e}");
     result::init().map_err(|e| err("cuInit", e))?;
-    let mut version = 0;
-    // SAFETY: the library is loaded (checked above); the pointer is valid for the call.
-    unsafe { sys::cuDriverGetVersion(&mut version) }
-        .result()
-        .map_err(|e| err("cuDriverGetVersion", e))?;
+    let driver = DriverVersion::query();
+    let Some((cuda_major, cuda_minor)) = driver.cuda else {
+        return Err("cuDriverGetVersion failed".into());
+    };
     let count = result::device::get_count().map_err(|e| err("cuDeviceGetCount", e))?;
     let mut devices = Vec::new();
     for index in 0..usize::try_from(count).unwrap_or(0) {
@@ -201,18 +291,17 @@ fn cuda_devices(cfg: &GpuConfig) -> Result<(String, Vec<Device>), String> {
                     .map_err(|e| err("cuDeviceGetAttribute", e))?,
             )
         };
+        let embedded = kernels::embedded_for(major, minor).map(|e| (e.arch, e.cuda));
         devices.push(Device {
             index,
             name,
             memory_bytes: memory as u64,
             compute_capability: format!("{major}.{minor}"),
             selected: cfg.devices.is_empty() || cfg.devices.contains(&index),
+            kernels: kernels_for((major, minor), embedded, nvrtc, &driver),
         });
     }
-    Ok((
-        format!("{}.{}", version / 1000, (version % 1000) / 10),
-        devices,
-    ))
+    Ok((format!("{cuda_major}.{cuda_minor}"), devices))
 }
 
 /// Whether FFmpeg can open a CUDA device and decode H.264 on it.
@@ -282,5 +371,91 @@ mod tests {
         }
         let json = serde_json::to_value(&p).expect("json");
         assert!(json["nvrtc"]["usable"].is_boolean(), "{json}");
+        assert!(json["kernels"]["usable"].is_boolean(), "{json}");
+        assert!(text.contains("\nCUDA kernels: "), "{text}");
+    }
+
+    fn driver(cuda: (i32, i32)) -> DriverVersion {
+        DriverVersion {
+            release: Some("550.54.14".into()),
+            cuda: Some(cuda),
+        }
+    }
+
+    const HOPPER: (i32, i32) = (9, 0);
+    const EMBEDDED_90: Option<(&str, (i32, i32))> = Some(("compute_90", (12, 8)));
+
+    #[test]
+    fn a_gpu_with_embedded_ptx_needs_no_nvrtc() {
+        let k = kernels_for(HOPPER, EMBEDDED_90, None, &driver((12, 8)));
+        assert!(k.usable);
+        assert_eq!(k.detail, "embedded PTX for compute_90");
+    }
+
+    /// A driver older than the build's NVRTC: an NVRTC the driver takes
+    /// compiles the kernels instead; without one, the operator is told
+    /// which driver to install.
+    #[test]
+    fn a_driver_older_than_the_embedded_ptx() {
+        let old = driver((12, 4));
+        let k = kernels_for(HOPPER, EMBEDDED_90, Some((12, 4)), &old);
+        assert!(k.usable);
+        assert_eq!(
+            k.detail,
+            "compiled by NVRTC at start (the driver is older than the embedded PTX)"
+        );
+        for nvrtc in [None, Some((12, 8))] {
+            let k = kernels_for(HOPPER, EMBEDDED_90, nvrtc, &old);
+            assert!(!k.usable);
+            assert!(
+                k.detail
+                    .contains("is older than the PTX (CUDA 12.8); update the driver to >= 570.26"),
+                "{}",
+                k.detail
+            );
+        }
+    }
+
+    #[test]
+    fn a_gpu_below_every_embedded_arch_needs_nvrtc() {
+        let volta = (7, 0);
+        let k = kernels_for(volta, None, Some((12, 8)), &driver((12, 8)));
+        assert!(k.usable);
+        assert_eq!(k.detail, "compiled by NVRTC at start");
+        let k = kernels_for(volta, None, None, &driver((12, 8)));
+        assert!(!k.usable);
+        assert!(k.detail.contains("compute capability 7.0"), "{}", k.detail);
+    }
+
+    /// `gpu.enabled = "on"` is refused when a selected GPU gets no kernels,
+    /// with the reason.
+    #[test]
+    fn on_requires_kernels_for_every_selected_gpu() {
+        let gpu = |index, kernels| Device {
+            index,
+            name: "NVIDIA H100 80GB HBM3".into(),
+            memory_bytes: 80 << 30,
+            compute_capability: "9.0".into(),
+            selected: true,
+            kernels,
+        };
+        let refused = kernels_for(HOPPER, EMBEDDED_90, None, &driver((12, 4)));
+        let fine = kernels_for(HOPPER, EMBEDDED_90, None, &driver((12, 8)));
+        let devices = vec![gpu(0, fine), gpu(1, refused)];
+        let p = Probe {
+            driver: Some("12.4".into()),
+            kernels: all_kernels(&devices, false),
+            devices,
+            nvdec: Capability::yes("test"),
+            nvenc: Capability::no("test"),
+            nvrtc: Capability::no("test"),
+        };
+        let err = p.require().expect_err("GPU 1 has no kernels");
+        let text = err.to_string();
+        assert!(text.contains("the CUDA kernels cannot be loaded"), "{text}");
+        assert!(
+            text.contains("GPU 1: the NVIDIA driver (version 550.54.14"),
+            "{text}"
+        );
     }
 }

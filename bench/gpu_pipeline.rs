@@ -64,6 +64,8 @@
 //! bitrate and PSNR are bench/common/ladder_bench.rs's, shared with
 //! ladder.rs; the live part is in gpu_pipeline/live.rs.
 
+// Shared by three benches; `machine_busy` is the ladder and multitrack benches'.
+#[allow(dead_code)]
 #[path = "common/ladder_bench.rs"]
 mod ladder_bench;
 #[path = "gpu_pipeline/live.rs"]

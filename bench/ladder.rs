@@ -35,8 +35,8 @@
 mod ladder_bench;
 
 use ladder_bench::{
-    LADDER, SOURCE_GRAPH, SOURCE_KBPS, children_cpu, clock_ticks, count_frames, env_parse,
-    ffmpeg_command, kbps_of, loadavg, make_input, median, psnr, rungs_command,
+    LADDER, SOURCE_GRAPH, SOURCE_KBPS, children_cpu, count_frames, env_parse, ffmpeg_command,
+    kbps_of, loadavg, machine_busy, make_input, median, psnr, rungs_command,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -251,19 +251,4 @@ fn timed(tool: Tool, cmd: &mut Command, frames: u64) -> (Run, Vec<u8>) {
         fps: frames as f64 / wall,
     };
     (run, out.stdout)
-}
-
-/// CPU seconds all CPUs spent busy since boot (the `cpu` line of /proc/stat,
-/// less idle and iowait).
-fn machine_busy() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").expect("Linux /proc");
-    let line = stat.lines().next().expect("/proc/stat has a cpu line");
-    let v: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest is inside user).
-    let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v.get(7).copied().unwrap_or(0.0);
-    busy / clock_ticks()
 }

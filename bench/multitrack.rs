@@ -39,10 +39,15 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+// The ladder bench's helpers; this one uses two of them.
+#[allow(dead_code)]
+#[path = "common/ladder_bench.rs"]
+mod ladder_bench;
 #[path = "common/release.rs"]
 mod release;
 
 use common::*;
+use ladder_bench::{env_parse, machine_busy};
 use release::release_binary;
 use std::path::Path;
 use std::process::Command;
@@ -535,26 +540,6 @@ fn check_running(publisher: &mut CopyPublisher, node: &Node) {
             node.log()
         );
     }
-}
-
-fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok().and_then(|s| s.parse().ok())
-}
-
-/// CPU seconds all CPUs spent busy since boot (the `cpu` line of /proc/stat, less idle and
-/// iowait).
-fn machine_busy() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").expect("Linux /proc");
-    let line = stat.lines().next().expect("/proc/stat has a cpu line");
-    let v: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0.0))
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest is inside user).
-    let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v.get(7).copied().unwrap_or(0.0);
-    // SAFETY: sysconf only reads a constant.
-    busy / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 fn nproc() -> usize {

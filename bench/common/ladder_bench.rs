@@ -269,3 +269,18 @@ pub fn kbps_of(file: &Path, seconds: u32) -> Result<f64, String> {
         .sum();
     Ok(bytes * 8.0 / f64::from(seconds) / 1000.0)
 }
+
+/// CPU seconds all CPUs spent busy since boot (the `cpu` line of /proc/stat,
+/// less idle and iowait).
+pub fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("Linux /proc");
+    let line = stat.lines().next().expect("/proc/stat has a cpu line");
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is inside user).
+    let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v.get(7).copied().unwrap_or(0.0);
+    busy / clock_ticks()
+}

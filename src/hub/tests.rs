@@ -908,20 +908,10 @@ impl Rig {
         secs: i64,
         shift: i64,
     ) -> Vec<Output> {
-        let mut out = self.event(
-            session,
-            from_ms,
-            IngestEvent::VideoConfig(video_params(320)),
-        );
+        let video = IngestEvent::VideoConfig(video_params(320));
+        let mut out = self.event(session, from_ms, video);
         out.extend(self.event(session, from_ms, track_config()));
-        let mut track = track_events(from_ms, secs, shift).into_iter();
-        for p in media(from_ms, secs, 30, false) {
-            let ms = p.dts / 90;
-            out.extend(self.event(session, ms, IngestEvent::Packet(p)));
-            if let Some(t) = track.next() {
-                out.extend(self.event(session, ms, t));
-            }
-        }
+        out.extend(self.publish_multitrack_frames(session, from_ms, secs, shift));
         out
     }
 

@@ -1,4 +1,5 @@
 use super::*;
+use rungs::registry::{Channel, Multitrack, TrackUse};
 
 #[test]
 fn cli_parses_the_documented_forms() {

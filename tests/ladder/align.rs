@@ -209,6 +209,36 @@ fn ffprobe_first_frame(file: &std::path::Path) -> Result<FirstFrame, String> {
     })
 }
 
+/// The last two segments complete in every rendition without a GAP anywhere (at least two
+/// must be), checked by [`check_segment_starts`]; returns their MSNs.
+pub fn check_last_clean_starts(
+    f: &Findings,
+    http: &Http,
+    dir: &std::path::Path,
+    snaps: &[Snap],
+    aligned: &Aligned,
+    inits: &BTreeMap<String, InitInfo>,
+) -> Vec<u64> {
+    let clean: Vec<u64> = aligned
+        .common
+        .iter()
+        .copied()
+        .filter(|m| {
+            snaps
+                .iter()
+                .all(|s| s.pl.segment(*m).is_some_and(|s| !s.gap))
+        })
+        .collect();
+    f.check(
+        clean.len() >= 2,
+        "at least 2 segments without a GAP in every rendition",
+        || format!("common {:?}, gaps {:?}", aligned.common, aligned.gaps),
+    );
+    let probe = clean[clean.len().saturating_sub(2)..].to_vec();
+    check_segment_starts(f, http, dir, snaps, inits, &probe);
+    probe
+}
+
 /// For each MSN in `msns`: every rendition's segment starts with an IDR
 /// (NAL type 5 in the first sample; ffprobe decodes a key I frame), at the
 /// same presentation time as the source's.

@@ -388,10 +388,13 @@ impl ChannelCore {
     fn package(&mut self, event: IngestEvent, arrival: Arrival) {
         self.last_arrival = Some(arrival);
         self.observe(&event, arrival);
-        let video = match &event {
-            IngestEvent::VideoConfig(_) => true,
-            IngestEvent::Packet(p) => p.track == TrackKind::Video,
-            IngestEvent::AudioConfig(_) => false,
+        // A source video frame: its pts, and whether it is a keyframe.
+        let (video, frame) = match &event {
+            IngestEvent::VideoConfig(_) => (true, None),
+            IngestEvent::Packet(p) if p.track == TrackKind::Video => {
+                (true, Some((p.pts, p.keyframe)))
+            }
+            IngestEvent::Packet(_) | IngestEvent::AudioConfig(_) => (false, None),
             IngestEvent::Track { .. } => {
                 if let IngestEvent::Track { id, event } = event {
                     self.track(id, event, arrival);
@@ -399,9 +402,7 @@ impl ChannelCore {
                 return;
             }
         };
-        if !self.tracks_settled
-            && matches!(&event, IngestEvent::Packet(p) if p.track == TrackKind::Video)
-        {
+        if !self.tracks_settled && frame.is_some() {
             self.tracks_settled = true;
             if self.tracks.settle() {
                 self.recompose();
@@ -409,13 +410,9 @@ impl ChannelCore {
         }
         let to_pipeline =
             (self.transcode && self.tracks.transcodes() && video).then(|| event.clone());
-        let source_key = match &event {
-            IngestEvent::Packet(p) if p.track == TrackKind::Video && p.keyframe => Some(p.pts),
-            _ => None,
-        };
         self.packager.push(event, arrival.wall, arrival.at);
         self.emit_updates();
-        if let Some(pts) = source_key {
+        if let Some((pts, true)) = frame {
             for (id, why) in self.tracks.source_keyframe(pts) {
                 self.track_dropped(id, &why);
             }

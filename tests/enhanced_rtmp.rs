@@ -316,17 +316,21 @@ fn plays_h264_rung(f: &Findings, master_url: &str, fourcc: &str) {
     }
 }
 
+/// HEVC from x265 with its defaults (open GOPs) but a fixed GOP: what a publisher sends.
+const X265: &[&str] = &[
+    "-c:v",
+    "libx265",
+    "-preset",
+    "ultrafast",
+    "-x265-params",
+    "log-level=error:keyint=30:min-keyint=30:scenecut=0",
+];
+
 #[test]
 fn hevc_over_enhanced_rtmp() {
-    source_passes_through_and_ladder_is_h264(
-        "hevc",
+    let video = [
+        X265,
         &[
-            "-c:v",
-            "libx265",
-            "-preset",
-            "ultrafast",
-            "-x265-params",
-            "log-level=error:keyint=30:min-keyint=30:scenecut=0",
             "-pix_fmt",
             "yuv420p",
             "-b:v",
@@ -337,9 +341,9 @@ fn hevc_over_enhanced_rtmp() {
             "-rtmp_enhanced_codecs",
             "hvc1,av01",
         ],
-        "hvc1",
-        "hevc",
-    );
+    ]
+    .concat();
+    source_passes_through_and_ladder_is_h264("hevc", &video, "hvc1", "hevc");
 }
 
 #[test]
@@ -621,14 +625,6 @@ fn ten_bit_h264_and_hevc_live_give_8_bit_rungs() {
         "-sc_threshold",
         "0",
     ];
-    let x265 = [
-        "-c:v",
-        "libx265",
-        "-preset",
-        "ultrafast",
-        "-x265-params",
-        "log-level=error:keyint=30:min-keyint=30:scenecut=0",
-    ];
     let cases = [
         LiveCase {
             name: "high",
@@ -650,14 +646,14 @@ fn ten_bit_h264_and_hevc_live_give_8_bit_rungs() {
         },
         LiveCase {
             name: "main",
-            video: [&x265[..], &["-pix_fmt", "yuv420p"]].concat(),
+            video: [X265, &["-pix_fmt", "yuv420p"]].concat(),
             source: ("Main", "yuv420p"),
             codecs: "hvc1.1.",
             eight_bit: None,
         },
         LiveCase {
             name: "main10",
-            video: [&x265[..], &["-pix_fmt", "yuv420p10le"]].concat(),
+            video: [X265, &["-pix_fmt", "yuv420p10le"]].concat(),
             source: ("Main 10", "yuv420p10le"),
             codecs: "hvc1.2.",
             eight_bit: Some("main"),

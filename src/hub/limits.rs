@@ -229,9 +229,9 @@ impl Meter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::{Packet, VideoParams};
+    use crate::media::Packet;
+    use crate::package::testmedia::sized_video_params;
     use bytes::Bytes;
-    use std::sync::Arc;
 
     fn video(dts: i64, bytes: usize) -> IngestEvent {
         IngestEvent::Packet(Packet {
@@ -244,16 +244,7 @@ mod tests {
     }
 
     fn config(width: u32, height: u32) -> IngestEvent {
-        IngestEvent::VideoConfig(Arc::new(VideoParams {
-            codec: crate::media::VideoCodec::Avc,
-            avcc: Bytes::new(),
-            width,
-            height,
-            profile_idc: 100,
-            constraint_flags: 0,
-            level_idc: 40,
-            nal_length_size: 4,
-        }))
+        IngestEvent::VideoConfig(sized_video_params(width, height))
     }
 
     /// `seconds` of 30 fps video at `bps`, from dts `start`.

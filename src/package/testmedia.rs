@@ -16,11 +16,17 @@ const HIGH_AVCC: &[u8] = &[
 ];
 
 pub fn video_params(width: u32) -> Arc<VideoParams> {
+    sized_video_params(width, 240)
+}
+
+/// H.264 parameters for a picture of `width` x `height` (the avcC is 320x240's: only what the
+/// record says matters to the code under test, not the SPS inside it).
+pub fn sized_video_params(width: u32, height: u32) -> Arc<VideoParams> {
     Arc::new(VideoParams {
         codec: crate::media::VideoCodec::Avc,
         avcc: Bytes::from_static(HIGH_AVCC),
         width,
-        height: 240,
+        height,
         profile_idc: 0x64,
         constraint_flags: 0x00,
         level_idc: 0x0d,

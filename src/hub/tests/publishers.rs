@@ -89,14 +89,9 @@ fn track_events(from_ms: i64, secs: i64, shift: i64) -> Vec<IngestEvent> {
 }
 
 fn track_config() -> IngestEvent {
-    let params = VideoParams {
-        width: 160,
-        height: 120,
-        ..(*video_params(160)).clone()
-    };
     IngestEvent::Track {
         id: 1,
-        event: VideoEvent::Config(Arc::new(params)),
+        event: VideoEvent::Config(sized_video_params(160, 120)),
     }
 }
 

@@ -1,20 +1,9 @@
 use super::*;
-use crate::media::{TrackKind, VideoCodec};
+use crate::media::TrackKind;
 use crate::transcode::frame::Size;
 use bytes::Bytes;
 
-fn params(width: u32, height: u32) -> Arc<VideoParams> {
-    Arc::new(VideoParams {
-        codec: VideoCodec::Avc,
-        avcc: Bytes::from_static(b"avcC"),
-        width,
-        height,
-        profile_idc: 100,
-        constraint_flags: 0,
-        level_idc: 40,
-        nal_length_size: 4,
-    })
-}
+use crate::package::testmedia::sized_video_params as params;
 
 /// Frame `n` of a 30 fps track with a keyframe every `gop` frames from `first_key`.
 fn frame(n: i64, gop: i64, first_key: i64) -> Packet {

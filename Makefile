@@ -8,10 +8,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages: FFmpeg (libraries for the transcoder, CLI for tests), the
 # toolchain bindgen needs, Chromium for the browser tests, Node for hls.js,
-# iproute2 (`ip netns`) and python3-venv for the WHIP tests.
+# iproute2 (`ip netns`) and python3-venv for the WHIP tests, debootstrap for the
+# root without FFmpeg the device bundle is proven in, xz for the bundle.
 APT_PACKAGES := pkg-config clang libclang-dev ffmpeg \
 	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
-	libavfilter-dev libavdevice-dev chromium iproute2 python3-venv
+	libavfilter-dev libavdevice-dev chromium iproute2 python3-venv debootstrap xz-utils
 
 # NVRTC from PyPI compiles the CUDA kernels where there is no CUDA toolkit (CI):
 # the wheel is unpacked, not installed, so no Python environment is touched.
@@ -19,7 +20,7 @@ NVRTC_WHEEL := nvidia-cuda-nvrtc-cu12==12.8.93
 NVRTC_LIB := $(CURDIR)/.nvrtc/nvidia/cuda_nvrtc/lib
 export LD_LIBRARY_PATH := $(NVRTC_LIB)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: run test deps apt-deps build lint bench soak clean test-gpu bench-gpu bench-gpu-pipeline gpu-bundle
+.PHONY: run test deps apt-deps build lint bench soak clean test-gpu bench-gpu bench-gpu-pipeline device-bundle device-proof
 
 # aiortc, the second WebRTC stack the WHIP tests publish with, lives in its own
 # virtual environment: the system Python is never touched. Only tests need it.
@@ -94,7 +95,21 @@ lint: deps
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features internals -- -D warnings
 
-test: deps whip-venv $(FFMPEG9) lint
+# A minimal Debian 12 (debootstrap minbase: no FFmpeg, no CUDA), made once,
+# where tests/device_bundle.rs runs the device bundle as a bare GPU host would.
+MINROOT := $(CURDIR)/.minroot
+$(MINROOT)/usr/bin/ldd: | apt-deps
+	rm -rf $(MINROOT) $(MINROOT).tmp
+	mirror=$$(awk '/^URIs:/{print $$2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null); \
+	$(SUDO) debootstrap --variant=minbase bookworm $(MINROOT).tmp $${mirror:-http://deb.debian.org/debian} >/dev/null
+	mv $(MINROOT).tmp $(MINROOT)
+	@test -x $@
+
+# The device bundle from the debug build, unpacked: what tests/device_bundle.rs proves.
+device-proof: deps $(MINROOT)/usr/bin/ldd
+	bench/device/bundle.sh --profile dev --out target/device-proof --no-pack
+
+test: deps whip-venv $(FFMPEG9) lint device-proof
 	cargo test -- --test-threads=2
 
 # Latency from outside the node (release build), real players' latency
@@ -127,11 +142,13 @@ bench-gpu: deps
 bench-gpu-pipeline: deps
 	cargo bench --bench gpu_pipeline
 
-# Both, packed for a GPU machine without Rust or FFmpeg (target/gpu-bundle.tar.xz,
-# then `tar xJf gpu-bundle.tar.xz && gpu-bundle/run.sh` there).
-gpu-bundle: deps
-	bench/gpu-bundle.sh
+# Everything a GPU machine with only its driver needs for every GPU figure
+# (gpu_* tests, kernel and pipeline benchmarks), packed into
+# target/rungs-device.tar.xz (goal <= 60 MiB); there:
+# `tar xJf rungs-device.tar.xz && rungs-device/run.sh OUT` -> OUT/figures.json.
+device-bundle: deps
+	bench/device/bundle.sh
 
 clean:
 	cargo clean
-	rm -rf node_modules .deps $(WHIP_VENV)
+	rm -rf node_modules .deps $(WHIP_VENV) $(MINROOT)

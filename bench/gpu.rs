@@ -13,7 +13,8 @@
 //!
 //! Timing: host clock around work that ends with a stream synchronize, after
 //! a warm-up; the median of several repeats. Env: RUNGS_BENCH_STREAMS
-//! (default 4), RUNGS_BENCH_FRAMES (launches per stream, default 200).
+//! (default 4), RUNGS_BENCH_FRAMES (launches per stream, default 200),
+//! RUNGS_BENCH_JSON (a file to write the figures to, as one JSON object).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +45,11 @@ fn main() {
         std::process::exit(1);
     });
     println!("GPU {}: {}", gpu.index, gpu.name);
+    let mut figures = serde_json::json!({
+        "gpu": gpu.name,
+        "streams": streams,
+        "goals": { "ladder_us_per_frame": 50, "bandwidth_share_of_copy_pct": 60, "quality_pairs_per_s": 2000 },
+    });
 
     let src = texture(SOURCE);
     let mut scalers: Vec<GpuScaler> = (0..streams)
@@ -62,6 +68,7 @@ fn main() {
             .collect(),
     );
     let copy_bw = 2.0 * f64::from(256u32 << 20) / copy;
+    figures["device_copy_gb_per_s"] = (copy_bw / 1e9).into();
     println!(
         "device-to-device copy: {:.0} GB/s (bytes read + written)",
         copy_bw / 1e9
@@ -84,6 +91,11 @@ fn main() {
                 .collect(),
         );
         let bw = bytes as f64 / per_frame;
+        figures[if nv12 { "ladder_nv12" } else { "ladder_i420" }] = serde_json::json!({
+            "us_per_frame": per_frame * 1e6,
+            "gb_per_s": bw / 1e9,
+            "share_of_copy_pct": 100.0 * bw / copy_bw,
+        });
         println!(
             "ladder kernel, {} source, {streams} streams: {:.1} us per 1080p frame (goal <= 50), \
              {:.0} GB/s = {:.0}% of the copy (goal >= 60%)",
@@ -123,12 +135,27 @@ fn main() {
             .map(|_| meter.time_kernels(batch, rounds).expect("kernels"))
             .collect(),
     );
+    let pairs = batch as f64 * f64::from(rounds);
     println!(
         "PSNR+SSIM at 1080p, batches of {batch}: {:.0} pairs/s with the upload, \
          {:.0} pairs/s kernels only (goal >= 2000)",
-        (batch as f64 * f64::from(rounds)) / with_upload,
-        (batch as f64 * f64::from(rounds)) / kernels_only
+        pairs / with_upload,
+        pairs / kernels_only
     );
+    figures["quality_pairs_per_s"] = serde_json::json!({
+        "with_upload": pairs / with_upload,
+        "kernels_only": pairs / kernels_only,
+    });
+    if let Some(path) = std::env::var_os("RUNGS_BENCH_JSON") {
+        let text = serde_json::to_string_pretty(&figures).expect("JSON");
+        if let Err(e) = std::fs::write(&path, text + "\n") {
+            eprintln!(
+                "bench-gpu: cannot write {}: {e}",
+                std::path::Path::new(&path).display()
+            );
+            std::process::exit(1);
+        }
+    }
 }
 
 fn env(name: &str, default: usize) -> usize {

@@ -104,6 +104,22 @@ pub fn key_id(stream_key: &str) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `builder()` built with the host's trust store, and `true`; on a host that
+/// has none (a minimal container), built with no roots at all, and `false`:
+/// plain http:// still works, an https:// request fails with its own error,
+/// and the node starts rather than refusing over a peer it may never call.
+pub fn http_client(
+    builder: impl Fn() -> reqwest::ClientBuilder,
+) -> reqwest::Result<(reqwest::Client, bool)> {
+    match builder().build() {
+        Ok(client) => Ok((client, true)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no system trust store: https:// hooks will fail");
+            Ok((builder().tls_certs_only([]).build()?, false))
+        }
+    }
+}
+
 impl Hooks {
     pub fn new(cfg: &HooksConfig) -> Result<Hooks, HookError> {
         let url = |field: &'static str, s: &str| -> Result<Option<reqwest::Url>, HookError> {
@@ -135,16 +151,32 @@ impl Hooks {
             });
         }
         let timeout = Duration::from_millis(cfg.timeout_ms);
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            // The backend's redirects are not followed: an answer is a status.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| HookError::Config {
-                field: "publish_url",
-                reason: format!("HTTP client: {e}"),
-            })?;
+        let (client, trust_store) = http_client(|| {
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                // The backend's redirects are not followed: an answer is a status.
+                .redirect(reqwest::redirect::Policy::none())
+        })
+        .map_err(|e| HookError::Config {
+            field: "publish_url",
+            reason: format!("HTTP client: {e}"),
+        })?;
+        if !trust_store {
+            for (field, u) in [
+                ("publish_url", &cfg.publish_url),
+                ("play_url", &cfg.play_url),
+            ] {
+                if u.starts_with("https:") {
+                    return Err(HookError::Config {
+                        field,
+                        reason: "an https:// URL, and this host has no CA certificates \
+                                 to check it with (install ca-certificates)"
+                            .into(),
+                    });
+                }
+            }
+        }
         Ok(Hooks {
             client,
             publish_url: url("publish_url", &cfg.publish_url)?,

@@ -604,7 +604,8 @@ fn admin_call(
         .enable_all()
         .build()?;
     let (status, text) = rt.block_on(async {
-        let client = reqwest::Client::new();
+        // The admin API is plain http: no trust store needed.
+        let (client, _) = rungs::hooks::http_client(reqwest::Client::builder)?;
         let req = match body {
             Some((body, content_type)) => client
                 .post(&url)

@@ -150,7 +150,7 @@ fn poisoned(ladder: &[Size]) -> Vec<Frame> {
 }
 
 /// No GPU needed: makes (once) and checks the frames the GPU tests read, so
-/// that `make gpu-bundle` can carry them to a machine without FFmpeg.
+/// that `make device-bundle` can carry them to a machine without FFmpeg.
 #[test]
 fn frames_for_the_gpu_tests_are_made_and_whole() {
     for (name, graph, size, _) in sources() {

@@ -1,10 +1,15 @@
 //! The live part of bench/gpu_pipeline.rs: for N in the steps, one `rungs
 //! serve` with N `standard` channels published over RTMP, and whether every
-//! channel holds in real time.
+//! channel holds in real time. Each channel is published in process by
+//! publish.rs (no FFmpeg command line needed).
 
-use crate::ladder_bench::{check, clock_ticks, env_parse, ffmpeg};
+#[path = "publish.rs"]
+mod publish;
+
+use crate::ladder_bench::{check, clock_ticks, env_parse};
 use crate::{GOAL_REDUCTION_PCT, fail, write_config};
-use serde_json::Value;
+use publish::Publisher;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,7 +27,26 @@ struct Step {
     cpu_per_stream: f64,
 }
 
-pub fn live_part(bin: &Path, dir: &Path, input: &Path, gpu: bool) {
+impl Step {
+    fn json(&self) -> Value {
+        json!({
+            "n": self.n,
+            "held": self.held,
+            "worst_ratio": self.worst_ratio,
+            "cpu_per_stream_s_per_s": self.cpu_per_stream,
+            "why": self.why,
+        })
+    }
+}
+
+/// Runs the steps per backend and prints them; returns the same as JSON:
+/// `{"max_ratio", "seconds", "warmup_s", "gpu": {..}, "cpu": {..},
+/// "cpu_per_stream_reduction_pct"}`, each backend run as `{"steps": [{"n",
+/// "held", "worst_ratio", "cpu_per_stream_s_per_s", "why": [..]}],
+/// "max_held_n"}` (`null`: not even the first step held) or `{"skipped":
+/// why}`; the reduction (GPU node against CPU node, each at its largest
+/// step that held) is `null` unless both held a step.
+pub fn live_part(bin: &Path, dir: &Path, input: &Path, gpu: bool) -> Value {
     let backends = std::env::var("RUNGS_BENCH_LIVE_BACKENDS").unwrap_or_else(|_| "gpu,cpu".into());
     let max: usize = env_parse("RUNGS_BENCH_LIVE_MAX").unwrap_or(64);
     let steps: Vec<usize> = std::env::var("RUNGS_BENCH_LIVE_STEPS")
@@ -42,6 +66,12 @@ pub fn live_part(bin: &Path, dir: &Path, input: &Path, gpu: bool) {
          <= {MAX_RATIO}, no dropped GOP"
     );
     let mut best: Vec<(&str, Option<Step>)> = Vec::new();
+    let mut summary = json!({
+        "max_ratio": MAX_RATIO,
+        "seconds": secs,
+        "warmup_s": warmup,
+        "cpu_per_stream_reduction_pct": null,
+    });
     for backend in backends.split(',').map(str::trim) {
         let on = match backend {
             "gpu" => true,
@@ -50,6 +80,7 @@ pub fn live_part(bin: &Path, dir: &Path, input: &Path, gpu: bool) {
         };
         if on && !gpu {
             println!("live gpu: SKIPPED (no usable GPU)");
+            summary["gpu"] = json!({ "skipped": "no usable GPU" });
             continue;
         }
         println!(
@@ -57,6 +88,7 @@ pub fn live_part(bin: &Path, dir: &Path, input: &Path, gpu: bool) {
             "node", "N", "held", "worst ratio", "CPU s/stream/s", "CPU s/stream min"
         );
         let mut held: Option<Step> = None;
+        let mut tried = Vec::new();
         for &n in &steps {
             let step = live_step(bin, dir, input, on, n, secs, warmup);
             println!(
@@ -67,12 +99,15 @@ pub fn live_part(bin: &Path, dir: &Path, input: &Path, gpu: bool) {
                 step.cpu_per_stream * 60.0,
                 step.why.join("; ")
             );
+            tried.push(step.json());
             if !step.held {
                 break;
             }
             held = Some(step);
         }
-        best.push((if on { "gpu" } else { "cpu" }, held));
+        let name = if on { "gpu" } else { "cpu" };
+        summary[name] = json!({ "steps": tried, "max_held_n": held.as_ref().map(|s| s.n) });
+        best.push((name, held));
     }
     println!();
     for (backend, step) in &best {
@@ -89,17 +124,19 @@ pub fn live_part(bin: &Path, dir: &Path, input: &Path, gpu: bool) {
     }
     let held_at = |b: &str| best.iter().find(|e| e.0 == b).and_then(|e| e.1.as_ref());
     if let (Some(g), Some(c)) = (held_at("gpu"), held_at("cpu")) {
+        let reduction = (1.0 - g.cpu_per_stream / c.cpu_per_stream) * 100.0;
         println!(
-            "live host CPU per stream, GPU vs CPU node: {:+.1}% less (goal >= \
+            "live host CPU per stream, GPU vs CPU node: {reduction:+.1}% less (goal >= \
              {GOAL_REDUCTION_PCT:.0}%; GPU at N={}, CPU at N={})",
-            (1.0 - g.cpu_per_stream / c.cpu_per_stream) * 100.0,
-            g.n,
-            c.n
+            g.n, c.n
         );
+        summary["cpu_per_stream_reduction_pct"] = json!(reduction);
     }
+    summary
 }
 
 /// Kills the processes it holds when dropped, so a panic leaves none behind.
+/// (The publishers stop themselves when dropped.)
 struct Procs(Vec<Child>);
 
 impl Drop for Procs {
@@ -204,19 +241,18 @@ fn live_step(
     }
 
     let started = Instant::now();
+    let mut publishers: Vec<Publisher> = Vec::new();
     for (i, (_, key)) in channels.iter().enumerate() {
-        let err = std::fs::File::create(data.join(format!("publisher-{i}.log"))).expect("log");
-        let child = ffmpeg()
-            .args(["-re", "-stream_loop", "-1", "-i"])
-            .arg(input)
-            .args(["-c", "copy", "-f", "flv"])
-            .arg(format!("rtmp://127.0.0.1:{rtmp}/live/{key}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("start an ffmpeg publisher");
-        procs.0.push(child);
+        let url = format!("rtmp://127.0.0.1:{rtmp}/live/{key}");
+        match Publisher::start(input, &url) {
+            Ok(p) => publishers.push(p),
+            Err(e) => {
+                // fail() exits without running destructors: stop them first.
+                drop(publishers);
+                drop(procs);
+                fail(&format!("cannot start publisher {i}: {e}"));
+            }
+        }
     }
     let until = |t: f64| {
         let left = t - started.elapsed().as_secs_f64();
@@ -249,18 +285,19 @@ fn live_step(
         nvdec_min = nvdec_min.min(nvdec as usize);
     }
     let (cpu1, t1, m1) = (process_cpu(node_pid), Instant::now(), metrics(&admin_base));
-    for (i, c) in procs.0.iter_mut().enumerate().skip(1) {
-        if let Ok(Some(st)) = c.try_wait() {
-            why.push(format!(
-                "publisher {} exited ({st}): {}",
-                i - 1,
-                tail(&data.join(format!("publisher-{}.log", i - 1)))
-            ));
+    for (i, p) in publishers.iter_mut().enumerate() {
+        match p.exited() {
+            None => {}
+            Some(Ok(())) => why.push(format!("publisher {i} stopped")),
+            Some(Err(e)) => why.push(format!("publisher {i} went down: {e}")),
         }
     }
     if let Ok(Some(st)) = procs.0[0].try_wait() {
         why.push(format!("the node exited ({st}); {}", log_path.display()));
     }
+    // All at once; each drop then waits for its thread.
+    publishers.iter().for_each(Publisher::stop);
+    drop(publishers);
     drop(procs);
 
     let mut dropped = 0.0;

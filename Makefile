@@ -107,7 +107,7 @@ $(MINROOT)/usr/bin/ldd: | apt-deps
 
 # The device bundle from the debug build, unpacked: what tests/device_bundle.rs proves.
 device-proof: deps $(MINROOT)/usr/bin/ldd
-	bench/device/bundle.sh --profile dev --out target/device-proof --no-pack
+	bench/device/bundle.sh --profile test --out target/device-proof --no-pack
 
 test: deps whip-venv $(FFMPEG9) lint device-proof
 	cargo test -- --test-threads=2
@@ -132,7 +132,7 @@ soak: deps
 # On a machine with an NVIDIA GPU and its driver: the gpu_* tests (GPU against
 # CPU results) and the kernel benchmark.
 test-gpu: deps
-	cargo test --release --test gpu --test gpu_pipeline -- --ignored --test-threads=1
+	cargo test --release --lib --test gpu --test gpu_pipeline -- --ignored gpu_ --test-threads=1
 
 bench-gpu: deps
 	cargo bench --bench gpu --features internals

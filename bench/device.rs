@@ -32,8 +32,9 @@ const RUNGS: &str = "rungs";
 const TEST_BINARIES: [&str; 2] = ["gpu-tests", "gpu-pipeline-tests"];
 const KERNEL_BENCH: &str = "gpu-bench";
 const PIPELINE_BENCH: &str = "gpu-pipeline-bench";
-/// The pipeline benchmark's input, in `media/`.
-const PIPELINE_INPUT: &str = "pipeline-input.mp4";
+/// The pipeline benchmark's input, in `media/`: tests/gpu_pipeline.rs's clip
+/// (6 s of 1080p30 H.264 High at 4 Mb/s with AAC), so it travels once.
+const PIPELINE_INPUT: &str = "gpu-pipeline-1080p.mp4";
 
 /// Defaults for the pipeline benchmark that keep the run inside its limit;
 /// each applies only when the variable is unset.

@@ -1,7 +1,8 @@
-// The ladder scaler on the GPU: one launch reads a decoded source frame
-// (YUV420P, or NV12 as NVDEC writes it) and writes every plane of every rung.
-// A 10-bit NVDEC surface (P010) is first reduced to NV12 by p010_to_nv12, at
-// the end of this file.
+// The ladder scaler on the GPU: a launch reads a decoded source frame
+// (YUV420P, or NV12 as NVDEC writes it) and writes every plane of the rungs
+// in its job table (the host launches once per rung, so that each rung can be
+// copied out while the next is scaled). A 10-bit NVDEC surface (P010) is
+// first reduced to NV12 by p010_to_nv12, at the end of this file.
 //
 // The filter is the CPU scaler's, exactly (src/transcode/scale/cpu.rs, "The
 // filter, exactly"): the host builds the same Q14 tables (AxisFilter) and
@@ -15,8 +16,8 @@
 // columns by `tile_h` rows of one output plane: first the horizontal pass of
 // every source row the tile's vertical windows touch, into shared memory
 // (each source sample is read once per tile), then the vertical pass from
-// there. Every rung is scaled from the source (no cascade: a launch has no
-// order between blocks).
+// there. Every rung is scaled from the source (no cascade: the blocks of a
+// launch have no order, and the rungs' launches need none).
 
 #define TILE_W 32
 // Source rows a tile may need; the host picks `tile_h` so that none needs

@@ -1,9 +1,10 @@
 //! Tests that need an NVIDIA GPU (and its driver): named `gpu_*` and ignored
 //! by default, run by `make test-gpu`. The frames come from the FFmpeg CLI
 //! (testsrc2, and mandelbrot with grain; one source in 10 bits too), made
-//! once into `target/gpu-frames` (`make gpu-frames`); a GPU machine without
-//! FFmpeg reads them from the folder `RUNGS_GPU_FRAMES` names. This binary
-//! links no FFmpeg library, so it runs on such a machine as built here.
+//! once into `target/gpu-frames` by the test here that needs no GPU; a GPU
+//! machine without FFmpeg reads them from the folder `RUNGS_GPU_FRAMES`
+//! names (the device bundle carries them). This binary links no FFmpeg
+//! library, so it runs on such a machine as built here.
 
 #[path = "gpu/compare.rs"]
 mod compare;
@@ -39,7 +40,7 @@ fn sources() -> Vec<(&'static str, &'static str, Size, Vec<Size>)> {
         ),
         (
             "mandelbrot-grain-1080",
-            "mandelbrot=size=1920x1080:rate=30,noise=alls=12:allf=t+u",
+            "mandelbrot=size=1920x1080:rate=30",
             Size::new(1920, 1080),
             ladder_1080,
         ),
@@ -89,8 +90,8 @@ fn raw(file: &str, graph: &str, pix_fmt: &str, frame_len: usize) -> Vec<u8> {
             .status();
         assert!(
             made.is_ok_and(|s| s.success()),
-            "no {file:?}, and the FFmpeg CLI could not make it: run `make gpu-frames` \
-             where FFmpeg is and point RUNGS_GPU_FRAMES at the folder"
+            "no {file:?}, and the FFmpeg CLI could not make it: run `cargo test --test \
+             gpu frames_for` where FFmpeg is and point RUNGS_GPU_FRAMES at the folder"
         );
     }
     let data = std::fs::read(&file).expect("read the frames");
@@ -102,18 +103,40 @@ fn raw(file: &str, graph: &str, pix_fmt: &str, frame_len: usize) -> Vec<u8> {
     data
 }
 
-/// Raw I420 frames of `name` (`<name>.yuv`).
+/// Raw I420 frames of `name` (`<name>.yuv`), with grain added here to a
+/// `-grain-` source.
 fn frames(name: &str, graph: &str, size: Size) -> Vec<Frame> {
     let pool = FramePool::new(size, FRAMES).expect("size");
     let len = pool.get().expect("frame").layout().packed_len();
     let data = raw(&format!("{name}.yuv"), graph, "yuv420p", len);
     data.chunks_exact(len)
-        .map(|chunk| {
+        .enumerate()
+        .map(|(i, chunk)| {
             let mut f = pool.get().expect("pool holds every frame");
             f.copy_from_packed(chunk).expect("packed length");
+            if name.contains("-grain-") {
+                add_grain(&mut f, i as u64);
+            }
             f
         })
         .collect()
+}
+
+/// Temporal grain of up to +-12 code values on every plane (what FFmpeg's
+/// `noise=alls=12:allf=t+u` does), drawn here from a fixed seed per frame
+/// rather than stored: noise does not compress, and the frames travel to GPU
+/// machines in the device bundle.
+fn add_grain(f: &mut Frame, frame: u64) {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64 ^ frame.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    for b in f.pixels_mut() {
+        // xorshift64*: cheap, deterministic, well spread.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let r = state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 59; // 0..=31
+        let delta = (r % 25) as i16 - 12;
+        *b = (i16::from(*b) + delta).clamp(0, 255) as u8;
+    }
 }
 
 /// Raw 10-bit frames of `name` (`<name>-yuv420p10le.yuv`): per frame, its Y,

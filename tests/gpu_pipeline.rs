@@ -36,12 +36,22 @@ fn frames_dir() -> PathBuf {
     )
 }
 
-/// Six seconds of 1080p30 High profile with B-frames and 2 s GOPs, as OBS
-/// would send it.
+/// Six seconds of 1080p30 High profile with B-frames and 2 s GOPs, 4 Mb/s,
+/// and AAC, as OBS would send it. The device bundle's pipeline benchmark
+/// publishes and transcodes it too.
 fn input() -> PathBuf {
     clip(
         INPUT,
-        &["-i", "testsrc2=size=1920x1080:rate=30", "-t", "6"],
+        &[
+            "-i",
+            "testsrc2=size=1920x1080:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "6",
+        ],
         &[
             "-c:v",
             "libx264",
@@ -60,7 +70,15 @@ fn input() -> PathBuf {
             "-bf",
             "2",
             "-b:v",
+            "4M",
+            "-maxrate",
+            "4M",
+            "-bufsize",
             "8M",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
         ],
     )
 }
@@ -86,7 +104,7 @@ fn hevc_10bit() -> PathBuf {
             "-x265-params",
             "keyint=30:min-keyint=30:bframes=2:log-level=error",
             "-b:v",
-            "6M",
+            "3M",
             "-tag:v",
             "hvc1",
         ],

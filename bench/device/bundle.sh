@@ -50,13 +50,11 @@ cp "${exe[bench:device]}" "$root/bin/device"
 strip --strip-unneeded "$root"/bin/*
 
 # Media, made here by the FFmpeg CLI: the frames and clips of the gpu_* tests
-# (their tests that need no GPU make them), and the pipeline benchmark's input.
+# (their tests that need no GPU make them); the pipeline benchmark reads one.
 for t in gpu-tests gpu-pipeline-tests; do
   RUNGS_GPU_FRAMES="$PWD/$root/media" "$root/bin/$t" --test-threads=1 > "$out/media.log" 2>&1 ||
     { cat "$out/media.log"; echo "bundle: $t could not make its media" >&2; exit 1; }
 done
-made=$(RUNGS_BENCH_DIR="$PWD/$out/input" RUNGS_BENCH_SECONDS=6 "$root/bin/gpu-pipeline-bench" --make-input)
-cp "$made" "$root/media/pipeline-input.mp4"
 
 # Every library the binaries link, glibc's own excepted (every host has those,
 # and they must match its dynamic loader).
@@ -80,7 +78,7 @@ glibc_need=$(for f in "$root"/bin/* "$root"/lib/*; do objdump -T "$f"; done 2>/d
 
 echo "bundle: $root ($(du -sh "$root" | cut -f1) unpacked, $(ls "$root/lib" | wc -l) libraries)"
 if [ "$pack" = 1 ]; then
-  tarball="$out/../rungs-device.tar.xz"
+  tarball="$(dirname "$out")/rungs-device.tar.xz"
   XZ_OPT="-9 -T0" tar -C "$out" -cJf "$tarball" rungs-device
   bytes=$(stat -c %s "$tarball")
   mib=$(awk -v b="$bytes" 'BEGIN {printf "%.1f", b / 1048576}')

@@ -200,6 +200,31 @@ fn load_kernels(
     Ok((KernelOrigin::Nvrtc, modules))
 }
 
+/// FFmpeg opens a CUDA device on its primary context (NVDEC, NVENC's CUDA frames) only with
+/// blocking-sync scheduling, and refuses one already active with other flags ("Primary
+/// context already active with incompatible flags"). Ours would come up first, with the
+/// driver's default, on any GPU FFmpeg has not opened yet (the probe opens only the
+/// first), so an inactive primary context gets FFmpeg's flags before we retain it.
+fn schedule_as_ffmpeg_does(index: usize) -> Result<(), GpuError> {
+    use cudarc::driver::{result, sys};
+    result::init().map_err(driver("cuInit"))?;
+    let ordinal = i32::try_from(index).unwrap_or(i32::MAX);
+    let device = result::device::get(ordinal).map_err(driver("cuDeviceGet"))?;
+    let blocking = sys::CUctx_flags::CU_CTX_SCHED_BLOCKING_SYNC as u32;
+    let (mut flags, mut active) = (0, 0);
+    // SAFETY: `device` comes from cuDeviceGet; the pointers are valid for the call.
+    unsafe { sys::cuDevicePrimaryCtxGetState(device, &mut flags, &mut active) }
+        .result()
+        .map_err(driver("cuDevicePrimaryCtxGetState"))?;
+    if active == 0 && flags != blocking {
+        // SAFETY: as above; the flags of an inactive primary context are ours to set.
+        unsafe { sys::cuDevicePrimaryCtxSetFlags_v2(device, blocking) }
+            .result()
+            .map_err(driver("cuDevicePrimaryCtxSetFlags"))?;
+    }
+    Ok(())
+}
+
 pub struct Gpu {
     pub index: usize,
     pub name: String,
@@ -263,6 +288,7 @@ impl Gpu {
         if !driver_present() {
             return Err(GpuError::NoDriver);
         }
+        schedule_as_ffmpeg_does(index)?;
         let ctx = CudaContext::new(index).map_err(driver("cuCtxCreate"))?;
         let name = ctx.name().map_err(driver("cuDeviceGetName"))?;
         let (major, minor) = ctx

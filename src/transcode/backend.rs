@@ -508,7 +508,12 @@ impl fmt::Display for X264Reason {
 /// How one rung is encoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EncodeBackend {
+    /// h264_nvenc, fed the rung's pictures from host memory.
     Nvenc,
+    /// h264_nvenc reading the CUDA scaler's pictures where they are, in device memory (a
+    /// CUDA frames context): no copy to the host and back. The pipeline's choice, once the
+    /// scaler and the encoder are open; the plan says [`EncodeBackend::Nvenc`].
+    NvencCuda,
     X264(X264Reason),
 }
 
@@ -516,9 +521,14 @@ impl EncodeBackend {
     /// The `backend` label of the rung metrics.
     pub fn name(&self) -> &'static str {
         match self {
-            EncodeBackend::Nvenc => "nvenc",
+            EncodeBackend::Nvenc | EncodeBackend::NvencCuda => "nvenc",
             EncodeBackend::X264(_) => "x264",
         }
+    }
+
+    /// An NVENC session, whatever feeds it.
+    pub fn is_nvenc(&self) -> bool {
+        matches!(self, EncodeBackend::Nvenc | EncodeBackend::NvencCuda)
     }
 }
 
@@ -573,13 +583,25 @@ impl ChannelPlan {
         why: impl Into<String>,
     ) -> Option<&X264Reason> {
         let slot = self.rungs.get_mut(rung)?;
-        if *slot != EncodeBackend::Nvenc {
+        if !slot.is_nvenc() {
             return None;
         }
         *slot = EncodeBackend::X264(X264Reason::OpenFailed(why.into()));
         match slot {
             EncodeBackend::X264(reason) => Some(reason),
-            EncodeBackend::Nvenc => None,
+            EncodeBackend::Nvenc | EncodeBackend::NvencCuda => None,
+        }
+    }
+
+    /// Rung `rung`'s NVENC encoder reads the CUDA scaler's pictures in device memory.
+    /// Returns whether the rung was on NVENC (fed from the host) and now is.
+    pub fn nvenc_from_device(&mut self, rung: usize) -> bool {
+        match self.rungs.get_mut(rung) {
+            Some(slot @ EncodeBackend::Nvenc) => {
+                *slot = EncodeBackend::NvencCuda;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -609,10 +631,7 @@ impl ChannelPlan {
     }
 
     pub fn nvenc_rungs(&self) -> usize {
-        self.rungs
-            .iter()
-            .filter(|r| **r == EncodeBackend::Nvenc)
-            .count()
+        self.rungs.iter().filter(|r| r.is_nvenc()).count()
     }
 }
 
@@ -653,10 +672,10 @@ impl fmt::Display for ChannelPlan {
             if same > 1 {
                 write!(f, " x{same}")?;
             }
-            if let EncodeBackend::X264(why) = &self.rungs[i]
-                && why.is_fallback()
-            {
-                write!(f, " ({why})")?;
+            match &self.rungs[i] {
+                EncodeBackend::X264(why) if why.is_fallback() => write!(f, " ({why})")?,
+                EncodeBackend::NvencCuda => write!(f, " (CUDA frames)")?,
+                _ => {}
             }
             i += same;
         }

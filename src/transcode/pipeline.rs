@@ -10,9 +10,12 @@
 //! sockets or the packager: results come out as [`Output`]s.
 //!
 //! Backends come from the channel's plan (`transcode::backend`): NVDEC
-//! pictures stay on the GPU and the CUDA kernels scale them there, each rung
-//! downloaded once; a stage whose GPU backend does not open falls back to
-//! the CPU for this stream, with a log line and a metric.
+//! pictures stay on the GPU and the CUDA kernels scale them there; each
+//! libx264 rung is downloaded once, and each NVENC rung stays on the GPU (the
+//! scaler copies it into a picture of the encoder's CUDA frames, which NVENC
+//! reads where it is). A stage whose GPU backend does not open falls back to
+//! the CPU for this stream, with a log line and a metric; an NVENC rung whose
+//! CUDA frames cannot be made reads host memory instead, saying so.
 
 mod check;
 mod encoder;
@@ -26,14 +29,15 @@ use crate::transcode::backend::{
     StreamFacts, X264Reason,
 };
 use crate::transcode::decode::{DecodeError, Decoded, VideoDecoder};
-use crate::transcode::encode::{FrameRate, NvencEncoder, VideoEncoder, X264Encoder};
+use crate::transcode::encode::nvenc::NvencCudaEncoder;
+use crate::transcode::encode::{EncoderSettings, FrameRate, NvencEncoder, X264Encoder};
 use crate::transcode::frame::{Frame, FramePool, Size};
 use crate::transcode::ladder::{Ladders, Rung};
 use crate::transcode::quality::cuda::GpuQuality;
 use crate::transcode::scale::cpu::CpuScaler;
 use crate::transcode::scale::{GpuScaleError, GpuScaler, ScaleError, Scaler, Threading};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use encoder::{EncJob, RungEncoder, RungWorker, rung_settings};
+use encoder::{EncJob, RungCodec, RungEncoder, RungPicture, RungWorker, rung_settings};
 pub use encoder::{RungError, RungSummary};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -305,7 +309,11 @@ struct DecodeStage {
     active: Option<Active>,
     params: Option<Arc<VideoParams>>,
     decoded: Vec<Decoded>,
-    scaled: Vec<Frame>,
+    /// Each rung's picture for the frame being scaled.
+    scaled: Vec<RungPicture>,
+    /// The same frames as `scaled` while the CPU scaler, which takes host frames only,
+    /// fills them.
+    scaled_on_cpu: Vec<Frame>,
     /// (pts, arrival) of packets sent to the decoder and not yet seen as
     /// frames; decoders hold a few dozen at most.
     times: std::collections::VecDeque<(i64, Arrival)>,
@@ -333,6 +341,7 @@ impl DecodeStage {
             params: None,
             decoded: Vec::new(),
             scaled: Vec::new(),
+            scaled_on_cpu: Vec::new(),
             times: std::collections::VecDeque::with_capacity(MAX_TIMES),
             warnings: crate::logging::LogBudget::new(5, std::time::Duration::from_secs(10)),
         }
@@ -603,6 +612,12 @@ impl DecodeStage {
             // source the kernels cannot take), the CPU scales and measures.
             active.assignment.kernels_unavailable();
         }
+        // NVENC reads the scaler's pictures in device memory when the kernels scale:
+        // on that GPU, in the context the scaler's copies write in.
+        let scaler_gpu = match &on_gpu {
+            Some(LadderScaler::Gpu(_)) => active.gpu.as_ref().map(|g| g.index),
+            _ => None,
+        };
         let scaler = match on_gpu {
             Some(s) => s,
             None => LadderScaler::Cpu(CpuScaler::new(source, &sizes)?.with_threading(threading)),
@@ -614,27 +629,29 @@ impl DecodeStage {
         for (i, rung) in active.plan.iter().enumerate() {
             let yields = offline && Some(i) != largest;
             let settings = rung_settings(rung, rate, &self.cfg);
-            let mut nvenc = None;
-            if active.assignment.plan().rungs[i] == EncodeBackend::Nvenc {
-                match NvencEncoder::new(&settings, device) {
-                    Ok(e) => nvenc = Some(e),
-                    Err(e) => {
-                        if let Some(why) = active.assignment.rung_open_failed(i, e.to_string()) {
-                            tracing::warn!(channel = %self.channel, rung = %rung.name, reason = %why,
-                                "NVENC did not open; this rung runs on libx264");
-                        }
-                    }
+            let nvenc = match active.assignment.plan().rungs[i] {
+                EncodeBackend::Nvenc => {
+                    let open = NvencOpen {
+                        channel: &self.channel,
+                        rung: i,
+                        name: &rung.name,
+                        settings: &settings,
+                        device,
+                        scaler_gpu,
+                    };
+                    open.open(&mut active.assignment)
                 }
-            }
-            let (encoder, backend): (Box<dyn VideoEncoder>, _) = match nvenc {
-                Some(e) => (Box::new(e), "nvenc"),
+                _ => None,
+            };
+            let (encoder, backend) = match nvenc {
+                Some(e) => (e, "nvenc"),
                 None => (
-                    Box::new(
-                        X264Encoder::new(&settings).map_err(|e| PipelineError::Rung {
+                    RungCodec::Host(Box::new(X264Encoder::new(&settings).map_err(|e| {
+                        PipelineError::Rung {
                             rung: rung.name.clone(),
                             source: RungError::Encoder(e),
-                        })?,
-                    ),
+                        }
+                    })?)),
                     "x264",
                 ),
             };
@@ -688,8 +705,8 @@ impl DecodeStage {
         }
         self.scaled.clear();
         for w in &mut active.workers {
-            match w.frame() {
-                Ok(f) => self.scaled.push(f),
+            match w.picture() {
+                Ok(p) => self.scaled.push(p),
                 Err(e) => {
                     tracing::error!(channel = %self.channel, error = %e, "no frame for a rung");
                     return;
@@ -707,12 +724,10 @@ impl DecodeStage {
                     .map_err(PipelineError::from)
             }
             (LadderScaler::Gpu(s), Decoded::Host(h)) => s
-                .scale(&h.frame, &mut self.scaled)
+                .scale_into(&h.frame, &mut self.scaled)
                 .map_err(PipelineError::from),
             (LadderScaler::Cpu(s), d) => match d.into_host(&active.source_pool) {
-                Ok(h) => s
-                    .scale(&h.frame, &mut self.scaled)
-                    .map_err(PipelineError::from),
+                Ok(h) => scale_on_cpu(s, &h.frame, &mut self.scaled, &mut self.scaled_on_cpu),
                 Err(e) => Err(PipelineError::from(e)),
             },
         };
@@ -720,9 +735,9 @@ impl DecodeStage {
             tracing::error!(channel = %self.channel, error = %e, "scaling failed");
             return;
         }
-        for (w, frame) in active.workers.iter_mut().zip(self.scaled.drain(..)) {
+        for (w, picture) in active.workers.iter_mut().zip(self.scaled.drain(..)) {
             w.send(EncJob {
-                frame,
+                picture,
                 force_idr: keyframe,
                 arrival,
             });
@@ -751,6 +766,75 @@ impl DecodeStage {
             }
             for w in active.workers {
                 w.finish();
+            }
+        }
+    }
+}
+
+/// Scales `src` on the CPU into `pictures`, host frames all (only the CUDA scaler feeds
+/// NVENC device memory, so a channel scaled on the CPU has no device picture), through
+/// `frames`, which the CPU scaler takes.
+fn scale_on_cpu(
+    scaler: &mut CpuScaler,
+    src: &Frame,
+    pictures: &mut Vec<RungPicture>,
+    frames: &mut Vec<Frame>,
+) -> Result<(), PipelineError> {
+    frames.clear();
+    frames.extend(pictures.drain(..).map(|p| match p {
+        RungPicture::Host(f) => f,
+        // `start_rungs` opens NVENC on CUDA frames only behind the GPU scaler.
+        RungPicture::Device(_) => unreachable!("a device picture for the CPU scaler"),
+    }));
+    let scaled = scaler.scale(src, frames);
+    pictures.extend(frames.drain(..).map(RungPicture::Host));
+    Ok(scaled?)
+}
+
+/// Opening one NVENC rung: on the CUDA scaler's device pictures where the GPU scaler runs,
+/// else (or when its CUDA frames cannot be made) on host frames.
+struct NvencOpen<'a> {
+    channel: &'a str,
+    rung: usize,
+    name: &'a str,
+    settings: &'a EncoderSettings,
+    /// The plan's GPU.
+    device: Option<usize>,
+    /// The GPU the CUDA scaler runs on; `None`: the CPU scales.
+    scaler_gpu: Option<usize>,
+}
+
+impl NvencOpen<'_> {
+    /// The encoder, with the plan told which input it reads; `None` when NVENC does not
+    /// open at all: the rung goes to libx264, its fallback counted.
+    fn open(&self, assignment: &mut Assignment) -> Option<RungCodec> {
+        let (channel, rung) = (self.channel, self.name);
+        let host_because = match self.scaler_gpu {
+            Some(gpu) => match NvencCudaEncoder::new(self.settings, gpu) {
+                Ok(e) => {
+                    assignment.rung_nvenc_from_device(self.rung);
+                    tracing::info!(%channel, %rung, gpu, "NVENC reads this rung in device memory (CUDA frames)");
+                    return Some(RungCodec::Device(Box::new(e)));
+                }
+                Err(e) => {
+                    tracing::warn!(%channel, %rung, error = %e,
+                        "NVENC cannot read CUDA frames; this rung goes through host memory");
+                    "its CUDA frames did not open"
+                }
+            },
+            None => "the CPU scales",
+        };
+        match NvencEncoder::new(self.settings, self.device) {
+            Ok(e) => {
+                tracing::info!(%channel, %rung, reason = host_because, "NVENC reads this rung from host memory");
+                Some(RungCodec::Host(Box::new(e)))
+            }
+            Err(e) => {
+                if let Some(why) = assignment.rung_open_failed(self.rung, e.to_string()) {
+                    tracing::warn!(%channel, %rung, reason = %why,
+                        "NVENC did not open; this rung runs on libx264");
+                }
+                None
             }
         }
     }

@@ -179,6 +179,12 @@ impl Assignment {
         Some(reason)
     }
 
+    /// Rung `rung`'s NVENC encoder reads the CUDA scaler's pictures in device memory (same
+    /// session, another input): the plan says so. Returns whether it was on NVENC.
+    pub fn rung_nvenc_from_device(&mut self, rung: usize) -> bool {
+        self.plan.nvenc_from_device(rung)
+    }
+
     /// The kernels cannot serve this channel (no opened GPU behind the
     /// plan's device, or a source the scaler cannot take): scaling and
     /// quality run on the CPU.

@@ -522,6 +522,37 @@ fn fallback_transitions_change_only_what_was_on_the_gpu() {
     );
 }
 
+/// NVENC rungs the CUDA scaler feeds in device memory stay NVENC sessions (counted, able
+/// to fall back), and the plan says which read device memory; x264 rungs are not touched.
+#[test]
+fn nvenc_rungs_fed_from_device_memory_show_in_the_plan() {
+    let l4 = DeviceFacts {
+        nvenc_session_limit: Some(2),
+        ..l4(0)
+    };
+    let mut p = plan(GpuMode::Auto, &machine(vec![l4]), &[], &hd(100), 4);
+    assert!(p.nvenc_from_device(0));
+    assert!(p.nvenc_from_device(1));
+    assert!(!p.nvenc_from_device(1), "already");
+    assert!(!p.nvenc_from_device(2), "x264: the session limit");
+    assert!(!p.nvenc_from_device(9), "no such rung");
+    assert_eq!(
+        p.rungs[..2],
+        [EncodeBackend::NvencCuda, EncodeBackend::NvencCuda]
+    );
+    assert_eq!(p.nvenc_rungs(), 2);
+    assert_eq!(p.rungs[0].name(), "nvenc");
+    assert_eq!(p.stages().encode, "nvenc");
+    assert_eq!(
+        p.to_string(),
+        "GPU 0: decode nvdec, scale cuda, quality cuda, encode nvenc x2 (CUDA frames), \
+         x264 x2 (the GPU's 2 NVENC sessions are in use)"
+    );
+    let why = p.fallback_on_open_failure(1, "lost").cloned();
+    assert_eq!(why, Some(X264Reason::OpenFailed("lost".into())));
+    assert_eq!(p.nvenc_rungs(), 1);
+}
+
 #[test]
 fn chroma_and_bit_depth_come_from_the_avcc_extension() {
     // A 640x360 High-profile record as x264 writes it, with the extension:

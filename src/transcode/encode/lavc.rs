@@ -1,8 +1,11 @@
 //! What the FFmpeg-backed H.264 encoders (libx264, h264_nvenc) share: one encoder context
-//! fed pooled frames from host memory, one reusable input picture, and the output arena that
-//! turns FFmpeg's Annex B packets into length-prefixed samples with the parameter sets in
-//! `params`. Each backend only chooses the encoder and its options.
+//! fed pooled frames from host memory through one reusable input picture, or hardware
+//! frames from a frames context ([`HwFrames`]: NVENC reading the GPU scaler's pictures in
+//! device memory), and the output arena that turns FFmpeg's Annex B packets into
+//! length-prefixed samples with the parameter sets in `params`. Each backend only chooses
+//! the encoder, its options and its input.
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -21,12 +24,70 @@ use crate::transcode::quality::FrameMse;
 /// FFmpeg's `FF_QP2LAMBDA`: the quality stats carry lambda, QP times this.
 const QP2LAMBDA: f32 = 118.0;
 
+/// A reference to an initialised hardware frames context (`AVHWFramesContext`): what an
+/// encoder fed hardware frames is opened with, and the pool those frames come from.
+pub(super) struct HwFrames(NonNull<ffmpeg::ffi::AVBufferRef>);
+
+// SAFETY: the reference is FFmpeg's reference-counted buffer (atomic counts); the frames
+// context behind it is immutable once initialised, and taking frames from its pool
+// (av_hwframe_get_buffer, an AVBufferPool underneath) is thread-safe.
+unsafe impl Send for HwFrames {}
+// SAFETY: as above; nothing here mutates the context through `&self`.
+unsafe impl Sync for HwFrames {}
+
+impl HwFrames {
+    /// Takes over `raw`.
+    ///
+    /// # Safety
+    ///
+    /// `raw` must be a reference of its own to an AVHWFramesContext that
+    /// av_hwframe_ctx_init accepted; it is unreferenced when this is dropped.
+    pub(super) unsafe fn from_raw(raw: NonNull<ffmpeg::ffi::AVBufferRef>) -> Self {
+        Self(raw)
+    }
+
+    pub(super) fn as_ptr(&self) -> *mut ffmpeg::ffi::AVBufferRef {
+        self.0.as_ptr()
+    }
+
+    /// The context's (hardware format, software format).
+    fn formats(&self) -> (ffmpeg::ffi::AVPixelFormat, ffmpeg::ffi::AVPixelFormat) {
+        // SAFETY: the buffer of a frames-context reference holds its AVHWFramesContext, alive
+        // while the reference is.
+        unsafe {
+            let ctx = (*self.0.as_ptr())
+                .data
+                .cast::<ffmpeg::ffi::AVHWFramesContext>();
+            ((*ctx).format, (*ctx).sw_format)
+        }
+    }
+}
+
+impl Clone for HwFrames {
+    fn clone(&self) -> Self {
+        // SAFETY: `self.0` is a valid reference; av_buffer_ref makes another to the same
+        // context, or returns null when out of memory.
+        let raw = unsafe { ffmpeg::ffi::av_buffer_ref(self.0.as_ptr()) };
+        // A few bytes of allocation failing: the process is out of memory anyway.
+        Self(NonNull::new(raw).expect("av_buffer_ref: out of memory"))
+    }
+}
+
+impl Drop for HwFrames {
+    fn drop(&mut self) {
+        let mut raw = self.0.as_ptr();
+        // SAFETY: our own reference, released once.
+        unsafe { ffmpeg::ffi::av_buffer_unref(&mut raw) };
+    }
+}
+
 pub(super) struct LavcEncoder {
     /// FFmpeg's name of the encoder, for error messages.
     codec: &'static str,
     encoder: ffmpeg::encoder::Video,
-    /// Allocated once; every frame is copied into it.
-    input: ffmpeg::frame::Video,
+    /// Allocated once; every host frame is copied into it. `None`: the encoder is fed
+    /// hardware frames ([`LavcEncoder::encode_hw`]) and never a host frame.
+    input: Option<ffmpeg::frame::Video>,
     /// Reused for every `receive_packet`.
     packet: ffmpeg::Packet,
     params: Arc<VideoParams>,
@@ -48,6 +109,26 @@ impl LavcEncoder {
         settings: &EncoderSettings,
         name: &'static str,
         options: &[(&'static str, String)],
+    ) -> Result<Self> {
+        Self::open_with(settings, name, options, None)
+    }
+
+    /// [`LavcEncoder::open`], fed hardware frames of `frames` (its formats and pool, the
+    /// settings' size) through [`LavcEncoder::encode_hw`] instead of host frames.
+    pub(super) fn open_hw(
+        settings: &EncoderSettings,
+        name: &'static str,
+        options: &[(&'static str, String)],
+        frames: &HwFrames,
+    ) -> Result<Self> {
+        Self::open_with(settings, name, options, Some(frames))
+    }
+
+    fn open_with(
+        settings: &EncoderSettings,
+        name: &'static str,
+        options: &[(&'static str, String)],
+        frames: Option<&HwFrames>,
     ) -> Result<Self> {
         let size = settings.size();
         let invalid = |why: String| EncodeError::Settings {
@@ -84,6 +165,19 @@ impl LavcEncoder {
             flags |= codec::Flags::PSNR;
         }
         enc.set_flags(flags);
+        if let Some(frames) = frames {
+            let (hw, sw) = frames.formats();
+            // SAFETY: ffmpeg-next has no hw_frames_ctx setter. The context is not open yet,
+            // so nothing reads these fields concurrently; the new reference passes to the
+            // context, which unreferences it when freed (a null one, out of memory, makes
+            // the open below fail).
+            unsafe {
+                let raw = enc.as_mut_ptr();
+                (*raw).pix_fmt = hw;
+                (*raw).sw_pix_fmt = sw;
+                (*raw).hw_frames_ctx = ffmpeg::ffi::av_buffer_ref(frames.as_ptr());
+            }
+        }
 
         let mut dict = Dictionary::new();
         for (k, v) in options {
@@ -120,10 +214,17 @@ impl LavcEncoder {
             .map(Bytes::copy_from_slice)
             .collect();
 
-        let input = ffmpeg::frame::Video::new(Pixel::YUV420P, settings.width, settings.height);
-        if input.planes() != 3 {
-            return Err(invalid("cannot allocate the input picture".into()));
-        }
+        let input = match frames {
+            Some(_) => None,
+            None => {
+                let input =
+                    ffmpeg::frame::Video::new(Pixel::YUV420P, settings.width, settings.height);
+                if input.planes() != 3 {
+                    return Err(invalid("cannot allocate the input picture".into()));
+                }
+                Some(input)
+            }
+        };
         // About a second of output: packets are split off it and only a consumer that holds
         // more than that at once makes it allocate again.
         let arena_capacity =
@@ -165,37 +266,80 @@ impl LavcEncoder {
                 pts,
             });
         }
-        let send_err = |source| EncodeError::Send { codec, pts, source };
+        // Only `open_hw` leaves it out, and the encoders it opens (NVENC fed device
+        // pictures) have no way to hand over a host frame.
+        let input = self
+            .input
+            .as_mut()
+            .expect("an encoder opened for hardware frames is never given a host frame");
         // SAFETY: ffmpeg-next has no av_frame_make_writable. `input` is a valid frame that we
         // allocated; the call only reallocates its buffers if FFmpeg still holds a reference
         // to them (it does not once send_frame has returned for libx264 and h264_nvenc, which
         // copy the picture into buffers of their own), so writing below never races the
         // encoder.
-        let writable = unsafe { ffmpeg::ffi::av_frame_make_writable(self.input.as_mut_ptr()) };
+        let writable = unsafe { ffmpeg::ffi::av_frame_make_writable(input.as_mut_ptr()) };
         if writable < 0 {
-            return Err(send_err(ffmpeg::Error::from(writable)));
+            let source = ffmpeg::Error::from(writable);
+            return Err(EncodeError::Send { codec, pts, source });
         }
         for (i, plane) in Plane::ALL.into_iter().enumerate() {
             let (_, rows) = frame.layout().plane_size(plane);
-            let stride = self.input.stride(i);
-            let dst = self.input.data_mut(i);
+            let stride = input.stride(i);
+            let dst = input.data_mut(i);
             for (y, dst_row) in dst.chunks_mut(stride).take(rows).enumerate() {
                 let src = frame.row(plane, y);
                 dst_row[..src.len()].copy_from_slice(src);
             }
         }
-        self.input.set_pts(Some(pts));
+        Self::send(
+            codec,
+            &mut self.encoder,
+            input,
+            pts,
+            force_idr,
+            &mut self.last_pts,
+        )?;
+        self.take_packets(out)
+    }
+
+    /// Encodes a hardware frame of the context the encoder was opened with
+    /// ([`LavcEncoder::open_hw`]) as the picture at `pts`, as an IDR when `force_idr` is
+    /// set, and appends the packets that became ready to `out`. The encoder keeps its own
+    /// reference to the frame for as long as it reads it.
+    pub(super) fn encode_hw(
+        &mut self,
+        picture: &mut ffmpeg::frame::Video,
+        pts: i64,
+        force_idr: bool,
+        out: &mut Vec<EncodedPacket>,
+    ) -> Result<()> {
+        let (codec, encoder) = (self.codec, &mut self.encoder);
+        Self::send(codec, encoder, picture, pts, force_idr, &mut self.last_pts)?;
+        self.take_packets(out)
+    }
+
+    /// Sends `picture` as the frame at `pts`.
+    fn send(
+        codec: &'static str,
+        encoder: &mut ffmpeg::encoder::Video,
+        picture: &mut ffmpeg::frame::Video,
+        pts: i64,
+        force_idr: bool,
+        last_pts: &mut i64,
+    ) -> Result<()> {
+        picture.set_pts(Some(pts));
         // With forced-idr=1 both wrappers turn an I request into an IDR; AUTO leaves the
         // choice to the encoder, which (scenecut off, GOP longer than any source GOP) keeps
         // P (and B) pictures.
-        self.input.set_kind(if force_idr {
+        picture.set_kind(if force_idr {
             picture::Type::I
         } else {
             picture::Type::None
         });
-        self.last_pts = pts;
-        self.encoder.send_frame(&self.input).map_err(send_err)?;
-        self.take_packets(out)
+        *last_pts = pts;
+        encoder
+            .send_frame(picture)
+            .map_err(|source| EncodeError::Send { codec, pts, source })
     }
 
     /// Drains the frames the encoder still holds (lookahead, B-frames, frame threads).

@@ -14,20 +14,27 @@
 //!
 //! The encoder (libx264 or NVENC) is opened by the decode stage, which
 //! knows the channel's backend plan and falls back; on a GPU channel the
-//! PSNR and SSIM of the samples come from the quality kernels.
+//! PSNR and SSIM of the samples come from the quality kernels. An NVENC rung
+//! behind the CUDA scaler takes its pictures in device memory ([`RungPicture::Device`],
+//! from the encoder's own CUDA frames); only a sampled GOP's are copied to the host, for
+//! the check.
 
 use super::check::Check;
 use super::{Output, Pace, PipelineConfig};
 use crate::media::{Arrival, Packet, TrackKind};
 use crate::metrics::METRICS;
 use crate::transcode::decode::{DecodeError, VideoDecoder};
+use crate::transcode::encode::nvenc::{
+    CudaFrames, CudaPicture, CudaPictureError, NvencCudaEncoder, PictureDownload,
+};
 use crate::transcode::encode::{
     EncodeError, EncodedPacket, EncoderSettings, FrameRate, VideoEncoder,
 };
-use crate::transcode::frame::{Frame, FrameError, FramePool, Plane};
+use crate::transcode::frame::{Frame, FrameError, FramePool, Plane, Size};
 use crate::transcode::ladder::Rung;
 use crate::transcode::quality::cuda::GpuQuality;
 use crate::transcode::quality::{Psnr, Ssim};
+use crate::transcode::scale::cuda::{RungOutput, Target};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::collections::VecDeque;
 use std::thread::JoinHandle;
@@ -42,6 +49,8 @@ pub enum RungError {
     Checker(#[source] DecodeError),
     #[error("frame pool: {0}")]
     Pool(#[from] FrameError),
+    #[error("{0}")]
+    DevicePicture(#[from] CudaPictureError),
     #[error("encoder thread: {0}")]
     Spawn(#[source] std::io::Error),
 }
@@ -62,23 +71,73 @@ const REFERENCES: usize = 16;
 const MAX_TIMES: usize = 64;
 
 pub(super) struct EncJob {
-    pub frame: Frame,
+    pub picture: RungPicture,
     pub force_idr: bool,
     pub arrival: Arrival,
+}
+
+/// One rung's scaled picture on its way to the encoder.
+pub(super) enum RungPicture {
+    /// In host memory: libx264, or NVENC with its own upload.
+    Host(Frame),
+    /// In device memory, from the rung's NVENC frames: the CUDA scaler fills it there.
+    Device(CudaPicture),
+}
+
+impl RungPicture {
+    fn pts(&self) -> i64 {
+        match self {
+            RungPicture::Host(f) => f.pts(),
+            RungPicture::Device(p) => p.pts(),
+        }
+    }
+}
+
+// SAFETY: a device picture comes from the rung's NVENC frames, made (`NvencCudaEncoder::new`)
+// on the CUDA scaler's GPU through FFmpeg's CUDA device on its primary context; its planes
+// are YUV 4:2:0 of its size at their pitches, and a picture taken from the pool is this
+// value's alone (NVENC holds only pictures sent to it, which it releases when done).
+unsafe impl RungOutput for RungPicture {
+    fn picture_size(&self) -> Size {
+        match self {
+            RungPicture::Host(f) => f.size(),
+            RungPicture::Device(p) => p.size(),
+        }
+    }
+
+    fn target(&mut self) -> Target<'_> {
+        match self {
+            RungPicture::Host(f) => Target::Host(f),
+            RungPicture::Device(p) => Target::Device(p.planes()),
+        }
+    }
+
+    fn set_picture_pts(&mut self, pts: i64) {
+        match self {
+            RungPicture::Host(f) => f.set_pts(pts),
+            RungPicture::Device(p) => p.set_pts(pts),
+        }
+    }
+}
+
+/// Where a rung's pictures come from: a pool of host frames, or its NVENC's CUDA frames.
+enum Pictures {
+    Host(FramePool),
+    Device(CudaFrames),
 }
 
 /// The decode stage's handle on one rung.
 pub(super) struct RungWorker {
     channel: String,
     name: String,
-    pool: FramePool,
+    pictures: Pictures,
     tx: Option<Sender<EncJob>>,
     thread: Option<JoinHandle<()>>,
     admitted: bool,
     /// Frames queued at most for a GOP to be admitted.
     admit_depth: usize,
     /// Target of the scaler while this rung skips a GOP.
-    scratch: Option<Frame>,
+    scratch: Option<RungPicture>,
 }
 
 /// Quality of one rung over the whole run, sent when its encoder finishes.
@@ -104,11 +163,50 @@ pub(super) fn rung_settings(rung: &Rung, rate: FrameRate, cfg: &PipelineConfig) 
 
 /// An opened encoder for one rung, and what measures its quality samples.
 pub(super) struct RungEncoder {
-    pub encoder: Box<dyn VideoEncoder>,
+    pub encoder: RungCodec,
     /// `rungs_rung_*` metrics' `backend` label.
     pub backend: &'static str,
     /// The quality kernels; `None`: the CPU meter.
     pub meter: Option<GpuQuality>,
+}
+
+/// A rung's encoder, by what it is fed.
+pub(super) enum RungCodec {
+    /// Host frames: libx264, or NVENC with its own upload.
+    Host(Box<dyn VideoEncoder>),
+    /// NVENC reading [`RungPicture::Device`]s of its own frames.
+    Device(Box<NvencCudaEncoder>),
+}
+
+impl RungCodec {
+    fn params(&self) -> &std::sync::Arc<crate::media::VideoParams> {
+        match self {
+            RungCodec::Host(e) => e.params(),
+            RungCodec::Device(e) => e.params(),
+        }
+    }
+
+    fn encode(
+        &mut self,
+        picture: RungPicture,
+        force_idr: bool,
+        out: &mut Vec<EncodedPacket>,
+    ) -> Result<(), EncodeError> {
+        match (self, picture) {
+            (RungCodec::Host(e), RungPicture::Host(f)) => e.encode(&f, force_idr, out),
+            (RungCodec::Device(e), RungPicture::Device(p)) => e.encode(p, force_idr, out),
+            // A worker takes its pictures from where its encoder reads them (`Pictures`
+            // follows `RungCodec` in `RungWorker::start`).
+            _ => unreachable!("a rung's pictures come from where its encoder reads them"),
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<EncodedPacket>) -> Result<(), EncodeError> {
+        match self {
+            RungCodec::Host(e) => e.flush(out),
+            RungCodec::Device(e) => e.flush(out),
+        }
+    }
 }
 
 /// One live rung in `rungs_rungs_by_backend`, for as long as it is held.
@@ -157,8 +255,12 @@ impl RungWorker {
             None
         };
         let queue = cfg.queue_frames.max(2);
-        // Queue + the frame being encoded + the one being scaled + scratch.
-        let pool = FramePool::new(rung.size, queue + 3)?;
+        let pictures = match &encoder {
+            // Queue + the frame being encoded + the one being scaled + scratch.
+            RungCodec::Host(_) => Pictures::Host(FramePool::new(rung.size, queue + 3)?),
+            // As many, bounded by the queue the same way; NVENC's own holds come on top.
+            RungCodec::Device(e) => Pictures::Device(e.frames().clone()),
+        };
         let refs = FramePool::new(rung.size, REFERENCES)?;
         let _ = out.send(Output::Config {
             rung: index,
@@ -177,6 +279,7 @@ impl RungWorker {
             gops: 0,
             sampling: false,
             refs,
+            download: None,
             times: VecDeque::with_capacity(MAX_TIMES),
             packets: Vec::new(),
             out,
@@ -199,7 +302,7 @@ impl RungWorker {
         Ok(RungWorker {
             channel: channel.to_string(),
             name: rung.name.clone(),
-            pool,
+            pictures,
             tx: Some(tx),
             thread: Some(handle),
             admitted: true,
@@ -229,20 +332,23 @@ impl RungWorker {
         self.admitted = admit;
     }
 
-    /// A frame for the scaler to fill for this rung.
-    pub fn frame(&mut self) -> Result<Frame, crate::transcode::frame::FrameError> {
+    /// A picture for the scaler to fill for this rung.
+    pub fn picture(&mut self) -> Result<RungPicture, RungError> {
         if !self.admitted
-            && let Some(f) = self.scratch.take()
+            && let Some(p) = self.scratch.take()
         {
-            return Ok(f);
+            return Ok(p);
         }
-        self.pool.get()
+        Ok(match &self.pictures {
+            Pictures::Host(pool) => RungPicture::Host(pool.get()?),
+            Pictures::Device(frames) => RungPicture::Device(frames.picture()?),
+        })
     }
 
-    /// Queues a scaled frame, or keeps it as scratch when the GOP was dropped.
+    /// Queues a scaled picture, or keeps it as scratch when the GOP was dropped.
     pub fn send(&mut self, job: EncJob) {
         if !self.admitted {
-            self.scratch = Some(job.frame);
+            self.scratch = Some(job.picture);
             return;
         }
         if let Some(tx) = &self.tx {
@@ -270,7 +376,7 @@ struct EncoderThread {
     channel: String,
     name: String,
     index: usize,
-    encoder: Box<dyn VideoEncoder>,
+    encoder: RungCodec,
     backend: &'static str,
     /// Counts this rung in `rungs_rungs_by_backend` until the thread ends.
     _gauge: BackendGauge,
@@ -283,6 +389,9 @@ struct EncoderThread {
     sampling: bool,
     /// Copies of sampled input frames, until the check has scored them.
     refs: FramePool,
+    /// Brings a sampled picture of a rung fed from device memory to the host: made for
+    /// the first one.
+    download: Option<PictureDownload>,
     /// (pts, arrival of its source packet) of frames inside the encoder.
     times: VecDeque<(i64, Arrival)>,
     packets: Vec<EncodedPacket>,
@@ -319,12 +428,12 @@ impl EncoderThread {
     }
 
     fn encode(&mut self, job: EncJob) {
-        let pts = job.frame.pts();
+        let pts = job.picture.pts();
         if self.times.len() >= MAX_TIMES {
             self.times.pop_front();
         }
         self.times.push_back((pts, job.arrival));
-        self.sample(&job.frame, job.force_idr);
+        self.sample(&job.picture, job.force_idr);
         if job.force_idr {
             if let Some((start, secs)) = self.gop.take() {
                 let media = (pts - start) as f64 / f64::from(crate::media::TIMEBASE);
@@ -339,10 +448,12 @@ impl EncoderThread {
         }
         let started = Instant::now();
         let mut packets = std::mem::take(&mut self.packets);
-        if let Err(e) = self.encoder.encode(&job.frame, job.force_idr, &mut packets) {
+        if let Err(e) = self
+            .encoder
+            .encode(job.picture, job.force_idr, &mut packets)
+        {
             tracing::warn!(channel = %self.channel, rung = %self.name, error = %e, "frame did not encode");
         }
-        drop(job);
         self.account(started, 1);
         self.emit(&mut packets);
         self.packets = packets;
@@ -364,9 +475,9 @@ impl EncoderThread {
             .inc_by(frames);
     }
 
-    /// Keeps a copy of each input frame of a sampled GOP to compare with what
+    /// Keeps a copy of each input picture of a sampled GOP to compare with what
     /// the encoder made of it.
-    fn sample(&mut self, frame: &Frame, gop_start: bool) {
+    fn sample(&mut self, picture: &RungPicture, gop_start: bool) {
         if gop_start || self.summary.frames == 0 {
             // From the second GOP on: the first is the encoder's warm-up
             // (first IDR, lookahead filling), the worst moment to add the
@@ -383,11 +494,23 @@ impl EncoderThread {
             // All references are still waiting for their decoded frames.
             return;
         };
-        let planes = Plane::ALL.map(|p| (frame.plane(p), frame.stride(p)));
-        if copy.copy_from_planes(planes).is_ok()
-            && let Some(check) = &mut self.check
-        {
-            copy.set_pts(frame.pts());
+        let copied = match picture {
+            RungPicture::Host(frame) => {
+                let planes = Plane::ALL.map(|p| (frame.plane(p), frame.stride(p)));
+                copy.set_pts(frame.pts());
+                copy.copy_from_planes(planes).is_ok()
+            }
+            RungPicture::Device(p) => self
+                .download
+                .get_or_insert_with(|| PictureDownload::new(p.size()))
+                .copy(p, &mut copy)
+                .map_err(|e| {
+                    tracing::debug!(channel = %self.channel, rung = %self.name, error = %e,
+                        "sampled picture not copied to the host; not scored");
+                })
+                .is_ok(),
+        };
+        if copied && let Some(check) = &mut self.check {
             check.reference(copy);
         }
     }

@@ -251,6 +251,57 @@ fn nvdec_and_nvenc_that_do_not_open_fall_back_to_the_cpu_per_stream_and_rung() {
     );
 }
 
+/// An NVENC rung behind the CUDA scaler tries CUDA frames first, then host frames, then
+/// gives the rung to libx264; each step says why. Without a driver (CI) all fail: the plan
+/// ends on libx264 with NVENC's reason. With NVENC, the CUDA-frames encoder opens and the
+/// plan says the rung reads device memory.
+#[test]
+fn an_nvenc_rung_tries_cuda_frames_then_host_frames_then_libx264() {
+    use crate::transcode::backend::{Assignment, ChannelPlan};
+    let logs = captured_logs();
+    let settings = crate::transcode::encode::EncoderSettings::live(
+        320,
+        240,
+        crate::transcode::encode::FrameRate::new(30, 1),
+        400_000,
+    );
+    let mut plan = ChannelPlan::cpu(1, SoftwareDecode::GpuOff, X264Reason::GpuOff);
+    plan.rungs[0] = EncodeBackend::Nvenc;
+    let mut assignment = Assignment::without_gpu(plan);
+    let open = NvencOpen {
+        channel: "nvenc-input",
+        rung: 0,
+        name: "240p",
+        settings: &settings,
+        device: Some(0),
+        scaler_gpu: Some(0),
+    };
+    let codec = open.open(&mut assignment);
+    let rung = &assignment.plan().rungs[0];
+    match codec {
+        Some(RungCodec::Device(_)) => assert_eq!(*rung, EncodeBackend::NvencCuda),
+        Some(RungCodec::Host(_)) => assert_eq!(*rung, EncodeBackend::Nvenc),
+        None => {
+            let EncodeBackend::X264(X264Reason::OpenFailed(why)) = rung else {
+                panic!("{rung:?}");
+            };
+            assert!(why.contains("h264_nvenc"), "{why}");
+            let logs = String::from_utf8_lossy(&logs.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_owned();
+            for said in [
+                "NVENC cannot read CUDA frames; this rung goes through host memory",
+                "NVENC did not open; this rung runs on libx264",
+            ] {
+                assert!(
+                    logs.lines()
+                        .any(|l| l.contains(said) && l.contains("channel=nvenc-input")),
+                    "no {said:?} in:\n{logs}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn a_passthrough_ladder_starts_no_encoders() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1,8 +1,21 @@
 //! `GpuScaler`: the CPU scaler's filter (the same Q14 tables, the same
-//! integer steps) applied by `kernels/scale.cu` to every plane of every rung
-//! in one launch. Device buffers, filter tables and pinned staging buffers
-//! are allocated once, when the scaler is built; a frame costs one upload,
-//! one launch and one download on the scaler's own stream.
+//! integer steps) applied by `kernels/scale.cu` to every plane of every rung.
+//! Device buffers, filter tables, pinned staging buffers, streams and events
+//! are made once, when the scaler is built; a frame costs one upload (or a
+//! device-to-device copy of an NVDEC surface), one launch per rung, and per
+//! rung one download to pinned memory (for libx264) or one device-to-device
+//! copy into a picture that stays on the GPU (an NVENC input frame).
+//!
+//! Two streams. The compute stream uploads and runs the kernels, one launch
+//! per rung, smallest rung first, recording an event after each; the copy
+//! stream waits for a rung's event and takes that rung out while the kernels
+//! of the larger rungs still run, and the host copies a downloaded rung into
+//! its frame while the later ones are still coming down. Smallest first: a
+//! rung's kernel is shorter than its download over PCIe, so the copy engine
+//! starts soonest and then always has the next rung ready. A call returns
+//! once every rung is out (or, failing, once both streams are idle), so
+//! frames never overlap each other: a frame's kernels overwrite rungs that
+//! nothing reads any more.
 //!
 //! Every rung is scaled from the source, as [`Cascade::Direct`] does on the
 //! CPU, so the two agree sample for sample. A 10-bit source (NVDEC's P010) is
@@ -18,9 +31,7 @@ use cudarc::driver::{
     PushKernelArg, sys,
 };
 
-use super::{
-    AxisFilter, Kernel, Result as ScaleResult, ScaleError, Scaler, check_frames, check_outputs,
-};
+use super::{AxisFilter, Kernel, Result as ScaleResult, ScaleError, Scaler};
 use crate::gpu::device::{Gpu, GpuError, driver};
 use crate::transcode::frame::{Frame, Layout, Plane, SemiPlanar, Size};
 
@@ -36,6 +47,8 @@ const MAX_ROWS: usize = 512;
 const PITCH_ALIGN: usize = 64;
 /// Threads per block of `p010_to_nv12`: one row segment of samples each.
 const REDUCE_BLOCK: u32 = 256;
+/// Jobs of one rung's launch: its Y, U and V planes.
+const JOBS_PER_RUNG: usize = 3;
 
 /// One output plane of one rung; `kernels/scale.cu`'s `ScaleJob`, field for
 /// field (6 pointers, then 10 ints: 88 bytes, 8-aligned on both sides).
@@ -63,11 +76,19 @@ struct ScaleJob {
 // SAFETY: plain old data of integers, laid out as the kernel's struct.
 unsafe impl DeviceRepr for ScaleJob {}
 
-/// The jobs of one launch, on the device.
-struct JobTable {
-    jobs: CudaSlice<ScaleJob>,
-    count: i32,
+/// One rung's launch: where its jobs start in the table, and its blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RungLaunch {
+    first_job: usize,
     blocks: u32,
+}
+
+/// The jobs of every rung for one source layout, on the device.
+struct JobTable {
+    /// What the launches' addresses point into: kept alive with them.
+    _jobs: CudaSlice<ScaleJob>,
+    /// Per rung: the device address of its jobs, and its blocks.
+    launches: Vec<(u64, u32)>,
 }
 
 /// One axis's table on the device.
@@ -87,16 +108,67 @@ struct SourcePlane {
     step: usize,
 }
 
+/// Where [`GpuScaler`] leaves one rung's picture.
+pub enum Target<'a> {
+    /// Downloaded, through pinned memory, into this host frame.
+    Host(&'a mut Frame),
+    /// Copied on the device into the Y, U and V planes at these (device
+    /// address, pitch) pairs: a picture that stays on the GPU.
+    Device([(u64, usize); 3]),
+}
+
+/// One rung's output picture, in host or in device memory.
+///
+/// # Safety
+///
+/// The planes of a [`Target::Device`] must be device memory of the scaler's
+/// GPU in its primary context (where FFmpeg's CUDA devices allocate, opened
+/// with `primary_ctx`), writable, each holding its plane's rows of
+/// [`RungOutput::picture_size`] at its pitch, and used by nothing else until
+/// the scaler's call returns.
+pub unsafe trait RungOutput {
+    /// The picture's size; the scaler refuses one that is not its rung's.
+    fn picture_size(&self) -> Size;
+
+    /// Where the scaler writes the picture.
+    fn target(&mut self) -> Target<'_>;
+
+    /// Stamps the source picture's pts on it.
+    fn set_picture_pts(&mut self, pts: i64);
+}
+
+// SAFETY: a host frame is never a device target.
+unsafe impl RungOutput for Frame {
+    fn picture_size(&self) -> Size {
+        self.size()
+    }
+
+    fn target(&mut self) -> Target<'_> {
+        Target::Host(self)
+    }
+
+    fn set_picture_pts(&mut self, pts: i64) {
+        self.set_pts(pts);
+    }
+}
+
 pub struct GpuScaler {
     gpu: Arc<Gpu>,
+    /// Uploads and kernels.
     stream: Arc<CudaStream>,
+    /// The rungs out of `dst`: downloads, and copies to device targets.
+    copy: Arc<CudaStream>,
     source: Size,
     rungs: Vec<Size>,
     layouts: Vec<Layout>,
+    /// Rung indices in the order they are scaled and taken out: smallest first.
+    order: Vec<usize>,
     /// The source picture: our I420 frame layout, or NV12 (Y, then UV).
     src: CudaSlice<u8>,
     /// Every rung's picture back to back, each in our frame layout.
     dst: CudaSlice<u8>,
+    /// `dst`'s device address, for the copies to device targets.
+    dst_base: u64,
     /// Where each rung starts in `dst`.
     dst_offsets: Vec<usize>,
     /// The tables the jobs point into: kept alive with them.
@@ -104,16 +176,23 @@ pub struct GpuScaler {
     i420: JobTable,
     nv12: JobTable,
     nv12_layout: Nv12Layout,
-    /// Pinned staging: I420 going up (write-combined), NV12 going up, the
-    /// rungs coming down (cached: the CPU reads it).
+    /// Pinned staging: I420 going up (write-combined), NV12 going up.
     up: PinnedHostSlice<u8>,
     up_nv12: PinnedHostSlice<u8>,
-    down: PinnedHostSlice<u8>,
+    /// Per rung, pinned (cached: the CPU reads it): each rung comes down on
+    /// its own and its event tells the host when that one is there.
+    down: Vec<PinnedHostSlice<u8>>,
     /// A host P010 picture's planes on the device ([`GpuScaler::scale_p010`]): made on its
     /// first call, grown only if a later picture's pitches need more.
     up_p010: Option<CudaSlice<u8>>,
-    /// Around each frame's launch (a 10-bit source's reduction included), for
-    /// `rungs_gpu_kernel_seconds_total`.
+    /// Per rung, recorded on the compute stream after its launch: what the
+    /// copy stream waits for before taking the rung out.
+    scaled: Vec<CudaEvent>,
+    /// Recorded on the copy stream after the copies a call queued there.
+    copied: CudaEvent,
+    /// Around each frame's kernels on the compute stream (a 10-bit source's
+    /// reduction included), for `rungs_gpu_kernel_seconds_total`; the copies
+    /// run on the copy stream, outside it.
     timing: KernelTiming,
 }
 
@@ -210,12 +289,21 @@ impl Nv12Layout {
     }
 }
 
+/// Rung indices smallest first (ties in ladder order): the order of the
+/// launches and of the copies out.
+fn smallest_first(rungs: &[Size]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..rungs.len()).collect();
+    order.sort_by_key(|&r| rungs[r].area());
+    order
+}
+
 impl GpuScaler {
     pub fn new(gpu: Arc<Gpu>, source: Size, rungs: &[Size]) -> ScaleResult<Self, GpuScaleError> {
         if rungs.is_empty() {
             return Err(ScaleError::NoRungs.into());
         }
         let stream = gpu.stream()?;
+        let copy = gpu.stream()?;
         let src_layout = Layout::new(source).map_err(ScaleError::from)?;
         let layouts = rungs
             .iter()
@@ -269,12 +357,18 @@ impl GpuScaler {
             })
             .collect();
         let table = |planes: [SourcePlane; 3]| -> Result<JobTable, GpuScaleError> {
-            let (jobs, blocks) =
+            let (jobs, launches) =
                 build_jobs(src_ptr, planes, dst_ptr, &layouts, &dst_offsets, &addresses);
+            let jobs = stream.clone_htod(&jobs).map_err(driver("cuMemcpyHtoD"))?;
+            let base = device_ptr(&jobs, &stream);
+            let job_bytes = std::mem::size_of::<ScaleJob>() as u64;
+            let launches = launches
+                .iter()
+                .map(|l| (base + l.first_job as u64 * job_bytes, l.blocks))
+                .collect();
             Ok(JobTable {
-                count: jobs.len() as i32,
-                jobs: stream.clone_htod(&jobs).map_err(driver("cuMemcpyHtoD"))?,
-                blocks,
+                _jobs: jobs,
+                launches,
             })
         };
         let i420 = table(i420_planes)?;
@@ -282,27 +376,40 @@ impl GpuScaler {
 
         let timing = KernelTiming::new(&gpu, "scale_ladder")?;
         let ctx = gpu.context();
-        // SAFETY: page-locked host memory of the given length; cudarc tracks
-        // the copies in flight on it and waits for them before handing out
-        // slices.
+        let scaled = (0..rungs.len())
+            .map(|_| ctx.new_event(None).map_err(driver("cuEventCreate")))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The host waits on it: blocking, rather than spinning a core.
+        let copied = ctx
+            .new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))
+            .map_err(driver("cuEventCreate"))?;
+        // SAFETY: page-locked host memory of the given lengths; cudarc tracks
+        // the copies in flight on each and waits for them before handing out
+        // its slice.
         let (up, up_nv12, down) = unsafe {
             (
                 ctx.alloc_pinned::<u8>(src_layout.buffer_len())
                     .map_err(driver("cuMemHostAlloc"))?,
                 ctx.alloc_pinned::<u8>(nv.len)
                     .map_err(driver("cuMemHostAlloc"))?,
-                ctx.alloc_pinned_with_flags::<u8>(dst_len, 0)
+                layouts
+                    .iter()
+                    .map(|l| ctx.alloc_pinned_with_flags::<u8>(l.buffer_len(), 0))
+                    .collect::<Result<Vec<_>, _>>()
                     .map_err(driver("cuMemHostAlloc"))?,
             )
         };
         Ok(Self {
             gpu,
             stream,
+            copy,
             source,
+            order: smallest_first(rungs),
             rungs: rungs.to_vec(),
             layouts,
             src,
             dst,
+            dst_base: dst_ptr,
             dst_offsets,
             _filters: filters,
             i420,
@@ -312,6 +419,8 @@ impl GpuScaler {
             up_nv12,
             down,
             up_p010: None,
+            scaled,
+            copied,
             timing,
         })
     }
@@ -319,24 +428,24 @@ impl GpuScaler {
     /// Scales a picture that is already in device memory (an NVDEC surface: the device
     /// addresses and pitches of its Y and interleaved UV planes, laid out as `format`) into
     /// `dst`. NV12 is copied device to device into the scaler's source buffer; P010 is
-    /// reduced to 8 bits into that buffer by `p010_to_nv12`. Then the launch, and one
-    /// download of every rung into pinned memory. The surface can be reused as soon as this
-    /// returns.
+    /// reduced to 8 bits into that buffer by `p010_to_nv12`. Then the launches, and each
+    /// rung out to its target. The surface can be reused as soon as this returns, whether
+    /// it succeeded or not.
     ///
     /// # Safety
     ///
     /// `y` and `uv` must address device memory in this GPU's primary context
     /// (the one FFmpeg's NVDEC opens with `primary_ctx`) holding the
     /// source's rows at those pitches, valid until this returns.
-    pub unsafe fn scale_device(
+    pub unsafe fn scale_device<O: RungOutput>(
         &mut self,
         format: SemiPlanar,
         y: (u64, usize),
         uv: (u64, usize),
         pts: i64,
-        dst: &mut [Frame],
+        dst: &mut [O],
     ) -> Result<(), GpuScaleError> {
-        check_outputs(&self.rungs, dst)?;
+        self.check_targets(dst)?;
         for (what, (ptr, pitch), row) in self.surface_rows(format, y, uv) {
             if ptr == 0 {
                 return Err(bad_surface(format, what, "null device address".into()));
@@ -348,16 +457,19 @@ impl GpuScaler {
             .bind_to_thread()
             .map_err(driver("cuCtxSetCurrent"))?;
         // NVDEC's copy into the surface was queued on FFmpeg's stream, the
-        // legacy default one, which this scaler's non-blocking stream does
-        // not wait for by itself.
+        // legacy default one, which this scaler's non-blocking streams do
+        // not wait for by themselves.
         // SAFETY: synchronising the null stream of the current context.
         unsafe { sys::cuStreamSynchronize(std::ptr::null_mut()) }
             .result()
             .map_err(driver("cuStreamSynchronize"))?;
         let source = match format {
             SemiPlanar::Nv12 => {
+                // A failed copy may still be queued: `run`'s error path waits for it too.
                 // SAFETY: the caller's promise above, and the rows checked against the pitches.
-                unsafe { self.copy_nv12_device(y, uv) }?;
+                if let Err(e) = unsafe { self.copy_nv12_device(y, uv) } {
+                    return Err(self.drained(e));
+                }
                 Source::Nv12
             }
             SemiPlanar::P010 => Source::P010 { y, uv },
@@ -381,7 +493,7 @@ impl GpuScaler {
         ]
     }
 
-    /// Copies an NV12 surface into `src` in the scaler's NV12 layout, on its stream.
+    /// Copies an NV12 surface into `src` in the scaler's NV12 layout, on the compute stream.
     ///
     /// # Safety
     ///
@@ -401,27 +513,15 @@ impl GpuScaler {
             (uv, nv.uv_offset, nv.uv_pitch, cw, ch),
         ];
         for ((src, src_pitch), offset, dst_pitch, width, rows) in planes {
-            let copy = sys::CUDA_MEMCPY2D {
-                srcXInBytes: 0,
-                srcY: 0,
-                srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
-                srcHost: std::ptr::null(),
-                srcDevice: src,
-                srcArray: std::ptr::null_mut(),
-                srcPitch: src_pitch,
-                dstXInBytes: 0,
-                dstY: 0,
-                dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
-                dstHost: std::ptr::null_mut(),
-                dstDevice: base + offset as u64,
-                dstArray: std::ptr::null_mut(),
-                dstPitch: dst_pitch,
-                WidthInBytes: width,
-                Height: rows,
-            };
+            let copy = copy_2d(
+                (src, src_pitch),
+                (base + offset as u64, dst_pitch),
+                width,
+                rows,
+            );
             // SAFETY: the source rows are the caller's (see above); the
             // destination is `src`, sized for this NV12 layout when the
-            // scaler was built; the copy is ordered before the launch on
+            // scaler was built; the copy is ordered before the launches on
             // the same stream.
             unsafe { sys::cuMemcpy2DAsync_v2(&copy, self.stream.cu_stream()) }
                 .result()
@@ -433,14 +533,14 @@ impl GpuScaler {
     /// Scales an NV12 picture (a hardware decoder's layout: `y` and
     /// interleaved `uv` rows with their pitches) into `dst`, as [`Scaler::scale`]
     /// does an I420 one.
-    pub fn scale_nv12(
+    pub fn scale_nv12<O: RungOutput>(
         &mut self,
         y: (&[u8], usize),
         uv: (&[u8], usize),
         pts: i64,
-        dst: &mut [Frame],
+        dst: &mut [O],
     ) -> Result<(), GpuScaleError> {
-        check_outputs(&self.rungs, dst)?;
+        self.check_targets(dst)?;
         self.check_host_surface(SemiPlanar::Nv12, y, uv)?;
         let nv = self.nv12_layout;
         let w = self.source.width as usize;
@@ -465,14 +565,14 @@ impl GpuScaler {
     /// [`Frame::copy_from_p010`] reads it) into `dst`: both planes go up as they are, then
     /// are reduced and scaled exactly as an NVDEC surface is by [`GpuScaler::scale_device`].
     /// What checks the reduction on a GPU without NVDEC.
-    pub fn scale_p010(
+    pub fn scale_p010<O: RungOutput>(
         &mut self,
         y: (&[u8], usize),
         uv: (&[u8], usize),
         pts: i64,
-        dst: &mut [Frame],
+        dst: &mut [O],
     ) -> Result<(), GpuScaleError> {
-        check_outputs(&self.rungs, dst)?;
+        self.check_targets(dst)?;
         self.check_host_surface(SemiPlanar::P010, y, uv)?;
         // UV starts on an aligned address after Y, as in a decoder's surface.
         let uv_offset = y.0.len().next_multiple_of(PITCH_ALIGN);
@@ -524,7 +624,48 @@ impl GpuScaler {
         Ok(())
     }
 
-    fn scale_i420(&mut self, src: &Frame, dst: &mut [Frame]) -> Result<(), GpuScaleError> {
+    /// Checks the outputs handed to a call: one per rung, of its size, and a device
+    /// target's pitches wide enough for its rows.
+    fn check_targets<O: RungOutput>(&self, dst: &mut [O]) -> Result<(), GpuScaleError> {
+        if dst.len() != self.rungs.len() {
+            return Err(ScaleError::RungCount {
+                want: self.rungs.len(),
+                got: dst.len(),
+            }
+            .into());
+        }
+        for (index, (out, &want)) in dst.iter_mut().zip(&self.rungs).enumerate() {
+            let got = out.picture_size();
+            if got != want {
+                return Err(ScaleError::RungSize { index, want, got }.into());
+            }
+            let Target::Device(planes) = out.target() else {
+                continue;
+            };
+            for (plane, (address, pitch)) in Plane::ALL.into_iter().zip(planes) {
+                let (width, _) = self.layouts[index].plane_size(plane);
+                if address == 0 || pitch < width {
+                    let why =
+                        format!("{plane:?} plane at {address:#x}, pitch {pitch}, rows of {width}");
+                    return Err(GpuScaleError::BadTarget { rung: want, why });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Scales an I420 frame of the source's size into `dst`: [`Scaler::scale`] for any
+    /// [`RungOutput`], device targets included.
+    pub fn scale_into<O: RungOutput>(
+        &mut self,
+        src: &Frame,
+        dst: &mut [O],
+    ) -> Result<(), GpuScaleError> {
+        if src.size() != self.source {
+            let (want, got) = (self.source, src.size());
+            return Err(ScaleError::SourceSize { want, got }.into());
+        }
+        self.check_targets(dst)?;
         let up = self
             .up
             .as_mut_slice()
@@ -536,40 +677,131 @@ impl GpuScaler {
         self.run(Source::I420, src.pts(), dst)
     }
 
-    fn run(&mut self, source: Source, pts: i64, dst: &mut [Frame]) -> Result<(), GpuScaleError> {
+    /// The launches over the source now queued (or on the device), then every rung out to
+    /// its target. On an error, waits for what was queued, so that nothing still reads the
+    /// source or writes a target once this returns.
+    fn run<O: RungOutput>(
+        &mut self,
+        source: Source,
+        pts: i64,
+        dst: &mut [O],
+    ) -> Result<(), GpuScaleError> {
+        self.scale_and_take_out(source, pts, dst)
+            .map_err(|e| self.drained(e))
+    }
+
+    /// Waits for both streams, then hands `e` back: the error path of a call that may have
+    /// queued work reading the caller's surface or writing its targets.
+    fn drained(&self, e: GpuScaleError) -> GpuScaleError {
+        // Best effort: a failed wait means a broken context, which `e` already reports.
+        let _ = self.stream.synchronize();
+        let _ = self.copy.synchronize();
+        e
+    }
+
+    fn scale_and_take_out<O: RungOutput>(
+        &mut self,
+        source: Source,
+        pts: i64,
+        dst: &mut [O],
+    ) -> Result<(), GpuScaleError> {
+        // The raw copies below are queued in this context's terms.
+        self.gpu
+            .context()
+            .bind_to_thread()
+            .map_err(driver("cuCtxSetCurrent"))?;
         self.timing.start(&self.stream)?;
         self.launch(source)?;
         self.timing.end(&self.stream)?;
-        self.stream
-            .memcpy_dtoh(&self.dst, &mut self.down)
-            .map_err(driver("cuMemcpyDtoHAsync"))?;
-        let down = self.down.as_slice().map_err(driver("cuEventSynchronize"))?;
+        // The copies are queued once every launch is: the kernels go back to back, and each
+        // rung's copy still starts as soon as its own kernel is done.
+        for &r in &self.order {
+            self.copy
+                .wait(&self.scaled[r])
+                .map_err(driver("cuStreamWaitEvent"))?;
+            match dst[r].target() {
+                Target::Host(_) => {
+                    let at = self.dst_offsets[r];
+                    let rung = self.dst.slice(at..at + self.layouts[r].buffer_len());
+                    self.copy
+                        .memcpy_dtoh(&rung, &mut self.down[r])
+                        .map_err(driver("cuMemcpyDtoHAsync"))?;
+                }
+                // SAFETY: the planes are as `RungOutput` promises, their pitches checked
+                // against the rung's rows by `check_targets`.
+                Target::Device(planes) => unsafe { self.copy_to_device(r, planes) }?,
+            }
+        }
+        self.copied
+            .record(&self.copy)
+            .map_err(driver("cuEventRecord"))?;
+        // Rung by rung as each lands, while the later ones are still coming down.
+        for &r in &self.order {
+            let out = &mut dst[r];
+            if let Target::Host(frame) = out.target() {
+                let down = self.down[r]
+                    .as_slice()
+                    .map_err(driver("cuEventSynchronize"))?;
+                frame.pixels_mut().copy_from_slice(down);
+            }
+            out.set_picture_pts(pts);
+        }
+        // Device targets are written once the copy stream is past `copied`. It waited for
+        // every rung's event, the last one recorded after the last launch, so every kernel
+        // (and whatever read the caller's surface before them) is done too.
+        self.copied
+            .synchronize()
+            .map_err(driver("cuEventSynchronize"))?;
         self.timing.account();
-        for ((frame, layout), &offset) in dst.iter_mut().zip(&self.layouts).zip(&self.dst_offsets) {
-            frame
-                .pixels_mut()
-                .copy_from_slice(&down[offset..offset + layout.buffer_len()]);
-            frame.set_pts(pts);
+        Ok(())
+    }
+
+    /// Queues rung `r`'s planes, device to device, from `dst` into `planes` on the copy
+    /// stream (which has waited for the rung's kernel).
+    ///
+    /// # Safety
+    ///
+    /// `planes` as [`RungOutput`] promises for a device target of this rung's size.
+    unsafe fn copy_to_device(
+        &self,
+        r: usize,
+        planes: [(u64, usize); 3],
+    ) -> Result<(), GpuScaleError> {
+        let layout = &self.layouts[r];
+        let base = self.dst_base + self.dst_offsets[r] as u64;
+        for (plane, to) in Plane::ALL.into_iter().zip(planes) {
+            let (width, rows) = layout.plane_size(plane);
+            let from = (base + layout.offset(plane) as u64, layout.stride(plane));
+            let copy = copy_2d(from, to, width, rows);
+            // SAFETY: the source is this rung's plane in `dst`, written by its kernel before
+            // the event this stream waited for, and rewritten only by the next call's
+            // kernels, queued after this call has waited for `copied`; the destination is
+            // the caller's (see above).
+            unsafe { sys::cuMemcpy2DAsync_v2(&copy, self.copy.cu_stream()) }
+                .result()
+                .map_err(driver("cuMemcpy2DAsync"))?;
         }
         Ok(())
     }
 
-    /// Queues the kernel alone on this scaler's stream, over whatever source
+    /// Queues the kernels alone on the compute stream, over whatever source
     /// is on the device: what the GPU benchmark times, many at once.
     #[cfg(feature = "internals")]
     pub fn launch_on_device(&mut self, nv12: bool) -> Result<(), GpuScaleError> {
         self.launch(if nv12 { Source::Nv12 } else { Source::I420 })
     }
 
-    /// Waits for everything queued on this scaler's stream.
+    /// Waits for everything queued on this scaler's streams.
     pub fn synchronize(&self) -> Result<(), GpuScaleError> {
-        Ok(self
-            .stream
-            .synchronize()
-            .map_err(driver("cuStreamSynchronize"))?)
+        for stream in [&self.stream, &self.copy] {
+            stream
+                .synchronize()
+                .map_err(driver("cuStreamSynchronize"))?;
+        }
+        Ok(())
     }
 
-    /// Device memory one launch must move at least: the source read once
+    /// Device memory one frame's launches must move at least: the source read once
     /// and every rung written once.
     #[cfg(feature = "internals")]
     pub fn min_bytes_per_frame(&self) -> usize {
@@ -577,7 +809,7 @@ impl GpuScaler {
         src + self.layouts.iter().map(Layout::packed_len).sum::<usize>()
     }
 
-    /// Time of a device-to-device copy of `bytes` on this scaler's stream,
+    /// Time of a device-to-device copy of `bytes` on this scaler's compute stream,
     /// averaged over `rounds`: the bandwidth ceiling the benchmark compares
     /// the kernel with.
     #[cfg(feature = "internals")]
@@ -602,6 +834,10 @@ impl GpuScaler {
         Ok(started.elapsed().as_secs_f64() / f64::from(rounds.max(1)))
     }
 
+    /// Queues one frame's kernels on the compute stream: a P010 source's reduction, then one
+    /// launch per rung, smallest first, each followed by its `scaled` event. They overwrite
+    /// `dst` with nothing on the copy stream still reading it: every call returns only once
+    /// the copy stream has passed its `copied` (or, failing, once both streams are drained).
     fn launch(&mut self, source: Source) -> Result<(), GpuScaleError> {
         let table = match source {
             Source::I420 => &self.i420,
@@ -611,19 +847,26 @@ impl GpuScaler {
                 &self.nv12
             }
         };
-        let cfg = LaunchConfig {
-            grid_dim: (table.blocks, 1, 1),
-            block_dim: (BLOCK.0, BLOCK.1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut launch = self.stream.launch_builder(&self.gpu.scale_ladder);
-        launch.arg(&table.jobs);
-        launch.arg(&table.count);
-        // SAFETY: the kernel reads `src` and the tables and writes `dst`
-        // through the job table's pointers, all allocated above for exactly
-        // these sizes; the copies around it are on the same stream, so they
-        // are ordered with it.
-        unsafe { launch.launch(cfg) }.map_err(driver("cuLaunchKernel"))?;
+        let count = JOBS_PER_RUNG as i32;
+        for &r in &self.order {
+            let (jobs, blocks) = table.launches[r];
+            let cfg = LaunchConfig {
+                grid_dim: (blocks, 1, 1),
+                block_dim: (BLOCK.0, BLOCK.1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut launch = self.stream.launch_builder(&self.gpu.scale_ladder);
+            launch.arg(&jobs).arg(&count);
+            // SAFETY: the kernel reads `src` and the tables and writes rung `r` of `dst`
+            // through its three jobs' pointers, all allocated when the scaler was built
+            // for exactly these sizes (the jobs too, uploaded on this stream); the source
+            // was written before it on this stream, and the copy stream reads the rung
+            // only after this launch's event (and no earlier frame's copy is pending).
+            unsafe { launch.launch(cfg) }.map_err(driver("cuLaunchKernel"))?;
+            self.scaled[r]
+                .record(&self.stream)
+                .map_err(driver("cuEventRecord"))?;
+        }
         Ok(())
     }
 
@@ -653,10 +896,18 @@ impl GpuScaler {
             // SAFETY: the kernel reads `rows` rows of `width` 16-bit samples at `src_pitch`
             // from the caller's planes (checked to hold them, 2-byte aligned) and writes as
             // many bytes per row into `src`, sized for this NV12 layout; it is ordered
-            // before the scale launch on the same stream.
+            // before the scale launches on the same stream.
             unsafe { launch.launch(cfg) }.map_err(driver("cuLaunchKernel"))?;
         }
         Ok(())
+    }
+}
+
+impl Drop for GpuScaler {
+    fn drop(&mut self) {
+        // cudarc orders the freeing of `dst` after the reads it tracks, not after the raw
+        // copies to device targets: those must be done before the fields go.
+        let _ = self.copy.synchronize();
     }
 }
 
@@ -673,13 +924,41 @@ enum Source {
 
 impl Scaler for GpuScaler {
     fn scale(&mut self, src: &Frame, dst: &mut [Frame]) -> ScaleResult<()> {
-        check_frames(self.source, &self.rungs, src, dst)?;
-        self.scale_i420(src, dst)
-            .map_err(|e| ScaleError::Device(Box::new(e)))
+        self.scale_into(src, dst).map_err(|e| match e {
+            GpuScaleError::Scale(e) => e,
+            e => ScaleError::Device(Box::new(e)),
+        })
     }
 
     fn rungs(&self) -> &[Size] {
         &self.rungs
+    }
+}
+
+/// A device-to-device copy of `rows` rows of `width` bytes, each side an (address, pitch).
+fn copy_2d(
+    (src, src_pitch): (u64, usize),
+    (dst, dst_pitch): (u64, usize),
+    width: usize,
+    rows: usize,
+) -> sys::CUDA_MEMCPY2D {
+    sys::CUDA_MEMCPY2D {
+        srcXInBytes: 0,
+        srcY: 0,
+        srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+        srcHost: std::ptr::null(),
+        srcDevice: src,
+        srcArray: std::ptr::null_mut(),
+        srcPitch: src_pitch,
+        dstXInBytes: 0,
+        dstY: 0,
+        dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+        dstHost: std::ptr::null_mut(),
+        dstDevice: dst,
+        dstArray: std::ptr::null_mut(),
+        dstPitch: dst_pitch,
+        WidthInBytes: width,
+        Height: rows,
     }
 }
 
@@ -700,6 +979,8 @@ pub enum GpuScaleError {
         what: &'static str,
         why: String,
     },
+    #[error("device target of rung {rung}: {why}")]
+    BadTarget { rung: Size, why: String },
 }
 
 fn bad_surface(format: SemiPlanar, what: &'static str, why: String) -> GpuScaleError {
@@ -735,9 +1016,9 @@ struct Axis {
     tile_h: i32,
 }
 
-/// The launch's job table and its block count: for each rung, its Y, U and V
-/// planes; `filters[2 * rung]` is the rung's luma (horizontal, vertical)
-/// pair, `filters[2 * rung + 1]` its chroma pair.
+/// The job table of every rung's launch: for each rung, its Y, U and V planes, their
+/// blocks counted from the start of the rung's own launch; `filters[2 * rung]` is the
+/// rung's luma (horizontal, vertical) pair, `filters[2 * rung + 1]` its chroma pair.
 fn build_jobs(
     src: u64,
     planes: [SourcePlane; 3],
@@ -745,10 +1026,12 @@ fn build_jobs(
     layouts: &[Layout],
     dst_offsets: &[usize],
     filters: &[(Axis, Axis)],
-) -> (Vec<ScaleJob>, u32) {
-    let mut jobs = Vec::with_capacity(3 * layouts.len());
-    let mut blocks = 0u32;
+) -> (Vec<ScaleJob>, Vec<RungLaunch>) {
+    let mut jobs = Vec::with_capacity(JOBS_PER_RUNG * layouts.len());
+    let mut launches = Vec::with_capacity(layouts.len());
     for (r, layout) in layouts.iter().enumerate() {
+        let first_job = jobs.len();
+        let mut blocks = 0u32;
         for (i, plane) in Plane::ALL.into_iter().enumerate() {
             let (h, v) = filters[2 * r + usize::from(plane != Plane::Y)];
             let (w, ht) = layout.plane_size(plane);
@@ -775,8 +1058,9 @@ fn build_jobs(
             });
             blocks += blocks_x * blocks_y;
         }
+        launches.push(RungLaunch { first_job, blocks });
     }
-    (jobs, blocks)
+    (jobs, launches)
 }
 
 /// Output rows per tile for a vertical filter: the most (up to [`TILE_H`])
@@ -805,8 +1089,9 @@ fn upload(stream: &Arc<CudaStream>, f: &AxisFilter) -> Result<DeviceFilter, GpuE
     })
 }
 
-/// The raw address of a buffer, for the job table; the guard's event only
-/// orders later uses on other streams, and these buffers live on one.
+/// The raw address of a buffer, for the job table and the copies to device
+/// targets; the guard's event only orders later uses through cudarc, and the
+/// raw uses of these addresses are ordered by the scaler's own events.
 fn device_ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     let (ptr, _guard) = slice.device_ptr(stream);
     ptr

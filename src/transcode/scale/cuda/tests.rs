@@ -9,9 +9,10 @@ fn job_layout_matches_the_kernel_struct() {
     assert_eq!(std::mem::offset_of!(ScaleJob, tile_h), 84);
 }
 
-/// `kernels/scale.cu`, line for line, over host memory: checks the job
-/// table (every output sample covered, every pointer and pitch right)
-/// and the kernel's arithmetic against the CPU scaler, with no GPU.
+/// `kernels/scale.cu`, line for line, over host memory: one launch of
+/// `blocks` blocks over `jobs` (one rung's, as `launch` passes them). Checks
+/// the job table (every output sample covered, every pointer and pitch
+/// right) and the kernel's arithmetic against the CPU scaler, with no GPU.
 fn emulate_launch(jobs: &[ScaleJob], blocks: u32) {
     const TILE_W: usize = BLOCK.0 as usize;
     let job_count = jobs.len();
@@ -112,8 +113,8 @@ fn cpu_ladder(src: &Frame) -> Vec<Frame> {
     want
 }
 
-/// Emulates one launch over a source at `base` read through `planes` and checks every
-/// rung against `want`, sample for sample.
+/// Emulates a frame's launches (one per rung, smallest first) over a source at `base` read
+/// through `planes` and checks every rung against `want`, sample for sample.
 fn assert_emulated_ladder(name: &str, base: u64, planes: [SourcePlane; 3], want: &[Frame]) {
     let src_layout = Layout::new(SOURCE).unwrap();
     let layouts: Vec<Layout> = RUNGS.iter().map(|&r| Layout::new(r).unwrap()).collect();
@@ -164,7 +165,7 @@ fn assert_emulated_ladder(name: &str, base: u64, planes: [SourcePlane; 3], want:
         len += l.buffer_len().next_multiple_of(PITCH_ALIGN);
     }
     let mut out = vec![0xA5u8; len];
-    let (jobs, blocks) = build_jobs(
+    let (jobs, launches) = build_jobs(
         base,
         planes,
         out.as_mut_ptr() as u64,
@@ -172,7 +173,13 @@ fn assert_emulated_ladder(name: &str, base: u64, planes: [SourcePlane; 3], want:
         &dst_offsets,
         &filters,
     );
-    emulate_launch(&jobs, blocks);
+    assert_eq!(jobs.len(), JOBS_PER_RUNG * RUNGS.len());
+    // One launch per rung, in the order the scaler queues them.
+    for r in smallest_first(&RUNGS) {
+        let l = launches[r];
+        assert_eq!(l.first_job, JOBS_PER_RUNG * r);
+        emulate_launch(&jobs[l.first_job..][..JOBS_PER_RUNG], l.blocks);
+    }
     for (r, l) in layouts.iter().enumerate() {
         for p in Plane::ALL {
             let (pw, ph) = l.plane_size(p);
@@ -311,4 +318,210 @@ fn nv12_layout_pitches_rows_like_our_frames() {
     assert_eq!(l.uv_pitch, 1408);
     assert_eq!(l.uv_offset, 1408 * 768);
     assert_eq!(l.len, 1408 * 768 + 1408 * 384);
+}
+
+#[test]
+fn rungs_are_scaled_and_taken_out_smallest_first() {
+    let ladder = [
+        Size::new(854, 480),
+        Size::new(1280, 720),
+        Size::new(284, 160),
+        Size::new(640, 360),
+        Size::new(284, 160),
+    ];
+    assert_eq!(smallest_first(&ladder), [2, 4, 3, 0, 1]);
+}
+
+/// One rung's picture left in device memory, as an NVENC input frame is: its planes in a
+/// buffer of their own, at pitches unlike our frames'.
+struct DevicePicture {
+    size: Size,
+    buf: CudaSlice<u8>,
+    /// Per plane: (offset in `buf`, pitch).
+    planes: [(usize, usize); 3],
+    pts: i64,
+}
+
+impl DevicePicture {
+    fn new(stream: &Arc<CudaStream>, size: Size) -> Self {
+        let layout = Layout::new(size).unwrap();
+        let mut len = 0;
+        let planes = Plane::ALL.map(|p| {
+            let (w, h) = layout.plane_size(p);
+            // Odd pitches, and room after each plane's rows that must stay untouched.
+            let plane = (len, w + 96 + 3);
+            len += plane.1 * h + 512;
+            plane
+        });
+        let buf = stream.alloc_zeros::<u8>(len).unwrap();
+        // The scaler's streams do not wait for this one: the zeros must be there first.
+        stream.synchronize().unwrap();
+        Self {
+            size,
+            buf,
+            planes,
+            pts: -1,
+        }
+    }
+
+    /// The picture read back into a host frame, and whether the padding kept its zeros.
+    fn download(&self, stream: &Arc<CudaStream>) -> (Frame, bool) {
+        use crate::transcode::frame::FramePool;
+        let host = stream.clone_dtoh(&self.buf).unwrap();
+        let mut frame = FramePool::new(self.size, 1).unwrap().get().unwrap();
+        let layout = *frame.layout();
+        let mut padding_clean = true;
+        for (p, (offset, pitch)) in Plane::ALL.into_iter().zip(self.planes) {
+            let (w, h) = layout.plane_size(p);
+            let stride = frame.stride(p);
+            let plane = frame.plane_mut(p);
+            for y in 0..h {
+                let row = &host[offset + y * pitch..][..pitch];
+                plane[y * stride..][..w].copy_from_slice(&row[..w]);
+                padding_clean &= row[w..].iter().all(|&b| b == 0);
+            }
+        }
+        frame.set_pts(self.pts);
+        (frame, padding_clean)
+    }
+}
+
+// SAFETY: `buf` is device memory of the test's GPU (its primary context, where cudarc
+// allocates), holding every plane's rows at its pitch, and the test touches it only
+// between the scaler's calls.
+unsafe impl RungOutput for DevicePicture {
+    fn picture_size(&self) -> Size {
+        self.size
+    }
+
+    fn target(&mut self) -> Target<'_> {
+        let (base, _guard) = self.buf.device_ptr(self.buf.stream());
+        Target::Device(
+            self.planes
+                .map(|(offset, pitch)| (base + offset as u64, pitch)),
+        )
+    }
+
+    fn set_picture_pts(&mut self, pts: i64) {
+        self.pts = pts;
+    }
+}
+
+/// A rung going to the host or staying on the device, as the pipeline mixes them.
+enum Out {
+    Host(Frame),
+    Device(DevicePicture),
+}
+
+// SAFETY: as the parts'.
+unsafe impl RungOutput for Out {
+    fn picture_size(&self) -> Size {
+        match self {
+            Out::Host(f) => f.size(),
+            Out::Device(d) => d.picture_size(),
+        }
+    }
+
+    fn target(&mut self) -> Target<'_> {
+        match self {
+            Out::Host(f) => f.target(),
+            Out::Device(d) => d.target(),
+        }
+    }
+
+    fn set_picture_pts(&mut self, pts: i64) {
+        match self {
+            Out::Host(f) => f.set_pts(pts),
+            Out::Device(d) => d.set_picture_pts(pts),
+        }
+    }
+}
+
+/// Rungs copied to device targets equal, byte for byte, the same rungs downloaded to the
+/// host, whichever rungs are on the device and over frames back to back (a copy racing
+/// the next frame's kernels would show as a rung of the wrong frame); the host rungs equal
+/// the CPU scaler's; targets that do not fit are refused before anything runs.
+#[test]
+#[ignore = "needs a GPU: make test-gpu"]
+fn gpu_device_targets_get_the_rungs_the_host_gets() {
+    use crate::gpu::GpuConfig;
+    use crate::transcode::frame::FramePool;
+
+    let gpu = Gpu::open(&GpuConfig::default()).unwrap_or_else(|e| panic!("needs a GPU: {e}"));
+    let stream = gpu.stream().unwrap();
+    let mut scaler = GpuScaler::new(gpu.clone(), SOURCE, &RUNGS).unwrap();
+    let pool = FramePool::new(SOURCE, 3).unwrap();
+    let host = |size: Size| {
+        let mut f = FramePool::new(size, 1).unwrap().get().unwrap();
+        f.pixels_mut().fill(0xA5);
+        f
+    };
+    for i in 0..6u32 {
+        let mut src = pool.get().unwrap();
+        for p in Plane::ALL {
+            let stride = src.stride(p);
+            for (k, b) in src.plane_mut(p).iter_mut().enumerate() {
+                *b = texture(k % stride, k / stride, i).to_le_bytes()[1];
+            }
+        }
+        src.set_pts(i64::from(i) * 3000);
+        let want = cpu_ladder(&src);
+        let mut all_host: Vec<Frame> = RUNGS.iter().map(|&r| host(r)).collect();
+        scaler.scale(&src, &mut all_host).unwrap();
+        // Rung r on the device when bit r of the frame number is set.
+        let mut mixed: Vec<Out> = RUNGS
+            .iter()
+            .enumerate()
+            .map(|(r, &size)| match (i >> r) & 1 {
+                1 => Out::Device(DevicePicture::new(&stream, size)),
+                _ => Out::Host(host(size)),
+            })
+            .collect();
+        scaler.scale_into(&src, &mut mixed).unwrap();
+        for (r, out) in mixed.iter().enumerate() {
+            let rung = RUNGS[r];
+            assert_eq!(
+                max_difference(&all_host[r], &want[r]),
+                0,
+                "frame {i} rung {rung}"
+            );
+            let got = match out {
+                Out::Host(f) => max_difference(f, &all_host[r]),
+                Out::Device(d) => {
+                    let (f, padding_clean) = d.download(&stream);
+                    assert!(padding_clean, "frame {i} rung {rung}: wrote past a row");
+                    assert_eq!(d.pts, src.pts(), "frame {i} rung {rung}");
+                    max_difference(&f, &all_host[r])
+                }
+            };
+            assert_eq!(got, 0, "frame {i} rung {rung}");
+            if let Out::Host(f) = out {
+                assert_eq!(f.pts(), src.pts(), "frame {i} rung {rung}");
+            }
+        }
+    }
+    // A pitch narrower than the rung's rows: refused, and the scaler still works.
+    let mut narrow = DevicePicture::new(&stream, RUNGS[0]);
+    narrow.planes[1].1 = 16;
+    let mut outs: Vec<Out> = vec![Out::Device(narrow)];
+    outs.extend(RUNGS[1..].iter().map(|&r| Out::Host(host(r))));
+    let src = pool.get().unwrap();
+    let err = scaler.scale_into(&src, &mut outs).unwrap_err();
+    assert!(matches!(err, GpuScaleError::BadTarget { .. }), "{err}");
+    let mut again: Vec<Frame> = RUNGS.iter().map(|&r| host(r)).collect();
+    scaler.scale(&src, &mut again).unwrap();
+}
+
+/// Largest difference between two frames of one size, sample for sample.
+fn max_difference(a: &Frame, b: &Frame) -> u8 {
+    assert_eq!(a.size(), b.size());
+    Plane::ALL
+        .into_iter()
+        .flat_map(|p| {
+            let (_, h) = a.layout().plane_size(p);
+            (0..h).flat_map(move |y| a.row(p, y).iter().zip(b.row(p, y)))
+        })
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0)
 }

@@ -60,6 +60,9 @@
 //!   `2,4,8,12,16,20,24,32`); RUNGS_BENCH_LIVE_MAX caps them (default 64).
 //! - RUNGS_BENCH_LIVE_SECONDS: publish time per step (default 30);
 //!   RUNGS_BENCH_LIVE_WARMUP: seconds not measured at its start (default 8).
+//! - RUNGS_BENCH_LIVE_BUDGET_S: seconds the live part may take (default: no
+//!   limit), shared equally by the backends; one stops raising N when its
+//!   next step would not fit, and says so (its N is then a lower bound).
 //! - RUNGS_BENCH_ALLOW_NO_GPU=1: on a machine without a GPU, run only the CPU
 //!   contenders (rungs-cpu, ffmpeg-cpu, live `cpu`) to check the plumbing;
 //!   the GPU ones are skipped, and said to be.

@@ -8,6 +8,8 @@
 
 #[path = "gpu/compare.rs"]
 mod compare;
+#[path = "gpu/targets.rs"]
+mod targets;
 
 use compare::max_difference;
 use std::path::PathBuf;

@@ -56,6 +56,11 @@ pub fn live_part(bin: &Path, dir: &Path, input: &Path, gpu: bool) -> Value {
         .filter(|&n| n >= 1 && n <= max)
         .collect();
     let secs: f64 = env_parse("RUNGS_BENCH_LIVE_SECONDS").unwrap_or(30.0);
+    // A time budget for the whole live part (the device run has minutes):
+    // each backend gets an equal share of what is left when it starts, and
+    // stops raising N when the next step would not fit, saying so.
+    let budget: Option<f64> = env_parse("RUNGS_BENCH_LIVE_BUDGET_S");
+    let started = Instant::now();
     let warmup: f64 = env_parse("RUNGS_BENCH_LIVE_WARMUP").unwrap_or(8.0);
     if warmup + 2.0 > secs {
         fail("RUNGS_BENCH_LIVE_SECONDS must exceed RUNGS_BENCH_LIVE_WARMUP by 2 s or more");
@@ -72,7 +77,8 @@ pub fn live_part(bin: &Path, dir: &Path, input: &Path, gpu: bool) -> Value {
         "warmup_s": warmup,
         "cpu_per_stream_reduction_pct": null,
     });
-    for backend in backends.split(',').map(str::trim) {
+    let backends: Vec<&str> = backends.split(',').map(str::trim).collect();
+    for (i, &backend) in backends.iter().enumerate() {
         let on = match backend {
             "gpu" => true,
             "cpu" => false,
@@ -89,7 +95,17 @@ pub fn live_part(bin: &Path, dir: &Path, input: &Path, gpu: bool) -> Value {
         );
         let mut held: Option<Step> = None;
         let mut tried = Vec::new();
+        let share =
+            budget.map(|b| (b - started.elapsed().as_secs_f64()) / (backends.len() - i) as f64);
+        let own = Instant::now();
+        let mut out_of_time = false;
         for &n in &steps {
+            // A step takes its seconds plus the node's start and stop.
+            if share.is_some_and(|s| own.elapsed().as_secs_f64() + secs + 8.0 > s) {
+                println!("{backend:<4}  {n:>3}  not tried: the live time budget is spent");
+                out_of_time = true;
+                break;
+            }
             let step = live_step(bin, dir, input, on, n, secs, warmup);
             println!(
                 "{backend:<4}  {n:>3}  {:>5}  {:>11.3}  {:>15.3}  {:>16.1}  {}",
@@ -106,7 +122,12 @@ pub fn live_part(bin: &Path, dir: &Path, input: &Path, gpu: bool) -> Value {
             held = Some(step);
         }
         let name = if on { "gpu" } else { "cpu" };
-        summary[name] = json!({ "steps": tried, "max_held_n": held.as_ref().map(|s| s.n) });
+        summary[name] = json!({
+            "steps": tried,
+            "max_held_n": held.as_ref().map(|s| s.n),
+            // A lower bound only: the budget ran out while every step held.
+            "stopped_by_time_budget": out_of_time,
+        });
         best.push((name, held));
     }
     println!();

@@ -201,6 +201,13 @@ fn the_device_bundle_runs_in_a_root_without_ffmpeg_and_reports_no_cuda_driver() 
     let why = figures["gpu"]["why"].as_str().unwrap_or("");
     assert!(why.starts_with("no CUDA driver"), "why: {why:?}");
     assert!(figures["probe"].is_object(), "rungs probe ran: {figures:#}");
+    // The kernels travel as PTX inside the binary: a GPU host has no NVRTC.
+    let kernels = figures["probe"]["kernels"]["detail"].as_str().unwrap_or("");
+    assert!(
+        kernels.starts_with("PTX embedded for compute_75"),
+        "the bundled rungs must embed its PTX (build with NVRTC on the library path, as \
+         the Makefile does): {kernels:?}"
+    );
     for step in ["tests", "kernels"] {
         assert_eq!(figures[step]["skipped"].as_str(), Some(why), "{step}");
     }

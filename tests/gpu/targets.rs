@@ -5,36 +5,21 @@
 use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
-use rungs::gpu::GpuConfig;
-use rungs::gpu::device::Gpu;
 use rungs::transcode::frame::{Frame, FramePool, Layout, Plane, Size};
 use rungs::transcode::scale::cuda::{RungOutput, Target};
 use rungs::transcode::scale::{Cascade, CpuScaler, GpuScaleError, GpuScaler, ScaleOptions, Scaler};
 
 use crate::compare::max_difference;
 
-/// 64x36 from 1366x768 is steep enough (21x) for tiles shorter than the kernel's.
-const SOURCE: Size = Size::new(1366, 768);
-const RUNGS: [Size; 3] = [Size::new(854, 480), Size::new(284, 160), Size::new(64, 36)];
-
-/// A deterministic texture with every frequency: a hash of the position.
-fn texture(x: usize, y: usize, salt: u32) -> u32 {
-    (x as u32).wrapping_mul(2_654_435_761) ^ (y as u32).wrapping_mul(40_503) ^ salt
-}
-
-/// The CPU scaler's ladder of `src`: what the GPU must give.
-fn cpu_ladder(src: &Frame) -> Vec<Frame> {
-    let direct = ScaleOptions {
-        cascade: Cascade::Direct,
-        ..ScaleOptions::default()
-    };
-    let mut cpu = CpuScaler::with_options(SOURCE, &RUNGS, direct).unwrap();
-    let mut want: Vec<Frame> = RUNGS
-        .iter()
-        .map(|&r| FramePool::new(r, 1).unwrap().get().unwrap())
-        .collect();
-    cpu.scale(src, &mut want).unwrap();
-    want
+/// The ladder of the 1366x768 source of tests/gpu.rs, and 64x36 below it: steep
+/// enough (21x) for tiles shorter than the kernel's.
+fn source_and_ladder() -> (&'static str, &'static str, Size, Vec<Size>) {
+    let (name, graph, size, mut ladder) = super::sources()
+        .into_iter()
+        .find(|s| s.0 == "testsrc2-768")
+        .expect("tests/gpu.rs has a 1366x768 source");
+    ladder.push(Size::new(64, 36));
+    (name, graph, size, ladder)
 }
 
 /// One rung's picture left in device memory, as an NVENC input frame is: its planes in a
@@ -148,39 +133,43 @@ unsafe impl RungOutput for Out {
 #[test]
 #[ignore = "needs a GPU: make test-gpu"]
 fn gpu_device_targets_get_the_rungs_the_host_gets() {
-    let gpu = Gpu::open(&GpuConfig::default()).unwrap_or_else(|e| panic!("needs a GPU: {e}"));
+    let gpu = super::gpu();
     let stream = gpu.stream().unwrap();
-    let mut scaler = GpuScaler::new(gpu.clone(), SOURCE, &RUNGS).unwrap();
-    let pool = FramePool::new(SOURCE, 3).unwrap();
+    let (name, graph, source, rungs) = source_and_ladder();
+    let mut frames = super::frames(name, graph, source);
+    let direct = ScaleOptions {
+        cascade: Cascade::Direct,
+        ..ScaleOptions::default()
+    };
+    let mut cpu = CpuScaler::with_options(source, &rungs, direct).unwrap();
+    let mut scaler = GpuScaler::new(gpu.clone(), source, &rungs).unwrap();
     let host = |size: Size| {
         let mut f = FramePool::new(size, 1).unwrap().get().unwrap();
         f.pixels_mut().fill(0xA5);
         f
     };
-    for i in 0..6u32 {
-        let mut src = pool.get().unwrap();
-        for p in Plane::ALL {
-            let stride = src.stride(p);
-            for (k, b) in src.plane_mut(p).iter_mut().enumerate() {
-                *b = texture(k % stride, k / stride, i).to_le_bytes()[1];
-            }
-        }
-        src.set_pts(i64::from(i) * 3000);
-        let want = cpu_ladder(&src);
-        let mut all_host: Vec<Frame> = RUNGS.iter().map(|&r| host(r)).collect();
-        scaler.scale(&src, &mut all_host).unwrap();
-        // Rung r on the device when bit r of the frame number is set.
-        let mut mixed: Vec<Out> = RUNGS
+    // Twice through the frames, so each picture follows a different one.
+    for i in 0..2 * frames.len() {
+        let pts = i as i64 * 3000;
+        let n = frames.len();
+        frames[i % n].set_pts(pts);
+        let src = &frames[i % n];
+        let mut want: Vec<Frame> = rungs.iter().map(|&r| host(r)).collect();
+        cpu.scale(src, &mut want).unwrap();
+        let mut all_host: Vec<Frame> = rungs.iter().map(|&r| host(r)).collect();
+        scaler.scale(src, &mut all_host).unwrap();
+        // Every other rung on the device, the other half on the next frame.
+        let mut mixed: Vec<Out> = rungs
             .iter()
             .enumerate()
-            .map(|(r, &size)| match (i >> r) & 1 {
+            .map(|(r, &size)| match (i + r) % 2 {
                 1 => Out::Device(DevicePicture::new(&stream, size)),
                 _ => Out::Host(host(size)),
             })
             .collect();
-        scaler.scale_into(&src, &mut mixed).unwrap();
+        scaler.scale_into(src, &mut mixed).unwrap();
         for (r, out) in mixed.iter().enumerate() {
-            let rung = RUNGS[r];
+            let rung = rungs[r];
             assert_eq!(
                 max_difference(&all_host[r], &want[r]),
                 0,
@@ -191,24 +180,23 @@ fn gpu_device_targets_get_the_rungs_the_host_gets() {
                 Out::Device(d) => {
                     let (f, padding_clean) = d.download(&stream);
                     assert!(padding_clean, "frame {i} rung {rung}: wrote past a row");
-                    assert_eq!(d.pts, src.pts(), "frame {i} rung {rung}");
+                    assert_eq!(d.pts, pts, "frame {i} rung {rung}");
                     max_difference(&f, &all_host[r])
                 }
             };
             assert_eq!(got, 0, "frame {i} rung {rung}");
             if let Out::Host(f) = out {
-                assert_eq!(f.pts(), src.pts(), "frame {i} rung {rung}");
+                assert_eq!(f.pts(), pts, "frame {i} rung {rung}");
             }
         }
     }
     // A pitch narrower than the rung's rows: refused, and the scaler still works.
-    let mut narrow = DevicePicture::new(&stream, RUNGS[0]);
+    let mut narrow = DevicePicture::new(&stream, rungs[0]);
     narrow.planes[1].1 = 16;
     let mut outs: Vec<Out> = vec![Out::Device(narrow)];
-    outs.extend(RUNGS[1..].iter().map(|&r| Out::Host(host(r))));
-    let src = pool.get().unwrap();
-    let err = scaler.scale_into(&src, &mut outs).unwrap_err();
+    outs.extend(rungs[1..].iter().map(|&r| Out::Host(host(r))));
+    let err = scaler.scale_into(&frames[0], &mut outs).unwrap_err();
     assert!(matches!(err, GpuScaleError::BadTarget { .. }), "{err}");
-    let mut again: Vec<Frame> = RUNGS.iter().map(|&r| host(r)).collect();
-    scaler.scale(&src, &mut again).unwrap();
+    let mut again: Vec<Frame> = rungs.iter().map(|&r| host(r)).collect();
+    scaler.scale(&frames[0], &mut again).unwrap();
 }

@@ -1,4 +1,4 @@
-//! What the ladder benches (ladder.rs, gpu_pipeline.rs) share: the input, the `standard` ladder, the rungs and FFmpeg CLI commands, CPU time, bitrate and PSNR.
+//! What the ladder benches (ladder.rs, gpu_pipeline.rs, multitrack.rs) share: the input, the `standard` ladder, the rungs and FFmpeg CLI commands, CPU time, bitrate, PSNR and SSIM.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,7 +34,22 @@ pub fn make_input(
     recipe_name: &str,
     note: &str,
 ) -> Result<PathBuf, String> {
-    let input = dir.join(format!("input-1080p30-{seconds}s.mp4"));
+    make_input_of(dir, "input", SOURCE_GRAPH, seconds, recipe_name, note)
+}
+
+/// [`make_input`] of another picture: `seconds` of the lavfi `graph` (one
+/// source, or a graph whose output is labelled `[out0]`) with a 440 Hz tone,
+/// encoded like a 1080p30 contribution stream into
+/// `{stem}-1080p30-{seconds}s.mp4` in `dir`.
+pub fn make_input_of(
+    dir: &Path,
+    stem: &str,
+    graph: &str,
+    seconds: u32,
+    recipe_name: &str,
+    note: &str,
+) -> Result<PathBuf, String> {
+    let input = dir.join(format!("{stem}-1080p30-{seconds}s.mp4"));
     let recipe_file = dir.join(recipe_name);
     let seconds = seconds.to_string();
     let (rate, buf) = (format!("{SOURCE_KBPS}k"), format!("{}k", 2 * SOURCE_KBPS));
@@ -42,7 +57,7 @@ pub fn make_input(
         "-f",
         "lavfi",
         "-i",
-        SOURCE_GRAPH,
+        graph,
         "-f",
         "lavfi",
         "-i",
@@ -213,6 +228,21 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// are rebased to zero on both sides, so a B-frame delay in a rung's first
 /// pts does not shift the pairing.
 pub fn psnr(input: &Path, rungs: &[PathBuf]) -> Vec<f64> {
+    measure(input, rungs, false)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// [`psnr`] and SSIM (`All`) of each rung file, in the same one FFmpeg run.
+pub fn psnr_ssim(input: &Path, rungs: &[PathBuf]) -> Vec<(f64, f64)> {
+    measure(input, rungs, true)
+        .into_iter()
+        .map(|(p, s)| (p, s.expect("measured with ssim")))
+        .collect()
+}
+
+fn measure(input: &Path, rungs: &[PathBuf], ssim: bool) -> Vec<(f64, Option<f64>)> {
     let n = rungs.len();
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-nostdin", "-loglevel", "info"]);
@@ -226,32 +256,51 @@ pub fn psnr(input: &Path, rungs: &[PathBuf]) -> Vec<f64> {
     }
     for (i, (_, w, h, _)) in LADDER.iter().enumerate().take(n) {
         graph.push_str(&format!(
-            ";[s{i}]scale={w}:{h}:flags=lanczos[r{i}];[{i}:v]setpts=PTS-STARTPTS[d{i}];[d{i}][r{i}]psnr"
+            ";[s{i}]scale={w}:{h}:flags=lanczos[r{i}];[{i}:v]setpts=PTS-STARTPTS[d{i}]"
         ));
+        if ssim {
+            graph.push_str(&format!(
+                ";[r{i}]split[rp{i}][rs{i}];[d{i}]split[dp{i}][ds{i}];[dp{i}][rp{i}]psnr;[ds{i}][rs{i}]ssim"
+            ));
+        } else {
+            graph.push_str(&format!(";[d{i}][r{i}]psnr"));
+        }
     }
     cmd.args(["-filter_complex", &graph, "-f", "null", "-"]);
     let out = cmd.output().expect("ffmpeg runs");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "PSNR run failed:\n{log}");
-    // `Parsed_psnr_K`: K is the filter's index in the graph, which lists
-    // the rungs in order; the summaries may be printed in another order.
+    let psnr = summaries(&log, "psnr", "average:", n);
+    if !ssim {
+        return psnr.into_iter().map(|p| (p, None)).collect();
+    }
+    let ssim = summaries(&log, "ssim", "All:", n);
+    psnr.into_iter().zip(ssim.into_iter().map(Some)).collect()
+}
+
+/// The `n` values after `key` in the summary lines of the `filter`s in an
+/// FFmpeg log, in graph order. `Parsed_{filter}_K`: K is the filter's index
+/// in the graph, which lists the rungs in order; the summaries may be
+/// printed in another order.
+fn summaries(log: &str, filter: &str, key: &str, n: usize) -> Vec<f64> {
+    let tag = format!("Parsed_{filter}_");
     let mut found: Vec<(usize, f64)> = log
         .lines()
         .filter_map(|l| {
             let k = l
-                .split("Parsed_psnr_")
+                .split(tag.as_str())
                 .nth(1)?
                 .split(|c: char| !c.is_ascii_digit())
                 .next()?;
-            let avg = l.split("average:").nth(1)?.split_whitespace().next()?;
-            Some((k.parse().ok()?, avg.parse().ok()?))
+            let v = l.split(key).nth(1)?.split_whitespace().next()?;
+            Some((k.parse().ok()?, v.parse().ok()?))
         })
         .collect();
     found.sort_by_key(|f| f.0);
     assert_eq!(
         found.len(),
         n,
-        "{n} psnr summaries expected in ffmpeg's output:\n{log}"
+        "{n} {filter} summaries expected in ffmpeg's output:\n{log}"
     );
     found.into_iter().map(|f| f.1).collect()
 }

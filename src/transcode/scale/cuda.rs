@@ -27,61 +27,26 @@
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaEvent, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PinnedHostSlice,
-    PushKernelArg, sys,
+    CudaEvent, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PinnedHostSlice, PushKernelArg, sys,
 };
 
 use super::{AxisFilter, Kernel, Result as ScaleResult, ScaleError, Scaler};
 use crate::gpu::device::{Gpu, GpuError, driver};
 use crate::transcode::frame::{Frame, Layout, Plane, SemiPlanar, Size};
 
-/// Threads per block: 32 columns (one warp reads a row segment) by 8 rows.
-const BLOCK: (u32, u32) = (32, 8);
-/// Output rows per tile at most: the more, the fewer source rows each tile
-/// filters horizontally for its neighbours' windows too.
-const TILE_H: usize = 32;
-/// Source rows a tile's intermediate holds (`MAX_ROWS` in kernels/scale.cu:
-/// 512 x 32 x 2 bytes of shared memory).
-const MAX_ROWS: usize = 512;
-/// Row pitch alignment of the NV12 source on the device, as for our frames.
-const PITCH_ALIGN: usize = 64;
+mod error;
+mod jobs;
+mod target;
+pub use error::GpuScaleError;
+use error::{bad_surface, check_pitch};
+use jobs::{
+    Axis, BLOCK, JOBS_PER_RUNG, MAX_ROWS, Nv12Layout, PITCH_ALIGN, ScaleJob, SourcePlane,
+    build_jobs, i420_planes, smallest_first, tile_height,
+};
+pub use target::{RungOutput, Target};
+
 /// Threads per block of `p010_to_nv12`: one row segment of samples each.
 const REDUCE_BLOCK: u32 = 256;
-/// Jobs of one rung's launch: its Y, U and V planes.
-const JOBS_PER_RUNG: usize = 3;
-
-/// One output plane of one rung; `kernels/scale.cu`'s `ScaleJob`, field for
-/// field (6 pointers, then 10 ints: 88 bytes, 8-aligned on both sides).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct ScaleJob {
-    src: u64,
-    dst: u64,
-    h_start: u64,
-    h_weight: u64,
-    v_start: u64,
-    v_weight: u64,
-    src_pitch: i32,
-    src_step: i32,
-    dst_pitch: i32,
-    dst_width: i32,
-    dst_height: i32,
-    h_taps: i32,
-    v_taps: i32,
-    first_block: i32,
-    blocks_x: i32,
-    tile_h: i32,
-}
-
-// SAFETY: plain old data of integers, laid out as the kernel's struct.
-unsafe impl DeviceRepr for ScaleJob {}
-
-/// One rung's launch: where its jobs start in the table, and its blocks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct RungLaunch {
-    first_job: usize,
-    blocks: u32,
-}
 
 /// The jobs of every rung for one source layout, on the device.
 struct JobTable {
@@ -98,58 +63,6 @@ struct DeviceFilter {
     taps: i32,
     /// Vertical tables only: output rows per tile (see [`tile_height`]).
     tile_h: i32,
-}
-
-/// Where the source planes are in the device's source buffer.
-#[derive(Clone, Copy)]
-struct SourcePlane {
-    offset: usize,
-    pitch: usize,
-    step: usize,
-}
-
-/// Where [`GpuScaler`] leaves one rung's picture.
-pub enum Target<'a> {
-    /// Downloaded, through pinned memory, into this host frame.
-    Host(&'a mut Frame),
-    /// Copied on the device into the Y, U and V planes at these (device
-    /// address, pitch) pairs: a picture that stays on the GPU.
-    Device([(u64, usize); 3]),
-}
-
-/// One rung's output picture, in host or in device memory.
-///
-/// # Safety
-///
-/// The planes of a [`Target::Device`] must be device memory of the scaler's
-/// GPU in its primary context (where FFmpeg's CUDA devices allocate, opened
-/// with `primary_ctx`), writable, each holding its plane's rows of
-/// [`RungOutput::picture_size`] at its pitch, and used by nothing else until
-/// the scaler's call returns.
-pub unsafe trait RungOutput {
-    /// The picture's size; the scaler refuses one that is not its rung's.
-    fn picture_size(&self) -> Size;
-
-    /// Where the scaler writes the picture.
-    fn target(&mut self) -> Target<'_>;
-
-    /// Stamps the source picture's pts on it.
-    fn set_picture_pts(&mut self, pts: i64);
-}
-
-// SAFETY: a host frame is never a device target.
-unsafe impl RungOutput for Frame {
-    fn picture_size(&self) -> Size {
-        self.size()
-    }
-
-    fn target(&mut self) -> Target<'_> {
-        Target::Host(self)
-    }
-
-    fn set_picture_pts(&mut self, pts: i64) {
-        self.set_pts(pts);
-    }
 }
 
 pub struct GpuScaler {
@@ -235,66 +148,6 @@ impl KernelTiming {
             self.seconds.inc_by(f64::from(ms.max(0.0)) / 1000.0);
         }
     }
-}
-
-/// NV12 as the device holds it: Y rows, then interleaved UV rows.
-#[derive(Clone, Copy, Debug)]
-struct Nv12Layout {
-    y_pitch: usize,
-    uv_offset: usize,
-    uv_pitch: usize,
-    len: usize,
-}
-
-/// Where Y, U and V are in our own frame layout.
-fn i420_planes(layout: &Layout) -> [SourcePlane; 3] {
-    Plane::ALL.map(|p| SourcePlane {
-        offset: layout.offset(p),
-        pitch: layout.stride(p),
-        step: 1,
-    })
-}
-
-impl Nv12Layout {
-    /// Y, then U and V read from the interleaved rows, every other byte.
-    fn planes(&self) -> [SourcePlane; 3] {
-        let chroma = |first| SourcePlane {
-            offset: self.uv_offset + first,
-            pitch: self.uv_pitch,
-            step: 2,
-        };
-        [
-            SourcePlane {
-                offset: 0,
-                pitch: self.y_pitch,
-                step: 1,
-            },
-            chroma(0),
-            chroma(1),
-        ]
-    }
-
-    fn new(size: Size) -> Self {
-        let (w, h) = (size.width as usize, size.height as usize);
-        let c = size.chroma();
-        let y_pitch = w.next_multiple_of(PITCH_ALIGN);
-        let uv_pitch = (2 * c.width as usize).next_multiple_of(PITCH_ALIGN);
-        let uv_offset = y_pitch * h;
-        Self {
-            y_pitch,
-            uv_offset,
-            uv_pitch,
-            len: uv_offset + uv_pitch * c.height as usize,
-        }
-    }
-}
-
-/// Rung indices smallest first (ties in ladder order): the order of the
-/// launches and of the copies out.
-fn smallest_first(rungs: &[Size]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..rungs.len()).collect();
-    order.sort_by_key(|&r| rungs[r].area());
-    order
 }
 
 impl GpuScaler {
@@ -960,121 +813,6 @@ fn copy_2d(
         WidthInBytes: width,
         Height: rows,
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum GpuScaleError {
-    #[error(transparent)]
-    Scale(#[from] ScaleError),
-    #[error(transparent)]
-    Gpu(#[from] GpuError),
-    #[error(
-        "a downscale from {from} to {to} rows needs windows taller than the GPU kernel holds \
-         ({MAX_ROWS} rows)"
-    )]
-    TooSteep { from: usize, to: usize },
-    #[error("{format} {what} plane: {why}")]
-    BadSurface {
-        format: SemiPlanar,
-        what: &'static str,
-        why: String,
-    },
-    #[error("device target of rung {rung}: {why}")]
-    BadTarget { rung: Size, why: String },
-}
-
-fn bad_surface(format: SemiPlanar, what: &'static str, why: String) -> GpuScaleError {
-    GpuScaleError::BadSurface { format, what, why }
-}
-
-/// A plane's pitch must hold its `row` bytes and fit the kernels' ints; 16-bit samples must
-/// sit on even addresses (a misaligned load would fault the whole CUDA context).
-fn check_pitch(
-    format: SemiPlanar,
-    what: &'static str,
-    address: u64,
-    pitch: usize,
-    row: usize,
-) -> Result<(), GpuScaleError> {
-    if pitch < row || i32::try_from(pitch).is_err() {
-        let why = format!("pitch {pitch} does not fit its {row}-byte rows");
-        return Err(bad_surface(format, what, why));
-    }
-    if format.sample_bytes() == 2 && (address | pitch as u64) & 1 != 0 {
-        let why = format!("16-bit samples at address {address:#x}, pitch {pitch}");
-        return Err(bad_surface(format, what, why));
-    }
-    Ok(())
-}
-
-/// One axis's table by address (device, or host in the emulation test).
-#[derive(Clone, Copy, Debug)]
-struct Axis {
-    starts: u64,
-    weights: u64,
-    taps: i32,
-    tile_h: i32,
-}
-
-/// The job table of every rung's launch: for each rung, its Y, U and V planes, their
-/// blocks counted from the start of the rung's own launch; `filters[2 * rung]` is the
-/// rung's luma (horizontal, vertical) pair, `filters[2 * rung + 1]` its chroma pair.
-fn build_jobs(
-    src: u64,
-    planes: [SourcePlane; 3],
-    dst: u64,
-    layouts: &[Layout],
-    dst_offsets: &[usize],
-    filters: &[(Axis, Axis)],
-) -> (Vec<ScaleJob>, Vec<RungLaunch>) {
-    let mut jobs = Vec::with_capacity(JOBS_PER_RUNG * layouts.len());
-    let mut launches = Vec::with_capacity(layouts.len());
-    for (r, layout) in layouts.iter().enumerate() {
-        let first_job = jobs.len();
-        let mut blocks = 0u32;
-        for (i, plane) in Plane::ALL.into_iter().enumerate() {
-            let (h, v) = filters[2 * r + usize::from(plane != Plane::Y)];
-            let (w, ht) = layout.plane_size(plane);
-            let blocks_x = w.div_ceil(BLOCK.0 as usize) as u32;
-            let blocks_y = ht.div_ceil(v.tile_h as usize) as u32;
-            let s = planes[i];
-            jobs.push(ScaleJob {
-                src: src + s.offset as u64,
-                dst: dst + (dst_offsets[r] + layout.offset(plane)) as u64,
-                h_start: h.starts,
-                h_weight: h.weights,
-                v_start: v.starts,
-                v_weight: v.weights,
-                src_pitch: s.pitch as i32,
-                src_step: s.step as i32,
-                dst_pitch: layout.stride(plane) as i32,
-                dst_width: w as i32,
-                dst_height: ht as i32,
-                h_taps: h.taps,
-                v_taps: v.taps,
-                first_block: blocks as i32,
-                blocks_x: blocks_x as i32,
-                tile_h: v.tile_h,
-            });
-            blocks += blocks_x * blocks_y;
-        }
-        launches.push(RungLaunch { first_job, blocks });
-    }
-    (jobs, launches)
-}
-
-/// Output rows per tile for a vertical filter: the most (up to [`TILE_H`])
-/// for which no tile's windows span more than [`MAX_ROWS`] source rows;
-/// `None` for a downscale so steep that one row's window does not fit.
-fn tile_height(v: &AxisFilter) -> Option<usize> {
-    let (starts, taps) = (v.starts(), v.taps());
-    let fits = |th: usize| {
-        (0..starts.len()).step_by(th).all(|y0| {
-            let last = (y0 + th).min(starts.len()) - 1;
-            (starts[last] - starts[y0]) as usize + taps <= MAX_ROWS
-        })
-    };
-    (1..=TILE_H).rev().find(|&th| fits(th))
 }
 
 fn upload(stream: &Arc<CudaStream>, f: &AxisFilter) -> Result<DeviceFilter, GpuError> {

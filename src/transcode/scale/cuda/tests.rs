@@ -1,3 +1,4 @@
+use super::jobs::TILE_H;
 use super::*;
 
 #[test]

@@ -33,13 +33,19 @@
 //! - `detail`: a slow zoom into a fractal (detail from a few pixels to the
 //!   whole frame), a hard cut, a slow eased pan over a still; light sensor
 //!   noise.
+//! - `grain`: heavy film grain over continuous motion: a faster fractal zoom,
+//!   a hard cut, drifting colour gradients where grain on flat areas is all
+//!   there is to code.
 //!
-//! The cut of `detail` lands mid-GOP (frame 165 of 300). Each source is
+//! The cuts of `detail` and `grain` land mid-GOP (frame 165 of 300). Each source is
 //! encoded like a 1080p30 contribution stream (6 Mb/s); generating one takes
 //! about a minute on two cores, once (kept with its recipe).
 //!
+//! Both sides use x264's own tuning of the preset (`rungs transcode`'s default;
+//! the live channels' low-latency tuning is `--low-latency`).
+//!
 //! Env: RUNGS_BENCH_CONTENT (comma-separated kinds, default
-//! `pattern,detail`), RUNGS_BENCH_SECONDS (input length, default
+//! `pattern,detail,grain`), RUNGS_BENCH_SECONDS (input length, default
 //! 10), RUNGS_BENCH_ROUNDS (default 3, per kind), RUNGS_BENCH_DIR (default
 //! target/bench-ladder; the inputs are kept there between runs, the outputs
 //! under one folder per kind), RUNGS_BENCH_CONFIG (a rungs config file),

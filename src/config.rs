@@ -206,7 +206,9 @@ pub struct TranscodeConfig {
     pub ladders: BTreeMap<String, Vec<RungSpec>>,
     /// x264 preset for every rung.
     pub preset: String,
-    /// Short lookahead and no B-frames, so each rung adds only a few frames of delay.
+    /// Live channels: short lookahead and no B-frames, so each rung adds only a
+    /// few frames of delay. (`rungs transcode` uses the preset's own tuning
+    /// unless given `--low-latency`.)
     pub low_latency: bool,
     /// x264 threads per rung (0: x264 decides; 1 suits many rungs on few cores).
     pub encoder_threads: usize,

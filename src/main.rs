@@ -82,6 +82,11 @@ struct TranscodeArgs {
     /// `"hex": "c0ffee"`), put into the output as emsg boxes.
     #[arg(long)]
     metadata: Option<PathBuf>,
+    /// Encode with the live channels' low-latency x264 tuning (no B-frames,
+    /// short lookahead) instead of the preset's own, which gives more
+    /// quality per bit and has no latency to keep.
+    #[arg(long)]
+    low_latency: bool,
 }
 
 #[derive(Args)]
@@ -335,6 +340,9 @@ fn transcode(args: TranscodeArgs) -> Result<()> {
     let cfg = Config::load(args.config.as_deref())?;
     let gpu = node::open_gpu(&cfg)?;
     let mut pipeline = node::pipeline_config(&cfg, gpu)?;
+    // `[transcode] low_latency` is the live channels' setting: a file has
+    // nobody waiting for its first segment.
+    pipeline.encoder.low_latency = args.low_latency;
     if let Some(l) = args.ladder {
         pipeline.ladders.check(&l)?;
         pipeline.ladder = l;

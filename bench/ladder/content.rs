@@ -12,10 +12,10 @@
 //! A still (`trim=end_frame=1,loop=...`) only as the last shot: in FFmpeg
 //! 5.1 a looped still ahead of `concat`'s next segment never ends the
 //! segment, and the generating `ffmpeg` spins forever. Each graph also ends
-//! itself after its frames (a final `trim`). Known gap: a graph of a
-//! `mandelbrot` shot cut to `gradients` under `noise` hung the generating
-//! `ffmpeg` after its last frame when encoded to MP4 with the tone (not to
-//! `-f null`); a grain-heavy kind is still to add.
+//! itself after its frames (a final `trim`). An endless source
+//! (`gradients`) is given its own duration and every shot its pixel format
+//! before `concat`: without them the generating `ffmpeg` hung after its last
+//! frame when encoding to MP4 with the tone.
 
 use crate::ladder_bench::SOURCE_GRAPH;
 
@@ -36,7 +36,7 @@ impl Content {
     }
 }
 
-pub const CONTENTS: [Content; 2] = [
+pub const CONTENTS: [Content; 3] = [
     Content {
         name: "pattern",
         about: "testsrc2 with temporal grain (the bench's original input)",
@@ -47,6 +47,12 @@ pub const CONTENTS: [Content; 2] = [
         about: "fractal detail at every scale: a slow zoom (5%/s), a cut, \
                 a slow eased pan over a still; light sensor noise",
         graph: detail,
+    },
+    Content {
+        name: "grain",
+        about: "heavy film grain over continuous motion: a fractal zoom (10%/s), \
+                a cut, drifting colour gradients (grain on flat areas)",
+        graph: grain,
     },
 ];
 
@@ -64,6 +70,22 @@ fn detail(cut: u32, frames: u32) -> String {
          start_scale=0.05,trim=end_frame=1,loop=loop={frames}:size=1,\
          crop=1920:1080:x='(iw-ow)/2*(1-cos(n/90))':y='(ih-oh)/2*(1-cos(n/130))'[b];\
          [a][b]concat=n=2:v=1:a=0,noise=alls=4:allf=t+u,trim=end_frame={frames}[out0]"
+    )
+}
+
+/// Film grain as a film scan or a high-ISO camera gives it (`alls=14`, new
+/// every frame), the picture that spends most bits on what is not the scene:
+/// a continuous zoom into the Mandelbrot set's elephant valley (10% closer
+/// each second), then, after the cut, smooth colour gradients drifting
+/// across the frame, where grain on flat areas is all there is to code and
+/// adaptive quantisation decides how it looks.
+fn grain(cut: u32, frames: u32) -> String {
+    let seconds = frames.div_ceil(30);
+    format!(
+        "mandelbrot=s=1920x1080:r=30:maxiter=160:start_x=-1.25066:start_y=0.02012:\
+         start_scale=0.3:end_scale=0.003:end_pts=45,format=yuv420p,trim=end_frame={cut}[a];\
+         gradients=s=1920x1080:r=30:speed=0.02:n=6:d={seconds},format=yuv420p[b];\
+         [a][b]concat=n=2:v=1:a=0,noise=alls=14:allf=t+u,trim=end_frame={frames}[out0]"
     )
 }
 

@@ -236,13 +236,29 @@ pub fn psnr(input: &Path, rungs: &[PathBuf]) -> Vec<f64> {
 
 /// [`psnr`] and SSIM (`All`) of each rung file, in the same one FFmpeg run.
 pub fn psnr_ssim(input: &Path, rungs: &[PathBuf]) -> Vec<(f64, f64)> {
-    measure(input, rungs, true)
+    let sizes: Vec<(u32, u32)> = LADDER.iter().map(|r| (r.1, r.2)).collect();
+    psnr_ssim_at(input, rungs, &sizes)
+}
+
+/// [`psnr_ssim`] of rungs of any `sizes` (one per file, in order).
+pub fn psnr_ssim_at(input: &Path, rungs: &[PathBuf], sizes: &[(u32, u32)]) -> Vec<(f64, f64)> {
+    measure_at(input, rungs, sizes, true)
         .into_iter()
         .map(|(p, s)| (p, s.expect("measured with ssim")))
         .collect()
 }
 
 fn measure(input: &Path, rungs: &[PathBuf], ssim: bool) -> Vec<(f64, Option<f64>)> {
+    let sizes: Vec<(u32, u32)> = LADDER.iter().map(|r| (r.1, r.2)).collect();
+    measure_at(input, rungs, &sizes, ssim)
+}
+
+fn measure_at(
+    input: &Path,
+    rungs: &[PathBuf],
+    sizes: &[(u32, u32)],
+    ssim: bool,
+) -> Vec<(f64, Option<f64>)> {
     let n = rungs.len();
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-nostdin", "-loglevel", "info"]);
@@ -254,7 +270,7 @@ fn measure(input: &Path, rungs: &[PathBuf], ssim: bool) -> Vec<(f64, Option<f64>
     for i in 0..n {
         graph.push_str(&format!("[s{i}]"));
     }
-    for (i, (_, w, h, _)) in LADDER.iter().enumerate().take(n) {
+    for (i, (w, h)) in sizes.iter().enumerate().take(n) {
         graph.push_str(&format!(
             ";[s{i}]scale={w}:{h}:flags=lanczos[r{i}];[{i}:v]setpts=PTS-STARTPTS[d{i}]"
         ));

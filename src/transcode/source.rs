@@ -53,6 +53,8 @@ pub struct FileSource {
     /// The file carries Annex B (start codes), as MPEG-TS does.
     annexb: bool,
     pending: VecDeque<IngestEvent>,
+    /// Video packets read without a decode time, waiting for one that has it.
+    undated: Vec<Packet>,
     scratch: BytesMut,
     pub video: Arc<VideoParams>,
     pub audio: Option<Arc<AudioParams>>,
@@ -167,6 +169,7 @@ impl FileSource {
             audio_tb: audio.as_ref().map_or(video_tb, |a| a.1),
             annexb,
             pending,
+            undated: Vec::new(),
             scratch: BytesMut::new(),
             video: video_params,
             audio: audio.map(|a| a.2),
@@ -185,7 +188,11 @@ impl FileSource {
         loop {
             match packet.read(&mut self.input) {
                 Ok(()) => {}
-                Err(ffmpeg::Error::Eof) => return Ok(None),
+                Err(ffmpeg::Error::Eof) if self.undated.is_empty() => return Ok(None),
+                Err(ffmpeg::Error::Eof) => {
+                    self.date_by_order();
+                    return Ok(self.pending.pop_front());
+                }
                 Err(source) => {
                     return Err(SourceError::Read {
                         path: self.path.clone(),
@@ -208,6 +215,7 @@ impl FileSource {
             else {
                 continue;
             };
+            let undated = track == TrackKind::Video && packet.dts().is_none();
             let data = if track == TrackKind::Video && self.annexb {
                 self.scratch.clear();
                 // In-band parameter sets repeat the config; delimiters mean nothing in MP4.
@@ -219,16 +227,78 @@ impl FileSource {
             } else {
                 Bytes::copy_from_slice(data)
             };
-            return Ok(Some(IngestEvent::Packet(Packet {
+            let packet = Packet {
                 track,
                 dts,
                 pts,
                 keyframe: track == TrackKind::Audio || packet.is_key(),
                 data,
-            })));
+            };
+            if undated {
+                self.undated.push(packet);
+                if self.undated.len() >= MAX_UNDATED {
+                    self.date_by_order();
+                    return Ok(self.pending.pop_front());
+                }
+                continue;
+            }
+            if track == TrackKind::Video && !self.undated.is_empty() {
+                self.date_before(dts);
+                self.pending.push_back(IngestEvent::Packet(packet));
+                return Ok(self.pending.pop_front());
+            }
+            return Ok(Some(IngestEvent::Packet(packet)));
+        }
+    }
+
+    /// One frame's duration in node ticks, from the container's rate (30 fps
+    /// when it states none).
+    fn frame_ticks(&self) -> i64 {
+        let (num, den) = self
+            .frame_rate
+            .map_or((30, 1), |r| (i64::from(r.num), i64::from(r.den)));
+        (i64::from(TIMEBASE) * den / num.max(1)).max(1)
+    }
+
+    /// Matroska stores presentation times only: libavformat leaves the decode
+    /// time of the first packets of a stream with B-frames unset until its
+    /// parser has seen the reorder delay. Their presentation times in its
+    /// place would send decode times backwards (0, 67 ms, then 0 again), so
+    /// they are dated one frame apart, ending a frame before the first packet
+    /// that has a decode time.
+    fn date_before(&mut self, next_dts: i64) {
+        let step = self.frame_ticks();
+        let n = self.undated.len() as i64;
+        for (i, mut p) in self.undated.drain(..).enumerate() {
+            p.dts = (next_dts - (n - i as i64) * step).min(p.pts);
+            self.pending.push_back(IngestEvent::Packet(p));
+        }
+    }
+
+    /// Dates the waiting packets when no later decode time comes (the stream
+    /// ended, or too many waited): the i-th decode time is the i-th smallest
+    /// presentation time, all shifted back by the largest reorder delay so
+    /// that no decode time follows its presentation time.
+    fn date_by_order(&mut self) {
+        let mut order: Vec<i64> = self.undated.iter().map(|p| p.pts).collect();
+        order.sort_unstable();
+        let delay = self
+            .undated
+            .iter()
+            .zip(&order)
+            .map(|(p, o)| o - p.pts)
+            .max()
+            .unwrap_or(0)
+            .max(0);
+        for (mut p, o) in self.undated.drain(..).zip(order) {
+            p.dts = o - delay;
+            self.pending.push_back(IngestEvent::Packet(p));
         }
     }
 }
+
+/// Undated packets held at most: far more than any reorder delay.
+const MAX_UNDATED: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -285,6 +355,45 @@ mod tests {
             if ext == "mp4" {
                 assert!(a >= 90, "{ext}: audio packets {a}");
             }
+        }
+    }
+
+    #[test]
+    fn matroska_with_b_frames_gets_increasing_decode_times() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("in.mkv");
+        ffmpeg_cli::run(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-bf",
+            "3",
+            "-g",
+            "30",
+            out.to_str().expect("utf-8"),
+        ]);
+        let mut src = FileSource::open(&out).expect("open");
+        let mut video = Vec::new();
+        while let Some(e) = src.next_event().expect("read") {
+            if let IngestEvent::Packet(p) = e {
+                video.push((p.dts, p.pts));
+            }
+        }
+        assert_eq!(video.len(), 60);
+        assert!(
+            video.iter().any(|(dts, pts)| dts != pts),
+            "the clip has B-frames: {video:?}"
+        );
+        for w in video.windows(2) {
+            assert!(w[0].0 < w[1].0, "decode times must increase: {video:?}");
+        }
+        for (dts, pts) in &video {
+            assert!(dts <= pts, "decoded before shown: {video:?}");
         }
     }
 

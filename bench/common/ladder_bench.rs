@@ -224,9 +224,10 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// PSNR `average` of each rung file against the input scaled to its size with
-/// lanczos, all rungs in one FFmpeg run (one decode of the input). Timestamps
-/// are rebased to zero on both sides, so a B-frame delay in a rung's first
-/// pts does not shift the pairing.
+/// lanczos, all rungs in one FFmpeg run (one decode of the input). Frames
+/// are paired by their index, not their timestamps: a rung has every frame
+/// of the input, and a millisecond-timed source (Matroska, FLV) beside a rung
+/// timed in 90 kHz ticks pairs a frame with its neighbour when paired by time.
 pub fn psnr(input: &Path, rungs: &[PathBuf]) -> Vec<f64> {
     measure(input, rungs, false)
         .into_iter()
@@ -266,13 +267,13 @@ fn measure_at(
         cmd.arg("-i").arg(r);
     }
     cmd.arg("-i").arg(input);
-    let mut graph = format!("[{n}:v]setpts=PTS-STARTPTS,split={n}");
+    let mut graph = format!("[{n}:v]setpts=N/(30*TB),split={n}");
     for i in 0..n {
         graph.push_str(&format!("[s{i}]"));
     }
     for (i, (w, h)) in sizes.iter().enumerate().take(n) {
         graph.push_str(&format!(
-            ";[s{i}]scale={w}:{h}:flags=lanczos[r{i}];[{i}:v]setpts=PTS-STARTPTS[d{i}]"
+            ";[s{i}]scale={w}:{h}:flags=lanczos[r{i}];[{i}:v]setpts=N/(30*TB)[d{i}]"
         ));
         if ssim {
             graph.push_str(&format!(

@@ -590,13 +590,7 @@ impl DecodeStage {
         };
         let sizes: Vec<Size> = active.plan.iter().map(|r| r.size).collect();
         let source = active.decoder.size();
-        // Offline, the rung encoders alone keep every core busy: spreading
-        // each pass over rayon as well would only add two thread hand-overs
-        // per pass and plane (about a hundred a frame).
-        let threading = match self.cfg.pace {
-            Pace::Live => Threading::Rayon,
-            Pace::Offline => Threading::Caller,
-        };
+        let threading = scale_threading(self.cfg.pace, source, rate);
         let on_gpu = match (&active.gpu, active.assignment.plan().scale) {
             (Some(gpu), Stage::Cuda) => match GpuScaler::new(gpu.clone(), source, &sizes) {
                 Ok(s) => Some(LadderScaler::Gpu(Box::new(s))),
@@ -837,6 +831,27 @@ impl NvencOpen<'_> {
                 None
             }
         }
+    }
+}
+
+/// Most source pixels per second the decode thread scales by itself when
+/// live: 1080p30, and 10% more for a rate estimated from millisecond
+/// timestamps (30.3 fps). The standard ladder of a 1080p frame costs about
+/// 8.5 ms on one core, which with its decode leaves most of the 33 ms frame
+/// interval.
+const LIVE_SCALE_ON_CALLER_PX_PER_S: u64 = 1920 * 1080 * 33;
+
+/// Who runs the CPU scaler's rows. Offline, the rung encoders alone keep
+/// every core busy, and live so do many channels: spreading each pass over
+/// rayon as well adds two thread hand-overs per pass and plane (about a
+/// hundred a frame), whose wake-ups and yields cost a node of 4 channels of
+/// 720p about 6% of its CPU. Only a live source above 1080p30, which one
+/// thread could not decode and scale in real time, is spread.
+fn scale_threading(pace: Pace, source: Size, rate: FrameRate) -> Threading {
+    let px_per_s = source.area() * u64::from(rate.num) / u64::from(rate.den.max(1));
+    match pace {
+        Pace::Live if px_per_s > LIVE_SCALE_ON_CALLER_PX_PER_S => Threading::Rayon,
+        Pace::Live | Pace::Offline => Threading::Caller,
     }
 }
 

@@ -408,3 +408,28 @@ fn a_live_pipeline_nobody_reads_drops_rung_packets_to_a_keyframe_not_memory() {
     assert!(!resumed.is_empty(), "a hole where packets were dropped");
     assert!(resumed.iter().all(|(_, key)| *key), "{resumed:?}");
 }
+
+#[test]
+fn live_sources_up_to_1080p30_are_scaled_on_the_decode_thread() {
+    let hd = Size::new(1920, 1080);
+    let thirty = FrameRate::new(30, 1);
+    // 30 fps estimated from millisecond timestamps: 33 ms apart.
+    let from_flv = FrameRate::new(90_000, 2_970);
+    assert_eq!(
+        scale_threading(Pace::Live, Size::new(1280, 720), thirty),
+        Threading::Caller
+    );
+    assert_eq!(scale_threading(Pace::Live, hd, from_flv), Threading::Caller);
+    assert_eq!(
+        scale_threading(Pace::Live, hd, FrameRate::new(60, 1)),
+        Threading::Rayon
+    );
+    assert_eq!(
+        scale_threading(Pace::Live, Size::new(3840, 2160), thirty),
+        Threading::Rayon
+    );
+    assert_eq!(
+        scale_threading(Pace::Offline, Size::new(3840, 2160), FrameRate::new(60, 1)),
+        Threading::Caller
+    );
+}

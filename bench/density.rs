@@ -52,7 +52,7 @@ mod ladder_bench;
 mod release;
 
 use common::*;
-use ladder_bench::{check, env_parse, kbps_of, machine_busy, psnr_ssim_at};
+use ladder_bench::{Pairing, check, env_parse, kbps_of, machine_busy, psnr_ssim_at};
 use release::release_binary;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -571,7 +571,7 @@ fn quality(bin: &Path, dir: &Path, clip: &Path) {
             .map(|r| out.join(r.0).join("index.m3u8"))
             .collect();
         let sizes: Vec<(u32, u32)> = RUNGS.iter().map(|r| (r.1, r.2)).collect();
-        let q = psnr_ssim_at(clip, &files, &sizes);
+        let q = psnr_ssim_at(clip, &files, &sizes, Pairing::Index);
         let kbps: Vec<f64> = files
             .iter()
             .map(|f| kbps_of(f, CLIP_SECONDS).unwrap_or_else(|e| panic!("{e}")))

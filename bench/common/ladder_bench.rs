@@ -224,10 +224,9 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// PSNR `average` of each rung file against the input scaled to its size with
-/// lanczos, all rungs in one FFmpeg run (one decode of the input). Frames
-/// are paired by their index, not their timestamps: a rung has every frame
-/// of the input, and a millisecond-timed source (Matroska, FLV) beside a rung
-/// timed in 90 kHz ticks pairs a frame with its neighbour when paired by time.
+/// lanczos, all rungs in one FFmpeg run (one decode of the input). Timestamps
+/// are rebased to zero on both sides, so a B-frame delay in a rung's first
+/// pts does not shift the pairing.
 pub fn psnr(input: &Path, rungs: &[PathBuf]) -> Vec<f64> {
     measure(input, rungs, false)
         .into_iter()
@@ -238,12 +237,27 @@ pub fn psnr(input: &Path, rungs: &[PathBuf]) -> Vec<f64> {
 /// [`psnr`] and SSIM (`All`) of each rung file, in the same one FFmpeg run.
 pub fn psnr_ssim(input: &Path, rungs: &[PathBuf]) -> Vec<(f64, f64)> {
     let sizes: Vec<(u32, u32)> = LADDER.iter().map(|r| (r.1, r.2)).collect();
-    psnr_ssim_at(input, rungs, &sizes)
+    psnr_ssim_at(input, rungs, &sizes, Pairing::Time)
+}
+
+/// How [`psnr_ssim_at`] pairs a rung's frames with the input's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Pairing {
+    /// By presentation time, both rebased to zero.
+    Time,
+    /// By index: for a millisecond-timed input (Matroska, FLV), whose times
+    /// beside a rung's 90 kHz ones pair a frame with its neighbour.
+    Index,
 }
 
 /// [`psnr_ssim`] of rungs of any `sizes` (one per file, in order).
-pub fn psnr_ssim_at(input: &Path, rungs: &[PathBuf], sizes: &[(u32, u32)]) -> Vec<(f64, f64)> {
-    measure_at(input, rungs, sizes, true)
+pub fn psnr_ssim_at(
+    input: &Path,
+    rungs: &[PathBuf],
+    sizes: &[(u32, u32)],
+    pairing: Pairing,
+) -> Vec<(f64, f64)> {
+    measure_at(input, rungs, sizes, true, pairing)
         .into_iter()
         .map(|(p, s)| (p, s.expect("measured with ssim")))
         .collect()
@@ -251,7 +265,7 @@ pub fn psnr_ssim_at(input: &Path, rungs: &[PathBuf], sizes: &[(u32, u32)]) -> Ve
 
 fn measure(input: &Path, rungs: &[PathBuf], ssim: bool) -> Vec<(f64, Option<f64>)> {
     let sizes: Vec<(u32, u32)> = LADDER.iter().map(|r| (r.1, r.2)).collect();
-    measure_at(input, rungs, &sizes, ssim)
+    measure_at(input, rungs, &sizes, ssim, Pairing::Time)
 }
 
 fn measure_at(
@@ -259,21 +273,26 @@ fn measure_at(
     rungs: &[PathBuf],
     sizes: &[(u32, u32)],
     ssim: bool,
+    pairing: Pairing,
 ) -> Vec<(f64, Option<f64>)> {
     let n = rungs.len();
+    let setpts = match pairing {
+        Pairing::Time => "setpts=PTS-STARTPTS",
+        Pairing::Index => "settb=1/30,setpts=N",
+    };
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-nostdin", "-loglevel", "info"]);
     for r in rungs {
         cmd.arg("-i").arg(r);
     }
     cmd.arg("-i").arg(input);
-    let mut graph = format!("[{n}:v]setpts=N/(30*TB),split={n}");
+    let mut graph = format!("[{n}:v]{setpts},split={n}");
     for i in 0..n {
         graph.push_str(&format!("[s{i}]"));
     }
     for (i, (w, h)) in sizes.iter().enumerate().take(n) {
         graph.push_str(&format!(
-            ";[s{i}]scale={w}:{h}:flags=lanczos[r{i}];[{i}:v]setpts=N/(30*TB)[d{i}]"
+            ";[s{i}]scale={w}:{h}:flags=lanczos[r{i}];[{i}:v]{setpts}[d{i}]"
         ));
         if ssim {
             graph.push_str(&format!(

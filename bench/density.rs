@@ -89,6 +89,41 @@ struct Step {
     why: String,
 }
 
+/// What one step's window measured: wall seconds, and the CPU seconds of the
+/// transcoders, the publishers and the whole machine.
+struct Window {
+    wall: f64,
+    cpu: f64,
+    pub_cpu: f64,
+    busy: f64,
+}
+
+impl Window {
+    /// Prints and keeps step `n`; whether it held (nothing in `why`).
+    fn record(
+        &self,
+        steps: &mut Vec<Step>,
+        n: usize,
+        drops: f64,
+        worst: f64,
+        why: Vec<String>,
+    ) -> bool {
+        let step = Step {
+            n,
+            cores: self.cpu / self.wall,
+            publisher_cores: self.pub_cpu / self.wall,
+            other_cores: (self.busy - self.cpu - self.pub_cpu).max(0.0) / self.wall,
+            drops,
+            worst,
+            held: why.is_empty(),
+            why: why.join(", "),
+        };
+        print_step(&step);
+        steps.push(step);
+        why.is_empty()
+    }
+}
+
 fn main() {
     // `cargo bench -- <filter>` passes extra args; `cargo test --benches` passes --bench.
     if std::env::args().any(|a| a == "--list") {
@@ -272,20 +307,13 @@ fn rungs_steps(
                 why.push(format!("publisher {} exited ({st})", i + 1));
             }
         }
-        let step = Step {
-            n,
-            cores: cpu / wall,
-            publisher_cores: pub_cpu / wall,
-            other_cores: (busy - cpu - pub_cpu).max(0.0) / wall,
-            drops,
-            worst,
-            held: why.is_empty(),
-            why: why.join(", "),
+        let window = Window {
+            wall,
+            cpu,
+            pub_cpu,
+            busy,
         };
-        print_step(&step);
-        let held = step.held;
-        steps.push(step);
-        if !held {
+        if !window.record(&mut steps, n, drops, worst, why) {
             break;
         }
     }
@@ -467,20 +495,13 @@ fn cli_steps(dir: &Path, clip: &Path, max: usize, warmup: u64, secs: u64) -> Vec
                 why.push(format!("CLI {} exited ({st})", i + 1));
             }
         }
-        let step = Step {
-            n,
-            cores: cpu / wall,
-            publisher_cores: pub_cpu / wall,
-            other_cores: (busy - cpu - pub_cpu).max(0.0) / wall,
-            drops: 0.0,
-            worst: slowest,
-            held: why.is_empty(),
-            why: why.join(", "),
+        let window = Window {
+            wall,
+            cpu,
+            pub_cpu,
+            busy,
         };
-        print_step(&step);
-        let held = step.held;
-        steps.push(step);
-        if !held {
+        if !window.record(&mut steps, n, 0.0, slowest, why) {
             break;
         }
     }

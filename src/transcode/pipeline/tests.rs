@@ -399,8 +399,11 @@ fn a_live_pipeline_nobody_reads_drops_rung_packets_to_a_keyframe_not_memory() {
     let packets = &rungs[&0].0;
     assert!(packets.len() < frames, "{} packets", packets.len());
     // 30 fps is 3000 ticks a frame (FLV's milliseconds round it to 2970 or
-    // 3060); a longer step is frames that never came out.
-    let resumed: Vec<&(i64, bool)> = packets
+    // 3060); a longer step in presentation order (a live rung has B-frames)
+    // is frames that never came out.
+    let mut shown = packets.clone();
+    shown.sort_by_key(|p| p.0);
+    let resumed: Vec<&(i64, bool)> = shown
         .windows(2)
         .filter(|w| w[1].0 - w[0].0 > 4500)
         .map(|w| &w[1])

@@ -123,6 +123,7 @@ bench: deps $(FFMPEG9)
 	cargo bench --bench ladder
 	cargo bench --bench http_load
 	cargo bench --bench multitrack
+	cargo bench --bench density
 
 # A 30-minute live soak of a release node (RUNGS_SOAK_MINUTES to change it):
 # RSS, open fds and threads every 10 s, with their slopes per hour.

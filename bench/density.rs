@@ -52,7 +52,7 @@ mod ladder_bench;
 mod release;
 
 use common::*;
-use ladder_bench::{Pairing, check, env_parse, kbps_of, machine_busy, psnr_ssim_at};
+use ladder_bench::{GOP, Pairing, X264, check, env_parse, kbps_of, machine_busy, psnr_ssim_at};
 use release::release_binary;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -96,6 +96,42 @@ struct Window {
     cpu: f64,
     pub_cpu: f64,
     busy: f64,
+}
+
+/// A window being measured: the counters at its start.
+struct Meter {
+    transcoders: Vec<u32>,
+    publishers: Vec<u32>,
+    t0: Instant,
+    cpu0: f64,
+    pub0: f64,
+    busy0: f64,
+}
+
+fn cpu_of(pids: &[u32]) -> f64 {
+    pids.iter().map(|&p| cpu_seconds(p)).sum()
+}
+
+impl Meter {
+    fn start(transcoders: Vec<u32>, publishers: Vec<u32>) -> Meter {
+        Meter {
+            t0: Instant::now(),
+            cpu0: cpu_of(&transcoders),
+            pub0: cpu_of(&publishers),
+            busy0: machine_busy(),
+            transcoders,
+            publishers,
+        }
+    }
+
+    fn stop(self) -> Window {
+        Window {
+            wall: self.t0.elapsed().as_secs_f64(),
+            cpu: cpu_of(&self.transcoders) - self.cpu0,
+            pub_cpu: cpu_of(&self.publishers) - self.pub0,
+            busy: machine_busy() - self.busy0,
+        }
+    }
 }
 
 impl Window {
@@ -202,14 +238,7 @@ fn make_clip(dir: &Path, kind: &content::Content) -> PathBuf {
         &kind.graph(CLIP_SECONDS),
         &[clip_stream(1280, 720, CLIP_KBPS, 60)],
         CLIP_SECONDS,
-        &[
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-sc_threshold",
-            "0",
-        ],
+        STUDIO_X264,
     );
     assert_eq!(made, out);
     std::fs::write(&recipe_file, recipe).expect("write the recipe");
@@ -263,16 +292,13 @@ fn rungs_steps(
         ids.push(ch.id);
         std::thread::sleep(Duration::from_secs(warmup));
 
-        let pids: Vec<u32> = publishers.iter().map(CopyPublisher::pid).collect();
         let m0 = node.metrics();
-        let (t0, cpu0, pub0, busy0) = (
-            Instant::now(),
-            cpu_seconds(node_pid),
-            pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>(),
-            machine_busy(),
+        let meter = Meter::start(
+            vec![node_pid],
+            publishers.iter().map(CopyPublisher::pid).collect(),
         );
         let mut worst: f64 = 0.0;
-        while t0.elapsed() < Duration::from_secs(secs) {
+        while meter.t0.elapsed() < Duration::from_secs(secs) {
             std::thread::sleep(Duration::from_secs(1));
             let m = node.metrics();
             for id in &ids {
@@ -281,10 +307,7 @@ fn rungs_steps(
                 }
             }
         }
-        let wall = t0.elapsed().as_secs_f64();
-        let cpu = cpu_seconds(node_pid) - cpu0;
-        let pub_cpu = pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - pub0;
-        let busy = machine_busy() - busy0;
+        let window = meter.stop();
         let m1 = node.metrics();
         let drops: f64 = ids
             .iter()
@@ -307,12 +330,6 @@ fn rungs_steps(
                 why.push(format!("publisher {} exited ({st})", i + 1));
             }
         }
-        let window = Window {
-            wall,
-            cpu,
-            pub_cpu,
-            busy,
-        };
         if !window.record(&mut steps, n, drops, worst, why) {
             break;
         }
@@ -355,31 +372,13 @@ impl Cli {
         .args(["-filter_complex", &graph]);
         for (name, _, _, kbps) in RUNGS {
             let (rate, buf) = (format!("{kbps}k"), format!("{}k", 2 * kbps));
-            cmd.args(["-map", &format!("[v{name}]")]).args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-bf",
-                "0",
-                "-rc-lookahead",
-                "3",
-                "-g",
-                "60",
-                "-keyint_min",
-                "60",
-                "-sc_threshold",
-                "0",
-                "-b:v",
-                &rate,
-                "-maxrate",
-                &rate,
-                "-bufsize",
-                &buf,
-                "-f",
-                "null",
-                "/dev/null",
-            ]);
+            // rungs' live tuning (src/transcode/encode/x264.rs).
+            cmd.args(["-map", &format!("[v{name}]")])
+                .args(X264)
+                .args(["-bf", "0", "-rc-lookahead", "3"])
+                .args(GOP)
+                .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &buf])
+                .args(["-f", "null", "/dev/null"]);
         }
         cmd.args([
             "-map",
@@ -465,26 +464,18 @@ fn cli_steps(dir: &Path, clip: &Path, max: usize, warmup: u64, secs: u64) -> Vec
         assert!(started.is_some(), "CLI {n} wrote nothing within 30 s");
         std::thread::sleep(Duration::from_secs(warmup));
 
-        let cli_pids: Vec<u32> = clis.iter().map(|c| c.child.id()).collect();
-        let pub_pids: Vec<u32> = publishers.iter().map(CopyPublisher::pid).collect();
-        let cpu_of = |pids: &[u32]| pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
         let out0: Vec<f64> = clis.iter().map(Cli::out_time).collect();
-        let (t0, cpu0, pub0, busy0) = (
-            Instant::now(),
-            cpu_of(&cli_pids),
-            cpu_of(&pub_pids),
-            machine_busy(),
+        let meter = Meter::start(
+            clis.iter().map(|c| c.child.id()).collect(),
+            publishers.iter().map(CopyPublisher::pid).collect(),
         );
         std::thread::sleep(Duration::from_secs(secs));
         let out1: Vec<f64> = clis.iter().map(Cli::out_time).collect();
-        let wall = t0.elapsed().as_secs_f64();
-        let cpu = cpu_of(&cli_pids) - cpu0;
-        let pub_cpu = cpu_of(&pub_pids) - pub0;
-        let busy = machine_busy() - busy0;
+        let window = meter.stop();
         let slowest = out0
             .iter()
             .zip(&out1)
-            .map(|(a, b)| (b - a) / wall)
+            .map(|(a, b)| (b - a) / window.wall)
             .fold(f64::INFINITY, f64::min);
         let mut why = Vec::new();
         if slowest < MIN_SPEED {
@@ -495,12 +486,6 @@ fn cli_steps(dir: &Path, clip: &Path, max: usize, warmup: u64, secs: u64) -> Vec
                 why.push(format!("CLI {} exited ({st})", i + 1));
             }
         }
-        let window = Window {
-            wall,
-            cpu,
-            pub_cpu,
-            busy,
-        };
         if !window.record(&mut steps, n, 0.0, slowest, why) {
             break;
         }

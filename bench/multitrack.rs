@@ -194,7 +194,7 @@ fn main() {
                 clip_stream(1280, 720, 2500, 60),
                 clip_stream(640, 360, 700, 60),
             ];
-            clip(dir, "ladder", PICTURE, &streams, CLIP_SECONDS, X264)
+            clip(dir, "ladder", PICTURE, &streams, CLIP_SECONDS, STUDIO_X264)
         });
     let hevc = runs
         .iter()
@@ -512,15 +512,6 @@ fn window_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Optio
     None
 }
 
-/// H.264 as an encoder in a studio sends it: IDRs only where `-g` puts them.
-const X264: &[&str] = &[
-    "-c:v",
-    "libx264",
-    "-preset",
-    "veryfast",
-    "-sc_threshold",
-    "0",
-];
 /// HEVC with closed GOPs, so segments of the source and the rungs start on the same picture.
 const X265: &[&str] = &[
     "-c:v",

@@ -617,18 +617,10 @@ fn ten_bit_h264_and_hevc_live_give_8_bit_rungs() {
     let _turn = take_turn();
     let node = Node::start(NodeConfig::default());
     let http = Http::new();
-    let x264 = [
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-sc_threshold",
-        "0",
-    ];
     let cases = [
         LiveCase {
             name: "high",
-            video: [&x264[..], &["-pix_fmt", "yuv420p", "-profile:v", "high"]].concat(),
+            video: [STUDIO_X264, &["-pix_fmt", "yuv420p", "-profile:v", "high"]].concat(),
             source: ("High", "yuv420p"),
             codecs: "avc1.64",
             eight_bit: None,
@@ -636,7 +628,7 @@ fn ten_bit_h264_and_hevc_live_give_8_bit_rungs() {
         LiveCase {
             name: "high10",
             video: [
-                &x264[..],
+                STUDIO_X264,
                 &["-pix_fmt", "yuv420p10le", "-profile:v", "high10"],
             ]
             .concat(),

@@ -16,10 +16,10 @@ pub const LADDER: [(&str, u32, u32, u32); 4] = [
 
 /// The encoder the FFmpeg CLI's rungs get; with [`GOP`], the x264 options
 /// rungs and the CLI share.
-const X264: [&str; 4] = ["-c:v", "libx264", "-preset", "veryfast"];
+pub const X264: [&str; 4] = ["-c:v", "libx264", "-preset", "veryfast"];
 
 /// IDR every 60 frames, in the input and in every rung.
-const GOP: [&str; 6] = ["-g", "60", "-keyint_min", "60", "-sc_threshold", "0"];
+pub const GOP: [&str; 6] = ["-g", "60", "-keyint_min", "60", "-sc_threshold", "0"];
 
 pub fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
@@ -236,8 +236,12 @@ pub fn psnr(input: &Path, rungs: &[PathBuf]) -> Vec<f64> {
 
 /// [`psnr`] and SSIM (`All`) of each rung file, in the same one FFmpeg run.
 pub fn psnr_ssim(input: &Path, rungs: &[PathBuf]) -> Vec<(f64, f64)> {
-    let sizes: Vec<(u32, u32)> = LADDER.iter().map(|r| (r.1, r.2)).collect();
-    psnr_ssim_at(input, rungs, &sizes, Pairing::Time)
+    psnr_ssim_at(input, rungs, &ladder_sizes(), Pairing::Time)
+}
+
+/// The standard ladder's (width, height), in order.
+fn ladder_sizes() -> Vec<(u32, u32)> {
+    LADDER.iter().map(|r| (r.1, r.2)).collect()
 }
 
 /// How [`psnr_ssim_at`] pairs a rung's frames with the input's.
@@ -264,8 +268,7 @@ pub fn psnr_ssim_at(
 }
 
 fn measure(input: &Path, rungs: &[PathBuf], ssim: bool) -> Vec<(f64, Option<f64>)> {
-    let sizes: Vec<(u32, u32)> = LADDER.iter().map(|r| (r.1, r.2)).collect();
-    measure_at(input, rungs, &sizes, ssim, Pairing::Time)
+    measure_at(input, rungs, &ladder_sizes(), ssim, Pairing::Time)
 }
 
 fn measure_at(

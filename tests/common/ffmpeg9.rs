@@ -19,6 +19,16 @@ pub fn ffmpeg9() -> PathBuf {
     bin
 }
 
+/// H.264 as an encoder in a studio sends it: IDRs only where `-g` puts them.
+pub const STUDIO_X264: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-sc_threshold",
+    "0",
+];
+
 /// One video stream of a clip: its size, bit rate (with a VBV of two seconds' worth) and
 /// keyframe interval in frames.
 #[derive(Clone, Copy, Debug)]

@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use ffmpeg9::{CopyPublisher, Stream, clip, clip_stream, ffmpeg9};
+pub use ffmpeg9::{CopyPublisher, STUDIO_X264, Stream, clip, clip_stream, ffmpeg9};
 pub use findings::Findings;
 pub use hls::{Fetched, fetch_blocking, fetch_media, wait_all, wait_playlist};
 pub use http::{Http, Resp, raw_get_status};

@@ -54,6 +54,8 @@ pub struct Config {
     /// Where a player's address and country come from, for channels'
     /// network and country rules.
     pub access: AccessConfig,
+    /// Recording streams to object storage (`src/record/`).
+    pub recording: crate::record::RecordingConfig,
 }
 
 /// How the node tells where a player is (`src/serve/geo.rs`).
@@ -334,6 +336,7 @@ impl Default for Config {
             whip: WhipConfig::default(),
             hooks: HooksConfig::default(),
             access: AccessConfig::default(),
+            recording: crate::record::RecordingConfig::default(),
         }
     }
 }

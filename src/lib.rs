@@ -11,6 +11,7 @@ pub mod media;
 pub mod metrics;
 pub mod node;
 pub mod package;
+pub mod record;
 pub mod registry;
 pub mod serve;
 pub mod transcode;

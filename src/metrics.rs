@@ -94,6 +94,21 @@ pub struct Metrics {
     pub gpu_kernel_seconds: CounterVec,
     /// Open NVDEC and NVENC sessions per GPU.
     pub gpu_sessions: IntGaugeVec,
+    /// Recording bytes written to object storage.
+    pub recording_uploaded_bytes: prometheus::IntCounter,
+    /// Recorded media segments written to object storage.
+    pub recording_uploaded_segments: prometheus::IntCounter,
+    /// Time one object took to reach object storage.
+    pub recording_upload_seconds: prometheus::Histogram,
+    /// Failed uploads (each is retried).
+    pub recording_upload_errors: prometheus::IntCounter,
+    /// Recorded segments not spooled because the spool was full.
+    pub recording_dropped_segments: prometheus::IntCounter,
+    /// Files and bytes waiting in the spool.
+    pub recording_spool_files: IntGauge,
+    pub recording_spool_bytes: IntGauge,
+    /// Streams being recorded.
+    pub recordings_active: IntGauge,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -367,6 +382,49 @@ impl Metrics {
             )
             .expect("static metric definition"),
             registry,
+            recording_uploaded_bytes: prometheus::IntCounter::new(
+                "rungs_recording_uploaded_bytes_total",
+                "Recording bytes written to object storage.",
+            )
+            .expect("static metric definition"),
+            recording_uploaded_segments: prometheus::IntCounter::new(
+                "rungs_recording_uploaded_segments_total",
+                "Recorded media segments written to object storage.",
+            )
+            .expect("static metric definition"),
+            recording_upload_seconds: prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "rungs_recording_upload_seconds",
+                    "Time one recording object took to reach object storage.",
+                )
+                .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            )
+            .expect("static metric definition"),
+            recording_upload_errors: prometheus::IntCounter::new(
+                "rungs_recording_upload_errors_total",
+                "Recording uploads that failed (each is retried).",
+            )
+            .expect("static metric definition"),
+            recording_dropped_segments: prometheus::IntCounter::new(
+                "rungs_recording_dropped_segments_total",
+                "Recorded segments left out (listed as gaps) because the spool was full.",
+            )
+            .expect("static metric definition"),
+            recording_spool_files: IntGauge::new(
+                "rungs_recording_spool_files",
+                "Recording files waiting in the spool for upload.",
+            )
+            .expect("static metric definition"),
+            recording_spool_bytes: IntGauge::new(
+                "rungs_recording_spool_bytes",
+                "Bytes of recording files waiting in the spool for upload.",
+            )
+            .expect("static metric definition"),
+            recordings_active: IntGauge::new(
+                "rungs_recordings_active",
+                "Live streams being recorded.",
+            )
+            .expect("static metric definition"),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.ingest_bytes.clone()),
@@ -411,6 +469,14 @@ impl Metrics {
             Box::new(m.gpu_memory_used.clone()),
             Box::new(m.gpu_kernel_seconds.clone()),
             Box::new(m.gpu_sessions.clone()),
+            Box::new(m.recording_uploaded_bytes.clone()),
+            Box::new(m.recording_uploaded_segments.clone()),
+            Box::new(m.recording_upload_seconds.clone()),
+            Box::new(m.recording_upload_errors.clone()),
+            Box::new(m.recording_dropped_segments.clone()),
+            Box::new(m.recording_spool_files.clone()),
+            Box::new(m.recording_spool_bytes.clone()),
+            Box::new(m.recordings_active.clone()),
         ];
         for c in collectors {
             m.registry

@@ -8,6 +8,7 @@ use crate::gpu::device::{Gpu, GpuError};
 use crate::gpu::probe::GpuRequired;
 use crate::hub::{Hub, HubConfig};
 use crate::metrics::METRICS;
+use crate::record::Recordings;
 use crate::registry::{Registry, RegistryError};
 use crate::serve::listener::Limits;
 use crate::transcode::backend::{ChannelPlan, GpuPool, GpuRuntime, MachineFacts, StreamFacts};
@@ -52,6 +53,8 @@ pub enum NodeError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Hooks(#[from] crate::hooks::HookError),
+    #[error(transparent)]
+    Recording(#[from] crate::record::RecordError),
     #[error("{what} {}: {source}", path.display())]
     File {
         what: &'static str,
@@ -250,8 +253,9 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
     }
     let registry = Arc::new(open_registry(&cfg)?);
     let token: Arc<str> = admin_token(&cfg)?.into();
+    let recordings = Recordings::open(&cfg.recording, &cfg.hls, &cfg.data_dir)?;
     let hub = Hub::new(
-        registry,
+        registry.clone(),
         HubConfig {
             package: cfg.hls.clone(),
             reconnect_grace: cfg.reconnect_grace()?,
@@ -260,6 +264,7 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
             limits: cfg.ingest.limits.hub(),
             transcode: pipeline_config(&cfg, gpu)?,
         },
+        Some(recordings.clone()),
     );
     METRICS.start_time.set(
         std::time::SystemTime::now()
@@ -298,6 +303,7 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
         )
         .await
         .map_err(io(format!("binding WHIP UDP to {}", cfg.whip.udp_addr)))?;
+        recordings.start_uploader(registry);
         tracing::info!(rtmp = %cfg.rtmp_addr, http = %cfg.http_addr, admin = %cfg.admin_addr, whip_udp = %cfg.whip.udp_addr, data_dir = %cfg.data_dir.display(), "rungs listening");
         let hooks = crate::hooks::Hooks::with_registry(&cfg.hooks, hub.registry().clone())?;
         let rtmp = Arc::new(rtmp);

@@ -14,11 +14,12 @@ use crate::media::{Arrival, IngestEvent};
 use crate::metrics::METRICS;
 use crate::package::metadata::{MetadataRefusal, Payload, Placement};
 use crate::package::{ChannelStore, Update};
+use crate::record::Recorder;
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, select};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// One media event of a publish session, stamped where ingest read it.
 pub(super) struct Stamped {
@@ -214,6 +215,8 @@ pub(super) struct Driver {
     pub counted_live: bool,
     /// The core's answer to the last [`Input::Metadata`].
     pub placed: Option<Result<Placement, MetadataRefusal>>,
+    /// Records the stream when the channel says so.
+    pub recorder: Option<Recorder>,
 }
 
 impl Driver {
@@ -240,6 +243,9 @@ impl Driver {
             });
             self.me.cut(u64::MAX, Cut::ChannelFailed);
             self.me.store.apply(vec![Update::End]);
+            if let Some(r) = &mut self.recorder {
+                r.apply(vec![Update::End], SystemTime::now());
+            }
             if self.counted_live {
                 METRICS.live_channels.dec();
             }
@@ -346,7 +352,13 @@ impl Driver {
                 Some(Output::Store(updates)) => {
                     #[cfg(test)]
                     faults::strike(&self.me.id);
-                    self.me.store.apply(updates)
+                    // Players first: the recording's disk writes come after
+                    // the parts are published.
+                    let recorded = self.recorder.is_some().then(|| updates.clone());
+                    self.me.store.apply(updates);
+                    if let (Some(r), Some(u)) = (&mut self.recorder, recorded) {
+                        r.apply(u, SystemTime::now());
+                    }
                 }
                 Some(Output::Ended) => {
                     self.counted_live = false;

@@ -22,6 +22,7 @@ use crate::metrics::METRICS;
 use crate::package::metadata::{MetadataRefusal, Payload, Placement};
 use crate::package::{ChannelStore, PackageConfig};
 use crate::registry::{Registry, RegistryError, TrackUse};
+use crate::record::{Recorder, Recordings};
 use crate::transcode::ladder::Ladders;
 use crate::transcode::pipeline::PipelineConfig;
 pub use channel::Unreachable;
@@ -189,13 +190,19 @@ pub struct Hub {
     journal: Sender<journal::Record>,
     /// Live publishers' connections, for reconnect requests.
     lines: Lines,
+    /// Where recorded channels' streams go; `None`: recording is off.
+    recordings: Option<Arc<Recordings>>,
 }
 
 impl Hub {
     /// The node's hub. Sessions a previous run left open are closed first
     /// (their node stopped without recording their end): call it once, as
     /// the node starts.
-    pub fn new(registry: Arc<Registry>, cfg: HubConfig) -> Arc<Self> {
+    pub fn new(
+        registry: Arc<Registry>,
+        cfg: HubConfig,
+        recordings: Option<Arc<Recordings>>,
+    ) -> Arc<Self> {
         let now = journal::unix_ms(SystemTime::now());
         match registry.close_interrupted_sessions(now) {
             Ok(0) => {}
@@ -212,11 +219,17 @@ impl Hub {
             table: Arc::new(Mutex::new(HashMap::new())),
             next_session: AtomicU64::new(1),
             lines: Arc::new(Mutex::new(HashMap::new())),
+            recordings,
         })
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The node's recording, when it has one.
+    pub fn recordings(&self) -> Option<&Arc<Recordings>> {
+        self.recordings.as_ref()
     }
 
     /// The ladders channels may use.
@@ -274,8 +287,18 @@ impl Hub {
                 // Another publisher started a stream meanwhile: ask it.
                 continue;
             }
-            let live =
-                self.spawn_channel(&channel.id, &channel.ladder, policy.tracks, session, ingest)?;
+            let recorder = self
+                .recordings
+                .as_ref()
+                .filter(|r| policy.record.unwrap_or(r.by_default()))
+                .map(|r| r.recorder(&channel.id));
+            let live = self.spawn_channel(
+                &channel.id,
+                &channel.ladder,
+                policy.tracks,
+                (session, ingest),
+                recorder,
+            )?;
             live.authenticated(stream_key);
             table.insert(channel.id.clone(), live.clone());
             METRICS.live_channels.inc();
@@ -311,8 +334,8 @@ impl Hub {
         id: &str,
         ladder: &str,
         tracks: TrackUse,
-        session: u64,
-        protocol: &'static str,
+        (session, protocol): (u64, &'static str),
+        recorder: Option<Recorder>,
     ) -> Result<Arc<LiveChannel>, PublishError> {
         // A ladder removed from the config since the channel was made falls
         // back to the source alone rather than refusing the publisher.
@@ -357,6 +380,7 @@ impl Hub {
             transcoding,
             counted_live: true,
             placed: None,
+            recorder,
         };
         std::thread::Builder::new()
             .name(format!("chan-{id}"))

@@ -50,6 +50,12 @@ pub(crate) struct PolicyArgs {
     /// clears it.
     #[arg(long, value_name = "LINES")]
     max_height: Option<u32>,
+    /// Record the channel's streams (to the node's recording store).
+    #[arg(long, conflicts_with = "no_record")]
+    record: bool,
+    /// Do not record the channel's streams, whatever the node's default.
+    #[arg(long)]
+    no_record: bool,
 }
 
 /// A setting's value as the API spells it (`passthrough-only`).
@@ -73,6 +79,11 @@ impl PolicyArgs {
             multitrack: self.multitrack,
             tracks: self.tracks,
             max_height: self.max_height.map(|h| (h != 0).then_some(h)),
+            record: match (self.record, self.no_record) {
+                (true, _) => Some(Some(true)),
+                (_, true) => Some(Some(false)),
+                _ => None,
+            },
         }
     }
 }
@@ -197,5 +208,6 @@ fn rules_text(v: &ChannelView) -> String {
             .map(|h| format!("{h} lines"))
             .unwrap_or_default(),
     );
+    line("record", if v.record { "yes".into() } else { String::new() });
     out
 }

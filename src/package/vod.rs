@@ -63,6 +63,8 @@ pub struct VodFile {
     pub rendition: Arc<str>,
     pub name: String,
     pub bytes: Bytes,
+    /// A media segment (else an init segment).
+    pub segment: bool,
 }
 
 /// The playlists of a finished VOD.
@@ -122,6 +124,7 @@ impl VodAssembler {
                     rendition: r.entry.name.clone(),
                     name: uri,
                     bytes,
+                    segment: false,
                 });
             }
             Effect::Opened { index, .. } => self.ledger.renditions[index].held.open.clear(),
@@ -141,9 +144,34 @@ impl VodAssembler {
                         rendition: r.entry.name.clone(),
                         name: uri,
                         bytes,
+                        segment: true,
                     });
                 }
             }
+        }
+    }
+
+    /// Lists a completed segment whose file was not kept as a gap
+    /// (EXT-X-GAP), so the timeline keeps its length.
+    pub(crate) fn lose_segment(&mut self, rendition: &str, uri: &str) {
+        let Some(r) = self
+            .ledger
+            .renditions
+            .iter_mut()
+            .find(|r| &*r.entry.name == rendition)
+        else {
+            return;
+        };
+        let segments = &mut r.playlist.segments;
+        let Some(from_end) = segments.iter().rev().position(|s| s.uri == uri) else {
+            return;
+        };
+        let at = segments.len() - 1 - from_end;
+        segments[at].gap = true;
+        // A VOD keeps every segment's statistics beside it, in order.
+        if let Some(at) = r.entry.stats.len().checked_sub(1 + from_end) {
+            r.entry.stats[at].gap = true;
+            r.entry.stats[at].bytes = 0;
         }
     }
 

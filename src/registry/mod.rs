@@ -6,9 +6,11 @@
 //! once. Stream keys are compared in constant time and never logged.
 
 mod policy;
+mod recordings;
 mod sessions;
 
 pub use policy::{Multitrack, Policy, TrackUse};
+pub use recordings::*;
 pub use sessions::*;
 
 use rand::RngCore;
@@ -148,6 +150,7 @@ impl Registry {
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         conn.execute_batch(sessions::SCHEMA).map_err(db)?;
+        conn.execute_batch(recordings::SCHEMA).map_err(db)?;
         for (column, sql) in MIGRATIONS {
             let present: bool = conn
                 .query_row(

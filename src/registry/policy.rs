@@ -46,6 +46,10 @@ pub struct Policy {
     /// The tallest video track accepted, in lines (1080 for 1080p); taller is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_height: Option<u32>,
+    /// Whether the channel's streams are recorded; unset: the node's
+    /// `recording.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<bool>,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {

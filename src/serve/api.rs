@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::hub::{Hub, ReconnectError, ReconnectOutcome, ReconnectRequest};
 use crate::ingest::rtmp::reconnect::check_tc_url;
 use crate::registry::{
-    Channel, Multitrack, PlaybackKey, Policy, RegistryError, Revocation, TrackUse,
+    Channel, Multitrack, PlaybackKey, Policy, RecordingState, RegistryError, Revocation, TrackUse,
 };
 use crate::serve::access::{self, Access};
 use crate::serve::rules::{self, PolicyPatch};
@@ -54,6 +54,8 @@ pub struct ChannelView {
     pub tracks: TrackUse,
     /// The tallest video track accepted, in lines.
     pub max_height: Option<u32>,
+    /// Whether its streams are recorded (its own setting, else the node's).
+    pub record: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -87,6 +89,7 @@ impl ChannelView {
             multitrack: policy.multitrack,
             tracks: policy.tracks,
             max_height: policy.max_height,
+            record: policy.record.unwrap_or(cfg.recording.enabled),
         }
     }
 }
@@ -127,6 +130,9 @@ struct ChannelRequest {
     /// The tallest video track accepted, in lines; `null` clears it.
     #[serde(default, deserialize_with = "given")]
     max_height: Option<Option<u32>>,
+    /// Whether the channel's streams are recorded; `null`: as the node says.
+    #[serde(default, deserialize_with = "given")]
+    record: Option<Option<bool>>,
 }
 
 /// A field present in the body, `null` included.
@@ -151,6 +157,7 @@ impl ChannelRequest {
             multitrack: self.multitrack.take(),
             tracks: self.tracks.take(),
             max_height: self.max_height.take(),
+            record: self.record.take(),
         }
     }
 }
@@ -220,6 +227,7 @@ pub fn routes(
             get(show).delete(remove).patch(update),
         )
         .route("/api/v1/channels/{id}/rotate-key", post(rotate))
+        .route("/api/v1/channels/{id}/recordings", get(recordings))
         .route("/api/v1/channels/{id}/reconnect", post(reconnect))
         .route("/api/v1/playback-keys", get(list_keys).post(create_key))
         .route("/api/v1/playback-keys/{id}", delete(delete_key))
@@ -388,6 +396,59 @@ async fn show(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>
         Ok((ch, policy)) => ok_json(StatusCode::OK, ChannelView::new(&ch, &policy, &api.cfg)),
         Err(r) => r,
     }
+}
+
+/// One recording as the API lists it.
+#[derive(Serialize)]
+struct RecordingView {
+    session: String,
+    started_at: String,
+    ended_at: Option<String>,
+    duration_s: Option<f64>,
+    bytes: Option<u64>,
+    state: RecordingState,
+    /// Completed at a node's start after that node stopped mid-stream.
+    recovered: bool,
+    /// The VOD multivariant playlist.
+    url: String,
+}
+
+/// `GET /api/v1/channels/{id}/recordings`: newest first.
+async fn recordings(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return *r;
+    }
+    let listed = blocking(&api, move |hub| {
+        hub.registry().get(&id)?;
+        hub.registry().recordings(&id)
+    });
+    let rows = match listed.await {
+        Ok(rows) => rows,
+        Err(r) => return r,
+    };
+    let base = api.cfg.http_base_url();
+    let views: Vec<RecordingView> = rows
+        .into_iter()
+        .map(|r| RecordingView {
+            url: api
+                .hub
+                .recordings()
+                .map(|rec| rec.playback_url(&base, &r.channel_id, &r.session))
+                .unwrap_or_default(),
+            session: r.session,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            duration_s: r.duration_s,
+            bytes: r.bytes,
+            state: r.state,
+            recovered: r.recovered,
+        })
+        .collect();
+    ok_json(StatusCode::OK, serde_json::json!({ "recordings": views }))
 }
 
 async fn remove(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {

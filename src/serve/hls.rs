@@ -24,10 +24,10 @@ use bytes::Bytes;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+pub(super) const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Media names never repeat (they carry the stream id and MSN), so a cache
 /// may keep them forever.
-const MEDIA_CACHE: &str = "public, max-age=31536000, immutable";
+pub(super) const MEDIA_CACHE: &str = "public, max-age=31536000, immutable";
 /// A blocking reload's URL names what it waited for: any copy answers the
 /// same question, so a CDN may share it briefly.
 const BLOCKING_PLAYLIST_CACHE: &str = "public, max-age=60";
@@ -71,21 +71,21 @@ struct Hls<F> {
     hooks: Arc<Hooks>,
 }
 
-type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+pub(super) type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 /// A request that passed [`guard`].
-struct Admitted {
+pub(super) struct Admitted {
     /// The client's address (behind a trusted proxy, the one it names).
-    client: Option<IpAddr>,
+    pub client: Option<IpAddr>,
     /// For a private channel, what the token grants and the token itself.
-    private: Option<(Grant, String)>,
+    pub private: Option<(Grant, String)>,
 }
 
 /// The channel's rules, then for a private channel its token; or the 403
 /// that refuses the request. Checked before the store is looked up, so a
 /// refusal says nothing about whether the channel is live.
 #[allow(clippy::result_large_err)]
-fn guard(
+pub(super) fn guard(
     access: &Access,
     channel: &str,
     extensions: &axum::http::Extensions,
@@ -367,7 +367,7 @@ fn media(f: MediaFile) -> Response {
         .into_response()
 }
 
-fn error(e: StoreError) -> Response {
+pub(super) fn error(e: StoreError) -> Response {
     let status = match e {
         StoreError::NotFound => StatusCode::NOT_FOUND,
         StoreError::BadRequest(_) => StatusCode::BAD_REQUEST,

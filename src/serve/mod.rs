@@ -12,6 +12,7 @@ pub mod hls;
 pub mod listener;
 mod metadata;
 mod player;
+mod recordings;
 pub mod rules;
 
 use crate::config::Config;
@@ -98,6 +99,10 @@ fn player(
         let hub = hub.clone();
         move |id: &str| hub.store(id)
     };
+    let mut served = hls::routes_with_access(lookup, access.clone(), hooks.clone());
+    if let Some(root) = hub.recordings().and_then(|r| r.local_root()) {
+        served = served.merge(recordings::routes(root.to_owned(), access.clone()));
+    }
     // Players on any origin may read the stream, unless its channel lists
     // allowed origins (`channel_cors` narrows it then); the API stays
     // same-origin.
@@ -121,7 +126,7 @@ fn player(
     );
     Router::new()
         .merge(
-            hls::routes_with_access(lookup, access.clone(), hooks.clone())
+            served
                 .layer(cors)
                 .layer(axum::middleware::from_fn_with_state(access, channel_cors))
                 .layer(gzip)
@@ -149,6 +154,7 @@ async fn channel_cors(
         .uri()
         .path()
         .strip_prefix("/hls/")
+        .or_else(|| req.uri().path().strip_prefix("/recordings/"))
         .and_then(|rest| rest.split('/').next())
         .map(str::to_string);
     let origin = req.headers().get(header::ORIGIN).cloned();

@@ -43,6 +43,7 @@ pub struct PolicyPatch {
     pub multitrack: Option<Multitrack>,
     pub tracks: Option<TrackUse>,
     pub max_height: Option<Option<u32>>,
+    pub record: Option<Option<bool>>,
 }
 
 impl PolicyPatch {
@@ -59,6 +60,7 @@ impl PolicyPatch {
             multitrack: self.multitrack.unwrap_or(to.multitrack),
             tracks: self.tracks.unwrap_or(to.tracks),
             max_height: self.max_height.unwrap_or(to.max_height),
+            record: self.record.unwrap_or(to.record),
         }
     }
 
@@ -121,6 +123,7 @@ pub fn normalize(policy: Policy) -> Result<Policy, PolicyError> {
             }
             h => h,
         },
+        record: policy.record,
     })
 }
 

@@ -66,6 +66,18 @@ $(FFMPEG9): | apt-deps
 	ln -s $$(cd .ffmpeg9 && ls imageio_ffmpeg/binaries/ffmpeg-linux-*) $@
 	@test -x $@
 
+# s3s-fs, an S3-compatible server over a directory, for the recording tests
+# (tests/common/s3.rs): its objects are files, so they survive the kill and restart the
+# tests put the store through (moto's in-memory store would not). Built from crates.io
+# into .tools/, never onto the PATH. 0.14.1: later releases need Rust 1.96.
+S3S_FS_VERSION := 0.14.1
+S3S_FS := .tools/s3s-fs/bin/s3s-fs
+
+$(S3S_FS):
+	cargo install --locked --quiet --version $(S3S_FS_VERSION) --features binary \
+		--root .tools/s3s-fs s3s-fs
+	@test -x $@
+
 # Checked every time (one import), installed only when missing.
 whip-venv: | apt-deps
 	@if ! $(WHIP_VENV)/bin/python -c 'import aiortc' 2>/dev/null; then \
@@ -109,14 +121,14 @@ $(MINROOT)/usr/bin/ldd: | apt-deps
 device-proof: deps $(MINROOT)/usr/bin/ldd
 	bench/device/bundle.sh --profile test --out target/device-proof --no-pack
 
-test: deps whip-venv $(FFMPEG9) lint device-proof
+test: deps whip-venv $(FFMPEG9) $(S3S_FS) lint device-proof
 	cargo test -- --test-threads=2
 
 # Latency from outside the node (release build), real players' latency
 # (hls.js and Shaka on RTMP and WHIP publishes; WHIP needs root for its
 # network namespace), the CPU scaler's per-frame cost, and what an Enhanced
 # RTMP multitrack publish and HEVC ingest cost the node (FFmpeg 9 publishes).
-bench: deps $(FFMPEG9)
+bench: deps $(FFMPEG9) $(S3S_FS)
 	cargo bench --bench latency
 	cargo bench --bench playback
 	cargo bench --bench scale
@@ -124,6 +136,7 @@ bench: deps $(FFMPEG9)
 	cargo bench --bench http_load
 	cargo bench --bench multitrack
 	cargo bench --bench density
+	cargo bench --bench recording
 
 # A 30-minute live soak of a release node (RUNGS_SOAK_MINUTES to change it):
 # RSS, open fds and threads every 10 s, with their slopes per hour.

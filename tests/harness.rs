@@ -327,3 +327,89 @@ fn metrics_text() {
     assert!((q - 0.15).abs() < 1e-9, "{q}");
     assert_eq!(quantile(&[3.0, 1.0, 2.0, 4.0], 0.5), 2.0);
 }
+
+/// The S3 server the recording tests upload to: objects put whole and by multipart
+/// upload read back through the S3 API, a conditional create refused when the key
+/// exists, requests failing while it is stopped, and every object still there after a
+/// restart on the same port.
+#[test]
+fn s3_server_keeps_objects_across_restart() {
+    use common::S3Server;
+    use object_store::path::Path as ObjectPath;
+    use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, WriteMultipart};
+
+    let dir = tempfile::Builder::new()
+        .prefix("rungs-s3-")
+        .tempdir()
+        .unwrap();
+    let mut s3 = S3Server::start(dir.path());
+    assert_eq!(s3.bucket(), "rec");
+    assert!(s3.toml("e2e").contains("store = \"s3://rec/e2e\""));
+    assert!(
+        s3.toml("e2e")
+            .contains(&format!("s3_endpoint = \"{}\"", s3.endpoint()))
+    );
+
+    let small = b"#EXTM3U\n".to_vec();
+    // Over 5 MiB, S3's smallest part but the last: three parts of WriteMultipart's 5 MiB.
+    let big: Vec<u8> = (0..12 * 1024 * 1024 + 7).map(|i| (i % 251) as u8).collect();
+    let store = s3.store();
+    s3.block_on(async {
+        store
+            .put(
+                &ObjectPath::from("t/ch/master.m3u8"),
+                PutPayload::from(small.clone()),
+            )
+            .await
+            .unwrap();
+        let upload = store
+            .put_multipart(&ObjectPath::from("t/ch/source/seg.m4s"))
+            .await
+            .unwrap();
+        let mut w = WriteMultipart::new(upload);
+        w.write(&big);
+        w.finish().await.unwrap();
+
+        // The uploader's "never overwrite" put: If-None-Match: * on an existing key.
+        let again = store
+            .put_opts(
+                &ObjectPath::from("t/ch/master.m3u8"),
+                PutPayload::from_static(b"other"),
+                PutMode::Create.into(),
+            )
+            .await;
+        assert!(
+            matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+            "{again:?}"
+        );
+    });
+
+    let want = vec![
+        ("t/ch/master.m3u8".to_string(), small.len() as u64),
+        ("t/ch/source/seg.m4s".to_string(), big.len() as u64),
+    ];
+    assert_eq!(s3.list("t"), want);
+    assert_eq!(s3.list("t/ch/source"), want[1..]);
+    assert!(s3.list("t/c").is_empty(), "prefixes are whole segments");
+    assert_eq!(s3.get("t/ch/master.m3u8"), small);
+    assert!(s3.get("t/ch/source/seg.m4s") == big);
+
+    s3.stop();
+    let t0 = std::time::Instant::now();
+    assert!(s3.try_get("t/ch/master.m3u8").is_err());
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(10),
+        "a stopped server must fail fast, took {:?}",
+        t0.elapsed()
+    );
+
+    let endpoint = s3.endpoint();
+    s3.restart();
+    assert_eq!(s3.endpoint(), endpoint);
+    assert_eq!(s3.list(""), want);
+    assert!(s3.get("t/ch/source/seg.m4s") == big);
+    assert!(matches!(
+        s3.try_get("t/ch/missing"),
+        Err(object_store::Error::NotFound { .. })
+    ));
+}

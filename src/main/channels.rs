@@ -208,6 +208,13 @@ fn rules_text(v: &ChannelView) -> String {
             .map(|h| format!("{h} lines"))
             .unwrap_or_default(),
     );
-    line("record", if v.record { "yes".into() } else { String::new() });
+    line(
+        "record",
+        if v.record {
+            "yes".into()
+        } else {
+            String::new()
+        },
+    );
     out
 }

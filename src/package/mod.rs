@@ -21,6 +21,8 @@ pub(crate) mod testmedia;
 mod update;
 pub mod vod;
 
+#[cfg(test)]
+pub(crate) use ledger::RenditionInfo;
 pub use packager::{ChannelPackager, RungDecl};
 pub use store::{ChannelStore, Encoding, MediaFile, PARKING, PlaylistRequest, StoreError};
 pub(crate) use update::Update;

@@ -166,7 +166,10 @@ impl Recordings {
         let spool = Arc::new(Spool::open(&root, cfg.spool_max_bytes).map_err(dir_error)?);
         match recover::recover(&spool) {
             Ok(0) => {}
-            Ok(n) => tracing::info!(recordings = n, "completed recordings the last run left unfinished"),
+            Ok(n) => tracing::info!(
+                recordings = n,
+                "completed recordings the last run left unfinished"
+            ),
             Err(e) => tracing::warn!(error = %e, "cannot complete the last run's recordings"),
         }
         let (tx, rx) = crossbeam_channel::bounded(THUMBNAIL_QUEUE);
@@ -228,16 +231,24 @@ pub struct Recorder {
 impl Recorder {
     /// One batch of the packager's updates, as the live store gets it.
     pub(crate) fn apply(&mut self, updates: Vec<Update>, now: SystemTime) {
-        let starts = updates
-            .iter()
-            .any(|u| matches!(u, Update::StreamStart { new_playlist: true, .. }));
+        let starts = updates.iter().any(|u| {
+            matches!(
+                u,
+                Update::StreamStart {
+                    new_playlist: true,
+                    ..
+                }
+            )
+        });
         if starts && self.current.as_ref().is_none_or(|r| r.ended()) {
-            let every = Duration::from_secs_f64(self.rec.cfg.thumbnail_interval_s);
+            let every = Duration::try_from_secs_f64(self.rec.cfg.thumbnail_interval_s)
+                .ok()
+                .filter(|d| !d.is_zero());
             self.current = Some(Recording::start(
                 &self.rec.spool,
                 &self.channel,
                 &self.rec.package,
-                if every.is_zero() { Duration::MAX } else { every },
+                every,
                 now,
             ));
         }
@@ -281,3 +292,6 @@ fn thumbnails(spool: &Spool, jobs: Receiver<ThumbnailJob>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -37,7 +37,10 @@ fn complete(spool: &Spool, dir: &Path) -> io::Result<()> {
         if let Ok(text) = std::fs::read_to_string(&working) {
             // RFC 8216bis 4.4.3.4: "EXT-X-ENDLIST [...] indicates that no
             // more Media Segments will be added to the Media Playlist file."
-            spool.write(&rel(&rendition.join(MEDIA)), format!("{text}#EXT-X-ENDLIST\n").as_bytes())?;
+            spool.write(
+                &rel(&rendition.join(MEDIA)),
+                format!("{text}#EXT-X-ENDLIST\n").as_bytes(),
+            )?;
         }
     }
     if let Ok(master) = std::fs::read(dir.join(format!("{MASTER}{STATE}"))) {
@@ -63,7 +66,9 @@ fn complete(spool: &Spool, dir: &Path) -> io::Result<()> {
     };
     summary.event = "recording-ended".into();
     summary.recovered = true;
-    summary.ended_at = last.map(program_date_time).or(Some(summary.started_at.clone()));
+    summary.ended_at = last
+        .map(program_date_time)
+        .or(Some(summary.started_at.clone()));
     spool.write(&rel(&dir.join(ENDED)), &summary.to_json())?;
     tracing::info!(channel = %summary.channel, session = %summary.session,
         duration_s = summary.duration_s, "recording left unfinished by the last run completed from the spool");

@@ -4,14 +4,14 @@
 //! stream's end. Owns the recording's layout in the store; never waits on
 //! anything but the local spool.
 
-use super::spool::{STATE, Spool};
 use super::ThumbnailJob as Job;
+use super::spool::{STATE, Spool};
 use crate::metrics::METRICS;
+use crate::package::PackageConfig;
 use crate::package::Update;
 use crate::package::packager::SOURCE;
 use crate::package::playlist::program_date_time;
 use crate::package::vod::{VodAssembler, VodPlaylists};
-use crate::package::PackageConfig;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime};
@@ -100,7 +100,8 @@ pub(crate) struct Recording {
     asm: VodAssembler,
     /// The source's latest init segment, for thumbnails.
     source_init: Option<Bytes>,
-    thumbnail_every: Duration,
+    /// `None`: no thumbnails.
+    thumbnail_every: Option<Duration>,
     next_thumbnail: SystemTime,
     /// A segment was left out for want of spool room (warned once).
     dropped: bool,
@@ -114,7 +115,7 @@ impl Recording {
         spool: &Spool,
         channel: &str,
         package: &PackageConfig,
-        thumbnail_every: Duration,
+        thumbnail_every: Option<Duration>,
         now: SystemTime,
     ) -> Self {
         let r = Recording {
@@ -176,19 +177,20 @@ impl Recording {
                 self.asm.lose_segment(&f.rendition, &f.name);
                 continue;
             }
-            if &*f.rendition == SOURCE && now >= self.next_thumbnail {
-                if let Some(init) = &self.source_init {
-                    self.next_thumbnail = now + self.thumbnail_every;
-                    let at = now.duration_since(self.started_at).unwrap_or_default();
-                    thumbnail = Some(Job {
-                        init: init.clone(),
-                        segment: f.bytes.clone(),
-                        files: vec![
-                            format!("{}/thumbnails/{:06}.jpg", self.dir(), at.as_secs()),
-                            format!("{}/latest.jpg", self.channel),
-                        ],
-                    });
-                }
+            let due = self.thumbnail_every.filter(|_| now >= self.next_thumbnail);
+            if let (Some(every), Some(init), true) =
+                (due, self.source_init.as_ref(), &*f.rendition == SOURCE)
+            {
+                self.next_thumbnail = now.checked_add(every).unwrap_or(now);
+                let at = now.duration_since(self.started_at).unwrap_or_default();
+                thumbnail = Some(Job {
+                    init: init.clone(),
+                    segment: f.bytes.clone(),
+                    files: vec![
+                        format!("{}/thumbnails/{:06}.jpg", self.dir(), at.as_secs()),
+                        format!("{}/latest.jpg", self.channel),
+                    ],
+                });
             }
         }
         if ends {
@@ -207,9 +209,17 @@ impl Recording {
             let rel = format!("{}/{rendition}/{MEDIA}{STATE}", self.dir());
             self.put(spool, &rel, unended(text).as_bytes());
         }
-        self.put(spool, &format!("{}/{MASTER}{STATE}", self.dir()), out.master.as_bytes());
+        self.put(
+            spool,
+            &format!("{}/{MASTER}{STATE}", self.dir()),
+            out.master.as_bytes(),
+        );
         let summary = Summary::of(&self.channel, &self.session, self.started_at, &out);
-        self.put(spool, &format!("{}/{SUMMARY}{STATE}", self.dir()), &summary.to_json());
+        self.put(
+            spool,
+            &format!("{}/{SUMMARY}{STATE}", self.dir()),
+            &summary.to_json(),
+        );
     }
 
     /// Writes the finished recording: playlists, then `recording-ended.json`
@@ -222,10 +232,18 @@ impl Recording {
         METRICS.recordings_active.dec();
         let out = self.asm.finish();
         for (rendition, text) in &out.media {
-            self.put(spool, &format!("{}/{rendition}/{MEDIA}", self.dir()), text.as_bytes());
+            self.put(
+                spool,
+                &format!("{}/{rendition}/{MEDIA}", self.dir()),
+                text.as_bytes(),
+            );
         }
         if !out.media.is_empty() {
-            self.put(spool, &format!("{}/{MASTER}", self.dir()), out.master.as_bytes());
+            self.put(
+                spool,
+                &format!("{}/{MASTER}", self.dir()),
+                out.master.as_bytes(),
+            );
         }
         let mut ended = Summary::of(&self.channel, &self.session, self.started_at, &out);
         ended.event = "recording-ended".into();

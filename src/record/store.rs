@@ -69,11 +69,11 @@ pub(crate) fn open(cfg: &RecordingConfig, data_dir: &Path) -> Result<Store, Reco
             retry_timeout: Duration::from_secs(10),
             ..RetryConfig::default()
         })
-        .with_client_options(
+        .with_client_options(content_types(
             ClientOptions::new()
                 .with_connect_timeout(Duration::from_secs(5))
                 .with_timeout(Duration::from_secs(60)),
-        );
+        ));
     if !cfg.s3_endpoint.is_empty() {
         b = b
             .with_endpoint(cfg.s3_endpoint.trim_end_matches('/'))
@@ -102,6 +102,23 @@ pub(crate) fn open(cfg: &RecordingConfig, data_dir: &Path) -> Result<Store, Reco
     Ok(Store {
         objects,
         kind: Kind::S3 { base, prefix },
+    })
+}
+
+/// What players and CDNs are told each stored file is: S3 serves back the
+/// type it was given (none unless one is sent), and Safari plays HLS only
+/// from the right one.
+fn content_types(o: ClientOptions) -> ClientOptions {
+    [
+        ("m3u8", "application/vnd.apple.mpegurl"),
+        ("m4s", "video/iso.segment"),
+        ("mp4", "video/mp4"),
+        ("jpg", "image/jpeg"),
+        ("json", "application/json"),
+    ]
+    .into_iter()
+    .fold(o, |o, (ext, mime)| {
+        o.with_content_type_for_suffix(ext, mime)
     })
 }
 

@@ -65,7 +65,10 @@ pub(crate) async fn run(rec: Arc<Recordings>, registry: Arc<Registry>) {
         let plan = tokio::task::spawn_blocking(move || scan(&root))
             .await
             .ok()
-            .and_then(|r| r.map_err(|e| tracing::warn!(error = %e, "cannot read the recording spool")).ok())
+            .and_then(|r| {
+                r.map_err(|e| tracing::warn!(error = %e, "cannot read the recording spool"))
+                    .ok()
+            })
             .unwrap_or_default();
         let outcome = round(&rec, &registry, plan, &mut known).await;
         match outcome {
@@ -179,7 +182,11 @@ async fn index(
     known: &mut HashMap<(String, String), Known>,
 ) {
     let key = (s.channel.clone(), s.name.clone());
-    let stage = if s.ended { Known::Ended } else { Known::Started };
+    let stage = if s.ended {
+        Known::Ended
+    } else {
+        Known::Started
+    };
     if known.get(&key).is_some_and(|k| *k >= stage) {
         return;
     }
@@ -187,7 +194,14 @@ async fn index(
     let Some(summary) = read_summary(&file).await else {
         return;
     };
-    let row = row(&summary, if s.ended { RecordingState::Uploading } else { RecordingState::Recording });
+    let row = row(
+        &summary,
+        if s.ended {
+            RecordingState::Uploading
+        } else {
+            RecordingState::Recording
+        },
+    );
     let reg = registry.clone();
     match tokio::task::spawn_blocking(move || reg.put_recording(&row)).await {
         Ok(Ok(())) => {

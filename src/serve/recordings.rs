@@ -46,11 +46,17 @@ async fn file(
         return hls::error(StoreError::NotFound);
     };
     let multivariant = rest == "master.m3u8";
-    let Admitted { private, .. } =
-        match hls::guard(&rec.access, &id, &extensions, &headers, &query, multivariant) {
-            Ok(a) => a,
-            Err(r) => return r,
-        };
+    let Admitted { private, .. } = match hls::guard(
+        &rec.access,
+        &id,
+        &extensions,
+        &headers,
+        &query,
+        multivariant,
+    ) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     // Only names the recorder writes: no `..`, no hidden files, at most
     // `<rendition>/<file>` or `thumbnails/<file>` below the session.
     let parts: Vec<&str> = std::iter::once(id.as_str())
@@ -94,8 +100,7 @@ fn plain_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('.')
         && s.len() <= 128
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 

@@ -35,6 +35,7 @@ mod node;
 mod playback;
 mod process;
 mod publisher;
+mod s3;
 mod timeline;
 
 use std::fs;
@@ -54,6 +55,7 @@ pub use playback::{Playback, check_playback, play_hlsjs, play_hlsjs_codec, run_p
 pub use playlist::{MediaPlaylist, Multivariant, parse_media, parse_multivariant, resolve};
 pub use process::{cpu_seconds, open_fds, raise_open_files, status_bytes, status_field};
 pub use publisher::{PubOpts, Publisher};
+pub use s3::{S3Server, s3s_fs_bin};
 pub use timeline::{Timeline, TimelineProbe};
 
 /// Tests of one binary that each keep a live stream (and often a browser)

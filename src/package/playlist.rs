@@ -421,6 +421,20 @@ pub fn render_vod(pl: &VodPlaylist) -> String {
         .max()
         .unwrap_or(0);
     let mut out = String::with_capacity(64 * pl.segments.len() + 256);
+    out.push_str(&render_vod_head(pl, longest));
+    let mut map: Option<&str> = None;
+    for s in &pl.segments {
+        render_vod_segment(&mut out, s, map);
+        map = Some(&s.map_uri);
+    }
+    line(&mut out, "#EXT-X-ENDLIST");
+    out
+}
+
+/// A VOD playlist's tags before its first segment; `longest` is its
+/// longest segment, rounded.
+pub fn render_vod_head(pl: &VodPlaylist, longest: u32) -> String {
+    let mut out = String::with_capacity(256);
     let w = &mut out;
     line(w, "#EXTM3U");
     // RFC 8216bis 8: EXT-X-MAP in a playlist without EXT-X-I-FRAMES-ONLY
@@ -440,36 +454,36 @@ pub fn render_vod(pl: &VodPlaylist) -> String {
             pl.discontinuity_sequence
         );
     }
-    let mut map: Option<&str> = None;
-    for s in &pl.segments {
-        if s.discontinuity {
-            line(w, "#EXT-X-DISCONTINUITY");
-        }
-        if map != Some(s.map_uri.as_str()) {
-            let _ = writeln!(w, "#EXT-X-MAP:URI=\"{}\"", s.map_uri);
-            map = Some(&s.map_uri);
-        }
-        if !s.date_ranges.is_empty() {
-            // RFC 8216bis 4.4.5.1: "If a Playlist contains an
-            // EXT-X-DATERANGE tag, it MUST also contain at least one
-            // EXT-X-PROGRAM-DATE-TIME tag."
-            let _ = writeln!(
-                w,
-                "#EXT-X-PROGRAM-DATE-TIME:{}",
-                program_date_time(s.program_date_time)
-            );
-            for d in &s.date_ranges {
-                date_range(w, d);
-            }
-        }
-        if s.gap {
-            line(w, "#EXT-X-GAP");
-        }
-        let _ = writeln!(w, "#EXTINF:{},", secs5(s.duration));
-        line(w, &s.uri);
-    }
-    line(w, "#EXT-X-ENDLIST");
     out
+}
+
+/// One segment's lines of a VOD playlist; `map` is the EXT-X-MAP in force
+/// before it.
+pub fn render_vod_segment(w: &mut String, s: &VodSegment, map: Option<&str>) {
+    if s.discontinuity {
+        line(w, "#EXT-X-DISCONTINUITY");
+    }
+    if map != Some(s.map_uri.as_str()) {
+        let _ = writeln!(w, "#EXT-X-MAP:URI=\"{}\"", s.map_uri);
+    }
+    if !s.date_ranges.is_empty() {
+        // RFC 8216bis 4.4.5.1: "If a Playlist contains an
+        // EXT-X-DATERANGE tag, it MUST also contain at least one
+        // EXT-X-PROGRAM-DATE-TIME tag."
+        let _ = writeln!(
+            w,
+            "#EXT-X-PROGRAM-DATE-TIME:{}",
+            program_date_time(s.program_date_time)
+        );
+        for d in &s.date_ranges {
+            date_range(w, d);
+        }
+    }
+    if s.gap {
+        line(w, "#EXT-X-GAP");
+    }
+    let _ = writeln!(w, "#EXTINF:{},", secs5(s.duration));
+    line(w, &s.uri);
 }
 
 /// The tags before a segment's first part. RFC 8216bis 4.4.4.9: tags

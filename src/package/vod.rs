@@ -175,23 +175,23 @@ impl VodAssembler {
         }
     }
 
-    /// The playlists of everything applied so far (call after the
-    /// packager's `end`).
-    pub fn finish(&self) -> VodPlaylists {
+    /// Renditions with a listed segment: source, rungs top down, then audio.
+    fn order(&self) -> Vec<&Rendition> {
         let mut order: Vec<&Rendition> = self
             .ledger
             .renditions
             .iter()
             .filter(|r| !r.playlist.segments.is_empty())
             .collect();
-        // Source, rungs top down, then audio.
         order.sort_by_key(|r| (r.entry.is_audio(), r.entry.rank));
-        let media = order
-            .iter()
-            .map(|r| (r.entry.name.clone(), playlist::render_vod(&vod_playlist(r))))
-            .collect();
-        let summary = VodSummary {
-            renditions: order
+        order
+    }
+
+    /// What each rendition holds so far.
+    pub fn summary(&self) -> VodSummary {
+        VodSummary {
+            renditions: self
+                .order()
                 .iter()
                 .map(|r| RenditionSummary {
                     name: r.entry.name.to_string(),
@@ -201,35 +201,89 @@ impl VodAssembler {
                     segments: r.playlist.segments.len(),
                 })
                 .collect(),
-        };
+        }
+    }
+
+    /// The multivariant playlist of what is listed so far.
+    pub fn master(&self) -> String {
+        let order = self.order();
         let listed = order.iter().map(|r| &r.entry).filter(|e| e.active);
+        ledger::master(listed, self.peak_min)
+    }
+
+    /// The media playlists' lines listed since `written` (segments per
+    /// rendition already given out, updated): the head with a rendition's
+    /// first segment, then each segment's tags, as [`playlist::render_vod`]
+    /// writes them. Appended in order they make the playlist so far, without
+    /// its end, at a cost that does not grow with the recording.
+    pub(crate) fn new_lines(
+        &self,
+        written: &mut std::collections::HashMap<Arc<str>, usize>,
+    ) -> Vec<(Arc<str>, String)> {
+        let mut out = Vec::new();
+        for r in self.order() {
+            let done = written.entry(r.entry.name.clone()).or_insert(0);
+            let segments = &r.playlist.segments;
+            if segments.len() <= *done {
+                continue;
+            }
+            let mut text = String::new();
+            if *done == 0 {
+                text.push_str(&playlist::render_vod_head(&vod_head(r), 0));
+            }
+            for i in *done..segments.len() {
+                let map = i.checked_sub(1).map(|p| segments[p].head.map_uri.as_str());
+                playlist::render_vod_segment(&mut text, &vod_segment(&segments[i]), map);
+            }
+            *done = segments.len();
+            out.push((r.entry.name.clone(), text));
+        }
+        out
+    }
+
+    /// The playlists of everything applied so far (call after the
+    /// packager's `end`).
+    pub fn finish(&self) -> VodPlaylists {
+        let media = self
+            .order()
+            .iter()
+            .map(|r| (r.entry.name.clone(), playlist::render_vod(&vod_playlist(r))))
+            .collect();
         VodPlaylists {
-            master: ledger::master(listed, self.peak_min),
+            master: self.master(),
             media,
-            summary,
+            summary: self.summary(),
         }
     }
 }
 
-/// The on-demand playlist of everything the rendition listed.
-fn vod_playlist(r: &Rendition) -> VodPlaylist {
+/// A rendition's playlist without its segments.
+fn vod_head(r: &Rendition) -> VodPlaylist {
     let pl = &r.playlist;
     VodPlaylist {
         media_sequence: pl.media_sequence,
         discontinuity_sequence: pl.discontinuity_sequence,
         target_duration: pl.target_duration,
-        segments: pl
-            .segments
-            .iter()
-            .map(|s| VodSegment {
-                uri: s.uri.clone(),
-                duration: s.duration,
-                gap: s.gap,
-                discontinuity: s.head.discontinuity,
-                map_uri: s.head.map_uri.clone(),
-                program_date_time: s.head.program_date_time,
-                date_ranges: s.head.date_ranges.clone(),
-            })
-            .collect(),
+        segments: Vec::new(),
+    }
+}
+
+fn vod_segment(s: &crate::package::playlist::Segment) -> VodSegment {
+    VodSegment {
+        uri: s.uri.clone(),
+        duration: s.duration,
+        gap: s.gap,
+        discontinuity: s.head.discontinuity,
+        map_uri: s.head.map_uri.clone(),
+        program_date_time: s.head.program_date_time,
+        date_ranges: s.head.date_ranges.clone(),
+    }
+}
+
+/// The on-demand playlist of everything the rendition listed.
+fn vod_playlist(r: &Rendition) -> VodPlaylist {
+    VodPlaylist {
+        segments: r.playlist.segments.iter().map(vod_segment).collect(),
+        ..vod_head(r)
     }
 }

@@ -35,12 +35,7 @@ fn complete(spool: &Spool, dir: &Path) -> io::Result<()> {
     for rendition in dirs(dir)? {
         let working = rendition.join(format!("{MEDIA}{STATE}"));
         if let Ok(text) = std::fs::read_to_string(&working) {
-            // RFC 8216bis 4.4.3.4: "EXT-X-ENDLIST [...] indicates that no
-            // more Media Segments will be added to the Media Playlist file."
-            spool.write(
-                &rel(&rendition.join(MEDIA)),
-                format!("{text}#EXT-X-ENDLIST\n").as_bytes(),
-            )?;
+            spool.write(&rel(&rendition.join(MEDIA)), ended(&text).as_bytes())?;
         }
     }
     if let Ok(master) = std::fs::read(dir.join(format!("{MASTER}{STATE}"))) {
@@ -73,6 +68,37 @@ fn complete(spool: &Spool, dir: &Path) -> io::Result<()> {
     tracing::info!(channel = %summary.channel, session = %summary.session,
         duration_s = summary.duration_s, "recording left unfinished by the last run completed from the spool");
     Ok(())
+}
+
+/// A working playlist made whole: its target duration raised to its
+/// longest segment, and its end.
+fn ended(text: &str) -> String {
+    // RFC 8216bis 4.4.3.1: "The EXTINF duration of each Media Segment in the
+    // Playlist file, when rounded to the nearest integer, MUST be less than
+    // or equal to the Target Duration". The working playlist's head was
+    // written with the first segment, before the longest was known.
+    let longest = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .filter_map(|l| l.split(',').next()?.parse::<f64>().ok())
+        .map(|d| d.round() as u64)
+        .max()
+        .unwrap_or(0);
+    let mut out = String::with_capacity(text.len() + 16);
+    for l in text.lines() {
+        match l
+            .strip_prefix("#EXT-X-TARGETDURATION:")
+            .and_then(|t| t.parse::<u64>().ok())
+        {
+            Some(t) => out.push_str(&format!("#EXT-X-TARGETDURATION:{}", t.max(longest))),
+            None => out.push_str(l),
+        }
+        out.push('\n');
+    }
+    // RFC 8216bis 4.4.3.4: "EXT-X-ENDLIST [...] indicates that no more Media
+    // Segments will be added to the Media Playlist file."
+    out.push_str("#EXT-X-ENDLIST\n");
+    out
 }
 
 fn dirs(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {

@@ -9,11 +9,14 @@ use super::spool::{STATE, Spool};
 use crate::metrics::METRICS;
 use crate::package::PackageConfig;
 use crate::package::Update;
+use crate::package::VodSummary;
 use crate::package::packager::SOURCE;
 use crate::package::playlist::program_date_time;
-use crate::package::vod::{VodAssembler, VodPlaylists};
+use crate::package::vod::VodAssembler;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// The recording's working summary (beside the playlists so far) and the
@@ -52,9 +55,8 @@ pub(crate) struct RenditionSummary {
 }
 
 impl Summary {
-    fn of(channel: &str, session: &str, started_at: SystemTime, out: &VodPlaylists) -> Self {
+    fn of(channel: &str, session: &str, started_at: SystemTime, out: &VodSummary) -> Self {
         let renditions: Vec<RenditionSummary> = out
-            .summary
             .renditions
             .iter()
             .map(|r| RenditionSummary {
@@ -103,6 +105,8 @@ pub(crate) struct Recording {
     /// `None`: no thumbnails.
     thumbnail_every: Option<Duration>,
     next_thumbnail: SystemTime,
+    /// Segments per rendition already in its working playlist.
+    written: HashMap<Arc<str>, usize>,
     /// A segment was left out for want of spool room (warned once).
     dropped: bool,
     ended: bool,
@@ -126,10 +130,11 @@ impl Recording {
             source_init: None,
             thumbnail_every,
             next_thumbnail: now,
+            written: HashMap::new(),
             dropped: false,
             ended: false,
         };
-        let mut started = Summary::of(channel, &r.session, now, &r.asm.finish());
+        let mut started = Summary::of(channel, &r.session, now, &r.asm.summary());
         started.event = "recording-started".into();
         r.put(spool, &format!("{}/{STARTED}", r.dir()), &started.to_json());
         METRICS.recordings_active.inc();
@@ -202,22 +207,32 @@ impl Recording {
     }
 
     /// The playlists so far and the summary, for a node that starts again
-    /// after a crash (see `recover`).
-    fn save_state(&self, spool: &Spool) {
-        let out = self.asm.finish();
-        for (rendition, text) in &out.media {
+    /// after a crash (see `recover`): the media playlists' new lines are
+    /// appended, so a long recording costs no more per segment than a short
+    /// one; the multivariant playlist and the summary are small.
+    fn save_state(&mut self, spool: &Spool) {
+        for (rendition, lines) in self.asm.new_lines(&mut self.written) {
             let rel = format!("{}/{rendition}/{MEDIA}{STATE}", self.dir());
-            self.put(spool, &rel, unended(text).as_bytes());
+            if let Err(e) = spool.append(&rel, lines.as_bytes()) {
+                tracing::error!(channel = %self.channel, session = %self.session, file = rel,
+                    error = %e, "cannot write to the recording spool");
+            }
         }
+        let dir = self.dir();
         self.put(
             spool,
-            &format!("{}/{MASTER}{STATE}", self.dir()),
-            out.master.as_bytes(),
+            &format!("{dir}/{MASTER}{STATE}"),
+            self.asm.master().as_bytes(),
         );
-        let summary = Summary::of(&self.channel, &self.session, self.started_at, &out);
+        let summary = Summary::of(
+            &self.channel,
+            &self.session,
+            self.started_at,
+            &self.asm.summary(),
+        );
         self.put(
             spool,
-            &format!("{}/{SUMMARY}{STATE}", self.dir()),
+            &format!("{dir}/{SUMMARY}{STATE}"),
             &summary.to_json(),
         );
     }
@@ -245,7 +260,7 @@ impl Recording {
                 out.master.as_bytes(),
             );
         }
-        let mut ended = Summary::of(&self.channel, &self.session, self.started_at, &out);
+        let mut ended = Summary::of(&self.channel, &self.session, self.started_at, &out.summary);
         ended.event = "recording-ended".into();
         ended.ended_at = Some(program_date_time(now));
         ended.recovered = failed;
@@ -275,9 +290,4 @@ impl Recording {
             }
         }
     }
-}
-
-/// A VOD playlist without its end, as kept while the stream goes on.
-pub(crate) fn unended(text: &str) -> String {
-    text.replace("#EXT-X-ENDLIST\n", "")
 }

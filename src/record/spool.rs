@@ -88,6 +88,21 @@ impl Spool {
         Ok(())
     }
 
+    /// Appends to a working file (never uploaded, so not counted).
+    pub fn append(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let path = self.root.join(rel);
+        debug_assert!(!uploadable(&path), "only working state is appended to");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?
+            .write_all(bytes)
+    }
+
     /// Deletes a file the uploader stored.
     pub fn remove(&self, path: &Path) -> io::Result<()> {
         let len = std::fs::metadata(path)?.len();

@@ -107,6 +107,94 @@ fn plain_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::{Body, to_bytes};
+    use axum::http::{Request, StatusCode};
+    use std::time::UNIX_EPOCH;
+    use tower::ServiceExt as _;
+
+    async fn get(app: &Router, uri: &str) -> (StatusCode, String, String) {
+        let res = app
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        let status = res.status();
+        let kind = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        let body = to_bytes(res.into_body(), 1 << 20).await.expect("body");
+        (status, kind, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_private_channels_recordings_need_its_token_and_carry_it_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let session = dir.path().join("live/20261207T183005Z");
+        std::fs::create_dir_all(session.join("source")).expect("dirs");
+        std::fs::write(session.join("master.m3u8"), "#EXTM3U\nsource/index.m3u8\n")
+            .expect("master");
+        std::fs::write(
+            session.join("source/index.m3u8"),
+            "#EXTM3U\n#EXT-X-MAP:URI=\"init-a-1.mp4\"\n#EXTINF:2.00000,\na-0.m4s\n#EXT-X-ENDLIST\n",
+        )
+        .expect("media");
+        std::fs::write(session.join("source/a-0.m4s"), b"segment").expect("segment");
+        std::fs::write(dir.path().join("live/secret.txt"), b"not served").expect("file");
+        let access = Access::detached();
+        let (private_pem, public_pem) = access::generate_key_pair().expect("pair");
+        access
+            .set(&["live"], &[("pk_1", &public_pem)], &[])
+            .expect("keys");
+        let app = routes(dir.path().to_owned(), access);
+        let exp = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 60;
+        let token = access::sign_token(
+            &private_pem,
+            None,
+            &serde_json::json!({ "channel": "live", "exp": exp }),
+        )
+        .expect("sign");
+        let base = "/recordings/live/20261207T183005Z";
+        for uri in ["master.m3u8", "source/index.m3u8", "source/a-0.m4s"] {
+            let (s, _, _) = get(&app, &format!("{base}/{uri}")).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{uri} without a token");
+        }
+        let (s, kind, master) = get(&app, &format!("{base}/master.m3u8?token={token}")).await;
+        assert_eq!((s, kind.as_str()), (StatusCode::OK, PLAYLIST_TYPE));
+        assert!(
+            master.contains(&format!("source/index.m3u8?token={token}")),
+            "{master}"
+        );
+        let (_, _, media) = get(&app, &format!("{base}/source/index.m3u8?token={token}")).await;
+        assert!(
+            media.contains(&format!("\na-0.m4s?token={token}\n")),
+            "{media}"
+        );
+        assert!(
+            media.contains(&format!("init-a-1.mp4?token={token}")),
+            "{media}"
+        );
+        let (s, kind, body) = get(&app, &format!("{base}/source/a-0.m4s?token={token}")).await;
+        assert_eq!(
+            (s, kind.as_str(), body.as_str()),
+            (StatusCode::OK, "video/iso.segment", "segment")
+        );
+        // Nothing outside a recording's own files, token or not.
+        for uri in [
+            format!("{base}/../secret.txt?token={token}"),
+            format!("/recordings/live/%2e%2e/secret.txt?token={token}"),
+            format!("{base}/source/.hidden?token={token}"),
+            format!("{base}/a/b/c/d.m4s?token={token}"),
+        ] {
+            let (s, _, _) = get(&app, &uri).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{uri}");
+        }
+    }
 
     #[test]
     fn only_the_recorders_names_pass() {

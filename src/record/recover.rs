@@ -77,6 +77,19 @@ fn ended(text: &str) -> String {
     // Playlist file, when rounded to the nearest integer, MUST be less than
     // or equal to the Target Duration". The working playlist's head was
     // written with the first segment, before the longest was known.
+    // A node that died mid-append (a full disk, a power cut) may have left
+    // half an entry: the playlist ends with its last whole segment line.
+    let whole = text
+        .match_indices('\n')
+        .map(|(i, _)| i + 1)
+        .filter(|&end| {
+            let start = text[..end - 1].rfind('\n').map_or(0, |i| i + 1);
+            let line = &text[start..end - 1];
+            !line.is_empty() && !line.starts_with('#')
+        })
+        .last()
+        .unwrap_or(0);
+    let text = &text[..whole];
     let longest = text
         .lines()
         .filter_map(|l| l.strip_prefix("#EXTINF:"))

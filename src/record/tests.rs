@@ -163,3 +163,22 @@ fn a_recording_cut_short_is_completed_at_the_next_start() {
     // Done once: a second start finds nothing to complete.
     assert_eq!(recover(&spool).unwrap(), 0);
 }
+
+#[test]
+fn half_an_entry_left_by_a_torn_append_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), 1 << 30).unwrap();
+    let mut rec = recording(&spool);
+    let now = SystemTime::now();
+    rec.apply(&spool, start(), now);
+    rec.apply(&spool, segment(0, 100), now);
+    drop(rec);
+    let s = session_dir(&spool);
+    let working = s.join("source/index.m3u8.live");
+    let mut text = read(working.clone());
+    text.push_str("#EXTINF:2.00000,\ns1-1.m");
+    std::fs::write(&working, text).unwrap();
+    recover(&spool).unwrap();
+    let vod = read(s.join("source/index.m3u8"));
+    assert!(vod.ends_with("s1-0.m4s\n#EXT-X-ENDLIST\n"), "{vod}");
+}

@@ -142,6 +142,9 @@ async fn put(rec: &Recordings, file: &Path) -> Result<(), ()> {
         return Ok(());
     };
     let key = object_store::path::Path::from(rel.to_string_lossy().as_ref());
+    // Which version is sent: a file written again meanwhile (a channel's
+    // latest thumbnail) stays for the next round.
+    let version = stamp(file).await;
     let bytes = match tokio::fs::read(file).await {
         Ok(b) => b,
         // Taken meanwhile (a thumbnail replaced): nothing to send.
@@ -162,9 +165,11 @@ async fn put(rec: &Recordings, file: &Path) -> Result<(), ()> {
             if rel.extension().is_some_and(|e| e == "m4s") {
                 METRICS.recording_uploaded_segments.inc();
             }
-            let spool = rec.spool.clone();
-            let file = file.to_owned();
-            let _ = tokio::task::spawn_blocking(move || spool.remove(&file)).await;
+            if version.is_some() && stamp(file).await == version {
+                let spool = rec.spool.clone();
+                let file = file.to_owned();
+                let _ = tokio::task::spawn_blocking(move || spool.remove(&file)).await;
+            }
             Ok(())
         }
         Err(e) => {
@@ -221,6 +226,12 @@ async fn complete(registry: &Arc<Registry>, s: &Session) {
         reg.set_recording_state(&channel, &name, RecordingState::Complete)
     })
     .await;
+}
+
+/// A file's length and modification time: what tells a rewrite apart.
+async fn stamp(file: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = tokio::fs::metadata(file).await.ok()?;
+    Some((m.len(), m.modified().ok()?))
 }
 
 async fn read_summary(file: &Path) -> Option<Summary> {

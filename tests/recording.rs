@@ -539,6 +539,24 @@ fn post_metadata(node: &Node, http: &Http, id: &str) -> String {
         .to_string()
 }
 
+/// What is left in the node's spool, for a failure's message.
+fn spool_files(node: &Node) -> Vec<String> {
+    let root = node.data_dir.join("spool");
+    let mut out = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if let Ok(rel) = p.strip_prefix(&root) {
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    out
+}
+
 fn metric(node: &Node, name: &str) -> f64 {
     node.metrics().sum(name, &[])
 }
@@ -795,7 +813,11 @@ fn local_recording_survives_a_reconnect_and_plays_in_hlsjs() {
         (metric(&node, "rungs_recording_spool_files") == 0.0).then_some(())
     });
     f.check(drained.is_some(), "the spool empties", || {
-        format!("{} files", metric(&node, "rungs_recording_spool_files"))
+        format!(
+            "{} files: {:?}",
+            metric(&node, "rungs_recording_spool_files"),
+            spool_files(&node)
+        )
     });
 
     // hls.js plays the recording from the API's URL to its end, through the

@@ -82,12 +82,11 @@ fn ended(text: &str) -> String {
     let whole = text
         .match_indices('\n')
         .map(|(i, _)| i + 1)
-        .filter(|&end| {
+        .rfind(|&end| {
             let start = text[..end - 1].rfind('\n').map_or(0, |i| i + 1);
             let line = &text[start..end - 1];
             !line.is_empty() && !line.starts_with('#')
         })
-        .last()
         .unwrap_or(0);
     let text = &text[..whole];
     let longest = text

@@ -144,7 +144,7 @@ impl Metrics {
             ),
             task_restarts: counter(
                 "rungs_task_restarts_total",
-                "Node-wide tasks (listeners, WHIP UDP, registry sync) started again after a panic.",
+                "Node-wide tasks (listeners, WHIP UDP, registry sync, recording upload) started again after a panic.",
                 &["task"],
             ),
             reconnect_requests: counter(

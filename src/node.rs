@@ -303,7 +303,9 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
         )
         .await
         .map_err(io(format!("binding WHIP UDP to {}", cfg.whip.udp_addr)))?;
-        recordings.start_uploader(registry);
+        tokio::spawn(supervise("recording upload", move || {
+            recordings.uploader(registry.clone())
+        }));
         tracing::info!(rtmp = %cfg.rtmp_addr, http = %cfg.http_addr, admin = %cfg.admin_addr, whip_udp = %cfg.whip.udp_addr, data_dir = %cfg.data_dir.display(), "rungs listening");
         let hooks = crate::hooks::Hooks::with_registry(&cfg.hooks, hub.registry().clone())?;
         let rtmp = Arc::new(rtmp);

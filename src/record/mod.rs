@@ -187,9 +187,12 @@ impl Recordings {
         }))
     }
 
-    /// Starts the uploader on the current tokio runtime.
-    pub fn start_uploader(self: &Arc<Self>, registry: Arc<Registry>) {
-        tokio::spawn(upload::run(self.clone(), registry));
+    /// The uploader, to run on the node's tokio runtime until it stops.
+    pub fn uploader(
+        self: &Arc<Self>,
+        registry: Arc<Registry>,
+    ) -> impl std::future::Future<Output = ()> + Send + use<> {
+        upload::run(self.clone(), registry)
     }
 
     /// Whether a channel that does not say records.

@@ -75,8 +75,10 @@ impl Spool {
         std::fs::rename(&tmp, &path)?;
         if uploadable(&path) {
             let mut held = lock(&self.held);
+            // The uploader may have taken the old file meanwhile and
+            // counted it out already.
             if let Some(old) = replaced {
-                held.0 -= 1;
+                held.0 = held.0.saturating_sub(1);
                 held.1 = held.1.saturating_sub(old);
             }
             held.0 += 1;

@@ -72,34 +72,6 @@ fn media_after(pl: &str, tag: &str) -> Vec<String> {
     out
 }
 
-/// The ID3 payloads of the AOM-scheme emsg boxes at the top of `data`.
-fn emsg_payloads(data: &[u8]) -> Vec<Vec<u8>> {
-    let Ok(boxes) = fmp4::boxes(data) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for b in boxes.iter().take_while(|b| &b.kind != b"moof") {
-        if &b.kind != b"emsg" || b.body.first() != Some(&1) {
-            continue;
-        }
-        // version 1: flags(3) timescale(4) time(8) duration(4) id(4), then
-        // scheme and value (NUL-terminated), then the message.
-        let rest = &b.body[24..];
-        let Some(s_end) = rest.iter().position(|&c| c == 0) else {
-            continue;
-        };
-        if &rest[..s_end] != b"https://aomedia.org/emsg/ID3" {
-            continue;
-        }
-        let rest = &rest[s_end + 1..];
-        let Some(v_end) = rest.iter().position(|&c| c == 0) else {
-            continue;
-        };
-        out.push(rest[v_end + 1..].to_vec());
-    }
-    out
-}
-
 #[test]
 fn timed_metadata_reaches_every_rendition_and_hlsjs() {
     require_browser();
@@ -164,7 +136,7 @@ fn timed_metadata_reaches_every_rendition_and_hlsjs() {
         let dir = url.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         let carried = media_after(&pl, &dr_tag).iter().any(|u| {
             let r = http.get(&format!("{dir}/{u}"));
-            emsg_payloads(&r.body).iter().any(|p| {
+            fmp4::id3_emsg_payloads(&r.body).iter().any(|p| {
                 p.starts_with(b"ID3\x04")
                     && p.windows(4).any(|w| w == b"TXXX")
                     && p.windows(TEXT.len()).any(|w| w == TEXT.as_bytes())

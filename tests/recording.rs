@@ -468,35 +468,6 @@ fn check_api_entry(f: &Findings, entry: &Value, ended: &Value) {
     );
 }
 
-/// The ID3 payloads of the AOM-scheme emsg boxes at the top of `data` (as in
-/// tests/metadata.rs).
-fn emsg_payloads(data: &[u8]) -> Vec<Vec<u8>> {
-    let Ok(boxes) = fmp4::boxes(data) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for b in boxes.iter().filter(|b| &b.kind == b"emsg") {
-        if b.body.first() != Some(&1) || b.body.len() < 24 {
-            continue;
-        }
-        // version 1: flags(3) timescale(4) time(8) duration(4) id(4), then
-        // scheme and value (NUL-terminated), then the message.
-        let rest = &b.body[24..];
-        let Some(s_end) = rest.iter().position(|&c| c == 0) else {
-            continue;
-        };
-        if &rest[..s_end] != b"https://aomedia.org/emsg/ID3" {
-            continue;
-        }
-        let rest = &rest[s_end + 1..];
-        let Some(v_end) = rest.iter().position(|&c| c == 0) else {
-            continue;
-        };
-        out.push(rest[v_end + 1..].to_vec());
-    }
-    out
-}
-
 /// A JPEG's first and last bytes (SOI, EOI), and ffprobe reads a picture.
 fn is_jpeg(bytes: &[u8], scratch: &Path) -> Result<(u64, u64), String> {
     if !(bytes.starts_with(&[0xFF, 0xD8, 0xFF]) && bytes.ends_with(&[0xFF, 0xD9])) {
@@ -686,7 +657,7 @@ fn local_recording_survives_a_reconnect_and_plays_in_hlsjs() {
         );
         f.check(
             r.segments.iter().any(|s| {
-                emsg_payloads(&s.bytes).iter().any(|p| {
+                fmp4::id3_emsg_payloads(&s.bytes).iter().any(|p| {
                     p.starts_with(b"ID3\x04") && p.windows(TEXT.len()).any(|w| w == TEXT.as_bytes())
                 })
             }),

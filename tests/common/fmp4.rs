@@ -166,6 +166,35 @@ impl<'a> Rd<'a> {
     }
 }
 
+/// The ID3 payloads of the version-1 AOM-scheme `emsg` boxes at the top of
+/// `data` (a part, or a segment of several parts).
+pub fn id3_emsg_payloads(data: &[u8]) -> Vec<Vec<u8>> {
+    let Ok(boxes) = boxes(data) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for b in boxes.iter().filter(|b| &b.kind == b"emsg") {
+        if b.body.first() != Some(&1) || b.body.len() < 24 {
+            continue;
+        }
+        // version 1: flags(3) timescale(4) time(8) duration(4) id(4), then
+        // scheme and value (NUL-terminated), then the message.
+        let rest = &b.body[24..];
+        let Some(s_end) = rest.iter().position(|&c| c == 0) else {
+            continue;
+        };
+        if &rest[..s_end] != b"https://aomedia.org/emsg/ID3" {
+            continue;
+        }
+        let rest = &rest[s_end + 1..];
+        let Some(v_end) = rest.iter().position(|&c| c == 0) else {
+            continue;
+        };
+        out.push(rest[v_end + 1..].to_vec());
+    }
+    out
+}
+
 pub fn parse_init(data: &[u8]) -> Result<Init, String> {
     let top = boxes(data)?;
     let mut init = Init::default();

@@ -341,11 +341,7 @@ pub fn render_media(
                 part(w, p);
             }
         }
-        if s.gap {
-            line(w, "#EXT-X-GAP");
-        }
-        let _ = writeln!(w, "#EXTINF:{},", secs5(s.duration));
-        line(w, &s.uri);
+        segment_line(w, s.gap, s.duration, &s.uri);
     }
     let open = held
         .map(|s| (&s.head, &s.parts))
@@ -479,11 +475,17 @@ pub fn render_vod_segment(w: &mut String, s: &VodSegment, map: Option<&str>) {
             date_range(w, d);
         }
     }
-    if s.gap {
+    segment_line(w, s.gap, s.duration, &s.uri);
+}
+
+/// A complete segment's own lines, live or VOD: RFC 8216bis 4.4.4.7
+/// EXT-X-GAP for a segment without media, its EXTINF and its URI.
+fn segment_line(w: &mut String, gap: bool, duration: Duration, uri: &str) {
+    if gap {
         line(w, "#EXT-X-GAP");
     }
-    let _ = writeln!(w, "#EXTINF:{},", secs5(s.duration));
-    line(w, &s.uri);
+    let _ = writeln!(w, "#EXTINF:{},", secs5(duration));
+    line(w, uri);
 }
 
 /// The tags before a segment's first part. RFC 8216bis 4.4.4.9: tags

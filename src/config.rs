@@ -3,7 +3,7 @@
 use crate::gpu::GpuConfig;
 use crate::package::PackageConfig;
 use crate::transcode::ladder::{Ladders, RungSpec};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,9 +36,27 @@ pub struct Config {
     /// Operator listener: `/metrics` and `/api/v1`. Loopback by default, so
     /// that neither is reachable from the internet unless an operator says so.
     pub admin_addr: SocketAddr,
-    /// Host (and optional port) players and publishers use to reach this node,
-    /// e.g. `edge1.example.com`. Default: `localhost`.
-    pub public_host: String,
+    /// Base of every URL the node prints or returns for players and WHIP
+    /// publishers: scheme, host, optional port and optional path prefix, e.g.
+    /// `https://edge1.example.com` or `https://cdn.example.com/live`. The
+    /// node serves under the path prefix too. Empty: `http://localhost:<http
+    /// port>`.
+    pub public_url: String,
+    /// RTMP URL publishers are told, e.g. `rtmp://ingest.example.com/live`.
+    /// Empty: `rtmp://<public_url's host>:<rtmp port>/live`.
+    pub public_rtmp_url: String,
+    /// This node in a fleet: its id, region and capacity in the live map.
+    pub node: NodeConfig,
+    /// How nodes sharing one registry find each other's live channels.
+    pub fleet: FleetConfig,
+    /// Taking the node out of service (SIGTERM, `POST /api/v1/node/drain`).
+    pub drain: DrainConfig,
+    /// Where channels, keys, sessions, recordings and the live map live.
+    pub registry: crate::registry::RegistryConfig,
+    /// HTTPS (and HTTP/2) on the player and WHIP port.
+    pub tls: crate::serve::tls::TlsConfig,
+    /// Log output.
+    pub log: LogConfig,
     pub api: ApiConfig,
     pub http: HttpConfig,
     pub ingest: IngestConfig,
@@ -56,6 +74,103 @@ pub struct Config {
     pub access: AccessConfig,
     /// Recording streams to object storage (`src/record/`).
     pub recording: crate::record::RecordingConfig,
+}
+
+/// This node as the live map shows it to the rest of the fleet.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique in the fleet. Empty: the host name.
+    pub id: String,
+    /// A label for dashboards and operators (`eu-west`, `fra1`).
+    pub region: String,
+    /// Live channels this node takes; one more publisher is refused. 0: no limit.
+    pub capacity: u32,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: String::new(),
+            region: String::new(),
+            capacity: 0,
+        }
+    }
+}
+
+/// What a node does with a player asking for a channel live on another node.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Forward {
+    /// 307 to the holding node's public URL.
+    Redirect,
+    /// Fetch from the holding node and answer with its response.
+    Proxy,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    /// A node (and the channels it holds) leaves the live map this long after
+    /// its last heartbeat.
+    pub lease_s: f64,
+    /// How often a node renews its lease.
+    pub heartbeat_s: f64,
+    /// `"redirect"` (307) or `"proxy"` for channels live elsewhere.
+    pub forward: Forward,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            lease_s: 15.0,
+            heartbeat_s: 5.0,
+            forward: Forward::Redirect,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainConfig {
+    /// After a drain starts, live streams still running this long are ended
+    /// (ENDLIST) and the node exits.
+    pub deadline_s: f64,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        DrainConfig { deadline_s: 300.0 }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `"text"` for people, `"json"` (one object per line) for log pipelines.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Serializes a secret as a fixed marker, so printing a config (`rungs config
+/// check`) never shows one.
+pub fn redacted<T, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    let _ = value;
+    s.serialize_str("<redacted>")
 }
 
 /// How the node tells where a player is (`src/serve/geo.rs`).
@@ -325,7 +440,6 @@ impl Default for Config {
             rtmp_addr: SocketAddr::from(([0, 0, 0, 0], 1935)),
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
-            public_host: "localhost".into(),
             api: ApiConfig::default(),
             http: HttpConfig::default(),
             ingest: IngestConfig::default(),
@@ -337,6 +451,14 @@ impl Default for Config {
             hooks: HooksConfig::default(),
             access: AccessConfig::default(),
             recording: crate::record::RecordingConfig::default(),
+            public_url: String::new(),
+            public_rtmp_url: String::new(),
+            node: NodeConfig::default(),
+            fleet: FleetConfig::default(),
+            drain: DrainConfig::default(),
+            registry: crate::registry::RegistryConfig::default(),
+            tls: crate::serve::tls::TlsConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -474,11 +596,11 @@ impl Config {
         }
         self.access.trusted_networks()?;
         self.access.address_header()?;
-        if self.public_host.is_empty() || self.public_host.contains(['/', ' ']) {
-            return Err(ConfigError::Invalid(
-                "public_host must be a host name or address".into(),
-            ));
-        }
+        self.public_base()?;
+        self.rtmp_public()?;
+        self.lease()?;
+        self.heartbeat()?;
+        self.drain_deadline()?;
         Ok(())
     }
 
@@ -531,19 +653,95 @@ impl Config {
         seconds("http.idle_timeout_s", self.http.idle_timeout_s, 0.1, 3600.0)
     }
 
-    /// `http://host:port/whip/<id>`, the WHIP endpoint of a channel.
+    pub fn lease(&self) -> Result<Duration, ConfigError> {
+        seconds("fleet.lease_s", self.fleet.lease_s, 1.0, 3600.0)
+    }
+
+    pub fn heartbeat(&self) -> Result<Duration, ConfigError> {
+        let beat = seconds("fleet.heartbeat_s", self.fleet.heartbeat_s, 0.1, 600.0)?;
+        // Two beats per lease at least, so one lost heartbeat costs no channel.
+        if beat.as_secs_f64() * 2.0 > self.fleet.lease_s {
+            return Err(ConfigError::Invalid(
+                "fleet.heartbeat_s must be at most half of fleet.lease_s".into(),
+            ));
+        }
+        Ok(beat)
+    }
+
+    pub fn drain_deadline(&self) -> Result<Duration, ConfigError> {
+        seconds("drain.deadline_s", self.drain.deadline_s, 0.0, 86400.0)
+    }
+
+    /// `public_url` parsed, or `http://localhost:<http port>`.
+    fn public_base(&self) -> Result<url::Url, ConfigError> {
+        let text = if self.public_url.is_empty() {
+            format!("http://localhost:{}", self.http_addr.port())
+        } else {
+            self.public_url.clone()
+        };
+        let bad = |why: &str| ConfigError::Invalid(format!("public_url = {text:?}: {why}"));
+        let url = url::Url::parse(&text).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("the scheme must be http or https"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("a host is needed"));
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            return Err(bad("only scheme, host, port and a path prefix are allowed"));
+        }
+        Ok(url)
+    }
+
+    fn rtmp_public(&self) -> Result<String, ConfigError> {
+        if !self.public_rtmp_url.is_empty() {
+            let u = url::Url::parse(&self.public_rtmp_url).map_err(|e| {
+                ConfigError::Invalid(format!("public_rtmp_url = {:?}: {e}", self.public_rtmp_url))
+            })?;
+            if !matches!(u.scheme(), "rtmp" | "rtmps") {
+                return Err(ConfigError::Invalid(format!(
+                    "public_rtmp_url = {:?}: the scheme must be rtmp or rtmps",
+                    self.public_rtmp_url
+                )));
+            }
+            return Ok(self.public_rtmp_url.trim_end_matches('/').to_string());
+        }
+        let base = self.public_base()?;
+        let host = base.host_str().unwrap_or("localhost");
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        Ok(format!("rtmp://{host}:{}/live", self.rtmp_addr.port()))
+    }
+
+    /// `<public_url>/whip/<id>`, the WHIP endpoint of a channel.
     pub fn whip_ingest_url(&self, channel_id: &str) -> String {
         format!("{}/whip/{channel_id}", self.http_base_url())
     }
 
     /// `rtmp://host:port/live`, what a publisher puts in its server field.
     pub fn rtmp_ingest_url(&self) -> String {
-        format!("rtmp://{}:{}/live", self.public_host, self.rtmp_addr.port())
+        // Checked at load.
+        self.rtmp_public().unwrap_or_default()
     }
 
-    /// Base of every playback URL, `http://host:port`.
+    /// Base of every URL players and WHIP publishers are given: `public_url`
+    /// without a trailing slash.
     pub fn http_base_url(&self) -> String {
-        format!("http://{}:{}", self.public_host, self.http_addr.port())
+        // Checked at load.
+        self.public_base()
+            .map(|u| u.as_str().trim_end_matches('/').to_string())
+            .unwrap_or_default()
+    }
+
+    /// The path prefix of `public_url` (`/live`), or "" when it has none.
+    /// The player routes are served under it.
+    pub fn path_prefix(&self) -> String {
+        self.public_base()
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -571,13 +769,19 @@ mod tests {
         let p = dir.path().join("rungs.toml");
         std::fs::write(
             &p,
-            "public_host = \"edge.example\"\n[hls]\npart_target_s = 0.333\n",
+            "public_url = \"https://edge.example/tv/\"\n[hls]\npart_target_s = 0.333\n",
         )
         .expect("write");
         let c = Config::load(Some(&p)).expect("load");
         assert_eq!(c.hls.part_target, Duration::from_millis(333));
         assert_eq!(c.hls.segment_target, Duration::from_secs(2));
-        assert_eq!(c.public_host, "edge.example");
+        assert_eq!(c.http_base_url(), "https://edge.example/tv");
+        assert_eq!(c.path_prefix(), "/tv");
+        assert_eq!(c.rtmp_ingest_url(), "rtmp://edge.example:1935/live");
+        std::fs::write(&p, "public_url = \"ftp://edge.example\"\n").expect("write");
+        assert!(Config::load(Some(&p)).is_err());
+        std::fs::write(&p, "public_url = \"https://edge.example/?a=b\"\n").expect("write");
+        assert!(Config::load(Some(&p)).is_err());
 
         std::fs::write(&p, "[hls]\npart_target_s = 5.0\n").expect("write");
         assert!(Config::load(Some(&p)).is_err());

@@ -51,6 +51,17 @@ pub enum RegistryError {
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
+/// `[registry]`: where channels, keys, sessions, recordings and the live map
+/// are kept.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Empty: SQLite in the data dir (one node). `postgres://user:pass@host/db`:
+    /// a PostgreSQL database every node of a fleet shares.
+    #[serde(serialize_with = "crate::config::redacted")]
+    pub url: String,
+}
+
 /// A channel as stored. `stream_key` is a secret: it is shown to the
 /// channel's owner (CLI, admin API) and nowhere else; `Debug` leaves it out.
 #[derive(Clone, PartialEq, Eq)]

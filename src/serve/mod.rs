@@ -14,6 +14,7 @@ mod metadata;
 mod player;
 mod recordings;
 pub mod rules;
+pub mod tls;
 
 use crate::config::Config;
 use crate::hooks::Hooks;

@@ -26,6 +26,9 @@ pub struct NodeConfig {
     /// More TOML tables, appended to the generated config (e.g.
     /// `[ingest.limits]`).
     pub extra_toml: &'static str,
+    /// `public_url`, with `{http_port}` replaced by the port the node gets.
+    /// Default: `http://127.0.0.1:{http_port}`.
+    pub public_url: String,
 }
 
 /// `[http]` of the node under test.
@@ -58,6 +61,7 @@ impl Default for NodeConfig {
             reconnect_grace_s: 10.0,
             max_connections: 1024,
             session_timeout_s: 10.0,
+            public_url: "http://127.0.0.1:{http_port}".into(),
             http: HttpLimits::default(),
             extra_toml: "",
         }
@@ -152,7 +156,8 @@ impl Node {
         let cfg_path = dir.join("e2e-config.toml");
         let h = &cfg.http;
         let toml = format!(
-            "public_host = \"127.0.0.1\"\n\n[hls]\npart_target_s = {}\nsegment_target_s = {}\n\n[ingest]\nreconnect_grace_s = {}\nmax_connections = {}\n\n[whip]\nudp_addr = \"127.0.0.1:{whip_udp_port}\"\nsession_timeout_s = {:?}\n\n[http]\nheader_timeout_s = {:?}\nidle_timeout_s = {:?}\nmax_connections = {}\nmax_blocked_requests = {}\nadmin_on_player_port = {}\n",
+            "public_url = {:?}\n\n[hls]\npart_target_s = {}\nsegment_target_s = {}\n\n[ingest]\nreconnect_grace_s = {}\nmax_connections = {}\n\n[whip]\nudp_addr = \"127.0.0.1:{whip_udp_port}\"\nsession_timeout_s = {:?}\n\n[http]\nheader_timeout_s = {:?}\nidle_timeout_s = {:?}\nmax_connections = {}\nmax_blocked_requests = {}\nadmin_on_player_port = {}\n",
+            cfg.public_url.replace("{http_port}", &http_port.to_string()),
             cfg.part_target_s,
             cfg.segment_target_s,
             cfg.reconnect_grace_s,

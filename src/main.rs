@@ -1,18 +1,23 @@
-//! The `rungs` command line: serve | channel | transcode | probe. What a
-//! command does lives in the library (`rungs::node` for `serve`).
+//! The `rungs` command line: serve | channel | transcode | probe | config.
+//! What a command does lives in the library (`rungs::node` for `serve`).
+//! Exits 0, 78 (EX_CONFIG) when the configuration is at fault, 1 on any
+//! other failure.
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use rungs::config::Config;
+use rungs::config::{Config, Loaded};
 use rungs::node;
 use rungs::registry::Policy;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[path = "main/channels.rs"]
 mod channels;
 use channels::{PolicyArgs, patched, print_channels, with_policies};
+#[path = "main/config.rs"]
+mod config_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -49,11 +54,28 @@ enum Cmd {
     /// What this machine offers (CUDA driver, GPUs, NVDEC, NVENC, NVRTC) and
     /// the backend each stage would use.
     Probe(ProbeArgs),
+    /// The configuration: check it.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate the configuration exactly as `serve` loads it (the file, then
+    /// RUNGS_* environment overrides) and print the effective configuration
+    /// as TOML, secrets redacted. Exits 78 when it is invalid.
+    Check {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Args)]
 struct ProbeArgs {
-    /// TOML config file (its [gpu] section).
+    /// TOML config file (its [gpu] section); default: $RUNGS_CONFIG, else
+    /// /etc/rungs/rungs.toml if it exists.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Print one JSON object.
@@ -63,7 +85,8 @@ struct ProbeArgs {
 
 #[derive(Args)]
 struct TranscodeArgs {
-    /// TOML config file (ladders, encoder settings).
+    /// TOML config file (ladders, encoder settings); default: $RUNGS_CONFIG,
+    /// else /etc/rungs/rungs.toml if it exists.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Any file FFmpeg reads with H.264 video (and AAC audio).
@@ -91,7 +114,9 @@ struct TranscodeArgs {
 
 #[derive(Args)]
 struct Common {
-    /// TOML config file; every field has a default.
+    /// TOML config file; every field has a default. Default: $RUNGS_CONFIG,
+    /// else /etc/rungs/rungs.toml if it exists. RUNGS_<SECTION>__<FIELD>
+    /// environment variables override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Where channels and the admin token live (default ./rungs-data).
@@ -290,29 +315,56 @@ enum ViewerCmd {
 }
 
 impl Common {
+    /// The configuration and where it came from.
+    fn loaded(&self) -> Result<Loaded> {
+        Ok(config_cmd::load(
+            self.config.as_deref(),
+            self.data_dir.as_deref(),
+        )?)
+    }
+
+    /// The configuration, for commands that do not log: a suspicious
+    /// variable is said on stderr.
     fn load(&self) -> Result<Config> {
-        let mut cfg = Config::load(self.config.as_deref())?;
-        if let Some(d) = &self.data_dir {
-            cfg.data_dir = d.clone();
+        let loaded = self.loaded()?;
+        for w in &loaded.warnings {
+            eprintln!("warning: {w}");
         }
-        Ok(cfg)
+        Ok(loaded.config)
     }
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.cmd {
+    let ran = match cli.cmd {
         Cmd::Serve(args) => serve(args),
         Cmd::Channel { cmd } => channel(cmd),
         Cmd::PlaybackKey { cmd } => playback_key(cmd),
         Cmd::Viewer { cmd } => viewer(cmd),
         Cmd::Transcode(args) => transcode(args),
         Cmd::Probe(args) => probe(args),
+        Cmd::Config {
+            cmd: ConfigCmd::Check { common },
+        } => common
+            .loaded()
+            .and_then(|l| config_cmd::check(&l, &mut std::io::stdout().lock())),
+    };
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // As `main() -> Result` writes it: the error and its causes.
+            eprintln!("Error: {e:?}");
+            config_cmd::exit_code(&e)
+        }
     }
 }
 
 fn probe(args: ProbeArgs) -> Result<()> {
-    let cfg = Config::load(args.config.as_deref())?;
+    let cfg = Common {
+        config: args.config,
+        data_dir: None,
+    }
+    .load()?;
     let found = rungs::gpu::probe::probe(&cfg.gpu);
     let machine = rungs::transcode::backend::MachineFacts::from_probe(&found, found.kernels.usable);
     // The backends come from the planner channels use, for a 1080p one.
@@ -335,9 +387,17 @@ fn probe(args: ProbeArgs) -> Result<()> {
 }
 
 fn transcode(args: TranscodeArgs) -> Result<()> {
+    let loaded = Common {
+        config: args.config.clone(),
+        data_dir: None,
+    }
+    .loaded()?;
     // Warnings only: a stage that falls back to the CPU says so.
-    init_logs("warn");
-    let cfg = Config::load(args.config.as_deref())?;
+    rungs::logging::init(loaded.config.log.format, "warn");
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let cfg = loaded.config;
     let gpu = node::open_gpu(&cfg)?;
     let mut pipeline = node::pipeline_config(&cfg, gpu)?;
     // `[transcode] low_latency` is the live channels' setting: a file has
@@ -714,21 +774,20 @@ fn viewer(cmd: ViewerCmd) -> Result<()> {
     Ok(())
 }
 
-/// Logs to stderr at `level` unless RUST_LOG says otherwise.
-fn init_logs(level: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
-
 fn serve(args: ServeArgs) -> Result<()> {
-    init_logs("info");
-    let mut cfg = args.common.load()?;
+    // Loaded before logging starts, so that `[log] format` applies to every
+    // line; an error loading it is printed by `main` as any other.
+    let loaded = args.common.loaded()?;
+    rungs::logging::init(loaded.config.log.format, "info");
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %loaded.describe(),
+        "rungs starting"
+    );
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut cfg = loaded.config;
     if let Some(a) = args.rtmp_addr {
         cfg.rtmp_addr = a;
     }
@@ -738,6 +797,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let Some(a) = args.admin_addr {
         cfg.admin_addr = a;
     }
+    config_cmd::start_checks(&cfg)?;
     Ok(node::serve(cfg)?)
 }
 

@@ -109,6 +109,20 @@ pub struct Metrics {
     pub recording_spool_bytes: IntGauge,
     /// Streams being recorded.
     pub recordings_active: IntGauge,
+    /// Heartbeats that did not reach the registry.
+    pub fleet_heartbeat_failures: prometheus::IntCounter,
+    /// Player requests for a channel live on another node, per answer
+    /// (`redirect`, `proxy`, `proxy_error`).
+    pub fleet_forwarded: IntCounterVec,
+    /// 1 while the node drains (takes no publishers), else 0.
+    pub draining: IntGauge,
+    // ---- Registry cost accounting (src/registry/): one count per Registry
+    // call, `op` being the method's name (`get`, `heartbeat`, `claim_live`).
+    /// Registry calls, per method.
+    pub registry_queries: IntCounterVec,
+    /// Registry calls the database failed, per method.
+    pub registry_errors: IntCounterVec,
+    // ---- end of registry cost accounting.
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -425,6 +439,33 @@ impl Metrics {
                 "Live streams being recorded.",
             )
             .expect("static metric definition"),
+            fleet_heartbeat_failures: prometheus::IntCounter::new(
+                "rungs_fleet_heartbeat_failures_total",
+                "Heartbeats that did not reach the registry.",
+            )
+            .expect("static metric definition"),
+            fleet_forwarded: counter(
+                "rungs_fleet_forwarded_requests_total",
+                "Player requests for a channel live on another node, by answer.",
+                &["action"],
+            ),
+            draining: IntGauge::new(
+                "rungs_draining",
+                "1 while the node drains and takes no publishers.",
+            )
+            .expect("static metric definition"),
+            // ---- Registry cost accounting.
+            registry_queries: counter(
+                "rungs_registry_queries_total",
+                "Registry calls (each one statement or one transaction on the database), by method.",
+                &["op"],
+            ),
+            registry_errors: counter(
+                "rungs_registry_errors_total",
+                "Registry calls the database failed, by method.",
+                &["op"],
+            ),
+            // ---- end of registry cost accounting.
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.ingest_bytes.clone()),
@@ -477,6 +518,12 @@ impl Metrics {
             Box::new(m.recording_spool_files.clone()),
             Box::new(m.recording_spool_bytes.clone()),
             Box::new(m.recordings_active.clone()),
+            Box::new(m.fleet_heartbeat_failures.clone()),
+            Box::new(m.fleet_forwarded.clone()),
+            Box::new(m.draining.clone()),
+            // Registry cost accounting.
+            Box::new(m.registry_queries.clone()),
+            Box::new(m.registry_errors.clone()),
         ];
         for c in collectors {
             m.registry
@@ -541,3 +588,49 @@ impl Metrics {
 
 /// The node's metrics. One process, one registry.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// TLS on the player port (`[tls]`), in a block of its own: registered with
+/// the node's registry the first time the TLS code touches them, so a node
+/// serving plain HTTP exports none of them.
+pub struct TlsMetrics {
+    /// Handshakes that failed, per listener and reason (`timeout`: the
+    /// header timeout passed first; `error`: the client or the bytes).
+    pub handshake_errors: IntCounterVec,
+    /// The served leaf certificate's notAfter, as a Unix timestamp.
+    pub certificate_expiry: Gauge,
+    /// Certificate reloads (SIGHUP), per result (`ok`, `error`: the old
+    /// certificate stays).
+    pub reloads: IntCounterVec,
+}
+
+pub static TLS_METRICS: LazyLock<TlsMetrics> = LazyLock::new(|| {
+    let m = TlsMetrics {
+        handshake_errors: counter(
+            "rungs_tls_handshake_errors_total",
+            "TLS handshakes that failed, by listener and reason (timeout: not done within the header timeout; error: refused or malformed).",
+            &["listener", "reason"],
+        ),
+        certificate_expiry: Gauge::new(
+            "rungs_tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the TLS certificate served now, as a Unix timestamp.",
+        )
+        .expect("static metric definition"),
+        reloads: counter(
+            "rungs_tls_reloads_total",
+            "TLS certificate reloads, by result (error: the previous certificate is still served).",
+            &["result"],
+        ),
+    };
+    let collectors: [Box<dyn prometheus::core::Collector>; 3] = [
+        Box::new(m.handshake_errors.clone()),
+        Box::new(m.certificate_expiry.clone()),
+        Box::new(m.reloads.clone()),
+    ];
+    for c in collectors {
+        METRICS
+            .registry
+            .register(c)
+            .expect("each metric is registered once");
+    }
+    m
+});

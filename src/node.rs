@@ -6,6 +6,7 @@ use crate::config::{Config, ConfigError};
 use crate::gpu::GpuMode;
 use crate::gpu::device::{Gpu, GpuError};
 use crate::gpu::probe::GpuRequired;
+use crate::fleet::Fleet;
 use crate::hub::{Hub, HubConfig};
 use crate::metrics::METRICS;
 use crate::record::Recordings;
@@ -20,6 +21,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod lifecycle;
 
 /// How often the node looks for live channels deleted, or whose key was
 /// rotated, by the CLI (which writes the database without telling the
@@ -169,8 +172,14 @@ pub fn pipeline_config(
     })
 }
 
-/// The channel registry in the data dir, which is made if missing.
+/// The channel registry `[registry]` names (by default SQLite in the data
+/// dir, which is made if missing), for the CLI: it opens no stream session.
 pub fn open_registry(cfg: &Config) -> Result<Registry, NodeError> {
+    open_registry_as(cfg, "")
+}
+
+/// The registry for `node_id`, whose stream sessions it opens and closes.
+fn open_registry_as(cfg: &Config, node_id: &str) -> Result<Registry, NodeError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let file = |what| {
         move |source| NodeError::File {
@@ -188,7 +197,7 @@ pub fn open_registry(cfg: &Config) -> Result<Registry, NodeError> {
     // however it was made before.
     std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(file("restricting data dir"))?;
-    Ok(Registry::open(&cfg.data_dir)?)
+    Ok(Registry::open_config(&cfg.registry, &cfg.data_dir, node_id)?)
 }
 
 /// The configured token, or the one in the data dir, or a new one written
@@ -251,8 +260,12 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
     if let Some(runtime) = &gpu {
         watch_gpu_memory(runtime.clone());
     }
-    let registry = Arc::new(open_registry(&cfg)?);
+    let node_id = crate::fleet::node_id(&cfg.node.id);
+    let registry = Arc::new(open_registry_as(&cfg, &node_id)?);
     let token: Arc<str> = admin_token(&cfg)?.into();
+    let fleet = Arc::new(Fleet::new(registry.clone(), &cfg, node_id));
+    // In the live map before taking publishers: their claims need it.
+    fleet.beat()?;
     let recordings = Recordings::open(&cfg.recording, &cfg.hls, &cfg.data_dir)?;
     let hub = Hub::new(
         registry.clone(),
@@ -265,6 +278,7 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
             transcode: pipeline_config(&cfg, gpu)?,
         },
         Some(recordings.clone()),
+        Some(fleet.clone()),
     );
     METRICS.start_time.set(
         std::time::SystemTime::now()
@@ -303,33 +317,68 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
         )
         .await
         .map_err(io(format!("binding WHIP UDP to {}", cfg.whip.udp_addr)))?;
-        tokio::spawn(supervise("recording upload", move || {
-            recordings.uploader(registry.clone())
-        }));
+        let uploads = recordings.clone();
+        tokio::spawn(watched(
+            fleet.clone(),
+            "recording upload",
+            supervise("recording upload", move || {
+                uploads.uploader(registry.clone())
+            }),
+        ));
+        let beats = fleet.clone();
+        let every = cfg.heartbeat()?;
+        tokio::spawn(watched(
+            fleet.clone(),
+            "heartbeat",
+            supervise("heartbeat", move || heartbeat(beats.clone(), every)),
+        ));
         tracing::info!(rtmp = %cfg.rtmp_addr, http = %cfg.http_addr, admin = %cfg.admin_addr, whip_udp = %cfg.whip.udp_addr, data_dir = %cfg.data_dir.display(), "rungs listening");
         let hooks = crate::hooks::Hooks::with_registry(&cfg.hooks, hub.registry().clone())?;
         let rtmp = Arc::new(rtmp);
         let rtmp_limits = crate::ingest::rtmp::io::Limits::from_config(&cfg)?;
         let (rtmp_hub, rtmp_hooks) = (hub.clone(), hooks.clone());
-        tokio::spawn(supervise("rtmp", move || {
-            crate::ingest::rtmp::serve(rtmp.clone(), rtmp_hub.clone(), rtmp_limits, rtmp_hooks.clone())
-        }));
+        tokio::spawn(watched(
+            fleet.clone(),
+            "rtmp",
+            supervise("rtmp", move || {
+                crate::ingest::rtmp::serve(
+                    rtmp.clone(),
+                    rtmp_hub.clone(),
+                    rtmp_limits,
+                    rtmp_hooks.clone(),
+                )
+            }),
+        ));
         let reaper = hub.clone();
-        tokio::spawn(supervise("registry sync", move || {
+        tokio::spawn(watched(fleet.clone(), "registry sync", supervise("registry sync", move || {
             let reaper = reaper.clone();
             async move {
                 let mut every = tokio::time::interval(REGISTRY_CHECK);
                 loop {
                     every.tick().await;
                     let hub = reaper.clone();
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || hub.sync_registry()).await {
+                    let synced = tokio::task::spawn_blocking(move || {
+                        if let Some(fleet) = hub.fleet() {
+                            fleet.release_gone(&hub.channel_ids());
+                        }
+                        hub.sync_registry()
+                    });
+                    if let Ok(Err(e)) = synced.await {
                         tracing::warn!(error = %e, "could not read the channel registry");
                     }
                 }
             }
-        }));
+        })));
         let locator = crate::serve::geo::Locator::open(&cfg.access)?;
-        let routers = crate::serve::routers(hub, cfg.clone(), token, whip, hooks, locator);
+        let routers = crate::serve::routers(
+            hub.clone(),
+            cfg.clone(),
+            token,
+            whip,
+            hooks,
+            locator,
+            fleet.clone(),
+        );
         let limits = http_limits(&cfg)?;
         crate::package::PARKING.set_max(cfg.http.max_blocked_requests);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -353,19 +402,32 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
                 )
             }))
         };
+        // [tls]: HTTPS (and HTTP/2) on the player port, its certificate
+        // reloaded on SIGHUP; the admin listener stays plain HTTP.
+        let tls = crate::serve::tls::Tls::load(&cfg.tls)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(tls) = tls.clone() {
+            tokio::spawn(crate::serve::tls::reload_on_sighup(tls));
+        }
         let player = tokio::spawn(supervise("player http", move || {
-            crate::serve::listener::serve(
+            crate::serve::listener::serve_tls(
                 http.clone(),
                 "player",
                 routers.player.clone(),
                 limits,
+                tls.clone(),
                 stopped(stop_rx.clone()),
             )
         }));
-        shutdown_signal().await;
+        lifecycle::notify(&[sd_notify::NotifyState::Ready]);
+        tokio::spawn(lifecycle::watchdog(fleet.clone()));
+        let stop = lifecycle::stop_requested(&fleet).await;
+        lifecycle::drain(&hub, &fleet, stop, cfg.drain_deadline()?).await;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = tokio::join!(player, admin);
+        let f = fleet.clone();
+        let _ = tokio::task::spawn_blocking(move || f.leave()).await;
         Ok(())
     })
 }
@@ -388,6 +450,14 @@ where
             _ => return,
         }
     }
+}
+
+/// Runs a node-wide task, telling `/healthz` whether it runs: one that ended
+/// (rather than panicked and restarted) leaves the node unhealthy.
+async fn watched(fleet: Arc<Fleet>, name: &'static str, task: impl Future<Output = ()>) {
+    fleet.task_running(name, true);
+    task.await;
+    fleet.task_running(name, false);
 }
 
 /// The pause before a panicked node-wide task starts again.
@@ -465,18 +535,26 @@ fn watch_gpu_memory(runtime: Arc<GpuRuntime>) {
     }
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Renews the node's lease every `every`; a failure is logged once per
+/// outage (the lease runs out if it lasts, and `/healthz` says so).
+async fn heartbeat(fleet: Arc<Fleet>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let f = fleet.clone();
+        match tokio::task::spawn_blocking(move || f.beat()).await {
+            Ok(Ok(())) if failing => {
+                tracing::info!("the registry answers heartbeats again");
+                failing = false;
             }
-            Err(_) => std::future::pending::<()>().await,
+            Ok(Err(e)) if !failing => {
+                tracing::error!(error = %e, "heartbeat failed: the node leaves the live map when its lease runs out");
+                failing = true;
+            }
+            _ => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
 }
 

@@ -11,7 +11,7 @@ pub mod probe;
 use serde::Deserialize;
 
 /// Whether the GPU stages are used.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GpuMode {
     /// Where a usable GPU is found; the CPU otherwise.
@@ -23,7 +23,7 @@ pub enum GpuMode {
     Off,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GpuConfig {
     pub enabled: GpuMode,

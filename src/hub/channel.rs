@@ -225,10 +225,31 @@ impl Driver {
     /// EXT-X-ENDLIST, its publisher is cut, it leaves the table so that a
     /// republish starts afresh, and no other channel notices.
     pub fn run(mut self, events: Receiver<Stamped>, control: Receiver<Control>) {
+        // Every line this thread logs carries the channel and the stream's
+        // session (the registry's id, as `rungs channel sessions` lists it),
+        // the latter once the session writer has it: a few milliseconds in.
+        let span = tracing::info_span!(
+            "channel",
+            channel = %self.me.id,
+            session = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        let mut session = None;
+        let mut note_session = |journal: &Journal| {
+            if session.is_none() {
+                session = journal.session_id();
+                if let Some(id) = session {
+                    span.record("session", id);
+                }
+            }
+        };
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // What the core said before its first input.
+            note_session(&self.me.journal);
             if self.carry_out(Instant::now()) {
-                while self.step(&events, &control) {}
+                while self.step(&events, &control) {
+                    note_session(&self.me.journal);
+                }
             }
         }));
         if let Err(panic) = ran {

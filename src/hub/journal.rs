@@ -13,7 +13,7 @@ use super::status::IngestInfo;
 use crate::registry::Registry;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// What a channel's core says about its stream, in order.
@@ -44,6 +44,8 @@ enum What {
     Start {
         channel: String,
         protocol: &'static str,
+        /// Where the writer puts the registry's id for the session.
+        id: Arc<OnceLock<i64>>,
     },
     Note(SessionNote),
 }
@@ -70,17 +72,32 @@ pub(super) struct Journal {
     /// The hub's number of the stream's first publish session: unique
     /// within the node, so the writer can tell streams apart.
     stream: u64,
+    /// The registry's id for the session (what `rungs channel sessions`
+    /// lists), once the writer has recorded its start.
+    id: Arc<OnceLock<i64>>,
 }
 
 impl Journal {
     /// Opens the session of a new stream.
     pub fn open(tx: Sender<Record>, stream: u64, channel: &str, protocol: &'static str) -> Self {
-        let j = Journal { tx, stream };
+        let id = Arc::new(OnceLock::new());
+        let j = Journal {
+            tx,
+            stream,
+            id: id.clone(),
+        };
         j.send(What::Start {
             channel: channel.to_string(),
             protocol,
+            id,
         });
         j
+    }
+
+    /// The registry's id for the session, once recorded (a few milliseconds
+    /// after [`Journal::open`]; never, if the registry refused it).
+    pub fn session_id(&self) -> Option<i64> {
+        self.id.get().copied()
     }
 
     pub fn note(&self, note: SessionNote) {
@@ -147,8 +164,14 @@ fn apply(
     r: Record,
 ) -> crate::registry::Result<()> {
     let note = match r.what {
-        What::Start { channel, protocol } => {
+        What::Start {
+            channel,
+            protocol,
+            id: shared,
+        } => {
             let id = registry.open_session(&channel, protocol, r.at_ms)?;
+            // One Start per journal: nothing has set it before.
+            let _ = shared.set(id);
             open.insert(
                 r.stream,
                 Open {

@@ -17,6 +17,7 @@ mod tests;
 mod tracks;
 mod transcoding;
 
+use crate::fleet::Fleet;
 use crate::media::{Arrival, IngestEvent, TrackKind, VideoEvent};
 use crate::metrics::METRICS;
 use crate::package::metadata::{MetadataRefusal, Payload, Placement};
@@ -56,6 +57,10 @@ pub enum PublishError {
     UnknownKey,
     #[error("channel {0} already has a publisher")]
     AlreadyLive(String),
+    #[error("the node is draining: publish to another node")]
+    Draining,
+    #[error("the node is at its capacity of live channels")]
+    AtCapacity,
     #[error("channel registry: {0}")]
     Registry(#[from] RegistryError),
     #[error("channel {channel}: {source}")]
@@ -80,6 +85,8 @@ impl PublishError {
         match self {
             PublishError::UnknownKey => "unknown_key",
             PublishError::AlreadyLive(_) => "already_live",
+            PublishError::Draining => "draining",
+            PublishError::AtCapacity => "at_capacity",
             PublishError::Registry(_)
             | PublishError::Channel { .. }
             | PublishError::Spawn { .. }
@@ -97,6 +104,8 @@ pub enum Cut {
     Deleted,
     #[error("the channel's stream failed")]
     ChannelFailed,
+    #[error("the node is shutting down")]
+    Draining,
     #[error(transparent)]
     Limit(#[from] OverLimit),
 }
@@ -108,6 +117,7 @@ impl Cut {
             Cut::KeyRotated => "key_rotated",
             Cut::Deleted => "channel_deleted",
             Cut::ChannelFailed => "channel_failed",
+            Cut::Draining => "draining",
             Cut::Limit(o) => o.reason(),
         }
     }
@@ -192,6 +202,9 @@ pub struct Hub {
     lines: Lines,
     /// Where recorded channels' streams go; `None`: recording is off.
     recordings: Option<Arc<Recordings>>,
+    /// The live map this node marks its channels in, and whether it drains;
+    /// `None`: a hub on its own, which takes every publisher.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Hub {
@@ -202,6 +215,7 @@ impl Hub {
         registry: Arc<Registry>,
         cfg: HubConfig,
         recordings: Option<Arc<Recordings>>,
+        fleet: Option<Arc<Fleet>>,
     ) -> Arc<Self> {
         let now = journal::unix_ms(SystemTime::now());
         match registry.close_interrupted_sessions(now) {
@@ -220,11 +234,35 @@ impl Hub {
             next_session: AtomicU64::new(1),
             lines: Arc::new(Mutex::new(HashMap::new())),
             recordings,
+            fleet,
         })
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The node's live map, when the hub has one.
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.as_ref()
+    }
+
+    /// Ids of the channels that have a thread here (live, within their
+    /// grace period, or ended and lingering).
+    pub fn channel_ids(&self) -> std::collections::HashSet<String> {
+        lock(&self.table).keys().cloned().collect()
+    }
+
+    /// Ends every stream at once (EXT-X-ENDLIST) and cuts its publisher:
+    /// the end of a drain.
+    pub fn end_all(&self) {
+        let live: Vec<Arc<LiveChannel>> = lock(&self.table).values().cloned().collect();
+        for c in live {
+            c.cut(self.next_session.load(Ordering::Relaxed), Cut::Draining);
+            if let Err(e) = c.send_control(Control::Terminate) {
+                tracing::warn!(channel = %c.id, error = %e, "could not end the stream");
+            }
+        }
     }
 
     /// The node's recording, when it has one.
@@ -253,6 +291,23 @@ impl Hub {
             .ok_or(PublishError::UnknownKey)?;
         let policy = self.registry.policy(&channel.id)?;
         let rules = ChannelRules::of(&policy);
+        if let Some(fleet) = &self.fleet {
+            // A draining node takes no publisher, not even one coming back
+            // within its grace period: it is meant to go elsewhere.
+            if fleet.draining() {
+                return Err(PublishError::Draining);
+            }
+            let here = lock(&self.table).contains_key(&channel.id);
+            if !here && !fleet.has_room(lock(&self.table).len()) {
+                return Err(PublishError::AtCapacity);
+            }
+            // Marked before the table is touched (the registry may be slow,
+            // players read the table): one publisher per channel in the fleet.
+            if let Err(holder) = fleet.claim(&channel.id)? {
+                tracing::info!(channel = %channel.id, node = %holder.id, "publish refused: the channel is live on another node");
+                return Err(PublishError::AlreadyLive(channel.id));
+            }
+        }
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         loop {
             // The table lock is not held while the channel answers: its

@@ -446,7 +446,7 @@ fn hub() -> (Arc<Hub>, tempfile::TempDir) {
             covered: Vec::new(),
         },
     };
-    (Hub::new(registry, cfg, None), dir)
+    (Hub::new(registry, cfg, None, None), dir)
 }
 
 /// A channel in `hub`'s registry: (id, stream key).

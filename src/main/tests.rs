@@ -72,6 +72,8 @@ fn cli_parses_the_documented_forms() {
         &["playback-key", "list"],
         &["playback-key", "delete", "pk_1"],
         &["viewer", "revoke", "viewer-7"],
+        &["config", "check"],
+        &["config", "check", "--config", "x.toml", "--data-dir", "d"],
         &["channel", "reconnect", "abc"],
         &[
             "channel",

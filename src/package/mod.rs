@@ -34,15 +34,23 @@ use std::time::Duration;
 /// How a channel is cut into parts and segments and how much stays listed.
 ///
 /// In the config file durations are decimal seconds (`part_target_s = 0.2`).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PackageConfig {
     /// Wanted LL-HLS part duration. The advertised PART-TARGET is this rounded
     /// to whole source frames (see [`plan`]).
-    #[serde(rename = "part_target_s", deserialize_with = "seconds")]
+    #[serde(
+        rename = "part_target_s",
+        deserialize_with = "seconds",
+        serialize_with = "crate::config::as_seconds"
+    )]
     pub part_target: Duration,
     /// Wanted segment duration; EXT-X-TARGETDURATION is this rounded up.
-    #[serde(rename = "segment_target_s", deserialize_with = "seconds")]
+    #[serde(
+        rename = "segment_target_s",
+        deserialize_with = "seconds",
+        serialize_with = "crate::config::as_seconds"
+    )]
     pub segment_target: Duration,
     /// Complete segments listed in a media playlist.
     pub playlist_segments: usize,

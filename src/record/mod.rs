@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use store::Store;
 
 /// `[recording]` in the node's config.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RecordingConfig {
     /// Whether channels that do not say record.
@@ -49,8 +49,10 @@ pub struct RecordingConfig {
     pub s3_region: String,
     /// Empty: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` from the
     /// environment.
+    #[serde(serialize_with = "crate::config::redacted")]
     pub s3_access_key_id: String,
     /// A secret: never logged or shown.
+    #[serde(serialize_with = "crate::config::redacted")]
     pub s3_secret_access_key: String,
     /// Where players fetch an S3 store's recordings (a CDN or the bucket's
     /// web address), standing for the bucket's root. Empty: the endpoint.

@@ -1,33 +1,53 @@
-//! SQLite channel store: channels and their stream keys, playback keys
-//! (public halves only) and revoked viewers survive restarts.
+//! The registry: channels and their stream keys, playback keys (public
+//! halves only), revoked viewers, stream sessions, the recordings index and
+//! the fleet's live map, kept in SQLite (a file in the data dir, one node)
+//! or PostgreSQL (one database a fleet of nodes shares), chosen by
+//! `[registry] url`.
 //!
-//! Every call opens its own short transaction on the database file, so a
-//! channel created by the CLI while the node runs is visible to the node at
-//! once. Stream keys are compared in constant time and never logged.
+//! Every call is one short statement or transaction on the database, so a
+//! channel created by the CLI, or by another node, is visible at once. The
+//! API is blocking and must be called from blocking threads only (see
+//! `db.rs`: the PostgreSQL client panics on an async runtime's thread).
+//! Stream keys are compared in constant time and never logged; the
+//! database URL's password never appears in an error, a log or the
+//! config as served.
+//!
+//! Every call counts in `rungs_registry_queries_total{op}` (and, when the
+//! database fails it, `rungs_registry_errors_total{op}`), `op` being the
+//! method's name, so that the registry's load per live channel and per
+//! heartbeat can be read off the metrics.
 
+mod db;
+mod live;
 mod policy;
 mod recordings;
+mod schema;
 mod sessions;
 
+pub use db::{DbError, redact_url};
+pub use live::{LiveNode, NodeInfo};
 pub use policy::{Multitrack, Policy, TrackUse};
 pub use recordings::*;
 pub use sessions::*;
 
+use crate::metrics::METRICS;
+use db::{Backend, Db, Mode, Row, args};
 use rand::RngCore;
-use rusqlite::{Connection, OptionalExtension, params};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use subtle::ConstantTimeEq;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("channel database {path}: {source}")]
+    /// The database failed the call `op` (a method's name, or `open`).
+    /// `at` is the SQLite file or the PostgreSQL URL without its password.
+    #[error("registry {op} on {at}: {source}")]
     Db {
-        path: PathBuf,
+        op: &'static str,
+        at: String,
         #[source]
-        source: rusqlite::Error,
+        source: DbError,
     },
     #[error("making channel database {path} private (mode 0600): {source}")]
     Private {
@@ -51,15 +71,28 @@ pub enum RegistryError {
 
 pub type Result<T> = std::result::Result<T, RegistryError>;
 
+/// The schema version this build brings a database to when it opens it.
+pub const SCHEMA_VERSION: i64 = schema::LATEST;
+
 /// `[registry]`: where channels, keys, sessions, recordings and the live map
 /// are kept.
 #[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
-    /// Empty: SQLite in the data dir (one node). `postgres://user:pass@host/db`:
-    /// a PostgreSQL database every node of a fleet shares.
-    #[serde(serialize_with = "crate::config::redacted")]
+    /// Empty: SQLite in the data dir (one node). `postgres://user:pass@host/db`
+    /// (or `postgresql://`): a PostgreSQL database every node of a fleet
+    /// shares; the client's options may follow (`?connect_timeout=10`,
+    /// default 5 s). No TLS: `sslmode=require` fails to connect. Shown with
+    /// its password redacted.
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(
+    url: &str,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
 }
 
 /// A channel as stored. `stream_key` is a secret: it is shown to the
@@ -90,44 +123,16 @@ impl std::fmt::Debug for Channel {
 }
 
 pub struct Registry {
-    path: PathBuf,
-    conn: Mutex<Connection>,
+    db: Backend,
+    /// The node this handle writes sessions for (`""`: none, as the CLI).
+    node_id: String,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS channels (
-    id          TEXT PRIMARY KEY,
-    name        TEXT NOT NULL,
-    stream_key  TEXT NOT NULL UNIQUE,
-    created_at  INTEGER NOT NULL,
-    ladder      TEXT NOT NULL DEFAULT 'standard',
-    private     INTEGER NOT NULL DEFAULT 0
-);
--- Public halves only: the private key is shown once at creation and never stored.
-CREATE TABLE IF NOT EXISTS playback_keys (
-    id          TEXT PRIMARY KEY,
-    public_pem  TEXT NOT NULL,
-    created_at  INTEGER NOT NULL
-);
--- A token naming this viewer and issued (iat) before revoked_at is refused.
-CREATE TABLE IF NOT EXISTS revoked_viewers (
-    viewer_id   TEXT PRIMARY KEY,
-    revoked_at  INTEGER NOT NULL
-);
-";
-
-/// Columns added after the first release, applied to older databases.
-const MIGRATIONS: [(&str, &str); 3] = [
-    (
-        "ladder",
-        "ALTER TABLE channels ADD COLUMN ladder TEXT NOT NULL DEFAULT 'standard'",
-    ),
-    (
-        "private",
-        "ALTER TABLE channels ADD COLUMN private INTEGER NOT NULL DEFAULT 0",
-    ),
-    policy::MIGRATION,
-];
+// Shared by the node's threads and tasks behind an `Arc`.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Registry>();
+};
 
 /// Longest viewer id a playback token may carry, as the managed service allows.
 pub const MAX_VIEWER_ID: usize = 40;
@@ -136,12 +141,46 @@ pub const MAX_VIEWER_ID: usize = 40;
 const MAX_NAME: usize = 200;
 
 impl Registry {
-    /// Opens (creating if needed) `channels.sqlite3` in `data_dir`.
+    /// Opens (creating if needed) `channels.sqlite3` in `data_dir`, for no
+    /// node in particular.
     pub fn open(data_dir: &Path) -> Result<Self> {
-        let path = data_dir.join("channels.sqlite3");
-        let db = |source| RegistryError::Db {
-            path: path.clone(),
+        Self::open_sqlite(data_dir, "")
+    }
+
+    /// Opens the registry `cfg` names: SQLite in `data_dir` when its URL is
+    /// empty, else PostgreSQL; the schema is brought up to date either way.
+    /// `node_id` is the node whose stream sessions this handle opens and
+    /// closes (`""` for a tool that opens none, as the CLI).
+    pub fn open_config(cfg: &RegistryConfig, data_dir: &Path, node_id: &str) -> Result<Self> {
+        let url = cfg.url.trim();
+        if url.is_empty() {
+            return Self::open_sqlite(data_dir, node_id);
+        }
+        let open_error = |source| RegistryError::Db {
+            op: "open",
+            at: redact_url(url),
             source,
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(open_error(DbError::Precondition(
+                "registry.url must be empty (SQLite) or postgres://user:password@host:port/database"
+                    .into(),
+            )));
+        }
+        let reg = Registry {
+            db: Backend::postgres(url).map_err(open_error)?,
+            node_id: node_id.to_string(),
+        };
+        reg.call("open", Mode::Write, |db| schema::migrate(db).map(drop))?;
+        Ok(reg)
+    }
+
+    fn open_sqlite(data_dir: &Path, node_id: &str) -> Result<Self> {
+        let path = data_dir.join("channels.sqlite3");
+        let db = |source: rusqlite::Error| RegistryError::Db {
+            op: "open",
+            at: path.display().to_string(),
+            source: source.into(),
         };
         // Stream keys live here: the node's user alone reads the file, and
         // SQLite gives its WAL and shared-memory files the same mode.
@@ -154,44 +193,53 @@ impl Registry {
         if let Err(source) = private {
             return Err(RegistryError::Private { path, source });
         }
-        let conn = Connection::open(&path).map_err(db)?;
+        let conn = rusqlite::Connection::open(&path).map_err(db)?;
         // The node and the CLI may write at the same moment; wait rather than fail.
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
-        conn.execute_batch(sessions::SCHEMA).map_err(db)?;
-        conn.execute_batch(recordings::SCHEMA).map_err(db)?;
-        for (column, sql) in MIGRATIONS {
-            let present: bool = conn
-                .query_row(
-                    "SELECT COUNT(*) > 0 FROM pragma_table_info('channels') WHERE name = ?1",
-                    [column],
-                    |r| r.get(0),
-                )
-                .map_err(db)?;
-            if !present {
-                conn.execute_batch(sql).map_err(db)?;
+        wal(&conn).map_err(db)?;
+        // Every statement the registry runs stays prepared.
+        conn.set_prepared_statement_cache_capacity(128);
+        let reg = Registry {
+            db: Backend::sqlite(path, conn),
+            node_id: node_id.to_string(),
+        };
+        reg.call("open", Mode::Write, |db| schema::migrate(db).map(drop))?;
+        Ok(reg)
+    }
+
+    /// The node this handle opens stream sessions for.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The database as logs may name it: the SQLite file, or the
+    /// PostgreSQL URL with its password redacted.
+    pub fn location(&self) -> String {
+        self.db.location()
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.call("schema_version", Mode::Read, schema::version)
+    }
+
+    /// Runs one registry call `op`, counted in the registry metrics; a
+    /// database failure comes back naming `op` and the database.
+    fn call<T: Send>(
+        &self,
+        op: &'static str,
+        mode: Mode,
+        f: impl FnMut(&mut Db<'_>) -> std::result::Result<T, DbError> + Send,
+    ) -> Result<T> {
+        METRICS.registry_queries.with_label_values(&[op]).inc();
+        self.db.run(mode, f).map_err(|source| {
+            METRICS.registry_errors.with_label_values(&[op]).inc();
+            RegistryError::Db {
+                op,
+                at: self.db.location(),
+                source,
             }
-        }
-        Ok(Registry {
-            path,
-            conn: Mutex::new(conn),
         })
-    }
-
-    fn db(&self, source: rusqlite::Error) -> RegistryError {
-        RegistryError::Db {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        // A panic while holding the lock cannot leave SQLite inconsistent, so
-        // a poisoned lock is still safe to use.
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(|e| self.db(e))
     }
 
     /// Creates a channel. `ladder` must already be checked against the
@@ -217,16 +265,16 @@ impl Registry {
             created_at: unix_now(),
             private,
         };
-        self.with(|c| {
-            c.execute(
+        self.call("create", Mode::Write, |db| {
+            db.exec(
                 "INSERT INTO channels (id, name, stream_key, created_at, ladder, private) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    channel.id,
-                    channel.name,
-                    channel.stream_key,
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                args![
+                    &channel.id,
+                    &channel.name,
+                    &channel.stream_key,
                     channel.created_at as i64,
-                    channel.ladder,
+                    &channel.ladder,
                     channel.private
                 ],
             )
@@ -235,29 +283,22 @@ impl Registry {
     }
 
     pub fn list(&self) -> Result<Vec<Channel>> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, name, stream_key, created_at, ladder, private FROM channels ORDER BY created_at, id",
-            )?;
-            let rows = stmt.query_map([], row_to_channel)?;
-            rows.collect()
-        })
+        self.call("list", Mode::Read, list_channels)
     }
 
     pub fn get(&self, id: &str) -> Result<Channel> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT id, name, stream_key, created_at, ladder, private FROM channels WHERE id = ?1",
-                [id],
-                row_to_channel,
-            )
-            .optional()
-        })?
-        .ok_or_else(|| RegistryError::NotFound(id.to_string()))
+        self.call("get", Mode::Read, |db| get_channel(db, id))?
+            .ok_or_else(|| RegistryError::NotFound(id.to_string()))
     }
 
+    /// Deletes the channel, and its mark in the live map.
     pub fn delete(&self, id: &str) -> Result<()> {
-        match self.with(|c| c.execute("DELETE FROM channels WHERE id = ?1", [id]))? {
+        let deleted = self.call("delete", Mode::Write, |db| {
+            let n = db.exec("DELETE FROM channels WHERE id = $1", args![id])?;
+            db.exec("DELETE FROM live_channels WHERE channel_id = $1", args![id])?;
+            Ok(n)
+        })?;
+        match deleted {
             0 => Err(RegistryError::NotFound(id.to_string())),
             _ => Ok(()),
         }
@@ -266,37 +307,40 @@ impl Registry {
     /// Replaces the channel's stream key; the old one stops working at once.
     pub fn rotate_key(&self, id: &str) -> Result<Channel> {
         let key = random_key();
-        match self.with(|c| {
-            c.execute(
-                "UPDATE channels SET stream_key = ?1 WHERE id = ?2",
-                params![key, id],
-            )
-        })? {
-            0 => Err(RegistryError::NotFound(id.to_string())),
-            _ => self.get(id),
-        }
+        self.call("rotate_key", Mode::Write, |db| {
+            match db.exec(
+                "UPDATE channels SET stream_key = $1 WHERE id = $2",
+                args![&key, id],
+            )? {
+                0 => Ok(None),
+                _ => get_channel(db, id),
+            }
+        })?
+        .ok_or_else(|| RegistryError::NotFound(id.to_string()))
     }
 
     /// Makes a channel private (playback tokens required) or public; players
     /// see the change within the node's access refresh (about a second).
     pub fn set_private(&self, id: &str, private: bool) -> Result<Channel> {
-        match self.with(|c| {
-            c.execute(
-                "UPDATE channels SET private = ?1 WHERE id = ?2",
-                params![private, id],
-            )
-        })? {
-            0 => Err(RegistryError::NotFound(id.to_string())),
-            _ => self.get(id),
-        }
+        self.call("set_private", Mode::Write, |db| {
+            match db.exec(
+                "UPDATE channels SET private = $1 WHERE id = $2",
+                args![private, id],
+            )? {
+                0 => Ok(None),
+                _ => get_channel(db, id),
+            }
+        })?
+        .ok_or_else(|| RegistryError::NotFound(id.to_string()))
     }
 
     /// Ids of the channels that need a playback token.
     pub fn private_channels(&self) -> Result<Vec<String>> {
-        self.with(|c| {
-            let mut stmt = c.prepare("SELECT id FROM channels WHERE private != 0")?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect()
+        self.call("private_channels", Mode::Read, |db| {
+            db.query("SELECT id FROM channels WHERE private ORDER BY id", &[])?
+                .iter()
+                .map(|r| r.text(0))
+                .collect()
         })
     }
 
@@ -308,35 +352,39 @@ impl Registry {
             public_pem: public_pem.to_string(),
             created_at: unix_now(),
         };
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO playback_keys (id, public_pem, created_at) VALUES (?1, ?2, ?3)",
-                params![key.id, key.public_pem, key.created_at as i64],
+        self.call("add_playback_key", Mode::Write, |db| {
+            db.exec(
+                "INSERT INTO playback_keys (id, public_pem, created_at) VALUES ($1, $2, $3)",
+                args![&key.id, &key.public_pem, key.created_at as i64],
             )
         })?;
         Ok(key)
     }
 
     pub fn playback_keys(&self) -> Result<Vec<PlaybackKey>> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
+        self.call("playback_keys", Mode::Read, |db| {
+            db.query(
                 "SELECT id, public_pem, created_at FROM playback_keys ORDER BY created_at, id",
-            )?;
-            let rows = stmt.query_map([], |r| {
+                &[],
+            )?
+            .iter()
+            .map(|r| {
                 Ok(PlaybackKey {
-                    id: r.get(0)?,
-                    public_pem: r.get(1)?,
-                    created_at: r.get::<_, i64>(2)?.max(0) as u64,
+                    id: r.text(0)?,
+                    public_pem: r.text(1)?,
+                    created_at: r.unsigned(2)?,
                 })
-            })?;
-            rows.collect()
+            })
+            .collect()
         })
     }
 
     /// Deletes a playback key: tokens it signed are refused from the next
     /// access refresh on.
     pub fn delete_playback_key(&self, id: &str) -> Result<()> {
-        match self.with(|c| c.execute("DELETE FROM playback_keys WHERE id = ?1", [id]))? {
+        match self.call("delete_playback_key", Mode::Write, |db| {
+            db.exec("DELETE FROM playback_keys WHERE id = $1", args![id])
+        })? {
             0 => Err(RegistryError::KeyNotFound(id.to_string())),
             _ => Ok(()),
         }
@@ -351,28 +399,30 @@ impl Registry {
             viewer_id: viewer_id.to_string(),
             revoked_at: unix_now(),
         };
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO revoked_viewers (viewer_id, revoked_at) VALUES (?1, ?2) \
-                 ON CONFLICT(viewer_id) DO UPDATE SET revoked_at = excluded.revoked_at",
-                params![rev.viewer_id, rev.revoked_at as i64],
+        self.call("revoke_viewer", Mode::Write, |db| {
+            db.exec(
+                "INSERT INTO revoked_viewers (viewer_id, revoked_at) VALUES ($1, $2) \
+                 ON CONFLICT (viewer_id) DO UPDATE SET revoked_at = excluded.revoked_at",
+                args![&rev.viewer_id, rev.revoked_at as i64],
             )
         })?;
         Ok(rev)
     }
 
     pub fn revocations(&self) -> Result<Vec<Revocation>> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
+        self.call("revocations", Mode::Read, |db| {
+            db.query(
                 "SELECT viewer_id, revoked_at FROM revoked_viewers ORDER BY revoked_at, viewer_id",
-            )?;
-            let rows = stmt.query_map([], |r| {
+                &[],
+            )?
+            .iter()
+            .map(|r| {
                 Ok(Revocation {
-                    viewer_id: r.get(0)?,
-                    revoked_at: r.get::<_, i64>(1)?.max(0) as u64,
+                    viewer_id: r.text(0)?,
+                    revoked_at: r.unsigned(1)?,
                 })
-            })?;
-            rows.collect()
+            })
+            .collect()
         })
     }
 
@@ -380,7 +430,7 @@ impl Registry {
     /// constant time, so response timing says nothing about how close a guess was.
     pub fn find_by_key(&self, key: &str) -> Result<Option<Channel>> {
         let mut found = None;
-        for ch in self.list()? {
+        for ch in self.call("find_by_key", Mode::Read, list_channels)? {
             let eq = ch.stream_key.as_bytes().ct_eq(key.as_bytes());
             if bool::from(eq) {
                 found = Some(ch);
@@ -388,6 +438,47 @@ impl Registry {
         }
         Ok(found)
     }
+}
+
+/// Puts the database in WAL mode (readers and a writer at once). Switching
+/// a new file's mode takes an exclusive lock, and two processes switching it
+/// at the same moment deadlock, which SQLite answers with an immediate
+/// "database is locked" instead of waiting: try again for a few seconds.
+fn wal(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(
+                    5 + u64::from(rand::random::<u8>() % 20),
+                ));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn list_channels(db: &mut Db<'_>) -> std::result::Result<Vec<Channel>, DbError> {
+    db.query(
+        "SELECT id, name, stream_key, created_at, ladder, private FROM channels \
+         ORDER BY created_at, id",
+        &[],
+    )?
+    .iter()
+    .map(row_to_channel)
+    .collect()
+}
+
+fn get_channel(db: &mut Db<'_>, id: &str) -> std::result::Result<Option<Channel>, DbError> {
+    db.query_opt(
+        "SELECT id, name, stream_key, created_at, ladder, private FROM channels WHERE id = $1",
+        args![id],
+    )?
+    .map(|r| row_to_channel(&r))
+    .transpose()
 }
 
 /// The public half of a playback key: what verifies the tokens it signed.
@@ -415,14 +506,14 @@ fn check_viewer_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-fn row_to_channel(r: &rusqlite::Row<'_>) -> rusqlite::Result<Channel> {
+fn row_to_channel(r: &Row) -> std::result::Result<Channel, DbError> {
     Ok(Channel {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        stream_key: r.get(2)?,
-        created_at: r.get::<_, i64>(3)?.max(0) as u64,
-        ladder: r.get(4)?,
-        private: r.get(5)?,
+        id: r.text(0)?,
+        name: r.text(1)?,
+        stream_key: r.text(2)?,
+        created_at: r.unsigned(3)?,
+        ladder: r.text(4)?,
+        private: r.bool(5)?,
     })
 }
 
@@ -494,7 +585,7 @@ mod tests {
     #[test]
     fn a_database_from_before_ladders_gets_the_column() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let conn = Connection::open(dir.path().join("channels.sqlite3")).expect("open");
+        let conn = rusqlite::Connection::open(dir.path().join("channels.sqlite3")).expect("open");
         conn.execute_batch(
             "CREATE TABLE channels (id TEXT PRIMARY KEY, name TEXT NOT NULL,
              stream_key TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL);

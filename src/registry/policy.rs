@@ -6,8 +6,8 @@
 //! Stored as one JSON column so a rule added later needs no migration; the
 //! registry checks only that it parses, `serve` validates what it means.
 
+use super::db::{Mode, args};
 use super::{Registry, RegistryError, Result};
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 /// A channel's playback and publish rules. Every list empty (the default)
@@ -114,12 +114,6 @@ impl Policy {
     }
 }
 
-/// Added after the first release, applied to older databases.
-pub(super) const MIGRATION: (&str, &str) = (
-    "policy",
-    "ALTER TABLE channels ADD COLUMN policy TEXT NOT NULL DEFAULT '{}'",
-);
-
 fn parse(id: &str, json: &str) -> Result<Policy> {
     serde_json::from_str(json)
         .map_err(|e| RegistryError::InvalidPolicy(format!("stored policy of channel {id}: {e}")))
@@ -127,11 +121,10 @@ fn parse(id: &str, json: &str) -> Result<Policy> {
 
 impl Registry {
     pub fn policy(&self, id: &str) -> Result<Policy> {
-        let json: Option<String> = self.with(|c| {
-            c.query_row("SELECT policy FROM channels WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
+        let json = self.call("policy", Mode::Read, |db| {
+            db.query_opt("SELECT policy FROM channels WHERE id = $1", args![id])?
+                .map(|r| r.text(0))
+                .transpose()
         })?;
         let json = json.ok_or_else(|| RegistryError::NotFound(id.to_string()))?;
         parse(id, &json)
@@ -141,10 +134,10 @@ impl Registry {
     pub fn set_policy(&self, id: &str, policy: &Policy) -> Result<()> {
         let json = serde_json::to_string(policy)
             .map_err(|e| RegistryError::InvalidPolicy(e.to_string()))?;
-        match self.with(|c| {
-            c.execute(
-                "UPDATE channels SET policy = ?1 WHERE id = ?2",
-                params![json, id],
+        match self.call("set_policy", Mode::Write, |db| {
+            db.exec(
+                "UPDATE channels SET policy = $1 WHERE id = $2",
+                args![&json, id],
             )
         })? {
             0 => Err(RegistryError::NotFound(id.to_string())),
@@ -155,10 +148,11 @@ impl Registry {
     /// Every channel whose policy is not the default, by id. A policy that
     /// no longer parses is skipped with a warning rather than hiding the rest.
     pub fn policies(&self) -> Result<Vec<(String, Policy)>> {
-        let rows: Vec<(String, String)> = self.with(|c| {
-            let mut stmt = c.prepare("SELECT id, policy FROM channels WHERE policy != '{}'")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
+        let rows = self.call("policies", Mode::Read, |db| {
+            db.query("SELECT id, policy FROM channels WHERE policy != '{}'", &[])?
+                .iter()
+                .map(|r| Ok((r.text(0)?, r.text(1)?)))
+                .collect::<std::result::Result<Vec<_>, _>>()
         })?;
         Ok(rows
             .into_iter()

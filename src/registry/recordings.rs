@@ -3,25 +3,9 @@
 //! recording leaves in the spool and read by the recordings API. The
 //! recordings themselves live in object storage.
 
+use super::db::{DbError, Mode, Row, args};
 use super::{Registry, Result};
-use rusqlite::params;
 use serde::Serialize;
-
-/// Tables this module owns, created with the rest of the registry.
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS recordings (
-    channel_id  TEXT NOT NULL,
-    -- The session folder: the UTC start, ISO 8601 basic form.
-    session     TEXT NOT NULL,
-    started_at  TEXT NOT NULL,
-    ended_at    TEXT,
-    duration_s  REAL,
-    bytes       INTEGER,
-    recovered   INTEGER NOT NULL DEFAULT 0,
-    state       TEXT NOT NULL,
-    PRIMARY KEY (channel_id, session)
-);
-";
 
 /// Where a recording is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,23 +57,23 @@ pub const LISTED_RECORDINGS: usize = 500;
 impl Registry {
     /// Adds a recording or brings its row up to date.
     pub fn put_recording(&self, r: &RecordingRow) -> Result<()> {
-        self.with(|c| {
-            c.execute(
+        self.call("put_recording", Mode::Write, |db| {
+            db.exec(
                 "INSERT INTO recordings
                     (channel_id, session, started_at, ended_at, duration_s, bytes, recovered, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                  ON CONFLICT (channel_id, session) DO UPDATE SET
                     ended_at = excluded.ended_at, duration_s = excluded.duration_s,
                     bytes = excluded.bytes, recovered = excluded.recovered,
                     state = CASE WHEN recordings.state = 'complete' THEN 'complete'
                                  ELSE excluded.state END",
-                params![
-                    r.channel_id,
-                    r.session,
-                    r.started_at,
-                    r.ended_at,
+                args![
+                    &r.channel_id,
+                    &r.session,
+                    &r.started_at,
+                    r.ended_at.as_deref(),
                     r.duration_s,
-                    r.bytes.map(|b| b as i64),
+                    r.bytes.map(|b| b.min(i64::MAX as u64) as i64),
                     r.recovered,
                     r.state.name()
                 ],
@@ -104,10 +88,10 @@ impl Registry {
         session: &str,
         state: RecordingState,
     ) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE recordings SET state = ?3 WHERE channel_id = ?1 AND session = ?2",
-                params![channel_id, session, state.name()],
+        self.call("set_recording_state", Mode::Write, |db| {
+            db.exec(
+                "UPDATE recordings SET state = $3 WHERE channel_id = $1 AND session = $2",
+                args![channel_id, session, state.name()],
             )
             .map(drop)
         })
@@ -115,26 +99,30 @@ impl Registry {
 
     /// The channel's recordings, newest first.
     pub fn recordings(&self, channel_id: &str) -> Result<Vec<RecordingRow>> {
-        self.with(|c| {
-            let mut st = c.prepare(
+        self.call("recordings", Mode::Read, |db| {
+            db.query(
                 "SELECT channel_id, session, started_at, ended_at, duration_s, bytes, recovered, state
-                 FROM recordings WHERE channel_id = ?1 ORDER BY session DESC LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![channel_id, LISTED_RECORDINGS as i64], |r| {
-                Ok(RecordingRow {
-                    channel_id: r.get(0)?,
-                    session: r.get(1)?,
-                    started_at: r.get(2)?,
-                    ended_at: r.get(3)?,
-                    duration_s: r.get(4)?,
-                    bytes: r.get::<_, Option<i64>>(5)?.map(|b| b.max(0) as u64),
-                    recovered: r.get(6)?,
-                    state: RecordingState::parse(&r.get::<_, String>(7)?),
-                })
-            })?;
-            rows.collect()
+                 FROM recordings WHERE channel_id = $1 ORDER BY session DESC LIMIT $2",
+                args![channel_id, LISTED_RECORDINGS as i64],
+            )?
+            .iter()
+            .map(recording)
+            .collect()
         })
     }
+}
+
+fn recording(r: &Row) -> std::result::Result<RecordingRow, DbError> {
+    Ok(RecordingRow {
+        channel_id: r.text(0)?,
+        session: r.text(1)?,
+        started_at: r.text(2)?,
+        ended_at: r.opt_text(3)?,
+        duration_s: r.opt_real(4)?,
+        bytes: r.opt_int(5)?.map(|b| b.max(0) as u64),
+        recovered: r.bool(6)?,
+        state: RecordingState::parse(&r.text(7)?),
+    })
 }
 
 #[cfg(test)]

@@ -6,35 +6,14 @@
 //! [`MAX_EVENT_DETAIL`] characters, and a channel its newest
 //! [`KEPT_SESSIONS`] sessions. The node writes here from one background
 //! thread, never from a media path.
+//!
+//! A session belongs to the node that opened it (the registry's node id),
+//! so that nodes sharing one database each close only their own sessions
+//! when they start.
 
+use super::db::{Db, DbError, Mode, Row, args};
 use super::{Registry, Result};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
-
-/// Tables this module owns, created with the rest of the registry.
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS stream_sessions (
-    -- AUTOINCREMENT: a pruned session's id is never given to a new one.
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    channel_id      TEXT NOT NULL,
-    protocol        TEXT NOT NULL,
-    started_at      INTEGER NOT NULL,
-    ended_at        INTEGER,
-    end_reason      TEXT,
-    -- JSON: the ingest configuration as last received.
-    ingest          TEXT,
-    events          INTEGER NOT NULL DEFAULT 0,
-    events_dropped  INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS stream_sessions_by_channel ON stream_sessions (channel_id, id);
-CREATE TABLE IF NOT EXISTS session_events (
-    session_id  INTEGER NOT NULL,
-    at          INTEGER NOT NULL,
-    kind        TEXT NOT NULL,
-    detail      TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS session_events_by_session ON session_events (session_id, at);
-";
 
 /// Events kept per session; later ones are counted in `events_dropped`.
 pub const MAX_SESSION_EVENTS: u64 = 500;
@@ -73,28 +52,31 @@ pub struct SessionEvent {
 }
 
 impl Registry {
-    /// Records that a session started; returns its id. Prunes the channel's
-    /// oldest ended sessions, and the ended sessions of deleted channels.
+    /// Records that a session started on this registry's node; returns its
+    /// id. Prunes the channel's oldest ended sessions, and the ended
+    /// sessions of deleted channels.
     pub fn open_session(&self, channel_id: &str, protocol: &str, at_ms: u64) -> Result<i64> {
-        self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            tx.execute(
-                "INSERT INTO stream_sessions (channel_id, protocol, started_at) VALUES (?1, ?2, ?3)",
-                params![channel_id, protocol, ms(at_ms)],
-            )?;
-            let id = tx.last_insert_rowid();
-            prune(&tx, channel_id)?;
-            tx.commit()?;
+        let node = self.node_id();
+        self.call("open_session", Mode::Write, |db| {
+            let id = db
+                .query_one(
+                    "INSERT INTO stream_sessions (channel_id, protocol, started_at, node_id) \
+                     VALUES ($1, $2, $3, $4) RETURNING id",
+                    args![channel_id, protocol, ms(at_ms), node],
+                )?
+                .int(0)?;
+            prune(db, channel_id)?;
             Ok(id)
         })
     }
 
     /// Replaces the session's ingest configuration.
     pub fn set_session_ingest(&self, id: i64, ingest: &serde_json::Value) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE stream_sessions SET ingest = ?1 WHERE id = ?2",
-                params![ingest.to_string(), id],
+        let json = ingest.to_string();
+        self.call("set_session_ingest", Mode::Write, |db| {
+            db.exec(
+                "UPDATE stream_sessions SET ingest = $1 WHERE id = $2",
+                args![&json, id],
             )
             .map(drop)
         })
@@ -105,34 +87,35 @@ impl Registry {
     pub fn add_session_event(&self, id: i64, at_ms: u64, kind: &str, detail: &str) -> Result<bool> {
         let detail = truncate(detail, MAX_EVENT_DETAIL);
         let kind = truncate(kind, MAX_EVENT_DETAIL);
-        self.with(|c| {
-            let tx = c.unchecked_transaction()?;
-            let room = tx.execute(
-                "UPDATE stream_sessions SET events = events + 1 WHERE id = ?1 AND events < ?2",
-                params![id, MAX_SESSION_EVENTS as i64],
+        self.call("add_session_event", Mode::Write, |db| {
+            let room = db.exec(
+                "UPDATE stream_sessions SET events = events + 1 WHERE id = $1 AND events < $2",
+                args![id, MAX_SESSION_EVENTS as i64],
             )? == 1;
             if room {
-                tx.execute(
-                    "INSERT INTO session_events (session_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-                    params![id, ms(at_ms), kind, detail],
+                // `seq` orders the events of one millisecond as they came.
+                db.exec(
+                    "INSERT INTO session_events (session_id, at, kind, detail, seq) \
+                     SELECT $1, CAST($2 AS BIGINT), $3, $4, COALESCE(MAX(seq), 0) + 1 \
+                     FROM session_events WHERE session_id = $1",
+                    args![id, ms(at_ms), &kind, &detail],
                 )?;
             } else {
-                tx.execute(
-                    "UPDATE stream_sessions SET events_dropped = events_dropped + 1 WHERE id = ?1",
-                    [id],
+                db.exec(
+                    "UPDATE stream_sessions SET events_dropped = events_dropped + 1 WHERE id = $1",
+                    args![id],
                 )?;
             }
-            tx.commit()?;
             Ok(room)
         })
     }
 
     /// Counts `n` events that were not kept.
     pub fn count_dropped_events(&self, id: i64, n: u64) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE stream_sessions SET events_dropped = events_dropped + ?1 WHERE id = ?2",
-                params![n.min(i64::MAX as u64) as i64, id],
+        self.call("count_dropped_events", Mode::Write, |db| {
+            db.exec(
+                "UPDATE stream_sessions SET events_dropped = events_dropped + $1 WHERE id = $2",
+                args![ms(n), id],
             )
             .map(drop)
         })
@@ -141,66 +124,77 @@ impl Registry {
     /// Records the end of a live session; an ended one keeps its first end.
     pub fn close_session(&self, id: i64, at_ms: u64, reason: &str) -> Result<()> {
         let reason = truncate(reason, MAX_EVENT_DETAIL);
-        self.with(|c| {
-            c.execute(
-                "UPDATE stream_sessions SET ended_at = ?1, end_reason = ?2 \
-                 WHERE id = ?3 AND ended_at IS NULL",
-                params![ms(at_ms), reason, id],
+        self.call("close_session", Mode::Write, |db| {
+            db.exec(
+                "UPDATE stream_sessions SET ended_at = $1, end_reason = $2 \
+                 WHERE id = $3 AND ended_at IS NULL",
+                args![ms(at_ms), &reason, id],
             )
             .map(drop)
         })
     }
 
-    /// Ends every session still open with [`NODE_RESTARTED`]: the node that
-    /// owned them stopped without recording their end. Only a node starting
-    /// up may call this (the CLI opens the same database while a node runs).
+    /// Ends with [`NODE_RESTARTED`] every session this registry's node left
+    /// open: that node stopped without recording their end. Sessions of
+    /// other nodes sharing the database are live there and stay open;
+    /// sessions that belong to no node (written before sessions knew their
+    /// node) are closed too. Only a node starting up may call this (the CLI
+    /// opens the same database while a node runs).
     pub fn close_interrupted_sessions(&self, at_ms: u64) -> Result<usize> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE stream_sessions SET ended_at = MAX(started_at, ?1), end_reason = ?2 \
-                 WHERE ended_at IS NULL",
-                params![ms(at_ms), NODE_RESTARTED],
+        let node = self.node_id();
+        self.call("close_interrupted_sessions", Mode::Write, |db| {
+            db.exec(
+                "UPDATE stream_sessions \
+                 SET ended_at = CASE WHEN started_at > $1 THEN started_at ELSE $1 END, \
+                     end_reason = $2 \
+                 WHERE ended_at IS NULL AND (node_id = $3 OR node_id = '')",
+                args![ms(at_ms), NODE_RESTARTED, node],
             )
+        })
+        .map(|n| n as usize)
+    }
+
+    /// The node that opened the session (`""` for one written before
+    /// sessions knew their node); `None` when there is no such session.
+    pub fn session_node(&self, id: i64) -> Result<Option<String>> {
+        self.call("session_node", Mode::Read, |db| {
+            db.query_opt(
+                "SELECT node_id FROM stream_sessions WHERE id = $1",
+                args![id],
+            )?
+            .map(|r| r.text(0))
+            .transpose()
         })
     }
 
     /// The channel's newest `limit` sessions, newest first, with their events.
     pub fn sessions(&self, channel_id: &str, limit: usize) -> Result<Vec<StreamSession>> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
+        self.call("sessions", Mode::Read, |db| {
+            let rows = db.query(
                 "SELECT id, channel_id, protocol, started_at, ended_at, end_reason, ingest, events_dropped \
-                 FROM stream_sessions WHERE channel_id = ?1 ORDER BY id DESC LIMIT ?2",
+                 FROM stream_sessions WHERE channel_id = $1 ORDER BY id DESC LIMIT $2",
+                args![channel_id, limit.min(KEPT_SESSIONS) as i64],
             )?;
-            let rows = stmt.query_map(params![channel_id, limit.min(KEPT_SESSIONS) as i64], |r| {
-                Ok(StreamSession {
-                    id: r.get(0)?,
-                    channel_id: r.get(1)?,
-                    protocol: r.get(2)?,
-                    started_at_ms: unsigned(r.get(3)?),
-                    ended_at_ms: r.get::<_, Option<i64>>(4)?.map(unsigned),
-                    end_reason: r.get(5)?,
-                    // A row written by this module is JSON; anything else
-                    // reads as absent rather than failing the whole list.
-                    ingest: r
-                        .get::<_, Option<String>>(6)?
-                        .and_then(|s| serde_json::from_str(&s).ok()),
-                    events: Vec::new(),
-                    events_dropped: unsigned(r.get(7)?),
-                })
-            })?;
-            let mut sessions = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut events = c.prepare(
-                "SELECT at, kind, detail FROM session_events WHERE session_id = ?1 ORDER BY at, rowid",
-            )?;
+            let mut sessions = rows
+                .iter()
+                .map(session)
+                .collect::<std::result::Result<Vec<_>, _>>()?;
             for s in &mut sessions {
-                let rows = events.query_map([s.id], |r| {
-                    Ok(SessionEvent {
-                        at_ms: unsigned(r.get(0)?),
-                        kind: r.get(1)?,
-                        detail: r.get(2)?,
+                s.events = db
+                    .query(
+                        "SELECT at, kind, detail FROM session_events \
+                         WHERE session_id = $1 ORDER BY at, seq",
+                        args![s.id],
+                    )?
+                    .iter()
+                    .map(|r| {
+                        Ok(SessionEvent {
+                            at_ms: r.unsigned(0)?,
+                            kind: r.text(1)?,
+                            detail: r.text(2)?,
+                        })
                     })
-                })?;
-                s.events = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+                    .collect::<std::result::Result<_, DbError>>()?;
             }
             Ok(sessions)
         })
@@ -208,47 +202,51 @@ impl Registry {
 
     /// The channel's newest session, without its events.
     pub fn last_session(&self, channel_id: &str) -> Result<Option<StreamSession>> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT id, protocol, started_at, ended_at, end_reason, ingest, events_dropped \
-                 FROM stream_sessions WHERE channel_id = ?1 ORDER BY id DESC LIMIT 1",
-                [channel_id],
-                |r| {
-                    Ok(StreamSession {
-                        id: r.get(0)?,
-                        channel_id: channel_id.to_string(),
-                        protocol: r.get(1)?,
-                        started_at_ms: unsigned(r.get(2)?),
-                        ended_at_ms: r.get::<_, Option<i64>>(3)?.map(unsigned),
-                        end_reason: r.get(4)?,
-                        ingest: r
-                            .get::<_, Option<String>>(5)?
-                            .and_then(|s| serde_json::from_str(&s).ok()),
-                        events: Vec::new(),
-                        events_dropped: unsigned(r.get(6)?),
-                    })
-                },
-            )
-            .optional()
+        self.call("last_session", Mode::Read, |db| {
+            db.query_opt(
+                "SELECT id, channel_id, protocol, started_at, ended_at, end_reason, ingest, events_dropped \
+                 FROM stream_sessions WHERE channel_id = $1 ORDER BY id DESC LIMIT 1",
+                args![channel_id],
+            )?
+            .map(|r| session(&r))
+            .transpose()
         })
     }
 }
 
+/// A session from `id, channel_id, protocol, started_at, ended_at,
+/// end_reason, ingest, events_dropped`, without its events.
+fn session(r: &Row) -> std::result::Result<StreamSession, DbError> {
+    Ok(StreamSession {
+        id: r.int(0)?,
+        channel_id: r.text(1)?,
+        protocol: r.text(2)?,
+        started_at_ms: r.unsigned(3)?,
+        ended_at_ms: r.opt_int(4)?.map(unsigned),
+        end_reason: r.opt_text(5)?,
+        // A row written by this module is JSON; anything else reads as
+        // absent rather than failing the whole list.
+        ingest: r.opt_text(6)?.and_then(|s| serde_json::from_str(&s).ok()),
+        events: Vec::new(),
+        events_dropped: r.unsigned(7)?,
+    })
+}
+
 /// Deletes the channel's ended sessions beyond the newest [`KEPT_SESSIONS`],
 /// and the ended sessions of channels that no longer exist, with their events.
-fn prune(c: &Connection, channel_id: &str) -> rusqlite::Result<()> {
+fn prune(db: &mut Db<'_>, channel_id: &str) -> std::result::Result<(), DbError> {
     const DOOMED: &str = "SELECT id FROM stream_sessions WHERE ended_at IS NOT NULL AND (\
-         (channel_id = ?1 AND id NOT IN \
-            (SELECT id FROM stream_sessions WHERE channel_id = ?1 ORDER BY id DESC LIMIT ?2)) \
+         (channel_id = $1 AND id NOT IN \
+            (SELECT id FROM stream_sessions WHERE channel_id = $1 ORDER BY id DESC LIMIT $2)) \
          OR channel_id NOT IN (SELECT id FROM channels))";
     let keep = KEPT_SESSIONS as i64;
-    c.execute(
+    db.exec(
         &format!("DELETE FROM session_events WHERE session_id IN ({DOOMED})"),
-        params![channel_id, keep],
+        args![channel_id, keep],
     )?;
-    c.execute(
+    db.exec(
         &format!("DELETE FROM stream_sessions WHERE id IN ({DOOMED})"),
-        params![channel_id, keep],
+        args![channel_id, keep],
     )?;
     Ok(())
 }
@@ -263,7 +261,7 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-/// SQLite integers are signed; milliseconds since 1970 fit for 292 million years.
+/// Database integers are signed; milliseconds since 1970 fit for 292 million years.
 fn ms(at_ms: u64) -> i64 {
     at_ms.min(i64::MAX as u64) as i64
 }
@@ -355,7 +353,7 @@ mod tests {
             }
         }
         let count = |sql: &str| -> i64 {
-            reg.with(|c| c.query_row(sql, [], |r| r.get(0)))
+            reg.call("test", Mode::Read, |db| db.query_one(sql, &[])?.int(0))
                 .expect("count")
         };
         assert_eq!(

@@ -100,6 +100,7 @@ struct Api {
     cfg: Arc<Config>,
     token: Arc<str>,
     access: Arc<Access>,
+    node: Arc<crate::fleet::Fleet>,
 }
 
 /// The body of `POST /api/v1/channels` (`name` required) and of `PATCH
@@ -219,8 +220,11 @@ pub fn routes(
     cfg: Arc<Config>,
     admin_token: Arc<str>,
     access: Arc<Access>,
+    node: Arc<crate::fleet::Fleet>,
 ) -> Router {
     Router::new()
+        .route("/api/v1/nodes", get(list_nodes))
+        .route("/api/v1/node/drain", post(drain))
         .route("/api/v1/channels", get(list).post(create))
         .route(
             "/api/v1/channels/{id}",
@@ -238,6 +242,7 @@ pub fn routes(
             cfg,
             token: admin_token,
             access,
+            node,
         })
 }
 
@@ -626,6 +631,52 @@ async fn list_revocations(State(api): State<Api>, headers: HeaderMap) -> Respons
         Ok(revs) => ok_json(StatusCode::OK, revs),
         Err(r) => r,
     }
+}
+
+/// `GET /api/v1/nodes`: the live map, every node whose lease holds.
+async fn list_nodes(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return *r;
+    }
+    match blocking(&api, |hub| hub.registry().nodes()).await {
+        Ok(nodes) => {
+            let nodes: Vec<serde_json::Value> = nodes
+                .into_iter()
+                .map(|n| {
+                    serde_json::json!({
+                        "id": n.info.id,
+                        "public_url": n.info.public_url,
+                        "region": n.info.region,
+                        "capacity": n.info.capacity,
+                        "draining": n.info.draining,
+                        "live_channels": n.live_channels,
+                        "lease_expires_in_s": n.expires_in_ms as f64 / 1000.0,
+                    })
+                })
+                .collect();
+            ok_json(StatusCode::OK, nodes)
+        }
+        Err(r) => r,
+    }
+}
+
+/// `POST /api/v1/node/drain`: what SIGTERM does. The node stops taking
+/// publishers, serves its live streams until they end or `drain.deadline_s`
+/// passes, then exits.
+async fn drain(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&api, &headers) {
+        return *r;
+    }
+    let started = api.node.drain();
+    ok_json(
+        StatusCode::ACCEPTED,
+        serde_json::json!({
+            "node": api.node.node_id(),
+            "draining": true,
+            "already_draining": !started,
+            "deadline_s": api.cfg.drain.deadline_s,
+        }),
+    )
 }
 
 /// Revokes a viewer id: its tokens issued until now are refused.

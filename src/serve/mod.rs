@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod api;
+pub mod fleet;
 pub mod geo;
 pub mod health;
 pub mod hls;
@@ -53,16 +54,31 @@ pub fn routers(
     whip: Arc<Whip>,
     hooks: Arc<Hooks>,
     locator: geo::Locator,
+    node: Arc<crate::fleet::Fleet>,
 ) -> Routers {
     // One view of private channels and channel rules for both surfaces: the
     // API reloads it after each change, the player side checks against it.
     let access = access::Access::new(hub.registry().clone(), locator);
-    let operator = operator(hub.clone(), cfg.clone(), admin_token, access.clone());
-    let mut player = player(hub, cfg.clone(), whip, hooks, access);
+    let operator = operator(
+        hub.clone(),
+        cfg.clone(),
+        admin_token,
+        access.clone(),
+        node.clone(),
+    );
+    let forwarding = fleet::Forwarding::new(hub.clone(), node.clone(), cfg.fleet.forward);
+    let mut player = player(hub, cfg.clone(), whip, hooks, access, forwarding)
+        .merge(probes(node.clone()));
     if cfg.http.admin_on_player_port {
         player = player.merge(operator.clone());
     }
-    let admin = operator.route("/healthz", get(|| async { "ok\n" }));
+    let admin = operator.merge(probes(node));
+    // Behind a proxy that keeps `public_url`'s path prefix the node is asked
+    // under it; one that strips it asks at the root: both work.
+    let prefix = cfg.path_prefix();
+    if !prefix.is_empty() {
+        player = Router::new().nest(&prefix, player.clone()).merge(player);
+    }
     let limit = |r: Router| {
         r.layer(DefaultBodyLimit::max(MAX_BODY))
             .layer(RequestBodyLimitLayer::new(MAX_BODY))
@@ -81,12 +97,21 @@ fn operator(
     cfg: Arc<Config>,
     admin_token: Arc<str>,
     access: Arc<access::Access>,
+    node: Arc<crate::fleet::Fleet>,
 ) -> Router {
     Router::new()
         .merge(metadata::routes(hub.clone(), admin_token.clone()))
         .merge(health::routes(hub.clone(), admin_token.clone()))
-        .merge(api::routes(hub, cfg, admin_token, access))
+        .merge(api::routes(hub, cfg, admin_token, access, node))
         .route("/metrics", get(metrics))
+}
+
+/// `/healthz` and `/readyz`, on both ports.
+fn probes(node: Arc<crate::fleet::Fleet>) -> Router {
+    Router::new()
+        .route("/healthz", get(fleet::healthz))
+        .route("/readyz", get(fleet::readyz))
+        .with_state(node)
 }
 
 fn player(
@@ -95,12 +120,15 @@ fn player(
     whip: Arc<Whip>,
     hooks: Arc<Hooks>,
     access: Arc<access::Access>,
+    forwarding: fleet::Forwarding,
 ) -> Router {
     let lookup = {
         let hub = hub.clone();
         move |id: &str| hub.store(id)
     };
-    let mut served = hls::routes_with_access(lookup, access.clone(), hooks.clone());
+    let mut served = hls::routes_with_access(lookup, access.clone(), hooks.clone()).layer(
+        axum::middleware::from_fn_with_state(forwarding, fleet::forward),
+    );
     if let Some(root) = hub.recordings().and_then(|r| r.local_root()) {
         served = served.merge(recordings::routes(root.to_owned(), access.clone()));
     }
@@ -136,9 +164,13 @@ fn player(
                     health::count_viewers,
                 )),
         )
-        .merge(crate::ingest::whip::routes(hub, whip, hooks))
-        .merge(player::routes(cfg.player.hls_js.clone()))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(crate::ingest::whip::routes(
+            hub,
+            whip,
+            hooks,
+            &cfg.path_prefix(),
+        ))
+        .merge(player::routes(cfg.player.hls_js.clone(), cfg.path_prefix()))
 }
 
 /// For a channel with allowed origins, `Access-Control-Allow-Origin` echoes

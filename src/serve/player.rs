@@ -14,13 +14,22 @@ const PAGE: &str = include_str!("player.html");
 const PUBLISH: &str = include_str!("publish.html");
 const LATENCY_JS: &str = include_str!("latency.js");
 
-pub fn routes(hls_js: PathBuf) -> Router {
+/// The pages name the node's other paths under `base`, the path prefix of
+/// `public_url` (`/tv`, or "" without one), so they work behind a proxy that
+/// serves the node under a prefix.
+pub fn routes(hls_js: PathBuf, base: String) -> Router {
+    let pages = Arc::new(Pages { hls_js, base });
     Router::new()
         .route("/play/{id}", get(page))
         .route("/publish/{id}", get(publish_page))
         .route("/assets/hls.min.js", get(script))
         .route("/assets/rungs-latency.js", get(latency_script))
-        .with_state(Arc::new(hls_js))
+        .with_state(pages)
+}
+
+struct Pages {
+    hls_js: PathBuf,
+    base: String,
 }
 
 /// Channel ids are lowercase hex; anything else is refused before it could
@@ -29,15 +38,15 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-async fn page(Path(id): Path<String>) -> Response {
-    html(PAGE, &id)
+async fn page(State(pages): State<Arc<Pages>>, Path(id): Path<String>) -> Response {
+    html(PAGE, &id, &pages.base)
 }
 
-async fn publish_page(Path(id): Path<String>) -> Response {
-    html(PUBLISH, &id)
+async fn publish_page(State(pages): State<Arc<Pages>>, Path(id): Path<String>) -> Response {
+    html(PUBLISH, &id, &pages.base)
 }
 
-fn html(template: &str, id: &str) -> Response {
+fn html(template: &str, id: &str, base: &str) -> Response {
     if !valid_id(id) {
         return (StatusCode::NOT_FOUND, "no such channel").into_response();
     }
@@ -46,7 +55,11 @@ fn html(template: &str, id: &str) -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        template.replace("{{CHANNEL}}", id),
+        // The prefix comes from the operator's config and is a URL path
+        // (checked at load), so it needs no escaping inside the page's quotes.
+        template
+            .replace("{{CHANNEL}}", id)
+            .replace("{{BASE}}", base),
     )
         .into_response()
 }
@@ -65,8 +78,9 @@ async fn latency_script() -> Response {
         .into_response()
 }
 
-async fn script(State(path): State<Arc<PathBuf>>) -> Response {
-    match tokio::fs::read(path.as_path()).await {
+async fn script(State(pages): State<Arc<Pages>>) -> Response {
+    let path = &pages.hls_js;
+    match tokio::fs::read(path).await {
         Ok(js) => (
             [
                 (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),

@@ -17,7 +17,7 @@ pub enum LadderError {
 }
 
 /// One rung as an operator writes it in config.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RungSpec {
     /// Rendition name in URLs and metrics, e.g. `720p`.

@@ -19,11 +19,15 @@
 //! - `playback`: what a player page's report must show ([`check_playback`]);
 //! - `timeline`: every part's and segment's media time and date, per
 //!   rendition, checked for holes and misalignment ([`TimelineProbe`]);
-//! - `playlist`, `fmp4`: the parsers the checks use.
+//! - `playlist`, `fmp4`: the parsers the checks use;
+//! - `postgres`: a PostgreSQL server in a temporary directory ([`PgServer`]);
+//! - `prometheus`: the metrics `src/metrics.rs` defines, the ones a PromQL
+//!   expression reads, and a real Prometheus server ([`prometheus::PromServer`]).
 #![allow(dead_code, unused_imports)]
 
 pub mod fmp4;
 pub mod playlist;
+pub mod prometheus;
 
 mod ffmpeg9;
 mod findings;
@@ -33,6 +37,7 @@ mod metrics;
 mod netns;
 mod node;
 mod playback;
+mod postgres;
 mod process;
 mod publisher;
 mod s3;
@@ -44,6 +49,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use self::postgres::PgServer;
 pub use ffmpeg9::{CopyPublisher, STUDIO_X264, Stream, clip, clip_stream, ffmpeg9};
 pub use findings::Findings;
 pub use hls::{Fetched, fetch_blocking, fetch_media, wait_all, wait_playlist};

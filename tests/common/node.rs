@@ -29,6 +29,9 @@ pub struct NodeConfig {
     /// `public_url`, with `{http_port}` replaced by the port the node gets.
     /// Default: `http://127.0.0.1:{http_port}`.
     pub public_url: String,
+    /// `[tls]` cert and key files: the player port serves HTTPS only, so
+    /// the harness waits for the node on the admin port's /healthz.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// `[http]` of the node under test.
@@ -64,6 +67,7 @@ impl Default for NodeConfig {
             public_url: "http://127.0.0.1:{http_port}".into(),
             http: HttpLimits::default(),
             extra_toml: "",
+            tls: None,
         }
     }
 }
@@ -169,7 +173,11 @@ impl Node {
             h.max_blocked_requests,
             h.admin_on_player_port,
         );
-        fs::write(&cfg_path, toml + "\n" + cfg.extra_toml).unwrap();
+        let tls = match &cfg.tls {
+            Some((cert, key)) => format!("\n[tls]\ncert = {cert:?}\nkey = {key:?}\n"),
+            None => String::new(),
+        };
+        fs::write(&cfg_path, toml + &tls + "\n" + cfg.extra_toml).unwrap();
         // A node restarted on the same dir appends to a new log file.
         let mut k = 0;
         let log_path = loop {
@@ -215,7 +223,11 @@ impl Node {
             bin: bin.to_path_buf(),
             extra_logs: Arc::new(Mutex::new(Vec::new())),
         };
-        if !node.wait_healthy(Duration::from_secs(30), retry_on_addr_in_use) {
+        let health = match cfg.tls {
+            Some(_) => node.admin_url("/healthz"),
+            None => node.url("/healthz"),
+        };
+        if !node.wait_healthy(&health, Duration::from_secs(30), retry_on_addr_in_use) {
             return None;
         }
         let tok_path = dir.join("admin-token");
@@ -234,8 +246,7 @@ impl Node {
 
     /// False if the node exited because an address was in use (and the
     /// caller asked to retry); panics on any other failure.
-    fn wait_healthy(&mut self, timeout: Duration, retry_on_addr_in_use: bool) -> bool {
-        let url = self.url("/healthz");
+    fn wait_healthy(&mut self, url: &str, timeout: Duration, retry_on_addr_in_use: bool) -> bool {
         let end = Instant::now() + timeout;
         loop {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -249,7 +260,7 @@ impl Node {
                     tail(&self.log_path, 80)
                 );
             }
-            if self.http.try_get(&url).is_ok_and(|r| r.status == 200) {
+            if self.http.try_get(url).is_ok_and(|r| r.status == 200) {
                 return true;
             }
             if Instant::now() > end {
@@ -299,6 +310,22 @@ impl Node {
     /// The node's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits up to `limit` for the node to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Some(st) = c.try_wait().ok().flatten() {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn is_running(&mut self) -> bool {

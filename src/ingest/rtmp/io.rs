@@ -180,6 +180,8 @@ fn peer_description(e: &PublishError) -> &'static str {
     match e {
         PublishError::UnknownKey => "unknown stream key",
         PublishError::AlreadyLive(_) => "this channel already has a publisher",
+        PublishError::Draining => "this node is shutting down: publish to another node",
+        PublishError::AtCapacity => "this node is full: publish to another node",
         PublishError::Registry(_)
         | PublishError::Channel { .. }
         | PublishError::Spawn { .. }

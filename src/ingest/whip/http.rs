@@ -38,11 +38,13 @@ struct Ctx {
     hub: Arc<Hub>,
     whip: Arc<Whip>,
     hooks: Arc<Hooks>,
+    /// The path prefix of `public_url`, which session URLs carry.
+    base: Arc<str>,
 }
 
 /// `/whip/{id}` and `/whip/{id}/{session}`, with CORS for publishing pages
-/// on any origin.
-pub fn routes(hub: Arc<Hub>, whip: Arc<Whip>, hooks: Arc<Hooks>) -> Router {
+/// on any origin. `base` is the path prefix the node is reached under.
+pub fn routes(hub: Arc<Hub>, whip: Arc<Whip>, hooks: Arc<Hooks>, base: &str) -> Router {
     // RFC 9725 4.2: browser clients need CORS; the Location of the session
     // must be readable by the page for its DELETE.
     let cors = CorsLayer::new()
@@ -64,7 +66,12 @@ pub fn routes(hub: Arc<Hub>, whip: Arc<Whip>, hooks: Arc<Hooks>) -> Router {
         )
         .layer(DefaultBodyLimit::max(MAX_OFFER))
         .layer(cors)
-        .with_state(Ctx { hub, whip, hooks })
+        .with_state(Ctx {
+            hub,
+            whip,
+            hooks,
+            base: base.into(),
+        })
 }
 
 fn reject(reason: &'static str) {
@@ -115,6 +122,11 @@ async fn publish(
     extensions: axum::http::Extensions,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    // Before any work on the offer: a draining node sends everyone on.
+    if ctx.hub.fleet().is_some_and(|f| f.draining()) {
+        reject(PublishError::Draining.reason());
+        return unavailable("this node is shutting down", "10");
+    }
     let is_sdp = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -241,6 +253,11 @@ async fn publish(
                     text(StatusCode::CONFLICT, "this channel already has a publisher")
                 }
                 PublishError::UnknownKey => unauthorized("wrong stream key for this channel"),
+                // RFC 9725 4.6: a WHIP endpoint that cannot take a session
+                // "MAY redirect" or answer 503 with Retry-After; a load
+                // balancer in front sends the retry to another node.
+                PublishError::Draining => unavailable("this node is shutting down", "10"),
+                PublishError::AtCapacity => unavailable("this node is full", "10"),
                 PublishError::Registry(_)
                 | PublishError::Channel { .. }
                 | PublishError::Spawn { .. }
@@ -276,7 +293,7 @@ async fn publish(
     // RFC 9725 4.2: "the WHIP endpoint [...] MUST return a "201 Created"
     // response with the SDP answer [...] and a Location header field
     // pointing to the newly created WHIP session".
-    let location = format!("/whip/{id}/{session}");
+    let location = format!("{}/whip/{id}/{session}", ctx.base);
     (
         StatusCode::CREATED,
         [
@@ -291,9 +308,13 @@ async fn publish(
 
 /// 503 with a Retry-After: the node is overloaded, not broken.
 fn busy() -> Response {
-    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "busy, try again shortly");
+    unavailable("busy, try again shortly", "1")
+}
+
+fn unavailable(why: &'static str, retry_after_s: &'static str) -> Response {
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, why);
     r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after_s));
     r
 }
 

@@ -180,6 +180,7 @@ bench: deps $(FFMPEG9) $(S3S_FS)
 	cargo bench --bench multitrack
 	cargo bench --bench density
 	cargo bench --bench recording
+	cargo bench --bench fleet
 
 # A 30-minute live soak of a release node (RUNGS_SOAK_MINUTES to change it):
 # RSS, open fds and threads every 10 s, with their slopes per hour.

@@ -3,10 +3,10 @@
 //! `main.rs` is the command line around it and nothing else.
 
 use crate::config::{Config, ConfigError};
+use crate::fleet::Fleet;
 use crate::gpu::GpuMode;
 use crate::gpu::device::{Gpu, GpuError};
 use crate::gpu::probe::GpuRequired;
-use crate::fleet::Fleet;
 use crate::hub::{Hub, HubConfig};
 use crate::metrics::METRICS;
 use crate::record::Recordings;
@@ -197,7 +197,11 @@ fn open_registry_as(cfg: &Config, node_id: &str) -> Result<Registry, NodeError> 
     // however it was made before.
     std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(file("restricting data dir"))?;
-    Ok(Registry::open_config(&cfg.registry, &cfg.data_dir, node_id)?)
+    Ok(Registry::open_config(
+        &cfg.registry,
+        &cfg.data_dir,
+        node_id,
+    )?)
 }
 
 /// The configured token, or the one in the data dir, or a new one written
@@ -403,12 +407,11 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
             }))
         };
         // [tls]: HTTPS (and HTTP/2) on the player port, its certificate
-        // reloaded on SIGHUP; the admin listener stays plain HTTP.
+        // reloaded on SIGHUP; the admin listener stays plain HTTP. SIGHUP is
+        // caught without [tls] too: `systemctl reload` must not end the node.
         let tls = crate::serve::tls::Tls::load(&cfg.tls)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        if let Some(tls) = tls.clone() {
-            tokio::spawn(crate::serve::tls::reload_on_sighup(tls));
-        }
+        tokio::spawn(crate::serve::tls::reload_on_sighup(tls.clone()));
         let player = tokio::spawn(supervise("player http", move || {
             crate::serve::listener::serve_tls(
                 http.clone(),

@@ -54,7 +54,10 @@ fn no_redirects() -> ureq::Agent {
 }
 
 fn status_and_location(agent: &ureq::Agent, url: &str) -> (u16, Option<String>) {
-    let r = agent.get(url).call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let r = agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let location = r
         .headers()
         .get("location")
@@ -92,14 +95,22 @@ fn two_nodes_share_the_registry_any_node_plays_any_channel_and_a_dead_node_leave
     // Made through A's API, known to B at once.
     let ch = create(&a, "fleet");
     let on_b = b.api("GET", &format!("/api/v1/channels/{}", ch.id), None);
-    assert_eq!(on_b.status, 200, "B knows the channel made on A: {}", on_b.text());
+    assert_eq!(
+        on_b.status,
+        200,
+        "B knows the channel made on A: {}",
+        on_b.text()
+    );
 
     let mut publisher = b.publish_live(&ch, 2);
 
     // A sends players to B; B answers itself.
     let agent = no_redirects();
     let (status, location) = status_and_location(&agent, &a.master_url(&ch.id));
-    assert_eq!(status, 307, "A redirects a player asking for a channel live on B");
+    assert_eq!(
+        status, 307,
+        "A redirects a player asking for a channel live on B"
+    );
     assert_eq!(location.as_deref(), Some(b.master_url(&ch.id).as_str()));
     let media = format!("{}?_HLS_msn=1", a.media_url(&ch.id, "source"));
     let (status, location) = status_and_location(&agent, &media);
@@ -122,7 +133,11 @@ fn two_nodes_share_the_registry_any_node_plays_any_channel_and_a_dead_node_leave
     check_playback(&f, &via_a["report"], 8);
     let level_urls: Vec<String> = via_a["report"]["levels"]
         .as_array()
-        .map(|l| l.iter().filter_map(|x| x["url"].as_str().map(str::to_string)).collect())
+        .map(|l| {
+            l.iter()
+                .filter_map(|x| x["url"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     f.check(
         !level_urls.is_empty() && level_urls.iter().all(|u| u.starts_with(&b.url("/"))),
@@ -134,7 +149,9 @@ fn two_nodes_share_the_registry_any_node_plays_any_channel_and_a_dead_node_leave
     println!(
         "first frame: through A (redirect) {:.0} ms, B directly {:.0} ms",
         via_a["report"]["firstFrameMs"].as_f64().unwrap_or(f64::NAN),
-        direct["report"]["firstFrameMs"].as_f64().unwrap_or(f64::NAN)
+        direct["report"]["firstFrameMs"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
     );
     f.assert_empty("hls.js given node A's URL, and given B's");
 
@@ -142,17 +159,23 @@ fn two_nodes_share_the_registry_any_node_plays_any_channel_and_a_dead_node_leave
     let (accepted, _refused) = a.publish_accepted(&ch.id, &ch.stream_key, &a.data_dir);
     assert!(!accepted, "a second publisher on A for a channel live on B");
     assert!(
-        a.metrics().sum("rungs_ingest_rejected_total", &[("reason", "already_live")]) >= 1.0,
+        a.metrics()
+            .sum("rungs_ingest_rejected_total", &[("reason", "already_live")])
+            >= 1.0,
         "A counts the refusal as already_live"
     );
 
     // B dies: within its lease it leaves the map, and the channel with it.
     let killed = Instant::now();
     if let Some(pid) = b.pid() {
-        let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     }
     publisher.kill();
-    until(Duration::from_secs(10), "B leaves the live map", || node_ids(&a) == ["a"]);
+    until(Duration::from_secs(10), "B leaves the live map", || {
+        node_ids(&a) == ["a"]
+    });
     let gone_after = killed.elapsed();
     assert!(
         gone_after < Duration::from_secs_f64(3.0 + 2.5),
@@ -162,13 +185,18 @@ fn two_nodes_share_the_registry_any_node_plays_any_channel_and_a_dead_node_leave
     assert_eq!(status, 404, "A no longer sends players to a dead node");
     // Its channel can be published again, here.
     let (accepted, _p) = a.publish_accepted(&ch.id, &ch.stream_key, &a.data_dir);
-    assert!(accepted, "the channel of a dead node is free once its lease ran out");
+    assert!(
+        accepted,
+        "the channel of a dead node is free once its lease ran out"
+    );
 
     // The registry going away makes A unhealthy within a lease; back, healthy.
     pg.stop();
-    until(Duration::from_secs(10), "A unhealthy without its registry", || {
-        a.http.get(&a.url("/healthz")).status == 503
-    });
+    until(
+        Duration::from_secs(10),
+        "A unhealthy without its registry",
+        || a.http.get(&a.url("/healthz")).status == 503,
+    );
     assert_eq!(a.http.get(&a.url("/readyz")).status, 503, "and not ready");
     pg.start_again();
     until(Duration::from_secs(15), "A healthy again", || {
@@ -196,21 +224,40 @@ fn a_drained_node_refuses_publishers_plays_its_stream_to_the_end_and_exits_0() {
         &b.data_dir,
     );
     b.attach_log(&publisher.log_path);
-    wait_playlist(&b.http, &b.media_url(&ch.id, "source"), 1, Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("no playlist; ffmpeg:\n{}", publisher.log()));
-    assert_eq!(b.http.get(&b.url("/readyz")).status, 200, "ready before the drain");
+    wait_playlist(
+        &b.http,
+        &b.media_url(&ch.id, "source"),
+        1,
+        Duration::from_secs(20),
+    )
+    .unwrap_or_else(|| panic!("no playlist; ffmpeg:\n{}", publisher.log()));
+    assert_eq!(
+        b.http.get(&b.url("/readyz")).status,
+        200,
+        "ready before the drain"
+    );
 
     let pid = b.pid().expect("node B runs");
-    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     until(Duration::from_secs(5), "B not ready once draining", || {
         b.http.get(&b.url("/readyz")).status == 503
     });
-    assert_eq!(b.http.get(&b.url("/healthz")).status, 200, "draining is healthy");
-    until(Duration::from_secs(5), "A sees B draining in the map", || {
-        nodes(&a)
-            .iter()
-            .any(|n| n["id"] == "b" && n["draining"] == true)
-    });
+    assert_eq!(
+        b.http.get(&b.url("/healthz")).status,
+        200,
+        "draining is healthy"
+    );
+    until(
+        Duration::from_secs(5),
+        "A sees B draining in the map",
+        || {
+            nodes(&a)
+                .iter()
+                .any(|n| n["id"] == "b" && n["draining"] == true)
+        },
+    );
 
     // New publishers are refused, over RTMP and WHIP.
     let (accepted, _p) = b.publish_accepted(&other.id, &other.stream_key, &b.data_dir);
@@ -228,25 +275,32 @@ fn a_drained_node_refuses_publishers_plays_its_stream_to_the_end_and_exits_0() {
         )
         .expect("WHIP POST");
     assert_eq!(whip.status, 503, "WHIP on a draining node: {}", whip.text());
-    assert!(whip.header("retry-after").is_some(), "503 carries Retry-After");
+    assert!(
+        whip.header("retry-after").is_some(),
+        "503 carries Retry-After"
+    );
 
     // The live stream goes on to its end: the playlist keeps growing and
     // ends with ENDLIST, then the node exits 0 by itself.
     let before = fetch_media(&b.http, &b.media_url(&ch.id, "source"), "").pl;
     let mut last = before.clone();
-    until(Duration::from_secs(30), "the playlist ends with ENDLIST", || {
-        let Ok(r) = b.http.try_get(&b.media_url(&ch.id, "source")) else {
-            return false;
-        };
-        match parse_media(&r.text()) {
-            Ok(p) => {
-                let done = p.endlist;
-                last = p;
-                done
+    until(
+        Duration::from_secs(30),
+        "the playlist ends with ENDLIST",
+        || {
+            let Ok(r) = b.http.try_get(&b.media_url(&ch.id, "source")) else {
+                return false;
+            };
+            match parse_media(&r.text()) {
+                Ok(p) => {
+                    let done = p.endlist;
+                    last = p;
+                    done
+                }
+                Err(_) => false,
             }
-            Err(_) => false,
-        }
-    });
+        },
+    );
     assert!(
         last.segments.len() > before.segments.len(),
         "the stream kept growing while draining ({} -> {} segments)",
@@ -258,18 +312,31 @@ fn a_drained_node_refuses_publishers_plays_its_stream_to_the_end_and_exits_0() {
         seconds >= 9.0,
         "the stream played to its end: {seconds:.1} s of a 12-s publish"
     );
-    let status = b.wait_exit(Duration::from_secs(20)).expect("node B exits after the drain");
+    let status = b
+        .wait_exit(Duration::from_secs(20))
+        .expect("node B exits after the drain");
     assert!(status.success(), "a drained node exits 0: {status}");
     publisher.stop();
-    assert_eq!(node_ids(&a), ["a"], "a drained node leaves the map as it exits");
+    assert_eq!(
+        node_ids(&a),
+        ["a"],
+        "a drained node leaves the map as it exits"
+    );
 
     // A deadline cuts a stream that would not end: ENDLIST, exit 0.
     let mut c = fleet_node(tmp.path(), "c", &db, "[drain]\ndeadline_s = 2.0\n");
     let long = create(&c, "long");
     let mut steady = c.publish_live(&long, 1);
     let drained = c.api("POST", "/api/v1/node/drain", None);
-    assert_eq!(drained.status, 202, "POST /api/v1/node/drain: {}", drained.text());
-    let status = c.wait_exit(Duration::from_secs(20)).expect("node C exits at its deadline");
+    assert_eq!(
+        drained.status,
+        202,
+        "POST /api/v1/node/drain: {}",
+        drained.text()
+    );
+    let status = c
+        .wait_exit(Duration::from_secs(20))
+        .expect("node C exits at its deadline");
     assert!(status.success(), "exit 0 after the deadline: {status}");
     assert!(
         steady.wait_exit(Duration::from_secs(10)).is_some(),
@@ -306,21 +373,39 @@ fn public_url_with_https_and_a_prefix_is_in_every_url_and_served_under_it() {
         "the RTMP URL names public_url's host: {v}"
     );
     let config = node.data_dir.join("e2e-config.toml");
-    let listed = node.cli(&["channel", "list", "--config", config.to_str().expect("utf-8 path")]);
+    let listed = node.cli(&[
+        "channel",
+        "list",
+        "--config",
+        config.to_str().expect("utf-8 path"),
+    ]);
     assert!(
         listed.contains(&format!("https://edge.example:8443/tv/play/{id}")),
         "the CLI prints public_url: {listed}"
     );
-    assert!(!listed.contains("localhost"), "no other base in the CLI: {listed}");
+    assert!(
+        !listed.contains("localhost"),
+        "no other base in the CLI: {listed}"
+    );
 
     // Served under the prefix, pages naming it.
     let page = node.http.get(&node.url(&format!("/tv/play/{id}")));
     assert_eq!(page.status, 200);
-    assert!(page.text().contains(&format!("\"/tv/hls/{id}/master.m3u8\"")), "{}", page.text());
+    assert!(
+        page.text()
+            .contains(&format!("\"/tv/hls/{id}/master.m3u8\"")),
+        "{}",
+        page.text()
+    );
     assert_eq!(node.http.get(&node.url("/tv/healthz")).status, 200);
     let ch = Channel::from_json(v);
     let _publisher = node.publish_live(&ch, 1);
-    let master = node.http.get(&node.url(&format!("/tv/hls/{id}/master.m3u8")));
-    assert_eq!(master.status, 200, "the multivariant playlist under the prefix");
+    let master = node
+        .http
+        .get(&node.url(&format!("/tv/hls/{id}/master.m3u8")));
+    assert_eq!(
+        master.status, 200,
+        "the multivariant playlist under the prefix"
+    );
     assert!(master.text().contains("#EXT-X-STREAM-INF"));
 }

@@ -11,7 +11,8 @@
 //!   deleted channel's mark) and two handles racing claims from two threads, exactly
 //!   one winning each channel; the per-call metrics.
 //! - `postgres_restarted_mid_way_is_reconnected_to`: the server restarts under an open
-//!   registry, then stops and comes back: calls fail only while it is down.
+//!   registry, then stops and comes back: calls fail only while it is down; a column
+//!   changed under a prepared statement does not fail the next call.
 //! - `postgres_errors_never_show_the_password`: a wrong password, an unreachable server
 //!   and the config as served name the database without its password.
 //! - `postgres_calls_on_async_threads_do_not_panic`: the blocking client called from a
@@ -620,6 +621,14 @@ fn postgres_restarted_mid_way_is_reconnected_to() {
     assert_eq!(reg.get(&ch.id).expect("read once back"), ch);
     assert_eq!(
         reg.live_holder(&other.id).expect("holder"),
+        Some(node("edge-a"))
+    );
+
+    // A newer node's migration changes a column under a statement this connection
+    // prepared: the statement is prepared again.
+    (t.raw)("ALTER TABLE fleet_nodes ALTER COLUMN region TYPE VARCHAR(200)");
+    assert_eq!(
+        reg.live_holder(&other.id).expect("holder after ALTER"),
         Some(node("edge-a"))
     );
 }

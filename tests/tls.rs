@@ -422,3 +422,21 @@ fn browser_plays_over_https_and_http2() {
     }
     f.assert_empty("browser_plays_over_https_and_http2");
 }
+
+/// `systemctl reload` sends SIGHUP whether or not `[tls]` is set: a node
+/// serving plain HTTP must take it without ending (the signal's default).
+#[test]
+fn sighup_without_tls_leaves_the_node_running() {
+    let mut node = Node::start(NodeConfig::default());
+    signal_hup(&node);
+    signal_hup(&node);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(node.is_running(), "the node ended on SIGHUP");
+    assert_eq!(node.http.get(&node.url("/healthz")).status, 200);
+    let logged = wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
+        node.log()
+            .contains("no [tls] certificate to reload")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "the SIGHUP is logged");
+}

@@ -167,10 +167,7 @@ pub async fn watchdog(fleet: Arc<Fleet>) {
     let mut every = tokio::time::interval(interval / 2);
     loop {
         every.tick().await;
-        let stopped_task = fleet
-            .problems()
-            .iter()
-            .any(|p| p.starts_with("task "));
+        let stopped_task = fleet.problems().iter().any(|p| p.starts_with("task "));
         if !stopped_task {
             notify(&[sd_notify::NotifyState::Watchdog]);
         }

@@ -793,6 +793,11 @@ impl Pg {
                 Err(failure) => failure,
             };
             let lost = error.connection_lost() || conn.client.is_closed();
+            if !lost && error.stale_statement() && stage == Stage::Body && !replanned {
+                conn.stmts.clear();
+                replanned = true;
+                continue;
+            }
             if lost {
                 *guard = None;
             }
@@ -803,11 +808,6 @@ impl Pg {
             }
             if error.lost_race() && races < SERIAL_RETRIES {
                 races += 1;
-                continue;
-            }
-            if error.stale_statement() && stage == Stage::Body && !replanned {
-                conn.stmts.clear();
-                replanned = true;
                 continue;
             }
             return Err(error);

@@ -90,7 +90,10 @@ pub async fn forward(State(f): State<Forwarding>, req: Request, next: Next) -> R
     let target = format!("{}{path}", node.public_url.trim_end_matches('/'));
     match f.mode {
         Forward::Redirect => {
-            METRICS.fleet_forwarded.with_label_values(&["redirect"]).inc();
+            METRICS
+                .fleet_forwarded
+                .with_label_values(&["redirect"])
+                .inc();
             redirect(&target)
         }
         Forward::Proxy => {
@@ -119,7 +122,11 @@ fn redirect(target: &str) -> Response {
 
 async fn proxy(client: &reqwest::Client, target: &str, headers: &HeaderMap) -> Response {
     let mut ask = client.get(target).header(FORWARDED, "1");
-    for h in [header::ACCEPT_ENCODING, header::IF_NONE_MATCH, header::ORIGIN] {
+    for h in [
+        header::ACCEPT_ENCODING,
+        header::IF_NONE_MATCH,
+        header::ORIGIN,
+    ] {
         if let Some(v) = headers.get(&h) {
             ask = ask.header(h, v);
         }

@@ -67,8 +67,8 @@ pub fn routers(
         node.clone(),
     );
     let forwarding = fleet::Forwarding::new(hub.clone(), node.clone(), cfg.fleet.forward);
-    let mut player = player(hub, cfg.clone(), whip, hooks, access, forwarding)
-        .merge(probes(node.clone()));
+    let mut player =
+        player(hub, cfg.clone(), whip, hooks, access, forwarding).merge(probes(node.clone()));
     if cfg.http.admin_on_player_port {
         player = player.merge(operator.clone());
     }

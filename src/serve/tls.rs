@@ -176,26 +176,38 @@ impl Tls {
 }
 
 /// Reloads `tls` on every SIGHUP (what certbot's and most ACME clients'
-/// deploy hooks send). A failed reload is logged and the node goes on with
-/// the certificate it had.
-pub async fn reload_on_sighup(tls: Tls) {
+/// deploy hooks send, and `systemctl reload`). A failed reload is logged and
+/// the node goes on with the certificate it had. Without `[tls]` (`None`)
+/// the signal is caught all the same: its default action would end the
+/// node, and every stream on it, on a routine `systemctl reload`.
+///
+/// The handler is installed when this is called (inside the runtime), not
+/// when the task first runs: from then on a SIGHUP can no longer end the
+/// process.
+pub fn reload_on_sighup(tls: Option<Tls>) -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP: the TLS certificate will not be reloaded");
-            return;
-        }
-    };
-    while hup.recv().await.is_some() {
-        let t = tls.clone();
-        match tokio::task::spawn_blocking(move || t.reload()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(
-                error = %e,
-                "TLS certificate reload failed; still serving the previous certificate"
-            ),
-            Err(e) => tracing::error!(error = %e, "TLS certificate reload task failed"),
+    let hup = signal(SignalKind::hangup());
+    async move {
+        let mut hup = match hup {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP: the TLS certificate will not be reloaded");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            let Some(t) = tls.clone() else {
+                tracing::info!("SIGHUP: no [tls] certificate to reload");
+                continue;
+            };
+            match tokio::task::spawn_blocking(move || t.reload()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(
+                    error = %e,
+                    "TLS certificate reload failed; still serving the previous certificate"
+                ),
+                Err(e) => tracing::error!(error = %e, "TLS certificate reload task failed"),
+            }
         }
     }
 }

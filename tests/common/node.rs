@@ -161,7 +161,8 @@ impl Node {
         let h = &cfg.http;
         let toml = format!(
             "public_url = {:?}\n\n[hls]\npart_target_s = {}\nsegment_target_s = {}\n\n[ingest]\nreconnect_grace_s = {}\nmax_connections = {}\n\n[whip]\nudp_addr = \"127.0.0.1:{whip_udp_port}\"\nsession_timeout_s = {:?}\n\n[http]\nheader_timeout_s = {:?}\nidle_timeout_s = {:?}\nmax_connections = {}\nmax_blocked_requests = {}\nadmin_on_player_port = {}\n",
-            cfg.public_url.replace("{http_port}", &http_port.to_string()),
+            cfg.public_url
+                .replace("{http_port}", &http_port.to_string()),
             cfg.part_target_s,
             cfg.segment_target_s,
             cfg.reconnect_grace_s,

@@ -64,7 +64,7 @@ pub struct Config {
     /// Where channels, keys, sessions, recordings and the live map live.
     pub registry: crate::registry::RegistryConfig,
     /// HTTPS (and HTTP/2) on the player and WHIP port.
-    pub tls: crate::serve::tls::TlsConfig,
+    pub tls: TlsConfig,
     /// Log output.
     pub log: LogConfig,
     pub api: ApiConfig,
@@ -144,11 +144,17 @@ impl Default for DrainConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
+pub use crate::logging::LogFormat;
+
+/// `[tls]`: both files set turn HTTPS (with HTTP/2) on for the player and
+/// WHIP port; both empty keep plain HTTP. Loaded by `serve::tls`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -172,8 +178,7 @@ pub fn as_seconds<S: serde::Serializer>(value: &Duration, s: S) -> Result<S::Ok,
     s.serialize_f64(value.as_secs_f64())
 }
 
-/// What a printed config (`rungs config check`) shows instead of a secret.
-pub const REDACTED: &str = "<redacted>";
+pub use crate::logging::{REDACTED, redact_url};
 
 /// A config value that may hold a secret, and whether it holds one at all.
 pub trait Secret {
@@ -209,41 +214,6 @@ pub fn redacted<T: Secret, S: serde::Serializer>(value: &T, s: S) -> Result<S::O
 /// passwords there, while scheme, host and path are what an operator checks.
 pub fn redacted_url<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&redact_url(value))
-}
-
-/// `value` with any password and query values replaced by [`REDACTED`]; a
-/// value that does not parse as a URL is redacted whole.
-pub fn redact_url(value: &str) -> String {
-    if value.is_empty() {
-        return String::new();
-    }
-    let Ok(mut url) = url::Url::parse(value) else {
-        return REDACTED.into();
-    };
-    let had_password = url.password().is_some();
-    if !had_password && url.query().is_none() && url.fragment().is_none() {
-        // As written: re-serializing would normalize it (a trailing slash).
-        return value.to_string();
-    }
-    let query: Vec<String> = url
-        .query_pairs()
-        .map(|(k, _)| format!("{k}={REDACTED}"))
-        .collect();
-    // Cannot fail for a URL that has a host (one with a password has one).
-    let _ = url.set_password(None);
-    url.set_query(None);
-    url.set_fragment(None);
-    let mut out = url.to_string();
-    if had_password {
-        // The marker is written as is: the url crate would percent-encode it.
-        let at = url.scheme().len() + "://".len() + url.username().len();
-        out.insert_str(at, &format!(":{REDACTED}"));
-    }
-    if !query.is_empty() {
-        out.push('?');
-        out.push_str(&query.join("&"));
-    }
-    out
 }
 
 /// How the node tells where a player is (`src/serve/geo.rs`).
@@ -533,7 +503,7 @@ impl Default for Config {
             fleet: FleetConfig::default(),
             drain: DrainConfig::default(),
             registry: crate::registry::RegistryConfig::default(),
-            tls: crate::serve::tls::TlsConfig::default(),
+            tls: TlsConfig::default(),
             log: LogConfig::default(),
         }
     }

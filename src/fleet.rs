@@ -6,7 +6,6 @@
 //! serves one node and many. Every call that reaches the registry blocks:
 //! call them off the async threads.
 
-use crate::config::Config;
 use crate::metrics::METRICS;
 use crate::registry::{NodeInfo, Registry, RegistryError};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -50,20 +49,13 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// `id` is [`node_id`] of the config.
-    pub fn new(registry: Arc<Registry>, cfg: &Config, id: String) -> Self {
-        let me = NodeInfo {
-            id,
-            public_url: cfg.http_base_url(),
-            region: cfg.node.region.clone(),
-            capacity: cfg.node.capacity,
-            draining: false,
-        };
+    /// This node is `me` in the map, its entry kept for `lease` after each
+    /// heartbeat.
+    pub fn new(registry: Arc<Registry>, me: NodeInfo, lease: Duration) -> Self {
         Fleet {
             registry,
             me,
-            // Checked when the config loaded.
-            lease: cfg.lease().unwrap_or(Duration::from_secs(15)),
+            lease,
             draining: AtomicBool::new(false),
             drain_tx: tokio::sync::watch::channel(false).0,
             claimed: Mutex::new(HashMap::new()),

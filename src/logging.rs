@@ -5,7 +5,53 @@
 //! how many were held back. A script that opens thousands of bad
 //! connections fills no disk.
 
-use crate::config::LogFormat;
+/// How log lines are written (`[log] format`).
+#[derive(Clone, Copy, Debug, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people reading a terminal or the journal.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// What a printed config (`rungs config check`) shows instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// `value` with any password and query values replaced by [`REDACTED`]; a
+/// value that does not parse as a URL is redacted whole.
+pub fn redact_url(value: &str) -> String {
+    if value.is_empty() {
+        return String::new();
+    }
+    let Ok(mut url) = url::Url::parse(value) else {
+        return REDACTED.into();
+    };
+    let had_password = url.password().is_some();
+    if !had_password && url.query().is_none() && url.fragment().is_none() {
+        // As written: re-serializing would normalize it (a trailing slash).
+        return value.to_string();
+    }
+    let query: Vec<String> = url
+        .query_pairs()
+        .map(|(k, _)| format!("{k}={REDACTED}"))
+        .collect();
+    // Cannot fail for a URL that has a host (one with a password has one).
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.set_fragment(None);
+    let mut out = url.to_string();
+    if had_password {
+        // The marker is written as is: the url crate would percent-encode it.
+        let at = url.scheme().len() + "://".len() + url.username().len();
+        out.insert_str(at, &format!(":{REDACTED}"));
+    }
+    if !query.is_empty() {
+        out.push('?');
+        out.push_str(&query.join("&"));
+    }
+    out
+}
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
 use std::io::IsTerminal;

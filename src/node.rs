@@ -249,7 +249,7 @@ fn admin_token(cfg: &Config) -> Result<String, NodeError> {
     }
     // The token itself never goes to a terminal or a journal: only where
     // the node's user can read it.
-    eprintln!("admin API token written to {} (mode 0600)", path.display());
+    tracing::info!(path = %path.display(), "admin API token written (mode 0600)");
     Ok(token)
 }
 
@@ -267,7 +267,14 @@ pub fn serve(cfg: Config) -> Result<(), NodeError> {
     let node_id = crate::fleet::node_id(&cfg.node.id);
     let registry = Arc::new(open_registry_as(&cfg, &node_id)?);
     let token: Arc<str> = admin_token(&cfg)?.into();
-    let fleet = Arc::new(Fleet::new(registry.clone(), &cfg, node_id));
+    let me = crate::registry::NodeInfo {
+        id: node_id,
+        public_url: cfg.http_base_url(),
+        region: cfg.node.region.clone(),
+        capacity: cfg.node.capacity,
+        draining: false,
+    };
+    let fleet = Arc::new(Fleet::new(registry.clone(), me, cfg.lease()?));
     // In the live map before taking publishers: their claims need it.
     fleet.beat()?;
     let recordings = Recordings::open(&cfg.recording, &cfg.hls, &cfg.data_dir)?;

@@ -219,9 +219,6 @@ fn json_logs_are_one_object_a_line_and_a_channel_s_carry_its_session() {
     let lines: Vec<serde_json::Value> = log
         .lines()
         .filter(|l| !l.trim().is_empty())
-        // The first start's notice of where the admin token went is
-        // written to stderr directly, outside the log.
-        .filter(|l| !l.starts_with("admin API token written to "))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     for l in &lines {

@@ -17,7 +17,7 @@
 //! replaced by a new one on the next call, and a call that failed before
 //! its commit because the connection went is run once more on the new one.
 //! The URL's password never appears in an error or a log: only
-//! [`redact_url`]'s form of the URL does.
+//! [`crate::config::redact_url`]'s form of the URL does.
 
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -130,58 +130,6 @@ impl DbError {
         };
         matches!(e.code().map(|c| c.code()), Some("40001" | "40P01"))
     }
-}
-
-/// `url` with its password (in the userinfo or a `password=` parameter)
-/// replaced by `<redacted>`; everything else kept, so that an operator can
-/// still tell which server and database a message is about.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest_start = scheme_end + 3;
-    let rest = &url[rest_start..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let mut out = url[..rest_start].to_string();
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            match userinfo.find(':') {
-                Some(colon) => {
-                    out.push_str(&userinfo[..colon]);
-                    out.push_str(":<redacted>");
-                }
-                None => out.push_str(userinfo),
-            }
-            out.push_str(&authority[at..]);
-        }
-        None => out.push_str(authority),
-    }
-    let tail = &rest[authority_end..];
-    match tail.find('?') {
-        Some(q) => {
-            out.push_str(&tail[..=q]);
-            let query = &tail[q + 1..];
-            let (query, fragment) = match query.find('#') {
-                Some(h) => (&query[..h], &query[h..]),
-                None => (query, ""),
-            };
-            let pairs: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => {
-                        format!("{k}=<redacted>")
-                    }
-                    _ => pair.to_string(),
-                })
-                .collect();
-            out.push_str(&pairs.join("&"));
-            out.push_str(fragment);
-        }
-        None => out.push_str(tail),
-    }
-    out
 }
 
 /// How a registry call uses the database.
@@ -695,7 +643,7 @@ impl Backend {
             config.application_name("rungs");
         }
         Ok(Backend::Postgres(Box::new(Pg {
-            shown: redact_url(url),
+            shown: crate::logging::redact_url(url),
             config,
             conn: Mutex::new(None),
         })))
@@ -852,14 +800,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_lose_their_password_and_nothing_else() {
+    fn registry_urls_lose_their_password() {
+        use crate::logging::redact_url;
         assert_eq!(
             redact_url("postgres://rungs:s3cret@db:5432/rungs"),
             "postgres://rungs:<redacted>@db:5432/rungs"
         );
         assert_eq!(
             redact_url("postgresql://rungs@db/rungs?sslmode=disable&password=s3cret"),
-            "postgresql://rungs@db/rungs?sslmode=disable&password=<redacted>"
+            "postgresql://rungs@db/rungs?sslmode=<redacted>&password=<redacted>"
         );
         // A password holding '@' or ':' (percent-encoded or not) goes whole.
         assert_eq!(

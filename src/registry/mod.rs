@@ -24,7 +24,8 @@ mod recordings;
 mod schema;
 mod sessions;
 
-pub use db::{DbError, redact_url};
+pub use crate::logging::redact_url;
+pub use db::DbError;
 pub use live::{LiveNode, NodeInfo};
 pub use policy::{Multitrack, Policy, TrackUse};
 pub use recordings::*;
@@ -76,7 +77,7 @@ pub const SCHEMA_VERSION: i64 = schema::LATEST;
 
 /// `[registry]`: where channels, keys, sessions, recordings and the live map
 /// are kept.
-#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
+#[derive(Clone, Default, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Empty: SQLite in the data dir (one node). `postgres://user:pass@host/db`
@@ -86,6 +87,15 @@ pub struct RegistryConfig {
     /// its password redacted.
     #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
+}
+
+/// By hand: the URL's password must not reach a log through `{:?}`.
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &redact_url(&self.url))
+            .finish()
+    }
 }
 
 fn serialize_redacted_url<S: serde::Serializer>(

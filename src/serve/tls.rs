@@ -8,7 +8,7 @@
 //! until a good pair replaces it.
 
 use crate::metrics::TLS_METRICS;
-use serde::{Deserialize, Serialize};
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -20,16 +20,7 @@ use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{self, ServerConfig};
 
-/// `[tls]`: both files set turn HTTPS (with HTTP/2) on for the player and
-/// WHIP port; both empty keep plain HTTP.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-}
+pub use crate::config::TlsConfig;
 
 impl TlsConfig {
     /// Whether HTTPS is asked for (both files set).

@@ -1,9 +1,10 @@
 //! A fleet of real nodes on one PostgreSQL registry: a channel made on one
 //! node is published to another, played from either (the first redirects to
 //! the holder, hls.js follows), refused a second publisher anywhere, and
-//! leaves the live map when its node dies; a drained node refuses new
-//! publishers, plays its stream to the end and exits 0; `public_url` with a
-//! path prefix names and serves every URL.
+//! leaves the live map when its node dies; a node set to proxy answers with
+//! the holder's playlist; a drained node refuses new publishers, plays its
+//! stream to the end and exits 0; `public_url` with a path prefix names and
+//! serves every URL.
 
 mod common;
 
@@ -11,12 +12,13 @@ use common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Short leases keep the test short; the heartbeat stays at a third of it.
-const FLEET_TOML: &str = "[fleet]\nlease_s = 3.0\nheartbeat_s = 1.0\n";
-
-fn fleet_node(dir: &Path, id: &str, db_url: &str, extra: &str) -> Node {
+/// A node of the fleet on `db_url`, answering for channels live elsewhere
+/// with `forward` (`redirect` or `proxy`). Short leases keep the test short;
+/// the heartbeat stays at a third of it.
+fn fleet_node(dir: &Path, id: &str, db_url: &str, forward: &str, extra: &str) -> Node {
     let toml = format!(
-        "[registry]\nurl = \"{db_url}\"\n\n[node]\nid = \"{id}\"\nregion = \"test-{id}\"\n\n{FLEET_TOML}\n{extra}"
+        "[registry]\nurl = \"{db_url}\"\n\n[node]\nid = \"{id}\"\nregion = \"test-{id}\"\n\n\
+         [fleet]\nlease_s = 3.0\nheartbeat_s = 1.0\nforward = \"{forward}\"\n\n{extra}"
     );
     let cfg = NodeConfig {
         // A publisher that stops ends its stream soon after.
@@ -88,8 +90,8 @@ fn two_nodes_share_the_registry_any_node_plays_any_channel_and_a_dead_node_leave
     let pg = PgServer::start();
     let db = pg.create_database("fleet");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let a = fleet_node(tmp.path(), "a", &db, "");
-    let b = fleet_node(tmp.path(), "b", &db, "");
+    let a = fleet_node(tmp.path(), "a", &db, "redirect", "");
+    let b = fleet_node(tmp.path(), "b", &db, "redirect", "");
     assert_eq!(node_ids(&a), ["a", "b"], "both nodes in the live map");
 
     // Made through A's API, known to B at once.
@@ -210,8 +212,21 @@ fn a_drained_node_refuses_publishers_plays_its_stream_to_the_end_and_exits_0() {
     let pg = PgServer::start();
     let db = pg.create_database("drain");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let a = fleet_node(tmp.path(), "a", &db, "[drain]\ndeadline_s = 60.0\n");
-    let mut b = fleet_node(tmp.path(), "b", &db, "[drain]\ndeadline_s = 60.0\n");
+    // A proxies (rather than redirects) players asking for B's channels.
+    let a = fleet_node(
+        tmp.path(),
+        "a",
+        &db,
+        "proxy",
+        "[drain]\ndeadline_s = 60.0\n",
+    );
+    let mut b = fleet_node(
+        tmp.path(),
+        "b",
+        &db,
+        "redirect",
+        "[drain]\ndeadline_s = 60.0\n",
+    );
     let ch = create(&b, "draining");
     let other = create(&a, "newcomer");
     // A publisher that stops by itself 12 s after it started.
@@ -324,7 +339,13 @@ fn a_drained_node_refuses_publishers_plays_its_stream_to_the_end_and_exits_0() {
     );
 
     // A deadline cuts a stream that would not end: ENDLIST, exit 0.
-    let mut c = fleet_node(tmp.path(), "c", &db, "[drain]\ndeadline_s = 2.0\n");
+    let mut c = fleet_node(
+        tmp.path(),
+        "c",
+        &db,
+        "redirect",
+        "[drain]\ndeadline_s = 2.0\n",
+    );
     let long = create(&c, "long");
     let mut steady = c.publish_live(&long, 1);
     let drained = c.api("POST", "/api/v1/node/drain", None);

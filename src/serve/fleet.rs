@@ -42,17 +42,21 @@ pub struct Forwarding {
     hub: Arc<Hub>,
     fleet: Arc<Fleet>,
     mode: Forward,
-    client: reqwest::Client,
+    /// `None` only where no HTTP client can be built at all.
+    client: Option<reqwest::Client>,
 }
 
 impl Forwarding {
     pub fn new(hub: Arc<Hub>, fleet: Arc<Fleet>, mode: Forward) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(PROXY_TIMEOUT)
-            // The holder's own answer (a redirect, say) goes to the player.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        // A host without a trust store (a minimal container) still proxies
+        // to http:// nodes; `Client::new` would panic there.
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(PROXY_TIMEOUT)
+                // The holder's own answer (a redirect, say) goes to the player.
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        let client = crate::hooks::http_client(builder).map_or(None, |(c, _)| Some(c));
         Forwarding {
             hub,
             fleet,
@@ -99,7 +103,10 @@ pub async fn forward(State(f): State<Forwarding>, req: Request, next: Next) -> R
         Forward::Proxy => {
             let headers = req.headers().clone();
             drop(req);
-            proxy(&f.client, &target, &headers).await
+            match &f.client {
+                Some(client) => proxy(client, &target, &headers).await,
+                None => redirect(&target),
+            }
         }
     }
 }

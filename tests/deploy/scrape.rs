@@ -10,12 +10,10 @@
 //!
 //! Every wait is bounded and says what it waited for when it runs out.
 
-mod common;
-
-use common::prometheus::{
+use super::common::prometheus::{
     PromServer, dashboard_queries, deploy_prometheus, sample_value, without_grafana_variables,
 };
-use common::*;
+use super::common::*;
 use std::time::{Duration, Instant};
 
 /// A 640x360 source: the `standard` ladder's only rung below it is 160p.

@@ -196,19 +196,26 @@ impl Hooks {
         registry: Arc<Registry>,
     ) -> Result<Arc<Hooks>, HookError> {
         let hooks = Arc::new(Hooks::new(cfg)?);
-        hooks.reload(&registry);
+        let first = registry.access_generation().ok();
+        let read = hooks.reload(&registry);
+        let first = first.filter(|_| read);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let me = Arc::downgrade(&hooks);
             rt.spawn(async move {
                 let mut every = tokio::time::interval(REFRESH);
+                let mut seen = first;
                 loop {
                     every.tick().await;
                     let Some(hooks) = me.upgrade() else {
                         return;
                     };
                     let registry = registry.clone();
-                    // Only a panic lands here, and reload cannot panic.
-                    let _ = tokio::task::spawn_blocking(move || hooks.reload(&registry)).await;
+                    // One query a second while nothing changes, on any node.
+                    let read = tokio::task::spawn_blocking(move || {
+                        registry.read_if_changed(seen, || hooks.reload(&registry))
+                    });
+                    // Only a panic fails the join, and then the next tick reads all.
+                    seen = read.await.unwrap_or(None);
                 }
             });
         }
@@ -217,13 +224,14 @@ impl Hooks {
 
     /// Re-reads the channels' hook URLs. A URL that does not parse (the
     /// API checks them, a hand-edited database may not) leaves that channel
-    /// on the node's hook, with a warning.
-    fn reload(&self, registry: &Registry) {
+    /// on the node's hook, with a warning. False when the registry could
+    /// not be read.
+    fn reload(&self, registry: &Registry) -> bool {
         let policies = match registry.policies() {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "could not re-read channel hooks from the registry");
-                return;
+                return false;
             }
         };
         let mut next = Overrides::default();
@@ -244,6 +252,7 @@ impl Hooks {
             }
         }
         *self.overrides.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        true
     }
 
     fn overrides(&self) -> Arc<Overrides> {

@@ -67,6 +67,7 @@ fn suite(t: &Target) {
     concurrent_opens(t);
     channels(t);
     policies_keys_and_revocations(t);
+    access_generation_moves_with_every_access_change(t);
     sessions_close_per_node(t);
     recordings_index(t);
     migrations_run_again(t);
@@ -221,6 +222,81 @@ fn policies_keys_and_revocations(t: &Target) {
             .any(|r| r.viewer_id == "viewer-1" && r.revoked_at >= r1.revoked_at)
     );
     assert!(revs.iter().any(|r| r.viewer_id == "viewer-2"));
+}
+
+/// Every write that changes who may play or which hooks run moves the
+/// generation another node sees (the triggers of schema version 3); reads,
+/// sessions and the live map do not. `read_if_changed` reads only then.
+fn access_generation_moves_with_every_access_change(t: &Target) {
+    let (reg, other) = (t.open("edge-a"), t.open("edge-b"));
+    let generation = || other.access_generation().expect("access generation");
+    let mut seen = generation();
+    let mut moved = |what: &str, change: &dyn Fn()| {
+        change();
+        let now = generation();
+        assert!(now != seen, "{what} did not move the access generation");
+        seen = now;
+    };
+    let ch = reg.create("gen", "standard").expect("create");
+    moved("create", &|| {
+        reg.create("gen 2", "standard").expect("create");
+    });
+    moved("rotate", &|| {
+        reg.rotate_key(&ch.id).expect("rotate");
+    });
+    moved("private", &|| {
+        reg.set_private(&ch.id, true).expect("private");
+    });
+    moved("policy", &|| {
+        let p = Policy {
+            max_height: Some(480),
+            ..Policy::default()
+        };
+        reg.set_policy(&ch.id, &p).expect("policy");
+    });
+    let key = std::cell::RefCell::new(None);
+    moved("add key", &|| {
+        *key.borrow_mut() = Some(reg.add_playback_key("PEM gen").expect("key"));
+    });
+    moved("delete key", &|| {
+        let id = key.borrow().as_ref().expect("added").id.clone();
+        reg.delete_playback_key(&id).expect("delete key");
+    });
+    moved("revoke", &|| {
+        reg.revoke_viewer("viewer-gen").expect("revoke");
+    });
+    moved("delete", &|| {
+        reg.delete(&ch.id).expect("delete");
+    });
+
+    let quiet = generation();
+    reg.list().expect("list");
+    reg.policies().expect("policies");
+    other
+        .heartbeat(&node("edge-b"), LONG_LEASE)
+        .expect("heartbeat");
+    assert_eq!(generation(), quiet, "reads and heartbeats leave it");
+
+    let reads = std::cell::Cell::new(0);
+    let read = || {
+        reads.set(reads.get() + 1);
+        true
+    };
+    let seen = other.read_if_changed(None, read);
+    assert_eq!((seen, reads.get()), (Some(quiet), 1), "first call reads");
+    assert_eq!(other.read_if_changed(seen, read), seen);
+    assert_eq!(reads.get(), 1, "nothing changed: no read");
+    reg.revoke_viewer("viewer-gen-2").expect("revoke");
+    let after = other.read_if_changed(seen, read);
+    assert_eq!(reads.get(), 2, "a change: read again");
+    assert!(after != seen);
+    assert_eq!(other.read_if_changed(after, || false), after);
+    reg.revoke_viewer("viewer-gen-3").expect("revoke");
+    assert_eq!(
+        other.read_if_changed(after, || false),
+        None,
+        "a failed read is retried"
+    );
 }
 
 /// Each node closes, at its start, only the sessions it left open itself.

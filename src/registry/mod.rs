@@ -233,6 +233,29 @@ impl Registry {
         self.call("schema_version", Mode::Read, schema::version)
     }
 
+    /// A number that moves whenever channels, playback keys or revocations
+    /// change, on any node: a reader that saw it unchanged since its last
+    /// full read has nothing new to read. Read it before the rows it guards,
+    /// so that a change landing between the two is read again next time.
+    pub fn access_generation(&self) -> Result<i64> {
+        self.call("access_generation", Mode::Read, |db| {
+            db.query_one("SELECT value FROM access_generation WHERE id = 1", &[])?
+                .int(0)
+        })
+    }
+
+    /// Runs `read` (a full read of what access or hooks need, true when it
+    /// worked) unless the access generation is still `seen`. Returns what to
+    /// pass as `seen` next time: `None` after a failed read, so the next
+    /// call reads again.
+    pub fn read_if_changed(&self, seen: Option<i64>, read: impl FnOnce() -> bool) -> Option<i64> {
+        let now = self.access_generation().ok();
+        if now.is_some() && now == seen {
+            return seen;
+        }
+        if read() { now } else { None }
+    }
+
     /// Runs one registry call `op`, counted in the registry metrics; a
     /// database failure comes back naming `op` and the database.
     fn call<T: Send>(

@@ -17,7 +17,7 @@
 use super::db::{Db, DbError, Kind, args};
 
 /// The newest version this build knows.
-pub(super) const LATEST: i64 = 2;
+pub(super) const LATEST: i64 = 3;
 
 /// `pg_advisory_xact_lock` key of the migration: "rungs" in ASCII.
 const MIGRATION_LOCK: i64 = 0x72_75_6e_67_73;
@@ -50,6 +50,8 @@ pub(super) fn migrate(db: &mut Db<'_>) -> Result<i64, DbError> {
             (1, Kind::Postgres) => db.batch(POSTGRES_V1)?,
             (2, Kind::Sqlite) => sqlite_v2(db)?,
             (2, Kind::Postgres) => db.batch(POSTGRES_V2)?,
+            (3, Kind::Sqlite) => db.batch(&sqlite_v3())?,
+            (3, Kind::Postgres) => db.batch(POSTGRES_V3)?,
             _ => unreachable!("every version up to LATEST has a step per backend"),
         }
         db.exec(
@@ -269,6 +271,60 @@ CREATE TABLE IF NOT EXISTS live_channels (
     node_id     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS live_channels_by_node ON live_channels (node_id);
+"#;
+
+// ---- Version 3: a counter of changes to what access and hooks read.
+
+/// The tables whose rows decide who may play and which hooks run: every
+/// node re-reads them when [`access_generation`](super::Registry::access_generation)
+/// moves, instead of reading all of them every second.
+const ACCESS_TABLES: [&str; 3] = ["channels", "playback_keys", "revoked_viewers"];
+
+/// Triggers, not the registry's own writes, move the counter: a change made
+/// by an older node during a rolling upgrade, or by hand, moves it too.
+fn sqlite_v3() -> String {
+    let mut sql = String::from(
+        "CREATE TABLE IF NOT EXISTS access_generation (
+            id     INTEGER PRIMARY KEY CHECK (id = 1),
+            value  BIGINT NOT NULL
+        );
+        INSERT OR IGNORE INTO access_generation (id, value) VALUES (1, 0);\n",
+    );
+    for table in ACCESS_TABLES {
+        for op in ["INSERT", "UPDATE", "DELETE"] {
+            sql.push_str(&format!(
+                "CREATE TRIGGER IF NOT EXISTS {table}_{op}_access AFTER {op} ON {table} \
+                 BEGIN UPDATE access_generation SET value = value + 1; END;\n",
+                op = op.to_lowercase(),
+            ));
+        }
+    }
+    sql
+}
+
+/// One statement-level trigger per table (dropped first: `CREATE OR
+/// REPLACE TRIGGER` needs PostgreSQL 14).
+const POSTGRES_V3: &str = r#"
+CREATE TABLE IF NOT EXISTS access_generation (
+    id     INT PRIMARY KEY CHECK (id = 1),
+    value  BIGINT NOT NULL
+);
+INSERT INTO access_generation (id, value) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE OR REPLACE FUNCTION rungs_access_changed() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+    UPDATE access_generation SET value = value + 1;
+    RETURN NULL;
+END
+$body$;
+DROP TRIGGER IF EXISTS access_changed ON channels;
+CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON channels
+    FOR EACH STATEMENT EXECUTE FUNCTION rungs_access_changed();
+DROP TRIGGER IF EXISTS access_changed ON playback_keys;
+CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON playback_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION rungs_access_changed();
+DROP TRIGGER IF EXISTS access_changed ON revoked_viewers;
+CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON revoked_viewers
+    FOR EACH STATEMENT EXECUTE FUNCTION rungs_access_changed();
 "#;
 
 #[cfg(test)]

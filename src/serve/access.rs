@@ -200,7 +200,8 @@ impl Access {
     /// runtime, re-reads it every [`REFRESH`] on the blocking pool, so
     /// requests never wait on SQLite and CLI changes apply within a second.
     pub fn new(registry: Arc<Registry>, locator: Locator) -> Arc<Self> {
-        let access = Arc::new(Self::empty(Some(registry), locator));
+        let access = Arc::new(Self::empty(Some(registry.clone()), locator));
+        let first = registry.access_generation().ok();
         if let Err(e) = access.reload() {
             tracing::error!(error = %e, "could not read private channels from the registry");
         }
@@ -208,15 +209,25 @@ impl Access {
             let me = Arc::downgrade(&access);
             rt.spawn(async move {
                 let mut every = tokio::time::interval(REFRESH);
+                let mut seen = first;
                 loop {
                     every.tick().await;
                     let Some(access) = me.upgrade() else {
                         return;
                     };
-                    let read = tokio::task::spawn_blocking(move || access.reload()).await;
-                    if let Ok(Err(e)) = read {
-                        tracing::warn!(error = %e, "could not re-read private channels from the registry");
-                    }
+                    let registry = registry.clone();
+                    // One query a second while nothing changes, on any node.
+                    let read = tokio::task::spawn_blocking(move || {
+                        registry.read_if_changed(seen, || match access.reload() {
+                            Ok(()) => true,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not re-read private channels from the registry");
+                                false
+                            }
+                        })
+                    });
+                    // Only a panic fails the join, and then the next tick reads all.
+                    seen = read.await.unwrap_or(None);
                 }
             });
         }

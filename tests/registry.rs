@@ -4,7 +4,8 @@
 //!
 //! - `sqlite_registry_passes_the_shared_suite`, `postgres_registry_passes_the_shared_suite`:
 //!   nodes opening one empty database at once; channels (create, get, list, rotate,
-//!   private, delete, find by key); policies; playback keys and revocations; stream
+//!   private, delete, find by key); policies; playback keys and revocations; the access
+//!   generation moved by every such change and by nothing else; stream
 //!   sessions, each closed at start only by the node that opened it; the recordings
 //!   index; migrations run again over their own result; the live map (claims taken,
 //!   refused and taken over after a lease expires, release, leave, node fields, a

@@ -18,33 +18,24 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/release.rs"]
 mod release;
 
 use common::*;
+use env::env_u64;
 use release::release_binary;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Registry queries a node counted so far, by operation.
 fn queries(node: &Node) -> BTreeMap<String, f64> {
     let mut by_op = BTreeMap::new();
     for s in node.metrics().find("rungs_registry_queries_total", &[]) {
-        let op = s
-            .labels
-            .iter()
-            .find(|(k, _)| k == "op")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
+        let op = s.label("op").unwrap_or_default().to_string();
         *by_op.entry(op).or_insert(0.0) += s.value;
     }
     by_op

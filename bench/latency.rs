@@ -18,11 +18,14 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/release.rs"]
 mod release;
 
 use common::fmp4;
 use common::*;
+use env::env_u64;
 use release::release_binary;
 use std::time::{Duration, Instant};
 
@@ -31,10 +34,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let secs: u64 = std::env::var("RUNGS_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let secs = env_u64("RUNGS_BENCH_SECONDS", 30);
     let (w, h) = std::env::var("RUNGS_BENCH_SIZE")
         .ok()
         .and_then(|s| {

@@ -465,7 +465,7 @@ fn buckets(m: &Metrics, labels: &[(&str, &str)]) -> Vec<(f64, f64)> {
         .find(&format!("{HISTOGRAM}_bucket"), labels)
         .iter()
         .filter_map(|s| {
-            let le = &s.labels.iter().find(|(k, _)| k == "le")?.1;
+            let le = s.label("le")?;
             let le = if le == "+Inf" {
                 f64::INFINITY
             } else {

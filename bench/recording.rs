@@ -23,20 +23,16 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/release.rs"]
 mod release;
 
 use common::*;
+use env::env_u64;
 use release::release_binary;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
 
 /// CPU seconds of the node's threads whose name starts with each prefix.
 fn thread_cpu(pid: u32) -> HashMap<String, f64> {
@@ -101,7 +97,7 @@ fn hist(m: &Metrics, channel: &str, group: &str) -> Hist {
         if !in_group(s) {
             continue;
         }
-        let Some((_, le)) = s.labels.iter().find(|(k, _)| k == "le") else {
+        let Some(le) = s.label("le") else {
             continue;
         };
         let le = if le == "+Inf" {

@@ -22,9 +22,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-/// How stale the per-channel hook URLs may get.
-const REFRESH: Duration = Duration::from_secs(1);
-
 /// Questions remembered at most; past it the oldest half is forgotten.
 const CACHE_ENTRIES: usize = 10_000;
 
@@ -189,36 +186,14 @@ impl Hooks {
     }
 
     /// The node's hooks plus the channels' own, read from `registry` now
-    /// (blocking) and, inside a tokio runtime, every [`REFRESH`] on the
-    /// blocking pool.
+    /// (blocking) and again within
+    /// [`ACCESS_REFRESH`](crate::registry::ACCESS_REFRESH) of every change.
     pub fn with_registry(
         cfg: &HooksConfig,
         registry: Arc<Registry>,
     ) -> Result<Arc<Hooks>, HookError> {
         let hooks = Arc::new(Hooks::new(cfg)?);
-        let first = registry.access_generation().ok();
-        let read = hooks.reload(&registry);
-        let first = first.filter(|_| read);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let me = Arc::downgrade(&hooks);
-            rt.spawn(async move {
-                let mut every = tokio::time::interval(REFRESH);
-                let mut seen = first;
-                loop {
-                    every.tick().await;
-                    let Some(hooks) = me.upgrade() else {
-                        return;
-                    };
-                    let registry = registry.clone();
-                    // One query a second while nothing changes, on any node.
-                    let read = tokio::task::spawn_blocking(move || {
-                        registry.read_if_changed(seen, || hooks.reload(&registry))
-                    });
-                    // Only a panic fails the join, and then the next tick reads all.
-                    seen = read.await.unwrap_or(None);
-                }
-            });
-        }
+        registry.follow_access(&hooks, |hooks, registry| hooks.reload(registry));
         Ok(hooks)
     }
 

@@ -109,15 +109,7 @@ struct Case {
 fn rejected_by_reason(m: &Metrics) -> Vec<(String, f64)> {
     m.find("rungs_ingest_rejected_total", &[])
         .iter()
-        .map(|s| {
-            let r = s
-                .labels
-                .iter()
-                .find(|(k, _)| k == "reason")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default();
-            (r, s.value)
-        })
+        .map(|s| (s.label("reason").unwrap_or_default().to_string(), s.value))
         .collect()
 }
 

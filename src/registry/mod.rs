@@ -36,8 +36,15 @@ use db::{Backend, Db, Mode, Row, args};
 use rand::RngCore;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use subtle::ConstantTimeEq;
+
+/// How stale a node's access rules and hooks may get: a channel made
+/// private, its rules or hooks changed, a key deleted or a viewer revoked
+/// through the CLI or another node takes effect within this (at once through
+/// this node's API).
+pub const ACCESS_REFRESH: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -254,6 +261,39 @@ impl Registry {
             return seen;
         }
         if read() { now } else { None }
+    }
+
+    /// Runs `read` now (blocking) and then, inside a tokio runtime, on the
+    /// blocking pool within [`ACCESS_REFRESH`] of every change the access
+    /// generation shows, for as long as `owner` lives. `read` says whether
+    /// it worked; a failed read is tried again at the next tick.
+    pub fn follow_access<T: Send + Sync + 'static>(
+        self: &Arc<Self>,
+        owner: &Arc<T>,
+        read: fn(&T, &Registry) -> bool,
+    ) {
+        let mut seen = self.read_if_changed(None, || read(owner, self));
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (owner, registry) = (Arc::downgrade(owner), self.clone());
+        rt.spawn(async move {
+            let mut every = tokio::time::interval(ACCESS_REFRESH);
+            // The first tick is now, and the first read is done.
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let Some(owner) = owner.upgrade() else {
+                    return;
+                };
+                let registry = registry.clone();
+                let pass = tokio::task::spawn_blocking(move || {
+                    registry.read_if_changed(seen, || read(&owner, &registry))
+                });
+                // Only a panic fails the join, and then the next tick reads all.
+                seen = pass.await.unwrap_or(None);
+            }
+        });
     }
 
     /// Runs one registry call `op`, counted in the registry metrics; a

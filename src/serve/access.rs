@@ -27,17 +27,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 /// Response header that names why a request was refused (403).
 pub const REFUSAL_HEADER: &str = "x-rungs-refusal";
 /// Query parameter that carries the token on every URL of a private channel.
 pub const TOKEN_PARAM: &str = "token";
 
-/// How stale the node's view of the registry may get: a channel made
-/// private, its rules changed, a key deleted or a viewer revoked by the CLI
-/// takes effect within this (at once through the API).
-const REFRESH: Duration = Duration::from_secs(1);
 /// Verified tokens kept; a player's requests reuse one token for minutes,
 /// so a small map spares nearly every signature check.
 const MAX_VERIFIED: usize = 4096;
@@ -196,41 +191,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Access {
-    /// Reads the registry now (blocking: SQLite) and, inside a tokio
-    /// runtime, re-reads it every [`REFRESH`] on the blocking pool, so
-    /// requests never wait on SQLite and CLI changes apply within a second.
+    /// Reads the registry now (blocking) and again within
+    /// [`ACCESS_REFRESH`](crate::registry::ACCESS_REFRESH) of every change (on the blocking pool, inside a
+    /// tokio runtime), so requests never wait on the database.
     pub fn new(registry: Arc<Registry>, locator: Locator) -> Arc<Self> {
         let access = Arc::new(Self::empty(Some(registry.clone()), locator));
-        let first = registry.access_generation().ok();
-        if let Err(e) = access.reload() {
-            tracing::error!(error = %e, "could not read private channels from the registry");
-        }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let me = Arc::downgrade(&access);
-            rt.spawn(async move {
-                let mut every = tokio::time::interval(REFRESH);
-                let mut seen = first;
-                loop {
-                    every.tick().await;
-                    let Some(access) = me.upgrade() else {
-                        return;
-                    };
-                    let registry = registry.clone();
-                    // One query a second while nothing changes, on any node.
-                    let read = tokio::task::spawn_blocking(move || {
-                        registry.read_if_changed(seen, || match access.reload() {
-                            Ok(()) => true,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "could not re-read private channels from the registry");
-                                false
-                            }
-                        })
-                    });
-                    // Only a panic fails the join, and then the next tick reads all.
-                    seen = read.await.unwrap_or(None);
-                }
-            });
-        }
+        registry.follow_access(&access, |access, _| match access.reload() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read private channels from the registry");
+                false
+            }
+        });
         access
     }
 

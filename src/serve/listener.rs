@@ -566,6 +566,8 @@ impl AsyncWrite for Watched {
 
 #[cfg(test)]
 mod tests {
+    // The `unwrap()`s below are the tests' own: on certificates, files and
+    // loopback sockets each test makes itself. No peer's bytes reach them.
     use super::*;
 
     fn limits() -> Limits {

@@ -411,6 +411,8 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    // The `unwrap()`s below are the tests' own: on certificates, files and
+    // loopback sockets each test makes itself. No peer's bytes reach them.
     use super::*;
     use rcgen::{CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

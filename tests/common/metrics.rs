@@ -8,6 +8,16 @@ pub struct Sample {
     pub value: f64,
 }
 
+impl Sample {
+    /// The value of label `key`, if the sample has it.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Metrics {
     pub text: String,
@@ -95,7 +105,7 @@ impl Metrics {
     pub fn histogram_quantile(&self, name: &str, want: &[(&str, &str)], q: f64) -> Option<f64> {
         let mut buckets: Vec<(f64, f64)> = Vec::new();
         for s in self.find(&format!("{name}_bucket"), want) {
-            let le = s.labels.iter().find(|(k, _)| k == "le")?.1.clone();
+            let le = s.label("le")?;
             let le = if le == "+Inf" {
                 f64::INFINITY
             } else {

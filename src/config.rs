@@ -3,6 +3,7 @@
 use crate::gpu::GpuConfig;
 use crate::package::PackageConfig;
 use crate::transcode::ladder::{Ladders, RungSpec};
+use crate::transcode::scale::Kernel;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -376,6 +377,10 @@ pub struct TranscodeConfig {
     pub encoder_threads: usize,
     /// Source decoder threads (each one past the first delays output a frame).
     pub decoder_threads: usize,
+    /// Downscaling kernel of every rung, CPU and GPU alike: `bicubic`
+    /// (libswscale's, more quality per bit at ladder bitrates) or `lanczos`
+    /// (sharper, for high bitrates and clean sources).
+    pub scaler: Kernel,
     /// Scaled frames queued per rung before it drops a GOP.
     pub queue_frames: usize,
     /// Decode one GOP in this many of each rung's output and measure PSNR/SSIM on
@@ -392,6 +397,7 @@ impl Default for TranscodeConfig {
             low_latency: true,
             encoder_threads: 1,
             decoder_threads: 1,
+            scaler: Kernel::default(),
             queue_frames: 30,
             quality_every_gops: 5,
         }

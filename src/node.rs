@@ -164,6 +164,7 @@ pub fn pipeline_config(
             threads: t.encoder_threads,
         },
         decoder_threads: t.decoder_threads,
+        scaler: t.scaler,
         queue_frames: t.queue_frames,
         quality_every_gops: t.quality_every_gops,
         frame_rate: None,

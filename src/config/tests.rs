@@ -118,6 +118,13 @@ fn file_overrides_and_rejects_nonsense() {
     assert!(c.ladders().expect("ladders").contains("mobile"));
     std::fs::write(&p, "[transcode]\ndefault_ladder = \"nope\"\n").expect("write");
     assert!(Config::load(Some(&p)).is_err());
+    assert_eq!(Config::default().transcode.scaler, Kernel::Bicubic);
+    std::fs::write(&p, "[transcode]\nscaler = \"lanczos\"\n").expect("write");
+    let c = Config::load(Some(&p)).expect("lanczos");
+    assert_eq!(c.transcode.scaler, Kernel::Lanczos3);
+    std::fs::write(&p, "[transcode]\nscaler = \"nearest\"\n").expect("write");
+    let err = Config::load(Some(&p)).expect_err("unknown kernel");
+    assert!(err.to_string().contains("bicubic"), "{err}");
     std::fs::write(
         &p,
         "[access]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\"]\nclient_address_header = \"X-Real-IP\"\n",

@@ -439,6 +439,7 @@ fn hub() -> (Arc<Hub>, tempfile::TempDir) {
                 threads: 1,
             },
             decoder_threads: 1,
+            scaler: Default::default(),
             queue_frames: 8,
             quality_every_gops: 0,
             frame_rate: None,

@@ -63,12 +63,12 @@ pub(crate) mod ffmpeg_cli {
         path
     }
 
-    /// Scales a raw I420 file with libswscale (`flags=lanczos`).
-    pub fn swscale(input: &Path, from: Size, to: Size) -> PathBuf {
-        let path = input.with_extension(format!("{to}.yuv"));
+    /// Scales a raw I420 file with libswscale (`flags`: `lanczos`, `bicubic`).
+    pub fn swscale(input: &Path, from: Size, to: Size, flags: &str) -> PathBuf {
+        let path = input.with_extension(format!("{to}.{flags}.yuv"));
         let (from, filter) = (
             from.to_string(),
-            format!("scale={}:{}:flags=lanczos", to.width, to.height),
+            format!("scale={}:{}:flags={flags}", to.width, to.height),
         );
         let input = input.to_str().expect("temp paths are UTF-8");
         let out = path.to_str().expect("temp paths are UTF-8");

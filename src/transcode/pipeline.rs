@@ -35,7 +35,9 @@ use crate::transcode::frame::{Frame, FramePool, Size};
 use crate::transcode::ladder::{Ladders, Rung};
 use crate::transcode::quality::cuda::GpuQuality;
 use crate::transcode::scale::cpu::CpuScaler;
-use crate::transcode::scale::{GpuScaleError, GpuScaler, ScaleError, Scaler, Threading};
+use crate::transcode::scale::{
+    GpuScaleError, GpuScaler, Kernel, ScaleError, ScaleOptions, Scaler, Threading,
+};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use encoder::{EncJob, RungCodec, RungEncoder, RungPicture, RungWorker, rung_settings};
 pub use encoder::{RungError, RungSummary};
@@ -87,6 +89,8 @@ pub struct PipelineConfig {
     pub pace: Pace,
     pub encoder: EncoderTuning,
     pub decoder_threads: usize,
+    /// The scalers' kernel.
+    pub scaler: Kernel,
     /// Frames queued per rung encoder.
     pub queue_frames: usize,
     /// Decode one GOP in this many of each rung's output and measure PSNR/SSIM
@@ -592,13 +596,15 @@ impl DecodeStage {
         let source = active.decoder.size();
         let threading = scale_threading(self.cfg.pace, source, rate);
         let on_gpu = match (&active.gpu, active.assignment.plan().scale) {
-            (Some(gpu), Stage::Cuda) => match GpuScaler::new(gpu.clone(), source, &sizes) {
-                Ok(s) => Some(LadderScaler::Gpu(Box::new(s))),
-                Err(e) => {
-                    tracing::warn!(channel = %self.channel, error = %e, "the CUDA scaler cannot take this source; scaling on the CPU");
-                    None
+            (Some(gpu), Stage::Cuda) => {
+                match GpuScaler::with_kernel(gpu.clone(), source, &sizes, self.cfg.scaler) {
+                    Ok(s) => Some(LadderScaler::Gpu(Box::new(s))),
+                    Err(e) => {
+                        tracing::warn!(channel = %self.channel, error = %e, "the CUDA scaler cannot take this source; scaling on the CPU");
+                        None
+                    }
                 }
-            },
+            }
             _ => None,
         };
         if on_gpu.is_none() {
@@ -614,7 +620,14 @@ impl DecodeStage {
         };
         let scaler = match on_gpu {
             Some(s) => s,
-            None => LadderScaler::Cpu(CpuScaler::new(source, &sizes)?.with_threading(threading)),
+            None => {
+                let options = ScaleOptions {
+                    kernel: self.cfg.scaler,
+                    ..ScaleOptions::default()
+                };
+                let scaler = CpuScaler::with_options(source, &sizes, options)?;
+                LadderScaler::Cpu(scaler.with_threading(threading))
+            }
         };
         active.scaler = Some(scaler);
         let largest = (0..sizes.len()).max_by_key(|&i| sizes[i].area());

@@ -368,6 +368,7 @@ fn a_file_becomes_a_vod_ladder_ffprobe_reads() {
                 threads: 1,
             },
             decoder_threads: 1,
+            scaler: Default::default(),
             queue_frames: 8,
             quality_every_gops: 2,
             frame_rate: Some(FrameRate::new(30, 1)),

@@ -14,6 +14,7 @@ fn config(pace: Pace) -> PipelineConfig {
             threads: 1,
         },
         decoder_threads: 1,
+        scaler: Default::default(),
         queue_frames: 8,
         quality_every_gops: 2,
         frame_rate: None,

@@ -18,7 +18,7 @@
 //! nothing reads any more.
 //!
 //! Every rung is scaled from the source, as [`Cascade::Direct`] does on the
-//! CPU, so the two agree sample for sample. A 10-bit source (NVDEC's P010) is
+//! CPU, with the same kernel's tables, so the two agree sample for sample. A 10-bit source (NVDEC's P010) is
 //! first reduced to 8-bit NV12 on the device by `p010_to_nv12`, with the CPU's
 //! rounding and in the CPU's order (reduce, then filter), so it agrees too.
 //!
@@ -151,7 +151,17 @@ impl KernelTiming {
 }
 
 impl GpuScaler {
+    /// With the default [`Kernel`].
     pub fn new(gpu: Arc<Gpu>, source: Size, rungs: &[Size]) -> ScaleResult<Self, GpuScaleError> {
+        Self::with_kernel(gpu, source, rungs, Kernel::default())
+    }
+
+    pub fn with_kernel(
+        gpu: Arc<Gpu>,
+        source: Size,
+        rungs: &[Size],
+        kernel: Kernel,
+    ) -> ScaleResult<Self, GpuScaleError> {
         if rungs.is_empty() {
             return Err(ScaleError::NoRungs.into());
         }
@@ -182,8 +192,8 @@ impl GpuScaler {
             for plane in [Plane::Y, Plane::U] {
                 let (sw, sh) = src_layout.plane_size(plane);
                 let (dw, dh) = layout.plane_size(plane);
-                let h = upload(&stream, &AxisFilter::new(Kernel::Lanczos3, sw, dw))?;
-                let v = upload(&stream, &AxisFilter::new(Kernel::Lanczos3, sh, dh))?;
+                let h = upload(&stream, &AxisFilter::new(kernel, sw, dw))?;
+                let v = upload(&stream, &AxisFilter::new(kernel, sh, dh))?;
                 if v.tile_h == 0 {
                     return Err(GpuScaleError::TooSteep { from: sh, to: dh });
                 }

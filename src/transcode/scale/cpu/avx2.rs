@@ -276,7 +276,7 @@ mod tests {
             eprintln!("no AVX2 here: nothing to compare");
             return;
         };
-        for kernel in [Kernel::Lanczos3, Kernel::CatmullRom] {
+        for kernel in Kernel::ALL {
             for (seed, (src, dst)) in AXES.into_iter().enumerate() {
                 let stride = dst.next_multiple_of(64);
                 let axis = AxisFilter::new(kernel, src, dst);

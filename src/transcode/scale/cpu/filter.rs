@@ -5,20 +5,32 @@
 
 use super::WEIGHT_BITS;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The interpolation kernel of every pass (`[transcode] scaler`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kernel {
-    /// Lanczos with 3 lobes: what libswscale's `lanczos` flag uses.
+    /// Keys cubic with a = -0.6: libswscale's `bicubic` (B = 0, C = 0.6),
+    /// the FFmpeg `scale` filter's default. Two thirds of Lanczos-3's taps.
+    /// The default because it gives more quality per bit where it counts:
+    /// Lanczos-3 keeps grain and fine texture that a 360p rung at 700 kb/s
+    /// cannot afford to code, and scored up to 0.7 dB PSNR lower there after
+    /// x264 (against the same source scaled with Lanczos-3 itself); on clean
+    /// synthetic edges it scored higher.
     #[default]
+    Bicubic,
+    /// Lanczos with 3 lobes: what libswscale's `lanczos` flag uses. Sharper;
+    /// for high bitrates and clean sources.
+    #[serde(rename = "lanczos")]
     Lanczos3,
-    /// Keys cubic with a = -0.5: two thirds of Lanczos-3's taps, softer.
-    CatmullRom,
 }
 
 impl Kernel {
+    pub const ALL: [Kernel; 2] = [Kernel::Bicubic, Kernel::Lanczos3];
+
     fn radius(self) -> f64 {
         match self {
             Kernel::Lanczos3 => 3.0,
-            Kernel::CatmullRom => 2.0,
+            Kernel::Bicubic => 2.0,
         }
     }
 
@@ -30,8 +42,10 @@ impl Kernel {
             Kernel::Lanczos3 if x < 3.0 => {
                 3.0 * (PI * x).sin() * (PI * x / 3.0).sin() / (PI * PI * x * x)
             }
-            Kernel::CatmullRom if x <= 1.0 => 1.5 * x * x * x - 2.5 * x * x + 1.0,
-            Kernel::CatmullRom if x < 2.0 => -0.5 * x * x * x + 2.5 * x * x - 4.0 * x + 2.0,
+            // Keys (1981) with a = -0.6: (a + 2)|x|^3 - (a + 3)|x|^2 + 1 inside
+            // one sample, a|x|^3 - 5a|x|^2 + 8a|x| - 4a out to two.
+            Kernel::Bicubic if x <= 1.0 => 1.4 * x * x * x - 2.4 * x * x + 1.0,
+            Kernel::Bicubic if x < 2.0 => -0.6 * x * x * x + 3.0 * x * x - 4.8 * x + 2.4,
             _ => 0.0,
         }
     }

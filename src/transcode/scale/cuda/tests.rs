@@ -126,8 +126,8 @@ fn assert_emulated_ladder(name: &str, base: u64, planes: [SourcePlane; 3], want:
         for plane in [Plane::Y, Plane::U] {
             let (sw, sh) = src_layout.plane_size(plane);
             let (dw, dh) = l.plane_size(plane);
-            let h = AxisFilter::new(Kernel::Lanczos3, sw, dw);
-            let v = AxisFilter::new(Kernel::Lanczos3, sh, dh);
+            let h = AxisFilter::new(Kernel::default(), sw, dw);
+            let v = AxisFilter::new(Kernel::default(), sh, dh);
             let starts = |f: &AxisFilter| f.starts().iter().map(|&s| s as i32).collect::<Vec<_>>();
             tables.push((
                 starts(&h),
@@ -305,6 +305,7 @@ fn p010_reduction_then_the_kernel_matches_the_cpu_on_a_10_bit_picture() {
 
 #[test]
 fn tiles_shrink_for_steep_downscales_and_refuse_impossible_ones() {
+    // Lanczos-3, the wider kernel, needs the most rows per tile.
     let v = |from, to| AxisFilter::new(Kernel::Lanczos3, from, to);
     assert_eq!(tile_height(&v(1080, 720)), Some(TILE_H));
     let steep = tile_height(&v(768, 36)).expect("fits");

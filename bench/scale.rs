@@ -1,6 +1,6 @@
 //! Criterion benchmark of the CPU ladder scaler: one 1080p frame into
-//! 720p/480p/360p/160p, cascaded (the default) and direct, on the global
-//! rayon pool and on one thread.
+//! 720p/480p/360p/160p, with each kernel, cascaded (the default) and direct,
+//! on the global rayon pool and on one thread.
 
 use std::hint::black_box;
 
@@ -48,11 +48,12 @@ fn ladder(c: &mut Criterion) {
         .num_threads(1)
         .build()
         .expect("one thread can start");
-    for (name, cascade) in [("auto", Cascade::Auto), ("direct", Cascade::Direct)] {
-        let options = ScaleOptions {
-            kernel: Kernel::Lanczos3,
-            cascade,
-        };
+    let kinds = Kernel::ALL.into_iter().flat_map(|kernel| {
+        [("auto", Cascade::Auto), ("direct", Cascade::Direct)]
+            .map(|(how, cascade)| (format!("{kernel:?}_{how}").to_lowercase(), cascade, kernel))
+    });
+    for (name, cascade, kernel) in kinds {
+        let options = ScaleOptions { kernel, cascade };
         let mut scaler = CpuScaler::with_options(SOURCE, &LADDER, options).expect("valid ladder");
         c.bench_function(&format!("ladder_1080p_{name}"), |b| {
             b.iter(|| {

@@ -44,6 +44,8 @@
 mod common;
 #[path = "ladder/content.rs"]
 mod content;
+#[path = "common/env.rs"]
+mod env;
 // Shared by the ladder benches; this one uses a few of them.
 #[allow(dead_code)]
 #[path = "common/ladder_bench.rs"]
@@ -52,7 +54,8 @@ mod ladder_bench;
 mod release;
 
 use common::*;
-use ladder_bench::{GOP, Pairing, X264, check, env_parse, kbps_of, machine_busy, psnr_ssim_at};
+use env::env_parse;
+use ladder_bench::{GOP, Pairing, X264, check, kbps_of, machine_busy, psnr_ssim_at};
 use release::release_binary;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

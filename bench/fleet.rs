@@ -24,7 +24,7 @@ mod env;
 mod release;
 
 use common::*;
-use env::env_u64;
+use env::env_parse;
 use release::release_binary;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -103,9 +103,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     require_browser();
-    let window = Duration::from_secs(env_u64("RUNGS_BENCH_SECONDS", 30));
-    let channels = env_u64("RUNGS_BENCH_CHANNELS", 4) as usize;
-    let rounds = env_u64("RUNGS_BENCH_ROUNDS", 5) as usize;
+    let window = Duration::from_secs(env_parse("RUNGS_BENCH_SECONDS").unwrap_or(30));
+    let channels: usize = env_parse("RUNGS_BENCH_CHANNELS").unwrap_or(4);
+    let rounds: usize = env_parse("RUNGS_BENCH_ROUNDS").unwrap_or(5);
     let bin = release_binary();
     let pg = PgServer::start();
     let db_name = "fleet_bench";

@@ -76,6 +76,8 @@
 //! bitrate and PSNR are bench/common/ladder_bench.rs's, shared with
 //! ladder.rs; the live part is in gpu_pipeline/live.rs.
 
+#[path = "common/env.rs"]
+mod env;
 // Shared by three benches; `machine_busy` is the ladder and multitrack benches'.
 #[allow(dead_code)]
 #[path = "common/ladder_bench.rs"]
@@ -83,9 +85,10 @@ mod ladder_bench;
 #[path = "gpu_pipeline/live.rs"]
 mod live;
 
+use env::env_parse;
 use ladder_bench::{
-    LADDER, SOURCE_GRAPH, SOURCE_KBPS, children_cpu, env_parse, ffmpeg_command, kbps_of, loadavg,
-    make_input, median, psnr, rungs_command,
+    LADDER, SOURCE_GRAPH, SOURCE_KBPS, children_cpu, ffmpeg_command, kbps_of, loadavg, make_input,
+    median, psnr, rungs_command,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;

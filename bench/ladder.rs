@@ -54,14 +54,17 @@
 
 #[path = "ladder/content.rs"]
 mod content;
+#[path = "common/env.rs"]
+mod env;
 // Shared by three benches; `psnr` is the GPU bench's.
 #[allow(dead_code)]
 #[path = "common/ladder_bench.rs"]
 mod ladder_bench;
 
 use content::Content;
+use env::env_parse;
 use ladder_bench::{
-    LADDER, SOURCE_KBPS, children_cpu, count_frames, env_parse, ffmpeg_command, kbps_of, loadavg,
+    LADDER, SOURCE_KBPS, children_cpu, count_frames, ffmpeg_command, kbps_of, loadavg,
     machine_busy, make_input, make_input_of, median, psnr_ssim, rungs_command,
 };
 use serde_json::Value;

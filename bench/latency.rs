@@ -25,7 +25,7 @@ mod release;
 
 use common::fmp4;
 use common::*;
-use env::env_u64;
+use env::env_parse;
 use release::release_binary;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let secs = env_u64("RUNGS_BENCH_SECONDS", 30);
+    let secs: u64 = env_parse("RUNGS_BENCH_SECONDS").unwrap_or(30);
     let (w, h) = std::env::var("RUNGS_BENCH_SIZE")
         .ok()
         .and_then(|s| {

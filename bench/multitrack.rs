@@ -39,6 +39,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/env.rs"]
+mod env;
 // The ladder bench's helpers; this one uses two of them.
 #[allow(dead_code)]
 #[path = "common/ladder_bench.rs"]
@@ -47,7 +49,8 @@ mod ladder_bench;
 mod release;
 
 use common::*;
-use ladder_bench::{env_parse, machine_busy};
+use env::env_parse;
+use ladder_bench::machine_busy;
 use release::release_binary;
 use std::path::Path;
 use std::process::Command;

@@ -19,6 +19,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 // The tests' publisher processes; this benchmark uses the Chromium one only.
+#[path = "common/env.rs"]
+mod env;
 #[allow(dead_code)]
 #[path = "../tests/whip/peer.rs"]
 mod peer;
@@ -26,6 +28,7 @@ mod peer;
 mod release;
 
 use common::*;
+use env::env_parse;
 use peer::Peer;
 use release::release_binary;
 use std::time::Duration;
@@ -49,10 +52,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let secs: u32 = std::env::var("RUNGS_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+    let secs: u32 = env_parse("RUNGS_BENCH_SECONDS").unwrap_or(60);
     let players: Vec<&str> = match std::env::var("RUNGS_BENCH_PLAYERS") {
         Ok(list) => PLAYERS
             .into_iter()

@@ -29,7 +29,7 @@ mod env;
 mod release;
 
 use common::*;
-use env::env_u64;
+use env::env_parse;
 use release::release_binary;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -224,9 +224,9 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let secs = env_u64("RUNGS_BENCH_SECONDS", 40);
-    let warmup = env_u64("RUNGS_BENCH_WARMUP", 8);
-    let backlog = env_u64("RUNGS_BENCH_BACKLOG", 30);
+    let secs: u64 = env_parse("RUNGS_BENCH_SECONDS").unwrap_or(40);
+    let warmup: u64 = env_parse("RUNGS_BENCH_WARMUP").unwrap_or(8);
+    let backlog: u64 = env_parse("RUNGS_BENCH_BACKLOG").unwrap_or(30);
     let bin = release_binary();
     let tmp = tempfile::Builder::new()
         .prefix("rungs-bench-rec-")

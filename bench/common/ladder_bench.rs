@@ -21,10 +21,6 @@ pub const X264: [&str; 4] = ["-c:v", "libx264", "-preset", "veryfast"];
 /// IDR every 60 frames, in the input and in every rung.
 pub const GOP: [&str; 6] = ["-g", "60", "-keyint_min", "60", "-sc_threshold", "0"];
 
-pub fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok().and_then(|s| s.parse().ok())
-}
-
 /// The input (`input-1080p30-{seconds}s.mp4` in `dir`), generated once and
 /// kept; regenerated when the recipe kept in `dir/recipe_name` changes.
 /// `note` goes to stderr while it is generated.

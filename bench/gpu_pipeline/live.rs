@@ -6,7 +6,8 @@
 #[path = "publish.rs"]
 mod publish;
 
-use crate::ladder_bench::{check, clock_ticks, env_parse};
+use crate::env::env_parse;
+use crate::ladder_bench::{check, clock_ticks};
 use crate::{GOAL_REDUCTION_PCT, fail, write_config};
 use publish::Publisher;
 use serde_json::{Value, json};

@@ -51,7 +51,7 @@ pub(super) fn migrate(db: &mut Db<'_>) -> Result<i64, DbError> {
             (2, Kind::Sqlite) => sqlite_v2(db)?,
             (2, Kind::Postgres) => db.batch(POSTGRES_V2)?,
             (3, Kind::Sqlite) => db.batch(&sqlite_v3())?,
-            (3, Kind::Postgres) => db.batch(POSTGRES_V3)?,
+            (3, Kind::Postgres) => db.batch(&postgres_v3())?,
             _ => unreachable!("every version up to LATEST has a step per backend"),
         }
         db.exec(
@@ -304,28 +304,29 @@ fn sqlite_v3() -> String {
 
 /// One statement-level trigger per table (dropped first: `CREATE OR
 /// REPLACE TRIGGER` needs PostgreSQL 14).
-const POSTGRES_V3: &str = r#"
-CREATE TABLE IF NOT EXISTS access_generation (
-    id     INT PRIMARY KEY CHECK (id = 1),
-    value  BIGINT NOT NULL
-);
-INSERT INTO access_generation (id, value) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
-CREATE OR REPLACE FUNCTION rungs_access_changed() RETURNS trigger LANGUAGE plpgsql AS $body$
-BEGIN
-    UPDATE access_generation SET value = value + 1;
-    RETURN NULL;
-END
-$body$;
-DROP TRIGGER IF EXISTS access_changed ON channels;
-CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON channels
-    FOR EACH STATEMENT EXECUTE FUNCTION rungs_access_changed();
-DROP TRIGGER IF EXISTS access_changed ON playback_keys;
-CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON playback_keys
-    FOR EACH STATEMENT EXECUTE FUNCTION rungs_access_changed();
-DROP TRIGGER IF EXISTS access_changed ON revoked_viewers;
-CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON revoked_viewers
-    FOR EACH STATEMENT EXECUTE FUNCTION rungs_access_changed();
-"#;
+fn postgres_v3() -> String {
+    let mut sql = String::from(
+        "CREATE TABLE IF NOT EXISTS access_generation (
+            id     INT PRIMARY KEY CHECK (id = 1),
+            value  BIGINT NOT NULL
+        );
+        INSERT INTO access_generation (id, value) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+        CREATE OR REPLACE FUNCTION rungs_access_changed() RETURNS trigger LANGUAGE plpgsql AS $body$
+        BEGIN
+            UPDATE access_generation SET value = value + 1;
+            RETURN NULL;
+        END
+        $body$;\n",
+    );
+    for table in ACCESS_TABLES {
+        sql.push_str(&format!(
+            "DROP TRIGGER IF EXISTS access_changed ON {table};
+            CREATE TRIGGER access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
+                FOR EACH STATEMENT EXECUTE FUNCTION rungs_access_changed();\n"
+        ));
+    }
+    sql
+}
 
 #[cfg(test)]
 mod tests {
